@@ -1,0 +1,9 @@
+"""The one exception type that the command line turns into a one-line error (exit 2)."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a file, a line, an option. Its message is one line."""
+
+
+class DataError(UserError):
+    """A data file that cannot be read or parsed; the message names the file (and line)."""
