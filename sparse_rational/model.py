@@ -1,0 +1,139 @@
+"""The WFSA layer (built from a structure) and the rational RNN classifier (SPEC section 1)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .ops import rational_forward
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; the learned structure lives here.
+
+    ``structure``: the length ``n_j >= 1`` of each WFSA (main-path transitions); an empty
+    tuple is a model with no WFSA left (it predicts the class prior).
+    """
+
+    structure: tuple[int, ...]
+    embedding_dim: int
+    num_classes: int
+    vocab_size: int = 0  # 0: the model takes vectors, not token ids
+    dropout: float = 0.2  # on the WFSA scores, before the linear layer
+    input_dropout: float = 0.2  # variational (one mask per document) on the input vectors
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "structure", tuple(int(n) for n in self.structure))
+        if any(n < 1 for n in self.structure):
+            raise ValueError(f"WFSA lengths must be >= 1, got {self.structure}")
+
+    @property
+    def transitions(self) -> int:
+        return sum(self.structure)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["structure"] = list(self.structure)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**d)
+
+
+def state_layout(structure: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """``is_first [N]`` (state is q_1 of its WFSA) and ``owner [N]`` (its WFSA index)."""
+    owner = torch.tensor([j for j, n in enumerate(structure) for _ in range(n)], dtype=torch.long)
+    is_first = torch.tensor([i == 0 for n in structure for i in range(n)], dtype=torch.bool)
+    return is_first, owner
+
+
+class WFSALayer(nn.Module):
+    """``d`` chain WFSAs of lengths ``structure``, all read in one pass.
+
+    Parameters (flat state layout, WFSA by WFSA; ``N = sum(structure)``):
+    ``w, v``: ``[e, N]``, ``b``: ``[N]``. The group of state ``s`` is
+    ``(w[:, s], v[:, s], b[s])``: everything that enters that state.
+
+    ``forward(x [T, B, e], mask [T, B]) -> scores [B, d]``,
+    ``score_j = sum_{i=1..n_j} c_ji(T)`` (all states but q_0 are final).
+    """
+
+    def __init__(self, structure: tuple[int, ...], embedding_dim: int, impl: str = "auto"):
+        super().__init__()
+        self.structure = tuple(structure)
+        self.impl = impl
+        n, e = sum(self.structure), embedding_dim
+        bound = math.sqrt(3.0 / e)  # each column ~ unit norm: groups start near sqrt(2)
+        self.w = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
+        self.v = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
+        self.b = nn.Parameter(torch.zeros(n))
+        is_first, owner = state_layout(self.structure)
+        self.register_buffer("is_first", is_first, persistent=False)
+        self.register_buffer("owner", owner, persistent=False)
+
+    @property
+    def num_wfsas(self) -> int:
+        return len(self.structure)
+
+    def states(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Plus-times values of all states at each document's end, ``[B, N]``."""
+        return rational_forward(x, self.w, self.v, self.b, self.is_first, mask, impl=self.impl)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        batch = x.shape[1]
+        if not self.structure:
+            return x.new_zeros(batch, 0)
+        c = self.states(x, mask)
+        return c.new_zeros(batch, self.num_wfsas).index_add_(1, self.owner, c)
+
+    def group_norms(self) -> Tensor:
+        """``||g_s||_2`` for every state, ``[N]``: ``sqrt(|w_s|^2 + |v_s|^2 + b_s^2)``."""
+        return torch.sqrt(self.w.pow(2).sum(0) + self.v.pow(2).sum(0) + self.b.pow(2))
+
+
+class RationalClassifier(nn.Module):
+    """Frozen embeddings -> variational dropout -> WFSA layer -> dropout -> linear.
+
+    ``forward(ids [B, T] long, mask [B, T] bool) -> logits [B, C]``; with
+    ``vocab_size == 0`` call :meth:`forward_vectors` with ``[B, T, e]`` vectors instead.
+    """
+
+    def __init__(self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto"):
+        super().__init__()
+        self.config = config
+        if config.vocab_size:
+            emb = torch.zeros(config.vocab_size, config.embedding_dim) if embeddings is None else embeddings
+            if tuple(emb.shape) != (config.vocab_size, config.embedding_dim):
+                raise ValueError(f"embeddings of shape {tuple(emb.shape)} for config {config}")
+            self.register_buffer("embeddings", emb.detach().clone().float())
+        else:
+            self.embeddings = None
+        self.wfsa = WFSALayer(config.structure, config.embedding_dim, impl=impl)
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(len(config.structure), config.num_classes)
+
+    def scores(self, vectors: Tensor, mask: Tensor) -> Tensor:
+        """WFSA scores ``[B, d]`` of documents ``[B, T, e]`` (right-padded, ``mask [B, T]``)."""
+        x = vectors.transpose(0, 1)  # [T, B, e]
+        p = self.config.input_dropout
+        if self.training and p > 0:
+            keep = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(1 - p) / (1 - p)
+            x = x * keep
+        return self.wfsa(x, mask.transpose(0, 1))
+
+    def forward_vectors(self, vectors: Tensor, mask: Tensor) -> Tensor:
+        return self.classifier(self.dropout(self.scores(vectors, mask)))
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.forward_vectors(self.embeddings[ids], mask)
+
+    def penalty(self) -> Tensor:
+        """Group lasso: ``sum_s ||g_s||_2`` (no sqrt(group size) factor, as the authors)."""
+        return self.wfsa.group_norms().sum()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
