@@ -93,7 +93,7 @@ def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
     structure = tuple(k for k in keep_len if k > 0)
     config = replace(model.config, structure=structure)
     new = RationalClassifier(config, model.embeddings, impl=model.wfsa.impl)
-    new.to(device=model.wfsa.w.device, dtype=model.wfsa.w.dtype)
+    new.to(device=model.wfsa.w.device, dtype=model.wfsa.w.dtype).train(model.training)
     idx = torch.tensor(kept_states, dtype=torch.long, device=model.wfsa.w.device)
     new.wfsa.w.copy_(model.wfsa.w[:, idx])
     new.wfsa.v.copy_(model.wfsa.v[:, idx])
