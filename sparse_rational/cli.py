@@ -1,0 +1,249 @@
+"""``sparse-rational``: a thin command line over the Python API.
+
+Every error caused by the user's input is one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _prob(text: str) -> float:
+    value = _nonneg_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
+    return value
+
+
+def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
+    p.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>")
+    p.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split (default 0)")
+    if train:
+        p.add_argument("--train", help="training file: .tsv (label<TAB>text), .jsonl or .csv (text,label)")
+        p.add_argument("--dev", help="dev file (default: 10%% of --train)")
+    p.add_argument("--test", help="test file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sparse-rational", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model (and learn its structure with a penalty)")
+    _add_data_args(t, train=True)
+    t.add_argument("--embeddings", required=True, help="glove-6b-50d or a GloVe/word2vec .txt(.gz) file")
+    t.add_argument("--patterns", default="24x4", help="WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4 (default 24x4)")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--reg-strength", type=_nonneg_float, default=0.0, help="group-lasso lambda (0: no penalty)")
+    g.add_argument("--target-transitions", type=_positive_int, help="search lambda to end near N transitions")
+    t.add_argument("--reg-epochs", type=_positive_int, default=30, help="epochs of the penalised phase (default 30)")
+    t.add_argument("--epsilon", type=_nonneg_float, default=0.1, help="prune states with group norm below (0.1)")
+    t.add_argument("--epochs", type=_positive_int, default=100, help="max epochs (default 100)")
+    t.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience (default 10)")
+    t.add_argument("--batch-size", type=_positive_int, default=64)
+    t.add_argument("--lr", type=_nonneg_float, default=0.01)
+    t.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
+    t.add_argument("--clip", type=_nonneg_float, default=2.0, help="gradient-norm clipping (0: off)")
+    t.add_argument("--dropout", type=_prob, default=0.2, help="dropout on WFSA scores")
+    t.add_argument("--input-dropout", type=_prob, default=0.2, help="variational dropout on word vectors")
+    t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
+    t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    t.add_argument("--out", required=True, help="model folder to write")
+
+    e = sub.add_parser("evaluate", help="accuracy of a saved model")
+    e.add_argument("--model", required=True)
+    _add_data_args(e, train=False)
+    e.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
+
+    p = sub.add_parser("predict", help="classify texts, one per line; JSON lines out")
+    p.add_argument("--model", required=True)
+    p.add_argument("input", nargs="?", default="-", help="file with one text per line, or - (stdin)")
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+
+    x = sub.add_parser("export", help="write the whole model as plain JSON")
+    x.add_argument("--model", required=True)
+    x.add_argument("--out", required=True)
+    return parser
+
+
+def _splits_for(args: argparse.Namespace, train: bool):
+    from .data import Splits, load_dataset, load_file, load_files
+
+    if args.dataset:
+        if train and (args.train or args.dev or args.test):
+            raise UserError("give either --dataset or --train/--dev/--test, not both")
+        return load_dataset(args.dataset, args.data_dir, args.split_seed)
+    if train:
+        if not args.train:
+            raise UserError("train: give --dataset SPEC or --train FILE")
+        return load_files(args.train, args.dev, args.test)
+    if not args.test:
+        raise UserError("evaluate: give --dataset SPEC or --test FILE")
+    return Splits([], [], load_file(args.test))
+
+
+def _check_out(path: str) -> None:
+    out = Path(path)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").is_file())):
+        raise UserError(f"--out {path}: exists and is not a model folder; refusing to overwrite it")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .learn import StructureOptions
+    from .pipeline import train_text_classifier
+    from .structure import format_structure, parse_patterns
+    from .train import TrainConfig
+    import torch
+
+    parse_patterns(args.patterns)  # fail before reading any data
+    _check_out(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = _splits_for(args, train=True)
+    cfg = TrainConfig(
+        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, lr_schedule=not args.no_lr_schedule,
+    )
+    opts = StructureOptions(reg_epochs=args.reg_epochs, epsilon=args.epsilon)
+    clf = train_text_classifier(
+        splits, args.embeddings, args.patterns, args.reg_strength, args.target_transitions, cfg, opts,
+        dropout=args.dropout, input_dropout=args.input_dropout, verbose=not args.quiet,
+    )
+    m = clf.metrics
+    m["dataset"] = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
+    clf.save(args.out)
+    test = f"  test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
+    dev = f"dev accuracy {m['dev_accuracy']:.4f}" if m.get("dev_accuracy") is not None else "no dev set"
+    print(f"{dev}{test}")
+    print(
+        f"structure {format_structure(tuple(m['structure']))}: {m['wfsas']} WFSAs, {m['transitions']} transitions, "
+        f"{m['parameters']} parameters (lambda {m['reg_strength']:.3g}); {m['train_seconds']:.0f}s, "
+        f"{m['seconds_per_epoch']:.2f}s/epoch"
+    )
+    print(f"saved {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .pipeline import TextClassifier
+
+    clf = TextClassifier.load(args.model)
+    splits = _splits_for(args, train=False)
+    if not splits.test:
+        raise UserError("evaluate: the test set is empty")
+    acc = clf.evaluate(splits.test)
+    result = {"model": str(args.model), "accuracy": acc, "examples": len(splits.test)}
+    print(f"accuracy {acc:.4f} on {len(splits.test)} examples")
+    if args.json:
+        text = json.dumps(result, indent=2) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            from .fileio import atomic_write_text
+
+            atomic_write_text(args.json, text)
+    return 0
+
+
+def _read_lines(source: str) -> list[str]:
+    if source == "-":
+        data = sys.stdin.buffer.read()
+        name = "<stdin>"
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+        name = source
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(f"{name}:{line}: not UTF-8 text") from None
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n") if text else []
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .pipeline import TextClassifier
+
+    clf = TextClassifier.load(args.model)
+    lines = _read_lines(args.input)
+    out = sys.stdout
+    for start in range(0, len(lines), args.batch_size):
+        chunk = lines[start : start + args.batch_size]
+        probs = clf.predict_proba(chunk)
+        for row in probs:
+            out.write(json.dumps({"label": clf.classes[int(row.argmax())],
+                                  "probabilities": {c: float(p) for c, p in zip(clf.classes, row)}}) + "\n")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_json
+    from .pipeline import TextClassifier
+
+    clf = TextClassifier.load(args.model)
+    export_json(clf, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"sparse-rational: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # disk full, permissions: still one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"sparse-rational: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sparse-rational: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

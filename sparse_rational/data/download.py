@@ -1,0 +1,138 @@
+"""Fetching the Blitzer et al. (2007) Multi-Domain Sentiment Dataset into the cache.
+
+Only the eight labelled files the library uses are kept
+(``sorted_data_acl/<domain>/{positive,negative}.review``); each is checked against the md5
+of the official release, and they appear in the cache all at once (extracted into a
+temporary directory, then renamed into place) or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from sparse_rational.errors import UserError
+
+__all__ = ["BLITZER_MD5", "BLITZER_URL", "fetch_blitzer"]
+
+BLITZER_URL = "https://www.cs.jhu.edu/~mdredze/datasets/sentiment/domain_sentiment_data.tar.gz"
+
+#: md5 of the files of the official release, relative to ``sorted_data_acl/``.
+BLITZER_MD5 = {
+    "books/negative.review": "42ab2c5cabaf26cb4e1bf124e03a02c2",
+    "books/positive.review": "e127ca9b025c8a42c11ea60851865486",
+    "dvd/negative.review": "a94ff8de6516131e58caff42f5a6a005",
+    "dvd/positive.review": "6b4f7317a3e2794f7609ad1f0aa5e565",
+    "electronics/negative.review": "6444714e3bc5312b7cf1542b1a7b375d",
+    "electronics/positive.review": "767345922df4429e0544e101cfcc1d80",
+    "kitchen_&_housewares/negative.review": "5b012084c8dfaa7d8e7ccf6e2fb4672d",
+    "kitchen_&_housewares/positive.review": "a96791c52b3e6de047a315a687f33e62",
+}
+
+TIMEOUT_S = 60
+_CHUNK = 1 << 20
+_ADVICE = ("download and untar it yourself, then pass --data-dir DIR or set "
+           "SPARSE_RATIONAL_DATA=DIR (DIR holding sorted_data_acl/)")
+
+
+class _Failed(Exception):
+    """A step of the download that failed, with a one-line reason."""
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "reason", "") or exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def fetch_blitzer(cache_root: str | os.PathLike, *, searched: Sequence[os.PathLike] = ()) -> Path:
+    """Download the official release into ``cache_root/amazon-multi-domain/sorted_data_acl``
+    and return that directory. ``searched`` (the data roots already searched) only
+    goes into the error message. Any failure raises a one-line UserError."""
+    dest_parent = Path(cache_root) / "amazon-multi-domain"
+    dest = dest_parent / "sorted_data_acl"
+    where = ", ".join(os.fspath(p) for p in searched)
+    what = ("the Blitzer et al. Amazon reviews (sorted_data_acl/<domain>/*.review) were not "
+            "found" + (f" under {where}" if where else "")
+            + f" and downloading them from {BLITZER_URL} failed")
+    try:
+        dest_parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest_parent))
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write to {dest_parent} ({_reason(exc)}); {_ADVICE}") \
+            from None
+    try:
+        archive = tmp / "domain_sentiment_data.tar.gz"
+        _download(BLITZER_URL, archive)
+        staged = _extract(archive, tmp / "sorted_data_acl")
+        archive.unlink()
+        if _complete(dest):  # another process finished first
+            return dest
+        if dest.exists():  # an incomplete leftover: move it out of the way first
+            os.replace(dest, tmp / "stale")
+        os.replace(staged, dest)
+        return dest
+    except _Failed as exc:
+        raise UserError(f"{what}: {exc}; {_ADVICE}") from None
+    except (OSError, http.client.HTTPException, tarfile.TarError, EOFError, zlib.error) as exc:
+        raise UserError(f"{what}: {_reason(exc)}; {_ADVICE}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _complete(root: Path) -> bool:
+    return all((root / name).is_file() for name in BLITZER_MD5)
+
+
+def _download(url: str, target: Path) -> None:
+    from tqdm import tqdm
+
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        length = response.headers.get("Content-Length") if response.headers else None
+        total = int(length) if length and length.isdigit() else None
+        with open(target, "wb") as out, tqdm(
+            total=total, unit="B", unit_scale=True, desc=target.name, disable=None
+        ) as bar:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def _extract(archive: Path, staged: Path) -> Path:
+    """Copy the eight wanted members out of ``archive`` into ``staged`` (never trusting
+    member paths), verifying each md5. Everything else in the archive is ignored."""
+    found: dict[str, str] = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = PurePosixPath(member.name).parts
+            if len(parts) < 3 or parts[-3] != "sorted_data_acl" or not member.isfile():
+                continue
+            name = f"{parts[-2]}/{parts[-1]}"
+            if name not in BLITZER_MD5 or name in found:
+                continue
+            source = tar.extractfile(member)
+            if source is None:
+                continue
+            (staged / parts[-2]).mkdir(parents=True, exist_ok=True)
+            digest = hashlib.md5(usedforsecurity=False)
+            with source, open(staged / name, "wb") as out:
+                while chunk := source.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            found[name] = digest.hexdigest()
+    missing = [name for name in BLITZER_MD5 if name not in found]
+    if missing:
+        raise _Failed(f"the archive lacks sorted_data_acl/{missing[0]}"
+                      + (f" and {len(missing) - 1} more file(s)" if len(missing) > 1 else ""))
+    for name, expected in BLITZER_MD5.items():
+        if found[name] != expected:
+            raise _Failed(f"checksum mismatch for sorted_data_acl/{name} (md5 {found[name]}, "
+                          f"expected {expected})")
+    return staged

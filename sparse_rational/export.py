@@ -1,0 +1,53 @@
+"""Export a model as plain JSON (``sparse-rational-automata/1``) to run it outside PyTorch.
+
+Schema::
+
+    {"format": "sparse-rational-automata/1",
+     "classes": [...],
+     "tokens": {"lowercase": bool, "bos": str|null, "eos": str|null, "unk": str},
+     "vocab": [...],
+     "embeddings": [[...], ...],          # row i: the vector of vocab[i] as the WFSAs get it
+     "wfsas": [{"states": [{"w": [...], "v": [...], "b": float}, ...]}, ...],
+                                          # state k: the transition into q_k (k = 1..n)
+     "classifier": {"weight": [[...] one row per class], "bias": [...]}}
+
+Scoring a document (token ids ``x_1..x_T`` including ``<s>``/``</s>``): for each WFSA,
+``c_0 = 1``, ``c_k = 0``; at each token ``f_k = sigmoid(v_k.x + b_k)``,
+``u_k = (w_k.x)(1 - f_k)``, ``c_k <- f_k c_k + u_k c_{k-1}`` (all k at once, old values on
+the right); the score is ``sum_k c_k``; logits = ``weight @ scores + bias``.
+"""
+from __future__ import annotations
+
+import os
+
+from .fileio import atomic_write_json
+from .pipeline import TextClassifier
+
+FORMAT = "sparse-rational-automata/1"
+
+
+def export_dict(clf: TextClassifier) -> dict:
+    model = clf.model
+    w = model.wfsa.w.detach().double().cpu().T.tolist()  # [N][e]
+    v = model.wfsa.v.detach().double().cpu().T.tolist()
+    b = model.wfsa.b.detach().double().cpu().tolist()
+    wfsas, s = [], 0
+    for n in model.config.structure:
+        wfsas.append({"states": [{"w": w[k], "v": v[k], "b": b[k]} for k in range(s, s + n)]})
+        s += n
+    return {
+        "format": FORMAT,
+        "classes": list(clf.classes),
+        "tokens": clf.vocab.token_settings(),
+        "vocab": list(clf.vocab.tokens),
+        "embeddings": model.embeddings.detach().double().cpu().tolist(),
+        "wfsas": wfsas,
+        "classifier": {
+            "weight": model.classifier.weight.detach().double().cpu().tolist(),
+            "bias": model.classifier.bias.detach().double().cpu().tolist(),
+        },
+    }
+
+
+def export_json(clf: TextClassifier, path: str | os.PathLike) -> None:
+    atomic_write_json(path, export_dict(clf), indent=None)

@@ -1,0 +1,265 @@
+"""The Python API: train a text classifier from labelled texts, save, load, predict.
+
+A saved model is a folder (Hugging Face layout, no pickle anywhere)::
+
+    config.json         format, model config (with the structure), classes, tokens, embeddings
+    model.safetensors   wfsa.w [e,N], wfsa.v [e,N], wfsa.b [N], classifier.weight [C,d],
+                        classifier.bias [C], embeddings [V,e] (only the model's own vocabulary)
+    vocab.txt           one token per line; line i is row i of ``embeddings``
+    metrics.json        accuracies, structure, transitions, parameters, timings
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .data import Example, Splits
+from .embeddings import SPECIALS, build_vocabulary, load_word_vectors
+from .errors import UserError
+from .fileio import atomic_directory, atomic_write_json
+from .learn import StructureOptions, learn_structure
+from .model import ModelConfig, RationalClassifier
+from .structure import format_structure, parse_patterns
+from .train import EncodedData, TrainConfig, accuracy, fit, predict_proba
+from .vocab import Vocabulary
+
+FORMAT = "sparse-rational/1"
+CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
+
+
+@dataclass
+class TextClassifier:
+    """A trained model with everything needed to read raw text."""
+
+    model: RationalClassifier
+    vocab: Vocabulary
+    classes: list[str]
+    embeddings_source: str = ""
+    metrics: dict = field(default_factory=dict)
+
+    # -- inference -------------------------------------------------------------------------
+    def encode(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True) -> EncodedData:
+        label_index = {c: i for i, c in enumerate(self.classes)}
+        docs, labels = [], []
+        for ex in examples:
+            text = ex if isinstance(ex, str) else ex.text
+            docs.append(self.vocab.encode(text))
+            label = None if isinstance(ex, str) else ex.label
+            if label is not None and label not in label_index:
+                if strict_labels:
+                    raise UserError(f"label {label!r} was not seen in training (classes: {', '.join(self.classes)})")
+                labels.append(-1)
+            else:
+                labels.append(label_index.get(label, -1) if label is not None else -1)
+        return EncodedData(docs, torch.tensor(labels, dtype=torch.long))
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities ``[n, C]`` (columns in the order of ``classes``)."""
+        if not len(texts):
+            return np.zeros((0, len(self.classes)), np.float32)
+        return predict_proba(self.model, self.encode(texts)).numpy()
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(texts).argmax(1)]
+
+    def evaluate(self, examples: Sequence[Example]) -> float:
+        """Accuracy on labelled examples (a label unseen in training counts as an error)."""
+        if not examples:
+            raise UserError("no examples to evaluate")
+        return accuracy(self.model, self.encode(examples, strict_labels=False))
+
+    # -- folders ---------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "model": self.model.config.to_dict(),
+            "classes": list(self.classes),
+            "tokens": self.vocab.token_settings(),
+            "embeddings": {"source": self.embeddings_source, "normalized": True},
+        }
+
+    def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
+        """Write the model folder atomically (an existing folder is replaced only at the end)."""
+        if metrics is not None:
+            self.metrics = metrics
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        with atomic_directory(path) as tmp:
+            save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+            atomic_write_json(tmp / CONFIG, self.config_dict())
+            (tmp / VOCAB).write_text("".join(t + "\n" for t in self.vocab.tokens), encoding="utf-8")
+            atomic_write_json(tmp / METRICS, self.metrics)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, impl: str = "auto") -> "TextClassifier":
+        """Load a model folder: JSON and safetensors only, validated against the config."""
+        path = Path(path)
+        if not path.is_dir():
+            raise UserError(f"--model: {path} is not a model folder")
+        for name in (CONFIG, WEIGHTS, VOCAB):
+            if not (path / name).is_file():
+                raise UserError(f"{path / name}: missing (a model folder holds {CONFIG}, {WEIGHTS}, {VOCAB})")
+        try:
+            cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+            if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+                raise UserError(f"{path / CONFIG}: not a {FORMAT} model config")
+            config = ModelConfig.from_dict(cfg["model"])
+            classes = [str(c) for c in cfg["classes"]]
+            tok = cfg["tokens"]
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path / CONFIG}: not valid JSON ({exc})") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path / CONFIG}: bad or missing field ({exc})") from None
+        try:
+            tokens = (path / VOCAB).read_text(encoding="utf-8").split("\n")[:-1]
+        except UnicodeDecodeError:
+            raise UserError(f"{path / VOCAB}: not UTF-8 text") from None
+        try:
+            tensors = load_file(str(path / WEIGHTS))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise UserError(f"{path / WEIGHTS}: cannot read safetensors ({exc})") from None
+        if len(classes) != config.num_classes:
+            raise UserError(f"{path / CONFIG}: {len(classes)} classes but num_classes={config.num_classes}")
+        if len(tokens) != config.vocab_size:
+            raise UserError(f"{path / VOCAB}: {len(tokens)} tokens, config says vocab_size={config.vocab_size}")
+        model = RationalClassifier(config, impl=impl)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in tensors.items()}
+        if expected != got:
+            diff = sorted(set(expected.items()) ^ set(got.items()))
+            raise UserError(f"{path / WEIGHTS}: tensors do not match {CONFIG} (first difference: {diff[0]})")
+        for k, v in tensors.items():
+            if not v.is_floating_point():
+                raise UserError(f"{path / WEIGHTS}: tensor {k} has dtype {v.dtype}, expected floating point")
+            if not torch.isfinite(v).all():
+                raise UserError(f"{path / WEIGHTS}: tensor {k} holds NaN or infinite values")
+        model.load_state_dict({k: v.float() for k, v in tensors.items()})
+        model.eval()
+        try:
+            vocab = Vocabulary(tokens, bool(tok["lowercase"]), tok["bos"], tok["eos"], tok["unk"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path / CONFIG}: bad token settings ({exc})") from None
+        metrics = {}
+        if (path / METRICS).is_file():
+            try:
+                metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                metrics = {}
+        return cls(model, vocab, classes, cfg.get("embeddings", {}).get("source", ""), metrics)
+
+
+def _seeded_model(config: ModelConfig, embeddings: torch.Tensor, seed: int):
+    def make() -> RationalClassifier:
+        torch.manual_seed(seed)
+        return RationalClassifier(config, embeddings)
+
+    return make
+
+
+def train_text_classifier(
+    splits: Splits,
+    embeddings: str = "glove-6b-50d",
+    patterns: str | Sequence[int] = "24x4",
+    reg_strength: float = 0.0,
+    target_transitions: int | None = None,
+    train_config: TrainConfig | None = None,
+    structure_options: StructureOptions | None = None,
+    dropout: float = 0.2,
+    input_dropout: float = 0.2,
+    verbose: bool = True,
+) -> TextClassifier:
+    """Train a rational RNN on ``splits``; with ``reg_strength > 0`` or a target number of
+    transitions, learn its structure (penalise, prune, finetune). ``metrics`` of the result
+    hold accuracies, structure, transitions and timings (see README)."""
+    start = time.perf_counter()
+    cfg = train_config or TrainConfig()
+    opts = structure_options or StructureOptions()
+    opts.reg_strength, opts.target_transitions = reg_strength, target_transitions
+    if reg_strength < 0 or not math.isfinite(reg_strength):
+        raise UserError(f"--reg-strength must be a finite number >= 0, got {reg_strength}")
+    if target_transitions is not None and reg_strength > 0:
+        raise UserError("give either --reg-strength or --target-transitions, not both")
+    structure = parse_patterns(patterns) if isinstance(patterns, str) else tuple(patterns)
+    if target_transitions is not None and not 1 <= target_transitions <= sum(structure):
+        raise UserError(
+            f"--target-transitions {target_transitions}: must be between 1 and the "
+            f"{sum(structure)} transitions of --patterns"
+        )
+    if not splits.train:
+        raise UserError("the training set is empty")
+    classes = sorted({ex.label for ex in splits.train})
+
+    vocab_tmp = Vocabulary(list(SPECIALS))  # tokenizer and specials, before the vocabulary exists
+    tokenized = {name: [vocab_tmp.words(ex.text) for ex in getattr(splits, name)] for name in ("train", "dev", "test")}
+    corpus = [doc for docs in tokenized.values() for doc in docs]
+    vectors = load_word_vectors(embeddings, restrict_to={w for doc in corpus for w in doc})
+    tokens, matrix, vstats = build_vocabulary(vectors, corpus, tokenized["train"], seed=cfg.seed)
+    vocab = Vocabulary(tokens)
+    if verbose:
+        print(
+            f"data: {len(splits.train)} train / {len(splits.dev)} dev / {len(splits.test)} test, "
+            f"{len(classes)} classes; vocabulary {vstats['vocab']} ({vstats['pretrained']} with "
+            f"{embeddings} vectors, {vstats['oov_train']} OOV training words)",
+            file=sys.stderr,
+        )
+    config = ModelConfig(structure, vectors.dim, len(classes), len(tokens), dropout, input_dropout)
+    clf = TextClassifier(RationalClassifier(config, torch.from_numpy(matrix)), vocab, classes, embeddings)
+    train = clf.encode(splits.train)
+    dev = clf.encode(splits.dev, strict_labels=False)
+    make = _seeded_model(config, torch.from_numpy(matrix), cfg.seed)
+    metrics: dict = {"structure_initial": list(structure)}
+    if reg_strength > 0 or target_transitions is not None:
+        res = learn_structure(make, train, dev, cfg, opts, verbose=verbose)
+        clf.model = res.model
+        metrics.update(
+            reg_strength=res.reg_strength,
+            structure_before_finetune=list(res.model.config.structure),
+            transitions_before_pruning=sum(res.structure_before_pruning),
+            group_norms=res.group_norms,
+            epsilon=opts.epsilon,
+            penalised_epochs=res.penalised.epochs_run,
+            finetune_epochs=res.finetune.epochs_run,
+            epochs=res.finetune.epochs_run,
+            best_epoch=res.finetune.best_epoch,
+            seconds_per_epoch=res.finetune.seconds_per_epoch,
+        )
+        if res.search:
+            metrics["search"] = res.search
+            metrics["target_transitions"] = target_transitions
+    else:
+        clf.model = make()
+        fit_res = fit(clf.model, train, dev, cfg, verbose=verbose)
+        metrics.update(reg_strength=0.0, epochs=fit_res.epochs_run, best_epoch=fit_res.best_epoch,
+                       seconds_per_epoch=fit_res.seconds_per_epoch)
+    clf.model.eval()
+    final = clf.model.config
+    metrics.update(
+        dev_accuracy=accuracy(clf.model, dev) if len(dev) else None,
+        structure=list(final.structure),
+        structure_summary=format_structure(final.structure),
+        transitions=final.transitions,
+        wfsas=len(final.structure),
+        parameters=clf.model.num_parameters(),
+        embeddings=embeddings,
+        train_size=len(splits.train),
+        dev_size=len(splits.dev),
+        hyperparameters={**cfg.__dict__, "dropout": dropout, "input_dropout": input_dropout,
+                         "reg_epochs": opts.reg_epochs},
+    )
+    if splits.test:
+        metrics["test_accuracy"] = clf.evaluate(splits.test)
+        metrics["test_size"] = len(splits.test)
+    metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+    clf.metrics = metrics
+    return clf

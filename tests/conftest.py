@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny datasets built at test time from the shared data (read in place)."""
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("SPARSE_RATIONAL_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not (path / "amazon-multi-domain").is_dir():
+        pytest.skip(f"shared data not found at {path} (set SPARSE_RATIONAL_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kitchen(data_dir):
+    from sparse_rational.data import load_dataset
+
+    return load_dataset("amazon:kitchen", data_dir, split_seed=0)
+
+
+def write_tsv(path: Path, examples) -> Path:
+    path.write_text("".join(f"{ex.label}\t{' '.join(ex.text.split())}\n" for ex in examples), encoding="utf-8")
+    return path
+
+
+def balanced(examples, n):
+    """The first n/2 examples of each of the two labels, interleaved."""
+    labels = sorted({ex.label for ex in examples})
+    per = [[ex for ex in examples if ex.label == lab][: n // len(labels)] for lab in labels]
+    return [ex for group in zip(*per) for ex in group]
+
+
+@pytest.fixture(scope="session")
+def tiny_files(kitchen, tmp_path_factory):
+    """160 train / 40 dev / 40 test kitchen reviews as TSV files (labels as strings)."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "train": write_tsv(root / "train.tsv", balanced(kitchen.train, 160)),
+        "dev": write_tsv(root / "dev.tsv", balanced(kitchen.dev, 40)),
+        "test": write_tsv(root / "test.tsv", balanced(kitchen.test, 40)),
+    }
