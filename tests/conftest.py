@@ -48,3 +48,19 @@ def tiny_files(kitchen, tmp_path_factory):
         "dev": write_tsv(root / "dev.tsv", balanced(kitchen.dev, 40)),
         "test": write_tsv(root / "test.tsv", balanced(kitchen.test, 40)),
     }
+
+
+FAST = ["--epochs", "3", "--patience", "2", "--quiet", "--threads", "1"]
+
+
+@pytest.fixture(scope="session")
+def baseline(tiny_files, tmp_path_factory):
+    """A small model trained by the CLI on the tiny kitchen files (3x2,2x1)."""
+    from sparse_rational.cli import main
+
+    out = tmp_path_factory.mktemp("models") / "base"
+    code = main(["train", "--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]),
+                 "--test", str(tiny_files["test"]), "--embeddings", "glove-6b-50d",
+                 "--patterns", "3x2,2x1", "--out", str(out), *FAST])
+    assert code == 0
+    return out

@@ -11,23 +11,13 @@ from sparse_rational.pipeline import TextClassifier
 
 REQUIRED_METRICS = {"dev_accuracy", "test_accuracy", "transitions", "structure", "parameters",
                     "reg_strength", "train_seconds"}
-FAST = ["--epochs", "3", "--patience", "2", "--quiet", "--threads", "1"]
+from conftest import FAST
 
 
 def run_cli(args, capsys):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-@pytest.fixture(scope="module")
-def baseline(tiny_files, tmp_path_factory):
-    out = tmp_path_factory.mktemp("models") / "base"
-    code = main(["train", "--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]),
-                 "--test", str(tiny_files["test"]), "--embeddings", "glove-6b-50d",
-                 "--patterns", "3x2,2x1", "--out", str(out), *FAST])
-    assert code == 0
-    return out
 
 
 def test_train_writes_a_complete_model_folder(baseline):
@@ -83,48 +73,14 @@ def test_evaluate_matches_metrics(baseline, tiny_files, capsys, tmp_path):
     assert "accuracy" in out
 
 
-def test_export_scored_with_numpy_equals_predict(baseline, tmp_path, capsys):
-    from sparse_rational.data import tokenize
-
-    code, _, err = run_cli(["export", "--model", baseline, "--out", tmp_path / "m.json"], capsys)
-    assert code == 0, err
-    m = json.loads((tmp_path / "m.json").read_text())
-    assert m["format"] == "sparse-rational-automata/1"
-    E = np.array(m["embeddings"])
-    index = {w: i for i, w in enumerate(m["vocab"])}
-
-    def score(text):
-        t = m["tokens"]
-        toks = [t["bos"]] + tokenize(text) + [t["eos"]]
-        X = E[[index.get(w, index[t["unk"]]) for w in toks]]
-        scores = []
-        for wfsa in m["wfsas"]:
-            W = np.array([s["w"] for s in wfsa["states"]])
-            V = np.array([s["v"] for s in wfsa["states"]])
-            B = np.array([s["b"] for s in wfsa["states"]])
-            c = np.zeros(len(B))
-            for x in X:
-                f = 1 / (1 + np.exp(-(V @ x + B)))
-                u = (W @ x) * (1 - f)
-                c = f * c + u * np.concatenate([[1.0], c[:-1]])
-            scores.append(c.sum())
-        logits = np.array(m["classifier"]["weight"]) @ np.array(scores) + np.array(m["classifier"]["bias"])
-        p = np.exp(logits - logits.max())
-        return p / p.sum()
-
-    texts = ["Works great , I love it", "it broke and the company would not refund me"]
-    clf = TextClassifier.load(baseline)
-    np.testing.assert_allclose(np.stack([score(t) for t in texts]), clf.predict_proba(texts), atol=1e-5)
-
-
 def test_structure_learning_prunes_and_reports(tiny_files, tmp_path, capsys):
     out = tmp_path / "sparse"
     code, stdout, err = run_cli(["train", "--train", tiny_files["train"], "--dev", tiny_files["dev"],
-                                 "--embeddings", "glove-6b-50d", "--patterns", "4x3", "--reg-strength", "0.02",
-                                 "--reg-epochs", "6", "--out", out, *FAST], capsys)
+                                 "--embeddings", "glove-6b-50d", "--patterns", "4x3", "--reg-strength", "0.01",
+                                 "--reg-epochs", "15", "--batch-size", "16", "--out", out, *FAST], capsys)
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())
-    assert m["reg_strength"] == 0.02
+    assert m["reg_strength"] == 0.01
     assert "test_accuracy" not in m  # no test set given
     assert len(m["group_norms"]) == 4 and all(len(g) == 3 for g in m["group_norms"])
     # the final structure is exactly the longest prefixes of states above epsilon
@@ -136,7 +92,7 @@ def test_structure_learning_prunes_and_reports(tiny_files, tmp_path, capsys):
         if k:
             expected.append(k)
     assert m["structure"] == expected == m["structure_before_finetune"]
-    assert m["transitions"] < 12  # this penalty removes states
+    assert 1 <= m["transitions"] < 12  # this penalty removes some states, not all
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["model"]["structure"] == expected
     clf = TextClassifier.load(out)
