@@ -18,7 +18,7 @@ EXIT_USAGE = 2
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not usage + error
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _positive_int(text: str) -> int:
