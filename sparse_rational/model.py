@@ -114,7 +114,11 @@ class RationalClassifier(nn.Module):
             self.embeddings = None
         self.wfsa = WFSALayer(config.structure, config.embedding_dim, impl=impl)
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(len(config.structure), config.num_classes)
+        if config.structure:
+            self.classifier = nn.Linear(len(config.structure), config.num_classes)
+        else:  # every state pruned: only the bias is left (the class prior after finetuning)
+            self.classifier = nn.Linear(1, config.num_classes)
+            self.classifier.weight = nn.Parameter(torch.empty(config.num_classes, 0))
 
     def scores(self, vectors: Tensor, mask: Tensor) -> Tensor:
         """WFSA scores ``[B, d]`` of documents ``[B, T, e]`` (right-padded, ``mask [B, T]``)."""
