@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .explain import cli as explain_cli  # cheap: imports no torch
 
 EXIT_USAGE = 2
 
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write the whole model as plain JSON")
     x.add_argument("--model", required=True)
     x.add_argument("--out", required=True)
+
+    explain_cli.add_parser(sub)
     return parser
 
 
@@ -223,7 +226,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
+            "explain": explain_cli.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,32 @@
+"""Reading a trained model (SPEC section 4).
+
+=============  ======================================================================
+``paths``      best (max-times) / worst (min-times) path of each WFSA, with backpointers
+``table``      the paper's Table 1 over the training documents; one document explained
+``report``     one self-contained HTML file (jinja2 template in ``templates/``)
+``cli``        the ``explain`` subcommand (``add_parser``, ``run``)
+=============  ======================================================================
+
+Names are imported lazily, so that ``import sparse_rational.explain.cli`` (the command
+line's parser) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "NOT_READ": "paths", "WFSAPath": "paths", "decode_paths": "paths", "max_min_scores": "paths",
+    "path_score": "paths",
+    "Document": "table", "PatternSummary": "table", "DocExplanation": "table",
+    "encode_documents": "table", "score_documents": "table", "summarize_patterns": "table",
+    "format_table": "table", "explain_documents": "table", "format_explanation": "table",
+    "render_report": "report",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,114 @@
+"""``sparse-rational explain``: Table 1, one document's explanation, the HTML report.
+
+Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`` and
+``"explain": run`` in ``COMMANDS``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``explain`` subcommand on ``subparsers`` (from ``add_subparsers``)."""
+    p = subparsers.add_parser(
+        "explain",
+        help="show the learned patterns (the paper's Table 1), explain a document, write an HTML report",
+        description="Show each WFSA by the training phrases its best (max-times) and worst "
+                    "(min-times) paths score highest and lowest, with its classifier weights.",
+    )
+    p.add_argument("--model", required=True, help="model folder")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>: its training split")
+    g.add_argument("--train", help="training file (.tsv, .jsonl or .csv); without --dev, 10%% are the dev set")
+    p.add_argument("--dev", help="dev file for the HTML report (with --train)")
+    p.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")
+    p.add_argument("--split-seed", type=_nonneg_int, default=0, help="seed of the train/dev/test split (default 0)")
+    p.add_argument("--top-k", type=_positive_int, default=4, help="phrases per pattern and direction (default 4)")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    p.add_argument("--examples", type=_nonneg_int, default=5,
+                   help="dev documents per group (right, wrong) in the HTML report (default 5)")
+    p.add_argument("--doc", metavar="TEXT", help="explain the prediction on this text")
+    return p
+
+
+def _splits(args: argparse.Namespace):
+    from ..data import load_dataset, load_files
+
+    if args.dev and not args.train:
+        raise UserError("explain: --dev goes with --train")
+    if args.dataset:
+        return load_dataset(args.dataset, args.data_dir, args.split_seed)
+    if args.train:
+        return load_files(args.train, args.dev)
+    return None
+
+
+def run(args: argparse.Namespace, out=None) -> int:
+    """Print Table 1 (needs --dataset or --train), then the ``--doc`` explanation; write
+    ``--html``. Returns the exit status."""
+    from ..fileio import atomic_write_text
+    from ..pipeline import TextClassifier
+    from .table import encode_documents, explain_documents, format_explanation, format_table, summarize_patterns
+
+    out = out or sys.stdout
+    if not (args.dataset or args.train) and not args.doc:
+        raise UserError("explain: give --dataset SPEC or --train FILE (or only --doc TEXT)")
+    if args.html and not (args.dataset or args.train):
+        raise UserError("explain: --html needs the training data (--dataset SPEC or --train FILE)")
+    if args.doc is not None and not args.doc.strip():
+        raise UserError("explain: --doc is empty")
+    if args.html:
+        parent = Path(args.html).resolve().parent
+        if not parent.is_dir():
+            raise UserError(f"--html {args.html}: folder {parent} does not exist")
+        if Path(args.html).is_dir():
+            raise UserError(f"--html {args.html}: is a folder")
+    clf = TextClassifier.load(args.model)
+    splits = _splits(args)
+    structure = clf.model.config.structure
+    if splits is not None:
+        train_docs = encode_documents(clf, splits.train)
+        patterns = summarize_patterns(clf, train_docs, args.top_k)
+        out.write(f"Patterns of {args.model} ({len(structure)} WFSAs, {sum(structure)} transitions), "
+                  f"over {len(train_docs)} training documents\n\n")
+        out.write(format_table(patterns))
+        out.write("\n")
+    if args.doc is not None:
+        exp = explain_documents(clf, encode_documents(clf, [args.doc]))[0]
+        out.write(format_explanation(exp, structure))
+    if args.html:
+        from .report import render_report
+
+        dev_docs = encode_documents(clf, splits.dev)
+        source = f"model {args.model}; patterns from " + (
+            f"the training split of {args.dataset} (split seed {args.split_seed})" if args.dataset
+            else f"{args.train}")
+        text = render_report(clf, patterns, dev_docs, args.examples, title=f"sparse-rational model: {args.model}",
+                             source=source)
+        atomic_write_text(args.html, text)
+        out.write(f"wrote {args.html}\n")
+    return 0
