@@ -2,14 +2,70 @@
 
 Implementations share the signature of :func:`reference.rational_forward_ref`:
 ``(x [T,B,e], w [e,N], v [e,N], b [N], is_first [N] bool, mask [T,B] bool | None) -> c(T) [B,N]``.
+
+=============  ===================================================================
+``reference``  one Python loop over time (:mod:`.reference`), any semiring
+``scan``       parallel scan over time per state level, custom backward
+               (:mod:`.scan`), pure PyTorch, CPU and CUDA
+``cpp``        fused C++ CPU kernel (:mod:`.cpu`), built on first use
+=============  ===================================================================
+
+``impl="auto"`` (the default) picks ``cpp`` for float32/float64 CPU tensors when the C++
+build works (else ``scan``, with a one-line warning), and ``scan`` on other devices. The
+environment variable ``SPARSE_RATIONAL_IMPL`` (one of the names above) overrides ``auto``.
+Nothing is compiled at import time.
 """
 from __future__ import annotations
 
+import os
+import warnings
+
+import torch
 from torch import Tensor
 
 from .reference import rational_forward_ref, semiring_dp, shift_states, transition_weights
+from .scan import rational_forward_scan
 
-IMPLEMENTATIONS = {"reference": rational_forward_ref}
+IMPLEMENTATIONS = {"reference": rational_forward_ref, "scan": rational_forward_scan}
+
+try:  # defining the custom op compiles nothing; never let it break the import
+    from .cpu import build_error, cpp_available, rational_forward_cpp
+
+    IMPLEMENTATIONS["cpp"] = rational_forward_cpp
+except Exception as _exc:  # pragma: no cover - depends on the torch build
+    _cpu_import_error = f"{type(_exc).__name__}: {_exc}"
+
+    def cpp_available() -> bool:
+        return False
+
+    def build_error() -> str | None:
+        return _cpu_import_error
+
+
+ENV_VAR = "SPARSE_RATIONAL_IMPL"
+_warned = False
+
+
+def choose_impl(x: Tensor) -> str:
+    """The implementation ``impl="auto"`` uses for input ``x`` (see module doc)."""
+    global _warned
+    forced = os.environ.get(ENV_VAR, "").strip()
+    if forced and forced != "auto":
+        if forced not in IMPLEMENTATIONS:
+            raise ValueError(f"{ENV_VAR}={forced!r}: choose one of {sorted(IMPLEMENTATIONS)} or 'auto'")
+        return forced
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        if cpp_available():
+            return "cpp"
+        if not _warned:
+            _warned = True
+            warnings.warn(
+                f"sparse_rational: C++ kernel unavailable ({build_error()}); using the "
+                f"pure-PyTorch scan (set {ENV_VAR}=scan to silence)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    return "scan"
 
 
 def rational_forward(
@@ -22,14 +78,23 @@ def rational_forward(
     impl: str = "auto",
 ) -> Tensor:
     """Plus-times WFSA states at the end of each document, ``[B, N]`` (see module doc)."""
-    fn = IMPLEMENTATIONS["reference"] if impl == "auto" else IMPLEMENTATIONS[impl]
+    name = choose_impl(x) if impl == "auto" else impl
+    try:
+        fn = IMPLEMENTATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown impl {name!r}: choose one of {sorted(IMPLEMENTATIONS)} or 'auto'") from None
     return fn(x, w, v, b, is_first, mask)
 
 
 __all__ = [
+    "ENV_VAR",
     "IMPLEMENTATIONS",
+    "build_error",
+    "choose_impl",
+    "cpp_available",
     "rational_forward",
     "rational_forward_ref",
+    "rational_forward_scan",
     "semiring_dp",
     "shift_states",
     "transition_weights",
