@@ -9,9 +9,9 @@
    ((4,4,2,1), (1,3), (3,)*6), right padding, T = 1 and B = 1.
 2. Throughput: forward+backward of one layer (projection + recurrence + WFSA scores ->
    linear -> cross-entropy), float32, e = 300, d = 24, n = 4, B in {32, 256}, T in {256, 1024},
-   for ``reference`` (the loop), ``scan``, ``lstm24`` (cuDNN LSTM, hidden 24) and ``bound``
-   (the matmul + sigmoid + coupling + loss, no recurrence); plus the forward alone
-   (inference) of ``scan``. Medians of timed steps (CUDA-synchronised).
+   for ``reference`` (the loop), ``scan``, ``triton`` (when it compiles), ``lstm24`` (cuDNN
+   LSTM, hidden 24) and ``bound`` (the matmul + sigmoid + coupling + loss, no recurrence);
+   plus the forward alone (inference) of ``scan`` and ``triton``. Medians of timed steps (CUDA-synchronised).
 
 Prints a table; ``--json FILE`` writes ``{"device", "agreement": [...], "results": [...]}``.
 Needs only torch and this repository (the repository root is put on ``sys.path``).
@@ -195,6 +195,12 @@ def main(argv=None):
     t_start = time.perf_counter()
     impls = device_impls(device)
     agreement = check_agreement(device, impls)
+    if "triton" in impls:  # a kernel that fails to compile is reported above, not timed
+        from sparse_rational.ops.gpu import triton_available, triton_error
+
+        if not triton_available(device):
+            print(f"# triton unusable ({triton_error(device)}): no timing rows")
+            impls = [i for i in impls if i != "triton"]
 
     results = []
     print(f"\n{'impl':<10}{'pass':<6}{'B':>5}{'T':>6}{'ms/step':>10}{'tokens/s':>14}")

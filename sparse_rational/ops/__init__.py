@@ -8,10 +8,14 @@ Implementations share the signature of :func:`reference.rational_forward_ref`:
 ``scan``       parallel scan over time per state level, custom backward
                (:mod:`.scan`), pure PyTorch, CPU and CUDA
 ``cpp``        fused C++ CPU kernel (:mod:`.cpu`), built on first use
+``triton``     Triton CUDA kernel, hand-written backward (:mod:`.gpu`); registered
+               only when ``triton`` is installed and CUDA is available
 =============  ===================================================================
 
 ``impl="auto"`` (the default) picks ``cpp`` for float32/float64 CPU tensors when the C++
-build works (else ``scan``, with a one-line warning), and ``scan`` on other devices. The
+build works (else ``scan``, with a one-line warning), ``triton`` for float32/float64 CUDA
+tensors when its kernels compile and pass a tiny self-test (checked once per device), and
+``scan`` otherwise. The
 environment variable ``SPARSE_RATIONAL_IMPL`` (one of the names above) overrides ``auto``.
 Nothing is compiled at import time.
 """
@@ -42,6 +46,17 @@ except Exception as _exc:  # pragma: no cover - depends on the torch build
         return _cpu_import_error
 
 
+try:  # finds triton without importing it; the kernels are compiled on first use
+    from .gpu import rational_forward_triton, triton_available, triton_importable
+
+    if triton_importable() and torch.cuda.is_available():
+        IMPLEMENTATIONS["triton"] = rational_forward_triton
+except Exception:  # pragma: no cover - never let an optional GPU path break the import
+
+    def triton_available(device="cuda") -> bool:
+        return False
+
+
 ENV_VAR = "SPARSE_RATIONAL_IMPL"
 _warned = False
 
@@ -65,6 +80,13 @@ def choose_impl(x: Tensor) -> str:
                 RuntimeWarning,
                 stacklevel=3,
             )
+    if (
+        x.device.type == "cuda"
+        and x.dtype in (torch.float32, torch.float64)
+        and "triton" in IMPLEMENTATIONS
+        and triton_available(x.device)
+    ):
+        return "triton"
     return "scan"
 
 
@@ -98,4 +120,5 @@ __all__ = [
     "semiring_dp",
     "shift_states",
     "transition_weights",
+    "triton_available",
 ]
