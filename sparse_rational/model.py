@@ -99,7 +99,9 @@ class RationalClassifier(nn.Module):
     """Frozen embeddings -> variational dropout -> WFSA layer -> dropout -> linear.
 
     ``forward(ids [B, T] long, mask [B, T] bool) -> logits [B, C]``; with
-    ``vocab_size == 0`` call :meth:`forward_vectors` with ``[B, T, e]`` vectors instead.
+    ``vocab_size == 0`` call :meth:`forward_vectors` with ``[B, T, e]`` vectors instead, or
+    give the model a row table as ``embeddings`` (never saved: e.g. the memory-mapped
+    transformer vectors of a corpus, ``embeddings.transformer.RowTable``) and ids into it.
     """
 
     def __init__(self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto"):
@@ -111,7 +113,7 @@ class RationalClassifier(nn.Module):
                 raise ValueError(f"embeddings of shape {tuple(emb.shape)} for config {config}")
             self.register_buffer("embeddings", emb.detach().clone().float())
         else:
-            self.embeddings = None
+            self.embeddings = embeddings  # None, or a row table that forward() indexes (not saved)
         self.wfsa = WFSALayer(config.structure, config.embedding_dim, impl=impl)
         self.dropout = nn.Dropout(config.dropout)
         if config.structure:
@@ -133,6 +135,11 @@ class RationalClassifier(nn.Module):
         return self.classifier(self.dropout(self.scores(vectors, mask)))
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        if not self.config.vocab_size:  # ids are rows of an external table (see the class docstring)
+            if self.embeddings is None:
+                raise ValueError("this model reads vectors: call forward_vectors, or give it a row table as embeddings")
+            rows = self.embeddings[ids.to(self.embeddings.device)]
+            return self.forward_vectors(rows.to(device=mask.device, dtype=self.wfsa.w.dtype), mask)
         return self.forward_vectors(self.embeddings[ids], mask)
 
     def penalty(self) -> Tensor:

@@ -26,6 +26,8 @@ from safetensors.torch import load_file, save_file
 
 from .data import Example, Splits
 from .embeddings import SPECIALS, build_vocabulary, load_word_vectors
+from .embeddings.transformer import ContextualEncoder, TransformerOptions, is_contextual, prepare_contextual
+from . import validate
 from .errors import UserError
 from .fileio import atomic_directory, atomic_write_json
 from .learn import StructureOptions, learn_structure
@@ -47,6 +49,7 @@ class TextClassifier:
     classes: list[str]
     embeddings_source: str = ""
     metrics: dict = field(default_factory=dict)
+    encoder: ContextualEncoder | None = None  # hf:... models read texts through it (vocab is None)
 
     # -- inference -------------------------------------------------------------------------
     def encode(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True) -> EncodedData:
@@ -54,7 +57,7 @@ class TextClassifier:
         docs, labels = [], []
         for ex in examples:
             text = ex if isinstance(ex, str) else ex.text
-            docs.append(self.vocab.encode(text))
+            docs.append(self.vocab.encode(text) if self.encoder is None else text)
             label = None if isinstance(ex, str) else ex.label
             if label is not None and label not in label_index:
                 if strict_labels:
@@ -62,12 +65,17 @@ class TextClassifier:
                 labels.append(-1)
             else:
                 labels.append(label_index.get(label, -1) if label is not None else -1)
+        if self.encoder is not None:  # contextual vectors: docs are row ids into model.embeddings
+            docs = self.encoder.attach(self.model, docs)
         return EncodedData(docs, torch.tensor(labels, dtype=torch.long))
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Probabilities ``[n, C]`` (columns in the order of ``classes``)."""
         if not len(texts):
             return np.zeros((0, len(self.classes)), np.float32)
+        if self.encoder is not None:  # new texts: read from the cache or encoded, rows dropped after
+            with self.encoder.transient(self.model):
+                return predict_proba(self.model, self.encode(texts)).numpy()
         return predict_proba(self.model, self.encode(texts)).numpy()
 
     def predict(self, texts: Sequence[str]) -> list[str]:
@@ -77,6 +85,9 @@ class TextClassifier:
         """Accuracy on labelled examples (a label unseen in training counts as an error)."""
         if not examples:
             raise UserError("no examples to evaluate")
+        if self.encoder is not None:
+            with self.encoder.transient(self.model):
+                return accuracy(self.model, self.encode(examples, strict_labels=False))
         return accuracy(self.model, self.encode(examples, strict_labels=False))
 
     # -- folders ---------------------------------------------------------------------------
@@ -85,8 +96,9 @@ class TextClassifier:
             "format": FORMAT,
             "model": self.model.config.to_dict(),
             "classes": list(self.classes),
-            "tokens": self.vocab.token_settings(),
-            "embeddings": {"source": self.embeddings_source, "normalized": True},
+            "tokens": self.vocab.token_settings() if self.vocab is not None else None,
+            "embeddings": (self.encoder.describe() if self.encoder is not None
+                           else {"source": self.embeddings_source, "normalized": True}),
         }
 
     def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
@@ -97,7 +109,7 @@ class TextClassifier:
         with atomic_directory(path) as tmp:
             save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
             atomic_write_json(tmp / CONFIG, self.config_dict())
-            (tmp / VOCAB).write_text("".join(t + "\n" for t in self.vocab.tokens), encoding="utf-8")
+            (tmp / VOCAB).write_text("".join(t + "\n" for t in (self.vocab.tokens if self.vocab else [])), encoding="utf-8")
             atomic_write_json(tmp / METRICS, self.metrics)
         return Path(path)
 
@@ -110,53 +122,44 @@ class TextClassifier:
         for name in (CONFIG, WEIGHTS, VOCAB):
             if not (path / name).is_file():
                 raise UserError(f"{path / name}: missing (a model folder holds {CONFIG}, {WEIGHTS}, {VOCAB})")
-        try:
-            cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-            if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-                raise UserError(f"{path / CONFIG}: not a {FORMAT} model config")
-            config = ModelConfig.from_dict(cfg["model"])
-            classes = [str(c) for c in cfg["classes"]]
-            tok = cfg["tokens"]
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path / CONFIG}: not valid JSON ({exc})") from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path / CONFIG}: bad or missing field ({exc})") from None
-        try:
-            tokens = (path / VOCAB).read_text(encoding="utf-8").split("\n")[:-1]
-        except UnicodeDecodeError:
-            raise UserError(f"{path / VOCAB}: not UTF-8 text") from None
+        # every field is checked before anything is built from it (see validate.py)
+        cfg = validate.read_json(path / CONFIG)
+        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+            raise UserError(f"{path / CONFIG}: not a {FORMAT} model config")
+        if not isinstance(cfg.get("embeddings", {}), dict):
+            raise UserError(f"{path / CONFIG}: \"embeddings\" must be a JSON object")
+        config = validate.model_config(cfg.get("model"), path / CONFIG)
+        classes = validate.classes_list(cfg.get("classes"), path / CONFIG)
+        tok = validate.token_settings(cfg.get("tokens"), path / CONFIG) if config.vocab_size else cfg.get("tokens")
+        tokens = validate.vocab_tokens(path / VOCAB)
         try:
             tensors = load_file(str(path / WEIGHTS))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise UserError(f"{path / WEIGHTS}: cannot read safetensors ({exc})") from None
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"{path / WEIGHTS}: cannot read safetensors ({validate.one_line(exc)})") from None
         if len(classes) != config.num_classes:
             raise UserError(f"{path / CONFIG}: {len(classes)} classes but num_classes={config.num_classes}")
         if len(tokens) != config.vocab_size:
             raise UserError(f"{path / VOCAB}: {len(tokens)} tokens, config says vocab_size={config.vocab_size}")
+        validate.check_tensors(tensors, config, path / WEIGHTS)  # names, shapes, dtypes, values
         model = RationalClassifier(config, impl=impl)
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in tensors.items()}
-        if expected != got:
-            diff = sorted(set(expected.items()) ^ set(got.items()))
-            raise UserError(f"{path / WEIGHTS}: tensors do not match {CONFIG} (first difference: {diff[0]})")
-        for k, v in tensors.items():
-            if not v.is_floating_point():
-                raise UserError(f"{path / WEIGHTS}: tensor {k} has dtype {v.dtype}, expected floating point")
-            if not torch.isfinite(v).all():
-                raise UserError(f"{path / WEIGHTS}: tensor {k} holds NaN or infinite values")
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
         model.eval()
         try:
-            vocab = Vocabulary(tokens, bool(tok["lowercase"]), tok["bos"], tok["eos"], tok["unk"])
+            vocab = Vocabulary(tokens, bool(tok["lowercase"]), tok["bos"], tok["eos"], tok["unk"]) if config.vocab_size else None
         except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path / CONFIG}: bad token settings ({exc})") from None
+            raise UserError(f"{path / VOCAB} does not fit the token settings of {path / CONFIG} ({exc})") from None
+        encoder = None  # a model that reads vectors needs its transformer (loaded on first use)
+        if not config.vocab_size:
+            encoder = ContextualEncoder.from_config(cfg.get("embeddings"), str(path / CONFIG))
+            if encoder.dim != config.embedding_dim:
+                raise UserError(f"{path / CONFIG}: {encoder.source} gives {encoder.dim}-d vectors, the model reads {config.embedding_dim}-d")
         metrics = {}
         if (path / METRICS).is_file():
             try:
-                metrics = json.loads((path / METRICS).read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                metrics = validate.finite_metrics(json.loads((path / METRICS).read_text(encoding="utf-8")))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
                 metrics = {}
-        return cls(model, vocab, classes, cfg.get("embeddings", {}).get("source", ""), metrics)
+        return cls(model, vocab, classes, cfg.get("embeddings", {}).get("source", ""), metrics, encoder)
 
 
 def _seeded_model(config: ModelConfig, embeddings: torch.Tensor, seed: int):
@@ -165,6 +168,39 @@ def _seeded_model(config: ModelConfig, embeddings: torch.Tensor, seed: int):
         return RationalClassifier(config, embeddings)
 
     return make
+
+
+def _prepare_static(splits, embeddings, structure, classes, dropout, input_dropout, seed, verbose, hf_options):
+    """Vocabulary and frozen static vectors; documents as token ids."""
+    vocab_tmp = Vocabulary(list(SPECIALS))  # tokenizer and specials, before the vocabulary exists
+    tokenized = {name: [vocab_tmp.words(ex.text) for ex in getattr(splits, name)] for name in ("train", "dev", "test")}
+    corpus = [doc for docs in tokenized.values() for doc in docs]
+    vectors = load_word_vectors(embeddings, restrict_to={w for doc in corpus for w in doc})
+    tokens, matrix, vstats = build_vocabulary(vectors, corpus, tokenized["train"], seed=seed)
+    vocab = Vocabulary(tokens)
+    if verbose:
+        print(
+            f"data: {len(splits.train)} train / {len(splits.dev)} dev / {len(splits.test)} test, "
+            f"{len(classes)} classes; vocabulary {vstats['vocab']} ({vstats['pretrained']} with "
+            f"{embeddings} vectors, {vstats['oov_train']} OOV training words)",
+            file=sys.stderr,
+        )
+    config = ModelConfig(structure, vectors.dim, len(classes), len(tokens), dropout, input_dropout)
+    clf = TextClassifier(RationalClassifier(config, torch.from_numpy(matrix)), vocab, classes, embeddings)
+    train = clf.encode(splits.train)
+    dev = clf.encode(splits.dev, strict_labels=False)
+    return clf, train, dev, _seeded_model(config, torch.from_numpy(matrix), seed), {}
+
+
+def _prepare_contextual(splits, embeddings, structure, classes, dropout, input_dropout, seed, verbose, hf_options):
+    """Frozen transformer vectors of every text, encoded once into the disk cache (or read
+    from it); the models read them through one shared :class:`RowTable`, no vocabulary."""
+    encoder, table, info = prepare_contextual(splits, embeddings, hf_options, verbose=verbose)
+    config = ModelConfig(structure, encoder.dim, len(classes), 0, dropout, input_dropout)
+    clf = TextClassifier(RationalClassifier(config, table), None, classes, embeddings, encoder=encoder)
+    train = clf.encode(splits.train)
+    dev = clf.encode(splits.dev, strict_labels=False)
+    return clf, train, dev, _seeded_model(config, table, seed), {"encoding": info}
 
 
 def train_text_classifier(
@@ -178,10 +214,19 @@ def train_text_classifier(
     dropout: float = 0.2,
     input_dropout: float = 0.2,
     verbose: bool = True,
+    checkpoint=None,
+    hf_options: TransformerOptions | None = None,
 ) -> TextClassifier:
     """Train a rational RNN on ``splits``; with ``reg_strength > 0`` or a target number of
     transitions, learn its structure (penalise, prune, finetune). ``metrics`` of the result
-    hold accuracies, structure, transitions and timings (see README)."""
+    hold accuracies, structure, transitions and timings (see README).
+
+    ``checkpoint``: a :class:`~sparse_rational.checkpoint.Checkpointer`; every epoch is
+    checkpointed, and a pending (resumed) checkpoint is continued exactly.
+
+    ``embeddings``: ``glove-6b-50d``, a GloVe/word2vec text file, or ``hf:minilm`` /
+    ``hf:FOLDER`` / ``hf:ID`` (a frozen transformer; ``hf_options`` says how its vectors are
+    made, and ``metrics["encoding"]`` records the encoding time and the cache)."""
     start = time.perf_counter()
     cfg = train_config or TrainConfig()
     opts = structure_options or StructureOptions()
@@ -199,28 +244,15 @@ def train_text_classifier(
     if not splits.train:
         raise UserError("the training set is empty")
     classes = sorted({ex.label for ex in splits.train})
+    if len(classes) < 2:
+        raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
 
-    vocab_tmp = Vocabulary(list(SPECIALS))  # tokenizer and specials, before the vocabulary exists
-    tokenized = {name: [vocab_tmp.words(ex.text) for ex in getattr(splits, name)] for name in ("train", "dev", "test")}
-    corpus = [doc for docs in tokenized.values() for doc in docs]
-    vectors = load_word_vectors(embeddings, restrict_to={w for doc in corpus for w in doc})
-    tokens, matrix, vstats = build_vocabulary(vectors, corpus, tokenized["train"], seed=cfg.seed)
-    vocab = Vocabulary(tokens)
-    if verbose:
-        print(
-            f"data: {len(splits.train)} train / {len(splits.dev)} dev / {len(splits.test)} test, "
-            f"{len(classes)} classes; vocabulary {vstats['vocab']} ({vstats['pretrained']} with "
-            f"{embeddings} vectors, {vstats['oov_train']} OOV training words)",
-            file=sys.stderr,
-        )
-    config = ModelConfig(structure, vectors.dim, len(classes), len(tokens), dropout, input_dropout)
-    clf = TextClassifier(RationalClassifier(config, torch.from_numpy(matrix)), vocab, classes, embeddings)
-    train = clf.encode(splits.train)
-    dev = clf.encode(splits.dev, strict_labels=False)
-    make = _seeded_model(config, torch.from_numpy(matrix), cfg.seed)
-    metrics: dict = {"structure_initial": list(structure)}
+    prepare = _prepare_contextual if is_contextual(embeddings) else _prepare_static
+    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, dropout, input_dropout, cfg.seed,
+                                          verbose, hf_options)
+    metrics: dict = {"structure_initial": list(structure), **prep}
     if reg_strength > 0 or target_transitions is not None:
-        res = learn_structure(make, train, dev, cfg, opts, verbose=verbose)
+        res = learn_structure(make, train, dev, cfg, opts, verbose=verbose, checkpoint=checkpoint)
         clf.model = res.model
         metrics.update(
             reg_strength=res.reg_strength,
@@ -239,7 +271,7 @@ def train_text_classifier(
             metrics["target_transitions"] = target_transitions
     else:
         clf.model = make()
-        fit_res = fit(clf.model, train, dev, cfg, verbose=verbose)
+        fit_res = fit(clf.model, train, dev, cfg, verbose=verbose, checkpoint=checkpoint, phase="train")
         metrics.update(reg_strength=0.0, epochs=fit_res.epochs_run, best_epoch=fit_res.best_epoch,
                        seconds_per_epoch=fit_res.seconds_per_epoch)
     clf.model.eval()

@@ -45,6 +45,8 @@ class TrainConfig:
     seed: int = 0
     lr_schedule: bool = True  # ReduceLROnPlateau(factor 0.5, patience 10) on dev accuracy
     lr_patience: int = 10
+    max_tokens: int = 20_000  # training documents are cut to this many tokens (0: never)
+    batch_tokens: int = 2**19  # at most this many padded tokens per batch (0: no limit)
 
 
 @dataclass
@@ -70,17 +72,37 @@ class FitResult:
         return self.seconds / max(self.epochs_run, 1)
 
 
-def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+def bucket_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None, max_tokens: int = 0
+) -> list[np.ndarray]:
     """Mini-batches of documents of similar length (little padding), in random order.
 
     With ``rng`` the documents are sorted by length plus a little noise and the batches
     shuffled; without it, batches are in sorted order (deterministic, for evaluation).
+    ``max_tokens > 0``: a batch whose padded size (documents x longest) exceeds it is split
+    into smaller ones (a very long document ends up alone), which bounds the memory of a
+    batch; batches within the budget are left exactly as they were.
     """
     if rng is None:
         order = np.argsort(lengths, kind="stable")
     else:
         order = np.argsort(lengths + rng.uniform(0, 0.25 * max(lengths.std(), 1.0), len(lengths)), kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if max_tokens > 0:
+        split = []
+        for batch in batches:
+            if len(batch) * int(lengths[batch].max(initial=0)) <= max_tokens:
+                split.append(batch)
+                continue
+            start, longest = 0, 0
+            for k, i in enumerate(batch):  # greedy: as many documents as the budget holds
+                longest_with = max(longest, int(lengths[i]))
+                if k > start and (k - start + 1) * longest_with > max_tokens:
+                    split.append(batch[start:k])
+                    start, longest_with = k, int(lengths[i])
+                longest = longest_with
+            split.append(batch[start:])
+        batches = split
     if rng is not None:
         rng.shuffle(batches)
     return batches
@@ -99,13 +121,19 @@ def collate(docs: list[Tensor], idx: np.ndarray, device: torch.device | str = "c
 
 
 @torch.no_grad()
-def predict_proba(model: RationalClassifier, data: EncodedData, batch_size: int = 128) -> Tensor:
-    """Class probabilities ``[n, C]`` in the order of ``data.docs``."""
+def predict_proba(model: RationalClassifier, data: EncodedData, batch_size: int = 128,
+                  batch_tokens: int = 2**19) -> Tensor:
+    """Class probabilities ``[n, C]`` in the order of ``data.docs``.
+
+    Documents are read whole (no gradient is kept, so memory grows with the length of the
+    longest document only linearly, with a small constant); batches hold at most
+    ``batch_tokens`` padded tokens.
+    """
     was_training = model.training
     model.eval()
     device = model.classifier.bias.device
     out = torch.empty(len(data), model.config.num_classes)
-    for idx in bucket_batches(data.lengths, batch_size, None):
+    for idx in bucket_batches(data.lengths, batch_size, None, batch_tokens):
         ids, mask = collate(data.docs, idx, device)
         out[torch.as_tensor(idx)] = torch.softmax(model(ids, mask).float(), -1).cpu()
     model.train(was_training)
@@ -117,6 +145,67 @@ def accuracy(model: RationalClassifier, data: EncodedData) -> float:
         return float("nan")
     pred = predict_proba(model, data).argmax(-1)
     return float((pred == data.labels).float().mean())
+
+
+def truncate_docs(docs: list[Tensor], max_tokens: int) -> list[Tensor]:
+    """Documents cut to their first ``max_tokens - 1`` tokens plus their last one (``</s>``)."""
+    if max_tokens <= 0:
+        return docs
+    keep = max(max_tokens, 2)
+    return [d if len(d) <= keep else torch.cat([d[: keep - 1], d[-1:]]) for d in docs]
+
+
+def _fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history, elapsed):
+    """The tensors and JSON of a checkpoint at the end of an epoch (see :mod:`.checkpoint`)."""
+    from .checkpoint import module_tensors, numpy_rng_state, optimizer_state, to_jsonable
+
+    opt_tensors, opt_json = optimizer_state(opt)
+    tensors = {**module_tensors(model.state_dict(), "model."), **opt_tensors, "rng.torch": torch.get_rng_state()}
+    if best_state is not None:
+        tensors.update(module_tensors(best_state, "best."))
+    state = {
+        "optimizer": to_jsonable(opt_json),
+        "scheduler": to_jsonable(sched.state_dict()),
+        "numpy_rng": numpy_rng_state(rng),
+        "fit": {"best_acc": best_acc, "best_epoch": best_epoch, "bad": bad, "elapsed": elapsed,
+                "history": to_jsonable(history), "has_best": best_state is not None},
+    }
+    return tensors, state
+
+
+def _restore_fit(ck, model, opt, sched, rng):
+    """Load a checkpoint taken at the end of an epoch into the model, Adam, the schedule and
+    both generators; returns the early-stopping state."""
+    from .checkpoint import restore_module_state, restore_numpy_rng, restore_optimizer, restore_torch_rng
+
+    model.load_state_dict(restore_module_state(model, ck, "model."))
+    restore_optimizer(opt, ck)
+    try:
+        sched.load_state_dict(ck.state["scheduler"])
+        f = ck.state["fit"]
+        history = [EpochLog(**h) for h in f["history"]]
+        best_acc, best_epoch = float(f["best_acc"]), int(f["best_epoch"])
+        bad, elapsed = int(f["bad"]), float(f["elapsed"])
+        has_best = bool(f["has_best"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ck.bad(f"bad training state ({exc})") from None
+    if len(history) != ck.epoch:
+        raise ck.bad(f"history of {len(history)} epochs at epoch {ck.epoch}")
+    best_state = None
+    if has_best:
+        best_state = {k: v.clone() for k, v in restore_module_state(model, ck, "best.").items()}
+    restore_numpy_rng(rng, ck)
+    restore_torch_rng(ck)
+    return best_state, best_acc, best_epoch, bad, history, elapsed
+
+
+def _diverged(what: str, desc: str, epoch: int, checkpoint) -> Exception:
+    from .errors import TrainingDiverged
+
+    where = checkpoint.describe_last() if checkpoint is not None else "nothing was saved"
+    return TrainingDiverged(
+        f"{desc} epoch {epoch}: {what}; training stopped ({where}); try a smaller --lr or --clip"
+    )
 
 
 def fit(
@@ -132,6 +221,8 @@ def fit(
     keep_best: bool = True,
     desc: str = "train",
     verbose: bool = True,
+    checkpoint=None,
+    phase: str = "train",
 ) -> FitResult:
     """Train ``model`` in place.
 
@@ -139,6 +230,14 @@ def fit(
     ``keep_best``: end with the weights of the best dev epoch (else: the last epoch, as
     the penalised phase of structure learning wants). ``lr_schedule`` defaults to
     ``cfg.lr_schedule`` and is meant to be off while learning structure.
+
+    ``checkpoint`` (a :class:`~sparse_rational.checkpoint.Checkpointer`): the state is
+    saved at the end of every epoch under ``phase``; a pending checkpoint of this phase is
+    restored first, and training continues exactly where it stopped (same batches, same
+    dropout masks, same metrics). A NaN or infinite loss, gradient or weight raises
+    :class:`~sparse_rational.errors.TrainingDiverged` and saves nothing more.
+    Training documents are cut to ``cfg.max_tokens`` tokens and batches to
+    ``cfg.batch_tokens`` padded tokens (memory stays bounded whatever the input).
     """
     epochs = cfg.epochs if epochs is None else epochs
     lr_schedule = cfg.lr_schedule if lr_schedule is None else lr_schedule
@@ -152,28 +251,46 @@ def fit(
     has_dev = len(dev) > 0
     best_acc, best_epoch, best_state, bad = -math.inf, 0, None, 0
     history: list[EpochLog] = []
+    elapsed_before = 0.0
+    first_epoch = 1
+    ck = checkpoint.take(phase) if checkpoint is not None else None
+    if ck is not None:
+        best_state, best_acc, best_epoch, bad, history, elapsed_before = _restore_fit(ck, model, opt, sched, rng)
+        first_epoch = ck.epoch + 1
+        if verbose:
+            tqdm.write(f"{desc}: resumed after epoch {ck.epoch}", file=sys.stderr)
     start = time.perf_counter()
-    lengths = train.lengths
-    for epoch in range(1, epochs + 1):
+    docs = truncate_docs(train.docs, cfg.max_tokens)
+    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    max_norm = cfg.clip if cfg.clip and cfg.clip > 0 else math.inf
+    for epoch in range(first_epoch, epochs + 1):
+        if early_stopping and bad >= cfg.patience:
+            break
         t0 = time.perf_counter()
         model.train()
         total, total_pen, n_batches = 0.0, 0.0, 0
-        batches = bucket_batches(lengths, cfg.batch_size, rng)
+        batches = bucket_batches(lengths, cfg.batch_size, rng, cfg.batch_tokens)
         bar = tqdm(batches, desc=f"{desc} epoch {epoch}", leave=False, disable=not verbose or None, file=sys.stderr)
         for idx in bar:
-            ids, mask = collate(train.docs, idx, device)
+            ids, mask = collate(docs, idx, device)
             logits = model(ids, mask)
             loss = loss_fn(logits, train.labels[torch.as_tensor(idx)].to(device))
             pen = model.penalty() if reg_strength > 0 else None
             objective = loss + reg_strength * pen if pen is not None else loss
+            if not torch.isfinite(objective):
+                raise _diverged(f"the loss became {objective.item()} at batch {n_batches + 1}", desc, epoch, checkpoint)
             opt.zero_grad(set_to_none=True)
             objective.backward()
-            if cfg.clip and cfg.clip > 0:
-                nn.utils.clip_grad_norm_(params, cfg.clip)
+            grad_norm = nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+            if not torch.isfinite(grad_norm):
+                raise _diverged(f"the gradient became {grad_norm.item()} at batch {n_batches + 1}", desc, epoch,
+                                checkpoint)
             opt.step()
             total += loss.item()
             total_pen += pen.item() if pen is not None else 0.0
             n_batches += 1
+        if not all(torch.isfinite(p).all() for p in params):
+            raise _diverged("a weight became NaN or infinite", desc, epoch, checkpoint)
         dev_acc = accuracy(model, dev) if has_dev else float(-total / max(n_batches, 1))
         lr_now = opt.param_groups[0]["lr"]
         log = EpochLog(epoch, total / max(n_batches, 1), total_pen / max(n_batches, 1), dev_acc, lr_now,
@@ -196,8 +313,11 @@ def fit(
             )
         if lr_schedule:
             sched.step(dev_acc)
-        if early_stopping and bad >= cfg.patience:
-            break
+        if checkpoint is not None:
+            elapsed = elapsed_before + time.perf_counter() - start
+            tensors, state = _fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad,
+                                        history, elapsed)
+            checkpoint.save(phase, epoch, tensors, state)
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
-    return FitResult(best_acc, best_epoch, len(history), time.perf_counter() - start, history)
+    return FitResult(best_acc, best_epoch, len(history), elapsed_before + time.perf_counter() - start, history)

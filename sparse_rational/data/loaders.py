@@ -287,8 +287,26 @@ def _parse_csv(path, text: str) -> list[Example]:
     return examples
 
 
-_REVIEW_RE = re.compile(r"<review>(.*?)</review>", re.DOTALL | re.IGNORECASE)
-_REVIEW_TEXT_RE = re.compile(r"<review_text>(.*?)</review_text>", re.DOTALL | re.IGNORECASE)
+_REVIEW_OPEN = re.compile(r"<review>", re.IGNORECASE)
+_REVIEW_CLOSE = re.compile(r"</review>", re.IGNORECASE)
+_REVIEW_TEXT_OPEN = re.compile(r"<review_text>", re.IGNORECASE)
+_REVIEW_TEXT_CLOSE = re.compile(r"</review_text>", re.IGNORECASE)
+
+
+def _blocks(text: str, opening: re.Pattern, closing: re.Pattern, pos: int = 0, end: int | None = None):
+    """``(start, inner_start, inner_end)`` of each ``<tag>...</tag>`` block, as the lazy
+    regex ``<tag>(.*?)</tag>`` would find them, in linear time: that regex is quadratic
+    on a file with many opening tags and no closing one (a hang on a 10 MB file)."""
+    end = len(text) if end is None else end
+    while True:
+        first = opening.search(text, pos, end)
+        if first is None:
+            return
+        last = closing.search(text, first.end(), end)
+        if last is None:  # no closing tag after this opening one: none after any later one
+            return
+        yield first.start(), first.end(), last.start()
+        pos = last.end()
 
 
 def read_reviews(path, label: str) -> list[Example]:
@@ -302,11 +320,11 @@ def read_reviews(path, label: str) -> list[Example]:
     """
     text = _decode(_read_bytes(path), path, lenient=True)
     examples = []
-    for block in _REVIEW_RE.finditer(text):
-        field = _REVIEW_TEXT_RE.search(block.group(1))
+    for start, inner, inner_end in _blocks(text, _REVIEW_OPEN, _REVIEW_CLOSE):
+        field = next(_blocks(text, _REVIEW_TEXT_OPEN, _REVIEW_TEXT_CLOSE, inner, inner_end), None)
         if field is None:
-            raise _error(path, _line_of(text, block.start()), "<review> without <review_text>")
-        body = html.unescape(field.group(1)).strip()
+            raise _error(path, _line_of(text, start), "<review> without <review_text>")
+        body = html.unescape(text[field[1] : field[2]]).strip()
         if body:
             examples.append(Example(body, label))
     if not examples:

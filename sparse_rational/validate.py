@@ -1,0 +1,164 @@
+"""Validating untrusted model files before anything is built from them.
+
+A model folder may come from anyone: every field of ``config.json`` is checked for type
+and range, the tensors' names, shapes and dtypes are compared with what the config
+implies *before* a real model is allocated (the expected shapes come from a model built on
+PyTorch's ``meta`` device, which allocates nothing), and every problem is a one-line
+:class:`~sparse_rational.errors.UserError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+# generous bounds: far above any real model, low enough that nothing huge is allocated
+MAX_WFSAS = 100_000
+MAX_TRANSITIONS = 100_000
+MAX_EMBEDDING_DIM = 1 << 16
+MAX_CLASSES = 100_000
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON"):
+    """Parse a JSON file; any failure (bytes, syntax, nesting) is a one-line UserError."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid {what} ({one_line(exc)})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid {what} (nested too deeply)") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
+
+
+def _int(value, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {one_line(repr(value))[:40]}")
+    return value
+
+
+def _prob(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1):
+        raise ValueError(f"{name} must be a number in [0, 1), got {one_line(repr(value))[:40]}")
+    return float(value)
+
+
+def model_config(raw, path: str | os.PathLike):
+    """A :class:`~sparse_rational.model.ModelConfig` from the ``"model"`` object of a
+    config file, every field checked (unknown fields are an error)."""
+    from .model import ModelConfig
+
+    def bad(what: str) -> UserError:
+        return UserError(f"{path}: {one_line(what)}")
+
+    if not isinstance(raw, dict):
+        raise bad("\"model\" must be a JSON object")
+    try:
+        structure = raw["structure"]
+        if not isinstance(structure, list) or len(structure) > MAX_WFSAS:
+            raise ValueError(f"structure must be a list of at most {MAX_WFSAS} lengths")
+        for n in structure:
+            _int(n, "every WFSA length", 1, MAX_TRANSITIONS)
+        if sum(structure) > MAX_TRANSITIONS:
+            raise ValueError(f"structure has {sum(structure)} transitions, at most {MAX_TRANSITIONS}")
+        _int(raw["embedding_dim"], "embedding_dim", 1, MAX_EMBEDDING_DIM)
+        _int(raw["num_classes"], "num_classes", 1, MAX_CLASSES)
+        _int(raw.get("vocab_size", 0), "vocab_size", 0, 1 << 31)
+        _prob(raw.get("dropout", 0.0), "dropout")
+        _prob(raw.get("input_dropout", 0.0), "input_dropout")
+        return ModelConfig.from_dict(raw)
+    except KeyError as exc:
+        raise bad(f"\"model\" has no field {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise bad(f"bad model config ({exc})") from None
+
+
+def expected_shapes(config) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the state dict of a model of ``config`` (allocates nothing)."""
+    from .model import RationalClassifier
+
+    with torch.device("meta"):
+        model = RationalClassifier(config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_tensors(tensors: dict[str, torch.Tensor], config, path: str | os.PathLike) -> None:
+    """The tensors of a weights file against ``config``: same names, shapes, floating
+    dtypes, finite values."""
+    expected = expected_shapes(config)
+    for name in sorted(expected):
+        if name not in tensors:
+            raise UserError(f"{path}: tensor {name} is missing (the config needs {list(expected[name])})")
+    for name in sorted(tensors):
+        t = tensors[name]
+        if name not in expected:
+            raise UserError(f"{path}: unexpected tensor {one_line(name)[:60]!r} (not part of this model)")
+        if tuple(t.shape) != expected[name]:
+            raise UserError(f"{path}: tensor {name} has shape {list(t.shape)}, the config needs "
+                            f"{list(expected[name])}")
+        if not t.is_floating_point():
+            raise UserError(f"{path}: tensor {name} has dtype {t.dtype}, expected floating point")
+        if not torch.isfinite(t.float()).all():
+            raise UserError(f"{path}: tensor {name} holds NaN or infinite values")
+
+
+def classes_list(raw, path) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        raise UserError(f"{path}: \"classes\" must be a list of strings")
+    if len(set(raw)) != len(raw):
+        raise UserError(f"{path}: \"classes\" holds a class twice")
+    return list(raw)
+
+
+def token_settings(raw, path) -> dict:
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: \"tokens\" must be a JSON object")
+    ok = (isinstance(raw.get("lowercase"), bool) and isinstance(raw.get("unk"), str)
+          and all(raw.get(k) is None or isinstance(raw.get(k), str) for k in ("bos", "eos")))
+    if not ok:
+        raise UserError(f"{path}: \"tokens\" needs lowercase (true/false), unk (a string), bos and eos "
+                        "(strings or null)")
+    return raw
+
+
+def vocab_tokens(path) -> list[str]:
+    """The lines of ``vocab.txt`` (UTF-8, one token per line, no duplicates)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    if text and not text.endswith("\n"):
+        raise UserError(f"{path}: truncated (the last line has no newline)")
+    tokens = text.split("\n")[:-1]
+    seen: dict[str, int] = {}
+    for i, tok in enumerate(tokens, 1):
+        if tok in seen:
+            raise UserError(f"{path}:{i}: token {one_line(tok)[:40]!r} already on line {seen[tok]}")
+        seen[tok] = i
+    return tokens
+
+
+def finite_metrics(raw) -> dict:
+    """``metrics.json`` is informational: anything but a JSON object is dropped."""
+    return raw if isinstance(raw, dict) else {}
+
+
+__all__ = ["check_tensors", "classes_list", "expected_shapes", "model_config", "one_line", "read_json",
+           "token_settings", "vocab_tokens", "finite_metrics"]
