@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
     t.add_argument("--max-tokens", type=int, default=20_000,
                    help="cut training documents to this many tokens, bounding memory (0: never; default 20000)")
+    h = t.add_argument_group("transformer vectors (--embeddings hf:...)")
+    h.add_argument("--hf-layers", choices=["last4sum", "last"], default="last4sum",
+                   help="sum of the last 4 hidden states (the authors' choice, default) or the last one")
+    h.add_argument("--hf-segment-length", type=_positive_int, default=128,
+                   help="word pieces per encoder call, documents split at sentences (default 128)")
+    h.add_argument("--hf-fp16", action="store_true", help="store the cached vectors as float16")
+    h.add_argument("--hf-normalize", action="store_true", help="L2-normalise the transformer vectors")
     t.add_argument("--out", required=True, help="model folder to write")
     t.add_argument("--resume", action="store_true",
                    help="continue the interrupted run of this same command from its last checkpoint")
@@ -140,9 +147,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     opts = StructureOptions(reg_epochs=args.reg_epochs, epsilon=args.epsilon)
     checkpoint = _checkpointer(args, splits)
+    hf_options = None
+    if args.embeddings.startswith("hf:"):
+        from .embeddings import TransformerOptions
+
+        hf_options = TransformerOptions(args.hf_layers, args.hf_segment_length, args.hf_fp16, args.hf_normalize)
     clf = train_text_classifier(
         splits, args.embeddings, args.patterns, args.reg_strength, args.target_transitions, cfg, opts,
         dropout=args.dropout, input_dropout=args.input_dropout, verbose=not args.quiet, checkpoint=checkpoint,
+        hf_options=hf_options,
     )
     m = clf.metrics
     m["dataset"] = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}

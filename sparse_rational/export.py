@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 
+from .errors import UserError
 from .fileio import atomic_write_json
 from .pipeline import TextClassifier
 
@@ -27,6 +28,11 @@ FORMAT = "sparse-rational-automata/1"
 
 
 def export_dict(clf: TextClassifier) -> dict:
+    if clf.vocab is None:
+        raise UserError(
+            f"export: this model reads {clf.embeddings_source} transformer vectors; the JSON "
+            "automata format holds models on static word vectors only"
+        )
     model = clf.model
     w = model.wfsa.w.detach().double().cpu().T.tolist()  # [N][e]
     v = model.wfsa.v.detach().double().cpu().T.tolist()

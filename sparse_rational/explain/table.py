@@ -63,13 +63,40 @@ class Document:
 
 
 def encode_documents(clf, examples: Sequence[Example] | Sequence[str]) -> list[Document]:
-    """Documents for a :class:`~sparse_rational.pipeline.TextClassifier` with word vectors."""
+    """Documents for a :class:`~sparse_rational.pipeline.TextClassifier`: word ids for a
+    model on word vectors, word-piece vectors (with their words) for a transformer model."""
+    texts = [ex if isinstance(ex, str) else ex.text for ex in examples]
+    labels = [None if isinstance(ex, str) else ex.label for ex in examples]
+    if clf.vocab is None:
+        return _contextual_documents(clf, texts, labels)
     out = []
-    for ex in examples:
-        text = ex if isinstance(ex, str) else ex.text
-        label = None if isinstance(ex, str) else ex.label
+    for text, label in zip(texts, labels):
         tokens = clf.vocab.words(text)
         out.append(Document(tokens, ids=clf.vocab.ids(tokens), label=label, text=text))
+    return out
+
+
+def _contextual_documents(clf, texts: list[str], labels: list[str | None]) -> list[Document]:
+    """Word pieces shown by their characters in the text (special tokens as ``<s>``,
+    ``</s>`` and ``|`` between segments); ``word_of`` groups pieces of one word (a piece
+    that starts where the previous one ended continues its word)."""
+    encoded = clf.encoder.vectors(texts, cache="read")
+    out = []
+    for text, label in zip(texts, labels):
+        vectors, offsets = encoded.rows(text)
+        tokens, word_of, word, prev_end = [], [], -1, None
+        last = len(offsets) - 1
+        for k, (a, b) in enumerate(offsets.tolist()):
+            if b <= a:  # a special token: [CLS] / [SEP]
+                tokens.append("<s>" if k == 0 else "</s>" if k == last else "|")
+                word, prev_end = word + 1, None
+            else:
+                if prev_end is None or a != prev_end:
+                    word += 1
+                tokens.append(text[a:b])
+                prev_end = b
+            word_of.append(word)
+        out.append(Document(tokens, vectors=vectors, label=label, text=text, word_of=word_of))
     return out
 
 
