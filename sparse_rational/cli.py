@@ -14,6 +14,7 @@ from .argtypes import nonneg_float as _nonneg_float
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .errors import TrainingDiverged, UserError
+from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
 
 EXIT_USAGE = 2
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
 
     explain_cli.add_parser(sub)
+    experiments_cli.add_parser(sub)
     return parser
 
 
@@ -238,7 +240,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-            "explain": explain_cli.run}
+            "explain": explain_cli.run, "reproduce": experiments_cli.run}
 
 
 def main(argv: list[str] | None = None) -> int:

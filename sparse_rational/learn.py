@@ -31,8 +31,12 @@ class StructureOptions:
     search_max_tries: int = 25
     search_bounds: tuple[float, float] = (1e-9, 1e2)
 
+    search_tolerance: int | None = None  # None: max(2, 10 % of the target); the authors used 10
+
     def tolerance(self) -> int:
         assert self.target_transitions is not None
+        if self.search_tolerance is not None:
+            return self.search_tolerance
         return max(2, round(0.1 * self.target_transitions))
 
 

@@ -6,6 +6,7 @@ keeps only the rows of its own vocabulary (:func:`build_vocabulary`), never all 
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
@@ -57,6 +58,7 @@ def load_word_vectors(name_or_path: str, restrict_to: Iterable[str] | None = Non
     )
 
 
+@functools.lru_cache(maxsize=2)  # read-only memory map + index: one copy per process
 def _load_packaged(name: str) -> WordVectors:
     module, dist = PACKAGED[name]
     try:

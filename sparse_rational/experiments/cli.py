@@ -1,0 +1,361 @@
+"""``sparse-rational reproduce``: the paper's protocol (SPEC section 3) as one resumable sweep.
+
+Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`` and
+``"reproduce": run`` in ``COMMANDS``. Standalone: ``python -m sparse_rational.experiments.cli
+reproduce ...`` (same errors and exit statuses).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..argtypes import nonneg_int as _nonneg_int
+from ..argtypes import positive_int as _positive_int
+from ..errors import UserError
+
+BUDGET_NAMES = ("smoke", "medium", "paper")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``reproduce`` subcommand on ``subparsers`` (from ``add_subparsers``)."""
+    p = subparsers.add_parser(
+        "reproduce",
+        help="run the paper's experiments (baselines, structure learning, random search, reruns) and Figure 3",
+        description="Fixed-size baselines and group-lasso structure learning for target sizes, each with a "
+                    "random hyperparameter search and reruns of its best assignment; writes results.csv, "
+                    "summary.md and figure3.png/.svg into --out. Resumable: rerun the same command to "
+                    "continue a sweep.",
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", action="append", default=[], metavar="SPEC",
+                   help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>; repeat for one panel each")
+    d.add_argument("--train", help="instead of --dataset: your training file (.tsv, .jsonl or .csv)")
+    d.add_argument("--dev", help="dev file (with --train; default: 10%% of --train)")
+    d.add_argument("--test", help="test file (with --train)")
+    d.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")
+    d.add_argument("--split-seed", type=_nonneg_int, default=0, help="seed of the train/dev/test split (default 0)")
+    d.add_argument("--max-train", type=_positive_int, help=argparse.SUPPRESS)  # quick runs: cap the training set
+    p.add_argument("--embeddings",
+                   help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or hf:<model> (contextual: 12 WFSAs)")
+    b = p.add_argument_group("budget")
+    b.add_argument("--budget", choices=BUDGET_NAMES, default="medium",
+                   help="smoke (minutes), medium (default), paper (the authors': 20 assignments, 5 reruns, "
+                        "500 epochs, patience 30)")
+    b.add_argument("--assignments", type=_positive_int, help="random assignments per configuration (budget's)")
+    b.add_argument("--reruns", type=_positive_int, help="reruns of the best assignment (budget's)")
+    b.add_argument("--epochs", type=_positive_int, help="max epochs (budget's)")
+    b.add_argument("--patience", type=_positive_int, help="early-stopping patience (budget's)")
+    b.add_argument("--reg-epochs", type=_positive_int, help="epochs of the penalised phase (budget's)")
+    b.add_argument("--baselines", nargs="+", metavar="PATTERNS",
+                   help="baseline structures (default: 24x1 24x2 24x3 24x4 6x1,6x2,6x3,6x4)")
+    b.add_argument("--targets", nargs="+", type=_positive_int, metavar="N",
+                   help="target transitions of structure learning from 24x4 (default: 80 60 40 20)")
+    b.add_argument("--no-targets", action="store_true", help="no target-size configurations")
+    b.add_argument("--reg-strengths", nargs="+", type=_positive_float, default=[], metavar="LAMBDA",
+                   help="also learn structure with these fixed lambdas (an optional lambda grid)")
+    b.add_argument("--tolerance", type=_nonneg_int, default=10,
+                   help="accept a pruned model within N transitions of its target (the authors': 10)")
+    b.add_argument("--search-seed", type=_nonneg_int, default=0, help="seed of the random search (default 0)")
+    x = p.add_argument_group("execution")
+    x.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local process pool (default) or Ray (pip install 'sparse-rational[ray]')")
+    x.add_argument("--workers", type=_positive_int,
+                   help="trials at a time (local default: CPU count; ray default: the cluster's CPUs)")
+    x.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local Ray)")
+    x.add_argument("--threads-per-trial", type=_positive_int, default=1, help="torch threads per trial (default 1)")
+    x.add_argument("--retry-failed", action="store_true", help="run failed trials again")
+    x.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
+    x.add_argument("--report-only", action="store_true", help="rewrite the outputs from the stored trials")
+    x.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--out", required=True, help="sweep folder: trials/, results.csv, summary.md, figure3.*")
+    return p
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = ["sparse-rational", "reproduce"]
+    for ds in args.dataset:
+        parts += ["--dataset", ds]
+    for name in ("train", "dev", "test", "data_dir", "embeddings", "budget", "out"):
+        v = getattr(args, name)
+        if v is not None:
+            parts += [f"--{name.replace('_', '-')}", str(v)]
+    for name in ("split_seed", "max_train", "assignments", "reruns", "epochs", "patience", "reg_epochs",
+                 "search_seed", "tolerance", "workers", "ray_address", "threads_per_trial"):
+        v = getattr(args, name)
+        default = {"split_seed": 0, "search_seed": 0, "tolerance": 10, "threads_per_trial": 1}.get(name)
+        if v is not None and v != default:
+            parts += [f"--{name.replace('_', '-')}", str(v)]
+    for name in ("baselines", "targets", "reg_strengths"):
+        v = getattr(args, name)
+        if v:
+            parts += [f"--{name.replace('_', '-')}", *map(str, v)]
+    if args.no_targets:
+        parts.append("--no-targets")
+    if args.executor != "local":
+        parts += ["--executor", args.executor]
+    return shlex.join(parts)
+
+
+def _datasets(args: argparse.Namespace):
+    """DatasetRefs and their sizes; reading each once here turns a bad name or file into a
+    one-line error before anything starts."""
+    from ..data import load_dataset, load_files
+    from .protocol import DatasetRef
+
+    if args.dataset and (args.train or args.dev or args.test):
+        raise UserError("give either --dataset SPEC (repeatable) or --train/--dev/--test, not both")
+    if not args.dataset and not args.train:
+        raise UserError("reproduce: give --dataset SPEC or --train FILE")
+    if (args.dev or args.test) and not args.train:
+        raise UserError("--dev/--test go with --train")
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    refs, sizes = [], {}
+    if args.train:
+        files = tuple(str(Path(f).resolve()) if f else None for f in (args.train, args.dev, args.test))
+        splits = load_files(*files)
+        name = Path(args.train).stem
+        refs.append(DatasetRef(name, files=files, split_seed=args.split_seed, max_train=args.max_train))
+        sizes[name] = splits
+    else:
+        if len(set(args.dataset)) != len(args.dataset):
+            raise UserError("--dataset: the same dataset given twice")
+        for spec in args.dataset:
+            splits = load_dataset(spec, data_dir, args.split_seed)
+            refs.append(DatasetRef(spec, spec=spec, split_seed=args.split_seed, max_train=args.max_train,
+                                   data_dir=data_dir))
+            sizes[spec] = splits
+    for ref in refs:
+        s = sizes[ref.name]
+        if not s.test:
+            raise UserError(f"{ref.name}: no test set (Figure 3 plots test accuracy)")
+        n_train = min(len(s.train), ref.max_train or len(s.train))
+        sizes[ref.name] = n_train + len(s.dev)
+    return refs, sizes
+
+
+def _check_embeddings(name: str) -> None:
+    from .protocol import is_contextual
+
+    if is_contextual(name):
+        return  # loaded by the trials' library; nothing cheap to check here
+    from ..embeddings.static import PACKAGED, load_word_vectors
+
+    if name in PACKAGED:
+        load_word_vectors(name)  # the package is there (memory-mapped, cheap)
+    elif not Path(name).is_file():
+        load_word_vectors(name)  # raises the library's one-line error
+
+
+def build_plan(args: argparse.Namespace):
+    from .protocol import BUDGETS, Plan, configurations
+
+    if args.budget not in BUDGETS:
+        raise UserError(f"unknown budget {args.budget!r}; use one of {', '.join(BUDGETS)}")
+    budget = BUDGETS[args.budget]
+    overrides = {k: getattr(args, k) for k in ("assignments", "reruns", "epochs", "patience", "reg_epochs")
+                 if getattr(args, k) is not None}
+    budget = replace(budget, **overrides)
+    if args.no_targets and args.targets:
+        raise UserError("give --targets or --no-targets, not both")
+    baselines = args.baselines if args.baselines is not None else budget.baselines
+    targets = () if args.no_targets else (args.targets if args.targets is not None else budget.targets)
+    configs = configurations(args.embeddings, baselines, targets, args.reg_strengths)
+    if not configs:
+        raise UserError("nothing to run: no baselines, targets or lambdas")
+    refs, sizes = _datasets(args)
+    plan = Plan(refs, args.embeddings, budget, configs, tolerance=args.tolerance, search_seed=args.search_seed,
+                threads=args.threads_per_trial)
+    return plan, sizes
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def estimate(plan, cells, sizes: dict, records: dict, workers: int) -> tuple[float, str]:
+    """Seconds of wall time left (rough): the cost model over unfinished trials, scaled by
+    how the finished trials of this sweep compared with it."""
+    from .protocol import trial_seconds
+
+    left, ratios = 0.0, []
+    for cell in cells:
+        n = sizes[cell.dataset.name]
+        reruns = cell.reruns if cell.reruns is not None else plan.rerun_trials(cell.search[0], 1e-3)
+        for spec in cell.search + reruns:
+            predicted = trial_seconds(spec, n)
+            rec = records.get(spec.key)
+            if rec is None:
+                left += predicted
+            elif rec.get("status") == "ok" and rec.get("seconds"):
+                ratios.append(rec["seconds"] / trial_seconds(spec, n, expected_failures=False))
+    how = "cost model"
+    if len(ratios) >= 3:
+        ratios.sort()
+        left *= ratios[len(ratios) // 2]
+        how = f"cost model scaled by {len(ratios)} finished trials"
+    return left / max(workers, 1), how
+
+
+def _write_outputs(out: Path, header: list[str], notes: list[str]) -> list[Path]:
+    from .report import figure3, rows_from_records, summary_markdown, write_csv
+    from .store import TrialStore
+
+    rows = rows_from_records(TrialStore(out).load_all())
+    write_csv(rows, out / "results.csv")
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(out / "summary.md", summary_markdown(rows, "sparse-rational reproduce: summary", header, notes))
+    figs = figure3(rows, out / "figure3")
+    return [out / "results.csv", out / "summary.md", *figs]
+
+
+def _sigterm_as_interrupt():
+    """A scheduler's or a user's SIGTERM stops the sweep like Ctrl-C: running trials are
+    stopped, finished ones are kept. Returns the previous handler (None off the main thread)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        return None
+
+
+def run(args: argparse.Namespace, out_stream=None) -> int:
+    """Plan, print the trial count and an estimate, run the sweep, write the outputs."""
+    from .executors import make_executor
+    from .protocol import sparse_start
+    from .store import SWEEP, TrialStore
+    from .sweep import prepare_cells, run_sweep, usable_records
+
+    say = out_stream or sys.stdout
+    out = Path(args.out)
+    store = TrialStore(out)
+    if args.report_only:
+        TrialStore.read_identity(out)
+        paths = _write_outputs(out, [f"Outputs rewritten from the stored trials of `{out}`."], [])
+        print("wrote " + ", ".join(str(p) for p in paths), file=say)
+        return 0
+    if not args.embeddings:
+        raise UserError("reproduce: --embeddings is required (glove-6b-50d, a vectors file or hf:<model>)")
+    if args.executor == "local" and args.ray_address:
+        raise UserError("--ray-address goes with --executor ray")
+    plan, sizes = build_plan(args)
+    _check_embeddings(args.embeddings)
+    try:
+        import matplotlib  # noqa: F401  (Figure 3; fail now, not after the sweep)
+    except ImportError:
+        raise UserError("reproduce draws Figure 3 with matplotlib: pip install matplotlib") from None
+    identity = plan.identity()
+    command = _command(args)
+    if (out / SWEEP).is_file():
+        store.claim(identity, command)  # checks it is the same command (a one-line error if not)
+    records = usable_records(store, args.retry_failed)
+    cells, finished = prepare_cells(plan, records)
+    cores = os.cpu_count() or 1
+    workers_guess = args.workers or max(1, cores // args.threads_per_trial)
+    left, how = estimate(plan, cells, sizes, records, workers_guess)
+    b = plan.budget
+    n_cells = len(plan.cells)
+    print(f"reproduce: {len(plan.datasets)} dataset(s) x {len(plan.configs)} configurations "
+          f"({', '.join(c.label for c in plan.configs)})", file=say)
+    print(f"budget {b.describe()}", file=say)
+    replaced = sum(len(c.search) - b.assignments for c in cells)
+    dropped = sum(b.reruns for c in cells if c.reruns == [])
+    extra = (f" +{replaced} replacing failed searches" if replaced else "") + \
+            (f" -{dropped} reruns of configurations whose searches all failed" if dropped else "")
+    print(f"{plan.total_trials} trials = {n_cells} x ({b.assignments} + {b.reruns}){extra}; up to "
+          f"{plan.max_replacements} more per configuration if searches fail; {finished} already finished; "
+          f"estimate ~{_fmt_seconds(left)} with {workers_guess} worker(s) ({how})", file=say, flush=True)
+    if args.dry_run:
+        return 0
+    # the executor first: an unreachable Ray address must not leave a claimed folder behind
+    executor = make_executor(args.executor, args.workers, args.ray_address, args.threads_per_trial)
+    lock = previous = None
+    try:
+        store.claim(identity, command)
+        lock = store.lock()
+        t0 = time.perf_counter()
+        previous = _sigterm_as_interrupt()
+        result = run_sweep(plan, executor, store, retry_failed=args.retry_failed, progress=not args.quiet)
+    finally:
+        executor.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        if lock is not None:
+            lock.close()
+    wall = time.perf_counter() - t0
+    trial_cpu = sum(r.get("seconds", 0.0) for r in store.load_all().values())
+    runs = store.add_invocation({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),
+        "wall_seconds": round(wall, 1), "trials_run": result.ran, "failed": result.failed,
+        "found_finished": result.finished_before, "executor": executor.name, "workers": executor.capacity,
+    })
+    runs = [r for r in runs if r["trials_run"]] or runs[-1:]  # resumes that ran nothing: not worth a line
+    header = [
+        f"Command: `{command}`",
+        "",
+        f"Budget: {b.describe()}; lambda search tolerance +-{plan.tolerance} transitions; "
+        f"sparse models start from {sparse_start(plan.embeddings)}.",
+        "",
+        f"Wall time: {_fmt_seconds(sum(r['wall_seconds'] for r in runs))} over {len(runs)} invocation(s) ("
+        + "; ".join(f"{_fmt_seconds(r['wall_seconds'])}: {r['trials_run']} trials run with {r['executor']} x "
+                    f"{r['workers']}" for r in runs)
+        + f"); sum of trial times: {_fmt_seconds(trial_cpu)}.",
+    ]
+    paths = _write_outputs(out, header, result.notes)
+    print(f"{result.ran} trials run ({result.failed} failed), {result.finished_before} skipped as finished; "
+          f"{_fmt_seconds(wall)} wall", file=say)
+    print("wrote " + ", ".join(str(p) for p in paths), file=say)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point with the main command line's error handling."""
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str):
+            raise UserError(f"{message} (see {self.prog} --help)")
+
+    try:
+        parser = _Parser(prog="sparse-rational")
+        sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+        add_parser(sub)
+        args = parser.parse_args(argv)
+        return run(args)
+    except UserError as exc:
+        print(f"sparse-rational: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"sparse-rational: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sparse-rational: interrupted (finished trials are kept; rerun the command to continue)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""A sweep's outputs from its stored trials: ``results.csv`` (every run), ``summary.md``
+(mean +- std per configuration over the reruns, as the paper reports) and Figure 3
+(test accuracy against transitions, error bars on both axes)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from ..fileio import atomic_write_bytes, atomic_write_text
+from ..structure import format_structure
+
+COLUMNS = [
+    "dataset", "embeddings", "method", "configuration", "patterns", "target_transitions", "phase", "index",
+    "seed", "lr", "clip", "dropout", "input_dropout", "weight_decay", "max_epochs", "patience", "batch_size",
+    "reg_epochs", "epsilon", "tolerance", "reg_strength", "structure", "wfsas", "transitions", "parameters",
+    "dev_accuracy", "test_accuracy", "epochs", "seconds", "status", "error", "key",
+]
+
+
+def _round(x, digits: int = 6):
+    """Accuracies are float32 counts over a few hundred documents: 6 decimals are exact."""
+    return "" if x is None else round(float(x), digits)
+
+
+def rows_from_records(records: dict[str, dict]) -> list[dict]:
+    rows = []
+    for key, rec in records.items():
+        c, m = rec["config"], rec.get("metrics") or {}
+        hp = c.get("hyperparameters", {})
+        structure = m.get("structure")
+        row = {
+            "dataset": c["dataset"]["name"], "embeddings": c["embeddings"], "method": c["method"],
+            "configuration": c["configuration"], "patterns": c["patterns"],
+            "target_transitions": c.get("target_transitions", ""), "phase": c["phase"], "index": c["index"],
+            "seed": c["seed"], **{k: hp.get(k, "") for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+            "max_epochs": c["epochs"], "patience": c["patience"], "batch_size": c["batch_size"],
+            "reg_epochs": c.get("reg_epochs", ""), "epsilon": c.get("epsilon", ""),
+            "tolerance": c.get("tolerance", ""),
+            "reg_strength": m.get("reg_strength", c.get("reg_strength", 0.0)),
+            "structure": format_structure(tuple(structure)) if structure is not None else "",
+            "wfsas": m.get("wfsas", ""), "transitions": m.get("transitions", ""),
+            "parameters": m.get("parameters", ""), "dev_accuracy": _round(m.get("dev_accuracy")),
+            "test_accuracy": _round(m.get("test_accuracy")), "epochs": m.get("epochs", ""),
+            "seconds": rec.get("seconds", ""), "status": rec["status"], "error": rec.get("error", ""), "key": key,
+        }
+        rows.append(row)
+    order = {"search": 0, "rerun": 1}
+    rows.sort(key=lambda r: (r["dataset"], r["method"] != "baseline", r["configuration"], order.get(r["phase"], 2),
+                             r["index"]))
+    return rows
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r[k] is None else r[k]) for k in COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _num(x) -> float:
+    return -1.0 if x in ("", None) else float(x)
+
+
+def _ms(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
+    """Per dataset, one entry per configuration over its successful reruns."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    search_best: dict[tuple, dict] = {}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        k = (r["dataset"], r["configuration"])
+        if r["phase"] == "rerun":
+            groups[k].append(r)
+        else:
+            b = search_best.get(k)
+            if b is None or (_num(r["dev_accuracy"]), -r["index"]) > (_num(b["dev_accuracy"]), -b["index"]):
+                search_best[k] = r
+    out: dict[str, list[dict]] = defaultdict(list)
+    for (ds, conf), rs in groups.items():
+        first = rs[0]
+        tr = _ms([float(r["transitions"]) for r in rs])
+        te = _ms([100 * float(r["test_accuracy"]) for r in rs if r["test_accuracy"] != ""])
+        dv = _ms([100 * float(r["dev_accuracy"]) for r in rs if r["dev_accuracy"] != ""])
+        pa = _ms([float(r["parameters"]) for r in rs])
+        best = search_best.get((ds, conf))
+        out[ds].append({
+            "configuration": conf, "method": first["method"], "patterns": first["patterns"],
+            "target": first["target_transitions"], "runs": len(rs),
+            "reg_strength": statistics.fmean(float(r["reg_strength"] or 0) for r in rs),
+            "transitions": tr, "test": te, "dev": dv, "parameters": pa,
+            "structures": sorted({r["structure"] for r in rs}),
+            "best_dev_search": 100 * best["dev_accuracy"] if best else math.nan,
+            "hp": {k: first[k] for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+        })
+    for ds in out:
+        out[ds].sort(key=lambda e: (e["method"] != "baseline", e["transitions"][0] if e["method"] == "baseline"
+                                    else -e["transitions"][0]))
+    return dict(out)
+
+
+def _pm(ms: tuple[float, float], digits: int = 1) -> str:
+    m, s = ms
+    if math.isnan(m):
+        return "-"
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _interp(points: list[tuple[float, float]], x: float) -> float:
+    """Baseline accuracy at ``x`` transitions: linear between baseline points, the nearest
+    point outside their range."""
+    pts = sorted(points)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    if x >= pts[-1][0]:
+        return pts[-1][1]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1]
+
+
+def comparisons(entries: list[dict]) -> list[str]:
+    """The paper's two claims, checked on one dataset's means."""
+    base = [e for e in entries if e["method"] == "baseline" and not math.isnan(e["test"][0])]
+    sparse = [e for e in entries if e["method"] == "sparse" and not math.isnan(e["test"][0])]
+    lines = []
+    if not base or not sparse:
+        return ["(needs both baselines and sparse models with test accuracy)"]
+    # baselines' best-so-far curve: accuracy you can get with at most x transitions
+    points = [(e["transitions"][0], e["test"][0]) for e in base]
+    for e in sorted(sparse, key=lambda e: e["transitions"][0]):
+        x, y = e["transitions"][0], e["test"][0]
+        ref = _interp(points, x)
+        lines.append(f"- {e['configuration']}: {x:.1f} transitions, test {y:.1f}: "
+                     f"{y - ref:+.1f} points against the baseline curve at {x:.0f} transitions ({ref:.1f})")
+    unigram = [e for e in base if set(e["patterns"].replace(",", "x").split("x")[1::2]) == {"1"}]
+    if unigram:
+        u = unigram[0]
+        s = min(sparse, key=lambda e: e["transitions"][0])
+        lines.append(f"- strongest regularisation ({s['configuration']}, {s['transitions'][0]:.1f} transitions) "
+                     f"against the unigram baseline {u['patterns']} ({u['transitions'][0]:.0f} transitions): "
+                     f"{s['test'][0] - u['test'][0]:+.1f} points test accuracy "
+                     f"(paper: +1 to +2 in 4 of 5 cases)")
+    return lines
+
+
+def summary_markdown(rows: list[dict], title: str, header_lines: list[str], notes: list[str]) -> str:
+    agg = aggregate(rows)
+    out = [f"# {title}", ""]
+    out += header_lines
+    out.append("")
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    n_fail = sum(r["status"] != "ok" for r in rows)
+    out.append(f"{n_ok} finished runs ({n_fail} failed). Mean ± std over the reruns of the best assignment "
+               "(by dev accuracy) of each configuration; accuracies in %.")
+    out.append("")
+    for ds, entries in agg.items():
+        out += [f"## {ds}", "",
+                "| configuration | runs | lambda | transitions | test acc | dev acc | parameters | structures | "
+                "best search dev | lr | clip | dropout | input dropout | weight decay |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for e in entries:
+            hp = e["hp"]
+            structs = "; ".join(e["structures"][:3]) + (" ..." if len(e["structures"]) > 3 else "")
+            lam = f"{e['reg_strength']:.3g}" if e["reg_strength"] else "0"
+            out.append(
+                f"| {e['configuration']} | {e['runs']} | {lam} | {_pm(e['transitions'])} | {_pm(e['test'])} | "
+                f"{_pm(e['dev'])} | {e['parameters'][0]:.0f} | {structs} | {e['best_dev_search']:.1f} | "
+                f"{float(hp['lr']):.3g} | {float(hp['clip']):.2f} | {float(hp['dropout']):.2f} | "
+                f"{float(hp['input_dropout']):.2f} | {float(hp['weight_decay']):.2g} |")
+        out += ["", "Against the paper's claims (means):", ""] + comparisons(entries) + [""]
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed or notes:
+        out += ["## Failed trials", ""]
+        for r in failed:
+            out.append(f"- {r['dataset']} / {r['configuration']} {r['phase']} {r['index']} (`{r['key']}`): "
+                       f"{r['error']}")
+        out += [f"- {n}" for n in notes]
+        out.append("")
+    return "\n".join(out)
+
+
+def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
+    """``base.png`` and ``base.svg``: one panel per dataset, test accuracy against the
+    number of transitions; baselines solid, sparse models dashed, one standard deviation of
+    both on the error bars."""
+    try:
+        import matplotlib
+    except ImportError:
+        from ..errors import UserError
+
+        raise UserError("the figure needs matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    agg = aggregate(rows)
+    names = list(agg) or ["(no finished reruns)"]
+    ncols = min(len(names), 4)
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, ds in zip(axes.flat, names):
+        entries = agg.get(ds, [])
+        for method, style, color, label in (("baseline", "-", "tab:blue", "baseline (fixed structure)"),
+                                            ("sparse", "--", "tab:orange", "group lasso (learned structure)")):
+            es = sorted((e for e in entries if e["method"] == method and not math.isnan(e["test"][0])),
+                        key=lambda e: e["transitions"][0])
+            if not es:
+                continue
+            ax.errorbar([e["transitions"][0] for e in es], [e["test"][0] for e in es],
+                        xerr=[e["transitions"][1] for e in es], yerr=[e["test"][1] for e in es],
+                        fmt="o", linestyle=style, color=color, capsize=3, markersize=4, label=label)
+        ax.set_title(ds)
+        ax.set_xlabel("number of WFSA transitions")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        axes.flat[0].legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    written = []
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None)
+        path = base.with_suffix(f".{ext}")
+        atomic_write_bytes(path, buf.getvalue())
+        written.append(path)
+    plt.close(fig)
+    return written

@@ -1,0 +1,109 @@
+"""One trial: train one model as a :class:`~.protocol.TrialSpec` says, return a JSON record.
+
+:func:`run_trial` is the function every executor runs (in a pool worker or a Ray task). It
+never raises: any exception becomes a record with ``status: "failed"``, the error line and
+the traceback, so one bad trial does not stop a sweep. Datasets and word vectors are cached
+per worker process (a worker runs many trials on the same data).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import socket
+import time
+import traceback
+
+from .protocol import DatasetRef, TrialSpec
+
+RECORD_FORMAT = "sparse-rational-trial/1"
+#: Metrics kept in a trial record (the rest of ``TextClassifier.metrics`` is bulky).
+KEEP = ("dev_accuracy", "test_accuracy", "transitions", "structure", "structure_summary", "wfsas",
+        "parameters", "reg_strength", "train_seconds", "epochs", "best_epoch", "seconds_per_epoch",
+        "penalised_epochs", "finetune_epochs", "transitions_before_pruning", "structure_before_finetune",
+        "search", "train_size", "dev_size", "test_size")
+
+
+def limit_threads(threads: int = 1) -> None:
+    """Before torch is imported: one OpenMP/MKL thread per worker unless told otherwise."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_splits(dataset: DatasetRef):
+    from ..data import Splits, load_dataset, load_files
+
+    if dataset.files:
+        splits = load_files(*dataset.files)
+    else:
+        splits = load_dataset(dataset.spec, dataset.data_dir, dataset.split_seed)
+    if dataset.max_train:
+        splits = Splits(stratified_head(splits.train, dataset.max_train), splits.dev, splits.test)
+    return splits
+
+
+def stratified_head(examples, n: int):
+    """The first ``n`` examples taking the labels in turn (keeps the classes balanced)."""
+    by_label: dict[str, list] = {}
+    for ex in examples:
+        by_label.setdefault(ex.label, []).append(ex)
+    out, queues = [], [list(v) for _, v in sorted(by_label.items())]
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return out
+
+
+
+
+def _train(spec: TrialSpec) -> dict:
+    import torch
+
+    from ..learn import StructureOptions
+    from ..pipeline import train_text_classifier
+    from ..train import TrainConfig
+
+    torch.set_num_threads(max(1, spec.threads))
+    splits = _load_splits(spec.dataset)
+    hp = spec.hyperparameters
+    cfg = TrainConfig(epochs=spec.epochs, patience=spec.patience, batch_size=spec.batch_size, lr=hp["lr"],
+                      weight_decay=hp["weight_decay"], clip=hp["clip"], seed=spec.seed, lr_schedule=True)
+    opts = StructureOptions(reg_epochs=spec.reg_epochs, epsilon=spec.epsilon, search_tolerance=spec.tolerance)
+    clf = train_text_classifier(
+        splits, spec.embeddings, spec.config.patterns,
+        reg_strength=spec.reg_strength if spec.config.method == "sparse" else 0.0,
+        target_transitions=spec.target if spec.config.method == "sparse" else None,
+        train_config=cfg, structure_options=opts,
+        dropout=hp["dropout"], input_dropout=hp["input_dropout"], verbose=False,
+    )
+    return {k: clf.metrics[k] for k in KEEP if k in clf.metrics}
+
+
+def run_trial(spec: TrialSpec | dict) -> dict:
+    """Run one trial; return its record (``status`` ``ok`` or ``failed``). Never raises."""
+    if isinstance(spec, dict):
+        spec = TrialSpec.from_dict(spec)
+    start = time.perf_counter()
+    record = {
+        "format": RECORD_FORMAT,
+        "key": spec.key,
+        "config": spec.identity(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "python": platform.python_version(),
+    }
+    try:
+        record["metrics"] = _train(spec)
+        record["status"] = "ok"
+    except BaseException as exc:  # noqa: BLE001 - a trial must not take the sweep down
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        lines = str(exc).strip().splitlines()
+        record["status"] = "failed"
+        record["error"] = f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        record["traceback"] = traceback.format_exc(limit=20)
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return record

@@ -1,0 +1,238 @@
+"""`sparse-rational reproduce`: the smoke protocol end to end on tiny files, resuming after a
+killed sweep, Ray against the local pool, failed trials, and the one-line errors."""
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sparse_rational.errors import UserError
+from sparse_rational.experiments import cli as rcli
+from sparse_rational.experiments.protocol import (
+    BUDGETS,
+    Budget,
+    Configuration,
+    DatasetRef,
+    Plan,
+    TrialSpec,
+    configurations,
+    sample_assignments,
+)
+from sparse_rational.experiments.store import TrialStore
+from sparse_rational.experiments.sweep import run_sweep
+from sparse_rational.experiments.trial import run_trial
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def files_args(tiny_files):
+    return ["--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]), "--test", str(tiny_files["test"]),
+            "--embeddings", "glove-6b-50d"]
+
+
+def reproduce(*argv) -> int:
+    return rcli.main(["reproduce", *map(str, argv)])
+
+
+def trial_files(out: Path) -> list[Path]:
+    return sorted((out / "trials").glob("*.json"))
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# -- the protocol as data ----------------------------------------------------------------
+def test_configurations_follow_the_paper():
+    glove = configurations("glove-6b-50d")
+    assert [c.label for c in glove] == [
+        "baseline 24x1", "baseline 24x2", "baseline 24x3", "baseline 24x4", "baseline 6x1,6x2,6x3,6x4",
+        "sparse target 80", "sparse target 60", "sparse target 40", "sparse target 20"]
+    assert {c.patterns for c in glove if c.method == "sparse"} == {"24x4"}
+    bert = configurations("hf:bert-large-uncased")
+    assert [c.patterns for c in bert if c.method == "baseline"] == ["12x1", "12x2", "12x3", "12x4",
+                                                                     "3x1,3x2,3x3,3x4"]
+    assert {c.patterns for c in bert if c.method == "sparse"} == {"12x4"}
+    assert BUDGETS["paper"].assignments == 20 and BUDGETS["paper"].reruns == 5
+    assert (BUDGETS["paper"].epochs, BUDGETS["paper"].patience) == (500, 30)
+    with pytest.raises(UserError, match="between 1 and the 96"):
+        configurations("glove-6b-50d", targets=[100])
+
+
+def test_assignments_come_from_the_authors_space():
+    glove = sample_assignments(200, "glove-6b-50d", "x")
+    assert all(7e-3 <= a["lr"] <= 0.5 and 1 <= a["clip"] <= 5 and 0 <= a["dropout"] <= 0.5
+               and 0 <= a["input_dropout"] <= 0.5 and 1e-7 <= a["weight_decay"] <= 1e-5 for a in glove)
+    assert all(7e-5 <= a["lr"] <= 5e-3 for a in sample_assignments(50, "hf:minilm", "x"))
+    assert sample_assignments(3, "glove-6b-50d", "x") == glove[:3]  # replacements extend the sequence
+
+
+def test_trial_key_hashes_the_config_but_not_where_the_data_lives():
+    hp = {"lr": 0.01, "clip": 2.0, "dropout": 0.1, "input_dropout": 0.1, "weight_decay": 1e-6}
+    a = TrialSpec(DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/a"), "glove-6b-50d",
+                  Configuration("baseline", "24x1"), "search", 0, 0, hp, 5, 3, 3)
+    b = TrialSpec(DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/b"), "glove-6b-50d",
+                  Configuration("baseline", "24x1"), "search", 0, 0, hp, 5, 3, 3, threads=4)
+    assert a.key == b.key
+    assert TrialSpec.from_dict(json.loads(json.dumps(a.to_dict()))) == a
+    for change in ({"seed": 1}, {"epochs": 6}, {"hyperparameters": {**hp, "lr": 0.02}}):
+        assert TrialSpec(**{**a.__dict__, **change}).key != a.key
+
+
+# -- end to end ------------------------------------------------------------------------------
+def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
+    out = tmp_path / "smoke"
+    args = [*files_args(tiny_files), "--budget", "smoke", "--targets", "20", "--reg-epochs", "20",
+            "--tolerance", "15", "--epochs", "3", "--workers", "2", "--quiet", "--out", out]
+    assert reproduce(*args) == 0
+    text = capsys.readouterr().out
+    assert "12 trials = 4 x (1 + 2)" in text and "estimate" in text
+    rows = read_csv(out / "results.csv")
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["configuration"] for r in ok} >= {"baseline 24x1", "baseline 24x4", "baseline 6x1,6x2,6x3,6x4"}
+    for r in ok:
+        assert 0 <= float(r["test_accuracy"]) <= 1 and int(r["transitions"]) > 0 and float(r["lr"]) > 0
+    reruns = [r for r in ok if r["phase"] == "rerun"]
+    assert {r["seed"] for r in reruns} == {"1", "2"}
+    sparse = [r for r in reruns if r["method"] == "sparse"]
+    assert sparse, "the lambda search should reach 20 +- 15 transitions on the tiny data"
+    assert all(int(r["transitions"]) < 96 and float(r["reg_strength"]) > 0 for r in sparse)
+    summary = (out / "summary.md").read_text()
+    assert "| baseline 24x1 | 2 |" in summary and "sparse target 20" in summary and "±" in summary
+    assert (out / "figure3.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (out / "figure3.svg").read_text()
+    n = len(trial_files(out))
+    # the same command again: nothing to run
+    assert reproduce(*args) == 0
+    assert f"0 trials run (0 failed), {n} skipped as finished" in capsys.readouterr().out
+    # another command into the same folder: a one-line error
+    assert reproduce(*[a if a != "smoke" else "medium" for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds the results of a different command" in err and "\n" not in err
+
+
+def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_files, tmp_path, capsys):
+    out = tmp_path / "killed"
+    args = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "24x1", "24x2", "24x4", "--no-targets",
+            "--assignments", "2", "--reruns", "1", "--epochs", "2", "--workers", "1", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-m", "sparse_rational.experiments.cli", "reproduce", *args],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 90
+    while not trial_files(out) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = trial_files(out)  # after the kill: one, or two if another finished meanwhile
+    assert first, "no trial finished before the deadline"
+    snapshot = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in first}
+    assert len(first) < 9
+    assert reproduce(*args) == 0
+    text = capsys.readouterr().out
+    assert f"{len(first)} skipped as finished" in text and f"{9 - len(first)} trials run" in text
+    assert len(trial_files(out)) == 9
+    for p, (mtime, data) in snapshot.items():
+        assert (p.stat().st_mtime_ns, p.read_bytes()) == (mtime, data)
+    assert len([r for r in read_csv(out / "results.csv") if r["status"] == "ok"]) == 9
+
+
+def test_ray_and_local_executors_agree(tiny_files, tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sparse-rational[ray]'")
+    common = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "24x1", "--no-targets",
+              "--reg-strengths", "0.002", "--assignments", "1", "--reruns", "1", "--epochs", "2",
+              "--reg-epochs", "3", "--workers", "2", "--quiet"]
+    assert reproduce(*common, "--out", tmp_path / "local") == 0
+    assert reproduce(*common, "--executor", "ray", "--out", tmp_path / "ray") == 0
+    assert "trials run with ray x 2" in (tmp_path / "ray" / "summary.md").read_text()
+    keep = ["configuration", "phase", "seed", "lr", "reg_strength", "structure", "transitions", "parameters",
+            "dev_accuracy", "test_accuracy", "epochs", "status", "key"]
+    local = [{k: r[k] for k in keep} for r in read_csv(tmp_path / "local" / "results.csv")]
+    ray = [{k: r[k] for k in keep} for r in read_csv(tmp_path / "ray" / "results.csv")]
+    assert len(local) == 4 and all(r["status"] == "ok" for r in local)
+    assert local == ray
+
+
+def test_unreachable_ray_address_is_one_line(tiny_files, tmp_path, capsys):
+    pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sparse-rational[ray]'")
+    code = reproduce(*files_args(tiny_files), "--budget", "smoke", "--executor", "ray",
+                     "--ray-address", "127.0.0.1:9", "--out", tmp_path / "r")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--ray-address 127.0.0.1:9: cannot connect" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused(tiny_files, tmp_path, capsys):
+    out = tmp_path / "locked"
+    args = [*files_args(tiny_files), "--budget", "smoke", "--no-targets", "--baselines", "2x1", "--epochs", "1",
+            "--quiet", "--out", out]
+    from sparse_rational.experiments.store import TrialStore as Store
+
+    out.mkdir()
+    holder = Store(out).lock()  # as a running sweep holds it
+    try:
+        assert reproduce(*args, "--dry-run") == 0  # looking is fine
+        assert reproduce(*args) == 2
+        assert "another sweep is running" in capsys.readouterr().err
+    finally:
+        holder.close()
+
+
+# -- faults ------------------------------------------------------------------------------------
+class InProcess:
+    """An executor that runs trials in this process (the sweep logic without spawning)."""
+
+    name, capacity = "inprocess", 1
+
+    class Handle:
+        def __init__(self, record):
+            self.record = record
+
+    def submit(self, spec):
+        return self.Handle(run_trial(spec.to_dict()))
+
+    def wait(self, handles, timeout=None):
+        return [(handles[0], handles[0].record)]
+
+    def close(self, cancel=False):
+        pass
+
+
+def test_a_crashing_trial_is_recorded_and_the_sweep_goes_on(tiny_files, tmp_path):
+    ds = DatasetRef("tiny", files=tuple(str(tiny_files[k]) for k in ("train", "dev", "test")))
+    budget = Budget("t", assignments=1, reruns=1, epochs=1, patience=1, reg_epochs=1)
+    bad = Configuration("baseline", "0x4")  # not a structure: every trial of it fails
+    plan = Plan([ds], "glove-6b-50d", budget, [bad, Configuration("baseline", "2x1")])
+    store = TrialStore(tmp_path / "sweep")
+    result = run_sweep(plan, InProcess(), store, progress=False)
+    records = list(store.load_all().values())
+    failed = [r for r in records if r["status"] == "failed"]
+    assert len(failed) == 2  # the search trial and its replacement
+    assert all("0x4" in r["error"] and "Traceback" in r["traceback"] for r in failed)
+    assert sum(r["status"] == "ok" for r in records) == 2  # the other configuration: search + rerun
+    assert result.failed == 2 and any("nothing to rerun" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--budget", "huge"], "invalid choice: 'huge'"),
+    (["--executor", "slurm"], "invalid choice: 'slurm'"),
+    (["--targets", "200"], "must be between 1 and the 96 transitions"),
+    (["--baselines", "24y1"], "24y1"),
+])
+def test_bad_input_is_one_line(tiny_files, tmp_path, capsys, extra, message):
+    assert reproduce(*files_args(tiny_files), *extra, "--out", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_folder_of_something_else_is_refused(tiny_files, tmp_path, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert reproduce(*files_args(tiny_files), "--budget", "smoke", "--out", out) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no sweep.json" in err
