@@ -19,7 +19,6 @@ Needs only torch and this repository (the repository root is put on ``sys.path``
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -228,9 +227,10 @@ def main(argv=None):
     bad = [r for r in agreement if r["status"] != "ok"]
     print(f"\n# agreement: {len(agreement) - len(bad)}/{len(agreement)} ok; total {time.perf_counter() - t_start:.0f} s")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"device": name, "torch": torch.__version__, "agreement": agreement, "results": results}, fh,
-                      indent=1)
+        from sparse_rational.fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"device": name, "torch": torch.__version__, "agreement": agreement,
+                                      "results": results})
     return 1 if bad else 0
 
 

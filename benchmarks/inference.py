@@ -18,7 +18,6 @@ Each row has ``impl``, ``transitions``, ``docs_per_s`` (and ``B``, ``T``, ``e``,
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -113,8 +112,9 @@ def main(argv=None):
     if "predict:24x4" in by:
         print(f"# predict: pruned20 / 24x4 = {by['predict:pruned20']['docs_per_s'] / by['predict:24x4']['docs_per_s']:.2f}x")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"results": results, "threads": args.threads, "torch": torch.__version__}, fh, indent=1)
+        from sparse_rational.fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"results": results, "threads": args.threads, "torch": torch.__version__})
     return results
 
 

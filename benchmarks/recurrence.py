@@ -24,7 +24,6 @@ writes ``{"results": [{"impl", "B", "T", "e", "d", "n", "ms_per_step", "tokens_p
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
@@ -173,8 +172,9 @@ def main(argv=None):
         ratio = by["cpp", 1024]["ms_per_step"] / by["cpp", 256]["ms_per_step"]
         print(f"cpp time T=1024 / T=256: {ratio:.2f}x (target <= 4.5x) {'OK' if ratio <= 4.5 else 'MISSED'}")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"results": results, "threads": args.threads, "torch": torch.__version__}, fh, indent=1)
+        from sparse_rational.fileio import atomic_write_json
+
+        atomic_write_json(args.json, {"results": results, "threads": args.threads, "torch": torch.__version__})
     return results
 
 

@@ -85,7 +85,8 @@ def search_reg_strength(
     """The authors' search: start at 8e-6, multiply (too many transitions) or divide (too
     few) by ``rate`` (2 at first); on each change of direction ``rate = (rate + 1) / 2``;
     stay within ``[1e-9, 1e2]``; give up after 25 tries. Each try is a full penalised run.
-    Succeeds when the pruned model is within ``max(2, 10 %)`` of the target.
+    Succeeds when the pruned model is within ``opts.tolerance()`` transitions of the target
+    (``max(2, 10 %)`` by default).
 
     With a ``checkpoint``, try ``k`` is checkpointed as phase ``search:k`` together with the
     search so far; a resumed search continues inside the try it was in.

@@ -6,7 +6,7 @@ import torch
 
 from sparse_rational.model import ModelConfig, RationalClassifier, WFSALayer, state_layout
 from sparse_rational.ops import semiring_dp, transition_weights
-from sparse_rational.semiring import MAX_TIMES, MIN_TIMES, PLUS_TIMES
+from sparse_rational.semiring import MAX_TIMES, MIN_TIMES
 from sparse_rational.structure import format_structure, parse_patterns, prune
 from sparse_rational.errors import UserError
 

@@ -28,12 +28,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from conftest import FAST
 from sparse_rational.checkpoint import FILE, Checkpointer, checkpoint_dir, read_checkpoint
 from sparse_rational.cli import main
 from sparse_rational.data import Example, Splits, load_dataset, load_file as load_data_file, read_reviews
 from sparse_rational.embeddings.static import load_word_vectors
-from sparse_rational.errors import DataError, TrainingDiverged, UserError
+from sparse_rational.errors import DataError, UserError
 from sparse_rational.learn import StructureOptions
 from sparse_rational.pipeline import TextClassifier, train_text_classifier
 from sparse_rational.train import TrainConfig

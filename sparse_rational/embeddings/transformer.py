@@ -322,7 +322,7 @@ class ContextualEncoder:
             offsets[r0 + P + len(ids):r0 + P + len(ids) + S] = len(texts[i])
             segs += [(b - a + P + S, i, k) for k, (a, b) in enumerate(segments)]
         segs.sort(key=lambda s: -s[0])
-        batches, cur, cur_len = [], [], 0
+        batches, cur = [], []
         for s in segs:  # sorted by length: each batch pads to its first (longest) segment
             if cur and (len(cur) + 1) * cur[0][0] > self.batch_tokens:
                 batches.append(cur)
