@@ -32,6 +32,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from sparse_rational.model import state_layout  # noqa: E402
 from sparse_rational.ops import IMPLEMENTATIONS, rational_forward_ref  # noqa: E402
 
 AGREE_CASES = [
@@ -60,7 +61,7 @@ def make_case(structure, T, B, padded, e=7, seed=0):
     w = torch.randn(e, N, generator=g, dtype=torch.float64) * 0.7
     v = torch.randn(e, N, generator=g, dtype=torch.float64) * 0.7
     b = torch.randn(N, generator=g, dtype=torch.float64)
-    is_first = torch.tensor([i == 0 for n in structure for i in range(n)])
+    is_first = state_layout(tuple(structure))[0]
     mask = None
     if padded:
         lengths = torch.tensor([max(1, T - 3 * i) for i in range(B)])

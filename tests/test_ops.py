@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import sparse_rational.ops as ops
+from sparse_rational.model import state_layout
 from sparse_rational.ops import IMPLEMENTATIONS, rational_forward, rational_forward_ref
 from sparse_rational.ops.scan import CHUNK, LevelScan, LinearScan, state_levels
 
@@ -27,7 +28,7 @@ def _impl(name: str):
 
 
 def is_first_of(structure) -> torch.Tensor:
-    return torch.tensor([i == 0 for n in structure for i in range(n)], dtype=torch.bool)
+    return state_layout(tuple(structure))[0]
 
 
 def make_inputs(structure, T, B, e=5, dtype=torch.float64, seed=0, pad=False, device="cpu", scale=1.0):

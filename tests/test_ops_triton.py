@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sparse_rational.model import state_layout
 from sparse_rational.ops import IMPLEMENTATIONS, choose_impl, rational_forward_ref
 from sparse_rational.ops.gpu import triton_importable
 from sparse_rational.ops.scan import rational_forward_scan
@@ -35,7 +36,7 @@ def make_case(structure, T, B, padded, dtype, device="cpu", e=5, seed=0):
     w = torch.randn(e, N, generator=g, dtype=torch.float64) * 0.7
     v = torch.randn(e, N, generator=g, dtype=torch.float64) * 0.7
     b = torch.randn(N, generator=g, dtype=torch.float64)
-    is_first = torch.tensor([i == 0 for n in structure for i in range(n)])
+    is_first = state_layout(tuple(structure))[0]
     mask = None
     if padded:  # right padding, one document per length
         lengths = torch.tensor([max(1, T - 3 * i) for i in range(B)])
