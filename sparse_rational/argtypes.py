@@ -39,3 +39,17 @@ def probability(text: str) -> float:
     if value >= 1:
         raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
     return value
+
+
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators both take seeds in [0, 2^32)
+
+
+def seed(text: str) -> int:
+    """An argparse type: a random seed, an integer in [0, 2^32)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text[:40]!r}")
+    return value

@@ -58,6 +58,34 @@ def fingerprint(obj) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def source_fingerprint(source: str, blocks: int = 64, block_size: int = 1 << 16) -> dict:
+    """What identifies the contents behind an embeddings name cheaply: for a file, its size
+    and a hash of its first and last blocks and ``blocks`` blocks spread evenly between
+    (so a changed or shuffled file is noticed without reading gigabytes); for a folder
+    (``hf:FOLDER``), the same for each file in it; otherwise (a packaged name, a hub id)
+    the name alone."""
+    path = Path(source[3:] if source.startswith("hf:") else source).expanduser()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))[:1000]
+    else:
+        return {"name": source}
+    out = {}
+    for f in files:
+        h = hashlib.sha256()
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            if size <= (blocks + 2) * block_size:
+                h.update(fh.read())
+            else:
+                for k in range(blocks + 2):
+                    fh.seek(min(k * (size - block_size) // (blocks + 1), size - block_size))
+                    h.update(fh.read(block_size))
+        out[str(f.relative_to(path)) if f != path else f.name] = [size, h.hexdigest()]
+    return {"name": source, "files": out}
+
+
 def examples_digest(*parts: Iterable) -> str:
     """A hash of labelled examples (``.text``, ``.label``), split by split."""
     h = hashlib.sha256()
@@ -171,7 +199,8 @@ class Checkpointer:
     checkpoint.
     """
 
-    def __init__(self, directory: str | os.PathLike, run: str, resume: bool = False, verbose: bool = True):
+    def __init__(self, directory: str | os.PathLike, run: str, resume: bool = False, verbose: bool = True,
+                 lock_for: str | None = None):
         self.directory = Path(directory)
         self.path = self.directory / FILE
         self.run = run
@@ -179,6 +208,9 @@ class Checkpointer:
         self.context: dict = {}
         self.pending: Checkpoint | None = None
         self.last_saved: tuple[str, int] | None = None
+        self._lock_fd: int | None = None
+        if lock_for is not None:
+            self._lock(lock_for)
         self._clean_temporaries()
         exists = self.path.is_file()
         if resume and exists:
@@ -196,6 +228,40 @@ class Checkpointer:
         elif exists:
             self._note(f"an earlier run's checkpoint in {self.directory} will be replaced "
                        "(use --resume to continue it instead)")
+
+    def _lock(self, owner: str) -> None:
+        """Create the work area now (an unwritable place fails before any training) and hold
+        an advisory lock on it until :meth:`remove` or :meth:`release`: a second run with
+        the same output is a one-line error instead of a silent share of one checkpoint."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return
+        for _ in range(10):  # the folder may be removed by a finishing run between open and lock
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"{owner}: another training run is writing it (its work area {self.directory} "
+                                "is locked); wait for that run to finish or choose another output") from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.directory))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fd = fd
+                return
+            os.close(fd)
+        raise UserError(f"{owner}: its work area {self.directory} keeps disappearing; is another run using it?")
+
+    def release(self) -> None:
+        """Give up the lock, keeping the checkpoint (a later --resume continues from it)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def _note(self, text: str) -> None:
         if self.verbose:
@@ -246,8 +312,9 @@ class Checkpointer:
         self.last_saved = (phase, int(epoch))
 
     def remove(self) -> None:
-        """Delete the work area (after the model folder has been saved)."""
+        """Delete the work area (after the model folder has been saved) and release it."""
         shutil.rmtree(self.directory, ignore_errors=True)
+        self.release()
 
 
 # -- (de)serialising the training state -------------------------------------------------------

@@ -7,17 +7,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 from .argtypes import nonneg_float as _nonneg_float
+from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
+from .argtypes import seed as _seed
 from .errors import TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
 
 EXIT_USAGE = 2
+DEFAULT_MAX_TOKENS = 20_000
 EXIT_DIVERGED = 3  # the loss or the weights became NaN or infinite
 
 
@@ -29,11 +33,13 @@ class _Parser(argparse.ArgumentParser):
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>")
     p.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/dev/test split (default 0)")
+    p.add_argument("--split-seed", type=_seed, default=0, help="seed of the train/dev/test split (default 0)")
     if train:
         p.add_argument("--train", help="training file: .tsv (label<TAB>text), .jsonl or .csv (text,label)")
         p.add_argument("--dev", help="dev file (default: 10%% of --train)")
     p.add_argument("--test", help="test file")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse lines with a label and no text (default: skip them with one warning)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dropout", type=_prob, default=0.2, help="dropout on WFSA scores")
     t.add_argument("--input-dropout", type=_prob, default=0.2, help="variational dropout on word vectors")
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
-    t.add_argument("--max-tokens", type=int, default=20_000,
-                   help="cut training documents to this many tokens, bounding memory (0: never; default 20000)")
+    t.add_argument("--max-tokens", type=_nonneg_int, default=DEFAULT_MAX_TOKENS,
+                   help=f"cut training documents to this many tokens, bounding memory (0: never; default "
+                        f"{DEFAULT_MAX_TOKENS})")
     h = t.add_argument_group("transformer vectors (--embeddings hf:...)")
     h.add_argument("--hf-layers", choices=["last4sum", "last"], default="last4sum",
                    help="sum of the last 4 hidden states (the authors' choice, default) or the last one")
@@ -84,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("input", nargs="?", default="-", help="file with one text per line, or - (stdin)")
     p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--max-tokens", type=_nonneg_int, default=DEFAULT_MAX_TOKENS,
+                   help=f"cut longer texts as training does, bounding memory (0: never; default {DEFAULT_MAX_TOKENS})")
 
     x = sub.add_parser("export", help="write the whole model as plain JSON")
     x.add_argument("--model", required=True)
@@ -98,22 +107,24 @@ def _splits_for(args: argparse.Namespace, train: bool):
     from .data import Splits, load_dataset, load_file, load_files
 
     if args.dataset:
-        if train and (args.train or args.dev or args.test):
-            raise UserError("give either --dataset or --train/--dev/--test, not both")
-        return load_dataset(args.dataset, args.data_dir, args.split_seed)
+        if args.test or (train and (args.train or args.dev)):
+            files = "--train/--dev/--test" if train else "--test"
+            raise UserError(f"give either --dataset or {files}, not both")
+        return load_dataset(args.dataset, args.data_dir, args.split_seed, strict=args.strict)
     if train:
         if not args.train:
             raise UserError("train: give --dataset SPEC or --train FILE")
-        return load_files(args.train, args.dev, args.test)
+        return load_files(args.train, args.dev, args.test, strict=args.strict)
     if not args.test:
         raise UserError("evaluate: give --dataset SPEC or --test FILE")
-    return Splits([], [], load_file(args.test))
+    return Splits([], [], load_file(args.test, strict=args.strict))
 
 
-def _check_out(path: str) -> None:
-    out = Path(path)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").is_file())):
-        raise UserError(f"--out {path}: exists and is not a model folder; refusing to overwrite it")
+def _check_out(path: str) -> bool:
+    """Refuse an --out whose replacement could lose anything; True if it replaces a model."""
+    from .pipeline import check_out_folder
+
+    return check_out_folder(path, "--out")
 
 
 # options that do not change what a run computes: a resumed run may change them
@@ -125,9 +136,12 @@ def _checkpointer(args: argparse.Namespace, splits):
     fingerprint covers every option that changes the computation and the data itself."""
     from .checkpoint import Checkpointer, checkpoint_dir, examples_digest, fingerprint
 
+    from .checkpoint import source_fingerprint
+
     options = {k: v for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
-    run = fingerprint({"options": options, "data": examples_digest(splits.train, splits.dev, splits.test)})
-    return Checkpointer(checkpoint_dir(args.out), run, resume=args.resume)
+    run = fingerprint({"options": options, "data": examples_digest(splits.train, splits.dev, splits.test),
+                       "embeddings": source_fingerprint(args.embeddings)})
+    return Checkpointer(checkpoint_dir(args.out), run, resume=args.resume, lock_for=f"--out {args.out}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -138,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     parse_patterns(args.patterns)  # fail before reading any data
-    _check_out(args.out)
+    replacing = _check_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = _splits_for(args, train=True)
@@ -148,21 +162,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_tokens=max(args.max_tokens, 0),
     )
     opts = StructureOptions(reg_epochs=args.reg_epochs, epsilon=args.epsilon)
-    checkpoint = _checkpointer(args, splits)
+    checkpoint = _checkpointer(args, splits)  # locks --out's work area: one run per --out
     hf_options = None
     if args.embeddings.startswith("hf:"):
         from .embeddings import TransformerOptions
 
         hf_options = TransformerOptions(args.hf_layers, args.hf_segment_length, args.hf_fp16, args.hf_normalize)
-    clf = train_text_classifier(
-        splits, args.embeddings, args.patterns, args.reg_strength, args.target_transitions, cfg, opts,
-        dropout=args.dropout, input_dropout=args.input_dropout, verbose=not args.quiet, checkpoint=checkpoint,
-        hf_options=hf_options,
-    )
-    m = clf.metrics
-    m["dataset"] = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
-    clf.save(args.out)
+    try:
+        clf = train_text_classifier(
+            splits, args.embeddings, args.patterns, args.reg_strength, args.target_transitions, cfg, opts,
+            dropout=args.dropout, input_dropout=args.input_dropout, verbose=not args.quiet, checkpoint=checkpoint,
+            hf_options=hf_options,
+        )
+        m = clf.metrics
+        m["dataset"] = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
+        clf.save(args.out)
+    except TrainingDiverged:  # its message says where the last good checkpoint is
+        checkpoint.release()
+        raise
+    except (KeyboardInterrupt, OSError):  # a rerun with --resume continues
+        if checkpoint.last_saved is not None:
+            print(f"sparse-rational: {checkpoint.describe_last()}; rerun the same command with --resume "
+                  "to continue", file=sys.stderr)
+            checkpoint.release()
+        else:
+            checkpoint.remove()
+        raise
+    except BaseException:  # bad input or an unreachable target: resuming would fail the same way
+        checkpoint.remove()
+        raise
     checkpoint.remove()
+    if replacing:
+        print(f"sparse-rational: replaced the earlier model folder {args.out}", file=sys.stderr)
     test = f"  test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
     dev = f"dev accuracy {m['dev_accuracy']:.4f}" if m.get("dev_accuracy") is not None else "no dev set"
     print(f"{dev}{test}")
@@ -184,7 +215,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("evaluate: the test set is empty")
     acc = clf.evaluate(splits.test)
     result = {"model": str(args.model), "accuracy": acc, "examples": len(splits.test)}
-    print(f"accuracy {acc:.4f} on {len(splits.test)} examples")
+    # with --json -, stdout carries the JSON alone
+    print(f"accuracy {acc:.4f} on {len(splits.test)} examples", file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
         text = json.dumps(result, indent=2) + "\n"
         if args.json == "-":
@@ -196,36 +228,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_lines(source: str) -> list[str]:
+def _line_batches(source: str, size: int):
+    """Lists of at most ``size`` texts, read one line at a time (the input is streamed)."""
     if source == "-":
-        data = sys.stdin.buffer.read()
-        name = "<stdin>"
+        if sys.stdin is None:
+            raise UserError("predict: standard input is closed; give a file or pipe texts in")
+        fh, name = sys.stdin.buffer, "<stdin>"
     else:
         try:
-            data = Path(source).read_bytes()
+            fh, name = open(source, "rb"), source
         except OSError as exc:
             raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
-        name = source
+    batch: list[str] = []
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{name}:{line}: not UTF-8 text") from None
-    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n") if text else []
+        for number, raw in enumerate(fh, 1):
+            try:
+                batch.append(raw.decode("utf-8").removesuffix("\n"))
+            except UnicodeDecodeError:
+                raise UserError(f"{name}:{number}: not UTF-8 text") from None
+            if len(batch) == size:
+                yield batch
+                batch = []
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+    if batch:
+        yield batch
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .pipeline import TextClassifier
 
+    if sys.stdout is None:
+        raise UserError("predict: standard output is closed; nothing could be written")
     clf = TextClassifier.load(args.model)
-    lines = _read_lines(args.input)
     out = sys.stdout
-    for start in range(0, len(lines), args.batch_size):
-        chunk = lines[start : start + args.batch_size]
-        probs = clf.predict_proba(chunk)
+    for chunk in _line_batches(args.input, args.batch_size):
+        probs = clf.predict_proba(chunk, max_tokens=args.max_tokens)
         for row in probs:
             out.write(json.dumps({"label": clf.classes[int(row.argmax())],
                                   "probabilities": {c: float(p) for c, p in zip(clf.classes, row)}}) + "\n")
+    if clf.truncated_texts:
+        print(f"sparse-rational: warning: {clf.truncated_texts} texts longer than {args.max_tokens} tokens were cut to their "
+              "first tokens, as in training (--max-tokens 0 reads them whole)", file=sys.stderr)
     return 0
 
 
@@ -243,26 +290,52 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "explain": explain_cli.run, "reproduce": experiments_cli.run}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what was saved is said, then exit 128 + 15."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _say(text: str) -> None:
+    if sys.stderr is not None:
+        print(f"sparse-rational: {text}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        previous, restore = signal.signal(signal.SIGTERM, _on_sigterm), True
+    except ValueError:  # not the main thread: leave signals alone
+        previous, restore = None, False
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except TrainingDiverged as exc:  # not bad input, but the same one line
-        print(f"sparse-rational: error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return EXIT_DIVERGED
     except UserError as exc:
-        print(f"sparse-rational: error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return EXIT_USAGE
-    except OSError as exc:  # disk full, permissions: still one line
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"sparse-rational: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("sparse-rational: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError:  # a reader that went away (| head): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, AttributeError, ValueError):
+            pass
         return 0
+    except OSError as exc:  # disk full, permissions: still one line, naming the user's path
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"error: {where}{exc.strerror or exc}")
+        return 1
+    except Terminated:
+        _say("terminated")
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    finally:
+        if restore:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

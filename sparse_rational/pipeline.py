@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from .data import Example, Splits
 from .embeddings import SPECIALS, build_vocabulary, load_word_vectors
 from .embeddings.transformer import ContextualEncoder, TransformerOptions, is_contextual, prepare_contextual
 from . import validate
 from .errors import UserError
-from .fileio import atomic_directory, atomic_write_json
+from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
 from .learn import StructureOptions, learn_structure
 from .model import ModelConfig, RationalClassifier
 from .structure import format_structure, parse_patterns
@@ -37,7 +38,42 @@ from .train import EncodedData, TrainConfig, accuracy, fit, predict_proba
 from .vocab import Vocabulary
 
 FORMAT = "sparse-rational/1"
+DEFAULT_MAX_TOKENS = 20_000  # texts read at prediction are cut like training documents
+CHARS_PER_TOKEN = 64  # a text is cut to max_tokens x this many characters before tokenizing
 CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
+MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS})
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a folder this package wrote: its ``config.json`` carries our
+    format marker and it holds nothing but the files of a model folder."""
+    path = Path(path)
+    try:
+        names = {p.name for p in path.iterdir()}
+        if CONFIG not in names or not names <= MODEL_FILES:
+            return False
+        cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
+
+
+def check_out_folder(path: str | os.PathLike, option: str = "out") -> bool:
+    """Refuse an output folder whose replacement could lose anything that this package did
+    not write; True if ``path`` is an earlier model folder that will be replaced."""
+    path = Path(path)
+    if not path.exists():
+        return False
+    if not path.is_dir():
+        raise UserError(f"{option} {path}: exists and is not a folder; refusing to overwrite it")
+    if is_inside_cwd(path):
+        raise UserError(f"{option} {path}: is the current folder or one of its parents; choose a new folder")
+    if not any(path.iterdir()):
+        return False
+    if not is_model_folder(path):
+        raise UserError(f"{option} {path}: exists and is not a sparse-rational model folder (or holds other "
+                        "files); refusing to replace it")
+    return True
 
 
 @dataclass
@@ -50,14 +86,34 @@ class TextClassifier:
     embeddings_source: str = ""
     metrics: dict = field(default_factory=dict)
     encoder: ContextualEncoder | None = None  # hf:... models read texts through it (vocab is None)
+    truncated_texts: int = 0  # texts cut by ``max_tokens`` in encode() so far
 
     # -- inference -------------------------------------------------------------------------
-    def encode(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True) -> EncodedData:
+    def _read(self, text: str, max_tokens: int):
+        """Token ids of ``text`` (static vectors) or the text itself (contextual), cut like a
+        training document to its first ``max_tokens - 1`` tokens and ``</s>``; the text is
+        cut to ``max_tokens * CHARS_PER_TOKEN`` characters first, so memory stays bounded."""
+        if max_tokens > 0 and len(text) > max_tokens * CHARS_PER_TOKEN:
+            text = text[: max_tokens * CHARS_PER_TOKEN]
+            self.truncated_texts += 1
+            counted = True
+        else:
+            counted = False
+        if self.encoder is not None:
+            return text
+        words = self.vocab.words(text)
+        if max_tokens > 0 and len(words) > max(max_tokens, 2):
+            words = words[: max(max_tokens, 2) - 1] + words[-1:]
+            self.truncated_texts += not counted
+        return self.vocab.ids(words)
+
+    def encode(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True,
+               max_tokens: int = 0) -> EncodedData:
         label_index = {c: i for i, c in enumerate(self.classes)}
         docs, labels = [], []
         for ex in examples:
             text = ex if isinstance(ex, str) else ex.text
-            docs.append(self.vocab.encode(text) if self.encoder is None else text)
+            docs.append(self._read(text, max_tokens))
             label = None if isinstance(ex, str) else ex.label
             if label is not None and label not in label_index:
                 if strict_labels:
@@ -69,17 +125,19 @@ class TextClassifier:
             docs = self.encoder.attach(self.model, docs)
         return EncodedData(docs, torch.tensor(labels, dtype=torch.long))
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Probabilities ``[n, C]`` (columns in the order of ``classes``)."""
+    def predict_proba(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> np.ndarray:
+        """Probabilities ``[n, C]`` (columns in the order of ``classes``). Texts longer than
+        ``max_tokens`` tokens are cut as training documents are (0: read them whole);
+        ``truncated_texts`` counts them."""
         if not len(texts):
             return np.zeros((0, len(self.classes)), np.float32)
         if self.encoder is not None:  # new texts: read from the cache or encoded, rows dropped after
             with self.encoder.transient(self.model):
-                return predict_proba(self.model, self.encode(texts)).numpy()
-        return predict_proba(self.model, self.encode(texts)).numpy()
+                return predict_proba(self.model, self.encode(texts, max_tokens=max_tokens)).numpy()
+        return predict_proba(self.model, self.encode(texts, max_tokens=max_tokens)).numpy()
 
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        return [self.classes[i] for i in self.predict_proba(texts).argmax(1)]
+    def predict(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(texts, max_tokens).argmax(1)]
 
     def evaluate(self, examples: Sequence[Example]) -> float:
         """Accuracy on labelled examples (a label unseen in training counts as an error)."""
@@ -101,16 +159,21 @@ class TextClassifier:
                            else {"source": self.embeddings_source, "normalized": True}),
         }
 
-    def save(self, path: str | os.PathLike, metrics: dict | None = None) -> Path:
-        """Write the model folder atomically (an existing folder is replaced only at the end)."""
+    def save(self, path: str | os.PathLike, metrics: dict | None = None, verbose: bool = False) -> Path:
+        """Write the model folder atomically. An existing folder is replaced (at the very end)
+        only if this package wrote it (:func:`is_model_folder`); anything else is refused."""
         if metrics is not None:
             self.metrics = metrics
+        replacing = check_out_folder(path, "save")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        vocab = "".join(t + "\n" for t in (self.vocab.tokens if self.vocab else []))
         with atomic_directory(path) as tmp:
-            save_file(tensors, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+            atomic_write_bytes(tmp / WEIGHTS, save_tensors(tensors, metadata={"format": FORMAT}))
             atomic_write_json(tmp / CONFIG, self.config_dict())
-            (tmp / VOCAB).write_text("".join(t + "\n" for t in (self.vocab.tokens if self.vocab else [])), encoding="utf-8")
+            atomic_write_bytes(tmp / VOCAB, vocab.encode("utf-8"))
             atomic_write_json(tmp / METRICS, self.metrics)
+        if replacing and verbose:
+            print(f"sparse-rational: replaced the earlier model folder {path}", file=sys.stderr)
         return Path(path)
 
     @classmethod
@@ -131,7 +194,7 @@ class TextClassifier:
         config = validate.model_config(cfg.get("model"), path / CONFIG)
         classes = validate.classes_list(cfg.get("classes"), path / CONFIG)
         tok = validate.token_settings(cfg.get("tokens"), path / CONFIG) if config.vocab_size else cfg.get("tokens")
-        tokens = validate.vocab_tokens(path / VOCAB)
+        tokens = validate.vocab_tokens(path / VOCAB, config.vocab_size)
         try:
             tensors = load_file(str(path / WEIGHTS))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -243,6 +306,14 @@ def train_text_classifier(
         )
     if not splits.train:
         raise UserError("the training set is empty")
+    if not 0 <= cfg.seed < 2**32:
+        raise UserError(f"seed must be an integer from 0 to 2^32-1, got {cfg.seed}")
+    for name in ("train", "dev", "test"):  # before training: a text that cannot be saved fails now
+        for k, ex in enumerate(getattr(splits, name)):
+            try:
+                ex.text.encode("utf-8"), str(ex.label).encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{name} example {k + 1}: not valid Unicode text (a lone surrogate)") from None
     classes = sorted({ex.label for ex in splits.train})
     if len(classes) < 2:
         raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")

@@ -15,12 +15,13 @@ import torch
 from .errors import UserError
 from .model import RationalClassifier
 
-_PATTERN = re.compile(r"^\s*(\d+)\s*x\s*(\d+)\s*$")
+_PATTERN = re.compile(r"^\s*(\d{1,18})\s*x\s*(\d{1,18})\s*$")
+MAX_TRANSITIONS = 100_000
 
 
 def parse_patterns(spec: str) -> tuple[int, ...]:
     """``"24x4"`` -> 24 WFSAs of length 4; ``"6x1,6x2"`` -> 6 of length 1 then 6 of length 2."""
-    structure: list[int] = []
+    parts: list[tuple[int, int]] = []
     for part in str(spec).split(","):
         m = _PATTERN.match(part)
         if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
@@ -28,10 +29,11 @@ def parse_patterns(spec: str) -> tuple[int, ...]:
                 f"--patterns: cannot read {part.strip()!r} in {spec!r}; expected COUNTxLENGTH "
                 "with positive integers, comma-separated, e.g. 24x4 or 6x1,6x2,6x3,6x4"
             )
-        structure += [int(m.group(2))] * int(m.group(1))
-    if sum(structure) > 100_000:
-        raise UserError(f"--patterns: {spec!r} asks for {sum(structure)} transitions; at most 100000")
-    return tuple(structure)
+        parts.append((int(m.group(1)), int(m.group(2))))
+    total = sum(count * length for count, length in parts)  # checked before any list is built
+    if total > MAX_TRANSITIONS:
+        raise UserError(f"--patterns: {spec!r} asks for {total} transitions; at most {MAX_TRANSITIONS}")
+    return tuple(length for count, length in parts for _ in range(count))
 
 
 def format_structure(structure: tuple[int, ...]) -> str:

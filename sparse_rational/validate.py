@@ -132,13 +132,22 @@ def token_settings(raw, path) -> dict:
     return raw
 
 
-def vocab_tokens(path) -> list[str]:
-    """The lines of ``vocab.txt`` (UTF-8, one token per line, no duplicates)."""
+MAX_TOKEN_BYTES = 4096  # a vocab.txt larger than expected x this is refused unread
+
+
+def vocab_tokens(path, expected: int | None = None) -> list[str]:
+    """The lines of ``vocab.txt`` (UTF-8, one token per line, no duplicates); with
+    ``expected``, a file of another number of lines is refused before it is decoded."""
     path = Path(path)
     try:
+        if expected is not None and path.stat().st_size > (expected + 1) * MAX_TOKEN_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size} bytes, too large for the {expected} tokens of the config")
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
+    lines = data.count(b"\n")
+    if expected is not None and lines != expected:
+        raise UserError(f"{path}: {lines} lines, the config says vocab_size={expected}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

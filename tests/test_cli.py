@@ -109,7 +109,7 @@ BAD = [
       "--target-transitions", "50"], "--target-transitions"),
     (["train", "--train", "{train}", "--embeddings", "glove-6b-50d", "--lr", "fast"], "--lr"),
     (["train", "--train", "{malformed}", "--embeddings", "glove-6b-50d"], "malformed.tsv:2"),
-    (["train", "--train", "{emptydoc}", "--embeddings", "glove-6b-50d"], "emptydoc.tsv:2"),
+    (["train", "--train", "{emptydoc}", "--embeddings", "glove-6b-50d", "--strict"], "emptydoc.tsv:2"),
     (["train", "--train", "{nolabel}", "--embeddings", "glove-6b-50d"], "nolabel.jsonl:1"),
     (["predict", "--model", "{nomodel}"], "model"),
 ]
