@@ -237,10 +237,10 @@ def test_fdu_dvd_mostly_utf8_file_is_not_mojibake():
 
 
 @needs_fdu
-def test_fdu_line_without_text_is_skipped_by_the_dataset_but_an_error_in_a_user_file():
+def test_fdu_line_without_text_is_skipped_by_the_dataset_but_an_error_in_a_strict_user_file():
     path = FDU / "sports_outdoors.task.train"
     with pytest.raises(DataError) as info:
-        load_file(path)
+        load_file(path, strict=True)
     _assert_one_line_error(info.value, f"{path}:1121:", "empty document")
     splits = load_dataset("fdu:sports_outdoors", data_dir=DATA)
     assert (len(splits.train), len(splits.dev)) == (1399, 200)
