@@ -13,14 +13,14 @@
    LSTM, hidden 24) and ``bound`` (the matmul + sigmoid + coupling + loss, no recurrence);
    plus the forward alone (inference) of ``scan`` and ``triton``. Medians of timed steps (CUDA-synchronised).
 
-Prints a table; ``--json FILE`` writes ``{"device", "agreement": [...], "results": [...]}``.
+Prints a table; ``--json FILE`` writes ``{"device", "torch", "agreement": [...], "results": [...],
+"provenance"}`` (command, git commit, CPU and GPU, versions, date: see ``_provenance.py``).
 Needs only torch and this repository (the repository root is put on ``sys.path``).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
@@ -34,6 +34,11 @@ from torch import nn  # noqa: E402
 
 from sparse_rational.model import state_layout  # noqa: E402
 from sparse_rational.ops import IMPLEMENTATIONS, rational_forward_ref  # noqa: E402
+
+try:  # run as a script (python benchmarks/gpu_check.py): this folder is on sys.path
+    from _provenance import cpu_model, provenance  # noqa: E402
+except ImportError:  # imported as benchmarks.gpu_check
+    from benchmarks._provenance import cpu_model, provenance  # noqa: E402
 
 AGREE_CASES = [
     # structure, T, B, padded
@@ -190,7 +195,7 @@ def main(argv=None):
         args.B, args.T, args.budget = [4], [32, 64], 0.3
 
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     print(f"# device {name}, torch {torch.__version__}, impls {list(IMPLEMENTATIONS)}")
     t_start = time.perf_counter()
     impls = device_impls(device)
@@ -231,7 +236,7 @@ def main(argv=None):
         from sparse_rational.fileio import atomic_write_json
 
         atomic_write_json(args.json, {"device": name, "torch": torch.__version__, "agreement": agreement,
-                                      "results": results})
+                                      "results": results, "provenance": provenance(argv, device)})
     return 1 if bad else 0
 
 

@@ -13,7 +13,8 @@ Rows (``impl``):
   ``predict:pruned20`` up ids, embed, forward, softmax), 198 words + ``<s>``/``</s>`` each
 
 Each row has ``impl``, ``transitions``, ``docs_per_s`` (and ``B``, ``T``, ``e``, ``kernel``,
-``ms_per_batch``); ``--json FILE`` writes ``{"results": [...]}``.
+``ms_per_batch``); ``--json FILE`` writes ``{"results": [...], "threads", "torch", "provenance"}``
+(command, git commit, CPU, versions, date: see ``_provenance.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ import statistics
 import time
 
 import torch
+
+try:  # run as a script (python benchmarks/NAME.py): this folder is on sys.path
+    from _provenance import cpu_model, provenance
+except ImportError:  # imported as benchmarks.NAME
+    from benchmarks._provenance import cpu_model, provenance
 
 STRUCTURES = {"24x4": (4,) * 24, "pruned20": (4, 3, 3, 2, 2, 2, 1, 1, 1, 1)}
 
@@ -71,7 +77,7 @@ def main(argv=None):
     mask = torch.ones(args.B, args.T, dtype=torch.bool)
     kernel = choose_impl(vectors) if args.kernel == "auto" else args.kernel
     results = []
-    print(f"# forward: B={args.B} T={args.T} e={args.e}, kernel {kernel}, {args.threads} threads")
+    print(f"# forward: B={args.B} T={args.T} e={args.e}, kernel {kernel}, {args.threads} threads, {cpu_model()}")
     print(f"{'impl':<20}{'transitions':>12}{'ms/batch':>10}{'docs/s':>10}")
 
     def report(row):
@@ -114,7 +120,8 @@ def main(argv=None):
     if args.json:
         from sparse_rational.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"results": results, "threads": args.threads, "torch": torch.__version__})
+        atomic_write_json(args.json, {"results": results, "threads": args.threads, "torch": torch.__version__,
+                                      "provenance": provenance(argv)})
     return results
 
 

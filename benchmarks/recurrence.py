@@ -19,13 +19,13 @@ Rows of one T are timed round-robin (one step of each implementation in turn), s
 load from other processes on the machine hits all of them alike.
 
 Reports the median milliseconds per step and tokens (``B * T``) per second; ``--json``
-writes ``{"results": [{"impl", "B", "T", "e", "d", "n", "ms_per_step", "tokens_per_s"}]}``.
+writes ``{"results": [{"impl", "B", "T", "e", "d", "n", "bias", "ms_per_step", "tokens_per_s"}], "threads",
+"torch", "provenance"}`` (command, git commit, CPU, versions, date: see ``_provenance.py``).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 
@@ -36,6 +36,11 @@ from torch import nn
 from sparse_rational.ops import IMPLEMENTATIONS, build_error, cpp_available
 from sparse_rational.ops.reference import shift_states, transition_weights
 from sparse_rational.semiring import PLUS_TIMES
+
+try:  # run as a script (python benchmarks/NAME.py): this folder is on sys.path
+    from _provenance import cpu_model, provenance
+except ImportError:  # imported as benchmarks.NAME
+    from benchmarks._provenance import cpu_model, provenance
 
 
 def authors_loop(x, w, v, b, is_first, mask=None):
@@ -146,7 +151,7 @@ def main(argv=None):
         print(f"# cpp skipped: {build_error()}")
         impls.remove("cpp")
     results = []
-    print(f"# B={args.B} e={args.e} d={args.d} n={args.n} b0={args.bias:g} float32, {args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"# B={args.B} e={args.e} d={args.d} n={args.n} b0={args.bias:g} float32, {args.threads} threads, torch {torch.__version__}, {cpu_model()}")
     print(f"{'impl':<14}{'T':>6}{'ms/step':>11}{'tokens/s':>12}")
     for T in args.T:
         problem = make_problem(T, args.B, args.e, args.d, args.n, bias=args.bias)
@@ -174,7 +179,8 @@ def main(argv=None):
     if args.json:
         from sparse_rational.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"results": results, "threads": args.threads, "torch": torch.__version__})
+        atomic_write_json(args.json, {"results": results, "threads": args.threads, "torch": torch.__version__,
+                                      "provenance": provenance(argv)})
     return results
 
 
