@@ -16,8 +16,10 @@ Implementations share the signature of :func:`reference.rational_forward_ref`:
 build works (else ``scan``, with a one-line warning), ``triton`` for float32/float64 CUDA
 tensors when its kernels compile and pass a tiny self-test (checked once per device), and
 ``scan`` otherwise. The
-environment variable ``SPARSE_RATIONAL_IMPL`` (one of the names above) overrides ``auto``.
-Nothing is compiled at import time.
+environment variable ``SPARSE_RATIONAL_IMPL`` (one of the names above) overrides ``auto``;
+an unknown name there (or in ``impl=``) raises :class:`ImplError`, a one-line
+:class:`~sparse_rational.errors.UserError` (the command line prints it and exits with 2)
+that is also a :class:`ValueError`. Nothing is compiled at import time.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from .reference import rational_forward_ref, semiring_dp, shift_states, transition_weights
 from .scan import rational_forward_scan
 
@@ -61,13 +64,24 @@ ENV_VAR = "SPARSE_RATIONAL_IMPL"
 _warned = False
 
 
+class ImplError(UserError, ValueError):
+    """An unknown implementation name; one line. A :class:`UserError` for the command line
+    and a :class:`ValueError` for callers that catch that."""
+
+
+def _choices() -> str:
+    return ", ".join(["auto", *sorted(IMPLEMENTATIONS)])
+
+
 def choose_impl(x: Tensor) -> str:
     """The implementation ``impl="auto"`` uses for input ``x`` (see module doc)."""
     global _warned
     forced = os.environ.get(ENV_VAR, "").strip()
     if forced and forced != "auto":
         if forced not in IMPLEMENTATIONS:
-            raise ValueError(f"{ENV_VAR}={forced!r}: choose one of {sorted(IMPLEMENTATIONS)} or 'auto'")
+            raise ImplError(
+                f"environment variable {ENV_VAR}={forced!r} is not an implementation; use one of: {_choices()}"
+            )
         return forced
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         if cpp_available():
@@ -104,13 +118,14 @@ def rational_forward(
     try:
         fn = IMPLEMENTATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown impl {name!r}: choose one of {sorted(IMPLEMENTATIONS)} or 'auto'") from None
+        raise ImplError(f"unknown impl {name!r}; use one of: {_choices()}") from None
     return fn(x, w, v, b, is_first, mask)
 
 
 __all__ = [
     "ENV_VAR",
     "IMPLEMENTATIONS",
+    "ImplError",
     "build_error",
     "choose_impl",
     "cpp_available",

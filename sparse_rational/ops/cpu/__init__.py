@@ -15,21 +15,71 @@ via ``register_autograd``, and a fake implementation, so it composes with autogr
 ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/sparse-rational/``. Importing this module never
 compiles anything and never fails; :func:`cpp_available` tries the build once and
 reports whether it worked (:func:`build_error` says why not).
+
+**The cache key.** Each build lives in its own folder ``sparse_rational_cpu_<tag>``;
+:func:`_build_tag` hashes everything the compiled library (and ninja's build file) depends
+on: the C++ source and its path, the compiler flags and ``$CXX``, the CPU
+(``-march=native``), the Python headers, and the identity of the torch installation (the
+real path of its package folder, its version, git revision and CUDA/HIP versions, and the
+size and modification time of ``libtorch_cpu``).
+Several virtual environments, or a reinstalled torch, therefore each get their own build
+and never make another one rebuild (ninja rebuilds whenever its build file changes).
+
+**Locking.** :func:`torch.utils.cpp_extension.load` serialises builds with a "baton", a
+``lock`` file in the build folder that it creates, builds, and deletes; other processes
+wait, forever, for it to disappear. A build killed by SIGKILL or SIGTERM leaves the file
+behind and every later process would hang. So every build first takes this module's own
+lock, an :func:`fcntl.flock` on ``sparse-rational.flock`` in the build folder (the
+operating system releases it when its owner dies, so it never goes stale), waiting at
+most ``$SPARSE_RATIONAL_BUILD_WAIT`` seconds (default 120; after 5 s it says once on
+stderr that it is waiting). Holding it, no other process can be building, so a ``lock``
+file found then was left by an interrupted build: it is removed, with one line on stderr,
+once the ninja or compiler processes that such a build may have left running in the
+folder have exited. A build that cannot get the lock in time fails; :func:`cpp_available`
+returns False, :func:`build_error` says why, and :func:`sparse_rational.ops.choose_impl`
+falls back to the scan kernel with a one-line warning.
+
+A successful build writes ``sparse-rational.built`` (the library's size and modification
+time) next to the library; a process that finds it matching loads the library directly,
+without the lock and without running ninja.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import platform
+import sys
+import sysconfig
 import threading
+import time
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: builds are not locked
+    fcntl = None
+
 _SOURCE = Path(__file__).with_name("wfsa.cpp")
 _lock = threading.Lock()
 _state: dict = {"loaded": False, "error": None}
+
+WAIT_ENV_VAR = "SPARSE_RATIONAL_BUILD_WAIT"
+DEFAULT_WAIT = 120.0  # seconds
+_NOTE_AFTER = 5.0  # seconds of waiting before saying so on stderr
+_POLL = 0.1  # seconds between tries
+_FLOCK = "sparse-rational.flock"  # this module's lock, inside the build folder
+_BATON = "lock"  # torch.utils.file_baton.FileBaton's file, inside the build folder
+_STAMP = "sparse-rational.built"  # written after a successful build and load
+_LIB_EXT = ".pyd" if os.name == "nt" else ".so"  # torch.utils.cpp_extension.LIB_EXT
+
+
+class BuildLockTimeout(RuntimeError):
+    """Another process kept the build folder busy for longer than the allowed wait."""
 
 
 def _cache_dir() -> Path:
@@ -38,46 +88,224 @@ def _cache_dir() -> Path:
     return base
 
 
-def _build_tag(cflags: list[str]) -> str:
-    """A short hash of the source, the flags, torch's version and the CPU features: every
-    version of the kernel gets its own build folder (processes that run an older one keep
-    it), and a cache shared between machines never hands a ``-march=native`` build to a CPU
-    that lacks its instructions."""
-    flags = platform.machine() + platform.processor()
+def _cpu_features() -> str:
+    features = platform.machine() + platform.processor()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith(("flags", "Features")):
-                    flags += line
+                    features += line
                     break
     except OSError:
         pass
-    key = "\0".join([flags, torch.__version__, " ".join(cflags), _SOURCE.read_text()])
+    return features
+
+
+def _torch_identity() -> list[str]:
+    """What identifies the torch installation the kernel is compiled and linked against:
+    the real path of its package folder, its version, git revision, CUDA/HIP versions, and
+    the size and modification time of its core library (a reinstall changes them)."""
+    root = Path(os.path.realpath(torch.__file__)).parent
+    version = torch.version
+    parts = [
+        str(root),
+        torch.__version__,
+        str(getattr(version, "git_version", None)),
+        str(getattr(version, "cuda", None)),
+        str(getattr(version, "hip", None)),
+    ]
+    for lib in ("libtorch_cpu.so", "libtorch_cpu.dylib", "torch_cpu.dll", "libtorch.so"):
+        try:
+            st = (root / "lib" / lib).stat()
+        except OSError:
+            continue
+        parts.append(f"{lib}:{st.st_size}:{st.st_mtime_ns}")
+        break
+    return parts
+
+
+def _build_tag(cflags: list[str]) -> str:
+    """A short hash of what the compiled library depends on (see the module doc): every
+    version of the kernel gets its own build folder (processes that run an older one keep
+    it), a cache shared between machines never hands a ``-march=native`` build to a CPU
+    that lacks its instructions, and each torch installation has its own build."""
+    key = "\0".join(
+        [
+            _cpu_features(),
+            *_torch_identity(),
+            sysconfig.get_paths().get("include", ""),
+            os.environ.get("CXX", "c++"),
+            " ".join(cflags),
+            os.path.realpath(_SOURCE),  # build.ninja names it
+            _SOURCE.read_text(),
+        ]
+    )
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def _build() -> None:
-    from torch.utils import cpp_extension
+def _build_wait() -> float:
+    """Seconds to wait for another process's build, from ``$SPARSE_RATIONAL_BUILD_WAIT``."""
+    raw = os.environ.get(WAIT_ENV_VAR, "").strip()
+    if not raw:
+        return DEFAULT_WAIT
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ValueError(f"{WAIT_ENV_VAR}={raw!r} is not a number of seconds") from None
 
+
+def _say(message: str) -> None:
+    print(f"sparse-rational: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path, deadline: float):
+    """Hold an exclusive :func:`fcntl.flock` on ``path`` (created if missing), polling
+    until ``deadline`` (:func:`time.monotonic`); yields whether the lock is held (False
+    where file locks are unsupported: the build then runs unlocked, as torch's own)."""
+    if fcntl is None:
+        yield False
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        start, noted = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                pass
+            except OSError:  # e.g. ENOLCK on some network file systems
+                locked = False
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                raise BuildLockTimeout(
+                    f"another process{_holder(fd)} kept building the C++ kernel for "
+                    f"{now - start:.0f} s ({path}); set {WAIT_ENV_VAR}=SECONDS to wait longer"
+                )
+            if not noted and now - start >= _NOTE_AFTER:
+                noted = True
+                _say(f"waiting up to {deadline - start:.0f} s for another process{_holder(fd)} "
+                     f"building the C++ kernel ({path})")
+            time.sleep(_POLL)
+        if locked:  # for the messages of processes that wait for us
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield locked
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """`` (pid N)``: the process that wrote its id into the lock file, if any."""
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def _leftover_builders(build_dir: Path) -> list[int]:
+    """Processes other than this one whose working directory is ``build_dir``: the ninja
+    and compiler processes of a build whose Python process was killed keep running there
+    (Linux ``/proc``; other users' processes cannot be seen, nor are they expected)."""
+    target = os.path.realpath(build_dir)
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    me = str(os.getpid())
+    found = []
+    for entry in entries:
+        if entry.isdigit() and entry != me:
+            try:
+                if os.readlink(f"/proc/{entry}/cwd") == target:
+                    found.append(int(entry))
+            except OSError:  # gone, a zombie, or not ours
+                continue
+    return found
+
+
+def _clear_stale_baton(build_dir: Path, deadline: float) -> None:
+    """Remove torch's ``lock`` file left by an interrupted build. Only called while
+    holding :func:`_build_lock`, so no live process of ours is building; first wait, until
+    ``deadline``, for processes that the interrupted build left running in the folder."""
+    baton = build_dir / _BATON
+    if not baton.exists():
+        return
+    while pids := _leftover_builders(build_dir):
+        if time.monotonic() >= deadline:
+            raise BuildLockTimeout(
+                f"processes {pids} of an interrupted build are still running in {build_dir}; "
+                f"set {WAIT_ENV_VAR}=SECONDS to wait longer"
+            )
+        time.sleep(_POLL)
+    with contextlib.suppress(FileNotFoundError):
+        baton.unlink()
+        _say(f"removed a stale build lock left by an interrupted build: {baton}")
+
+
+def _stamp_of(library: Path) -> str:
+    st = library.stat()
+    return json.dumps({"library": library.name, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+
+
+def _is_complete(build_dir: Path, library: Path) -> bool:
+    """Whether ``library`` is the one a successful build stamped."""
+    try:
+        return (build_dir / _STAMP).read_text() == _stamp_of(library)
+    except OSError:
+        return False
+
+
+def _write_stamp(build_dir: Path, library: Path) -> None:
+    tmp = build_dir / f"{_STAMP}.{os.getpid()}.tmp"
+    tmp.write_text(_stamp_of(library))
+    os.replace(tmp, build_dir / _STAMP)
+
+
+def _build() -> None:
     cflags = ["-O3", "-fopenmp"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         cflags.append("-march=native")
     name = f"sparse_rational_cpu_{_build_tag(cflags)}"
     build_dir = _cache_dir() / name
+    library = build_dir / f"{name}{_LIB_EXT}"
+    if _is_complete(build_dir, library):  # built before: no lock, no ninja
+        try:
+            torch.ops.load_library(str(library))
+            return
+        except Exception:  # let the full path below rebuild it or say what is wrong
+            pass
+    deadline = time.monotonic() + _build_wait()
     build_dir.mkdir(parents=True, exist_ok=True)
-    cpp_extension.load(
-        name=name,
-        sources=[str(_SOURCE)],
-        extra_cflags=cflags,
-        extra_ldflags=["-fopenmp"],
-        build_directory=str(build_dir),
-        is_python_module=False,
-        verbose=bool(os.environ.get("SPARSE_RATIONAL_VERBOSE_BUILD")),
-    )
+    with _build_lock(build_dir / _FLOCK, deadline) as locked:
+        if locked:
+            if _is_complete(build_dir, library):  # the process we waited for built it
+                torch.ops.load_library(str(library))
+                return
+            _clear_stale_baton(build_dir, deadline)
+        from torch.utils import cpp_extension
+
+        cpp_extension.load(
+            name=name,
+            sources=[str(_SOURCE)],
+            extra_cflags=cflags,
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(build_dir),
+            is_python_module=False,
+            verbose=bool(os.environ.get("SPARSE_RATIONAL_VERBOSE_BUILD")),
+        )
+        if locked:
+            _write_stamp(build_dir, library)
 
 
 def _summarise(exc: Exception) -> str:
     """One line: the first compiler error if there is one, else the exception's last line."""
+    if isinstance(exc, BuildLockTimeout):  # ours, already one line
+        return f"{type(exc).__name__}: {exc}"
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     errors = [ln for ln in lines if ": error" in ln or ln.lower().startswith(("error", "fatal"))]
     return f"{type(exc).__name__}: {(errors or lines or [''])[0][:200]}"
@@ -197,4 +425,11 @@ def rational_forward_cpp(
     return wfsa_recurrence(proj, b, is_first, mask, save)[0]
 
 
-__all__ = ["build_error", "cpp_available", "rational_forward_cpp", "wfsa_recurrence"]
+__all__ = [
+    "BuildLockTimeout",
+    "WAIT_ENV_VAR",
+    "build_error",
+    "cpp_available",
+    "rational_forward_cpp",
+    "wfsa_recurrence",
+]
