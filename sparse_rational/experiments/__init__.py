@@ -1,4 +1,4 @@
-"""The paper's experiments (SPEC section 3): the protocol as data, one trial function,
+"""The paper's experiments (see docs/DESIGN.md, 'Structure learning'): the protocol as data, one trial function,
 executors (local process pool, Ray), a resumable sweep, and the outputs (results.csv,
 summary.md, Figure 3).
 

@@ -1,4 +1,4 @@
-"""The paper's experimental protocol (SPEC section 3) as plain data: budgets, the
+"""The paper's experimental protocol (see docs/DESIGN.md, 'Structure learning') as plain data: budgets, the
 configurations (baselines and structure-learning targets), the authors' hyperparameter
 space, and the trials a sweep consists of.
 
@@ -27,7 +27,7 @@ from ..errors import UserError
 
 FORMAT = "sparse-rational-sweep/1"
 
-#: Hyperparameter space of the authors (SPEC section 3,
+#: Hyperparameter space of the authors (docs/DESIGN.md, 'Structure learning';
 #: ``regularization_search_experiments.hparam_sample``): clip U[1,5], dropout on the WFSA
 #: scores and on the input vectors U[0,0.5], lr and weight decay log-uniform.
 LR_STATIC = (7e-3, 0.5)

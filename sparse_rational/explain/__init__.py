@@ -1,4 +1,4 @@
-"""Reading a trained model (SPEC section 4).
+"""Reading a trained model (see docs/DESIGN.md, 'Best paths for explanations').
 
 =============  ======================================================================
 ``paths``      best (max-times) / worst (min-times) path of each WFSA, with backpointers

@@ -2,7 +2,7 @@
 
 The model scores a document with the plus-times semiring (the sum over all paths). To show
 *what* a WFSA matched we want the single highest- (max-times) or lowest-scoring (min-times)
-path instead (SPEC section 4). Both come from the model's own dynamic program,
+path instead (see docs/DESIGN.md, 'Best paths for explanations'). Both come from the model's own dynamic program,
 :func:`sparse_rational.ops.reference.semiring_dp`, run with :data:`MAX_TIMES` /
 :data:`MIN_TIMES` and ``return_all=True``; this module only *backtracks* through the
 history it returns. There is no second copy of the recurrence here.

@@ -1,4 +1,4 @@
-"""One self-contained HTML file that shows the whole model (SPEC section 4).
+"""One self-contained HTML file that shows the whole model (see docs/DESIGN.md, 'Best paths for explanations').
 
 Contents: the model's structure and metrics; each WFSA as a small inline SVG chain
 automaton ``q0 -> q1 -> .. -> qn`` (self-loops on ``q1..qn``, all of them final) with its

@@ -1,4 +1,4 @@
-"""The paper's Table 1 and per-document explanations (SPEC section 4).
+"""The paper's Table 1 and per-document explanations (see docs/DESIGN.md, 'Best paths for explanations').
 
 For each WFSA, every training document is scored by its best single path (max-times) and
 its worst (min-times), read at the document's end as the model reads its scores; the K

@@ -59,7 +59,7 @@ def semiring_dp(
 
 
 def transition_weights(x: Tensor, w: Tensor, v: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """Main-path and self-loop weights (SPEC section 1).
+    """Main-path and self-loop weights (see docs/DESIGN.md, 'The model').
 
     ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``. One matmul for all steps::
 

@@ -3,7 +3,7 @@
 Same signature as :func:`sparse_rational.ops.reference.rational_forward_ref`; runs on any
 device (CPU and CUDA), float32 and float64.
 
-For every state the recurrence is linear in time (SPEC section 1)::
+For every state the recurrence is linear in time (see docs/DESIGN.md, 'The model')::
 
     c_s(t) = f_s(t) c_s(t-1) + X_s(t),    X_s(t) = u_s(t) p_s(t-1),
 

@@ -1,4 +1,4 @@
-// Fused CPU kernel of the rational recurrence (SPEC section 1), plus-times semiring.
+// Fused CPU kernel of the rational recurrence (see docs/DESIGN.md, 'The model'), plus-times semiring.
 //
 // Layout ("flat", as in ops/reference.py): the N states of all WFSAs of a layer are
 // numbered s = 0..N-1, WFSA by WFSA; is_first[s] marks each q_1.
