@@ -1,8 +1,8 @@
 """Tiny semiring objects that the WFSA dynamic program is written against.
 
 The recurrence of a rational RNN (see docs/DESIGN.md, 'The model') is the Forward algorithm
-on a chain automaton; the only operations it needs are "plus" (combine two ways of reaching a state)
-and "scale" (extend a path by one transition of weight w). Writing the dynamic program
+on a chain automaton; the only operations it needs are "plus" (combine two ways of
+reaching a state) and "scale" (extend a path by one transition of weight w). Writing the dynamic program
 against these two operations lets the same code compute
 
 * the model's score (plus-times: sum over all paths of the product of their weights), and

@@ -1,4 +1,5 @@
-"""``sparse-rational reproduce``: the paper's protocol (see docs/DESIGN.md, 'Structure learning') as one resumable sweep.
+"""``sparse-rational reproduce``: the paper's protocol as one resumable sweep (see
+docs/DESIGN.md, 'Structure learning').
 
 Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`` and
 ``"reproduce": run`` in ``COMMANDS``. Standalone: ``python -m sparse_rational.experiments.cli

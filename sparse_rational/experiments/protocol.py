@@ -1,5 +1,5 @@
-"""The paper's experimental protocol (see docs/DESIGN.md, 'Structure learning') as plain data: budgets, the
-configurations (baselines and structure-learning targets), the authors' hyperparameter
+"""The paper's experimental protocol (see docs/DESIGN.md, 'Structure learning') as plain
+data: budgets, the configurations (baselines and structure-learning targets), the authors' hyperparameter
 space, and the trials a sweep consists of.
 
 Nothing here imports torch: the driver plans and hashes trials, workers run them
