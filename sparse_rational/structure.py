@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .errors import UserError
+from .errors import ParameterError, UserError
 from .model import RationalClassifier
 
 _PATTERN = re.compile(r"^\s*(\d{1,18})\s*x\s*(\d{1,18})\s*$")
@@ -25,14 +25,14 @@ def parse_patterns(spec: str) -> tuple[int, ...]:
     for part in str(spec).split(","):
         m = _PATTERN.match(part)
         if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-            raise UserError(
-                f"--patterns: cannot read {part.strip()!r} in {spec!r}; expected COUNTxLENGTH "
+            raise ParameterError(
+                "patterns", f"cannot read {part.strip()!r} in {spec!r}; expected COUNTxLENGTH "
                 "with positive integers, comma-separated, e.g. 24x4 or 6x1,6x2,6x3,6x4"
             )
         parts.append((int(m.group(1)), int(m.group(2))))
     total = sum(count * length for count, length in parts)  # checked before any list is built
     if total > MAX_TRANSITIONS:
-        raise UserError(f"--patterns: {spec!r} asks for {total} transitions; at most {MAX_TRANSITIONS}")
+        raise ParameterError("patterns", f"{spec!r} asks for {total} transitions; at most {MAX_TRANSITIONS}")
     return tuple(length for count, length in parts for _ in range(count))
 
 

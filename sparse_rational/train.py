@@ -1,7 +1,9 @@
 """The training loop: Adam, length-bucketed mini-batches, clipping, early stopping, LR schedule.
 
 ``fit`` trains one model on encoded documents; the loss is mean cross-entropy plus
-``reg_strength * sum_s ||g_s||_2`` (group lasso, SPEC section 2) when ``reg_strength > 0``.
+``reg_strength * sum_s ||g_s||_2`` (group lasso) when ``reg_strength > 0``. It is a plain
+loop: checkpointing and resume belong to the phase runner (:mod:`.phases`), which hands
+``fit`` the state to continue from and a callback for the end of every epoch.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .config import TrainConfig
 from .model import RationalClassifier
 
 
@@ -32,21 +36,6 @@ class EncodedData:
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(d) for d in self.docs), dtype=np.int64, count=len(self.docs))
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 100
-    patience: int = 10  # early stopping on dev accuracy
-    batch_size: int = 64
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    clip: float = 2.0  # gradient-norm clipping
-    seed: int = 0
-    lr_schedule: bool = True  # ReduceLROnPlateau(factor 0.5, patience 10) on dev accuracy
-    lr_patience: int = 10
-    max_tokens: int = 20_000  # training documents are cut to this many tokens (0: never)
-    batch_tokens: int = 2**19  # at most this many padded tokens per batch (0: no limit)
 
 
 @dataclass
@@ -70,6 +59,16 @@ class FitResult:
     @property
     def seconds_per_epoch(self) -> float:
         return self.seconds / max(self.epochs_run, 1)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitResult":
+        return cls(float(d["best_dev_accuracy"]), int(d["best_epoch"]), int(d["epochs_run"]), float(d["seconds"]),
+                   [EpochLog(**h) for h in d["history"]])
 
 
 def bucket_batches(
@@ -199,13 +198,13 @@ def _restore_fit(ck, model, opt, sched, rng):
     return best_state, best_acc, best_epoch, bad, history, elapsed
 
 
-def _diverged(what: str, desc: str, epoch: int, checkpoint) -> Exception:
+def _diverged(what: str, desc: str, epoch: int) -> Exception:
     from .errors import TrainingDiverged
 
-    where = checkpoint.describe_last() if checkpoint is not None else "nothing was saved"
-    return TrainingDiverged(
-        f"{desc} epoch {epoch}: {what}; training stopped ({where}); try a smaller --lr or --clip"
-    )
+    return TrainingDiverged(f"{desc} epoch {epoch}: {what}; training stopped; try a smaller lr or clip")
+
+
+EpochCallback = Callable[[int, dict, dict], None]  # (epoch, tensors, state) at the end of each epoch
 
 
 def fit(
@@ -221,8 +220,8 @@ def fit(
     keep_best: bool = True,
     desc: str = "train",
     verbose: bool = True,
-    checkpoint=None,
-    phase: str = "train",
+    resume=None,
+    on_epoch: EpochCallback | None = None,
 ) -> FitResult:
     """Train ``model`` in place.
 
@@ -231,11 +230,11 @@ def fit(
     the penalised phase of structure learning wants). ``lr_schedule`` defaults to
     ``cfg.lr_schedule`` and is meant to be off while learning structure.
 
-    ``checkpoint`` (a :class:`~sparse_rational.checkpoint.Checkpointer`): the state is
-    saved at the end of every epoch under ``phase``; a pending checkpoint of this phase is
-    restored first, and training continues exactly where it stopped (same batches, same
-    dropout masks, same metrics). A NaN or infinite loss, gradient or weight raises
-    :class:`~sparse_rational.errors.TrainingDiverged` and saves nothing more.
+    ``resume``: a :class:`~sparse_rational.checkpoint.Checkpoint` taken at the end of an
+    epoch of this same call; training continues exactly where it stopped (same batches,
+    same dropout masks, same metrics). ``on_epoch(epoch, tensors, state)`` receives the
+    whole training state at the end of every epoch (what a checkpoint stores). A NaN or
+    infinite loss, gradient or weight raises :class:`~sparse_rational.errors.TrainingDiverged`.
     Training documents are cut to ``cfg.max_tokens`` tokens and batches to
     ``cfg.batch_tokens`` padded tokens (memory stays bounded whatever the input).
     """
@@ -253,12 +252,11 @@ def fit(
     history: list[EpochLog] = []
     elapsed_before = 0.0
     first_epoch = 1
-    ck = checkpoint.take(phase) if checkpoint is not None else None
-    if ck is not None:
-        best_state, best_acc, best_epoch, bad, history, elapsed_before = _restore_fit(ck, model, opt, sched, rng)
-        first_epoch = ck.epoch + 1
+    if resume is not None:
+        best_state, best_acc, best_epoch, bad, history, elapsed_before = _restore_fit(resume, model, opt, sched, rng)
+        first_epoch = resume.epoch + 1
         if verbose:
-            tqdm.write(f"{desc}: resumed after epoch {ck.epoch}", file=sys.stderr)
+            tqdm.write(f"{desc}: resumed after epoch {resume.epoch}", file=sys.stderr)
     start = time.perf_counter()
     docs = truncate_docs(train.docs, cfg.max_tokens)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
@@ -278,19 +276,18 @@ def fit(
             pen = model.penalty() if reg_strength > 0 else None
             objective = loss + reg_strength * pen if pen is not None else loss
             if not torch.isfinite(objective):
-                raise _diverged(f"the loss became {objective.item()} at batch {n_batches + 1}", desc, epoch, checkpoint)
+                raise _diverged(f"the loss became {objective.item()} at batch {n_batches + 1}", desc, epoch)
             opt.zero_grad(set_to_none=True)
             objective.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
             if not torch.isfinite(grad_norm):
-                raise _diverged(f"the gradient became {grad_norm.item()} at batch {n_batches + 1}", desc, epoch,
-                                checkpoint)
+                raise _diverged(f"the gradient became {grad_norm.item()} at batch {n_batches + 1}", desc, epoch)
             opt.step()
             total += loss.item()
             total_pen += pen.item() if pen is not None else 0.0
             n_batches += 1
         if not all(torch.isfinite(p).all() for p in params):
-            raise _diverged("a weight became NaN or infinite", desc, epoch, checkpoint)
+            raise _diverged("a weight became NaN or infinite", desc, epoch)
         dev_acc = accuracy(model, dev) if has_dev else float(-total / max(n_batches, 1))
         lr_now = opt.param_groups[0]["lr"]
         log = EpochLog(epoch, total / max(n_batches, 1), total_pen / max(n_batches, 1), dev_acc, lr_now,
@@ -313,11 +310,10 @@ def fit(
             )
         if lr_schedule:
             sched.step(dev_acc)
-        if checkpoint is not None:
+        if on_epoch is not None:
             elapsed = elapsed_before + time.perf_counter() - start
-            tensors, state = _fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad,
-                                        history, elapsed)
-            checkpoint.save(phase, epoch, tensors, state)
+            on_epoch(epoch, *_fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history,
+                                        elapsed))
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(best_acc, best_epoch, len(history), elapsed_before + time.perf_counter() - start, history)

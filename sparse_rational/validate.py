@@ -9,6 +9,7 @@ PyTorch's ``meta`` device, which allocates nothing), and every problem is a one-
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -165,8 +166,18 @@ def vocab_tokens(path, expected: int | None = None) -> list[str]:
 
 
 def finite_metrics(raw) -> dict:
-    """``metrics.json`` is informational: anything but a JSON object is dropped."""
-    return raw if isinstance(raw, dict) else {}
+    """``metrics.json`` is informational: anything but a JSON object is dropped, and every
+    NaN or infinite number in it (Python's JSON reader accepts them) becomes null."""
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(raw) if isinstance(raw, dict) else {}
 
 
 __all__ = ["check_tensors", "classes_list", "expected_shapes", "model_config", "one_line", "read_json",

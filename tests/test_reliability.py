@@ -258,7 +258,7 @@ def _train_cli(tiny_files, out, *extra):
 def test_resume_refuses_another_commands_checkpoint_and_replaces_without_resume(tiny_files, tmp_path, capsys,
                                                                                monkeypatch):
     out = tmp_path / "m"
-    monkeypatch.setattr(Checkpointer, "remove", lambda self: None)  # keep the work area to play with
+    monkeypatch.setattr(Checkpointer, "remove", Checkpointer.release)  # keep the work area to play with
     assert main(_train_cli(tiny_files, out, "--seed", "1")) == 0
     capsys.readouterr()
     assert main(_train_cli(tiny_files, out, "--seed", "2", "--resume")) == 2

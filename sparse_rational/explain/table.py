@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ..data import Example
-from ..errors import UserError
+from ..errors import ParameterError, UserError
 from ..ops.reference import transition_weights
 from .paths import WFSAPath, decode_paths, max_min_scores
 
@@ -283,7 +283,7 @@ def summarize_patterns(clf, docs: Sequence[Document], k: int = 4, batch_size: in
     if not docs:
         raise UserError("explain: no training documents to read the patterns from")
     if k < 1:
-        raise UserError(f"--top-k must be >= 1, got {k}")
+        raise ParameterError("top_k", f"must be >= 1, got {k}")
     model = clf.model
     corpus = corpus or score_documents(model, docs, batch_size)
     k = min(k, len(docs))

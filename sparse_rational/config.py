@@ -1,0 +1,116 @@
+"""The one tree of configuration: every default of the library and the command line lives here.
+
+Frozen dataclasses, each field with its default and its help text (``metadata["help"]``).
+The command line builds its options from these fields (:func:`add_arguments`), so a
+default is written once. ``ModelConfig`` (model.py) is the *saved* structure of one model;
+the options here are how a run makes one.
+
+    RunOptions
+      embeddings         which vectors the WFSAs read
+      model: ModelOptions      patterns, dropout, input_dropout
+      train: TrainConfig       optimisation, early stopping, schedule, memory bounds
+      structure: StructureOptions  group lasso, pruning, the lambda search
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What a new model looks like before structure learning."""
+
+    patterns: str = _opt("24x4", "WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4")
+    dropout: float = _opt(0.2, "dropout on the WFSA scores", kind="probability")
+    input_dropout: float = _opt(0.2, "variational dropout on the word vectors", kind="probability")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training phase: Adam, length-bucketed batches, clipping, early stopping, schedule."""
+
+    epochs: int = _opt(100, "max epochs", kind="positive")
+    patience: int = _opt(10, "early-stopping patience (epochs without a better dev accuracy)", kind="positive")
+    batch_size: int = _opt(64, "documents per batch", kind="positive")
+    lr: float = _opt(0.01, "Adam's learning rate", kind="nonneg")
+    weight_decay: float = _opt(0.0, "Adam's weight decay", kind="nonneg")
+    clip: float = _opt(2.0, "gradient-norm clipping (0: off)", kind="nonneg")
+    seed: int = _opt(0, "random seed of the weights, batches and dropout", kind="seed")
+    lr_schedule: bool = _opt(True, "ReduceLROnPlateau(0.5) on dev accuracy while finetuning", cli=False)
+    lr_patience: int = _opt(10, "epochs without improvement before the learning rate is halved", cli=False)
+    max_tokens: int = _opt(20_000, "cut training documents to this many tokens, bounding memory (0: never)",
+                           kind="nonneg_int")
+    batch_tokens: int = _opt(2**19, "at most this many padded tokens per batch (0: no limit)", cli=False)
+
+
+@dataclass(frozen=True)
+class StructureOptions:
+    """Structure learning: the group-lasso penalty, pruning, and the authors' lambda search."""
+
+    reg_strength: float = _opt(0.0, "group-lasso lambda (0: no penalty)", kind="nonneg")
+    target_transitions: int | None = _opt(None, "search lambda to end near N transitions", kind="positive")
+    reg_epochs: int = _opt(30, "epochs of the penalised phase", kind="positive")
+    epsilon: float = _opt(0.1, "prune states whose group norm is below this", kind="nonneg")
+    search_start: float = _opt(8e-6, "first lambda of the search", cli=False)
+    search_max_tries: int = _opt(25, "penalised runs before the search gives up", cli=False)
+    search_bounds: tuple[float, float] = _opt((1e-9, 1e2), "lambda stays in these bounds", cli=False)
+    search_tolerance: int | None = _opt(None, "accepted distance to the target (None: max(2, 10 %))", cli=False)
+
+    def tolerance(self) -> int:
+        assert self.target_transitions is not None
+        if self.search_tolerance is not None:
+            return self.search_tolerance
+        return max(2, round(0.1 * self.target_transitions))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything one ``train`` run is made of (besides the data)."""
+
+    embeddings: str = "glove-6b-50d"
+    model: ModelOptions = field(default_factory=ModelOptions)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    structure: StructureOptions = field(default_factory=StructureOptions)
+
+
+def default(cls, name: str) -> Any:
+    """The default of field ``name`` of the config class ``cls``."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a parameter: ``reg_strength`` -> ``--reg-strength``."""
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser, cls, names: list[str] | None = None, types: dict | None = None) -> None:
+    """Add ``--flag`` options for the fields of ``cls`` (all with ``metadata["cli"]`` not
+    False, or ``names``), with the field's default and help; ``types`` maps a field's
+    ``kind`` to an argparse type."""
+    types = types or {}
+    for f in dataclasses.fields(cls):
+        if names is not None and f.name not in names:
+            continue
+        if names is None and f.metadata.get("cli", True) is False:
+            continue
+        value = default(cls, f.name)
+        help_text = f.metadata.get("help", "")
+        if value is not None:
+            help_text += f" (default {value})"
+        kind = f.metadata.get("kind")
+        parser.add_argument(flag(f.name), dest=f.name, type=types.get(kind, type(value) if value is not None else str),
+                            default=value, help=help_text.replace("%", "%%"))
+
+
+def from_namespace(cls, args: argparse.Namespace, **overrides: Any):
+    """An instance of ``cls`` from the parsed options that bear its field names."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{**values, **overrides})

@@ -1,0 +1,97 @@
+"""What a training run reports: the typed contents of a model folder's ``metrics.json``.
+
+:class:`Metrics` is a dataclass (one place that says what each number is) that also reads
+like the JSON object it is saved as (``m["test_accuracy"]``, ``m.get("search")``), so code
+and users that knew the dictionary keep working. Optional fields that a run did not
+produce are left out of the JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(eq=False)
+class Metrics(Mapping):
+    # the model
+    structure: list[int] | None = None  # WFSA lengths of the final model
+    structure_summary: str | None = None  # e.g. "2x4,1x2"
+    transitions: int | None = None  # sum of the lengths: the x-axis of the paper's Figure 3
+    wfsas: int | None = None
+    parameters: int | None = None  # trainable parameters (the frozen vectors not counted)
+    structure_initial: list[int] | None = None  # --patterns
+    # accuracy
+    dev_accuracy: float | None = None  # None without a dev set
+    test_accuracy: float | None = None
+    # the data and the vectors
+    embeddings: str | None = None
+    dataset: Any | None = None  # the --dataset spec or the files
+    train_size: int | None = None
+    dev_size: int | None = None
+    test_size: int | None = None
+    encoding: dict | None = None  # transformer vectors: encoding time and cache
+    # training
+    hyperparameters: dict | None = None
+    epochs: int | None = None  # epochs of the last phase (finetuning after structure learning)
+    best_epoch: int | None = None
+    seconds_per_epoch: float | None = None
+    train_seconds: float | None = None  # the whole run, vectors and evaluation included
+    # structure learning (absent for a fixed structure)
+    reg_strength: float | None = None
+    epsilon: float | None = None
+    transitions_before_pruning: int | None = None
+    structure_before_finetune: list[int] | None = None
+    group_norms: list[list[float]] | None = None  # per WFSA, per state, before pruning
+    penalised_epochs: int | None = None
+    finetune_epochs: int | None = None
+    search: list[dict] | None = None  # the lambda search: one entry per try
+    target_transitions: int | None = None
+    extra: dict = field(default_factory=dict)  # keys of a newer or foreign metrics.json
+
+    def to_dict(self) -> dict:
+        """The JSON object of ``metrics.json`` (optional fields that are None left out)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is None and not (f.name == "dev_accuracy" and self.structure is not None):
+                continue  # a trained model without a dev set says dev_accuracy: null
+            out[f.name] = value
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Metrics":
+        """Lenient: ``metrics.json`` is informational; unknown keys go to ``extra``."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in raw.items() if k in names},
+                   extra={k: v for k, v in raw.items() if k not in names})
+
+    # -- reads like the saved dictionary -------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        d = self.to_dict()
+        return d[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.to_dict() == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in {f.name for f in dataclasses.fields(self)} - {"extra"}:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+
+__all__ = ["Metrics"]

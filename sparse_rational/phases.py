@@ -1,0 +1,125 @@
+"""The phase runner: runs the training phases of one run in order and owns checkpoints and resume.
+
+Structure learning is a short program of phases (``penalised`` -> prune -> ``finetune``;
+or ``search:1``, ``search:2``, ... -> prune -> ``finetune``). Each phase is one call of
+:func:`~sparse_rational.train.fit` under a unique name, made through :meth:`Phases.fit`.
+The runner saves the whole state at the end of every epoch, with the results of the
+phases already finished; the weights of the most recently finished phase (and of any
+phase run with ``keep=True``) travel with it.
+
+Resume is replay: a resumed run executes the same program from the start. A phase that
+had finished returns its stored result at once (restoring its weights when they were
+kept), the phase that was running continues from its last epoch, and every step between
+phases (pruning, the next lambda of the search) is recomputed from the same numbers, so
+it comes out the same. The code of an algorithm therefore contains no resume logic at
+all; :meth:`Phases.record` stores small values a later phase needs from a finished one
+whose weights were not kept.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from .checkpoint import Checkpoint, Checkpointer, module_tensors, restore_module_state, to_jsonable
+from .errors import TrainingDiverged
+from .model import RationalClassifier
+from .train import EncodedData, FitResult, TrainConfig, fit
+
+_NAME = re.compile(r"^[a-z]+(:[a-z0-9.]+)?$")
+
+
+class Phases:
+    """Runs named phases, checkpointing each epoch to ``checkpointer`` (None: no checkpoints)."""
+
+    def __init__(self, checkpointer: Checkpointer | None = None, verbose: bool = True):
+        self.checkpointer = checkpointer
+        self.verbose = verbose
+        self.finished: dict[str, dict] = {}  # name -> {"fit": FitResult as JSON, "records": {...}}
+        self.kept: dict[str, dict[str, torch.Tensor]] = {}  # name -> weights that later phases need
+        self.last_finished: str | None = None
+        self.pending: Checkpoint | None = None
+        if checkpointer is not None and checkpointer.pending is not None:
+            self._load(checkpointer.pending)
+
+    # -- resume ------------------------------------------------------------------------------
+    def _load(self, ck: Checkpoint) -> None:
+        try:
+            finished = ck.state.get("finished", {})
+            if not isinstance(finished, dict) or not all(
+                    isinstance(v, dict) and _NAME.match(k) for k, v in finished.items()):
+                raise ValueError("bad list of finished phases")
+            kept: dict[str, dict[str, torch.Tensor]] = {}
+            for key, t in ck.prefixed("kept.").items():
+                name, _, tensor = key.partition("/")
+                kept.setdefault(name, {})[tensor] = t
+            if not set(kept) <= set(finished):
+                raise ValueError("weights of a phase that did not finish")
+            last = ck.state.get("last_finished")
+            if last is not None and last not in finished:
+                raise ValueError(f"last finished phase {str(last)[:40]!r} is unknown")
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ck.bad(f"bad phase state ({exc})") from None
+        self.finished, self.kept, self.last_finished = dict(finished), kept, last
+        self.pending = ck
+
+    # -- running -----------------------------------------------------------------------------
+    def fit(self, name: str, model: RationalClassifier, train: EncodedData, dev: EncodedData, cfg: TrainConfig,
+            *, keep: bool = False, **kwargs: Any) -> FitResult:
+        """``fit(model, ...)`` as phase ``name``; a finished phase returns its stored result
+        (and restores the weights it kept), a pending one continues where it stopped."""
+        assert _NAME.match(name), name
+        if name in self.finished:
+            if name in self.kept:
+                model.load_state_dict(self._state_dict(model, name))
+            return FitResult.from_dict(self.finished[name]["fit"])
+        resume = None
+        if self.pending is not None:
+            if self.pending.phase != name:
+                raise self.pending.bad(f"holds phase {self.pending.phase!r} but the run is at phase {name!r}")
+            resume, self.pending = self.pending, None
+        on_epoch = None
+        if self.checkpointer is not None:
+            def on_epoch(epoch: int, tensors: dict, state: dict) -> None:
+                self._save(name, epoch, tensors, state)
+        desc = kwargs.pop("desc", name)
+        verbose = kwargs.pop("verbose", True) and self.verbose
+        try:
+            result = fit(model, train, dev, cfg, desc=desc, verbose=verbose, resume=resume, on_epoch=on_epoch,
+                         **kwargs)
+        except TrainingDiverged as exc:
+            where = self.checkpointer.describe_last() if self.checkpointer is not None else "nothing was saved"
+            raise TrainingDiverged(f"{exc} ({where})") from None
+        self.finished[name] = {"fit": to_jsonable(result.to_dict()), "records": {}}
+        # the weights of the latest phase always travel: the next phase starts from them
+        self.kept = {k: v for k, v in self.kept.items() if self.finished[k].get("keep")}
+        self.kept[name] = {k: v.detach().clone() for k, v in module_tensors(model.state_dict(), "").items()}
+        self.finished[name]["keep"] = keep
+        self.last_finished = name
+        return result
+
+    def record(self, name: str, key: str, compute: Callable[[], Any]) -> Any:
+        """A JSON value derived from finished phase ``name`` (computed once, then stored)."""
+        records = self.finished[name].setdefault("records", {})
+        if key not in records:
+            records[key] = to_jsonable(compute())
+        return records[key]
+
+    def _state_dict(self, model: RationalClassifier, name: str) -> dict:
+        out = dict(model.state_dict())
+        for k, t in self.kept[name].items():
+            if k not in out or tuple(out[k].shape) != tuple(t.shape):
+                raise ValueError(f"kept weights of phase {name} do not fit the model ({k})")
+            out[k] = t.to(out[k].dtype)
+        return out
+
+    def _save(self, phase: str, epoch: int, tensors: dict, state: dict) -> None:
+        assert self.checkpointer is not None
+        extra = {f"kept.{name}/{k}": v for name, group in self.kept.items() for k, v in group.items()}
+        self.checkpointer.save(phase, epoch, {**tensors, **extra},
+                               {**state, "finished": self.finished, "last_finished": self.last_finished})
+
+
+__all__ = ["Phases", "restore_module_state"]
