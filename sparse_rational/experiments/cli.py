@@ -230,17 +230,43 @@ def _write_outputs(out: Path, header: list[str], notes: list[str]) -> list[Path]
     return [out / "results.csv", out / "summary.md", *figs]
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during a sweep: stopped like Ctrl-C, exit status 128 + 15."""
+
+
 def _sigterm_as_interrupt():
     """A scheduler's or a user's SIGTERM stops the sweep like Ctrl-C: running trials are
     stopped, finished ones are kept. Returns the previous handler (None off the main thread)."""
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise _Terminated
 
     try:
         return signal.signal(signal.SIGTERM, interrupt)
     except ValueError:  # not the main thread
         return None
+
+
+def _interrupted(plan, store, out: Path, args: argparse.Namespace, finished_before: int, wall: float,
+                 executor, terminated: bool = False) -> int:
+    """One line on stderr: what is saved and how to go on; exit status 130 (143 for SIGTERM)."""
+    from .sweep import prepare_cells, usable_records
+
+    records = usable_records(store, args.retry_failed)
+    cells, finished = prepare_cells(plan, records)
+    total = sum(len(c.search) + (plan.budget.reruns if c.reruns is None else len(c.reruns)) for c in cells)
+    try:  # this invocation's wall time counts in the summary of the finished sweep
+        store.add_invocation({
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),
+            "wall_seconds": round(wall, 1), "trials_run": max(0, finished - finished_before),
+            "found_finished": finished_before, "executor": executor.name, "workers": executor.capacity,
+            "interrupted": True,
+        })
+    except (OSError, ValueError):
+        pass
+    print(f"sparse-rational: {'terminated' if terminated else 'interrupted'}: {finished} of {total} trials "
+          f"finished and saved in {out}; run the same command again to continue", file=sys.stderr)
+    return 143 if terminated else 130
 
 
 def run(args: argparse.Namespace, out_stream=None) -> int:
@@ -293,13 +319,16 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
         return 0
     # the executor first: an unreachable Ray address must not leave a claimed folder behind
     executor = make_executor(args.executor, args.workers, args.ray_address, args.threads_per_trial)
-    lock = previous = None
+    lock = previous = stop = None
     try:
         store.claim(identity, command)
         lock = store.lock()
         t0 = time.perf_counter()
         previous = _sigterm_as_interrupt()
-        result = run_sweep(plan, executor, store, retry_failed=args.retry_failed, progress=not args.quiet)
+        try:
+            result = run_sweep(plan, executor, store, retry_failed=args.retry_failed, progress=not args.quiet)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: run_sweep stopped the running trials
+            stop = exc
     finally:
         executor.close()
         if previous is not None:
@@ -307,6 +336,8 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
         if lock is not None:
             lock.close()
     wall = time.perf_counter() - t0
+    if stop is not None:
+        return _interrupted(plan, store, out, args, finished, wall, executor, isinstance(stop, _Terminated))
     trial_cpu = sum(r.get("seconds", 0.0) for r in store.load_all().values())
     runs = store.add_invocation({
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),

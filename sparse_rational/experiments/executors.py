@@ -9,11 +9,14 @@ executor itself lost the trial (a worker process that died, a Ray node that went
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 import socket
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 from urllib.parse import urlparse
 
 from ..errors import UserError
@@ -30,15 +33,40 @@ def _watch_parent(parent: int) -> None:
 
 
 def _init_worker(threads: int, parent: int) -> None:
+    # Ctrl-C reaches the whole process group: the driver stops the sweep and ends the
+    # workers itself, so a worker must not die with its own KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # tqdm's default lock is a multiprocessing semaphore; a worker ended by the driver
+        from tqdm import tqdm  # could not unlink it, and the resource tracker would warn
+
+        tqdm.set_lock(threading.RLock())
+    except ImportError:
+        pass
     from .trial import limit_threads
 
     limit_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 
+@contextlib.contextmanager
+def _sigint_blocked():
+    """Workers started here inherit a blocked SIGINT (a Ctrl-C pressed while one starts up
+    reaches the driver only; here it is delivered when the block ends, never lost)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class LocalExecutor:
     """``concurrent.futures.ProcessPoolExecutor`` with spawned workers (no inherited torch
-    state), ``threads`` torch threads each. A pool broken by a dead worker is replaced."""
+    state), ``threads`` torch threads each. A pool broken by a dead worker is replaced.
+    Public API only: a broken pool is known by :class:`BrokenProcessPool`, and the workers
+    to stop on ``close(cancel=True)`` are this pool's children."""
 
     name = "local"
 
@@ -46,27 +74,37 @@ class LocalExecutor:
         self.capacity = workers
         self.threads = threads
         self._pool: cf.ProcessPoolExecutor | None = None
+        self._broken = False
+        self._others: set = set()  # child processes that are not this pool's workers
 
-    def _ensure_pool(self) -> cf.ProcessPoolExecutor:
-        if self._pool is None or getattr(self._pool, "_broken", False):
-            if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = cf.ProcessPoolExecutor(
-                self.capacity, mp_context=mp.get_context("spawn"),
-                initializer=_init_worker, initargs=(self.threads, os.getpid()),
-            )
+    def _new_pool(self) -> cf.ProcessPoolExecutor:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self._others = set(mp.active_children())
+        self._broken = False
+        self._pool = cf.ProcessPoolExecutor(
+            self.capacity, mp_context=mp.get_context("spawn"),
+            initializer=_init_worker, initargs=(self.threads, os.getpid()),
+        )
         return self._pool
 
     def submit(self, spec: TrialSpec):
         from .trial import run_trial
 
-        return self._ensure_pool().submit(run_trial, spec.to_dict())
+        pool = self._new_pool() if self._pool is None or self._broken else self._pool
+        with _sigint_blocked():  # workers are started by submit
+            try:
+                return pool.submit(run_trial, spec.to_dict())
+            except BrokenProcessPool:  # a worker died since the last wait
+                return self._new_pool().submit(run_trial, spec.to_dict())
 
     def wait(self, handles, timeout: float | None = None) -> list:
         done, _ = cf.wait(handles, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         out = []
         for fut in done:
             exc = fut.exception()
+            if isinstance(exc, BrokenProcessPool):
+                self._broken = True  # the next submit starts a new pool
             out.append((fut, exc if exc is not None else fut.result()))
         return out
 
@@ -74,16 +112,22 @@ class LocalExecutor:
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        if cancel:
-            procs = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for p in procs:  # running trials: stop them, the sweep is being abandoned
-                if p.is_alive():
-                    p.terminate()
-            for p in procs:
-                p.join(timeout=5)
-        else:
+        if not cancel:
             pool.shutdown(wait=True)
+            return
+        # running trials: stop them, the sweep is being abandoned
+        terminate = getattr(pool, "terminate_workers", None)  # Python 3.14+
+        if terminate is not None:  # before shutdown, which forgets the workers
+            terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            return
+        procs = [p for p in mp.active_children() if p not in self._others]
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=5)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
