@@ -53,3 +53,34 @@ def seed(text: str) -> int:
     if value is None or not 0 <= value <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text[:40]!r}")
     return value
+
+
+def positive_float(text: str) -> float:
+    value = nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def growth(text: str) -> float:
+    value = nonneg_float(text)
+    if not value > 1:
+        raise argparse.ArgumentTypeError(f"expected a factor > 1, got {text!r}")
+    return value
+
+
+def targets(text: str) -> int | tuple[int, ...]:
+    """One target size (``20``) or several, comma-separated (``80,60,40,20``)."""
+    parts = [p.strip() for p in text.split(",")]
+    values = []
+    for p in parts:
+        try:
+            value = int(p) if p.isdigit() and len(p) < 10 else None
+        except ValueError:
+            value = None
+        if value is None or value < 1:
+            raise argparse.ArgumentTypeError(f"expected positive integers, comma-separated, got {p[:20]!r} in {text[:60]!r}")
+        values.append(value)
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"{text[:60]!r} names a target twice")
+    return values[0] if len(values) == 1 else tuple(sorted(values, reverse=True))

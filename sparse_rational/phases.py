@@ -40,6 +40,7 @@ class Phases:
         self.finished: dict[str, dict] = {}  # name -> {"fit": FitResult as JSON, "records": {...}}
         self.kept: dict[str, dict[str, torch.Tensor]] = {}  # name -> weights that later phases need
         self.last_finished: str | None = None
+        self.stashed: dict[str, tuple[dict[str, torch.Tensor], dict]] = {}  # key -> (weights, info)
         self.pending: Checkpoint | None = None
         if checkpointer is not None and checkpointer.pending is not None:
             self._load(checkpointer.pending)
@@ -60,9 +61,19 @@ class Phases:
             last = ck.state.get("last_finished")
             if last is not None and last not in finished:
                 raise ValueError(f"last finished phase {str(last)[:40]!r} is unknown")
+            info = ck.state.get("stashed", {})
+            if not isinstance(info, dict):
+                raise ValueError("bad stash")
+            stashed: dict[str, tuple[dict[str, torch.Tensor], dict]] = {k: ({}, dict(v)) for k, v in info.items()}
+            for key, t in ck.prefixed("stash.").items():
+                name, _, tensor = key.partition("|")
+                if name not in stashed:
+                    raise ValueError(f"stashed weights {name[:40]!r} without their record")
+                stashed[name][0][tensor] = t
         except (TypeError, ValueError, AttributeError) as exc:
             raise ck.bad(f"bad phase state ({exc})") from None
         self.finished, self.kept, self.last_finished = dict(finished), kept, last
+        self.stashed = stashed
         self.pending = ck
 
     # -- running -----------------------------------------------------------------------------
@@ -107,9 +118,25 @@ class Phases:
             records[key] = to_jsonable(compute())
         return records[key]
 
+    def stash(self, key: str, model: RationalClassifier, info: dict) -> None:
+        """Keep a copy of ``model``'s weights under ``key`` (with a JSON ``info``), saved with
+        every later checkpoint: a snapshot taken inside a phase (the regularisation path)."""
+        weights = {k: v.detach().clone() for k, v in module_tensors(model.state_dict(), "").items()}
+        self.stashed[key] = (weights, to_jsonable(info))
+
+    def load_stashed(self, model: RationalClassifier, key: str) -> dict:
+        """Load the weights stashed under ``key`` into ``model``; returns their info."""
+        weights, info = self.stashed[key]
+        model.load_state_dict(self._fit_weights(model, weights, key))
+        return info
+
     def _state_dict(self, model: RationalClassifier, name: str) -> dict:
+        return self._fit_weights(model, self.kept[name], name)
+
+    @staticmethod
+    def _fit_weights(model: RationalClassifier, weights: dict, name: str) -> dict:
         out = dict(model.state_dict())
-        for k, t in self.kept[name].items():
+        for k, t in weights.items():
             if k not in out or tuple(out[k].shape) != tuple(t.shape):
                 raise ValueError(f"kept weights of phase {name} do not fit the model ({k})")
             out[k] = t.to(out[k].dtype)
@@ -118,8 +145,10 @@ class Phases:
     def _save(self, phase: str, epoch: int, tensors: dict, state: dict) -> None:
         assert self.checkpointer is not None
         extra = {f"kept.{name}/{k}": v for name, group in self.kept.items() for k, v in group.items()}
+        extra.update({f"stash.{key}|{k}": v for key, (group, _) in self.stashed.items() for k, v in group.items()})
         self.checkpointer.save(phase, epoch, {**tensors, **extra},
-                               {**state, "finished": self.finished, "last_finished": self.last_finished})
+                               {**state, "finished": self.finished, "last_finished": self.last_finished,
+                                "stashed": {key: info for key, (_, info) in self.stashed.items()}})
 
 
 __all__ = ["Phases", "restore_module_state"]

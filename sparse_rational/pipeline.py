@@ -32,7 +32,7 @@ from . import validate
 from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
 from .config import RunOptions, StructureOptions, TrainConfig, default
-from .learn import learn_structure
+from .learn import learn_structure, regularisation_path
 from .metrics import Metrics
 from .phases import Phases
 from .model import ModelConfig, RationalClassifier
@@ -45,14 +45,20 @@ DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts read at predict
 CHARS_PER_TOKEN = 64  # a text is cut to max_tokens x this many characters before tokenizing
 CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
 MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS})
+PATH_JSON = "path.json"
 
 
 def is_model_folder(path: str | os.PathLike) -> bool:
     """True if ``path`` is a folder this package wrote: its ``config.json`` carries our
-    format marker and it holds nothing but the files of a model folder."""
+    format marker and it holds nothing but the files of a model folder; or it is the folder
+    of a regularisation path (``path.json``, ``path.png`` and such model folders)."""
     path = Path(path)
     try:
         names = {p.name for p in path.iterdir()}
+        if PATH_JSON in names:
+            others = names - {PATH_JSON, "path.png"}
+            return all(n.startswith("t") and is_model_folder(path / n) for n in others) and \
+                json.loads((path / PATH_JSON).read_text(encoding="utf-8")).get("format") == "sparse-rational-path/1"
         if CONFIG not in names or not names <= MODEL_FILES:
             return False
         cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
@@ -180,8 +186,10 @@ class TextClassifier:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, impl: str = "auto") -> "TextClassifier":
-        """Load a model folder: JSON and safetensors only, validated against the config."""
+    def load(cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False) -> "TextClassifier":
+        """Load a model folder: JSON and safetensors only, validated against the config.
+        A transformer encoder named by the folder is read from safetensors only, with no
+        remote code, and from local files only unless ``allow_download``."""
         path = Path(path)
         if not path.is_dir():
             raise ParameterError("model", f"{path} is not a model folder")
@@ -216,7 +224,8 @@ class TextClassifier:
             raise UserError(f"{path / VOCAB} does not fit the token settings of {path / CONFIG} ({exc})") from None
         encoder = None  # a model that reads vectors needs its transformer (loaded on first use)
         if not config.vocab_size:
-            encoder = ContextualEncoder.from_config(cfg.get("embeddings"), str(path / CONFIG))
+            encoder = ContextualEncoder.from_config(cfg.get("embeddings"), str(path / CONFIG),
+                                                    allow_download=allow_download)
             if encoder.dim != config.embedding_dim:
                 raise UserError(f"{path / CONFIG}: {encoder.source} gives {encoder.dim}-d vectors, the model reads {config.embedding_dim}-d")
         metrics = Metrics()
@@ -270,6 +279,108 @@ def _prepare_contextual(splits, embeddings, structure, classes, dropout, input_d
     return clf, train, dev, _seeded_model(config, table, seed), {"encoding": info}
 
 
+@dataclass
+class _Run:
+    """A prepared run: validated options, the data as the model reads it, a model factory."""
+
+    clf: TextClassifier  # vocabulary, classes, vectors; its model is replaced by each result
+    train: EncodedData
+    dev: EncodedData
+    make: object
+    prep: dict
+    cfg: TrainConfig
+    mopts: object
+    opts: StructureOptions
+    structure: tuple[int, ...]
+    splits: Splits
+    embeddings: str
+    start: float
+
+
+def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, train_config, structure_options,
+             dropout, input_dropout, verbose, hf_options, options) -> _Run:
+    start = time.perf_counter()
+    options = options or RunOptions()
+    embeddings = options.embeddings if embeddings is None else embeddings
+    cfg = train_config or options.train
+    mopts = replace(options.model, **{k: v for k, v in (("patterns", patterns), ("dropout", dropout),
+                                                          ("input_dropout", input_dropout)) if v is not None})
+    opts = replace(structure_options or options.structure,
+                   **({"reg_strength": reg_strength} if reg_strength is not None else {}),
+                   **({"target_transitions": target_transitions} if target_transitions is not None else {}))
+    if opts.reg_strength < 0 or not math.isfinite(opts.reg_strength):
+        raise ParameterError("reg_strength", f"must be a finite number >= 0, got {opts.reg_strength}")
+    if opts.target_transitions is not None and opts.reg_strength > 0:
+        raise ParameterError("reg_strength", "give either reg_strength or target_transitions, not both")
+    structure = parse_patterns(mopts.patterns) if isinstance(mopts.patterns, str) else tuple(mopts.patterns)
+    for t in opts.targets:
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= sum(structure):
+            raise ParameterError("target_transitions", f"{t}: must be between 1 and the "
+                                 f"{sum(structure)} transitions of patterns")
+    if len(opts.targets) > 1 and opts.structure_search != "path":
+        raise ParameterError("target_transitions", "several targets need structure_search 'path' "
+                             "(one penalised run for all of them)")
+    if opts.structure_search == "path" and not opts.targets:
+        raise ParameterError("structure_search", "'path' needs target_transitions")
+    if not splits.train:
+        raise UserError("the training set is empty")
+    if not 0 <= cfg.seed < 2**32:
+        raise ParameterError("seed", f"must be an integer from 0 to 2^32-1, got {cfg.seed}")
+    for name in ("train", "dev", "test"):  # before training: a text that cannot be saved fails now
+        for k, ex in enumerate(getattr(splits, name)):
+            try:
+                ex.text.encode("utf-8"), str(ex.label).encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{name} example {k + 1}: not valid Unicode text (a lone surrogate)") from None
+    classes = sorted({ex.label for ex in splits.train})
+    if len(classes) < 2:
+        raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
+    prepare = _prepare_contextual if is_contextual(embeddings) else _prepare_static
+    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, mopts.dropout,
+                                          mopts.input_dropout, cfg.seed, verbose, hf_options)
+    return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start)
+
+
+def _finish(run: _Run, model: RationalClassifier, last, learned=None) -> TextClassifier:
+    """The classifier of ``model`` with its metrics (``learned``: a structure-learning result)."""
+    cfg, opts = run.cfg, run.opts
+    clf = replace(run.clf, model=model, truncated_texts=0)
+    metrics = Metrics(structure_initial=list(run.structure), encoding=run.prep.get("encoding"), reg_strength=0.0)
+    if learned is not None:
+        metrics.reg_strength = learned.reg_strength
+        metrics.structure_before_finetune = list(model.config.structure)
+        metrics.transitions_before_pruning = sum(learned.structure_before_pruning)
+        metrics.group_norms = learned.group_norms
+        metrics.epsilon = opts.epsilon
+        metrics.penalised_epochs = learned.penalised.epochs_run
+        metrics.finetune_epochs = learned.finetune.epochs_run
+        if learned.search:
+            metrics.search = learned.search
+        if opts.targets:
+            metrics.target_transitions = opts.targets[0] if len(opts.targets) == 1 else None
+    metrics.epochs, metrics.best_epoch, metrics.seconds_per_epoch = last.epochs_run, last.best_epoch, \
+        last.seconds_per_epoch
+    model.eval()
+    final = model.config
+    metrics.dev_accuracy = accuracy(model, run.dev) if len(run.dev) else None
+    metrics.structure, metrics.structure_summary = list(final.structure), format_structure(final.structure)
+    metrics.transitions, metrics.wfsas = final.transitions, len(final.structure)
+    metrics.parameters = model.num_parameters()
+    metrics.embeddings, metrics.train_size, metrics.dev_size = run.embeddings, len(run.splits.train), \
+        len(run.splits.dev)
+    metrics.hyperparameters = {**asdict(cfg), "dropout": run.mopts.dropout, "input_dropout": run.mopts.input_dropout,
+                               "reg_epochs": opts.reg_epochs, "penalty_update": opts.penalty_update,
+                               "structure_search": opts.structure_search}
+    if opts.structure_search == "path" and opts.targets:
+        metrics.hyperparameters.update(path_start=opts.path_start, path_growth=opts.path_growth,
+                                       path_warmup=opts.path_warmup)
+    clf.metrics = metrics
+    if run.splits.test:
+        metrics.test_accuracy, metrics.test_size = clf.evaluate(run.splits.test), len(run.splits.test)
+    metrics.train_seconds = round(time.perf_counter() - run.start, 2)
+    return clf
+
+
 def train_text_classifier(
     splits: Splits,
     embeddings: str | None = None,
@@ -288,7 +399,7 @@ def train_text_classifier(
     """Train a rational RNN on ``splits``; with ``reg_strength > 0`` or a target number of
     transitions, learn its structure (penalise, prune, finetune). ``metrics`` of the result
     (a :class:`~sparse_rational.metrics.Metrics`) hold accuracies, structure, transitions
-    and timings.
+    and timings. Several targets at once: :func:`train_structure_path`.
 
     Every argument left as None takes its value from ``options`` (a
     :class:`~sparse_rational.config.RunOptions`), whose defaults are the library's; the
@@ -300,71 +411,79 @@ def train_text_classifier(
     ``embeddings``: ``glove-6b-50d``, a GloVe/word2vec text file, or ``hf:minilm`` /
     ``hf:FOLDER`` / ``hf:ID`` (a frozen transformer; ``hf_options`` says how its vectors are
     made, and ``metrics["encoding"]`` records the encoding time and the cache)."""
-    start = time.perf_counter()
-    options = options or RunOptions()
-    embeddings = options.embeddings if embeddings is None else embeddings
-    cfg = train_config or options.train
-    mopts = replace(options.model, **{k: v for k, v in (("patterns", patterns), ("dropout", dropout),
-                                                          ("input_dropout", input_dropout)) if v is not None})
-    opts = replace(structure_options or options.structure,
-                   **({"reg_strength": reg_strength} if reg_strength is not None else {}),
-                   **({"target_transitions": target_transitions} if target_transitions is not None else {}))
-    if opts.reg_strength < 0 or not math.isfinite(opts.reg_strength):
-        raise ParameterError("reg_strength", f"must be a finite number >= 0, got {opts.reg_strength}")
-    if opts.target_transitions is not None and opts.reg_strength > 0:
-        raise ParameterError("reg_strength", "give either reg_strength or target_transitions, not both")
-    structure = parse_patterns(mopts.patterns) if isinstance(mopts.patterns, str) else tuple(mopts.patterns)
-    if opts.target_transitions is not None and not 1 <= opts.target_transitions <= sum(structure):
-        raise ParameterError("target_transitions", f"{opts.target_transitions}: must be between 1 and the "
-                             f"{sum(structure)} transitions of patterns")
-    if not splits.train:
-        raise UserError("the training set is empty")
-    if not 0 <= cfg.seed < 2**32:
-        raise ParameterError("seed", f"must be an integer from 0 to 2^32-1, got {cfg.seed}")
-    for name in ("train", "dev", "test"):  # before training: a text that cannot be saved fails now
-        for k, ex in enumerate(getattr(splits, name)):
-            try:
-                ex.text.encode("utf-8"), str(ex.label).encode("utf-8")
-            except UnicodeEncodeError:
-                raise UserError(f"{name} example {k + 1}: not valid Unicode text (a lone surrogate)") from None
-    classes = sorted({ex.label for ex in splits.train})
-    if len(classes) < 2:
-        raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
-
-    prepare = _prepare_contextual if is_contextual(embeddings) else _prepare_static
-    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, mopts.dropout,
-                                          mopts.input_dropout, cfg.seed, verbose, hf_options)
-    metrics = Metrics(structure_initial=list(structure), encoding=prep.get("encoding"))
+    run = _prepare(splits, embeddings, patterns, reg_strength, target_transitions, train_config,
+                   structure_options, dropout, input_dropout, verbose, hf_options, options)
+    if len(run.opts.targets) > 1:
+        raise ParameterError("target_transitions", "several targets give several models: use train_structure_path")
     phases = Phases(checkpoint, verbose=verbose)
-    if opts.reg_strength > 0 or opts.target_transitions is not None:
-        res = learn_structure(make, train, dev, cfg, opts, verbose=verbose, phases=phases)
-        clf.model = res.model
-        metrics.reg_strength = res.reg_strength
-        metrics.structure_before_finetune = list(res.model.config.structure)
-        metrics.transitions_before_pruning = sum(res.structure_before_pruning)
-        metrics.group_norms = res.group_norms
-        metrics.epsilon = opts.epsilon
-        metrics.penalised_epochs = res.penalised.epochs_run
-        metrics.finetune_epochs = res.finetune.epochs_run
-        last = res.finetune
-        if res.search:
-            metrics.search, metrics.target_transitions = res.search, opts.target_transitions
-    else:
-        clf.model = make()
-        last = phases.fit("train", clf.model, train, dev, cfg)
-    metrics.epochs, metrics.best_epoch, metrics.seconds_per_epoch = last.epochs_run, last.best_epoch, \
-        last.seconds_per_epoch
-    clf.model.eval()
-    final = clf.model.config
-    metrics.dev_accuracy = accuracy(clf.model, dev) if len(dev) else None
-    metrics.structure, metrics.structure_summary = list(final.structure), format_structure(final.structure)
-    metrics.transitions, metrics.wfsas = final.transitions, len(final.structure)
-    metrics.parameters = clf.model.num_parameters()
-    metrics.embeddings, metrics.train_size, metrics.dev_size = embeddings, len(splits.train), len(splits.dev)
-    metrics.hyperparameters = {**asdict(cfg), "dropout": mopts.dropout, "input_dropout": mopts.input_dropout,
-                               "reg_epochs": opts.reg_epochs}
-    if splits.test:
-        metrics.test_accuracy, metrics.test_size = clf.evaluate(splits.test), len(splits.test)
-    metrics.train_seconds = round(time.perf_counter() - start, 2)
-    clf.metrics = metrics
-    return clf
+    if run.opts.reg_strength > 0 or run.opts.targets:
+        res = learn_structure(run.make, run.train, run.dev, run.cfg, run.opts, verbose=verbose, phases=phases)
+        return _finish(run, res.model, res.finetune, res)
+    model = run.make()
+    return _finish(run, model, phases.fit("train", model, run.train, run.dev, run.cfg))
+
+
+@dataclass
+class PathRun:
+    """The models of one regularisation path (one per target reached) and the path itself."""
+
+    models: dict[int, TextClassifier]
+    path: list[dict]
+    snapshots: dict[int, dict]
+    missed: list[int]
+    penalised_seconds: float
+    options: dict
+
+    def path_dict(self) -> dict:
+        return {"format": "sparse-rational-path/1", "options": self.options, "epochs": self.path,
+                "snapshots": {str(t): s for t, s in self.snapshots.items()}, "missed": self.missed,
+                "penalised_seconds": round(self.penalised_seconds, 2)}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """``path/t<target>/`` (a model folder each), ``path.json`` and ``path.png``, written
+        atomically as one folder (an earlier path folder of ours is replaced at the end)."""
+        from .experiments.report import plot_path
+
+        check_out_folder(path, "save")
+        with atomic_directory(path) as tmp:
+            for target, clf in self.models.items():
+                clf.save(tmp / f"t{target}")
+            atomic_write_json(tmp / PATH_JSON, self.path_dict())
+            plot_path(self.path, self.snapshots, tmp / "path.png")
+        return Path(path)
+
+
+def train_structure_path(
+    splits: Splits,
+    target_transitions: Sequence[int],
+    embeddings: str | None = None,
+    patterns: str | Sequence[int] | None = None,
+    train_config: TrainConfig | None = None,
+    structure_options: StructureOptions | None = None,
+    verbose: bool = True,
+    checkpoint=None,
+    hf_options: TransformerOptions | None = None,
+    options: RunOptions | None = None,
+) -> PathRun:
+    """All ``target_transitions`` from one penalised run whose lambda grows along a path:
+    a model per target reached (pruned from the path's snapshot, then finetuned), and the
+    path (lambda, transitions, structure and dev accuracy per epoch). Targets the path
+    jumped over or never reached are listed in ``missed`` (no exception: the others are
+    kept)."""
+    base = structure_options or (options or RunOptions()).structure
+    opts = replace(base, target_transitions=tuple(sorted(set(target_transitions), reverse=True)),
+                   structure_search="path")
+    run = _prepare(splits, embeddings, patterns, None, None, train_config, opts, None, None, verbose, hf_options,
+                   options)
+    phases = Phases(checkpoint, verbose=verbose)
+    result = regularisation_path(phases, run.make, run.train, run.dev, run.cfg, run.opts, verbose)
+    models = {}
+    for target, learned in result.models.items():
+        learned.search = []
+        models[target] = _finish(run, learned.model, learned.finetune, learned)
+        models[target].metrics.target_transitions = target
+    options_json = {"targets": list(run.opts.targets), "path_start": run.opts.path_start,
+                    "path_growth": run.opts.path_growth, "path_warmup": run.opts.path_warmup, "penalty_update": run.opts.penalty_update,
+                    "epsilon": run.opts.epsilon, "reg_epochs": run.opts.reg_epochs, "patterns": list(run.structure),
+                    "lr": run.cfg.lr, "seed": run.cfg.seed}
+    return PathRun(models, result.path, result.snapshots, result.missed, result.penalised.seconds, options_json)

@@ -74,6 +74,65 @@ def group_norms_by_wfsa(model: RationalClassifier) -> list[list[float]]:
     return out
 
 
+def surviving_structure(model: RationalClassifier, epsilon: float) -> tuple[int, ...]:
+    """The structure :func:`prune` would leave (cheap: no new model is built)."""
+    return tuple(k for k in kept_lengths(group_norms_by_wfsa(model), epsilon) if k > 0)
+
+
+PENALTY_UPDATES = ("gradient", "proximal")
+
+
+def adam_group_step_sizes(model: RationalClassifier, opt: torch.optim.Optimizer) -> torch.Tensor:
+    """``eta_s`` for every state group ``[N]``: Adam's step size in the group's own metric.
+
+    Adam moves coordinate ``i`` by ``lr * m_i / D_i`` with ``D_i = sqrt(v_i / (1 - beta2^t)) + eps``:
+    it is gradient descent in the metric ``diag(D) / lr``. The proximal operator of the
+    group-lasso penalty in that metric has no closed form when ``D`` varies inside a group,
+    so each group uses the mean of its ``D_i`` (over ``w[:, s]``, ``v[:, s]`` and ``b[s]``):
+    ``eta_s = lr / mean_i D_i``. A group is then kept at a fixed point exactly when its
+    loss gradient is large against ``lambda`` (``||grad_s|| > lambda``, the group-lasso
+    optimality condition), whatever the scale of the gradients; a plain ``eta = lr`` (the
+    naive form) ignores that scale and prunes all groups at once once lambda is large enough.
+    Before Adam's first step, ``eta_s = 0`` (no shrinkage).
+    """
+    w, v, b = model.wfsa.w, model.wfsa.v, model.wfsa.b
+    group = next(g for g in opt.param_groups if any(p is w for p in g["params"]))
+    lr, (_, beta2), eps = group["lr"], group["betas"], group["eps"]
+    total = torch.zeros_like(b)
+    for p, reduce in ((w, True), (v, True), (b, False)):
+        st = opt.state.get(p, {})
+        if "exp_avg_sq" not in st:
+            return torch.zeros_like(b)
+        step = float(st["step"])
+        d = (st["exp_avg_sq"] / (1 - beta2**step)).sqrt() + eps
+        total += d.sum(0) if reduce else d
+    mean_d = total / (2 * w.shape[0] + 1)
+    return lr / mean_d
+
+
+@torch.no_grad()
+def group_soft_threshold_(model: RationalClassifier, thresholds: torch.Tensor) -> None:
+    """The proximal operator of ``sum_s t_s ||g_s||`` applied in place to every state group:
+    ``g_s <- max(0, 1 - t_s / ||g_s||) * g_s`` (a group whose norm is at most ``t_s`` becomes
+    exactly zero, the others shrink towards zero by ``t_s``)."""
+    wfsa = model.wfsa
+    norms = wfsa.group_norms()
+    scale = torch.clamp(1 - thresholds / norms.clamp_min(torch.finfo(norms.dtype).tiny), min=0)
+    wfsa.w.mul_(scale)
+    wfsa.v.mul_(scale)
+    wfsa.b.mul_(scale)
+
+
+def proximal_step_(model: RationalClassifier, opt: torch.optim.Optimizer, reg_strength: float) -> None:
+    """After an optimizer step: the group soft-threshold with ``t_s = eta_s * lambda``, where
+    ``eta_s`` is the step size just taken (Adam: :func:`adam_group_step_sizes`; SGD: lr)."""
+    if isinstance(opt, torch.optim.Adam):
+        eta = adam_group_step_sizes(model, opt)
+    else:
+        eta = torch.full_like(model.wfsa.b, opt.param_groups[0]["lr"])
+    group_soft_threshold_(model, eta * reg_strength)
+
+
 @torch.no_grad()
 def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
     """A new, smaller model holding the surviving states (see module doc).

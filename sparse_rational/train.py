@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .model import RationalClassifier
+from .structure import proximal_step_, surviving_structure
 
 
 @dataclass
@@ -41,11 +42,15 @@ class EncodedData:
 @dataclass
 class EpochLog:
     epoch: int
-    loss: float
-    penalty: float
-    dev_accuracy: float
+    loss: float  # mean training cross-entropy
+    penalty: float  # mean group-lasso sum (0 without a penalty)
+    dev_accuracy: float | None  # None without a dev set
     lr: float
     seconds: float
+    train_loss: float | None = None  # early stopping follows this when there is no dev set
+    reg_strength: float | None = None  # lambda at the end of the epoch (penalised phases)
+    transitions: int | None = None  # transitions surviving pruning at the end of the epoch
+    structure: list[int] | None = None
 
 
 @dataclass
@@ -146,6 +151,13 @@ def accuracy(model: RationalClassifier, data: EncodedData) -> float:
     return float((pred == data.labels).float().mean())
 
 
+def batches_per_epoch(data: EncodedData, cfg: TrainConfig) -> int:
+    """How many optimizer steps one epoch of :func:`fit` takes on ``data``."""
+    docs = truncate_docs(data.docs, cfg.max_tokens)
+    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
+    return len(bucket_batches(lengths, cfg.batch_size, None, cfg.batch_tokens))
+
+
 def truncate_docs(docs: list[Tensor], max_tokens: int) -> list[Tensor]:
     """Documents cut to their first ``max_tokens - 1`` tokens plus their last one (``</s>``)."""
     if max_tokens <= 0:
@@ -222,6 +234,11 @@ def fit(
     verbose: bool = True,
     resume=None,
     on_epoch: EpochCallback | None = None,
+    penalty_update: str = "gradient",
+    epsilon: float | None = None,
+    after_step: Callable[[RationalClassifier, int, float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    epoch_lines: bool = True,
 ) -> FitResult:
     """Train ``model`` in place.
 
@@ -229,6 +246,15 @@ def fit(
     ``keep_best``: end with the weights of the best dev epoch (else: the last epoch, as
     the penalised phase of structure learning wants). ``lr_schedule`` defaults to
     ``cfg.lr_schedule`` and is meant to be off while learning structure.
+
+    The penalty: ``reg_strength`` is lambda, a number or a function of the global step
+    (a regularisation path). ``penalty_update="gradient"`` adds ``lambda * sum_s ||g_s||``
+    to the loss (the paper); ``"proximal"`` leaves it out of the loss and applies the
+    group soft-threshold after every optimizer step (:func:`~sparse_rational.structure.proximal_step_`),
+    which makes removed groups exactly zero. ``epsilon`` (the pruning threshold) adds the
+    surviving structure to every epoch's log and progress bar. ``after_step(model, step,
+    lambda)`` is called after every update; training ends early once ``stop()`` is true.
+    ``verbose`` shows a progress bar per epoch and, with ``epoch_lines``, a line per epoch.
 
     ``resume``: a :class:`~sparse_rational.checkpoint.Checkpoint` taken at the end of an
     epoch of this same call; training continues exactly where it stopped (same batches,
@@ -261,20 +287,30 @@ def fit(
     docs = truncate_docs(train.docs, cfg.max_tokens)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     max_norm = cfg.clip if cfg.clip and cfg.clip > 0 else math.inf
+    lam_at = reg_strength if callable(reg_strength) else (lambda step: reg_strength)
+    penalised = callable(reg_strength) or reg_strength > 0
+    proximal = penalised and penalty_update == "proximal"
+    if penalty_update not in ("gradient", "proximal"):
+        from .errors import ParameterError
+
+        raise ParameterError("penalty_update", f"{penalty_update!r} is not one of gradient, proximal")
+    step = sum(1 for _ in bucket_batches(lengths, cfg.batch_size, None, cfg.batch_tokens)) * (first_epoch - 1)
     for epoch in range(first_epoch, epochs + 1):
-        if early_stopping and bad >= cfg.patience:
+        if (early_stopping and bad >= cfg.patience) or (stop is not None and stop()):
             break
         t0 = time.perf_counter()
         model.train()
         total, total_pen, n_batches = 0.0, 0.0, 0
         batches = bucket_batches(lengths, cfg.batch_size, rng, cfg.batch_tokens)
         bar = tqdm(batches, desc=f"{desc} epoch {epoch}", leave=False, disable=not verbose or None, file=sys.stderr)
+        lam = lam_at(step)
         for idx in bar:
+            lam = lam_at(step)
             ids, mask = collate(docs, idx, device)
             logits = model(ids, mask)
             loss = loss_fn(logits, train.labels[torch.as_tensor(idx)].to(device))
-            pen = model.penalty() if reg_strength > 0 else None
-            objective = loss + reg_strength * pen if pen is not None else loss
+            pen = model.penalty() if penalised else None
+            objective = loss + lam * pen if pen is not None and not proximal else loss
             if not torch.isfinite(objective):
                 raise _diverged(f"the loss became {objective.item()} at batch {n_batches + 1}", desc, epoch)
             opt.zero_grad(set_to_none=True)
@@ -283,33 +319,48 @@ def fit(
             if not torch.isfinite(grad_norm):
                 raise _diverged(f"the gradient became {grad_norm.item()} at batch {n_batches + 1}", desc, epoch)
             opt.step()
+            if proximal and lam > 0:
+                proximal_step_(model, opt, lam)
+            step += 1
             total += loss.item()
             total_pen += pen.item() if pen is not None else 0.0
             n_batches += 1
+            if after_step is not None:
+                after_step(model, step, lam)
+            if epsilon is not None and penalised and n_batches % 5 == 0:
+                bar.set_postfix_str(f"lambda {lam:.3g}, {sum(surviving_structure(model, epsilon))} transitions")
+            if stop is not None and stop():
+                break
         if not all(torch.isfinite(p).all() for p in params):
             raise _diverged("a weight became NaN or infinite", desc, epoch)
-        dev_acc = accuracy(model, dev) if has_dev else float(-total / max(n_batches, 1))
+        train_loss = total / max(n_batches, 1)
+        dev_acc = accuracy(model, dev) if has_dev else None
         lr_now = opt.param_groups[0]["lr"]
-        log = EpochLog(epoch, total / max(n_batches, 1), total_pen / max(n_batches, 1), dev_acc, lr_now,
-                       time.perf_counter() - t0)
+        structure = list(surviving_structure(model, epsilon)) if epsilon is not None and penalised else None
+        log = EpochLog(epoch, train_loss, total_pen / max(n_batches, 1), dev_acc, lr_now,
+                       time.perf_counter() - t0, train_loss, lam if penalised else None,
+                       sum(structure) if structure is not None else None, structure)
         history.append(log)
-        improved = dev_acc > best_acc
+        score = dev_acc if dev_acc is not None else -train_loss  # what early stopping follows
+        improved = score > best_acc
         if improved:
-            best_acc, best_epoch, bad = dev_acc, epoch, 0
+            best_acc, best_epoch, bad = score, epoch, 0
             if keep_best:
                 best_state = copy.deepcopy(model.state_dict())
         else:
             bad += 1
-        if verbose:
-            pen_txt = f" penalty {log.penalty:.2f}" if reg_strength > 0 else ""
-            dev_txt = f"dev acc {dev_acc:.4f}" if has_dev else f"train loss {-dev_acc:.4f}"
+        if verbose and epoch_lines:
+            pen_txt = f" penalty {log.penalty:.2f} lambda {lam:.3g}" if penalised else ""
+            if structure is not None:
+                pen_txt += f" -> {sum(structure)} transitions"
+            dev_txt = f"dev acc {dev_acc:.4f}" if dev_acc is not None else f"train loss {train_loss:.4f}"
             tqdm.write(
                 f"{desc} epoch {epoch:3d}  loss {log.loss:.4f}{pen_txt}  {dev_txt}"
                 f"{' *' if improved else '  '}  lr {lr_now:.2g}  {log.seconds:.1f}s",
                 file=sys.stderr,
             )
         if lr_schedule:
-            sched.step(dev_acc)
+            sched.step(score)
         if on_epoch is not None:
             elapsed = elapsed_before + time.perf_counter() - start
             on_epoch(epoch, *_fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history,

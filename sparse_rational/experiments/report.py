@@ -242,3 +242,37 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
         written.append(path)
     plt.close(fig)
     return written
+
+
+def plot_path(path: list[dict], snapshots: dict[int, dict], out: Path) -> Path:
+    """A regularisation path: surviving transitions (left axis) and dev accuracy (right
+    axis) against lambda at the end of each epoch (log scale); the snapshot of each target
+    is marked where it was taken."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    lam = [p["reg_strength"] for p in path]
+    ax.plot(lam, [p["transitions"] for p in path], "o-", color="tab:blue", markersize=3, label="transitions")
+    for target, snap in sorted(snapshots.items()):
+        ax.plot([snap["reg_strength"]], [snap["transitions"]], "s", color="tab:red", markersize=6)
+        ax.annotate(f"t{target}", (snap["reg_strength"], snap["transitions"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8, color="tab:red")
+    ax.set_xscale("log")
+    ax.set_xlabel("lambda (end of epoch)")
+    ax.set_ylabel("transitions surviving pruning", color="tab:blue")
+    ax.grid(alpha=0.3)
+    dev = [(p["reg_strength"], p["dev_accuracy"]) for p in path if p.get("dev_accuracy") is not None]
+    if dev:
+        ax2 = ax.twinx()
+        ax2.plot([d[0] for d in dev], [100 * d[1] for d in dev], "^--", color="tab:green", markersize=3)
+        ax2.set_ylabel("dev accuracy (%) of the penalised model", color="tab:green")
+    ax.set_title("regularisation path (squares: the snapshot of each target)", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return Path(out)

@@ -23,6 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "(min-times) paths score highest and lowest, with its classifier weights.",
     )
     p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a model that reads transformer vectors download its encoder (default: local files only)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>: its training split")
     g.add_argument("--train", help="training file (.tsv, .jsonl or .csv); without --dev, 10%% are the dev set")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace, out=None) -> int:
             raise UserError(f"--html {args.html}: folder {parent} does not exist")
         if Path(args.html).is_dir():
             raise UserError(f"--html {args.html}: is a folder")
-    clf = TextClassifier.load(args.model)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
     splits = _splits(args)
     structure = clf.model.config.structure
     if splits is not None:
