@@ -1,14 +1,19 @@
 """Forward+backward throughput of one WFSA layer, every implementation in one run.
 
     python benchmarks/recurrence.py [--json FILE] [--threads 2] [--T 256 1024]
+                                    [--impls cpp scan] [--readout final mean max]
 
 One step = projection matmul + recurrence + the same loss (WFSA scores -> linear layer
 -> cross-entropy) + backward, float32, inputs frozen (``x`` needs no gradient, as with
-frozen word vectors). Rows (``impl``):
+frozen word vectors). ``--readout`` (default ``final``) runs the implementations of
+:mod:`sparse_rational.ops` once per readout (``final``: the states at the last token;
+``mean``/``max``: pooled over the tokens, see ``ops/reference.py``) and reports each
+pooled readout's time relative to ``final`` (issue 17: within 10 %). Rows (``impl``):
 
 * ``reference``     :func:`sparse_rational.ops.rational_forward_ref` (loop, ``unbind`` reads)
 * ``authors_loop``  the authors' style: indexed ``u[t]`` reads, indexed writes of every
-                    ``c(t)`` into one tensor (quadratic backward through the in-place copies)
+                    ``c(t)`` into one tensor (quadratic backward through the in-place copies);
+                    final readout only
 * ``scan``          parallel scan per state level, custom backward
 * ``cpp``           fused C++ kernel
 * ``lstm24``        ``nn.LSTM(e, 24)`` on the same input, last hidden state, same loss
@@ -19,8 +24,10 @@ Rows of one T are timed round-robin (one step of each implementation in turn), s
 load from other processes on the machine hits all of them alike.
 
 Reports the median milliseconds per step and tokens (``B * T``) per second; ``--json``
-writes ``{"results": [{"impl", "B", "T", "e", "d", "n", "bias", "ms_per_step", "tokens_per_s"}], "threads",
-"torch", "provenance"}`` (command, git commit, CPU, versions, date: see ``_provenance.py``).
+writes ``{"results": [{"impl", "readout", "B", "T", "e", "d", "n", "bias", "ms_per_step", "tokens_per_s"}],
+"readout_ratios": [{"impl", "T", "readout", "ratio_to_final"}], "threads", "torch", "provenance"}``
+(command, git commit, CPU, versions, date: see ``_provenance.py``); ``readout`` is null for
+``lstm24`` and ``bound``, which have none.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sparse_rational.ops import IMPLEMENTATIONS, build_error, cpp_available
+from sparse_rational.ops import IMPLEMENTATIONS, READOUTS, build_error, cpp_available
 from sparse_rational.ops.reference import shift_states, transition_weights
 from sparse_rational.semiring import PLUS_TIMES
 
@@ -74,7 +81,11 @@ def make_problem(T, B, e, d, n, seed=0, bias=0.0):
     return x, w, v, b, is_first, clf, y
 
 
-def step_fn(impl, problem, d, n):
+NO_READOUT = ("lstm24", "bound")  # rows without a readout (one row per T)
+FINAL_ONLY = ("authors_loop",)
+
+
+def step_fn(impl, problem, d, n, readout="final"):
     x, w, v, b, is_first, clf, y = problem
     T, B, e = x.shape
     params = [w, v, b, *clf.parameters()]
@@ -94,11 +105,14 @@ def step_fn(impl, problem, d, n):
         def step():
             _, (h, _) = lstm(x)
             F.cross_entropy(clf(h[-1]), y).backward()
+    elif impl == "authors_loop":
+        def step():
+            loss_of(authors_loop(x, w, v, b, is_first, None)).backward()
     else:
-        fn = authors_loop if impl == "authors_loop" else IMPLEMENTATIONS[impl]
+        fn = IMPLEMENTATIONS[impl]
 
         def step():
-            loss_of(fn(x, w, v, b, is_first, None)).backward()
+            loss_of(fn(x, w, v, b, is_first, None, readout=readout)).backward()
 
     def run():
         for p in params:
@@ -139,6 +153,8 @@ def main(argv=None):
     ap.add_argument("--d", type=int, default=24)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--impls", nargs="+", default=["reference", "authors_loop", "scan", "cpp", "lstm24", "bound"])
+    ap.add_argument("--readout", nargs="+", choices=READOUTS, default=["final"],
+                    help="readouts to time for each implementation of sparse_rational.ops (default: final)")
     ap.add_argument("--bias", type=float, default=0.0,
                     help="initial b (0 = the model's init: f ~ 0.5, so gradients decay like 2^-t and "
                          "paths that do not flush them hit slow denormals; 3: f ~ 0.95, they do not)")
@@ -150,21 +166,40 @@ def main(argv=None):
     if "cpp" in impls and not cpp_available():
         print(f"# cpp skipped: {build_error()}")
         impls.remove("cpp")
+    readouts = list(dict.fromkeys(args.readout))
+    rows = []  # (impl, readout) in the order they are printed
+    for impl in impls:
+        if impl in NO_READOUT:
+            rows.append((impl, None))
+        else:
+            rows += [(impl, r) for r in readouts if impl not in FINAL_ONLY or r == "final"]
     results = []
     print(f"# B={args.B} e={args.e} d={args.d} n={args.n} b0={args.bias:g} float32, {args.threads} threads, torch {torch.__version__}, {cpu_model()}")
-    print(f"{'impl':<14}{'T':>6}{'ms/step':>11}{'tokens/s':>12}")
+    print(f"{'impl':<14}{'readout':<9}{'T':>6}{'ms/step':>11}{'tokens/s':>12}")
     for T in args.T:
         problem = make_problem(T, args.B, args.e, args.d, args.n, bias=args.bias)
-        runs = {impl: step_fn(impl, problem, args.d, args.n) for impl in impls}
+        runs = {key: step_fn(key[0], problem, args.d, args.n, key[1] or "final") for key in rows}
         medians = time_round_robin(runs, budget_s=args.budget)
-        for impl in impls:
-            ms = medians[impl]
-            row = dict(impl=impl, B=args.B, T=T, e=args.e, d=args.d, n=args.n, bias=args.bias, ms_per_step=round(ms, 3),
-                       tokens_per_s=round(args.B * T / (ms / 1e3)))
+        for impl, readout in rows:
+            ms = medians[impl, readout]
+            row = dict(impl=impl, readout=readout, B=args.B, T=T, e=args.e, d=args.d, n=args.n, bias=args.bias,
+                       ms_per_step=round(ms, 3), tokens_per_s=round(args.B * T / (ms / 1e3)))
             results.append(row)
-            print(f"{impl:<14}{T:>6}{ms:>11.2f}{row['tokens_per_s']:>12,}", flush=True)
+            print(f"{impl:<14}{readout or '-':<9}{T:>6}{ms:>11.2f}{row['tokens_per_s']:>12,}", flush=True)
 
-    by = {(r["impl"], r["T"]): r for r in results}
+    ratios = []
+    timed = {(r["impl"], r["readout"], r["T"]): r["ms_per_step"] for r in results}
+    pooled = [r for r in readouts if r != "final"]
+    if pooled and "final" in readouts:
+        print("\n# pooled readouts against final, time per step (issue 17: within 10 %)")
+        for impl, readout in rows:
+            for T in args.T:
+                if readout in pooled and (impl, "final", T) in timed:
+                    ratio = timed[impl, readout, T] / timed[impl, "final", T]
+                    ratios.append(dict(impl=impl, T=T, readout=readout, ratio_to_final=round(ratio, 3)))
+                    print(f"{impl} {readout}/final at T={T}: {ratio:.3f} {'OK' if ratio <= 1.10 else 'MISSED'}")
+
+    by = {(r["impl"], r["T"]): r for r in results if r["readout"] in (None, "final")}
     print("\n# targets (issue 3)")
     for T, need in ((256, 0.85), (1024, 0.75)):
         if ("cpp", T) in by and ("bound", T) in by:
@@ -179,8 +214,8 @@ def main(argv=None):
     if args.json:
         from sparse_rational.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"results": results, "threads": args.threads, "torch": torch.__version__,
-                                      "provenance": provenance(argv)})
+        atomic_write_json(args.json, {"results": results, "readout_ratios": ratios, "threads": args.threads,
+                                      "torch": torch.__version__, "provenance": provenance(argv)})
     return results
 
 

@@ -1,7 +1,14 @@
 """The recurrence of a rational RNN layer behind one function, :func:`rational_forward`.
 
 Implementations share the signature of :func:`reference.rational_forward_ref`:
-``(x [T,B,e], w [e,N], v [e,N], b [N], is_first [N] bool, mask [T,B] bool | None) -> c(T) [B,N]``.
+``(x [T,B,e], w [e,N], v [e,N], b [N], is_first [N] bool, mask [T,B] bool | None,
+readout="final") -> [B,N]``, and each computes every readout of :data:`READOUTS`, with
+``c_s(t)`` the state after token ``t``, ``R_b`` the real tokens of document ``b`` and
+``L_b = |R_b|`` (padding never counts; an empty document reads 0)::
+
+    final:  c_s(T_b)                        the last real token (the paper's model)
+    mean:   (1 / L_b) sum_{t in R_b} c_s(t)
+    max:    max_{t in R_b} c_s(t)           gradient to the first argmax step
 
 =============  ===================================================================
 ``reference``  one Python loop over time (:mod:`.reference`), any semiring
@@ -30,7 +37,15 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
-from .reference import rational_forward_ref, semiring_dp, shift_states, transition_weights
+from .reference import (
+    READOUTS,
+    ReadoutError,
+    rational_forward_ref,
+    readout_code,
+    semiring_dp,
+    shift_states,
+    transition_weights,
+)
 from .scan import rational_forward_scan
 
 IMPLEMENTATIONS = {"reference": rational_forward_ref, "scan": rational_forward_scan}
@@ -73,15 +88,22 @@ def _choices() -> str:
     return ", ".join(["auto", *sorted(IMPLEMENTATIONS)])
 
 
+def forced_impl() -> str | None:
+    """The implementation ``SPARSE_RATIONAL_IMPL`` forces (None: ``auto``); an unknown name
+    is an :class:`ImplError` (the command line checks it before reading any data)."""
+    forced = os.environ.get(ENV_VAR, "").strip()
+    if not forced or forced == "auto":
+        return None
+    if forced not in IMPLEMENTATIONS:
+        raise ImplError(f"environment variable {ENV_VAR}={forced!r} is not an implementation; use one of: {_choices()}")
+    return forced
+
+
 def choose_impl(x: Tensor) -> str:
     """The implementation ``impl="auto"`` uses for input ``x`` (see module doc)."""
     global _warned
-    forced = os.environ.get(ENV_VAR, "").strip()
-    if forced and forced != "auto":
-        if forced not in IMPLEMENTATIONS:
-            raise ImplError(
-                f"environment variable {ENV_VAR}={forced!r} is not an implementation; use one of: {_choices()}"
-            )
+    forced = forced_impl()
+    if forced is not None:
         return forced
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         if cpp_available():
@@ -112,26 +134,34 @@ def rational_forward(
     is_first: Tensor,
     mask: Tensor | None = None,
     impl: str = "auto",
+    readout: str = "final",
 ) -> Tensor:
-    """Plus-times WFSA states at the end of each document, ``[B, N]`` (see module doc)."""
+    """Plus-times WFSA states of each document, ``[B, N]``, read out at its end
+    (``readout="final"``) or pooled over its real tokens (``"mean"``, ``"max"``; see the
+    module doc). An unknown ``readout`` is a :class:`ReadoutError`."""
+    readout_code(readout)  # fail before choosing (or building) an implementation
     name = choose_impl(x) if impl == "auto" else impl
     try:
         fn = IMPLEMENTATIONS[name]
     except KeyError:
         raise ImplError(f"unknown impl {name!r}; use one of: {_choices()}") from None
-    return fn(x, w, v, b, is_first, mask)
+    return fn(x, w, v, b, is_first, mask, readout=readout)
 
 
 __all__ = [
     "ENV_VAR",
     "IMPLEMENTATIONS",
     "ImplError",
+    "READOUTS",
+    "ReadoutError",
     "build_error",
     "choose_impl",
+    "forced_impl",
     "cpp_available",
     "rational_forward",
     "rational_forward_ref",
     "rational_forward_scan",
+    "readout_code",
     "semiring_dp",
     "shift_states",
     "transition_weights",

@@ -6,14 +6,45 @@ when s is the state q_1 of its WFSA, whose predecessor q_0 has the constant valu
 This layout costs what the transitions cost whatever the mix of lengths.
 
 Every fast implementation in :mod:`sparse_rational.ops` has the signature of
-:func:`rational_forward_ref` and is tested against it.
+:func:`rational_forward_ref` and is tested against it, for every readout.
+
+**Readouts.** With ``c_s(t)`` the state after reading token ``t`` (carried over unchanged
+at padding), ``R_b`` the real tokens of document ``b`` (``mask[:, b]``; all ``T`` without a
+mask) and ``L_b = |R_b|``, the layer returns per state ``s``::
+
+    final:  y_bs = c_bs(T_b)                      T_b = the last real token of b
+    mean:   y_bs = (1 / L_b) sum_{t in R_b} c_bs(t)
+    max:    y_bs = max_{t in R_b} c_bs(t)          the gradient goes to the argmax step
+                                                   (ties: the first step reaching the max)
+
+Padding never counts, and a document without real tokens reads 0 in all three. A state
+whose group is zero (``w_s = v_s = 0, b_s = 0``) has ``u_s = 0`` and stays at ``c_s = 0``
+at every step, so all three readouts give it exactly 0 (pruning it preserves the function).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from ..errors import UserError
 from ..semiring import PLUS_TIMES, Element, Semiring
+
+READOUTS = ("final", "mean", "max")
+"""The readouts of the states, in the order of their codes (:func:`readout_code`)."""
+
+FINAL, MEAN, MAX = range(len(READOUTS))
+
+
+class ReadoutError(UserError, ValueError):
+    """An unknown readout name; one line (a :class:`UserError` and a :class:`ValueError`)."""
+
+
+def readout_code(readout: str) -> int:
+    """The index of ``readout`` in :data:`READOUTS` (``FINAL``, ``MEAN`` or ``MAX``): how the
+    kernels take it; anything else is a :class:`ReadoutError`."""
+    if isinstance(readout, str) and readout in READOUTS:
+        return READOUTS.index(readout)
+    raise ReadoutError(f"unknown readout {readout!r}; use one of: {', '.join(READOUTS)}")
 
 
 def shift_states(semiring: Semiring, c: Element, is_first: Tensor) -> Element:
@@ -73,14 +104,52 @@ def transition_weights(x: Tensor, w: Tensor, v: Tensor, b: Tensor) -> tuple[Tens
     return u.view(T, B, n), f.view(T, B, n)
 
 
+def pool_states(states: list[Tensor], mask: Tensor | None, readout: str) -> Tensor:
+    """The readout (module doc) of the states ``c(1) .. c(T)`` (a non-empty list of ``[B, N]``
+    tensors, carried over at padding), one step at a time: the last state (final), a running
+    sum (mean), or a running maximum replaced only by a strictly larger value (max: a tie
+    keeps the first step, and autograd's ``where`` sends the gradient there)."""
+    code = readout_code(readout)
+    if code == FINAL:
+        return states[-1]
+    T = len(states)
+    real = [None] * T if mask is None else [m[:, None] for m in mask.unbind(0)]
+    c0 = states[0]
+    if mask is None:
+        length = torch.full((c0.shape[0], 1), T, dtype=c0.dtype, device=c0.device)
+    else:
+        length = mask.sum(0, keepdim=True).t().to(c0.dtype)
+    if code == MEAN:
+        total = torch.zeros_like(c0)
+        for c, m in zip(states, real, strict=True):
+            total = total + (c if m is None else torch.where(m, c, 0.0))
+        return total / length.clamp(min=1)
+    best = torch.full_like(c0, float("-inf"))
+    for c, m in zip(states, real, strict=True):
+        better = c > best if m is None else (c > best) & m
+        best = torch.where(better, c, best)
+    return torch.where(length > 0, best, 0.0)
+
+
 def rational_forward_ref(
-    x: Tensor, w: Tensor, v: Tensor, b: Tensor, is_first: Tensor, mask: Tensor | None = None
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor,
+    mask: Tensor | None = None,
+    readout: str = "final",
 ) -> Tensor:
-    """Plus-times state values at the end of each document: ``c(T)``, ``[B, N]``.
+    """Plus-times states read out per document (module doc): ``[B, N]``.
 
     ``x``: ``[T, B, e]`` word vectors; ``w, v``: ``[e, N]``; ``b``: ``[N]``;
-    ``is_first``: ``[N]`` bool; ``mask``: ``[T, B]`` bool or None. Per-step inputs are
-    taken with ``unbind(0)`` so that the backward stays linear in T.
+    ``is_first``: ``[N]`` bool; ``mask``: ``[T, B]`` bool or None; ``readout``: one of
+    :data:`READOUTS` (``"final"``: ``c(T)``, the paper's model). Per-step inputs are taken
+    with ``unbind(0)`` so that the backward stays linear in T; autograd differentiates it.
     """
+    code = readout_code(readout)
     u, f = transition_weights(x, w, v, b)
-    return semiring_dp(u, f, is_first, mask, PLUS_TIMES)[0]
+    if code == FINAL or x.shape[0] == 0:
+        return semiring_dp(u, f, is_first, mask, PLUS_TIMES)[0]
+    _, history = semiring_dp(u, f, is_first, mask, PLUS_TIMES, return_all=True)
+    return pool_states([c for (c,) in history], mask, readout)

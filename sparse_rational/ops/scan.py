@@ -22,6 +22,14 @@ level ``k - 1`` (WFSAs sorted by decreasing length); the result is permuted back
 The scan has a custom backward (:class:`LinearScan`): the adjoint of a linear recurrence is
 the same recurrence run backwards in time, ``lam(t) = g(t) + A(t+1) lam(t+1)``, so the
 backward is one more scan and nothing of the ``log T`` forward steps is stored.
+
+**Readouts** (:mod:`.reference` defines them). Every level's whole history ``H [T, B, m]``
+is there anyway; :func:`read_out` takes ``final`` as ``H(T-1)`` (padding carries the
+states), ``mean`` as ``sum_t r_b(t) H(t)`` with ``r_b(t) = [t real] / L_b`` (one batched
+matmul) and ``max`` as ``H`` gathered at the first argmax over the real steps. Their
+gradients reach the adjoint scan as its per-step input ``g(t) = dL/dH(t)``: ``grad`` at the
+last step (final), ``r_b(t) grad`` at every real step (mean), ``grad`` at the argmax step
+(max).
 """
 from __future__ import annotations
 
@@ -29,6 +37,8 @@ from functools import lru_cache
 
 import torch
 from torch import Tensor
+
+from .reference import FINAL, MEAN, readout_code
 
 
 def _hillis_steele(A: Tensor, X: Tensor, products: bool = False, reverse: bool = False) -> tuple[Tensor, Tensor]:
@@ -198,14 +208,40 @@ def state_levels(is_first: Tensor) -> tuple[list[int], list[int], list[int]]:
     return _levels_cached(flags)
 
 
+def read_out(H: Tensor, real: Tensor | None, code: int) -> Tensor:
+    """The readout ``code`` (:func:`.reference.readout_code`) of one level's history
+    ``H [T, B, m]`` (padding carried over), ``[B, m]``; ``real``: ``[T, B]`` bool, or None
+    when every token is real. Differentiable (the gradient reaches :class:`LevelScan`)."""
+    if code == FINAL:
+        return H[-1]
+    T, B = H.shape[:2]
+    if real is None:
+        real = torch.ones(T, B, dtype=torch.bool, device=H.device)
+    length = real.sum(0)  # [B]
+    if code == MEAN:
+        r = real.to(H.dtype) / length.clamp(min=1).to(H.dtype)  # r_b(t) = [t real] / L_b
+        return torch.einsum("tbm,tb->bm", H, r)
+    neg = torch.full((), float("-inf"), dtype=H.dtype, device=H.device)
+    step = torch.where(real[..., None], H, neg).argmax(0, keepdim=True)  # first argmax
+    return torch.where(length[:, None] > 0, H.gather(0, step)[0], 0.0)
+
+
 def rational_forward_scan(
-    x: Tensor, w: Tensor, v: Tensor, b: Tensor, is_first: Tensor, mask: Tensor | None = None
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor,
+    mask: Tensor | None = None,
+    readout: str = "final",
 ) -> Tensor:
-    """Plus-times states at the end of each document, ``c(T)`` ``[B, N]`` (parallel scan).
+    """Plus-times states read out per document, ``[B, N]`` (parallel scan; readouts as in
+    :mod:`.reference`: ``final`` ``c(T)``, ``mean`` or ``max`` over the real tokens).
 
     ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``; ``is_first``: ``[N]`` bool;
     ``mask``: ``[T, B]`` bool (True at real tokens; at padding ``f = 1, u = 0``) or None.
     """
+    code = readout_code(readout)
     T, B, e = x.shape
     N = w.shape[1]
     perm, inverse, sizes = state_levels(is_first)
@@ -217,20 +253,22 @@ def rational_forward_scan(
     z, a = proj.split(N, dim=-1)
     f = torch.sigmoid(a + b.index_select(0, idx))
     u = z * (1 - f)
+    real = None
     if mask is not None:
-        m = mask.to(device=f.device, dtype=torch.bool)[..., None]
+        real = mask.to(device=f.device, dtype=torch.bool)
+        m = real[..., None]
         f = torch.where(m, f, torch.ones((), dtype=f.dtype, device=f.device))
         u = torch.where(m, u, torch.zeros((), dtype=u.dtype, device=u.device))
-    if N == 0:
+    if N == 0 or T == 0:
         return x.new_zeros(B, N)
     outs = []
     H = None
     for f_k, u_k in zip(f.split(sizes, dim=-1), u.split(sizes, dim=-1)):
         # level k: predecessors are the first m_k states of level k-1, one step earlier
         H = LevelScan.apply(f_k.contiguous(), u_k.contiguous(), H)
-        outs.append(H[-1])
+        outs.append(read_out(H, real, code))
     out = torch.cat(outs, dim=-1)
     return out.index_select(1, torch.tensor(inverse, device=out.device))
 
 
-__all__ = ["LevelScan", "LinearScan", "rational_forward_scan", "state_levels"]
+__all__ = ["LevelScan", "LinearScan", "rational_forward_scan", "read_out", "state_levels"]

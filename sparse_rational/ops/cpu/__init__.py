@@ -4,9 +4,18 @@
 :func:`sparse_rational.ops.reference.rational_forward_ref`. It computes the projection
 ``proj = x @ [w | v]`` (``[T, B, 2N]``, one matmul, written directly in the layout the
 kernel reads) and then calls the custom operator ``sparse_rational::wfsa_recurrence``,
-which fuses ``f = sigmoid(x.v + b)``, ``u = (x.w)(1 - f)`` and the recurrence
+which fuses ``f = sigmoid(x.v + b)``, ``u = (x.w)(1 - f)``, the recurrence
 ``c_s(t) = f_s(t) c_s(t-1) + u_s(t) p_s(t-1)`` (OpenMP over the batch, SIMD over the
-states) and has a hand-written backward (the adjoint recurrence, backwards in time).
+states) and the readout, and has a hand-written backward (the adjoint recurrence,
+backwards in time).
+
+**Readouts** (defined in :mod:`..reference`), inside the time loop: ``final`` copies
+``c(T_b)``; ``mean`` keeps one more accumulator per state, ``sum_{t real} c_s(t)``, divided
+by ``L_b`` at the end; ``max`` keeps the running maximum and its step ``a_s`` (int32
+``[B, N]``, the first step reaching the maximum; a third output, kept for the backward).
+The backward injects ``y``'s gradient ``G`` into the adjoint where ``y`` reads the states:
+``G`` at the last step (final), ``G / L_b`` at every real step (mean), ``G`` at step ``a_s``
+(max).
 
 The operator is registered with :mod:`torch.library` at import time (forward, autograd
 via ``register_autograd``, and a fake implementation, so it composes with autograd and
@@ -58,6 +67,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from ..reference import MAX, readout_code
 
 try:
     import fcntl
@@ -267,7 +278,9 @@ def _write_stamp(build_dir: Path, library: Path) -> None:
 
 
 def _build() -> None:
-    cflags = ["-O3", "-fopenmp"]
+    # -fno-trapping-math: GCC (12) if-converts the selects of the per-state loops, and so
+    # vectorises them, only when it may assume that no floating-point operation traps
+    cflags = ["-O3", "-fopenmp", "-fno-trapping-math"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         cflags.append("-march=native")
     name = f"sparse_rational_cpu_{_build_tag(cflags)}"
@@ -347,51 +360,66 @@ def _require() -> None:
 
 @torch.library.custom_op("sparse_rational::wfsa_recurrence", mutates_args=(), device_types="cpu")
 def wfsa_recurrence(
-    proj: Tensor, bias: Tensor, is_first: Tensor, mask: Tensor | None, save_hist: bool
-) -> tuple[Tensor, Tensor]:
+    proj: Tensor, bias: Tensor, is_first: Tensor, mask: Tensor | None, save_hist: bool, readout: str
+) -> tuple[Tensor, Tensor, Tensor]:
     """``proj [T,B,2N]`` (``[x.w | x.v]``), ``bias [N]``, ``is_first [N]`` bool, ``mask [T,B]``
-    bool or None -> ``(c(T) [B,N], states [B,T,N])``; ``states`` holds ``c(0..T-1)`` when
-    ``save_hist`` (the backward needs them; without, it recomputes them), else it is empty."""
+    bool or None, ``readout`` (one of :data:`..reference.READOUTS`) -> ``(y [B,N], states
+    [B,T,N], argmax [B,N] int32)``; ``states`` holds ``c(0..T-1)`` when ``save_hist`` (the
+    backward needs them; without, it recomputes them), else it is empty; ``argmax`` holds
+    the step of each maximum (-1 in an empty document) for ``readout="max"``, else it is
+    empty."""
     _require()
-    return torch.ops.sparse_rational_cpp.forward(proj, bias, is_first, mask, save_hist)
+    return torch.ops.sparse_rational_cpp.forward(proj, bias, is_first, mask, save_hist, readout_code(readout))
 
 
 @wfsa_recurrence.register_fake
-def _(proj, bias, is_first, mask, save_hist):
+def _(proj, bias, is_first, mask, save_hist, readout):
     T, B, N2 = proj.shape
-    out = proj.new_empty(B, N2 // 2)
-    hist = proj.new_empty(B, T, N2 // 2) if save_hist else proj.new_empty(0)
-    return out, hist
+    N = N2 // 2
+    out = proj.new_empty(B, N)
+    hist = proj.new_empty(B, T, N) if save_hist else proj.new_empty(0)
+    shape = (B, N) if readout_code(readout) == MAX else (0, 0)
+    return out, hist, proj.new_empty(shape, dtype=torch.int32)
 
 
 @torch.library.custom_op("sparse_rational::wfsa_recurrence_backward", mutates_args=(), device_types="cpu")
 def wfsa_recurrence_backward(
-    grad: Tensor, proj: Tensor, bias: Tensor, is_first: Tensor, mask: Tensor | None, hist: Tensor
+    grad: Tensor,
+    proj: Tensor,
+    bias: Tensor,
+    is_first: Tensor,
+    mask: Tensor | None,
+    hist: Tensor,
+    argmax: Tensor,
+    readout: str,
 ) -> tuple[Tensor, Tensor]:
-    """Gradients ``(d proj [T,B,2N], d bias [N])`` of ``c(T)`` given ``grad = dL/dc(T)``."""
+    """Gradients ``(d proj [T,B,2N], d bias [N])`` of ``y`` given ``grad = dL/dy``, from the
+    states ``hist`` and (max readout) the ``argmax`` steps of the forward."""
     _require()
-    return torch.ops.sparse_rational_cpp.backward(grad, proj, bias, is_first, mask, hist)
+    return torch.ops.sparse_rational_cpp.backward(grad, proj, bias, is_first, mask, hist, argmax,
+                                                   readout_code(readout))
 
 
 @wfsa_recurrence_backward.register_fake
-def _(grad, proj, bias, is_first, mask, hist):
+def _(grad, proj, bias, is_first, mask, hist, argmax, readout):
     return torch.empty_like(proj), torch.empty_like(bias)
 
 
 def _setup_context(ctx, inputs, output):
-    proj, bias, is_first, mask, save_hist = inputs
-    _, hist = output
-    ctx.mark_non_differentiable(hist)
-    ctx.save_for_backward(proj, bias, is_first, mask, hist)
-    ctx.save_hist = save_hist
+    proj, bias, is_first, mask, save_hist, readout = inputs
+    _, hist, argmax = output
+    ctx.mark_non_differentiable(hist, argmax)
+    ctx.save_for_backward(proj, bias, is_first, mask, hist, argmax)
+    ctx.save_hist, ctx.readout = save_hist, readout
 
 
-def _backward(ctx, grad_c, _grad_hist):
-    proj, bias, is_first, mask, hist = ctx.saved_tensors
+def _backward(ctx, grad_y, _grad_hist, _grad_argmax):
+    proj, bias, is_first, mask, hist, argmax = ctx.saved_tensors
     if not ctx.save_hist:  # states were not kept: recompute them (one more forward)
-        hist = wfsa_recurrence(proj, bias, is_first, mask, True)[1]
-    dproj, dbias = wfsa_recurrence_backward(grad_c.contiguous(), proj, bias, is_first, mask, hist)
-    return dproj, dbias, None, None, None
+        hist = wfsa_recurrence(proj, bias, is_first, mask, True, ctx.readout)[1]
+    dproj, dbias = wfsa_recurrence_backward(grad_y.contiguous(), proj, bias, is_first, mask, hist, argmax,
+                                            ctx.readout)
+    return dproj, dbias, None, None, None, None
 
 
 wfsa_recurrence.register_autograd(_backward, setup_context=_setup_context)
@@ -401,13 +429,21 @@ wfsa_recurrence.register_autograd(_backward, setup_context=_setup_context)
 
 
 def rational_forward_cpp(
-    x: Tensor, w: Tensor, v: Tensor, b: Tensor, is_first: Tensor, mask: Tensor | None = None
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor,
+    mask: Tensor | None = None,
+    readout: str = "final",
 ) -> Tensor:
-    """Plus-times states at the end of each document, ``c(T)`` ``[B, N]`` (fused C++ kernel).
+    """Plus-times states read out per document, ``[B, N]`` (fused C++ kernel; readouts as in
+    :mod:`..reference`: ``final`` ``c(T)``, ``mean`` or ``max`` over the real tokens).
 
     ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``; ``is_first``: ``[N]`` bool;
     ``mask``: ``[T, B]`` bool (True at real tokens) or None. CPU, float32/float64.
     """
+    readout_code(readout)
     T, B, e = x.shape
     N = w.shape[1]
     W = torch.cat([w, v], dim=1)
@@ -422,7 +458,7 @@ def rational_forward_cpp(
     if mask is not None:
         mask = mask.to(torch.bool)
     save = torch.is_grad_enabled() and (proj.requires_grad or b.requires_grad)
-    return wfsa_recurrence(proj, b, is_first, mask, save)[0]
+    return wfsa_recurrence(proj, b, is_first, mask, save, readout)[0]
 
 
 __all__ = [

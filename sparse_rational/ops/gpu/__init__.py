@@ -4,9 +4,9 @@
 :func:`sparse_rational.ops.reference.rational_forward_ref` (see :mod:`.triton_wfsa` for the
 design). Importing this package never imports Triton: :func:`triton_importable` only looks
 for it, the kernel module is imported on the first call, and :func:`triton_available`
-compiles and runs a tiny case once per device (forward and backward) and reports whether
-that worked (:func:`triton_error` says why not). Triton ships with the CUDA builds of
-PyTorch; nothing extra needs installing.
+compiles and runs a tiny case once per device (forward and backward, every readout) and
+reports whether that worked (:func:`triton_error` says why not). Triton ships with the
+CUDA builds of PyTorch; nothing extra needs installing.
 """
 from __future__ import annotations
 
@@ -30,21 +30,28 @@ def triton_importable() -> bool:
 
 
 def rational_forward_triton(
-    x: Tensor, w: Tensor, v: Tensor, b: Tensor, is_first: Tensor, mask: Tensor | None = None
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor,
+    mask: Tensor | None = None,
+    readout: str = "final",
 ) -> Tensor:
-    """Plus-times states at the end of each document, ``c(T)`` ``[B, N]`` (Triton, CUDA).
+    """Plus-times states read out per document, ``[B, N]`` (Triton, CUDA; readouts as in
+    :mod:`..reference`: ``final`` ``c(T)``, ``mean`` or ``max`` over the real tokens).
 
     ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``; ``is_first``: ``[N]`` bool;
     ``mask``: ``[T, B]`` bool (True at real tokens) or None.
     """
     from .triton_wfsa import rational_forward_triton as fn
 
-    return fn(x, w, v, b, is_first, mask)
+    return fn(x, w, v, b, is_first, mask, readout=readout)
 
 
 def triton_available(device: torch.device | str = "cuda") -> bool:
-    """Compile and run the kernels once on ``device`` (a tiny forward + backward, checked
-    against the reference); False, with the reason in :func:`triton_error`, if that fails."""
+    """Compile and run the kernels once on ``device`` (a tiny forward + backward of each
+    readout, checked against the reference); False, with the reason in :func:`triton_error`, if that fails."""
     key = str(torch.device(device))
     if key not in _checked:
         with _lock:
@@ -77,7 +84,7 @@ def _self_test(device: torch.device) -> str | None:
 
 
 def _self_test_body(device: torch.device) -> str | None:
-    from ..reference import rational_forward_ref
+    from ..reference import READOUTS, rational_forward_ref
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 2, 3, generator=g)
@@ -85,13 +92,14 @@ def _self_test_body(device: torch.device) -> str | None:
     b = torch.randn(3, generator=g)
     is_first = torch.tensor([True, False, True])
     mask = torch.tensor([[True, True]] * 4 + [[True, False]])
-    want = rational_forward_ref(x, w, v, b, is_first, mask)
-    leaf = x.to(device).requires_grad_()
-    got = rational_forward_triton(leaf, w.to(device), v.to(device), b.to(device), is_first.to(device),
-                                  mask.to(device))
-    got.sum().backward()
-    if not torch.allclose(got.detach().cpu(), want, atol=1e-4, rtol=1e-4) or not torch.isfinite(leaf.grad).all():
-        return "the triton kernel disagrees with the reference"
+    for readout in READOUTS:
+        want = rational_forward_ref(x, w, v, b, is_first, mask, readout=readout)
+        leaf = x.to(device).requires_grad_()
+        got = rational_forward_triton(leaf, w.to(device), v.to(device), b.to(device), is_first.to(device),
+                                      mask.to(device), readout=readout)
+        got.sum().backward()
+        if not torch.allclose(got.detach().cpu(), want, atol=1e-4, rtol=1e-4) or not torch.isfinite(leaf.grad).all():
+            return f"the triton kernel disagrees with the reference (readout {readout!r})"
     return None
 
 

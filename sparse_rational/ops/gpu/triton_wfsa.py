@@ -15,10 +15,17 @@
   warp per program with the WFSAs across its lanes (``BLOCK_J <= 32``). The predecessor tile
   (rows shifted down by one, row 0 = 1) is a ``tl.gather`` along the level axis (no barrier
   in the SASS; a masked ``[LP, LP, BLOCK_J]`` reduction cost two barriers a step). Time is
-  unrolled by ``TC`` steps (``tl.static_range``). It writes ``c(T)`` and, when a backward
-  will follow, every ``c(t)`` (``[T, B, N]``, the "history").
-- The backward kernel runs the adjoint recurrence backwards in time from ``lam(T-1) = dL/dc(T)``,
-  reading the stored history (nothing is recomputed but ``f, u`` from ``proj``)::
+  unrolled by ``TC`` steps (``tl.static_range``). The readout (a constexpr, see
+  :mod:`..reference`) is fused into the time loop as a second register tile: ``final``
+  writes ``c(T)``; ``mean`` a running sum of ``c(t)`` over the real steps, divided by
+  ``L_b`` (``lengths``) at the end; ``max`` a running maximum (replaced only by a strictly
+  larger value) and its step, an int32 tile written as ``argmax [B, N]`` (-1: no real
+  step, the readout is then 0). When a backward will follow it also writes every ``c(t)``
+  (``[T, B, N]``, the "history").
+- The backward kernel runs the adjoint recurrence backwards in time, reading the stored
+  history (nothing is recomputed but ``f, u`` from ``proj``), with the readout's gradient
+  ``G = dL/dy`` injected where ``y`` reads the states: ``lam(T-1) = G`` (final), ``lam(t) +=
+  G / L_b`` at every real step (mean), ``lam(t) += G`` at the argmax step (max)::
 
       du_k(t) = lam_k(t) c_{k-1}(t-1),  df_k(t) = lam_k(t) c_k(t-1)
       lam_k(t-1) = f_k(t) lam_k(t) + u_{k+1}(t) lam_{k+1}(t)          (unchanged at pads)
@@ -42,16 +49,19 @@ from torch import Tensor
 import triton
 import triton.language as tl
 
+from ..reference import FINAL, MAX, MEAN, readout_code
 from ..scan import state_levels
 
 TC = 8  # time steps unrolled per chunk
+# the readout codes, as the kernels' READOUT argument takes them
+_FINAL, _MEAN, _MAX = tl.constexpr(FINAL), tl.constexpr(MEAN), tl.constexpr(MAX)
 
 
 def _wfsa_fwd(
-    proj_ptr, bias_ptr, off_ptr, size_ptr, mask_ptr, out_ptr, hist_ptr,
+    proj_ptr, bias_ptr, off_ptr, size_ptr, mask_ptr, len_ptr, out_ptr, arg_ptr, hist_ptr,
     T, N, s_pt, s_pb, s_mt, s_mb, s_ht, s_hb,
     L: tl.constexpr, LP: tl.constexpr, BLOCK_J: tl.constexpr, TC: tl.constexpr,
-    HAS_MASK: tl.constexpr, SAVE: tl.constexpr, NUM_STAGES: tl.constexpr,
+    HAS_MASK: tl.constexpr, SAVE: tl.constexpr, READOUT: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     bidx = tl.program_id(0)
     jb = tl.program_id(1)
@@ -63,6 +73,11 @@ def _wfsa_fwd(
     col = tl.where(valid, off[:, None] + j[None, :], 0)
     bias = tl.load(bias_ptr + col, mask=valid, other=0.0)
     c = tl.full([LP, BLOCK_J], 0.0, bias.dtype)
+    # the readout's tiles: mean: the sum of c(t); max: the running max and its step
+    acc = tl.full([LP, BLOCK_J], 0.0, bias.dtype)
+    if READOUT == _MAX:
+        acc = tl.full([LP, BLOCK_J], float("-inf"), bias.dtype)
+    arg = tl.full([LP, BLOCK_J], -1, tl.int32)
     first = rows[:, None] == 0
     # level k-1 of each WFSA, in registers (each lane holds all levels of its WFSA)
     pred_idx = tl.maximum(rows[:, None] - 1, 0) + tl.full([LP, BLOCK_J], 0, tl.int32)
@@ -85,16 +100,28 @@ def _wfsa_fwd(
             if HAS_MASK:
                 go = go & (tl.load(m_base + t * s_mt, mask=live, other=0) != 0)
             c = tl.where(go, new, c)
+            if READOUT == _MEAN:
+                acc += tl.where(go, c, 0.0)
+            if READOUT == _MAX:
+                better = go & (c > acc)  # strict: a tie keeps the first step
+                acc = tl.where(better, c, acc)
+                arg = tl.where(better, t, arg)
             if SAVE:
                 tl.store(h_base + t * s_ht, c, mask=lm)
-    tl.store(out_ptr + bidx.to(tl.int64) * N + col, c, mask=valid)
+    y = c
+    if READOUT == _MEAN:
+        y = acc / tl.maximum(tl.load(len_ptr + bidx), 1).to(acc.dtype)
+    if READOUT == _MAX:
+        y = tl.where(arg >= 0, acc, 0.0)
+        tl.store(arg_ptr + bidx.to(tl.int64) * N + col, arg, mask=valid)
+    tl.store(out_ptr + bidx.to(tl.int64) * N + col, y, mask=valid)
 
 
 def _wfsa_bwd(
-    grad_ptr, proj_ptr, bias_ptr, off_ptr, size_ptr, mask_ptr, hist_ptr, dproj_ptr,
+    grad_ptr, proj_ptr, bias_ptr, off_ptr, size_ptr, mask_ptr, len_ptr, arg_ptr, hist_ptr, dproj_ptr,
     T, N, s_pt, s_pb, s_mt, s_mb, s_ht, s_hb, s_dt, s_db,
     L: tl.constexpr, LP: tl.constexpr, BLOCK_J: tl.constexpr, TC: tl.constexpr,
-    HAS_MASK: tl.constexpr, NUM_STAGES: tl.constexpr,
+    HAS_MASK: tl.constexpr, READOUT: tl.constexpr, NUM_STAGES: tl.constexpr,
 ):
     bidx = tl.program_id(0)
     jb = tl.program_id(1)
@@ -105,7 +132,15 @@ def _wfsa_bwd(
     valid = j[None, :] < size[:, None]
     col = tl.where(valid, off[:, None] + j[None, :], 0)
     bias = tl.load(bias_ptr + col, mask=valid, other=0.0)
-    lam = tl.load(grad_ptr + bidx.to(tl.int64) * N + col, mask=valid, other=0.0)
+    G = tl.load(grad_ptr + bidx.to(tl.int64) * N + col, mask=valid, other=0.0)  # dL/dy
+    lam = G
+    if READOUT != _FINAL:
+        lam = tl.zeros_like(G)
+    if READOUT == _MEAN:
+        G = G / tl.maximum(tl.load(len_ptr + bidx), 1).to(G.dtype)
+    arg = tl.full([LP, BLOCK_J], -1, tl.int32)
+    if READOUT == _MAX:
+        arg = tl.load(arg_ptr + bidx.to(tl.int64) * N + col, mask=valid, other=-1)
     first = rows[:, None] == 0
     last = rows[:, None] == LP - 1
     pred_idx = tl.maximum(rows[:, None] - 1, 0) + tl.full([LP, BLOCK_J], 0, tl.int32)
@@ -128,11 +163,15 @@ def _wfsa_bwd(
             omf = 1.0 - f
             u = z * omf
             prev = tl.where(first, 1.0, tl.gather(cp, pred_idx, axis=0))
-            du = lam * prev
-            df = lam * cp
             go = live
             if HAS_MASK:
                 go = go & (tl.load(m_base + t * s_mt, mask=live, other=0) != 0)
+            if READOUT == _MEAN:  # y reads every real step
+                lam += tl.where(go, G, 0.0)
+            if READOUT == _MAX:  # y reads the argmax step
+                lam += tl.where(go & (arg == t), G, 0.0)
+            du = lam * prev
+            df = lam * cp
             dz = tl.where(go, du * omf, 0.0)
             da = tl.where(go, (df - du * z) * f * omf, 0.0)
             tl.store(dz_base + t * s_dt, dz, mask=lm)
@@ -218,27 +257,36 @@ def _mask_args(mask: Tensor | None, dummy: Tensor):
     return mask, mask.stride(0), mask.stride(1)
 
 
-def _run_forward(proj, bias, mask, offsets, sizes, L, d, save):
-    """``(c(T) [B, N], history [T, B, N] or a dummy)``: the forward kernel."""
+def _lengths(mask: Tensor | None, T: int, B: int, device) -> Tensor:
+    """``L_b`` ``[B]`` int32: the real tokens of each document (the mean readout divides by it)."""
+    if mask is None:
+        return torch.full((B,), T, dtype=torch.int32, device=device)
+    return mask.sum(0, dtype=torch.int32)
+
+
+def _run_forward(proj, bias, mask, lengths, offsets, sizes, L, d, readout, save):
+    """``(y [B, N], history [T, B, N] or a dummy, argmax [B, N] int32 or a dummy)``: the
+    forward kernel (``readout``: the code of :func:`..reference.readout_code`)."""
     T, B, N2 = proj.shape
     N = N2 // 2
     out = proj.new_empty(B, N)
     hist = proj.new_empty(T, B, N) if save else proj.new_empty(1, 1, 1)
+    arg = torch.empty((B, N) if readout == MAX else (1, 1), dtype=torch.int32, device=proj.device)
     LP, BJ, nw = _launch_params(L, d)
     interp = _interpreting(proj)
     fwd, _ = _kernels(interp)
     m, smt, smb = _mask_args(mask, proj)
     fwd[(B, triton.cdiv(d, BJ))](
-        proj, bias, offsets, sizes, m, out, hist,
+        proj, bias, offsets, sizes, m, lengths, out, arg, hist,
         _loop_bound(T, interp), N, proj.stride(0), proj.stride(1), smt, smb, hist.stride(0), hist.stride(1),
-        L=L, LP=LP, BLOCK_J=BJ, TC=TC, HAS_MASK=mask is not None, SAVE=save,
+        L=L, LP=LP, BLOCK_J=BJ, TC=TC, HAS_MASK=mask is not None, SAVE=save, READOUT=readout,
         NUM_STAGES=_num_stages(LP, BJ, proj.element_size(), 2), num_warps=nw,
     )
-    return out, hist
+    return out, hist, arg
 
 
-def _run_backward(grad, proj, bias, mask, offsets, sizes, L, d, hist):
-    """``d proj [T, B, 2N]``: the backward kernel (``grad = dL/dc(T)``, ``[B, N]``)."""
+def _run_backward(grad, proj, bias, mask, lengths, offsets, sizes, L, d, readout, hist, arg):
+    """``d proj [T, B, 2N]``: the backward kernel (``grad = dL/dy``, ``[B, N]``)."""
     T, B, N2 = proj.shape
     N = N2 // 2
     grad = grad.contiguous().to(proj.dtype)
@@ -248,52 +296,65 @@ def _run_backward(grad, proj, bias, mask, offsets, sizes, L, d, hist):
     _, bwd = _kernels(interp)
     m, smt, smb = _mask_args(mask, proj)
     bwd[(B, triton.cdiv(d, BJ))](
-        grad, proj, bias, offsets, sizes, m, hist, dproj,
+        grad, proj, bias, offsets, sizes, m, lengths, arg, hist, dproj,
         _loop_bound(T, interp), N, proj.stride(0), proj.stride(1), smt, smb, hist.stride(0), hist.stride(1),
         dproj.stride(0), dproj.stride(1),
-        L=L, LP=LP, BLOCK_J=BJ, TC=TC, HAS_MASK=mask is not None,
+        L=L, LP=LP, BLOCK_J=BJ, TC=TC, HAS_MASK=mask is not None, READOUT=readout,
         NUM_STAGES=_num_stages(LP, BJ, proj.element_size(), 3), num_warps=nw,
     )
     return dproj
 
 
 class TritonRecurrence(torch.autograd.Function):
-    """``c = TritonRecurrence.apply(proj, bias, mask, offsets, sizes, L, d, save)``.
+    """``y = TritonRecurrence.apply(proj, bias, mask, offsets, sizes, L, d, save, readout)``.
 
     ``proj``: ``[T, B, 2N]`` (``[z | a]``, level-major columns, last dim contiguous);
     ``bias``: ``[N]``; ``mask``: ``[T, B]`` uint8 or None; ``offsets, sizes``: ``[L]`` int32,
     the first column and the number of states of each level (WFSAs longest first); ``d``:
     the number of WFSAs; ``save``: keep every ``c(t)`` for the backward (else the backward
-    recomputes them). Returns ``c(T)`` ``[B, N]`` in the same level-major order.
+    recomputes them); ``readout``: a name of :data:`..reference.READOUTS` (default
+    ``"final"``). Returns the readout ``[B, N]`` in the same level-major order.
     """
 
     @staticmethod
-    def forward(ctx, proj, bias, mask, offsets, sizes, L, d, save):
-        out, hist = _run_forward(proj, bias, mask, offsets, sizes, L, d, save)
-        ctx.save_for_backward(proj, bias, mask, offsets, sizes, hist)
-        ctx.L, ctx.d, ctx.saved_hist = L, d, save
+    def forward(ctx, proj, bias, mask, offsets, sizes, L, d, save, readout="final"):
+        code = readout_code(readout)
+        T, B = proj.shape[:2]
+        lengths = _lengths(mask, T, B, proj.device)
+        out, hist, arg = _run_forward(proj, bias, mask, lengths, offsets, sizes, L, d, code, save)
+        ctx.save_for_backward(proj, bias, mask, lengths, offsets, sizes, hist, arg)
+        ctx.L, ctx.d, ctx.saved_hist, ctx.code = L, d, save, code
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        proj, bias, mask, offsets, sizes, hist = ctx.saved_tensors
+        proj, bias, mask, lengths, offsets, sizes, hist, arg = ctx.saved_tensors
+        args = (proj, bias, mask, lengths, offsets, sizes, ctx.L, ctx.d, ctx.code)
         if not ctx.saved_hist:  # the states were not kept: recompute them
-            hist = _run_forward(proj, bias, mask, offsets, sizes, ctx.L, ctx.d, True)[1]
-        dproj = _run_backward(grad, proj, bias, mask, offsets, sizes, ctx.L, ctx.d, hist)
+            hist = _run_forward(*args, True)[1]
+        dproj = _run_backward(grad, *args, hist, arg)
         N = proj.shape[-1] // 2
         dbias = dproj[..., N:].sum(dim=(0, 1)) if ctx.needs_input_grad[1] else None
-        return dproj, dbias, None, None, None, None, None, None
+        return dproj, dbias, None, None, None, None, None, None, None
 
 
 def rational_forward_triton(
-    x: Tensor, w: Tensor, v: Tensor, b: Tensor, is_first: Tensor, mask: Tensor | None = None
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor,
+    mask: Tensor | None = None,
+    readout: str = "final",
 ) -> Tensor:
-    """Plus-times states at the end of each document, ``c(T)`` ``[B, N]`` (Triton kernel).
+    """Plus-times states read out per document, ``[B, N]`` (Triton kernel; readouts as in
+    :mod:`..reference`: ``final`` ``c(T)``, ``mean`` or ``max`` over the real tokens).
 
     ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``; ``is_first``: ``[N]`` bool;
     ``mask``: ``[T, B]`` bool (True at real tokens) or None. CUDA tensors (CPU tensors only
     under ``TRITON_INTERPRET=1``); float32/float64 natively, other dtypes via float32.
     """
+    readout_code(readout)
     T, B, e = x.shape
     N = w.shape[1]
     if N == 0 or B == 0 or T == 0:
@@ -313,7 +374,7 @@ def rational_forward_triton(
     if mask is not None:
         m = mask.to(device=proj.device, dtype=torch.uint8)
     save = torch.is_grad_enabled() and (proj.requires_grad or bias.requires_grad)
-    out = TritonRecurrence.apply(proj, bias, m, offsets, sizes, L, d, save)
+    out = TritonRecurrence.apply(proj, bias, m, offsets, sizes, L, d, save, readout)
     return out.index_select(1, inverse).to(dtype)
 
 
