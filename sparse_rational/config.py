@@ -30,6 +30,10 @@ class ModelOptions:
     patterns: str = _opt("24x4", "WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4")
     dropout: float = _opt(0.2, "dropout on the WFSA scores", kind="probability")
     input_dropout: float = _opt(0.2, "variational dropout on the word vectors", kind="probability")
+    readout: str = _opt("final", "a WFSA's score: its states at the document's end ('final', the paper's), "
+                        "or their mean or max over the document", choices=("final", "mean", "max"))
+    self_loop_bias: float = _opt(0.0, "initial bias of every self-loop (f = sigmoid(bias): larger remembers "
+                                 "longer)", kind="float")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Export a model as plain JSON (``sparse-rational-automata/1``) to run it outside PyTorch.
+"""Export a model as plain JSON (``sparse-rational-automata/2``) to run it outside PyTorch.
 
 Schema::
 
-    {"format": "sparse-rational-automata/1",
+    {"format": "sparse-rational-automata/2",
+     "readout": "final" | "mean" | "max",
      "classes": [...],
      "tokens": {"lowercase": bool, "bos": str|null, "eos": str|null, "unk": str},
      "vocab": [...],
@@ -14,7 +15,9 @@ Schema::
 Scoring a document (token ids ``x_1..x_T`` including ``<s>``/``</s>``): for each WFSA,
 ``c_0 = 1``, ``c_k = 0``; at each token ``f_k = sigmoid(v_k.x + b_k)``,
 ``u_k = (w_k.x)(1 - f_k)``, ``c_k <- f_k c_k + u_k c_{k-1}`` (all k at once, old values on
-the right); the score is ``sum_k c_k``; logits = ``weight @ scores + bias``.
+the right); the score is ``sum_k r(c_k)``, where the readout ``r`` takes ``c_k`` after the
+last token (``final``), its mean over the tokens (``mean``) or its max over them (``max``);
+logits = ``weight @ scores + bias``. Version 1 had no readout (always ``final``).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from .errors import UserError
 from .fileio import atomic_write_json
 from .pipeline import TextClassifier
 
-FORMAT = "sparse-rational-automata/1"
+FORMAT = "sparse-rational-automata/2"
 
 
 def export_dict(clf: TextClassifier) -> dict:
@@ -43,6 +46,7 @@ def export_dict(clf: TextClassifier) -> dict:
         s += n
     return {
         "format": FORMAT,
+        "readout": model.config.readout,
         "classes": list(clf.classes),
         "tokens": clf.vocab.token_settings(),
         "vocab": list(clf.vocab.tokens),

@@ -10,6 +10,9 @@ from torch import Tensor, nn
 from .ops import rational_forward
 
 
+READOUTS = ("final", "mean", "max")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; the learned structure lives here.
@@ -24,11 +27,14 @@ class ModelConfig:
     vocab_size: int = 0  # 0: the model takes vectors, not token ids
     dropout: float = 0.2  # on the WFSA scores, before the linear layer
     input_dropout: float = 0.2  # variational (one mask per document) on the input vectors
+    readout: str = "final"  # how a WFSA's score is read: at the end (the paper), mean or max over time
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "structure", tuple(int(n) for n in self.structure))
         if any(n < 1 for n in self.structure):
             raise ValueError(f"WFSA lengths must be >= 1, got {self.structure}")
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
 
     @property
     def transitions(self) -> int:
@@ -58,19 +64,24 @@ class WFSALayer(nn.Module):
     ``w, v``: ``[e, N]``, ``b``: ``[N]``. The group of state ``s`` is
     ``(w[:, s], v[:, s], b[s])``: everything that enters that state.
 
-    ``forward(x [T, B, e], mask [T, B]) -> scores [B, d]``,
-    ``score_j = sum_{i=1..n_j} c_ji(T)`` (all states but q_0 are final).
+    ``forward(x [T, B, e], mask [T, B]) -> scores [B, d]``, ``score_j = sum_{i=1..n_j} r(c_ji)``
+    (all states but q_0 are final) where the readout ``r`` is ``c(T)`` (``"final"``, the
+    paper's), the mean of ``c(t)`` over the document's tokens (``"mean"``) or their max
+    (``"max"``). ``self_loop_bias`` initialises every ``b`` (``f = sigmoid(b)`` at a zero
+    input: a larger bias remembers longer).
     """
 
-    def __init__(self, structure: tuple[int, ...], embedding_dim: int, impl: str = "auto"):
+    def __init__(self, structure: tuple[int, ...], embedding_dim: int, impl: str = "auto",
+                 readout: str = "final", self_loop_bias: float = 0.0):
         super().__init__()
         self.structure = tuple(structure)
         self.impl = impl
+        self.readout = readout
         n, e = sum(self.structure), embedding_dim
         bound = math.sqrt(3.0 / e)  # each column ~ unit norm: groups start near sqrt(2)
         self.w = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
         self.v = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
-        self.b = nn.Parameter(torch.zeros(n))
+        self.b = nn.Parameter(torch.full((n,), float(self_loop_bias)))
         is_first, owner = state_layout(self.structure)
         self.register_buffer("is_first", is_first, persistent=False)
         self.register_buffer("owner", owner, persistent=False)
@@ -80,8 +91,9 @@ class WFSALayer(nn.Module):
         return len(self.structure)
 
     def states(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Plus-times values of all states at each document's end, ``[B, N]``."""
-        return rational_forward(x, self.w, self.v, self.b, self.is_first, mask, impl=self.impl)
+        """Plus-times values of all states read out over each document, ``[B, N]``."""
+        return rational_forward(x, self.w, self.v, self.b, self.is_first, mask, impl=self.impl,
+                                readout=self.readout)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         batch = x.shape[1]
@@ -104,7 +116,8 @@ class RationalClassifier(nn.Module):
     transformer vectors of a corpus, ``embeddings.transformer.RowTable``) and ids into it.
     """
 
-    def __init__(self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto"):
+    def __init__(self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto",
+                 self_loop_bias: float = 0.0):
         super().__init__()
         self.config = config
         if config.vocab_size:
@@ -114,7 +127,8 @@ class RationalClassifier(nn.Module):
             self.register_buffer("embeddings", emb.detach().clone().float())
         else:
             self.embeddings = embeddings  # None, or a row table that forward() indexes (not saved)
-        self.wfsa = WFSALayer(config.structure, config.embedding_dim, impl=impl)
+        self.wfsa = WFSALayer(config.structure, config.embedding_dim, impl=impl, readout=config.readout,
+                              self_loop_bias=self_loop_bias)
         self.dropout = nn.Dropout(config.dropout)
         if config.structure:
             self.classifier = nn.Linear(len(config.structure), config.num_classes)

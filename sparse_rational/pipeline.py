@@ -35,7 +35,7 @@ from .config import RunOptions, StructureOptions, TrainConfig, default
 from .learn import learn_structure, regularisation_path
 from .metrics import Metrics
 from .phases import Phases
-from .model import ModelConfig, RationalClassifier
+from .model import READOUTS, ModelConfig, RationalClassifier
 from .structure import format_structure, parse_patterns
 from .train import EncodedData, accuracy, predict_proba
 from .vocab import Vocabulary
@@ -238,15 +238,15 @@ class TextClassifier:
         return cls(model, vocab, classes, cfg.get("embeddings", {}).get("source", ""), metrics, encoder)
 
 
-def _seeded_model(config: ModelConfig, embeddings: torch.Tensor, seed: int):
+def _seeded_model(config: ModelConfig, embeddings: torch.Tensor, seed: int, self_loop_bias: float):
     def make() -> RationalClassifier:
         torch.manual_seed(seed)
-        return RationalClassifier(config, embeddings)
+        return RationalClassifier(config, embeddings, self_loop_bias=self_loop_bias)
 
     return make
 
 
-def _prepare_static(splits, embeddings, structure, classes, dropout, input_dropout, seed, verbose, hf_options):
+def _prepare_static(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options):
     """Vocabulary and frozen static vectors; documents as token ids."""
     vocab_tmp = Vocabulary(list(SPECIALS))  # tokenizer and specials, before the vocabulary exists
     tokenized = {name: [vocab_tmp.words(ex.text) for ex in getattr(splits, name)] for name in ("train", "dev", "test")}
@@ -261,22 +261,23 @@ def _prepare_static(splits, embeddings, structure, classes, dropout, input_dropo
             f"{embeddings} vectors, {vstats['oov_train']} OOV training words)",
             file=sys.stderr,
         )
-    config = ModelConfig(structure, vectors.dim, len(classes), len(tokens), dropout, input_dropout)
+    config = ModelConfig(structure, vectors.dim, len(classes), len(tokens), mopts.dropout, mopts.input_dropout,
+                         mopts.readout)
     clf = TextClassifier(RationalClassifier(config, torch.from_numpy(matrix)), vocab, classes, embeddings)
     train = clf.encode(splits.train)
     dev = clf.encode(splits.dev, strict_labels=False)
-    return clf, train, dev, _seeded_model(config, torch.from_numpy(matrix), seed), {}
+    return clf, train, dev, _seeded_model(config, torch.from_numpy(matrix), seed, mopts.self_loop_bias), {}
 
 
-def _prepare_contextual(splits, embeddings, structure, classes, dropout, input_dropout, seed, verbose, hf_options):
+def _prepare_contextual(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options):
     """Frozen transformer vectors of every text, encoded once into the disk cache (or read
     from it); the models read them through one shared :class:`RowTable`, no vocabulary."""
     encoder, table, info = prepare_contextual(splits, embeddings, hf_options, verbose=verbose)
-    config = ModelConfig(structure, encoder.dim, len(classes), 0, dropout, input_dropout)
+    config = ModelConfig(structure, encoder.dim, len(classes), 0, mopts.dropout, mopts.input_dropout, mopts.readout)
     clf = TextClassifier(RationalClassifier(config, table), None, classes, embeddings, encoder=encoder)
     train = clf.encode(splits.train)
     dev = clf.encode(splits.dev, strict_labels=False)
-    return clf, train, dev, _seeded_model(config, table, seed), {"encoding": info}
+    return clf, train, dev, _seeded_model(config, table, seed, mopts.self_loop_bias), {"encoding": info}
 
 
 @dataclass
@@ -298,16 +299,19 @@ class _Run:
 
 
 def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, train_config, structure_options,
-             dropout, input_dropout, verbose, hf_options, options) -> _Run:
+             dropout, input_dropout, verbose, hf_options, options, readout=None) -> _Run:
     start = time.perf_counter()
     options = options or RunOptions()
     embeddings = options.embeddings if embeddings is None else embeddings
     cfg = train_config or options.train
     mopts = replace(options.model, **{k: v for k, v in (("patterns", patterns), ("dropout", dropout),
-                                                          ("input_dropout", input_dropout)) if v is not None})
+                                                          ("input_dropout", input_dropout), ("readout", readout))
+                                      if v is not None})
     opts = replace(structure_options or options.structure,
                    **({"reg_strength": reg_strength} if reg_strength is not None else {}),
                    **({"target_transitions": target_transitions} if target_transitions is not None else {}))
+    if mopts.readout not in READOUTS:
+        raise ParameterError("readout", f"{mopts.readout!r} is not one of {', '.join(READOUTS)}")
     if opts.reg_strength < 0 or not math.isfinite(opts.reg_strength):
         raise ParameterError("reg_strength", f"must be a finite number >= 0, got {opts.reg_strength}")
     if opts.target_transitions is not None and opts.reg_strength > 0:
@@ -336,8 +340,8 @@ def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, tra
     if len(classes) < 2:
         raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
     prepare = _prepare_contextual if is_contextual(embeddings) else _prepare_static
-    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, mopts.dropout,
-                                          mopts.input_dropout, cfg.seed, verbose, hf_options)
+    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, mopts, cfg.seed, verbose,
+                                          hf_options)
     return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start)
 
 
@@ -369,6 +373,7 @@ def _finish(run: _Run, model: RationalClassifier, last, learned=None) -> TextCla
     metrics.embeddings, metrics.train_size, metrics.dev_size = run.embeddings, len(run.splits.train), \
         len(run.splits.dev)
     metrics.hyperparameters = {**asdict(cfg), "dropout": run.mopts.dropout, "input_dropout": run.mopts.input_dropout,
+                               "readout": run.mopts.readout, "self_loop_bias": run.mopts.self_loop_bias,
                                "reg_epochs": opts.reg_epochs, "penalty_update": opts.penalty_update,
                                "structure_search": opts.structure_search}
     if opts.structure_search == "path" and opts.targets:
@@ -395,6 +400,7 @@ def train_text_classifier(
     checkpoint=None,
     hf_options: TransformerOptions | None = None,
     options: RunOptions | None = None,
+    readout: str | None = None,
 ) -> TextClassifier:
     """Train a rational RNN on ``splits``; with ``reg_strength > 0`` or a target number of
     transitions, learn its structure (penalise, prune, finetune). ``metrics`` of the result
@@ -412,7 +418,7 @@ def train_text_classifier(
     ``hf:FOLDER`` / ``hf:ID`` (a frozen transformer; ``hf_options`` says how its vectors are
     made, and ``metrics["encoding"]`` records the encoding time and the cache)."""
     run = _prepare(splits, embeddings, patterns, reg_strength, target_transitions, train_config,
-                   structure_options, dropout, input_dropout, verbose, hf_options, options)
+                   structure_options, dropout, input_dropout, verbose, hf_options, options, readout)
     if len(run.opts.targets) > 1:
         raise ParameterError("target_transitions", "several targets give several models: use train_structure_path")
     phases = Phases(checkpoint, verbose=verbose)

@@ -58,7 +58,7 @@ def _prob(value, name: str) -> float:
 def model_config(raw, path: str | os.PathLike):
     """A :class:`~sparse_rational.model.ModelConfig` from the ``"model"`` object of a
     config file, every field checked (unknown fields are an error)."""
-    from .model import ModelConfig
+    from .model import READOUTS, ModelConfig
 
     def bad(what: str) -> UserError:
         return UserError(f"{path}: {one_line(what)}")
@@ -78,6 +78,8 @@ def model_config(raw, path: str | os.PathLike):
         _int(raw.get("vocab_size", 0), "vocab_size", 0, 1 << 31)
         _prob(raw.get("dropout", 0.0), "dropout")
         _prob(raw.get("input_dropout", 0.0), "input_dropout")
+        if raw.get("readout", "final") not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}")
         return ModelConfig.from_dict(raw)
     except KeyError as exc:
         raise bad(f"\"model\" has no field {exc}") from None

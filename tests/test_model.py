@@ -133,5 +133,5 @@ def test_parse_patterns():
     assert parse_patterns("1x1, 2x3") == (1, 3, 3)
     assert format_structure((4, 4, 2, 1)) == "2x4,1x2,1x1"
     for bad in ["", "24", "x4", "0x4", "4x0", "24x4,", "ax2", "2x-1"]:
-        with pytest.raises(UserError, match="--patterns"):
+        with pytest.raises(UserError, match="^patterns: "):
             parse_patterns(bad)

@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sparse_rational.cli import main
 from sparse_rational.data import tokenize
@@ -37,5 +38,23 @@ def test_readme_numpy_scorer_equals_predict(baseline, tmp_path, monkeypatch, cap
     texts = ["Works great , I love it", "it broke and the company would not refund me", "<s> & </s>"]
     expected = clf.predict_proba(texts)
     for text, p in zip(texts, expected):
+        got = namespace["probabilities"](tokenize(text))
+        np.testing.assert_allclose([got[c] for c in clf.classes], p, atol=1e-5)
+
+
+@pytest.mark.parametrize("readout", ["mean", "max"])
+def test_readme_numpy_scorer_handles_pooled_readouts(readout, tiny_files, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]), "--embeddings",
+                 "glove-6b-50d", "--patterns", "2x3,2x1", "--readout", readout, "--epochs", "2", "--quiet",
+                 "--threads", "1", "--out", "m"]) == 0
+    assert main(["export", "--model", "m", "--out", "mine.json"]) == 0
+    block = next(b for b in python_blocks() if "mine.json" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    clf = TextClassifier.load(tmp_path / "m")
+    assert clf.model.config.readout == readout
+    texts = ["Works great , I love it", "it broke and the company would not refund me"]
+    for text, p in zip(texts, clf.predict_proba(texts)):
         got = namespace["probabilities"](tokenize(text))
         np.testing.assert_allclose([got[c] for c in clf.classes], p, atol=1e-5)
