@@ -115,9 +115,10 @@ def main() -> None:
             ratio = statistics.mean(per[k] / units[k] for k in per)
         else:
             ratio = statistics.mean(r["seconds"] / units[(r["dataset"], r["seed"])] for r in rs)
-        fmt = (lambda xs: f"{100 * statistics.mean(xs):.1f} +- {100 * statistics.pstdev(xs):.1f}") if acc else str
-        print(f"| {method} | {target or '-'} | {statistics.mean(tr) if tr else '-':.1f} | {fmt(acc) if acc else '-'} | "
-              f"{sum(1 for r in rs if r.get('missed'))} | {ratio:.1f}x |")
+        acc_txt = f"{100 * statistics.mean(acc):.1f} +- {100 * statistics.pstdev(acc):.1f}" if acc else "-"
+        tr_txt = f"{statistics.mean(tr):.1f}" if tr else "-"
+        print(f"| {method} | {target or '-'} | {tr_txt} | {acc_txt} | {sum(1 for r in rs if r.get('missed'))} "
+              f"| {ratio:.1f}x |")
     if args.json:
         from sparse_rational.fileio import atomic_write_json
 
