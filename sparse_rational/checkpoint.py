@@ -39,6 +39,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from .errors import ParameterError, UserError
+from .errors import one_line as _one_line
 from .fileio import atomic_write_bytes
 
 FORMAT = "sparse-rational-checkpoint/1"
@@ -116,10 +117,6 @@ class Checkpoint:
     def prefixed(self, prefix: str) -> dict[str, torch.Tensor]:
         n = len(prefix)
         return {k[n:]: v for k, v in self.tensors.items() if k.startswith(prefix)}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import sys
-from pathlib import Path
 
 from .argtypes import nonneg_float as _nonneg_float
 from .argtypes import nonneg_int as _nonneg_int

@@ -1,4 +1,23 @@
-"""The one exception type that the command line turns into a one-line error (exit 2)."""
+"""The exceptions the command line turns into one-line errors (exit 2), and the one helper
+that makes any text fit on one line."""
+import re
+
+# Characters that end a line for str.splitlines(), plus the other C0/C1 controls.
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """``text`` (or an exception's message) on one line: every run of line-breaking or
+    control characters becomes one space (other spaces are kept: they may be part of a
+    value the message quotes); cut to ``limit`` characters (with "...") if given; an
+    exception with no message gives its type's name."""
+    out = _LINE_BREAKING.sub(" ", str(text)).strip()
+    if not out and isinstance(text, BaseException):
+        out = type(text).__name__
+    if limit is not None and len(out) > limit:
+        out = out[:limit] + "..."
+    return out
+
 
 
 class UserError(Exception):

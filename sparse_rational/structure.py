@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .errors import ParameterError, UserError
+from .errors import ParameterError
 from .model import RationalClassifier
 
 _PATTERN = re.compile(r"^\s*(\d{1,18})\s*x\s*(\d{1,18})\s*$")

@@ -15,17 +15,13 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, one_line
 
 # generous bounds: far above any real model, low enough that nothing huge is allocated
 MAX_WFSAS = 100_000
 MAX_TRANSITIONS = 100_000
 MAX_EMBEDDING_DIM = 1 << 16
 MAX_CLASSES = 100_000
-
-
-def one_line(text) -> str:
-    return " ".join(str(text).split())
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON"):

@@ -6,20 +6,17 @@ Each is one line; the run goes on.
 """
 from __future__ import annotations
 
-import re
 import sys
+
+from .errors import one_line
 
 __all__ = ["PREFIX", "warn"]
 
 PREFIX = "sparse-rational: warning: "
 
-# Characters that would break the line (as in the error messages of the data loaders).
-_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-
-
 def warn(message: str) -> None:
     """Write ``sparse-rational: warning: MESSAGE`` as one line to stderr (never raises)."""
-    text = _LINE_BREAKING.sub(" ", str(message)).strip()
+    text = one_line(message)
     stream = sys.stderr
     if stream is None:  # pythonw, or stderr closed by the caller
         return

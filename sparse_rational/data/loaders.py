@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from sparse_rational.errors import DataError, UserError
+from sparse_rational.errors import one_line as _one_line
 from sparse_rational.warn import warn
 
 __all__ = [
@@ -101,10 +102,6 @@ def _show(path: str | os.PathLike) -> str:
     if isinstance(text, bytes):  # a bytes path: show it decoded, never raw
         text = text.decode("utf-8", "backslashreplace")
     return repr(text) if _LINE_BREAKING.search(text) else text
-
-
-def _one_line(text: str) -> str:
-    return _LINE_BREAKING.sub(" ", text).strip()
 
 
 def _error(path, line: int | None, what: str) -> DataError:

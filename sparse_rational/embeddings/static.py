@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, ParameterError, UserError
+from ..errors import DataError, ParameterError
 from ..warn import warn
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 from . import cache as vcache
 
 PREFIX = "hf:"
@@ -155,11 +155,6 @@ def has_safetensors(folder: Path) -> bool:
         return False
     return bool(shards) and all(isinstance(n, str) and n.endswith(".safetensors") and Path(n).name == n
                                 and (folder / n).is_file() for n in shards)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:240] + "...") if len(text) > 240 else text or type(exc).__name__
 
 
 class ContextualEncoder:
@@ -341,7 +336,7 @@ class ContextualEncoder:
             where = "folder" if Path(self.location).is_dir() else "Hugging Face model"
             raise UserError(
                 f"--embeddings {self.source}: cannot load the {where} {self.location} as a transformers "
-                f"encoder ({_one_line(exc)})"
+                f"encoder ({one_line(exc, limit=240)})"
             ) from None
         if not getattr(tok, "is_fast", False):
             raise UserError(f"--embeddings {self.source}: its tokenizer gives no character offsets (a fast tokenizer is needed)")
