@@ -40,10 +40,8 @@ def export_dict(clf: TextClassifier) -> dict:
     w = model.wfsa.w.detach().double().cpu().T.tolist()  # [N][e]
     v = model.wfsa.v.detach().double().cpu().T.tolist()
     b = model.wfsa.b.detach().double().cpu().tolist()
-    wfsas, s = [], 0
-    for n in model.config.structure:
-        wfsas.append({"states": [{"w": w[k], "v": v[k], "b": b[k]} for k in range(s, s + n)]})
-        s += n
+    wfsas = [{"states": [{"w": w[k], "v": v[k], "b": b[k]} for k in range(start, end)]}
+             for start, end in model.wfsa.layout.slices]
     return {
         "format": FORMAT,
         "readout": model.config.readout,

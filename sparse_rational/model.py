@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from .layout import StateLayout
 from .ops import rational_forward
 
 
@@ -51,10 +52,10 @@ class ModelConfig:
 
 
 def state_layout(structure: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """``is_first [N]`` (state is q_1 of its WFSA) and ``owner [N]`` (its WFSA index)."""
-    owner = torch.tensor([j for j, n in enumerate(structure) for _ in range(n)], dtype=torch.long)
-    is_first = torch.tensor([i == 0 for n in structure for i in range(n)], dtype=torch.bool)
-    return is_first, owner
+    """``is_first [N]`` (state is q_1 of its WFSA) and ``owner [N]`` (its WFSA index), on the
+    CPU (:class:`~sparse_rational.layout.StateLayout` holds them, cached per device)."""
+    layout = StateLayout.of(tuple(structure))
+    return layout.is_first("cpu"), layout.owner("cpu")
 
 
 class WFSALayer(nn.Module):
@@ -82,9 +83,7 @@ class WFSALayer(nn.Module):
         self.w = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
         self.v = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.full((n,), float(self_loop_bias)))
-        is_first, owner = state_layout(self.structure)
-        self.register_buffer("is_first", is_first, persistent=False)
-        self.register_buffer("owner", owner, persistent=False)
+        self.layout = StateLayout.of(self.structure)
 
     @property
     def num_wfsas(self) -> int:
@@ -92,15 +91,25 @@ class WFSALayer(nn.Module):
 
     def states(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Plus-times values of all states read out over each document, ``[B, N]``."""
-        return rational_forward(x, self.w, self.v, self.b, self.is_first, mask, impl=self.impl,
+        return rational_forward(x, self.w, self.v, self.b, self.layout, mask, impl=self.impl,
                                 readout=self.readout)
+
+    @property
+    def is_first(self) -> Tensor:
+        """``[N]`` bool on the layer's device: state ``s`` is the ``q_1`` of its WFSA."""
+        return self.layout.is_first(self.w.device)
+
+    @property
+    def owner(self) -> Tensor:
+        """``[N]`` long on the layer's device: the WFSA of every state."""
+        return self.layout.owner(self.w.device)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         batch = x.shape[1]
         if not self.structure:
             return x.new_zeros(batch, 0)
         c = self.states(x, mask)
-        return c.new_zeros(batch, self.num_wfsas).index_add_(1, self.owner, c)
+        return c.new_zeros(batch, self.num_wfsas).index_add_(1, self.layout.owner(c.device), c)
 
     def group_norms(self) -> Tensor:
         """``||g_s||_2`` for every state, ``[N]``: ``sqrt(|w_s|^2 + |v_s|^2 + b_s^2)``."""

@@ -67,11 +67,7 @@ def kept_lengths(norms: list[list[float]], epsilon: float) -> list[int]:
 
 def group_norms_by_wfsa(model: RationalClassifier) -> list[list[float]]:
     flat = model.wfsa.group_norms().detach().cpu().tolist()
-    out, start = [], 0
-    for n in model.config.structure:
-        out.append(flat[start : start + n])
-        start += n
-    return out
+    return [flat[a:b] for a, b in model.wfsa.layout.slices]
 
 
 def surviving_structure(model: RationalClassifier, epsilon: float) -> tuple[int, ...]:
@@ -145,12 +141,10 @@ def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
     keep_len = kept_lengths(norms, epsilon)
     kept_states: list[int] = []
     kept_wfsas: list[int] = []
-    start = 0
-    for j, (n, k) in enumerate(zip(model.config.structure, keep_len)):
+    for j, ((start, _), k) in enumerate(zip(model.wfsa.layout.slices, keep_len)):
         if k > 0:
             kept_wfsas.append(j)
             kept_states.extend(range(start, start + k))
-        start += n
     structure = tuple(k for k in keep_len if k > 0)
     config = replace(model.config, structure=structure)
     new = RationalClassifier(config, model.embeddings, impl=model.wfsa.impl)

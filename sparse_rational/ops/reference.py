@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..layout import is_first_tensor
 from ..semiring import PLUS_TIMES, Element, Semiring
 
 READOUTS = ("final", "mean", "max")
@@ -148,6 +149,7 @@ def rational_forward_ref(
     with ``unbind(0)`` so that the backward stays linear in T; autograd differentiates it.
     """
     code = readout_code(readout)
+    is_first = is_first_tensor(is_first, x.device)
     u, f = transition_weights(x, w, v, b)
     if code == FINAL or x.shape[0] == 0:
         return semiring_dp(u, f, is_first, mask, PLUS_TIMES)[0]

@@ -33,11 +33,10 @@ last step (final), ``r_b(t) grad`` at every real step (mean), ``grad`` at the ar
 """
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from torch import Tensor
 
+from ..layout import StateLayout
 from .reference import FINAL, MEAN, readout_code
 
 
@@ -182,30 +181,11 @@ class _FlushTinyGrad(torch.autograd.Function):
         return _flush_tiny(g)
 
 
-@lru_cache(maxsize=64)
-def _levels_cached(flags: tuple[bool, ...]) -> tuple[list[int], list[int], list[int]]:
-    starts = [s for s, first in enumerate(flags) if first]
-    if flags and not flags[0]:
-        raise ValueError("is_first[0] must be True: state 0 is the q_1 of the first WFSA")
-    lengths = [b - a for a, b in zip(starts, starts[1:] + [len(flags)])]
-    order = sorted(range(len(starts)), key=lambda j: -lengths[j])  # stable: longest first
-    perm: list[int] = []
-    sizes: list[int] = []
-    for k in range(max(lengths, default=0)):
-        level = [starts[j] + k for j in order if lengths[j] > k]
-        perm += level
-        sizes.append(len(level))
-    inverse = [0] * len(perm)
-    for pos, s in enumerate(perm):
-        inverse[s] = pos
-    return perm, inverse, sizes
-
-
-def state_levels(is_first: Tensor) -> tuple[list[int], list[int], list[int]]:
+def state_levels(is_first: "Tensor | StateLayout") -> tuple[list[int], list[int], list[int]]:
     """``(perm, inverse, sizes)``: state order level by level (WFSAs longest first), its
-    inverse, and the number of states of each level. Cached by structure."""
-    flags = tuple(bool(f) for f in is_first.detach().cpu().tolist())
-    return _levels_cached(flags)
+    inverse, and the number of states of each level (:attr:`StateLayout.levels`; a layout
+    is read directly, an ``is_first`` tensor is copied to the host once)."""
+    return StateLayout.from_is_first(is_first).levels
 
 
 def read_out(H: Tensor, real: Tensor | None, code: int) -> Tensor:
@@ -244,8 +224,9 @@ def rational_forward_scan(
     code = readout_code(readout)
     T, B, e = x.shape
     N = w.shape[1]
-    perm, inverse, sizes = state_levels(is_first)
-    idx = torch.tensor(perm, device=w.device)
+    layout = StateLayout.from_is_first(is_first)
+    perm, inverse, sizes = layout.levels
+    idx = layout.perm(w.device)
     W = torch.cat([w.index_select(1, idx), v.index_select(1, idx)], dim=1)
     proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
     if proj.device.type == "cpu" and proj.requires_grad:

@@ -68,6 +68,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ...layout import is_first_tensor
 from ..reference import MAX, readout_code
 
 try:
@@ -454,7 +455,7 @@ def rational_forward_cpp(
         proj = (xb.reshape(B * T, e) @ W).view(B, T, 2 * N).transpose(0, 1)
     else:
         proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
-    is_first = is_first.to(torch.bool)
+    is_first = is_first_tensor(is_first, proj.device)
     if mask is not None:
         mask = mask.to(torch.bool)
     save = torch.is_grad_enabled() and (proj.requires_grad or b.requires_grad)

@@ -44,13 +44,12 @@ import os
 from functools import lru_cache
 
 import torch
-from torch import Tensor
-
 import triton
 import triton.language as tl
+from torch import Tensor
 
+from ...layout import StateLayout
 from ..reference import FINAL, MAX, MEAN, readout_code
-from ..scan import state_levels
 
 TC = 8  # time steps unrolled per chunk
 # the readout codes, as the kernels' READOUT argument takes them
@@ -209,7 +208,7 @@ def _interpreting(t: Tensor) -> bool:
 
 @lru_cache(maxsize=64)
 def _level_tables(flags: tuple[bool, ...], device: str):
-    perm, inverse, sizes = state_levels(torch.tensor(flags, dtype=torch.bool))
+    perm, inverse, sizes = StateLayout.from_is_first(torch.tensor(flags, dtype=torch.bool)).levels
     offsets = [0]
     for m in sizes[:-1]:
         offsets.append(offsets[-1] + m)
@@ -359,7 +358,7 @@ def rational_forward_triton(
     N = w.shape[1]
     if N == 0 or B == 0 or T == 0:
         return x.new_zeros(B, N)
-    flags = tuple(bool(f) for f in is_first.detach().cpu().tolist())
+    flags = StateLayout.from_is_first(is_first).flags  # a layout needs no copy from the device
     perm, inverse, offsets, sizes, L, d = _level_tables(flags, str(x.device))
     W = torch.cat([w.index_select(1, perm), v.index_select(1, perm)], dim=1)
     proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
