@@ -47,8 +47,12 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "Adam's weight decay", kind="nonneg")
     clip: float = _opt(2.0, "gradient-norm clipping (0: off)", kind="nonneg")
     seed: int = _opt(0, "random seed of the weights, batches and dropout", kind="seed")
-    lr_schedule: bool = _opt(True, "ReduceLROnPlateau(0.5) on dev accuracy while finetuning", cli=False)
-    lr_patience: int = _opt(10, "epochs without improvement before the learning rate is halved", cli=False)
+    lr_schedule: bool = _opt(True, "ReduceLROnPlateau(0.5) on the selection score while finetuning", cli=False)
+    lr_patience: int = _opt(10, "epochs without improvement before the learning rate is halved (keep it below "
+                            "the patience, or the schedule never acts)", kind="positive")
+    select_on: str = _opt("accuracy", "what early stopping, the best epoch and the schedule follow on the dev set: "
+                          "'accuracy', 'loss' (cross-entropy) or 'smoothed' (accuracy over the last 3 epochs)",
+                          choices=("accuracy", "loss", "smoothed"))
     max_tokens: int = _opt(20_000, "cut training documents to this many tokens, bounding memory (0: never)",
                            kind="nonneg_int")
     batch_tokens: int = _opt(2**19, "at most this many padded tokens per batch (0: no limit)", cli=False)

@@ -51,6 +51,7 @@ class EpochLog:
     reg_strength: float | None = None  # lambda at the end of the epoch (penalised phases)
     transitions: int | None = None  # transitions surviving pruning at the end of the epoch
     structure: list[int] | None = None
+    dev_loss: float | None = None
 
 
 @dataclass
@@ -145,10 +146,21 @@ def predict_proba(model: RationalClassifier, data: EncodedData, batch_size: int 
 
 
 def accuracy(model: RationalClassifier, data: EncodedData) -> float:
+    return evaluate(model, data)[0]
+
+
+def evaluate(model: RationalClassifier, data: EncodedData) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy on labelled ``data`` (NaN, NaN when empty); a label
+    the model does not know (-1) counts as an error and is left out of the loss."""
     if len(data) == 0:
-        return float("nan")
-    pred = predict_proba(model, data).argmax(-1)
-    return float((pred == data.labels).float().mean())
+        return float("nan"), float("nan")
+    probs = predict_proba(model, data)
+    acc = float((probs.argmax(-1) == data.labels).float().mean())
+    known = data.labels >= 0
+    if not bool(known.any()):
+        return acc, float("nan")
+    picked = probs[known].gather(1, data.labels[known][:, None]).clamp_min(1e-12)
+    return acc, float(-picked.log().mean())
 
 
 def batches_per_epoch(data: EncodedData, cfg: TrainConfig) -> int:
@@ -208,6 +220,22 @@ def _restore_fit(ck, model, opt, sched, rng):
     restore_numpy_rng(rng, ck)
     restore_torch_rng(ck)
     return best_state, best_acc, best_epoch, bad, history, elapsed
+
+
+def _selection_score(history: list[EpochLog], select_on: str) -> float:
+    """The number early stopping, model selection and the schedule follow (larger is
+    better): dev accuracy (``"accuracy"``), minus the dev cross-entropy (``"loss"``: smooth,
+    less noisy on a small dev set than accuracy), or the dev accuracy averaged over the last
+    3 epochs (``"smoothed"``); without a dev set, minus the training loss."""
+    last = history[-1]
+    if last.dev_accuracy is None:
+        return -last.loss
+    if select_on == "loss":
+        return -last.dev_loss if last.dev_loss is not None and math.isfinite(last.dev_loss) else -math.inf
+    if select_on == "smoothed":
+        recent = [h.dev_accuracy for h in history[-3:] if h.dev_accuracy is not None]
+        return sum(recent) / len(recent)
+    return last.dev_accuracy
 
 
 def _diverged(what: str, desc: str, epoch: int) -> Exception:
@@ -334,14 +362,14 @@ def fit(
         if not all(torch.isfinite(p).all() for p in params):
             raise _diverged("a weight became NaN or infinite", desc, epoch)
         train_loss = total / max(n_batches, 1)
-        dev_acc = accuracy(model, dev) if has_dev else None
+        dev_acc, dev_loss = evaluate(model, dev) if has_dev else (None, None)
         lr_now = opt.param_groups[0]["lr"]
         structure = list(surviving_structure(model, epsilon)) if epsilon is not None and penalised else None
         log = EpochLog(epoch, train_loss, total_pen / max(n_batches, 1), dev_acc, lr_now,
                        time.perf_counter() - t0, train_loss, lam if penalised else None,
-                       sum(structure) if structure is not None else None, structure)
+                       sum(structure) if structure is not None else None, structure, dev_loss)
         history.append(log)
-        score = dev_acc if dev_acc is not None else -train_loss  # what early stopping follows
+        score = _selection_score(history, cfg.select_on)  # what early stopping and the schedule follow
         improved = score > best_acc
         if improved:
             best_acc, best_epoch, bad = score, epoch, 0
