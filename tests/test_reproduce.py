@@ -1,6 +1,8 @@
 """`sparse-rational reproduce`: the smoke protocol end to end on tiny files, resuming after a
-killed sweep, Ray against the local pool, failed trials, and the one-line errors."""
+killed sweep, Ray against the local pool, failed trials, the readout, the regularisation path
+(one penalised run per assignment for every target), and the one-line errors."""
 import csv
+import hashlib
 import json
 import signal
 import subprocess
@@ -22,6 +24,7 @@ from sparse_rational.experiments.protocol import (
     configurations,
     sample_assignments,
 )
+from sparse_rational.experiments.report import aggregate, rows_from_records
 from sparse_rational.experiments.store import TrialStore
 from sparse_rational.experiments.sweep import run_sweep
 from sparse_rational.experiments.trial import run_trial
@@ -84,6 +87,61 @@ def test_trial_key_hashes_the_config_but_not_where_the_data_lives():
         assert TrialSpec(**{**a.__dict__, **change}).key != a.key
 
 
+def test_the_papers_choices_keep_the_identity_of_earlier_sweeps():
+    """A sweep folder made before --readout/--penalty-update/--structure-search existed is the
+    same sweep as one run with their defaults: these keys were computed by that code."""
+    hp = {"lr": 0.01, "clip": 2.0, "dropout": 0.1, "input_dropout": 0.1, "weight_decay": 1e-6}
+    ds = DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/a")
+    target20 = Configuration("sparse", "24x4", target_transitions=20)
+    specs = {
+        "d16e18b7f2ffdd249ab6": TrialSpec(ds, "glove-6b-50d", Configuration("baseline", "24x1"), "search", 0, 0, hp,
+                                          5, 3, 3),
+        "9eb375d67216ac59fb1d": TrialSpec(ds, "glove-6b-50d", target20, "search", 1, 0, hp, 5, 3, 3, tolerance=15),
+        "f72501da97abeb179afe": TrialSpec(ds, "glove-6b-50d", target20, "rerun", 2, 2, hp, 5, 3, 3,
+                                          reg_strength=5e-4),
+        "1aa4a1f8c915e9cb851b": TrialSpec(ds, "glove-6b-50d", Configuration("sparse", "24x4", reg_strength=0.002),
+                                          "search", 0, 0, hp, 5, 3, 3, reg_strength=0.002),
+    }
+    for key, spec in specs.items():
+        assert spec.key == key
+        explicit = TrialSpec(**{**spec.__dict__, "readout": "final", "penalty_update": "gradient",
+                                "structure_search": "lambda"})
+        assert explicit.key == key
+        assert TrialSpec(**{**spec.__dict__, "readout": "mean"}).key != key
+    for key in list(specs)[1:]:  # the penalty only matters where there is one
+        assert TrialSpec(**{**specs[key].__dict__, "penalty_update": "proximal"}).key != key
+    baseline = specs["d16e18b7f2ffdd249ab6"]
+    assert TrialSpec(**{**baseline.__dict__, "penalty_update": "proximal"}).key == baseline.key
+
+    def plan_hash(**choices):
+        plan = Plan([ds], "glove-6b-50d", BUDGETS["smoke"], configurations("glove-6b-50d", ("24x1",), (40, 20)),
+                    **choices)
+        return hashlib.sha256(json.dumps(plan.identity(), sort_keys=True).encode()).hexdigest()[:20]
+
+    assert plan_hash() == plan_hash(readout="final", penalty_update="gradient", structure_search="lambda") \
+        == "bff0abef2de77eac638a"
+    others = {plan_hash(readout="max"), plan_hash(penalty_update="proximal"), plan_hash(structure_search="path")}
+    assert len(others) == 3 and "bff0abef2de77eac638a" not in others
+
+
+def test_path_trials_are_shared_by_the_targets():
+    ds = DatasetRef("tiny", files=("/x/train.tsv", None, None))
+    plan = Plan([ds], "glove-6b-50d", BUDGETS["smoke"], configurations("glove-6b-50d", ("24x1",), (40, 20)),
+                structure_search="path", penalty_update="proximal")
+    base, t40, t20 = plan.configs
+    assert plan.search_trials(ds, t40) == plan.search_trials(ds, t20)
+    (path,) = plan.search_trials(ds, t40)
+    assert path.config.label == "sparse path 40,20" and path.targets == (40, 20)
+    assert path.reg_epochs == BUDGETS["smoke"].path_epochs and path.identity()["penalty_update"] == "proximal"
+    rerun = plan.rerun_trials(path, 0.5, t20)
+    assert [r.seed for r in rerun] == [1, 2]
+    assert all(r.target == 20 and r.reg_strength == 0 and r.uses_path for r in rerun)  # a path again, no lambda
+    assert plan.total_trials == 3 + 1 + 2 * 2 and plan.penalised_runs()[0] == 1 + 2 * 2
+    assert TrialSpec.from_dict(json.loads(json.dumps(path.to_dict()))) == path
+    lam = Plan([ds], "glove-6b-50d", BUDGETS["smoke"], plan.configs)
+    assert lam.total_trials == 3 * 3 and lam.penalised_runs()[0] > plan.penalised_runs()[0]
+
+
 # -- end to end ------------------------------------------------------------------------------
 def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
     out = tmp_path / "smoke"
@@ -114,6 +172,69 @@ def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
     assert reproduce(*[a if a != "smoke" else "medium" for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds the results of a different command" in err and "\n" not in err
+
+
+def test_path_sweep_end_to_end_one_row_per_target(tiny_files, tmp_path, capsys):
+    out = tmp_path / "path"
+    args = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "24x1", "--targets", "40", "20",
+            "--structure-search", "path", "--penalty-update", "proximal", "--tolerance", "15", "--path-epochs", "40",
+            "--epochs", "3", "--workers", "2", "--quiet", "--out", out]
+    assert reproduce(*args) == 0
+    text = capsys.readouterr().out
+    assert "8 trials = 1 x (1 + 2) + 1 x (1 path(s) for 2 targets + 2 x 2 reruns)" in text
+    assert "5 penalised runs for the targets (path: one per assignment" in text
+    records = {p.stem: json.loads(p.read_text()) for p in trial_files(out)}
+    paths = {k: r for k, r in records.items() if r["config"]["configuration"] == "sparse path 40,20"}
+    assert paths and all(r["config"]["targets"] == [40, 20] and r["config"]["penalty_update"] == "proximal"
+                         for r in paths.values())
+    rows = read_csv(out / "results.csv")
+    search = [r for r in rows if r["method"] == "sparse" and r["phase"] == "search"]
+    # one penalised run per assignment served both targets: one row per target and path trial
+    assert sorted(r["configuration"] for r in search) == ["sparse target 20", "sparse target 40"] * len(paths)
+    assert {r["key"] for r in search} == set(paths) and {r["search"] for r in search} == {"path"}
+    for r in search:
+        t, metrics = r["target_transitions"], paths[r["key"]]["metrics"]
+        if r["status"] == "ok":
+            assert r["structure"] and abs(int(r["transitions"]) - int(t)) <= 15 and float(r["reg_strength"]) > 0
+        else:
+            assert f"the path missed target {t}" in r["error"] and int(t) in metrics["missed"]
+    reruns = [r for r in rows if r["method"] == "sparse" and r["phase"] == "rerun"]
+    assert reruns, "the path should reach 40 or 20 +- 15 transitions on the tiny data"
+    assert len(records) == 3 + len(paths) + len(reruns)
+    for r in reruns:  # a single-target path with a new seed, on the best assignment of its target
+        rec = records[r["key"]]
+        assert rec["config"]["structure_search"] == "path" and rec["config"]["target_transitions"] == int(
+            r["target_transitions"]) and "reg_strength" not in rec["config"]
+        assert r["search"] == "path" and rec["config"]["hyperparameters"] in [
+            p["config"]["hyperparameters"] for p in paths.values()]
+        if r["status"] == "ok":
+            assert abs(int(r["transitions"]) - int(r["target_transitions"])) <= 15
+    summary = (out / "summary.md").read_text()
+    assert "| baseline 24x1 | 2 | - |" in summary and "Targets by the regularisation path" in summary
+    assert any(f"| sparse target {t} | 2 | path |" in summary for t in (40, 20))
+    # the same command again: nothing to run
+    assert reproduce(*args) == 0
+    assert f"0 trials run (0 failed), {len(records)} skipped as finished" in capsys.readouterr().out
+
+
+def test_readout_reaches_the_trained_models(tiny_files, tmp_path, capsys):
+    out = tmp_path / "mean"
+    args = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "2x1", "--no-targets", "--assignments", "1",
+            "--reruns", "1", "--epochs", "1", "--workers", "1", "--readout", "mean", "--quiet", "--out", out]
+    assert reproduce(*args) == 0
+    records = [json.loads(p.read_text()) for p in trial_files(out)]
+    assert len(records) == 2
+    for rec in records:
+        assert rec["status"] == "ok" and rec["config"]["readout"] == "mean"
+        assert rec["metrics"]["hyperparameters"]["readout"] == "mean"  # what the model was built with
+    assert {r["readout"] for r in read_csv(out / "results.csv")} == {"mean"}
+    assert "Readout: mean" in (out / "summary.md").read_text()
+    assert "--readout mean" in json.loads((out / "sweep.json").read_text())["command"]
+    # the same folder with another readout is another command
+    capsys.readouterr()
+    assert reproduce(*[a if a != "mean" else "max" for a in args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different command (readout" in err
 
 
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_files, tmp_path, capsys):
@@ -216,11 +337,70 @@ def test_a_crashing_trial_is_recorded_and_the_sweep_goes_on(tiny_files, tmp_path
     assert result.failed == 2 and any("nothing to rerun" in n for n in result.notes)
 
 
+class Fabricated(InProcess):
+    """Records made up from the spec (no training): the sweep's decisions, quickly."""
+
+    def __init__(self, metrics):
+        self.metrics, self.submitted = metrics, []
+
+    def submit(self, spec):
+        self.submitted.append(spec.key)
+        return self.Handle({"format": "sparse-rational-trial/1", "key": spec.key, "config": spec.identity(),
+                            "status": "ok", "metrics": self.metrics(spec), "seconds": 0.0})
+
+
+def test_a_target_the_path_missed_is_a_failed_attempt_of_that_target(tmp_path):
+    ds = DatasetRef("tiny", files=("/x/train.tsv", None, None))
+    budget = Budget("t", assignments=1, reruns=2, epochs=1, patience=1, reg_epochs=1, path_epochs=9)
+    plan = Plan([ds], "glove-6b-50d", budget, configurations("glove-6b-50d", (), (40, 20)), structure_search="path")
+
+    def result(dev, n, lam):
+        return {"dev_accuracy": dev, "test_accuracy": dev, "transitions": n, "structure": [n], "wfsas": 1,
+                "parameters": 10, "reg_strength": lam}
+
+    def metrics(spec):
+        if spec.phase == "rerun":
+            return result(0.5, spec.target, 0.01)
+        if spec.index == 0:  # jumps over 20; 40 reached
+            return {"targets": {"40": result(0.6, 41, 0.01)}, "missed": [20], "path": [{"transitions": 5}],
+                    "snapshots": {"40": {"transitions": 41}}}
+        return {"targets": {"40": result(0.9, 40, 0.02), "20": result(0.7, 21, 0.03)}, "missed": [],
+                "path": [{"transitions": 21}], "snapshots": {}}
+
+    store = TrialStore(tmp_path / "sweep")
+    executor = Fabricated(metrics)
+    result_ = run_sweep(plan, executor, store, progress=False)
+    assert len(executor.submitted) == len(set(executor.submitted)) == 2 + 2 * 2  # a replacement path for 20
+    assert result_.total == 6 and result_.failed == 0
+    records = store.load_all()
+    path0, path1 = plan.search_trials(ds, plan.configs[0], 2)
+    reruns = {t: [r["config"] for r in records.values() if r["config"].get("target_transitions") == t
+                  and r["config"]["phase"] == "rerun"] for t in (40, 20)}
+    # 40 reruns its only counted assignment (0), though assignment 1, run for 20, did better on 40
+    assert [c["hyperparameters"] for c in reruns[40]] == [path0.hyperparameters] * 2
+    assert [c["hyperparameters"] for c in reruns[20]] == [path1.hyperparameters] * 2
+    rows = rows_from_records(records)
+    missed = [r for r in rows if r["status"] == "failed"]
+    assert len(missed) == 1 and missed[0]["configuration"] == "sparse target 20" and missed[0]["index"] == 0
+    assert missed[0]["error"] == ("the path missed target 20: it went from more than 30 to fewer than 10 "
+                                  "transitions within one step")
+    assert sum(r["phase"] == "search" for r in rows) == 4  # two paths x two targets
+    best = {e["configuration"]: e["best_dev_search"] for e in aggregate(rows)["tiny"]}
+    assert best == {"sparse target 40": 60.0, "sparse target 20": 70.0}
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--budget", "huge"], "invalid choice: 'huge'"),
     (["--executor", "slurm"], "invalid choice: 'slurm'"),
     (["--targets", "200"], "must be between 1 and the 96 transitions"),
     (["--baselines", "24y1"], "24y1"),
+    (["--readout", "median"], "invalid choice: 'median'"),
+    (["--penalty-update", "lasso"], "invalid choice: 'lasso'"),
+    (["--structure-search", "grid"], "invalid choice: 'grid'"),
+    (["--structure-search", "path", "--no-targets"], "--structure-search path yields the target sizes"),
+    (["--structure-search", "path", "--no-targets", "--reg-strengths", "0.01"], "this sweep has no targets"),
+    (["--penalty-update", "proximal", "--no-targets"], "--penalty-update proximal changes structure learning only"),
+    (["--path-epochs", "20"], "--path-epochs goes with --structure-search path"),
 ])
 def test_bad_input_is_one_line(tiny_files, tmp_path, capsys, extra, message):
     assert reproduce(*files_args(tiny_files), *extra, "--out", tmp_path / "o") == 2

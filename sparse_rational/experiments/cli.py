@@ -19,6 +19,7 @@ from pathlib import Path
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
 from ..errors import UserError
+from .protocol import PAPER, PENALTY_UPDATES, READOUTS, STRUCTURE_SEARCHES  # torch-free (config.py's choices)
 
 BUDGET_NAMES = ("smoke", "medium", "paper")
 
@@ -63,6 +64,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--epochs", type=_positive_int, help="max epochs (budget's)")
     b.add_argument("--patience", type=_positive_int, help="early-stopping patience (budget's)")
     b.add_argument("--reg-epochs", type=_positive_int, help="epochs of the penalised phase (budget's)")
+    b.add_argument("--path-epochs", type=_positive_int,
+                   help="with --structure-search path: its longest length in epochs; it ends at the smallest "
+                        "target (budget's: 30, 50, 100)")
     b.add_argument("--baselines", nargs="+", metavar="PATTERNS",
                    help="baseline structures (default: 24x1 24x2 24x3 24x4 6x1,6x2,6x3,6x4)")
     b.add_argument("--targets", nargs="+", type=_positive_int, metavar="N",
@@ -73,6 +77,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     b.add_argument("--tolerance", type=_nonneg_int, default=10,
                    help="accept a pruned model within N transitions of its target (the authors': 10)")
     b.add_argument("--search-seed", type=_nonneg_int, default=0, help="seed of the random search (default 0)")
+    m = p.add_argument_group("model and structure learning (defaults: the paper's)")
+    m.add_argument("--readout", choices=READOUTS, default="final",
+                   help="a WFSA's score: its states at the document's end (final, the paper's; default), or "
+                        "their mean or max over the document")
+    m.add_argument("--penalty-update", choices=PENALTY_UPDATES, default="gradient",
+                   help="how the group lasso acts: gradient (in the loss, the paper's; default) or proximal "
+                        "(group soft-threshold after each step: exact zeros)")
+    m.add_argument("--structure-search", choices=STRUCTURE_SEARCHES, default="lambda",
+                   help="how the targets are reached: lambda (the authors' search per target and assignment; "
+                        "default) or path (one penalised run per assignment yields every target)")
     x = p.add_argument_group("execution")
     x.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local process pool (default) or Ray (pip install 'sparse-rational[ray]')")
@@ -97,7 +111,7 @@ def _command(args: argparse.Namespace) -> str:
         if v is not None:
             parts += [f"--{name.replace('_', '-')}", str(v)]
     for name in ("split_seed", "max_train", "assignments", "reruns", "epochs", "patience", "reg_epochs",
-                 "search_seed", "tolerance", "workers", "ray_address", "threads_per_trial"):
+                 "path_epochs", "search_seed", "tolerance", "workers", "ray_address", "threads_per_trial"):
         v = getattr(args, name)
         default = {"split_seed": 0, "search_seed": 0, "tolerance": 10, "threads_per_trial": 1}.get(name)
         if v is not None and v != default:
@@ -108,6 +122,9 @@ def _command(args: argparse.Namespace) -> str:
             parts += [f"--{name.replace('_', '-')}", *map(str, v)]
     if args.no_targets:
         parts.append("--no-targets")
+    for name, paper in PAPER.items():
+        if getattr(args, name) != paper:
+            parts += [f"--{name.replace('_', '-')}", getattr(args, name)]
     if args.executor != "local":
         parts += ["--executor", args.executor]
     return shlex.join(parts)
@@ -169,8 +186,10 @@ def build_plan(args: argparse.Namespace):
     if args.budget not in BUDGETS:
         raise UserError(f"unknown budget {args.budget!r}; use one of {', '.join(BUDGETS)}")
     budget = BUDGETS[args.budget]
-    overrides = {k: getattr(args, k) for k in ("assignments", "reruns", "epochs", "patience", "reg_epochs")
-                 if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("assignments", "reruns", "epochs", "patience", "reg_epochs",
+                                                 "path_epochs") if getattr(args, k) is not None}
+    if args.path_epochs is not None and args.structure_search != "path":
+        raise UserError("--path-epochs goes with --structure-search path")
     budget = replace(budget, **overrides)
     if args.no_targets and args.targets:
         raise UserError("give --targets or --no-targets, not both")
@@ -179,9 +198,12 @@ def build_plan(args: argparse.Namespace):
     configs = configurations(args.embeddings, baselines, targets, args.reg_strengths)
     if not configs:
         raise UserError("nothing to run: no baselines, targets or lambdas")
+    Plan([], args.embeddings, budget, configs, readout=args.readout, penalty_update=args.penalty_update,
+         structure_search=args.structure_search)  # a bad combination is an error before the data is read
     refs, sizes = _datasets(args)
     plan = Plan(refs, args.embeddings, budget, configs, tolerance=args.tolerance, search_seed=args.search_seed,
-                threads=args.threads_per_trial)
+                threads=args.threads_per_trial, readout=args.readout, penalty_update=args.penalty_update,
+                structure_search=args.structure_search)
     return plan, sizes
 
 
@@ -198,11 +220,14 @@ def estimate(plan, cells, sizes: dict, records: dict, workers: int) -> tuple[flo
     how the finished trials of this sweep compared with it."""
     from .protocol import trial_seconds
 
-    left, ratios = 0.0, []
+    left, ratios, seen = 0.0, [], set()
     for cell in cells:
         n = sizes[cell.dataset.name]
-        reruns = cell.reruns if cell.reruns is not None else plan.rerun_trials(cell.search[0], 1e-3)
+        reruns = cell.reruns if cell.reruns is not None else plan.rerun_trials(cell.search[0], 1e-3, cell.config)
         for spec in cell.search + reruns:
+            if spec.key in seen:  # a path trial serves every target
+                continue
+            seen.add(spec.key)
             predicted = trial_seconds(spec, n)
             rec = records.get(spec.key)
             if rec is None:
@@ -215,6 +240,27 @@ def estimate(plan, cells, sizes: dict, records: dict, workers: int) -> tuple[flo
         left *= ratios[len(ratios) // 2]
         how = f"cost model scaled by {len(ratios)} finished trials"
     return left / max(workers, 1), how
+
+
+def _method_lines(plan) -> list[str]:
+    """How the models were made, for the summary's header."""
+    paper = {k: " (the paper's)" if getattr(plan, k) == v else "" for k, v in PAPER.items()}
+    lines = [f"Readout: {plan.readout}{paper['readout']}; penalty update: {plan.penalty_update}"
+             f"{paper['penalty_update']}."]
+    if plan.targets and plan.structure_search == "path":
+        p = plan.path
+        lines.append(
+            f"Targets by the regularisation path (column `search`: path): one penalised run per assignment "
+            f"(lambda from {p['path_start']:g}, x{p['path_growth']:g} per epoch after {p['path_warmup']} epochs "
+            f"without penalty, at most {plan.budget.path_epochs} epochs) yields every target; a target the path "
+            "missed is a failed attempt for that target, replaced by a new assignment. Each target's best of its "
+            f"first {plan.budget.assignments} successful assignment(s) is rerun as a single-target path with a "
+            "new seed (the path is walked again until that target; the found lambda is not reused), so reruns "
+            "stay near the target.")
+    elif plan.targets:
+        lines.append("Targets by the authors' lambda search (column `search`: lambda search), one per assignment; "
+                     "reruns reuse the lambda their search found, so their transitions vary.")
+    return [*lines, ""]
 
 
 def _write_outputs(out: Path, header: list[str], notes: list[str]) -> list[Path]:
@@ -250,11 +296,11 @@ def _sigterm_as_interrupt():
 def _interrupted(plan, store, out: Path, args: argparse.Namespace, finished_before: int, wall: float,
                  executor, terminated: bool = False) -> int:
     """One line on stderr: what is saved and how to go on; exit status 130 (143 for SIGTERM)."""
-    from .sweep import prepare_cells, usable_records
+    from .sweep import count_trials, prepare_cells, usable_records
 
     records = usable_records(store, args.retry_failed)
     cells, finished = prepare_cells(plan, records)
-    total = sum(len(c.search) + (plan.budget.reruns if c.reruns is None else len(c.reruns)) for c in cells)
+    total = count_trials(plan, cells)
     try:  # this invocation's wall time counts in the summary of the finished sweep
         store.add_invocation({
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),
@@ -274,7 +320,7 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     from .executors import make_executor
     from .protocol import sparse_start
     from .store import SWEEP, TrialStore
-    from .sweep import prepare_cells, run_sweep, usable_records
+    from .sweep import count_trials, prepare_cells, run_sweep, usable_records
 
     say = out_stream or sys.stdout
     out = Path(args.out)
@@ -307,12 +353,22 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     n_cells = len(plan.cells)
     print(f"reproduce: {len(plan.datasets)} dataset(s) x {len(plan.configs)} configurations "
           f"({', '.join(c.label for c in plan.configs)})", file=say)
-    print(f"budget {b.describe()}", file=say)
-    replaced = sum(len(c.search) - b.assignments for c in cells)
+    print(f"budget {b.describe()}" + (f", path at most {b.path_epochs} epochs" if plan.structure_search == "path"
+                                      else ""), file=say)
+    planned = count_trials(plan, cells)
+    replaced = planned - plan.total_trials + sum(b.reruns for c in cells if c.reruns == [])
     dropped = sum(b.reruns for c in cells if c.reruns == [])
     extra = (f" +{replaced} replacing failed searches" if replaced else "") + \
             (f" -{dropped} reruns of configurations whose searches all failed" if dropped else "")
-    print(f"{plan.total_trials} trials = {n_cells} x ({b.assignments} + {b.reruns}){extra}; up to "
+    if plan.structure_search == "path":
+        n_own, k = len(plan.datasets) * plan.own_search_cells, len(plan.targets)
+        count = (f"{n_own} x ({b.assignments} + {b.reruns}) + " if n_own else "") + \
+            f"{len(plan.datasets)} x ({b.assignments} path(s) for {k} targets + {k} x {b.reruns} reruns)"
+    else:
+        count = f"{n_cells} x ({b.assignments} + {b.reruns})"
+    runs, how_runs = plan.penalised_runs()
+    pen = f"; {runs} penalised runs for the targets ({how_runs})" if runs else ""
+    print(f"{plan.total_trials} trials = {count}{extra}{pen}; up to "
           f"{plan.max_replacements} more per configuration if searches fail; {finished} already finished; "
           f"estimate ~{_fmt_seconds(left)} with {workers_guess} worker(s) ({how})", file=say, flush=True)
     if args.dry_run:
@@ -348,9 +404,10 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     header = [
         f"Command: `{command}`",
         "",
-        f"Budget: {b.describe()}; lambda search tolerance +-{plan.tolerance} transitions; "
+        f"Budget: {b.describe()}; target tolerance +-{plan.tolerance} transitions; "
         f"sparse models start from {sparse_start(plan.embeddings)}.",
         "",
+        *_method_lines(plan),
         f"Wall time: {_fmt_seconds(sum(r['wall_seconds'] for r in runs))} over {len(runs)} invocation(s) ("
         + "; ".join(f"{_fmt_seconds(r['wall_seconds'])}: {r['trials_run']} trials run with {r['executor']} x "
                     f"{r['workers']}" for r in runs)

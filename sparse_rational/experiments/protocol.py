@@ -13,9 +13,24 @@ times with seeds 1..R (the *rerun* phase). As in the authors' code
 (``regularization_search_experiments.train_k_then_l_models``), a sparse rerun reuses the
 lambda its search trial found and does not search again, so the number of transitions
 varies between reruns (the horizontal error bars).
+
+With ``structure_search="path"`` the target configurations of a dataset share their search:
+one penalised run per assignment, its lambda growing along a regularisation path, yields a
+model for every target (a *path trial*, configuration ``sparse path 80,60,40,20``); its
+record holds one result per target, and a target the path missed is a failed attempt for
+that target only (replaced by a new assignment, as a failed lambda search is). Each
+target's best assignment is then rerun as a single-target path with seeds 1..R: the path is
+walked again until that target (the same trajectory a path to every target takes up to it),
+rather than reusing the snapshot's lambda, which belongs to a warm-started, growing
+schedule and means nothing for a run from scratch.
+
+``readout``, ``penalty_update`` and ``structure_search`` are part of a trial's identity
+only when they differ from the paper's (``final``, ``gradient``, ``lambda``), so a sweep
+made before they existed is the same sweep as one with their defaults.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,6 +38,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from ..config import ModelOptions, StructureOptions, default
 from ..errors import UserError
 
 FORMAT = "sparse-rational-sweep/1"
@@ -46,9 +62,12 @@ class Budget:
     reruns: int  # reruns of the best assignment (seeds 1..reruns)
     epochs: int  # max epochs (baselines and finetuning)
     patience: int  # early stopping on dev accuracy
-    reg_epochs: int  # length of the penalised phase of structure learning
+    reg_epochs: int  # length of the penalised phase of structure learning (each lambda-search try)
     baselines: tuple[str, ...] | None = None
     targets: tuple[int, ...] | None = None
+    # the longest regularisation path (--structure-search path): it ends at its smallest target,
+    # and a path of reg_epochs epochs would not reach lambdas that prune (x1.25 per epoch)
+    path_epochs: int = 50
 
     def describe(self) -> str:
         return (f"{self.name}: {self.assignments} assignment(s) + {self.reruns} rerun(s) per configuration, "
@@ -58,12 +77,29 @@ class Budget:
 BUDGETS: dict[str, Budget] = {
     # minutes on 2 cores: a subset of the configurations, a few epochs
     "smoke": Budget("smoke", assignments=1, reruns=2, epochs=5, patience=3, reg_epochs=3,
-                    baselines=("24x1", "24x4", "6x1,6x2,6x3,6x4"), targets=(40, 20)),
+                    baselines=("24x1", "24x4", "6x1,6x2,6x3,6x4"), targets=(40, 20), path_epochs=30),
     # every configuration, a small search: about half an hour per Amazon domain on 2 cores
     "medium": Budget("medium", assignments=4, reruns=3, epochs=40, patience=8, reg_epochs=10),
     # the authors' setting: 20 assignments, 5 reruns, up to 500 epochs, patience 30
-    "paper": Budget("paper", assignments=20, reruns=5, epochs=500, patience=30, reg_epochs=50),
+    "paper": Budget("paper", assignments=20, reruns=5, epochs=500, patience=30, reg_epochs=50, path_epochs=100),
 }
+
+
+def _choices(cls, name: str) -> tuple[str, ...]:
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"]
+
+
+#: ``reproduce`` keeps the paper's choices by default, whatever ``train``'s defaults are
+READOUTS = _choices(ModelOptions, "readout")
+PENALTY_UPDATES = _choices(StructureOptions, "penalty_update")
+STRUCTURE_SEARCHES = _choices(StructureOptions, "structure_search")
+PAPER = {"readout": "final", "penalty_update": "gradient", "structure_search": "lambda"}
+#: the path's schedule (the library's defaults when the plan is made; in path trials' keys)
+PATH_OPTIONS = ("path_start", "path_growth", "path_warmup")
+
+
+def path_defaults() -> dict:
+    return {k: default(StructureOptions, k) for k in PATH_OPTIONS}
 
 
 def is_contextual(embeddings: str) -> bool:
@@ -98,20 +134,29 @@ def lr_range(embeddings: str) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Configuration:
-    """One curve point: ``method`` is ``baseline`` or ``sparse``."""
+    """One curve point: ``method`` is ``baseline`` or ``sparse``. A path trial's
+    configuration (``targets``: every target of the sweep, largest first) is no curve point:
+    its record yields one result per target configuration."""
 
     method: str
     patterns: str  # the baseline's structure, or the start of structure learning
     target_transitions: int | None = None
     reg_strength: float = 0.0  # a fixed lambda (the optional lambda grid)
+    targets: tuple[int, ...] = ()  # a regularisation path to all of these
 
     @property
     def label(self) -> str:
         if self.method == "baseline":
             return f"baseline {self.patterns}"
+        if self.targets:
+            return "sparse path " + ",".join(map(str, self.targets))
         if self.target_transitions is not None:
             return f"sparse target {self.target_transitions}"
         return f"sparse lambda {self.reg_strength:g}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Configuration:
+        return cls(**{**d, "targets": tuple(d.get("targets") or ())})
 
 
 def configurations(embeddings: str, baselines=None, targets=None, reg_strengths=()) -> list[Configuration]:
@@ -188,7 +233,7 @@ class DatasetRef:
         return {**asdict(self), "files": list(self.files) if self.files else None}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DatasetRef":
+    def from_dict(cls, d: dict) -> DatasetRef:
         files = d.get("files")
         return cls(d["name"], d.get("spec"), tuple(files) if files else None, d.get("split_seed", 0),
                    d.get("max_train"), d.get("data_dir"))
@@ -214,6 +259,17 @@ class TrialSpec:
     epsilon: float = 0.1
     batch_size: int = 64
     threads: int = field(default=1, compare=False)
+    readout: str = "final"  # how a WFSA's score is read over the document ("final": the paper's)
+    penalty_update: str = "gradient"  # how the group lasso acts ("gradient": the paper's)
+    structure_search: str = "lambda"  # how a target size is reached ("lambda": the authors' search)
+    path: dict | None = None  # with structure_search "path": path_start, path_growth, path_warmup
+
+    @property
+    def uses_path(self) -> bool:
+        """A sparse trial that reaches its target(s) along a regularisation path."""
+        c = self.config
+        return c.method == "sparse" and self.structure_search == "path" and (
+            bool(c.targets) or self.target is not None)
 
     def identity(self) -> dict:
         c = self.config
@@ -235,8 +291,17 @@ class TrialSpec:
             d.update(reg_epochs=self.reg_epochs, epsilon=self.epsilon)
             if self.reg_strength > 0:
                 d["reg_strength"] = self.reg_strength
+            elif c.targets:
+                d.update(targets=list(c.targets), tolerance=self.tolerance)
             else:
                 d.update(target_transitions=c.target_transitions, tolerance=self.tolerance)
+            # the paper's choices leave the identity as it was before they could be changed
+            if self.penalty_update != PAPER["penalty_update"]:
+                d["penalty_update"] = self.penalty_update
+            if self.uses_path:
+                d.update(structure_search="path", path=dict(sorted((self.path or path_defaults()).items())))
+        if self.readout != PAPER["readout"]:
+            d["readout"] = self.readout
         return d
 
     @property
@@ -246,8 +311,14 @@ class TrialSpec:
 
     @property
     def target(self) -> int | None:
-        """The target the trial searches lambda for (search phase of a target config)."""
+        """The one target the trial reaches (by a lambda search or a single-target path);
+        None for a baseline, a fixed or reused lambda, or a path trial to several targets."""
         return self.config.target_transitions if self.reg_strength == 0 else None
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        """Every target size this trial yields a model for (largest first)."""
+        return self.config.targets or ((self.target,) if self.target is not None else ())
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -255,17 +326,18 @@ class TrialSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrialSpec":
+    def from_dict(cls, d: dict) -> TrialSpec:
         d = dict(d)
         d["dataset"] = DatasetRef.from_dict(d["dataset"])
-        d["config"] = Configuration(**d["config"])
+        d["config"] = Configuration.from_dict(d["config"])
         return cls(**d)
 
 
 @dataclass
 class Plan:
     """The sweep: per dataset and configuration, its search trials (reruns are planned
-    once the search is finished, from its best assignment)."""
+    once the search is finished, from its best assignment). With ``structure_search``
+    ``path``, the target configurations of a dataset share one list of path trials."""
 
     datasets: list[DatasetRef]
     embeddings: str
@@ -274,27 +346,76 @@ class Plan:
     tolerance: int = 10
     search_seed: int = 0
     threads: int = 1
+    readout: str = "final"
+    penalty_update: str = "gradient"
+    structure_search: str = "lambda"
+    path: dict = field(default_factory=path_defaults)  # the path's schedule (the library's defaults)
+
+    def __post_init__(self):
+        for name, allowed in (("readout", READOUTS), ("penalty_update", PENALTY_UPDATES),
+                              ("structure_search", STRUCTURE_SEARCHES)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: use one of {', '.join(allowed)}")
+        if self.structure_search == "path" and not self.targets:
+            raise UserError("--structure-search path yields the target sizes (--targets) from one run per "
+                            "assignment; this sweep has no targets")
+        if self.penalty_update != "gradient" and not any(c.method == "sparse" for c in self.configs):
+            raise UserError(f"--penalty-update {self.penalty_update} changes structure learning only; this sweep "
+                            "has no targets and no --reg-strengths")
 
     @property
     def cells(self) -> list[tuple[DatasetRef, Configuration]]:
         return [(d, c) for d in self.datasets for c in self.configs]
 
+    @property
+    def targets(self) -> tuple[int, ...]:
+        """The target sizes of the sweep, largest first."""
+        return tuple(sorted((c.target_transitions for c in self.configs
+                             if c.method == "sparse" and c.target_transitions is not None), reverse=True))
+
+    def by_path(self, config: Configuration) -> bool:
+        """Whether ``config`` is reached along the shared regularisation path."""
+        return self.structure_search == "path" and config.method == "sparse" and config.target_transitions is not None
+
+    def path_config(self) -> Configuration:
+        """The configuration of the path trials: from the sparse start to every target."""
+        start = next(c.patterns for c in self.configs if self.by_path(c))
+        return Configuration("sparse", start, targets=self.targets)
+
     def search_trials(self, dataset: DatasetRef, config: Configuration, n: int | None = None) -> list[TrialSpec]:
         """The first ``n`` (default: the budget's) search trials; the sampled sequence does
-        not depend on ``n``, so trials past the budget's are replacements for failed ones."""
+        not depend on ``n``, so trials past the budget's are replacements for failed ones.
+        For a target reached by the path: the dataset's path trials (the same for every
+        target)."""
+        if self.by_path(config):
+            config = self.path_config()
         # by the dataset's name, not its paths: the same files elsewhere get the same assignments
         seed_text = json.dumps([self.search_seed, dataset.name, dataset.split_seed, config.label])
         assignments = sample_assignments(n or self.budget.assignments, self.embeddings, seed_text)
         return [
-            TrialSpec(dataset, self.embeddings, config, "search", i, 0, hp, self.budget.epochs,
-                      self.budget.patience, self.budget.reg_epochs, reg_strength=config.reg_strength,
-                      tolerance=self.tolerance, threads=self.threads)
+            TrialSpec(dataset, self.embeddings, config, "search", i, 0, hp, self.budget.epochs, self.budget.patience,
+                      self.budget.path_epochs if config.targets else self.budget.reg_epochs,
+                      reg_strength=config.reg_strength,
+                      tolerance=self.tolerance, threads=self.threads, **self._choices(config))
             for i, hp in enumerate(assignments)
         ]
 
-    def rerun_trials(self, best: TrialSpec, found_reg_strength: float) -> list[TrialSpec]:
-        lam = found_reg_strength if best.config.method == "sparse" else 0.0
-        return [replace(best, phase="rerun", index=r, seed=r, reg_strength=lam) for r in range(1, self.budget.reruns + 1)]
+    def _choices(self, config: Configuration) -> dict:
+        d: dict = {"readout": self.readout, "penalty_update": self.penalty_update}
+        if config.method == "sparse" and (config.targets or self.by_path(config)):
+            d.update(structure_search="path", path=dict(self.path))
+        return d
+
+    def rerun_trials(self, best: TrialSpec, found_reg_strength: float,
+                     config: Configuration | None = None) -> list[TrialSpec]:
+        """Seeds 1..R of the best search trial of ``config`` (default: the trial's own). A
+        lambda-search target reuses the lambda its search found (the authors' protocol); a
+        path target walks a single-target path again (the snapshot's lambda belongs to the
+        path's warm-started schedule)."""
+        config = config or best.config
+        lam = found_reg_strength if config.method == "sparse" and not self.by_path(config) else 0.0
+        return [replace(best, config=config, phase="rerun", index=r, seed=r, reg_strength=lam, **self._choices(config))
+                for r in range(1, self.budget.reruns + 1)]
 
     @property
     def max_replacements(self) -> int:
@@ -303,13 +424,35 @@ class Plan:
         return self.budget.assignments
 
     @property
+    def own_search_cells(self) -> int:
+        """Configurations with a search of their own (all but the path's targets), per dataset."""
+        return sum(not self.by_path(c) for c in self.configs)
+
+    @property
     def total_trials(self) -> int:
-        return len(self.cells) * (self.budget.assignments + self.budget.reruns)
+        """Trials without failures: searches and reruns of every configuration; with the
+        path, one search per assignment serves every target."""
+        b = self.budget
+        per_dataset = self.own_search_cells * (b.assignments + b.reruns)
+        if self.structure_search == "path":
+            per_dataset += b.assignments + len(self.targets) * b.reruns
+        return len(self.datasets) * per_dataset
+
+    def penalised_runs(self) -> tuple[int, str]:
+        """Penalised trainings the target configurations need without failures (rough for
+        the lambda search: ``SEARCH_TRIES`` tries per search), and how they are counted."""
+        b, n, k = self.budget, len(self.datasets), len(self.targets)
+        if not k:
+            return 0, ""
+        if self.structure_search == "path":
+            return n * (b.assignments + k * b.reruns), "path: one per assignment for every target, one per rerun"
+        return (n * k * (b.assignments * SEARCH_TRIES + b.reruns),
+                f"lambda search: ~{SEARCH_TRIES} tries per assignment and target, one per rerun")
 
     def identity(self) -> dict:
         """What makes two invocations "the same command" for one ``--out`` folder."""
         b = self.budget
-        return {
+        d = {
             "format": FORMAT,
             "datasets": [d.identity() for d in self.datasets],
             "embeddings": self.embeddings,
@@ -323,6 +466,11 @@ class Plan:
             "tolerance": self.tolerance,
             "search_seed": self.search_seed,
         }
+        # only when not the paper's: a sweep folder made before these options is the same command
+        d.update({k: getattr(self, k) for k, v in PAPER.items() if getattr(self, k) != v})
+        if self.structure_search == "path":
+            d["path_epochs"] = b.path_epochs
+        return d
 
 
 # -- a rough cost model, for the estimate printed before a sweep -------------------------
@@ -338,6 +486,10 @@ SEARCH_TRIES = 9
 #: tries and is replaced (about a third on Amazon kitchen)
 SEARCH_FAILURES = 0.35
 
+#: epochs a path to 20 of 96 transitions typically takes (amazon:kitchen, glove-6b-50d, the
+#: library's path defaults: 8 to 15 epochs at lr 0.01-0.13, up to 39 with gradient updates)
+PATH_EPOCHS = 20
+
 
 def trial_seconds(spec: TrialSpec, n_docs: int, expected_failures: bool = True) -> float:
     """Rough seconds of one trial on one free core; ``expected_failures`` adds the expected
@@ -349,6 +501,11 @@ def trial_seconds(spec: TrialSpec, n_docs: int, expected_failures: bool = True) 
     overhead = 2.0
     if spec.config.method == "baseline":
         return overhead + typical * epoch_seconds(n_docs, start)
+    if spec.uses_path:  # one penalised run (it ends at its smallest target), a finetuning per target
+        warmup = (spec.path or path_defaults())["path_warmup"]
+        path = min(warmup + spec.reg_epochs, PATH_EPOCHS)
+        return overhead + path * epoch_seconds(n_docs, start) + sum(
+            typical * epoch_seconds(n_docs, t) for t in spec.targets)
     tries = SEARCH_TRIES + (SEARCH_FAILURES * 25 if expected_failures else 0) if spec.target is not None else 1
     end = spec.target or start // 3
     return overhead + tries * spec.reg_epochs * epoch_seconds(n_docs, start) + typical * epoch_seconds(n_docs, end)

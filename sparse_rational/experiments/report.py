@@ -18,7 +18,10 @@ COLUMNS = [
     "seed", "lr", "clip", "dropout", "input_dropout", "weight_decay", "max_epochs", "patience", "batch_size",
     "reg_epochs", "epsilon", "tolerance", "reg_strength", "structure", "wfsas", "transitions", "parameters",
     "dev_accuracy", "test_accuracy", "epochs", "seconds", "status", "error", "key",
+    "search", "readout", "penalty_update",
 ]
+#: how a sparse row's size was reached (the ``search`` column)
+SEARCH_NAMES = {"lambda": "lambda search", "path": "path", "fixed": "fixed lambda"}
 
 
 def _round(x, digits: int = 6):
@@ -26,28 +29,68 @@ def _round(x, digits: int = 6):
     return "" if x is None else round(float(x), digits)
 
 
+def _search(c: dict) -> str:
+    if c["method"] != "sparse":
+        return ""
+    if c.get("structure_search") == "path":
+        return SEARCH_NAMES["path"]
+    return SEARCH_NAMES["fixed" if c["configuration"].startswith("sparse lambda") else "lambda"]
+
+
+def _row(key: str, rec: dict, c: dict, m: dict, status: str, error: str) -> dict:
+    hp = c.get("hyperparameters", {})
+    structure = m.get("structure")
+    return {
+        "dataset": c["dataset"]["name"], "embeddings": c["embeddings"], "method": c["method"],
+        "configuration": c["configuration"], "patterns": c["patterns"],
+        "target_transitions": c.get("target_transitions", ""), "phase": c["phase"], "index": c["index"],
+        "seed": c["seed"], **{k: hp.get(k, "") for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+        "max_epochs": c["epochs"], "patience": c["patience"], "batch_size": c["batch_size"],
+        "reg_epochs": c.get("reg_epochs", ""), "epsilon": c.get("epsilon", ""),
+        "tolerance": c.get("tolerance", ""),
+        "reg_strength": m.get("reg_strength", c.get("reg_strength", 0.0)),
+        "structure": format_structure(tuple(structure)) if structure is not None else "",
+        "wfsas": m.get("wfsas", ""), "transitions": m.get("transitions", ""),
+        "parameters": m.get("parameters", ""), "dev_accuracy": _round(m.get("dev_accuracy")),
+        "test_accuracy": _round(m.get("test_accuracy")), "epochs": m.get("epochs", ""),
+        "seconds": rec.get("seconds", ""), "status": status, "error": error, "key": key,
+        "search": _search(c), "readout": c.get("readout", "final"),
+        "penalty_update": c.get("penalty_update", "gradient") if c["method"] == "sparse" else "",
+    }
+
+
+def _missed(target: int, c: dict, m: dict) -> str:
+    """Why a path trial has no model for ``target``."""
+    path, tol = m.get("path") or [], c.get("tolerance") or 0
+    last = path[-1] if path else {}
+    n = last.get("transitions")
+    if n is not None and n < target - tol:
+        why = f"it went from more than {target + tol} to fewer than {target - tol} transitions within one step"
+    else:
+        why = (f"it ended at {n if n is not None else '?'} transitions after {len(path)} epochs (lambda "
+               f"{last.get('reg_strength') or 0:.3g})")
+    return f"the path missed target {target}: {why}"
+
+
 def rows_from_records(records: dict[str, dict]) -> list[dict]:
+    """One row per run: per trial, or for a path trial per target (a target the path missed
+    is a failed row of that target)."""
     rows = []
     for key, rec in records.items():
         c, m = rec["config"], rec.get("metrics") or {}
-        hp = c.get("hyperparameters", {})
-        structure = m.get("structure")
-        row = {
-            "dataset": c["dataset"]["name"], "embeddings": c["embeddings"], "method": c["method"],
-            "configuration": c["configuration"], "patterns": c["patterns"],
-            "target_transitions": c.get("target_transitions", ""), "phase": c["phase"], "index": c["index"],
-            "seed": c["seed"], **{k: hp.get(k, "") for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
-            "max_epochs": c["epochs"], "patience": c["patience"], "batch_size": c["batch_size"],
-            "reg_epochs": c.get("reg_epochs", ""), "epsilon": c.get("epsilon", ""),
-            "tolerance": c.get("tolerance", ""),
-            "reg_strength": m.get("reg_strength", c.get("reg_strength", 0.0)),
-            "structure": format_structure(tuple(structure)) if structure is not None else "",
-            "wfsas": m.get("wfsas", ""), "transitions": m.get("transitions", ""),
-            "parameters": m.get("parameters", ""), "dev_accuracy": _round(m.get("dev_accuracy")),
-            "test_accuracy": _round(m.get("test_accuracy")), "epochs": m.get("epochs", ""),
-            "seconds": rec.get("seconds", ""), "status": rec["status"], "error": rec.get("error", ""), "key": key,
-        }
-        rows.append(row)
+        if "targets" not in c:
+            rows.append(_row(key, rec, c, m, rec["status"], rec.get("error", "")))
+            continue
+        by_target = m.get("targets") or {}
+        for t in c["targets"]:
+            ct = {**c, "configuration": f"sparse target {t}", "target_transitions": t}
+            mt = by_target.get(str(t))
+            if rec["status"] != "ok":
+                rows.append(_row(key, rec, ct, {}, rec["status"], rec.get("error", "")))
+            elif mt is None:
+                rows.append(_row(key, rec, ct, {}, "failed", _missed(t, c, m)))
+            else:
+                rows.append(_row(key, rec, ct, mt, "ok", ""))
     order = {"search": 0, "rerun": 1}
     rows.sort(key=lambda r: (r["dataset"], r["method"] != "baseline", r["configuration"], order.get(r["phase"], 2),
                              r["index"]))
@@ -73,10 +116,14 @@ def _ms(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def _hp(row: dict) -> tuple:
+    return tuple(str(row[k]) for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay"))
+
+
 def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
     """Per dataset, one entry per configuration over its successful reruns."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    search_best: dict[tuple, dict] = {}
+    search_best: dict[tuple, dict] = {}  # by (dataset, configuration) and by (..., its hyperparameters)
     for r in rows:
         if r["status"] != "ok":
             continue
@@ -84,9 +131,10 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
         if r["phase"] == "rerun":
             groups[k].append(r)
         else:
-            b = search_best.get(k)
-            if b is None or (_num(r["dev_accuracy"]), -r["index"]) > (_num(b["dev_accuracy"]), -b["index"]):
-                search_best[k] = r
+            for kk in (k, (*k, _hp(r))):
+                b = search_best.get(kk)
+                if b is None or (_num(r["dev_accuracy"]), -r["index"]) > (_num(b["dev_accuracy"]), -b["index"]):
+                    search_best[kk] = r
     out: dict[str, list[dict]] = defaultdict(list)
     for (ds, conf), rs in groups.items():
         first = rs[0]
@@ -94,9 +142,12 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
         te = _ms([100 * float(r["test_accuracy"]) for r in rs if r["test_accuracy"] != ""])
         dv = _ms([100 * float(r["dev_accuracy"]) for r in rs if r["dev_accuracy"] != ""])
         pa = _ms([float(r["parameters"]) for r in rs])
-        best = search_best.get((ds, conf))
+        # the search trial the reruns repeat (a path's later assignments may have a better
+        # dev accuracy for a target that did not need them), else the best search trial
+        best = search_best.get((ds, conf, _hp(first))) or search_best.get((ds, conf))
         out[ds].append({
             "configuration": conf, "method": first["method"], "patterns": first["patterns"],
+            "search": first.get("search", ""),
             "target": first["target_transitions"], "runs": len(rs),
             "reg_strength": statistics.fmean(float(r["reg_strength"] or 0) for r in rs),
             "transitions": tr, "test": te, "dev": dv, "parameters": pa,
@@ -168,15 +219,16 @@ def summary_markdown(rows: list[dict], title: str, header_lines: list[str], note
     out.append("")
     for ds, entries in agg.items():
         out += [f"## {ds}", "",
-                "| configuration | runs | lambda | transitions | test acc | dev acc | parameters | structures | "
-                "best search dev | lr | clip | dropout | input dropout | weight decay |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| configuration | runs | search | lambda | transitions | test acc | dev acc | parameters | "
+                "structures | best search dev | lr | clip | dropout | input dropout | weight decay |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for e in entries:
             hp = e["hp"]
             structs = "; ".join(e["structures"][:3]) + (" ..." if len(e["structures"]) > 3 else "")
             lam = f"{e['reg_strength']:.3g}" if e["reg_strength"] else "0"
             out.append(
-                f"| {e['configuration']} | {e['runs']} | {lam} | {_pm(e['transitions'])} | {_pm(e['test'])} | "
+                f"| {e['configuration']} | {e['runs']} | {e['search'] or '-'} | {lam} | {_pm(e['transitions'])} | "
+                f"{_pm(e['test'])} | "
                 f"{_pm(e['dev'])} | {e['parameters'][0]:.0f} | {structs} | {e['best_dev_search']:.1f} | "
                 f"{float(hp['lr']):.3g} | {float(hp['clip']):.2f} | {float(hp['dropout']):.2f} | "
                 f"{float(hp['input_dropout']):.2f} | {float(hp['weight_decay']):.2g} |")
@@ -236,7 +288,8 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
     written = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None)
+        fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None,
+                    metadata={"Date": None} if ext == "svg" else None)
         path = base.with_suffix(f".{ext}")
         atomic_write_bytes(path, buf.getvalue())
         written.append(path)

@@ -6,6 +6,11 @@ Every finished trial is written to the store the moment it comes back; trials al
 the store are not run again (failed ones only with ``retry_failed``). At most
 ``executor.capacity`` trials are in flight, reruns first, so the queue never holds work the
 driver would rather reorder, and a killed sweep loses only the trials that were running.
+
+With the regularisation path, the target cells of a dataset share their search trials (one
+path per assignment, every target): a trial shared by several cells runs once, and each cell
+reads its own target's result from the record (:func:`cell_metrics`). A target the path
+missed is a failed attempt of that cell only, so each target gets its own replacements.
 """
 from __future__ import annotations
 
@@ -43,12 +48,28 @@ class SweepResult:
     notes: list[str] = field(default_factory=list)
 
 
+def cell_metrics(cell: Cell, record: dict | None) -> dict | None:
+    """The metrics ``record`` holds for ``cell``'s configuration: a path trial's result for
+    the cell's target (None where the path missed it); None for a failed trial."""
+    if not record or record.get("status") != "ok":
+        return None
+    m = record.get("metrics") or {}
+    if "targets" in m:  # a path trial: one result per target reached
+        return m["targets"].get(str(cell.config.target_transitions))
+    return m
+
+
 def best_search_trial(cell: Cell, records: dict[str, dict]) -> tuple[TrialSpec, dict] | None:
-    ok = [(s, records[s.key]) for s in cell.search if records.get(s.key, {}).get("status") == "ok"]
-    ok = [(s, r) for s, r in ok if r["metrics"].get("dev_accuracy") is not None]
+    """The search trial with the best dev accuracy (ties: the lower assignment) and its
+    metrics for this cell."""
+    ok = []
+    for s in cell.search:
+        m = cell_metrics(cell, records.get(s.key))
+        if m is not None and m.get("dev_accuracy") is not None:
+            ok.append((s, m))
     if not ok:
         return None
-    return max(ok, key=lambda sr: (sr[1]["metrics"]["dev_accuracy"], -sr[0].index))
+    return max(ok, key=lambda sm: (sm[1]["dev_accuracy"], -sm[0].index))
 
 
 def plan_reruns(plan: Plan, cell: Cell, records: dict[str, dict]) -> None:
@@ -57,8 +78,8 @@ def plan_reruns(plan: Plan, cell: Cell, records: dict[str, dict]) -> None:
         cell.reruns = []
         cell.note = "no search trial succeeded, so nothing to rerun"
         return
-    spec, rec = best
-    cell.reruns = plan.rerun_trials(spec, float(rec["metrics"].get("reg_strength") or 0.0))
+    spec, metrics = best
+    cell.reruns = plan.rerun_trials(spec, float(metrics.get("reg_strength") or 0.0), cell.config)
 
 
 def _failed_record(spec: TrialSpec, error: str) -> dict:
@@ -71,7 +92,7 @@ def extend_search(plan: Plan, cell: Cell, records: dict[str, dict]) -> int:
     Returns how many trials were added."""
     added = 0
     while True:
-        failed = sum(records[s.key]["status"] != "ok" for s in cell.search if s.key in records)
+        failed = sum(cell_metrics(cell, records[s.key]) is None for s in cell.search if s.key in records)
         want = plan.budget.assignments + min(failed, plan.max_replacements)
         if want <= len(cell.search):
             return added
@@ -87,13 +108,27 @@ def update_cell(plan: Plan, cell: Cell, records: dict[str, dict]) -> int:
     return added
 
 
+def planned_trials(cells: list[Cell]) -> list[TrialSpec]:
+    """Every trial the cells have planned so far, each once (cells may share path trials)."""
+    seen: dict[str, TrialSpec] = {}
+    for c in cells:
+        for s in c.search + (c.reruns or []):
+            seen.setdefault(s.key, s)
+    return list(seen.values())
+
+
+def count_trials(plan: Plan, cells: list[Cell]) -> int:
+    """Trials planned, plus the reruns of cells whose search is not finished yet."""
+    return len(planned_trials(cells)) + sum(plan.budget.reruns for c in cells if c.reruns is None)
+
+
 def prepare_cells(plan: Plan, records: dict[str, dict]) -> tuple[list[Cell], int]:
     """The plan's cells, with replacements and reruns planned as far as the stored records
     allow; and how many of their trials are finished already."""
     cells = [Cell(d, c, plan.search_trials(d, c)) for d, c in plan.cells]
     for cell in cells:
         update_cell(plan, cell, records)
-    finished = sum(s.key in records for c in cells for s in c.search + (c.reruns or []))
+    finished = sum(s.key in records for s in planned_trials(cells))
     return cells, finished
 
 
@@ -110,7 +145,7 @@ def run_sweep(plan: Plan, executor, store: TrialStore, retry_failed: bool = Fals
     cells, finished_before = prepare_cells(plan, records)
 
     def total() -> int:
-        return sum(len(c.search) + (plan.budget.reruns if c.reruns is None else len(c.reruns)) for c in cells)
+        return count_trials(plan, cells)
 
     def settled(spec: TrialSpec) -> bool:
         return spec.key in records
@@ -124,10 +159,11 @@ def run_sweep(plan: Plan, executor, store: TrialStore, retry_failed: bool = Fals
 
     def pending() -> list[TrialSpec]:
         busy = {s.key for s in in_flight.values()}
-        reruns = [s for c in cells for s in (c.reruns or []) if not settled(s) and s.key not in busy]
-        # longest first among search trials: sparse target searches before baselines
-        search = [s for c in cells for s in c.search if not settled(s) and s.key not in busy]
-        search.sort(key=lambda s: (s.config.method != "sparse" or s.target is None, s.index))
+        todo = [s for s in planned_trials(cells) if not settled(s) and s.key not in busy]
+        reruns = [s for s in todo if s.phase == "rerun"]
+        # longest first among search trials: sparse target searches and paths before baselines
+        search = [s for s in todo if s.phase != "rerun"]
+        search.sort(key=lambda s: (s.config.method != "sparse" or not s.targets, s.index))
         return reruns + search
 
     try:
@@ -152,6 +188,10 @@ def run_sweep(plan: Plan, executor, store: TrialStore, retry_failed: bool = Fals
                     result.failed += 1
                     tqdm.write(f"failed: {spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: "
                                f"{outcome.get('error', '?')}", file=sys.stderr)
+                elif (outcome.get("metrics") or {}).get("missed"):
+                    tqdm.write(f"{spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: the path "
+                               f"missed target(s) {', '.join(map(str, outcome['metrics']['missed']))}",
+                               file=sys.stderr)
                 bar.update(1)
                 for cell in cells:
                     had_reruns = cell.reruns is not None

@@ -2,7 +2,9 @@
 
 :func:`run_trial` is the function every executor runs (in a pool worker or a Ray task). It
 never raises: any exception becomes a record with ``status: "failed"``, the error line and
-the traceback, so one bad trial does not stop a sweep. Datasets and word vectors are cached
+the traceback, so one bad trial does not stop a sweep. A path trial (several targets) keeps
+one set of metrics per target reached under ``metrics["targets"]`` and lists the targets the
+path missed under ``metrics["missed"]``. Datasets and word vectors are cached
 per worker process (a worker runs many trials on the same data).
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ RECORD_FORMAT = "sparse-rational-trial/1"
 KEEP = ("dev_accuracy", "test_accuracy", "transitions", "structure", "structure_summary", "wfsas",
         "parameters", "reg_strength", "train_seconds", "epochs", "best_epoch", "seconds_per_epoch",
         "penalised_epochs", "finetune_epochs", "transitions_before_pruning", "structure_before_finetune",
-        "search", "train_size", "dev_size", "test_size")
+        "search", "train_size", "dev_size", "test_size", "target_transitions", "hyperparameters")
 
 
 def limit_threads(threads: int = 1) -> None:
@@ -58,11 +60,15 @@ def stratified_head(examples, n: int):
 
 
 
+def _keep(metrics) -> dict:
+    return {k: metrics[k] for k in KEEP if k in metrics}
+
+
 def _train(spec: TrialSpec) -> dict:
     import torch
 
-    from ..learn import StructureOptions
-    from ..pipeline import train_text_classifier
+    from ..config import ModelOptions, RunOptions, StructureOptions
+    from ..pipeline import train_structure_path, train_text_classifier
     from ..train import TrainConfig
 
     torch.set_num_threads(max(1, spec.threads))
@@ -70,15 +76,24 @@ def _train(spec: TrialSpec) -> dict:
     hp = spec.hyperparameters
     cfg = TrainConfig(epochs=spec.epochs, patience=spec.patience, batch_size=spec.batch_size, lr=hp["lr"],
                       weight_decay=hp["weight_decay"], clip=hp["clip"], seed=spec.seed, lr_schedule=True)
-    opts = StructureOptions(reg_epochs=spec.reg_epochs, epsilon=spec.epsilon, search_tolerance=spec.tolerance)
+    opts = StructureOptions(reg_epochs=spec.reg_epochs, epsilon=spec.epsilon, search_tolerance=spec.tolerance,
+                            penalty_update=spec.penalty_update,
+                            **({"structure_search": "path", **(spec.path or {})} if spec.uses_path else {}))
+    if spec.config.targets:  # a path trial: one run, one result per target of the sweep
+        model = ModelOptions(spec.config.patterns, hp["dropout"], hp["input_dropout"], spec.readout)
+        run = train_structure_path(splits, spec.targets, options=RunOptions(spec.embeddings, model, cfg, opts),
+                                   verbose=False)
+        return {"targets": {str(t): _keep(clf.metrics) for t, clf in run.models.items()}, "missed": run.missed,
+                "path": run.path, "snapshots": {str(t): s for t, s in run.snapshots.items()},
+                "penalised_seconds": round(run.penalised_seconds, 2)}
     clf = train_text_classifier(
         splits, spec.embeddings, spec.config.patterns,
         reg_strength=spec.reg_strength if spec.config.method == "sparse" else 0.0,
         target_transitions=spec.target if spec.config.method == "sparse" else None,
         train_config=cfg, structure_options=opts,
-        dropout=hp["dropout"], input_dropout=hp["input_dropout"], verbose=False,
+        dropout=hp["dropout"], input_dropout=hp["input_dropout"], readout=spec.readout, verbose=False,
     )
-    return {k: clf.metrics[k] for k in KEEP if k in clf.metrics}
+    return _keep(clf.metrics)
 
 
 def run_trial(spec: TrialSpec | dict) -> dict:
