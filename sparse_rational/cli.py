@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
+    t.add_argument("--tune", type=_positive_int, metavar="N",
+                   help="random search: N assignments of lr, clip, dropouts and weight decay from the authors' "
+                        "space; the best by dev accuracy is saved")
     h = t.add_argument_group("transformer vectors (--embeddings hf:...)")
     h.add_argument("--hf-layers", choices=["last4sum", "last"], default="last4sum",
                    help="sum of the last 4 hidden states (the authors' choice, default) or the last one")
@@ -145,7 +148,7 @@ def _checkpointer(args: argparse.Namespace, splits):
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from .pipeline import train_structure_path, train_text_classifier
+    from .pipeline import train_structure_path, train_text_classifier, tune_text_classifier
     from .structure import parse_patterns
 
     from .ops import forced_impl
@@ -171,6 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = checkpoint.pending is not None
     dataset = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
     several = len(options.structure.targets) > 1
+    if args.tune and several:
+        raise UserError("--tune chooses one model: give one --target-transitions (or none)")
     try:
         if several:
             run = train_structure_path(splits, options.structure.targets, options=options, verbose=not args.quiet,
@@ -180,8 +185,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             if run.models:
                 run.save(args.out)
         else:
-            clf = train_text_classifier(splits, options=options, verbose=not args.quiet, checkpoint=checkpoint,
-                                        hf_options=hf_options)
+            if args.tune:
+                clf = tune_text_classifier(splits, args.tune, options=options, verbose=not args.quiet,
+                                           hf_options=hf_options)
+            else:
+                clf = train_text_classifier(splits, options=options, verbose=not args.quiet, checkpoint=checkpoint,
+                                            hf_options=hf_options)
             clf.metrics.dataset = dataset
             clf.save(args.out)
     except TrainingDiverged:  # its message says where the last good checkpoint is
@@ -205,6 +214,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if replacing:
         print(f"sparse-rational: replaced the earlier model folder {args.out}", file=sys.stderr)
     if not several:
+        if args.tune:
+            hp = clf.metrics["hyperparameters"]
+            print("chosen: " + ", ".join(f"{k} {hp[k]:.3g}" for k in ("lr", "clip", "dropout", "input_dropout",
+                                                                       "weight_decay")))
         _report(clf.metrics)
         print(f"saved {args.out}")
         return 0

@@ -48,7 +48,7 @@ class TrainConfig:
     clip: float = _opt(2.0, "gradient-norm clipping (0: off)", kind="nonneg")
     seed: int = _opt(0, "random seed of the weights, batches and dropout", kind="seed")
     lr_schedule: bool = _opt(True, "ReduceLROnPlateau(0.5) on the selection score while finetuning", cli=False)
-    lr_patience: int = _opt(10, "epochs without improvement before the learning rate is halved (keep it below "
+    lr_patience: int = _opt(5, "epochs without improvement before the learning rate is halved (keep it below "
                             "the patience, or the schedule never acts)", kind="positive")
     select_on: str = _opt("accuracy", "what early stopping, the best epoch and the schedule follow on the dev set: "
                           "'accuracy', 'loss' (cross-entropy) or 'smoothed' (accuracy over the last 3 epochs)",

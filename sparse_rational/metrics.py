@@ -48,6 +48,7 @@ class Metrics(Mapping):
     finetune_epochs: int | None = None
     search: list[dict] | None = None  # the lambda search: one entry per try
     target_transitions: int | None = None
+    tuning: list[dict] | None = None  # train --tune: every assignment and its dev accuracy
     extra: dict = field(default_factory=dict)  # keys of a newer or foreign metrics.json
 
     def to_dict(self) -> dict:
