@@ -409,3 +409,24 @@ def test_a_vocab_file_with_extra_lines_is_refused(model, tmp_path):
         fh.write("extra\n" * 3)
     with pytest.raises(UserError, match="lines"):
         TextClassifier.load(path)
+
+
+def test_a_failed_target_search_leaves_no_work_area_behind(files, tmp_path, capsys, monkeypatch):
+    import sparse_rational.learn as learn
+    from sparse_rational.errors import ParameterError
+
+    real = learn.penalise
+    calls = []
+
+    def penalise_then_give_up(*args, **kwargs):  # one real try (a checkpoint is written), then the search fails
+        calls.append(1)
+        if len(calls) > 1:
+            raise ParameterError("target_transitions", "3 not reached within +-2 after 1 tries")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(learn, "penalise", penalise_then_give_up)
+    out = tmp_path / "m"
+    code, _, err = run(train_args(files, out, "--target-transitions", "3", "--reg-epochs", "2"), capsys)
+    assert code == 2
+    one_line(err.strip().splitlines()[-1], "--target-transitions")
+    assert not checkpoint_dir(out).exists() and not out.exists()
