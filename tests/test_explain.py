@@ -16,10 +16,12 @@ from sparse_rational.explain.paths import NOT_READ, WFSAPath, decode_paths, max_
 from sparse_rational.explain.report import render_report
 from sparse_rational.explain.table import (
     Phrase,
+    decode_documents,
     encode_documents,
     explain_documents,
     format_explanation,
     format_table,
+    score_documents,
     summarize_patterns,
 )
 from sparse_rational.model import state_layout
@@ -155,6 +157,53 @@ def test_planted_phrase_is_the_top_phrase_of_the_deciding_wfsa(trained):
     table = format_table(patterns)
     assert "transition_1" in table and "top" in table and "bottom" in table
     assert f"vote {decisive.votes_for}" in table
+
+
+def test_final_readout_table_is_todays_ranking_with_duplicates_merged(trained):
+    """For the paper's readout Table 1 is today's: documents ranked by the best (worst) path
+    score at </s> (no history, no decoding), each shown by that path; the only change is
+    that rows reading the same phrase are merged into the first, with their count."""
+    clf, splits = trained["clf"], trained["splits"]
+    assert clf.model.config.readout == "final"
+    docs = encode_documents(clf, splits.train)
+    k = 3
+    patterns = summarize_patterns(clf, docs, k=k)
+    corpus = score_documents(clf.model, docs)  # today's scores
+    merged = 0
+    for p in patterns:
+        j = p.wfsa
+        for rows, values, kind in ((p.top, corpus.best[:, j], "best"), (p.bottom, -corpus.worst[:, j], "worst")):
+            ranking = torch.topk(values, len(docs)).indices.tolist()  # today's order (top-k of everything)
+            old = decode_documents(clf.model, docs, [(i, j, kind) for i in ranking])
+            assert all(s != NOT_READ for path in old.values() for s in path.states)  # they read up to </s>
+            first, counts = {}, {}
+            for i in ranking:
+                key = tuple(Phrase(i, old[(i, j, kind)], docs[i].tokens).cells(p.length))
+                first.setdefault(key, i)
+                counts[key] = counts.get(key, 0) + 1
+            expected = list(first)[:k]
+            assert [tuple(ph.cells(p.length)) for ph in rows] == expected
+            assert [ph.count for ph in rows] == [counts[key] for key in expected]
+            assert [ph.score for ph in rows] == [old[(first[key], j, kind)].score for key in expected]
+            for ph in rows:
+                assert ph.path == old[(ph.doc, j, kind)]
+            today = [tuple(Phrase(i, old[(i, j, kind)], docs[i].tokens).cells(p.length)) for i in ranking[:k]]
+            if len(set(today)) == k:  # today's top k read differently: the same rows
+                assert [ph.doc for ph in rows] == ranking[:k]
+            merged += sum(ph.count > 1 for ph in rows)
+    assert merged  # the planted phrase's "w2 w3 ..._SL" rows merge
+
+
+def test_final_readout_doc_explanation_has_no_spans(trained):
+    clf = trained["clf"]
+    docs = encode_documents(clf, ["w5 w2 w3 w7", "w2 w9 w3 w4"])
+    for exp in explain_documents(clf, docs):
+        assert exp.readout == "final" and all(w.spans == [] for w in exp.wfsas)
+        assert exp.top_spans() == ([], [])
+        text = format_explanation(exp, clf.model.config.structure)
+        assert "best path consumed" in text and "readout" not in text and "spans that" not in text
+        for w in exp.wfsas:  # the best path is the one that ends at </s>
+            assert w.best.path.states[-1] != NOT_READ and w.best.path.end == len(exp.document) - 1
 
 
 def test_doc_contributions_sum_to_the_logits(trained):

@@ -77,8 +77,11 @@ def run(args: argparse.Namespace, out=None) -> int:
     if splits is not None:
         train_docs = encode_documents(clf, splits.train)
         patterns = summarize_patterns(clf, train_docs, args.top_k)
+        readout = getattr(clf.model.config, "readout", "final")
+        pooled = "" if readout == "final" else (
+            f"; {readout} readout: each document's best and worst span ending at any token")
         out.write(f"Patterns of {args.model} ({len(structure)} WFSAs, {sum(structure)} transitions), "
-                  f"over {len(train_docs)} training documents\n\n")
+                  f"over {len(train_docs)} training documents{pooled}\n\n")
         out.write(format_table(patterns))
         out.write("\n")
     if args.doc is not None:

@@ -2,9 +2,12 @@
 
 Contents: the model's structure and metrics; each WFSA as a small inline SVG chain
 automaton ``q0 -> q1 -> .. -> qn`` (self-loops on ``q1..qn``, all of them final) with its
-top and bottom phrases (as in Table 1) and its classifier weights; and the dev documents
-the model got right and wrong with the most confidence, with the words each pattern's best
-path matched highlighted and each pattern's contribution to each class's logit.
+top and bottom phrases (as in Table 1, with the number of documents each merged phrase
+stands for) and its classifier weights; and the dev documents the model got right and
+wrong with the most confidence, with each pattern's contribution to each class's logit and
+highlighted words: for a ``final``-readout model the words each pattern's best path
+matched; for a pooled model (``mean``, ``max``) the spans with the largest shares of the
+predicted class's logit, for it and against it (see :mod:`.table`).
 
 Self-contained: inline CSS, no script, no external resource of any kind (no CDN, no font,
 no link). Every piece of text goes through jinja2's autoescaping; on top of that any ``//``
@@ -19,14 +22,17 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ParameterError, UserError
+from ..errors import ParameterError
 from ..structure import format_structure
 from .table import (
     DocExplanation,
     Document,
     PatternSummary,
     Phrase,
+    SpanContribution,
     explain_documents,
+    positions_text,
+    readout_text,
     score_documents,
     self_loop_text,
 )
@@ -102,7 +108,8 @@ def _phrase_view(ph: Phrase, n: int) -> dict:
         main = [t for t, sl in col if not sl]
         full = " ".join(loops[:60]) + (" \u2026" if len(loops) > 60 else "")
         cols.append({"loops": self_loop_text(loops), "main": main, "full": full})
-    return {"score": f"{ph.score:+.4g}", "doc": ph.doc + 1, "cols": cols[:-1], "after": cols[-1]}
+    return {"score": f"{ph.score:+.4g}", "doc": ph.doc + 1, "cols": cols[:-1], "after": cols[-1],
+            "count": ph.count}
 
 
 def pattern_view(p: PatternSummary) -> dict:
@@ -130,22 +137,50 @@ def pattern_view(p: PatternSummary) -> dict:
     }
 
 
+def _mark_path(marks: list[list[str]], roles: list[list[tuple[int, bool]]], path, wfsa: int, what: str) -> None:
+    for i, t in enumerate(path.transitions()):
+        marks[t].append(f"{what}: transition {i + 1}")
+        roles[t].append((wfsa, True))
+    for i, loop in enumerate(path.self_loops()[1:], start=1):
+        for t in loop:
+            marks[t].append(f"{what}: self-loop in q{i}")
+            roles[t].append((wfsa, False))
+
+
+def _span_view(sp: SpanContribution, n: int, classes: Sequence[str]) -> dict:
+    words = " ".join(sp.phrase.tokens[t] for t in sp.ends[:60]) + (" \u2026" if len(sp.ends) > 60 else "")
+    return {"number": sp.wfsa + 1, "state": sp.state, "tokens": positions_text(sp.ends), "words": words,
+            "value": f"{sp.value:+.4f}",
+            "shares": [f"{x:+.4f}" for x in sp.shares], "phrase": _phrase_view(sp.phrase, n),
+            "color": _color(sp.wfsa)[0]}
+
+
 def document_view(exp: DocExplanation, structure: Sequence[int]) -> dict:
-    """Tokens with highlight styles (best paths) and the per-pattern contribution table."""
+    """Tokens with highlight styles and the per-pattern contribution table. Highlighted: each
+    pattern's best path (``final`` readout), or the spans with the largest shares of the
+    predicted class's logit (pooled readouts; the spans against it outlined, dashed)."""
     tokens = exp.document.tokens
-    marks: list[list[tuple[int, str]]] = [[] for _ in tokens]  # (wfsa, description)
+    classes = exp.classes
+    pred = exp.predicted
+    is_pooled = exp.readout != "final"
+    marks: list[list[str]] = [[] for _ in tokens]
     roles: list[list[tuple[int, bool]]] = [[] for _ in tokens]  # (wfsa, is_transition)
-    for w in exp.wfsas:
-        path = w.best.path
-        for i, t in enumerate(path.transitions()):
-            marks[t].append((w.wfsa, f"pattern {w.wfsa + 1}: transition {i + 1}"))
-            roles[t].append((w.wfsa, True))
-        for i, loop in enumerate(path.self_loops()[1:], start=1):
-            for t in loop:
-                marks[t].append((w.wfsa, f"pattern {w.wfsa + 1}: self-loop in q{i}"))
-                roles[t].append((w.wfsa, False))
+    against: set[int] = set()
+    spans_for: list[SpanContribution] = []
+    spans_against: list[SpanContribution] = []
+    if is_pooled:
+        spans_for, spans_against = exp.top_spans()
+        for sp in spans_for + spans_against:
+            what = (f"pattern {sp.wfsa + 1}{f' q{sp.state}' if sp.state is not None else ''}, tokens "
+                    f"{positions_text(sp.ends)}: {sp.shares[pred]:+.4f} to {classes[pred]}")
+            _mark_path(marks, roles, sp.phrase.path, sp.wfsa, what)
+            if sp.shares[pred] < 0:
+                against.update(sp.phrase.path.consumed())
+    else:
+        for w in exp.wfsas:
+            _mark_path(marks, roles, w.best.path, w.wfsa, f"pattern {w.wfsa + 1}")
     words = []
-    for tok, role, mark in zip(tokens, roles, marks):
+    for t, (tok, role, mark) in enumerate(zip(tokens, roles, marks)):
         styles, shadows = [], []
         trans = [j for j, is_t in role if is_t]
         if trans:
@@ -155,8 +190,9 @@ def document_view(exp: DocExplanation, structure: Sequence[int]) -> dict:
             shadows.append(f"inset 0 -{2 + 2 * depth}px {_color(j)[0]}")
         if shadows:
             styles.append("box-shadow:" + ",".join(reversed(shadows)))
-        words.append({"text": tok, "style": ";".join(styles), "title": "; ".join(m for _, m in mark)})
-    classes = exp.classes
+        if t in against:
+            styles.append("outline:1px dashed #b22")
+        words.append({"text": tok, "style": ";".join(styles), "title": "; ".join(mark)})
     rows = []
     for w in exp.wfsas:
         color, light = _color(w.wfsa)
@@ -165,8 +201,8 @@ def document_view(exp: DocExplanation, structure: Sequence[int]) -> dict:
             "number": w.wfsa + 1, "color": color, "light": light, "score": f"{w.score:+.4f}",
             "contributions": [f"{x:+.4f}" for x in w.contributions],
             "best": _phrase_view(w.best, n), "worst": _phrase_view(w.worst, n),
+            "spans": [_span_view(sp, n, classes) for sp in w.spans[:3]],
         })
-    pred = exp.predicted
     return {
         "label": exp.document.label,
         "predicted": classes[pred],
@@ -177,6 +213,10 @@ def document_view(exp: DocExplanation, structure: Sequence[int]) -> dict:
         "logits": [f"{x:+.4f}" for x in exp.logits],
         "bias": [f"{x:+.4f}" for x in exp.bias],
         "classes": classes,
+        "pooled": is_pooled,
+        "readout": readout_text(exp.readout, len(tokens)) if is_pooled else "",
+        "spans_for": [_span_view(sp, structure[sp.wfsa], classes) for sp in spans_for],
+        "spans_against": [_span_view(sp, structure[sp.wfsa], classes) for sp in spans_against],
     }
 
 
@@ -205,6 +245,7 @@ def _metrics_view(clf, dev_accuracy: float | None, n_dev: int) -> tuple[list, li
         ("WFSAs", str(len(cfg.structure))),
         ("lengths of patterns 1..d", ", ".join(map(str, cfg.structure)) or "-"),
         ("main-path transitions", str(cfg.transitions)),
+        ("readout", getattr(cfg, "readout", "final")),
         ("parameters", str(clf.model.num_parameters())),
         ("classes", ", ".join(clf.classes)),
     ]
@@ -214,7 +255,8 @@ def _metrics_view(clf, dev_accuracy: float | None, n_dev: int) -> tuple[list, li
     if dev_accuracy is not None:
         main.append((f"accuracy on the {n_dev} dev documents (examples below)", f"{dev_accuracy:.4f}"))
     extra = [(k, _fmt(v)) for k, v in sorted(m.items())
-             if isinstance(v, (int, float, str, bool)) or (isinstance(v, list) and all(isinstance(x, (int, float)) for x in v))]
+             if isinstance(v, (int, float, str, bool))
+             or (isinstance(v, list) and all(isinstance(x, (int, float)) for x in v))]
     return main, extra
 
 
@@ -245,6 +287,7 @@ def render_report(
         classes=list(clf.classes),
         has_dev=bool(dev_docs),
         top_k=max((len(p.top) for p in patterns), default=0),
+        readout=getattr(clf.model.config, "readout", "final"),
     )
     return neutralize_urls(text)
 
