@@ -64,3 +64,23 @@ def baseline(tiny_files, tmp_path_factory):
                  "--patterns", "3x2,2x1", "--out", str(out), *FAST])
     assert code == 0
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: more torch threads only add contention on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_onehot(path: Path, words) -> str:
+    """A GloVe-format text file with a one-hot vector per word (exercises the text loader)."""
+    import numpy as np
+
+    eye = np.eye(len(words))
+    path.write_text("".join(w + " " + " ".join(f"{x:g}" for x in row) + "\n" for w, row in zip(words, eye)))
+    return str(path)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_structure_learning import make_task, one_hot_vectors  # noqa: F401 (fixture)
 
 from sparse_rational.checkpoint import Checkpointer
 from sparse_rational.cli import main
@@ -14,17 +15,9 @@ from sparse_rational.config import RunOptions, StructureOptions, TrainConfig
 from sparse_rational.data import Splits
 from sparse_rational.model import ModelConfig, RationalClassifier
 from sparse_rational.pipeline import TextClassifier, train_structure_path, train_text_classifier
-from sparse_rational.structure import adam_group_step_sizes, group_soft_threshold_, prune, proximal_step_
+from sparse_rational.structure import adam_group_step_sizes, group_soft_threshold_, proximal_step_, prune
 
-from test_structure_learning import make_task, one_hot_vectors  # noqa: F401 (fixture)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the proximal operator ----------------------------------------------------------------------
