@@ -10,7 +10,6 @@ from torch import Tensor, nn
 from .layout import StateLayout
 from .ops import rational_forward
 
-
 READOUTS = ("final", "mean", "max")
 
 
@@ -47,7 +46,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         return cls(**d)
 
 
@@ -117,12 +116,22 @@ class WFSALayer(nn.Module):
 
 
 class RationalClassifier(nn.Module):
-    """Frozen embeddings -> variational dropout -> WFSA layer -> dropout -> linear.
+    """Frozen input vectors -> variational dropout -> WFSA layer -> dropout -> linear.
 
-    ``forward(ids [B, T] long, mask [B, T] bool) -> logits [B, C]``; with
-    ``vocab_size == 0`` call :meth:`forward_vectors` with ``[B, T, e]`` vectors instead, or
-    give the model a row table as ``embeddings`` (never saved: e.g. the memory-mapped
-    transformer vectors of a corpus, ``embeddings.transformer.RowTable``) and ids into it.
+    The model computes on vectors: :meth:`forward_vectors` (``[B, T, e]``, right-padded,
+    ``mask [B, T]``) -> logits ``[B, C]``. :meth:`forward` takes documents as row ids
+    ``[B, T]`` of its ``embeddings``, the frozen rows it is built over, fixed at
+    construction:
+
+    * ``vocab_size > 0``: a frozen copy ``[V, e]`` of the static word vectors, a buffer saved
+      with the model;
+    * ``vocab_size == 0``: a read-only lookup ``rows[ids] -> [..., e]`` that is not saved
+      (the transformer vectors of the training corpus,
+      :class:`~sparse_rational.embeddings.transformer.RowTable`), or None (the model then
+      reads vectors only, or ids through :meth:`reading`).
+
+    Which rows texts become is the featurizer's business
+    (:mod:`sparse_rational.embeddings.featurizer`), not the model's.
     """
 
     def __init__(self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto",
@@ -135,7 +144,7 @@ class RationalClassifier(nn.Module):
                 raise ValueError(f"embeddings of shape {tuple(emb.shape)} for config {config}")
             self.register_buffer("embeddings", emb.detach().clone().float())
         else:
-            self.embeddings = embeddings  # None, or a row table that forward() indexes (not saved)
+            self.embeddings = embeddings  # None, or a read-only row lookup (never saved)
         self.wfsa = WFSALayer(config.structure, config.embedding_dim, impl=impl, readout=config.readout,
                               self_loop_bias=self_loop_bias)
         self.dropout = nn.Dropout(config.dropout)
@@ -158,12 +167,19 @@ class RationalClassifier(nn.Module):
         return self.classifier(self.dropout(self.scores(vectors, mask)))
 
     def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        if not self.config.vocab_size:  # ids are rows of an external table (see the class docstring)
+        if not self.config.vocab_size:  # ids are rows of a lookup the model does not save
             if self.embeddings is None:
-                raise ValueError("this model reads vectors: call forward_vectors, or give it a row table as embeddings")
-            rows = self.embeddings[ids.to(self.embeddings.device)]
-            return self.forward_vectors(rows.to(device=mask.device, dtype=self.wfsa.w.dtype), mask)
+                raise ValueError("this model reads vectors: call forward_vectors, or read ids through reading(rows)")
+            return self.forward_vectors(read_rows(self.embeddings, ids, mask, self.wfsa.w.dtype), mask)
         return self.forward_vectors(self.embeddings[ids], mask)
+
+    def reading(self, rows) -> nn.Module:
+        """This model taking documents as row ids of ``rows`` (``rows[ids] -> [..., e]``):
+        the model itself when ``rows`` is None or its own ``embeddings``, else a
+        :class:`RowsReader` (nothing of the model is changed)."""
+        if rows is None or rows is self.embeddings:
+            return self
+        return RowsReader(self, rows)
 
     def penalty(self) -> Tensor:
         """Group lasso: ``sum_s ||g_s||_2`` (no sqrt(group size) factor, as the authors)."""
@@ -171,3 +187,37 @@ class RationalClassifier(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def read_rows(rows, ids: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """``rows[ids]`` (looked up where the rows live) on the device of ``mask``, as ``dtype``."""
+    device = getattr(rows, "device", ids.device)
+    return rows[ids.to(device)].to(device=mask.device, dtype=dtype)
+
+
+class RowsReader(nn.Module):
+    """``model`` reading documents as row ids of ``rows``, a frozen lookup it does not hold
+    (e.g. the transformer vectors of texts met at prediction):
+    ``forward(ids, mask) = model.forward_vectors(rows[ids], mask)``. It has no state of its
+    own: parameters, training mode and device are the model's."""
+
+    def __init__(self, model: RationalClassifier, rows):
+        super().__init__()
+        self.model = model
+        self.rows = rows
+        self.train(model.training)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.model.classifier
+
+    @property
+    def wfsa(self) -> WFSALayer:
+        return self.model.wfsa
+
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.model.forward_vectors(read_rows(self.rows, ids, mask, self.model.wfsa.w.dtype), mask)

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,9 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
 from .data import Example, Splits
-from .embeddings import SPECIALS, build_vocabulary, load_word_vectors
-from .embeddings.transformer import ContextualEncoder, TransformerOptions, is_contextual, prepare_contextual
+from .embeddings.featurizer import CHARS_PER_TOKEN  # noqa: F401  (re-exported: where texts are cut)
+from .embeddings.featurizer import ContextualVectors, Featurizer, StaticVectors, build_featurizer
+from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from . import validate
 from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
@@ -42,7 +43,6 @@ from .vocab import Vocabulary
 
 FORMAT = "sparse-rational/1"
 DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts read at prediction are cut like training ones
-CHARS_PER_TOKEN = 64  # a text is cut to max_tokens x this many characters before tokenizing
 CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
 MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS})
 PATH_JSON = "path.json"
@@ -85,54 +85,80 @@ def check_out_folder(path: str | os.PathLike, option: str = "out") -> bool:
     return True
 
 
-@dataclass
+@dataclass(init=False)
 class TextClassifier:
-    """A trained model with everything needed to read raw text."""
+    """A trained model with everything needed to read raw text: the model computes on
+    vectors, and ``featurizer`` (:mod:`~sparse_rational.embeddings.featurizer`) says which
+    vectors a text is (static word vectors or a frozen transformer's).
+
+    ``TextClassifier(model, featurizer, classes, metrics=...)``. The earlier form
+    ``TextClassifier(model, vocab, classes, embeddings_source, metrics, encoder=None)`` (a
+    :class:`~sparse_rational.vocab.Vocabulary`, or None and a transformer ``encoder``) is
+    still accepted."""
 
     model: RationalClassifier
-    vocab: Vocabulary
+    featurizer: Featurizer
     classes: list[str]
-    embeddings_source: str = ""
-    metrics: Metrics = field(default_factory=Metrics)
-    encoder: ContextualEncoder | None = None  # hf:... models read texts through it (vocab is None)
-    truncated_texts: int = 0  # texts cut by ``max_tokens`` in encode() so far
+    metrics: Metrics
+    truncated_texts: int  # texts cut by ``max_tokens`` in encode() so far
+
+    def __init__(self, model: RationalClassifier, featurizer: Featurizer | Vocabulary | None = None,
+                 classes: Sequence[str] = (), embeddings_source: str | None = None,
+                 metrics: Metrics | dict | None = None, *, vocab: Vocabulary | None = None,
+                 encoder: ContextualEncoder | None = None, truncated_texts: int = 0):
+        if isinstance(featurizer, Vocabulary) or (featurizer is None and vocab is not None):
+            featurizer = StaticVectors(vocab or featurizer, embeddings_source or "", model.embeddings)
+        elif featurizer is None and encoder is not None:
+            featurizer = ContextualVectors(encoder, model.embeddings)
+        elif featurizer is None:
+            raise TypeError("TextClassifier needs a featurizer (or a vocabulary, or a transformer encoder)")
+        self.model = model
+        self.featurizer = featurizer
+        self.classes = list(classes)
+        self.metrics = Metrics() if metrics is None else metrics
+        self.truncated_texts = truncated_texts
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        """The vocabulary of a model on static word vectors; None for transformer vectors."""
+        return self.featurizer.vocab
+
+    @property
+    def encoder(self) -> ContextualEncoder | None:
+        """The transformer encoder of a model on transformer vectors; None for static ones."""
+        return getattr(self.featurizer, "encoder", None)
+
+    @property
+    def embeddings_source(self) -> str:
+        """What the model's vectors come from (``glove-6b-50d``, a file, ``hf:...``)."""
+        return self.featurizer.source
 
     # -- inference -------------------------------------------------------------------------
-    def _read(self, text: str, max_tokens: int):
-        """Token ids of ``text`` (static vectors) or the text itself (contextual), cut like a
-        training document to its first ``max_tokens - 1`` tokens and ``</s>``; the text is
-        cut to ``max_tokens * CHARS_PER_TOKEN`` characters first, so memory stays bounded."""
-        if max_tokens > 0 and len(text) > max_tokens * CHARS_PER_TOKEN:
-            text = text[: max_tokens * CHARS_PER_TOKEN]
-            self.truncated_texts += 1
-            counted = True
-        else:
-            counted = False
-        if self.encoder is not None:
-            return text
-        words = self.vocab.words(text)
-        if max_tokens > 0 and len(words) > max(max_tokens, 2):
-            words = words[: max(max_tokens, 2) - 1] + words[-1:]
-            self.truncated_texts += not counted
-        return self.vocab.ids(words)
+    def _labels(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool) -> torch.Tensor:
+        label_index = {c: i for i, c in enumerate(self.classes)}
+        labels = []
+        for ex in examples:
+            label = None if isinstance(ex, str) else ex.label
+            if label is not None and label not in label_index and strict_labels:
+                raise UserError(f"label {label!r} was not seen in training (classes: {', '.join(self.classes)})")
+            labels.append(label_index.get(label, -1) if label is not None else -1)
+        return torch.tensor(labels, dtype=torch.long)
+
+    def _read(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True,
+              max_tokens: int = 0) -> tuple[EncodedData, torch.nn.Module]:
+        """The documents as row ids, and the model reading them. Texts longer than
+        ``max_tokens`` tokens are cut like training documents (first ``max_tokens - 1``
+        tokens and ``</s>``; the text is cut to ``max_tokens * CHARS_PER_TOKEN``
+        characters first, so memory stays bounded); ``truncated_texts`` counts them."""
+        labels = self._labels(examples, strict_labels)
+        features = self.featurizer.encode([ex if isinstance(ex, str) else ex.text for ex in examples], max_tokens)
+        self.truncated_texts += features.truncated
+        return EncodedData(features.docs, labels), self.model.reading(features.rows)
 
     def encode(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True,
                max_tokens: int = 0) -> EncodedData:
-        label_index = {c: i for i, c in enumerate(self.classes)}
-        docs, labels = [], []
-        for ex in examples:
-            text = ex if isinstance(ex, str) else ex.text
-            docs.append(self._read(text, max_tokens))
-            label = None if isinstance(ex, str) else ex.label
-            if label is not None and label not in label_index:
-                if strict_labels:
-                    raise UserError(f"label {label!r} was not seen in training (classes: {', '.join(self.classes)})")
-                labels.append(-1)
-            else:
-                labels.append(label_index.get(label, -1) if label is not None else -1)
-        if self.encoder is not None:  # contextual vectors: docs are row ids into model.embeddings
-            docs = self.encoder.attach(self.model, docs)
-        return EncodedData(docs, torch.tensor(labels, dtype=torch.long))
+        """Documents as row ids of the featurizer's rows (see :meth:`_read`)."""
+        return self._read(examples, strict_labels, max_tokens)[0]
 
     def predict_proba(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> np.ndarray:
         """Probabilities ``[n, C]`` (columns in the order of ``classes``). Texts longer than
@@ -140,10 +166,8 @@ class TextClassifier:
         ``truncated_texts`` counts them."""
         if not len(texts):
             return np.zeros((0, len(self.classes)), np.float32)
-        if self.encoder is not None:  # new texts: read from the cache or encoded, rows dropped after
-            with self.encoder.transient(self.model):
-                return predict_proba(self.model, self.encode(texts, max_tokens=max_tokens)).numpy()
-        return predict_proba(self.model, self.encode(texts, max_tokens=max_tokens)).numpy()
+        data, model = self._read(texts, max_tokens=max_tokens)
+        return predict_proba(model, data).numpy()
 
     def predict(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(texts, max_tokens).argmax(1)]
@@ -152,10 +176,8 @@ class TextClassifier:
         """Accuracy on labelled examples (a label unseen in training counts as an error)."""
         if not examples:
             raise UserError("no examples to evaluate")
-        if self.encoder is not None:
-            with self.encoder.transient(self.model):
-                return accuracy(self.model, self.encode(examples, strict_labels=False))
-        return accuracy(self.model, self.encode(examples, strict_labels=False))
+        data, model = self._read(examples, strict_labels=False)
+        return accuracy(model, data)
 
     # -- folders ---------------------------------------------------------------------------
     def config_dict(self) -> dict:
@@ -163,9 +185,8 @@ class TextClassifier:
             "format": FORMAT,
             "model": self.model.config.to_dict(),
             "classes": list(self.classes),
-            "tokens": self.vocab.token_settings() if self.vocab is not None else None,
-            "embeddings": (self.encoder.describe() if self.encoder is not None
-                           else {"source": self.embeddings_source, "normalized": True}),
+            "tokens": self.featurizer.token_settings(),
+            "embeddings": self.featurizer.describe(),
         }
 
     def save(self, path: str | os.PathLike, metrics: Metrics | dict | None = None, verbose: bool = False) -> Path:
@@ -175,7 +196,7 @@ class TextClassifier:
             self.metrics = metrics if isinstance(metrics, Metrics) else Metrics.from_dict(metrics)
         replacing = check_out_folder(path, "save")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        vocab = "".join(t + "\n" for t in (self.vocab.tokens if self.vocab else []))
+        vocab = "".join(t + "\n" for t in self.featurizer.vocab_tokens())
         with atomic_directory(path) as tmp:
             atomic_write_bytes(tmp / WEIGHTS, save_tensors(tensors, metadata={"format": FORMAT}))
             atomic_write_json(tmp / CONFIG, self.config_dict())
@@ -218,16 +239,18 @@ class TextClassifier:
         model = RationalClassifier(config, impl=impl)
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
         model.eval()
-        try:
-            vocab = Vocabulary(tokens, bool(tok["lowercase"]), tok["bos"], tok["eos"], tok["unk"]) if config.vocab_size else None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"{path / VOCAB} does not fit the token settings of {path / CONFIG} ({exc})") from None
-        encoder = None  # a model that reads vectors needs its transformer (loaded on first use)
-        if not config.vocab_size:
+        if config.vocab_size:  # static vectors: the model's own rows, with its vocabulary
+            try:
+                vocab = Vocabulary(tokens, bool(tok["lowercase"]), tok["bos"], tok["eos"], tok["unk"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise UserError(f"{path / VOCAB} does not fit the token settings of {path / CONFIG} ({exc})") from None
+            featurizer = StaticVectors(vocab, cfg.get("embeddings", {}).get("source", ""), model.embeddings)
+        else:  # a model that reads vectors needs its transformer (loaded on first use)
             encoder = ContextualEncoder.from_config(cfg.get("embeddings"), str(path / CONFIG),
                                                     allow_download=allow_download)
             if encoder.dim != config.embedding_dim:
                 raise UserError(f"{path / CONFIG}: {encoder.source} gives {encoder.dim}-d vectors, the model reads {config.embedding_dim}-d")
+            featurizer = ContextualVectors(encoder)
         metrics = Metrics()
         if (path / METRICS).is_file():
             try:
@@ -235,49 +258,29 @@ class TextClassifier:
                     json.loads((path / METRICS).read_text(encoding="utf-8"))))
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError):
                 metrics = Metrics()
-        return cls(model, vocab, classes, cfg.get("embeddings", {}).get("source", ""), metrics, encoder)
+        return cls(model, featurizer, classes, metrics=metrics)
 
 
-def _seeded_model(config: ModelConfig, embeddings: torch.Tensor, seed: int, self_loop_bias: float):
+def _seeded_model(config: ModelConfig, rows, seed: int, self_loop_bias: float):
     def make() -> RationalClassifier:
         torch.manual_seed(seed)
-        return RationalClassifier(config, embeddings, self_loop_bias=self_loop_bias)
+        return RationalClassifier(config, rows, self_loop_bias=self_loop_bias)
 
     return make
 
 
-def _prepare_static(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options):
-    """Vocabulary and frozen static vectors; documents as token ids."""
-    vocab_tmp = Vocabulary(list(SPECIALS))  # tokenizer and specials, before the vocabulary exists
-    tokenized = {name: [vocab_tmp.words(ex.text) for ex in getattr(splits, name)] for name in ("train", "dev", "test")}
-    corpus = [doc for docs in tokenized.values() for doc in docs]
-    vectors = load_word_vectors(embeddings, restrict_to={w for doc in corpus for w in doc})
-    tokens, matrix, vstats = build_vocabulary(vectors, corpus, tokenized["train"], seed=seed)
-    vocab = Vocabulary(tokens)
-    if verbose:
-        print(
-            f"data: {len(splits.train)} train / {len(splits.dev)} dev / {len(splits.test)} test, "
-            f"{len(classes)} classes; vocabulary {vstats['vocab']} ({vstats['pretrained']} with "
-            f"{embeddings} vectors, {vstats['oov_train']} OOV training words)",
-            file=sys.stderr,
-        )
-    config = ModelConfig(structure, vectors.dim, len(classes), len(tokens), mopts.dropout, mopts.input_dropout,
-                         mopts.readout)
-    clf = TextClassifier(RationalClassifier(config, torch.from_numpy(matrix)), vocab, classes, embeddings)
+def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options):
+    """The featurizer of ``embeddings`` (a vocabulary and its frozen static vectors, or the
+    transformer vectors of every text, encoded once into the disk cache or read from it),
+    the documents as row ids, and a factory of models built over the featurizer's rows."""
+    featurizer, prep = build_featurizer(splits, embeddings, seed, verbose=verbose, hf_options=hf_options,
+                                        num_classes=len(classes))
+    config = ModelConfig(structure, featurizer.dim, len(classes), featurizer.vocab_size, mopts.dropout,
+                         mopts.input_dropout, mopts.readout)
+    clf = TextClassifier(RationalClassifier(config, featurizer.rows), featurizer, classes)
     train = clf.encode(splits.train)
     dev = clf.encode(splits.dev, strict_labels=False)
-    return clf, train, dev, _seeded_model(config, torch.from_numpy(matrix), seed, mopts.self_loop_bias), {}
-
-
-def _prepare_contextual(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options):
-    """Frozen transformer vectors of every text, encoded once into the disk cache (or read
-    from it); the models read them through one shared :class:`RowTable`, no vocabulary."""
-    encoder, table, info = prepare_contextual(splits, embeddings, hf_options, verbose=verbose)
-    config = ModelConfig(structure, encoder.dim, len(classes), 0, mopts.dropout, mopts.input_dropout, mopts.readout)
-    clf = TextClassifier(RationalClassifier(config, table), None, classes, embeddings, encoder=encoder)
-    train = clf.encode(splits.train)
-    dev = clf.encode(splits.dev, strict_labels=False)
-    return clf, train, dev, _seeded_model(config, table, seed, mopts.self_loop_bias), {"encoding": info}
+    return clf, train, dev, _seeded_model(config, featurizer.rows, seed, mopts.self_loop_bias), prep
 
 
 @dataclass
@@ -339,16 +342,15 @@ def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, tra
     classes = sorted({ex.label for ex in splits.train})
     if len(classes) < 2:
         raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
-    prepare = _prepare_contextual if is_contextual(embeddings) else _prepare_static
-    clf, train, dev, make, prep = prepare(splits, embeddings, structure, classes, mopts, cfg.seed, verbose,
-                                          hf_options)
+    clf, train, dev, make, prep = _prepare_data(splits, embeddings, structure, classes, mopts, cfg.seed, verbose,
+                                                hf_options)
     return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start)
 
 
 def _finish(run: _Run, model: RationalClassifier, last, learned=None) -> TextClassifier:
     """The classifier of ``model`` with its metrics (``learned``: a structure-learning result)."""
     cfg, opts = run.cfg, run.opts
-    clf = replace(run.clf, model=model, truncated_texts=0)
+    clf = TextClassifier(model, run.clf.featurizer, run.clf.classes)
     metrics = Metrics(structure_initial=list(run.structure), encoding=run.prep.get("encoding"), reg_strength=0.0)
     if learned is not None:
         metrics.reg_strength = learned.reg_strength

@@ -157,20 +157,24 @@ def test_corrupted_or_stale_cache_is_rebuilt(encoded, texts, capsys):
 
 
 def test_row_table_many_chunks_and_truncate(encoded, texts):
+    """New texts extend a table into a new one (prediction): the first table, and any model
+    built over it, keep their rows; the extension reads rows of several chunks."""
+    from sparse_rational.embeddings.featurizer import ContextualVectors
+
     _, vec = encoded
     enc = ContextualEncoder("hf:minilm", SHORT, verbose=False)
     table = RowTable(384)
     table.append(enc.vectors(texts[:3], cache="off"))
-    model = torch.nn.Module()
-    model.embeddings = table
-    mark = table.mark()
-    ids = enc.attach(model, [texts[5], texts[0], texts[5]])  # texts[0] kept its rows; texts[5] added
-    assert len(table.chunks) == 2 and torch.equal(ids[0], ids[2])
-    got = table[torch.stack([ids[0][:3], ids[1][:3]])]
+    rows = len(table)
+    features = ContextualVectors(enc, table).encode([texts[5], texts[0], texts[5]])  # texts[0] kept; texts[5] added
+    ids, extended = features.docs, features.rows
+    assert extended is not table and len(extended.chunks) == 2 and torch.equal(ids[0], ids[2])
+    assert torch.equal(ids[1], table.ids(texts[0]))
+    got = extended[torch.stack([ids[0][:3], ids[1][:3]])]
     want = torch.stack([vec.rows(texts[5])[0][:3], vec.rows(texts[0])[0][:3]])
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    table.truncate(mark)
-    assert len(table.chunks) == 1 and len(table) == sum(len(vec.rows(t)[0]) for t in texts[:3])
+    assert len(table.chunks) == 1 and len(table) == rows == sum(len(vec.rows(t)[0]) for t in texts[:3])
+    assert texts[5] in extended and texts[5] not in table
 
 
 def test_train_save_load_predict(small, tmp_path):
@@ -197,7 +201,10 @@ def test_train_save_load_predict(small, tmp_path):
     new = ["The handle broke after a week. Never again!", "Love it, works great."]
     assert loaded.predict(new) and set(loaded.predict(new)) <= set(clf.classes)
     assert loaded.encoder.calls > 0  # new texts: encoded in memory ...
-    assert loaded.model.embeddings is None  # ... and dropped after predicting
+    assert loaded.model.embeddings is None and loaded.featurizer.table is None  # ... and dropped after predicting
+    table, rows = clf.featurizer.table, len(clf.featurizer.table)
+    assert clf.predict(new) == loaded.predict(new)  # the trained model: its table is left as it was
+    assert clf.model.embeddings is table and len(table) == rows and all(t not in table for t in new)
     assert loaded.evaluate(small.test) == pytest.approx(m["test_accuracy"])
     # a model trained with other encoder files is refused, not silently used
     cfg_json["embeddings"]["encoder"]["fingerprint"] = "f" * 64

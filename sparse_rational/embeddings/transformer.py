@@ -26,9 +26,9 @@ A document becomes one vector per word piece (see docs/DESIGN.md, 'From text to 
 
 Vectors are not normalised unless ``normalize=True``. The vectors of a corpus are written
 once per (encoder, options, texts) to a memory-mapped cache (:mod:`.cache`); training
-reads the cache: a model that reads vectors (``vocab_size == 0``) gets a :class:`RowTable`
-as its ``embeddings``, and documents are row ids into it, so ``train.fit`` and the
-lambda search run unchanged.
+reads the cache through a :class:`RowTable`, and documents are row ids into it, so
+``train.fit`` and the lambda search run unchanged (the featurizer that does this is
+:class:`~sparse_rational.embeddings.featurizer.ContextualVectors`).
 """
 from __future__ import annotations
 
@@ -190,7 +190,6 @@ class ContextualEncoder:
         self._tokenizer = self._model = None
         self._folder: Path | None = None
         self._identity: dict | None = None
-        self._mode = "readwrite"
         if not Path(self.location).is_dir() and _hub_folder(self.location) is None:
             if not self.allow_download and self.named_by:
                 raise UserError(
@@ -490,36 +489,6 @@ class ContextualEncoder:
         if self.verbose:
             print(msg, file=sys.stderr)
 
-    # -- documents as rows of a table the model reads ----------------------------------------
-    def attach(self, model, texts: Sequence[str], cache: str | None = None) -> list[Tensor]:
-        """Row ids ``[T_i]`` of each text in ``model.embeddings`` (a :class:`RowTable`,
-        created or extended here; texts it already holds keep their rows)."""
-        table = model.embeddings
-        if not isinstance(table, RowTable):
-            table = RowTable(self.dim)
-            model.embeddings = table
-        missing = [t for t in dict.fromkeys(texts) if vcache.text_key(t) not in table.index]
-        if missing:
-            table.append(self.vectors(missing, cache or self._mode))
-        return [table.ids(t) for t in texts]
-
-    @contextlib.contextmanager
-    def transient(self, model) -> Iterator[None]:
-        """Within the block, texts new to ``model``'s table are read from the cache or encoded
-        in memory (nothing written), and their rows are dropped at the end."""
-        table = model.embeddings
-        mark = table.mark() if isinstance(table, RowTable) else None
-        mode, self._mode = self._mode, "read"
-        try:
-            yield
-        finally:
-            self._mode = mode
-            if isinstance(model.embeddings, RowTable):
-                if mark is None:
-                    model.embeddings = None
-                else:
-                    model.embeddings.truncate(mark)
-
 
 @contextlib.contextmanager
 def _quiet_transformers(transformers) -> Iterator[None]:
@@ -605,7 +574,6 @@ class RowTable:
         self.index: dict[str, int] = {}  # text key -> global first row
         self.lengths: dict[str, int] = {}
         self.rows = 0
-        self._keys_by_chunk: list[list[str]] = []
 
     device = torch.device("cpu")
 
@@ -619,25 +587,24 @@ class RowTable:
         if enc.vectors.shape[1] != self.dim:
             raise ValueError(f"vectors of dimension {enc.vectors.shape[1]}, table of {self.dim}")
         base = self.rows
-        added = []
         for key, (a, n) in enc.docs.items():
             if key not in self.index:
                 self.index[key], self.lengths[key] = base + a, n
-                added.append(key)
         self.chunks.append(enc)
         self.bases.append(base)
-        self._keys_by_chunk.append(added)
         self.rows = base + enc.vectors.shape[0]
 
-    def mark(self) -> int:
-        return len(self.chunks)
+    def __contains__(self, text: str) -> bool:
+        return vcache.text_key(text) in self.index
 
-    def truncate(self, mark: int) -> None:
-        while len(self.chunks) > mark:
-            self.chunks.pop()
-            self.rows = self.bases.pop()
-            for key in self._keys_by_chunk.pop():
-                del self.index[key], self.lengths[key]
+    def extended(self, enc: EncodedTexts) -> "RowTable":
+        """A new table with this one's rows (shared, same ids) and then those of ``enc``;
+        this table is left as it was."""
+        new = RowTable(self.dim)
+        new.chunks, new.bases = list(self.chunks), list(self.bases)
+        new.index, new.lengths, new.rows = dict(self.index), dict(self.lengths), self.rows
+        new.append(enc)
+        return new
 
     def ids(self, text: str) -> Tensor:
         key = vcache.text_key(text)
@@ -655,32 +622,3 @@ class RowTable:
             sel = which == c
             out[sel] = self.chunks[c].vectors[flat[sel] - self.bases[c]].float()
         return out.reshape(*ids.shape, self.dim)
-
-
-# -- the pipeline's side ------------------------------------------------------------------------
-def prepare_contextual(splits, embeddings: str, options: TransformerOptions | None, verbose: bool = True):
-    """Encode (or read from the cache) every text of ``splits`` once.
-
-    Returns ``(encoder, table, info)``: a :class:`RowTable` holding all the texts, and
-    ``info`` (encoding seconds, cache path and size) for the metrics.
-    """
-    encoder = ContextualEncoder(embeddings, options, verbose=verbose, allow_download=True)  # the user named it
-    texts = [ex.text for name in ("train", "dev", "test") for ex in getattr(splits, name)]
-    enc = encoder.vectors(texts, cache="readwrite")
-    table = RowTable(encoder.dim)
-    table.append(enc)
-    info = {
-        "encoder": encoder.identity(),
-        "options": encoder.options.to_dict(),
-        "pieces": int(enc.vectors.shape[0]),
-        "from_cache": enc.from_cache,
-        "encode_seconds": round(enc.encode_seconds, 2),
-        "cache_read_seconds": round(enc.read_seconds, 2),
-        "cache_bytes": enc.cache_bytes,
-        "cache_path": str(enc.cache_path) if enc.cache_path else None,
-    }
-    if verbose:
-        src = "read from the cache" if enc.from_cache else f"encoded in {enc.encode_seconds:.1f}s"
-        print(f"{embeddings}: {len(set(texts))} texts, {info['pieces']} word pieces of dimension {encoder.dim}, {src}",
-              file=sys.stderr)
-    return encoder, table, info
