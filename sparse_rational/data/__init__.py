@@ -1,17 +1,17 @@
-"""The data layer: benchmark datasets, the user's own files, and the tokenizer."""
+"""The data layer: benchmark datasets (benchmarks.py), the user's own files (files.py),
+splitting (splitting.py), reading and decoding (reading.py), and the tokenizer; loaders.py
+keeps the names it always exported."""
 
-from sparse_rational.data.loaders import (
+from sparse_rational.data.benchmarks import (
     AMAZON_DOMAINS,
     ENV_VAR,
     FDU_DOMAINS,
-    Example,
-    Splits,
     default_cache_dir,
     load_dataset,
-    load_file,
-    load_files,
     read_reviews,
 )
+from sparse_rational.data.files import load_file, load_files
+from sparse_rational.data.reading import Example, Splits
 from sparse_rational.data.tokenize import tokenize
 
 __all__ = [
