@@ -107,7 +107,8 @@ class TextClassifier:
                  metrics: Metrics | dict | None = None, *, vocab: Vocabulary | None = None,
                  encoder: ContextualEncoder | None = None, truncated_texts: int = 0):
         if isinstance(featurizer, Vocabulary) or (featurizer is None and vocab is not None):
-            featurizer = StaticVectors(vocab or featurizer, embeddings_source or "", model.embeddings)
+            featurizer = StaticVectors(vocab if vocab is not None else featurizer, embeddings_source or "",
+                                       model.embeddings)
         elif featurizer is None and encoder is not None:
             featurizer = ContextualVectors(encoder, model.embeddings)
         elif featurizer is None:
