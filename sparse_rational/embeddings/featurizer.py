@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from .transformer import ContextualEncoder, RowTable, TransformerOptions, is_contextual
+from .encoder import ContextualEncoder
+from .hf_options import TransformerOptions, is_contextual
+from .rows import RowTable
 
 if TYPE_CHECKING:  # vocab.py imports this package: no import of it at module level
     from ..data import Splits
@@ -270,3 +272,10 @@ def build_featurizer(splits: Splits, source: str, seed: int, *, verbose: bool = 
         featurizer, info = ContextualVectors.build(splits, source, hf_options, verbose=verbose)
         return featurizer, {"encoding": info}
     return StaticVectors.build(splits, source, seed, verbose=verbose, num_classes=num_classes), {}
+
+
+def prepare_contextual(splits: Splits, embeddings: str, options: TransformerOptions | None,
+                       verbose: bool = True) -> tuple[ContextualEncoder, RowTable, dict]:
+    """``(encoder, table, info)`` of :meth:`ContextualVectors.build` (the earlier form)."""
+    featurizer, info = ContextualVectors.build(splits, embeddings, options, verbose=verbose)
+    return featurizer.encoder, featurizer.table, info
