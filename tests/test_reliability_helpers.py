@@ -1,0 +1,91 @@
+"""Shared by the reliability tests (test_reliability_checkpoints.py, _model_files.py,
+_inputs.py, _training.py): tiny synthetic data on one-hot vectors, training through the API
+and the command line, and comparisons of results. It holds no tests; a module that uses it
+makes its fixtures from ``one_torch_thread`` (autouse ``_one_thread``) and
+``onehot_vectors`` (``onehot``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_rational.data import Example, Splits
+from sparse_rational.learn import StructureOptions
+from sparse_rational.pipeline import TextClassifier, train_text_classifier
+from sparse_rational.train import TrainConfig
+
+WORDS = [f"w{i}" for i in range(12)]
+
+
+def one_torch_thread():
+    """Tiny tensors: more threads only add contention on a shared machine (each module
+    makes this its autouse, module-scoped fixture ``_one_thread``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TIMING = {"train_seconds", "seconds_per_epoch"}
+
+
+def onehot_vectors(tmp_path_factory) -> str:
+    """A one-hot vector file of ``WORDS`` (modules make this their fixture ``onehot``)."""
+    path = tmp_path_factory.mktemp("vec") / "onehot.txt"
+    eye = np.eye(len(WORDS))
+    path.write_text("".join(w + " " + " ".join(f"{x:g}" for x in row) + "\n" for w, row in zip(WORDS, eye)))
+    return str(path)
+
+
+def task(n: int, seed: int, pos_share: float = 0.5) -> list[Example]:
+    """Positive iff the document holds w0 (negatives hold w1), in random filler."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        label = int(rng.random() < pos_share)
+        words = list(rng.choice(WORDS[2:], size=rng.integers(4, 9)))
+        words.insert(rng.integers(0, len(words) + 1), "w0" if label else "w1")
+        out.append(Example(" ".join(words), "pos" if label else "neg"))
+    return out
+
+
+SPLITS = Splits(task(96, 1), task(32, 2), task(32, 3))
+
+
+def run_api(vectors, checkpoint=None, splits=SPLITS, patterns="3x2", reg=0.0, target=None, epochs=6,
+            reg_epochs=3, **opts):
+    cfg = TrainConfig(epochs=epochs, patience=epochs, batch_size=16, lr=0.05, seed=3)
+    sopts = StructureOptions(reg_epochs=reg_epochs, **opts)
+    return train_text_classifier(splits, vectors, patterns, reg_strength=reg, target_transitions=target,
+                                 train_config=cfg, structure_options=sopts, dropout=0.2, input_dropout=0.2,
+                                 verbose=False, checkpoint=checkpoint)
+
+
+def same_result(a: TextClassifier, b: TextClassifier, atol: float = 1e-6) -> None:
+    ma = {k: v for k, v in a.metrics.items() if k not in TIMING}
+    mb = {k: v for k, v in b.metrics.items() if k not in TIMING}
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        if isinstance(ma[k], float):
+            assert ma[k] == pytest.approx(mb[k], abs=atol), k
+        else:
+            assert ma[k] == mb[k], k
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k], sb[k], rtol=0, atol=atol)
+
+
+def one_line(exc: BaseException, *needles: str) -> str:
+    msg = str(exc)
+    assert msg.splitlines() == [msg] and msg.strip() == msg, f"not one line: {msg!r}"
+    for n in needles:
+        assert n in msg, f"{n!r} not in {msg!r}"
+    return msg
+
+
+def _train_cli(tiny_files, out, *extra):
+    return ["train", "--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]), "--embeddings",
+            "glove-6b-50d", "--patterns", "2x2", "--out", str(out), "--epochs", "2", "--quiet", "--threads", "1",
+            *extra]
