@@ -421,29 +421,13 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point with the main command line's error handling."""
+    """Standalone entry point: ``sparse-rational reproduce`` with the main command line's
+    parser and error handling (:func:`sparse_rational.cli.main`). ``argv``: the options of
+    ``reproduce``, with or without the word ``reproduce`` first (default: ``sys.argv[1:]``)."""
+    from ..cli import main as cli_main  # lazily: cli.py imports this module
 
-    class _Parser(argparse.ArgumentParser):
-        def error(self, message: str):
-            raise UserError(f"{message} (see {self.prog} --help)")
-
-    try:
-        parser = _Parser(prog="sparse-rational")
-        sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-        add_parser(sub)
-        args = parser.parse_args(argv)
-        return run(args)
-    except UserError as exc:
-        print(f"sparse-rational: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"sparse-rational: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("sparse-rational: interrupted (finished trials are kept; rerun the command to continue)",
-              file=sys.stderr)
-        return 130
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    return cli_main(argv if argv[:1] == ["reproduce"] else ["reproduce", *argv])
 
 
 if __name__ == "__main__":
