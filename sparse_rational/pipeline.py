@@ -158,7 +158,9 @@ class TextClassifier:
 
     def encode(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True,
                max_tokens: int = 0) -> EncodedData:
-        """Documents as row ids of the featurizer's rows (see :meth:`_read`)."""
+        """Documents as row ids (see :meth:`_read`): of the model's own rows, or of the
+        featurizer's table; texts a transformer featurizer's table lacks get rows of a new
+        table that extends it, which :meth:`predict_proba` and :meth:`evaluate` read."""
         return self._read(examples, strict_labels, max_tokens)[0]
 
     def predict_proba(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> np.ndarray:
