@@ -7,6 +7,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _interpret_triton_without_cuda() -> None:
+    """Without CUDA the Triton kernels can only run under Triton's interpreter, and Triton
+    reads TRITON_INTERPRET when it is first imported: building the C++ kernel imports it
+    too (through torch's extension loader), so a test that set the variable later would get
+    half-interpreted kernels. Set it before anything imports Triton."""
+    if "TRITON_INTERPRET" in os.environ:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_interpret_triton_without_cuda()
+
+
 def shared_data_dir() -> Path:
     env = os.environ.get("SPARSE_RATIONAL_DATA")
     return Path(env) if env else REPO.parent / "shared" / "data"
