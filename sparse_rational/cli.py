@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(t, config.ModelOptions, types=types)
     g = t.add_mutually_exclusive_group()
     config.add_arguments(g, config.StructureOptions, ["reg_strength", "target_transitions"], types)
-    config.add_arguments(t, config.StructureOptions, types=types, exclude=("reg_strength", "target_transitions"))
+    config.add_arguments(t, config.StructureOptions, types=types, exclude=("reg_strength", "target_transitions"),
+                         absent_unless_given=("structure_search",))
     config.add_arguments(t, config.TrainConfig, types=types)
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
@@ -148,13 +149,20 @@ def _checkpointer(args: argparse.Namespace, splits):
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from .ops import forced_impl
     from .pipeline import train_structure_path, train_text_classifier, tune_text_classifier
     from .structure import parse_patterns
 
-    from .ops import forced_impl
-
     parse_patterns(args.patterns)  # fail before reading any data
     forced_impl()
+    targets = args.target_transitions
+    if getattr(args, "structure_search", None) == "path" and targets is None:
+        raise ParameterError("structure_search", "'path' needs --target-transitions")
+    if getattr(args, "structure_search", None) == "lambda" and isinstance(targets, tuple):
+        raise ParameterError("target_transitions", "several targets need {structure_search} path (one penalised "
+                             "run for all of them)", "structure_search")
+    if args.tune and isinstance(targets, tuple):
+        raise UserError("--tune chooses one model: give one --target-transitions (or none)")
     replacing = _check_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -174,8 +182,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = checkpoint.pending is not None
     dataset = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
     several = len(options.structure.targets) > 1
-    if args.tune and several:
-        raise UserError("--tune chooses one model: give one --target-transitions (or none)")
     try:
         if several:
             run = train_structure_path(splits, options.structure.targets, options=options, verbose=not args.quiet,

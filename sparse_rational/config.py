@@ -30,8 +30,9 @@ class ModelOptions:
     patterns: str = _opt("24x4", "WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4")
     dropout: float = _opt(0.2, "dropout on the WFSA scores", kind="probability")
     input_dropout: float = _opt(0.2, "variational dropout on the word vectors", kind="probability")
-    readout: str = _opt("final", "a WFSA's score: its states at the document's end ('final', the paper's), "
-                        "or their mean or max over the document", choices=("final", "mean", "max"))
+    readout: str = _opt("max", "a WFSA's score: its states at the document's end ('final', the paper's), "
+                        "or their mean or max over the document (default: max, chosen on dev accuracy: "
+                        "docs/results/defaults.md)", choices=("final", "mean", "max"))
     self_loop_bias: float = _opt(0.0, "initial bias of every self-loop (f = sigmoid(bias): larger remembers "
                                  "longer)", kind="float")
 
@@ -68,10 +69,10 @@ class StructureOptions:
         kind="targets")
     reg_epochs: int = _opt(30, "epochs of the penalised phase (with the path: its longest length)", kind="positive")
     epsilon: float = _opt(0.1, "prune states whose group norm is below this", kind="nonneg")
-    penalty_update: str = _opt("gradient", "how the penalty acts: 'gradient' (in the loss, the paper's) or "
-                               "'proximal' (group soft-threshold after each step: exact zeros)",
+    penalty_update: str = _opt("proximal", "how the penalty acts: 'gradient' (in the loss, the paper's) or "
+                               "'proximal' (group soft-threshold after each step: exact zeros, any lr)",
                                choices=("gradient", "proximal"))
-    structure_search: str = _opt("lambda", "how a target size is reached: 'lambda' (the authors' search, one "
+    structure_search: str = _opt("path", "how a target size is reached: 'lambda' (the authors' search, one "
                                  "penalised run per try) or 'path' (one run, lambda growing, every target)",
                                  choices=("lambda", "path"))
     path_start: float = _opt(1e-4, "the path's first lambda", kind="positive_float")
@@ -124,10 +125,12 @@ def flag(name: str) -> str:
 
 
 def add_arguments(parser, cls, names: list[str] | None = None, types: dict | None = None,
-                  exclude: tuple[str, ...] = ()) -> None:
+                  exclude: tuple[str, ...] = (), absent_unless_given: tuple[str, ...] = ()) -> None:
     """Add ``--flag`` options for the fields of ``cls`` (all with ``metadata["cli"]`` not
     False but ``exclude``, or ``names``), with the field's default and help; ``types`` maps
-    a field's ``kind`` to an argparse type."""
+    a field's ``kind`` to an argparse type. Fields in ``absent_unless_given`` are missing from
+    the parsed namespace unless given (their default still applies, see
+    :func:`from_namespace`), so that a command can tell an explicit choice from the default."""
     types = types or {}
     for f in dataclasses.fields(cls):
         if names is not None and f.name not in names:
@@ -141,7 +144,8 @@ def add_arguments(parser, cls, names: list[str] | None = None, types: dict | Non
         kind = f.metadata.get("kind")
         extra = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
         parser.add_argument(flag(f.name), dest=f.name, type=types.get(kind, type(value) if value is not None else str),
-                            default=value, help=help_text.replace("%", "%%"), **extra)
+                            default=argparse.SUPPRESS if f.name in absent_unless_given else value,
+                            help=help_text.replace("%", "%%"), **extra)
 
 
 def from_namespace(cls, args: argparse.Namespace, **overrides: Any):

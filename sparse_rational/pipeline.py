@@ -330,8 +330,6 @@ def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, tra
     if len(opts.targets) > 1 and opts.structure_search != "path":
         raise ParameterError("target_transitions", "several targets need structure_search 'path' "
                              "(one penalised run for all of them)")
-    if opts.structure_search == "path" and not opts.targets:
-        raise ParameterError("structure_search", "'path' needs target_transitions")
     if not splits.train:
         raise UserError("the training set is empty")
     if not 0 <= cfg.seed < 2**32:

@@ -132,7 +132,7 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=30, patience=10, batch_size=32, lr=0.05, seed=0)
     clf = train_text_classifier(splits, str(vec), "1x2", train_config=cfg, dropout=0.0, input_dropout=0.0,
-                                verbose=False)
+                                readout="final", verbose=False)  # the paper's Table 1: read at </s>
     model_dir = clf.save(root / "model")
     train_file = root / "train.tsv"
     train_file.write_text("".join(f"{ex.label}\t{ex.text}\n" for ex in splits.train), encoding="utf-8")

@@ -177,7 +177,7 @@ def test_path_through_the_cli_and_a_missed_target(one_hot_vectors, tmp_path, cap
     (["--target-transitions", "8,8"], "twice"),
     (["--target-transitions", "8,x"], "--target-transitions"),
     (["--target-transitions", "13"], "--target-transitions"),
-    (["--target-transitions", "8,4"], "path"),  # several targets need the path
+    (["--target-transitions", "8,4", "--structure-search", "lambda"], "path"),  # several targets need the path
     (["--structure-search", "path"], "--structure-search"),
     (["--path-growth", "1"], "--path-growth"),
 ])

@@ -56,10 +56,13 @@ SPLITS = Splits(task(96, 1), task(32, 2), task(32, 3))
 def run_api(vectors, checkpoint=None, splits=SPLITS, patterns="3x2", reg=0.0, target=None, epochs=6,
             reg_epochs=3, **opts):
     cfg = TrainConfig(epochs=epochs, patience=epochs, batch_size=16, lr=0.05, seed=3)
+    # the paper's phases (penalty gradient, lambda search, scores at the end) unless a test says otherwise
+    opts = {"penalty_update": "gradient", "structure_search": "lambda", **opts}
+    readout = opts.pop("readout", "final")
     sopts = StructureOptions(reg_epochs=reg_epochs, **opts)
     return train_text_classifier(splits, vectors, patterns, reg_strength=reg, target_transitions=target,
                                  train_config=cfg, structure_options=sopts, dropout=0.2, input_dropout=0.2,
-                                 verbose=False, checkpoint=checkpoint)
+                                 readout=readout, verbose=False, checkpoint=checkpoint)
 
 
 def same_result(a: TextClassifier, b: TextClassifier, atol: float = 1e-6) -> None:

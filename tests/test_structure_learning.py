@@ -47,9 +47,11 @@ def make_task(kind: str, n: int, seed: int) -> list[Example]:
 def learn(kind, vectors, reg, patterns="4x3", seed=0):
     splits = Splits(make_task(kind, 400, 1), make_task(kind, 100, 2), make_task(kind, 100, 3))
     cfg = TrainConfig(epochs=40, patience=10, batch_size=32, lr=0.05, seed=seed)
-    opts = StructureOptions(reg_epochs=40)
+    # the paper's method: the penalty's gradient, scores read at the document's end
+    opts = StructureOptions(reg_epochs=40, penalty_update="gradient")
     return train_text_classifier(splits, vectors, patterns, reg_strength=reg, train_config=cfg,
-                                 structure_options=opts, dropout=0.0, input_dropout=0.0, verbose=False)
+                                 structure_options=opts, dropout=0.0, input_dropout=0.0, readout="final",
+                                 verbose=False)
 
 
 def test_unigram_task_prunes_to_unigram_patterns(one_hot_vectors):
