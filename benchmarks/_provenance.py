@@ -18,6 +18,7 @@ Every benchmark script stores ``provenance(...)`` under the key ``"provenance"``
 The benchmarks run as ``python benchmarks/NAME.py``, so this folder is on ``sys.path`` and they
 import this module as ``_provenance``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -105,7 +106,7 @@ def provenance(argv: list[str] | None = None, device=None) -> dict:
     record = {
         "argv": [sys.argv[0] if sys.argv and sys.argv[0] else "?", *args],
         "git": git_state(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,

@@ -17,6 +17,7 @@ Prints a table; ``--json FILE`` writes ``{"device", "torch", "agreement": [...],
 "provenance"}`` (command, git commit, CPU and GPU, versions, date: see ``_provenance.py``).
 Needs only torch and this repository (the repository root is put on ``sys.path``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,18 +90,33 @@ def check_agreement(device, impls):
         ref = run_with_grads(rational_forward_ref, *case, gout)
         for impl in impls:
             for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-3)):
-                moved = [t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
-                         for t in case[:5]] + [None if case[5] is None else case[5].to(device)]
+                moved = [
+                    t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device) for t in case[:5]
+                ] + [None if case[5] is None else case[5].to(device)]
                 try:
                     got = run_with_grads(IMPLEMENTATIONS[impl], *moved, gout.to(device=device, dtype=dtype))
                     errs = [((a.double().cpu() - r).abs().max() / (1 + r.abs().max())).item() for a, r in zip(got, ref)]
                     err, status = max(errs), ("ok" if max(errs) <= tol else "MISMATCH")
                 except Exception as exc:  # report, keep going
                     err, status = float("nan"), f"ERROR {type(exc).__name__}: {exc}"[:200]
-                rows.append(dict(impl=impl, dtype=str(dtype).replace("torch.", ""), structure=list(structure), T=T,
-                                 B=B, padded=padded, max_rel_err=err, tol=tol, status=status))
-                print(f"agree {impl:<7} {rows[-1]['dtype']:<8} {str(structure):<20} T={T:<4} B={B:<3} "
-                      f"pad={int(padded)}  err={err:.2e}  {status}", flush=True)
+                rows.append(
+                    dict(
+                        impl=impl,
+                        dtype=str(dtype).replace("torch.", ""),
+                        structure=list(structure),
+                        T=T,
+                        B=B,
+                        padded=padded,
+                        max_rel_err=err,
+                        tol=tol,
+                        status=status,
+                    )
+                )
+                print(
+                    f"agree {impl:<7} {rows[-1]['dtype']:<8} {str(structure):<20} T={T:<4} B={B:<3} "
+                    f"pad={int(padded)}  err={err:.2e}  {status}",
+                    flush=True,
+                )
     return rows
 
 
@@ -148,9 +164,10 @@ def make_step(impl, problem, d, n, backward=True):
         return F.cross_entropy(clf(states.view(B, d, n).sum(-1)), y)
 
     if impl == "bound":
+
         def compute():
             proj = x.reshape(T * B, e) @ torch.cat([w, v], 1)
-            f = torch.sigmoid(proj[:, d * n:] + b)
+            f = torch.sigmoid(proj[:, d * n :] + b)
             u = proj[:, : d * n] * (1 - f)
             return loss_of(u.view(T, B, -1).sum(0))
     elif impl == "lstm24":
@@ -221,22 +238,43 @@ def main(argv=None):
                 except Exception as exc:
                     print(f"{impl:<10} failed: {type(exc).__name__}: {exc}"[:200])
                     continue
-                row = dict(impl=impl, passes="fwd+bwd" if backward else "fwd", B=B, T=T, e=args.e, d=args.d,
-                           n=args.n, ms_per_step=round(ms, 3), tokens_per_s=round(B * T / (ms / 1e3)))
+                row = dict(
+                    impl=impl,
+                    passes="fwd+bwd" if backward else "fwd",
+                    B=B,
+                    T=T,
+                    e=args.e,
+                    d=args.d,
+                    n=args.n,
+                    ms_per_step=round(ms, 3),
+                    tokens_per_s=round(B * T / (ms / 1e3)),
+                )
                 results.append(row)
-                print(f"{impl:<10}{'f+b' if backward else 'fwd':<6}{B:>5}{T:>6}{ms:>10.3f}{row['tokens_per_s']:>14,}",
-                      flush=True)
+                print(
+                    f"{impl:<10}{'f+b' if backward else 'fwd':<6}{B:>5}{T:>6}{ms:>10.3f}{row['tokens_per_s']:>14,}",
+                    flush=True,
+                )
             del problem
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
     bad = [r for r in agreement if r["status"] != "ok"]
-    print(f"\n# agreement: {len(agreement) - len(bad)}/{len(agreement)} ok; total {time.perf_counter() - t_start:.0f} s")
+    print(
+        f"\n# agreement: {len(agreement) - len(bad)}/{len(agreement)} ok; total {time.perf_counter() - t_start:.0f} s"
+    )
     if args.json:
         from sparse_rational.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"device": name, "torch": torch.__version__, "agreement": agreement,
-                                      "results": results, "provenance": provenance(argv, device)})
+        atomic_write_json(
+            args.json,
+            {
+                "device": name,
+                "torch": torch.__version__,
+                "agreement": agreement,
+                "results": results,
+                "provenance": provenance(argv, device),
+            },
+        )
     return 1 if bad else 0
 
 

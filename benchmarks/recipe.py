@@ -11,10 +11,10 @@ TF-IDF + logistic regression anchor on the same splits (C chosen on dev).
     python benchmarks/recipe.py --datasets amazon:kitchen amazon:books --seeds 1 2 3 \\
         --config final: --config mean:readout=mean --target 20 --workers 2 --json out.json
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -59,8 +59,12 @@ def run_job(job: dict) -> dict:
     parts = {"model": base.model, "train": base.train, "structure": base.structure}
     overrides = {**job["overrides"], "seed": job["seed"]}
     if job["target"]:
-        overrides = {"structure_search": "path", "penalty_update": "proximal", **overrides,
-                     "target_transitions": job["target"]}
+        overrides = {
+            "structure_search": "path",
+            "penalty_update": "proximal",
+            **overrides,
+            "target_transitions": job["target"],
+        }
     for key, value in overrides.items():
         owner = next((n for n, p in parts.items() if key in {f.name for f in dataclasses.fields(p)}), None)
         if owner is None:
@@ -71,8 +75,13 @@ def run_job(job: dict) -> dict:
     try:
         clf = train_text_classifier(splits, options=options, verbose=False)
         m = clf.metrics
-        out = {"dev_accuracy": m["dev_accuracy"], "test_accuracy": m["test_accuracy"],
-               "transitions": m["transitions"], "epochs": m["epochs"], "status": "ok"}
+        out = {
+            "dev_accuracy": m["dev_accuracy"],
+            "test_accuracy": m["test_accuracy"],
+            "transitions": m["transitions"],
+            "epochs": m["epochs"],
+            "status": "ok",
+        }
     except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
         out = {"status": "failed", "error": str(exc).splitlines()[0][:300]}
     return {**job, **out, "seconds": round(time.perf_counter() - t0, 1)}
@@ -94,21 +103,34 @@ def tfidf_job(dataset: str, data_dir, split_seed: int) -> dict:
         if best is None or dev > best[0]:
             best = (dev, c, clf)
     test = best[2].score(vec.transform([e.text for e in splits.test]), [e.label for e in splits.test])
-    return {"dataset": dataset, "config": "tfidf+lr", "target": None, "seed": None, "dev_accuracy": best[0],
-            "test_accuracy": test, "C": best[1], "status": "ok"}
+    return {
+        "dataset": dataset,
+        "config": "tfidf+lr",
+        "target": None,
+        "seed": None,
+        "dev_accuracy": best[0],
+        "test_accuracy": test,
+        "C": best[1],
+        "status": "ok",
+    }
 
 
 def summarise(rows: list[dict]) -> str:
-    lines = ["| config | target | " + " | ".join(sorted({r["dataset"] for r in rows})) + " | mean dev | mean test |",
-             ""]
+    lines = [
+        "| config | target | " + " | ".join(sorted({r["dataset"] for r in rows})) + " | mean dev | mean test |",
+        "",
+    ]
     datasets = sorted({r["dataset"] for r in rows})
     lines[1] = "|" + "---|" * (len(datasets) + 4)
     keys = sorted({(r["config"], r["target"] or 0) for r in rows}, key=lambda k: (k[1], k[0]))
     for config, target in keys:
         cells, devs, tests = [], [], []
         for ds in datasets:
-            rs = [r for r in rows if r["config"] == config and (r["target"] or 0) == target and r["dataset"] == ds
-                  and r["status"] == "ok"]
+            rs = [
+                r
+                for r in rows
+                if r["config"] == config and (r["target"] or 0) == target and r["dataset"] == ds and r["status"] == "ok"
+            ]
             if not rs:
                 cells.append("-")
                 continue
@@ -118,11 +140,13 @@ def summarise(rows: list[dict]) -> str:
             tests.append(statistics.mean(test))
             sd = f" +- {100 * statistics.pstdev(test):.1f}" if len(test) > 1 else ""
             cells.append(f"{100 * statistics.mean(test):.1f}{sd}")
-        failed = sum(1 for r in rows if r["config"] == config and (r["target"] or 0) == target
-                     and r["status"] != "ok")
+        failed = sum(1 for r in rows if r["config"] == config and (r["target"] or 0) == target and r["status"] != "ok")
         name = config + (f" ({failed} failed)" if failed else "")
-        lines.append(f"| {name} | {target or '-'} | " + " | ".join(cells) +
-                     f" | {100 * statistics.mean(devs):.1f} | {100 * statistics.mean(tests):.1f} |")
+        lines.append(
+            f"| {name} | {target or '-'} | "
+            + " | ".join(cells)
+            + f" | {100 * statistics.mean(devs):.1f} | {100 * statistics.mean(tests):.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -141,19 +165,34 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     configs = [parse_config(c) for c in args.config] or [("defaults", {})]
-    jobs = [{"dataset": ds, "data_dir": args.data_dir, "split_seed": args.split_seed, "embeddings": args.embeddings,
-             "seed": seed, "config": name, "overrides": ov, "target": target}
-            for ds in args.datasets for name, ov in configs for seed in args.seeds
-            for target in ([] if args.no_baseline else [None]) + ([args.target] if args.target else [])]
+    jobs = [
+        {
+            "dataset": ds,
+            "data_dir": args.data_dir,
+            "split_seed": args.split_seed,
+            "embeddings": args.embeddings,
+            "seed": seed,
+            "config": name,
+            "overrides": ov,
+            "target": target,
+        }
+        for ds in args.datasets
+        for name, ov in configs
+        for seed in args.seeds
+        for target in ([] if args.no_baseline else [None]) + ([args.target] if args.target else [])
+    ]
     rows = [tfidf_job(ds, args.data_dir, args.split_seed) for ds in args.datasets] if args.tfidf else []
     with ProcessPoolExecutor(args.workers) as pool:
         futures = [pool.submit(run_job, j) for j in jobs]
         for k, fut in enumerate(as_completed(futures), 1):
             r = fut.result()
             rows.append(r)
-            print(f"[{k}/{len(jobs)}] {r['dataset']} {r['config']} t{r['target']} seed {r['seed']}: "
-                  f"{r.get('dev_accuracy')} / {r.get('test_accuracy')} ({r.get('transitions')}) "
-                  f"{r['seconds']}s {r.get('error', '')}", flush=True)
+            print(
+                f"[{k}/{len(jobs)}] {r['dataset']} {r['config']} t{r['target']} seed {r['seed']}: "
+                f"{r.get('dev_accuracy')} / {r.get('test_accuracy')} ({r.get('transitions')}) "
+                f"{r['seconds']}s {r.get('error', '')}",
+                flush=True,
+            )
             if args.json:
                 from sparse_rational.fileio import atomic_write_json
 

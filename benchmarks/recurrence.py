@@ -29,6 +29,7 @@ writes ``{"results": [{"impl", "readout", "B", "T", "e", "d", "n", "bias", "ms_p
 (command, git commit, CPU, versions, date: see ``_provenance.py``); ``readout`` is null for
 ``lstm24`` and ``bound``, which have none.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -94,6 +95,7 @@ def step_fn(impl, problem, d, n, readout="final"):
         return F.cross_entropy(clf(states.view(B, d, n).sum(-1)), y)
 
     if impl == "bound":
+
         def step():  # matmul, sigmoid of all 2N columns, sum over time, the same loss
             proj = x.reshape(T * B, e) @ torch.cat([w, v], 1)
             f = torch.sigmoid(proj + torch.cat([b, b]))
@@ -106,6 +108,7 @@ def step_fn(impl, problem, d, n, readout="final"):
             _, (h, _) = lstm(x)
             F.cross_entropy(clf(h[-1]), y).backward()
     elif impl == "authors_loop":
+
         def step():
             loss_of(authors_loop(x, w, v, b, is_first, None)).backward()
     else:
@@ -153,11 +156,20 @@ def main(argv=None):
     ap.add_argument("--d", type=int, default=24)
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--impls", nargs="+", default=["reference", "authors_loop", "scan", "cpp", "lstm24", "bound"])
-    ap.add_argument("--readout", nargs="+", choices=READOUTS, default=["final"],
-                    help="readouts to time for each implementation of sparse_rational.ops (default: final)")
-    ap.add_argument("--bias", type=float, default=0.0,
-                    help="initial b (0 = the model's init: f ~ 0.5, so gradients decay like 2^-t and "
-                         "paths that do not flush them hit slow denormals; 3: f ~ 0.95, they do not)")
+    ap.add_argument(
+        "--readout",
+        nargs="+",
+        choices=READOUTS,
+        default=["final"],
+        help="readouts to time for each implementation of sparse_rational.ops (default: final)",
+    )
+    ap.add_argument(
+        "--bias",
+        type=float,
+        default=0.0,
+        help="initial b (0 = the model's init: f ~ 0.5, so gradients decay like 2^-t and "
+        "paths that do not flush them hit slow denormals; 3: f ~ 0.95, they do not)",
+    )
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per row (at least 5 steps)")
     args = ap.parse_args(argv)
 
@@ -174,7 +186,10 @@ def main(argv=None):
         else:
             rows += [(impl, r) for r in readouts if impl not in FINAL_ONLY or r == "final"]
     results = []
-    print(f"# B={args.B} e={args.e} d={args.d} n={args.n} b0={args.bias:g} float32, {args.threads} threads, torch {torch.__version__}, {cpu_model()}")
+    print(
+        f"# B={args.B} e={args.e} d={args.d} n={args.n} b0={args.bias:g} float32, {args.threads} threads, "
+        f"torch {torch.__version__}, {cpu_model()}"
+    )
     print(f"{'impl':<14}{'readout':<9}{'T':>6}{'ms/step':>11}{'tokens/s':>12}")
     for T in args.T:
         problem = make_problem(T, args.B, args.e, args.d, args.n, bias=args.bias)
@@ -182,8 +197,18 @@ def main(argv=None):
         medians = time_round_robin(runs, budget_s=args.budget)
         for impl, readout in rows:
             ms = medians[impl, readout]
-            row = dict(impl=impl, readout=readout, B=args.B, T=T, e=args.e, d=args.d, n=args.n, bias=args.bias,
-                       ms_per_step=round(ms, 3), tokens_per_s=round(args.B * T / (ms / 1e3)))
+            row = dict(
+                impl=impl,
+                readout=readout,
+                B=args.B,
+                T=T,
+                e=args.e,
+                d=args.d,
+                n=args.n,
+                bias=args.bias,
+                ms_per_step=round(ms, 3),
+                tokens_per_s=round(args.B * T / (ms / 1e3)),
+            )
             results.append(row)
             print(f"{impl:<14}{readout or '-':<9}{T:>6}{ms:>11.2f}{row['tokens_per_s']:>12,}", flush=True)
 
@@ -214,8 +239,16 @@ def main(argv=None):
     if args.json:
         from sparse_rational.fileio import atomic_write_json
 
-        atomic_write_json(args.json, {"results": results, "readout_ratios": ratios, "threads": args.threads,
-                                      "torch": torch.__version__, "provenance": provenance(argv)})
+        atomic_write_json(
+            args.json,
+            {
+                "results": results,
+                "readout_ratios": ratios,
+                "threads": args.threads,
+                "torch": torch.__version__,
+                "provenance": provenance(argv),
+            },
+        )
     return results
 
 

@@ -9,6 +9,7 @@ and prints a table.
     python benchmarks/structure_search.py --datasets amazon:kitchen --seeds 0 1 2 \\
         --methods path:proximal path:gradient search:gradient --json docs/results/structure_search.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ def main() -> None:
     ap.add_argument("--embeddings", default="glove-6b-50d")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--targets", nargs="+", type=int, default=[80, 60, 40, 20])
-    ap.add_argument("--methods", nargs="+", default=["path:proximal"],
-                    help="path:proximal, path:gradient, search:gradient, search:proximal")
+    ap.add_argument(
+        "--methods",
+        nargs="+",
+        default=["path:proximal"],
+        help="path:proximal, path:gradient, search:gradient, search:proximal",
+    )
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--path-start", type=float, default=None)
     ap.add_argument("--path-growth", type=float, default=None)
@@ -52,18 +57,38 @@ def main() -> None:
         splits = load_dataset(spec, args.data_dir, 0)
         for seed in args.seeds:
             base = RunOptions(embeddings=args.embeddings)
-            train = base.train.__class__(**{**base.train.__dict__, "seed": seed,
-                                            **({"lr": args.lr} if args.lr else {})})
-            structure = base.structure.__class__(**{**base.structure.__dict__, **{
-                k: v for k, v in (("path_start", args.path_start), ("path_growth", args.path_growth),
-                                  ("path_warmup", args.path_warmup)) if v is not None}})
+            train = base.train.__class__(
+                **{**base.train.__dict__, "seed": seed, **({"lr": args.lr} if args.lr else {})}
+            )
+            structure = base.structure.__class__(
+                **{
+                    **base.structure.__dict__,
+                    **{
+                        k: v
+                        for k, v in (
+                            ("path_start", args.path_start),
+                            ("path_growth", args.path_growth),
+                            ("path_warmup", args.path_warmup),
+                        )
+                        if v is not None
+                    },
+                }
+            )
             base = RunOptions(args.embeddings, base.model, train, structure)
             t0 = time.perf_counter()
             clf = train_text_classifier(splits, options=base, verbose=False)
             unit = time.perf_counter() - t0
-            rows.append({"dataset": spec, "seed": seed, "method": "baseline 24x4", "target": None,
-                         "transitions": clf.metrics["transitions"], "test_accuracy": clf.metrics["test_accuracy"],
-                         "seconds": unit})
+            rows.append(
+                {
+                    "dataset": spec,
+                    "seed": seed,
+                    "method": "baseline 24x4",
+                    "target": None,
+                    "transitions": clf.metrics["transitions"],
+                    "test_accuracy": clf.metrics["test_accuracy"],
+                    "seconds": unit,
+                }
+            )
             print(f"{spec} seed {seed} baseline: {clf.metrics['test_accuracy']:.3f} in {unit:.0f}s", flush=True)
             for method in args.methods:
                 kind, update = method.split(":")
@@ -75,28 +100,52 @@ def main() -> None:
                     seconds = time.perf_counter() - t0
                     for target in args.targets:
                         clf = run.models.get(target)
-                        rows.append({"dataset": spec, "seed": seed, "method": method, "target": target,
-                                     "transitions": clf.metrics["transitions"] if clf else None,
-                                     "test_accuracy": clf.metrics["test_accuracy"] if clf else None,
-                                     "seconds": seconds, "missed": target in run.missed})
-                    print(f"  {method}: {seconds:.0f}s ({seconds / unit:.1f}x), " + ", ".join(
-                        f"t{t}: {r['transitions']} -> {r['test_accuracy']}" for t, r in
-                        zip(args.targets, rows[-len(args.targets):])), flush=True)
+                        rows.append(
+                            {
+                                "dataset": spec,
+                                "seed": seed,
+                                "method": method,
+                                "target": target,
+                                "transitions": clf.metrics["transitions"] if clf else None,
+                                "test_accuracy": clf.metrics["test_accuracy"] if clf else None,
+                                "seconds": seconds,
+                                "missed": target in run.missed,
+                            }
+                        )
+                    print(
+                        f"  {method}: {seconds:.0f}s ({seconds / unit:.1f}x), "
+                        + ", ".join(
+                            f"t{t}: {r['transitions']} -> {r['test_accuracy']}"
+                            for t, r in zip(args.targets, rows[-len(args.targets) :])
+                        ),
+                        flush=True,
+                    )
                 else:
                     total = 0.0
                     for target in args.targets:
                         t1 = time.perf_counter()
                         try:
-                            clf = train_text_classifier(splits, options=run_opts, target_transitions=target,
-                                                        verbose=False)
+                            clf = train_text_classifier(
+                                splits, options=run_opts, target_transitions=target, verbose=False
+                            )
                             got = (clf.metrics["transitions"], clf.metrics["test_accuracy"], len(clf.metrics["search"]))
                         except UserError:
                             got = (None, None, None)
                         seconds = time.perf_counter() - t1
                         total += seconds
-                        rows.append({"dataset": spec, "seed": seed, "method": method, "target": target,
-                                     "transitions": got[0], "test_accuracy": got[1], "tries": got[2],
-                                     "seconds": seconds, "missed": got[0] is None})
+                        rows.append(
+                            {
+                                "dataset": spec,
+                                "seed": seed,
+                                "method": method,
+                                "target": target,
+                                "transitions": got[0],
+                                "test_accuracy": got[1],
+                                "tries": got[2],
+                                "seconds": seconds,
+                                "missed": got[0] is None,
+                            }
+                        )
                         print(f"  {method} t{target}: {got} in {seconds:.0f}s", flush=True)
                     print(f"  {method}: all targets {total:.0f}s ({total / unit:.1f}x)", flush=True)
     print()
@@ -117,8 +166,10 @@ def main() -> None:
             ratio = statistics.mean(r["seconds"] / units[(r["dataset"], r["seed"])] for r in rs)
         acc_txt = f"{100 * statistics.mean(acc):.1f} +- {100 * statistics.pstdev(acc):.1f}" if acc else "-"
         tr_txt = f"{statistics.mean(tr):.1f}" if tr else "-"
-        print(f"| {method} | {target or '-'} | {tr_txt} | {acc_txt} | {sum(1 for r in rs if r.get('missed'))} "
-              f"| {ratio:.1f}x |")
+        print(
+            f"| {method} | {target or '-'} | {tr_txt} | {acc_txt} | {sum(1 for r in rs if r.get('missed'))} "
+            f"| {ratio:.1f}x |"
+        )
     if args.json:
         from sparse_rational.fileio import atomic_write_json
 

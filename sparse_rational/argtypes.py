@@ -1,4 +1,5 @@
 """argparse value types shared by the subcommands (errors become one-line usage errors)."""
+
 from __future__ import annotations
 
 import argparse
@@ -79,7 +80,9 @@ def targets(text: str) -> int | tuple[int, ...]:
         except ValueError:
             value = None
         if value is None or value < 1:
-            raise argparse.ArgumentTypeError(f"expected positive integers, comma-separated, got {p[:20]!r} in {text[:60]!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected positive integers, comma-separated, got {p[:20]!r} in {text[:60]!r}"
+            )
         values.append(value)
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"{text[:60]!r} names a target twice")

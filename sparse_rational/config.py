@@ -11,6 +11,7 @@ the options here are how a run makes one.
       train: TrainConfig       optimisation, early stopping, schedule, memory bounds
       structure: StructureOptions  group lasso, pruning, the lambda search
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,16 @@ class ModelOptions:
     patterns: str = _opt("24x4", "WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4")
     dropout: float = _opt(0.2, "dropout on the WFSA scores", kind="probability")
     input_dropout: float = _opt(0.2, "variational dropout on the word vectors", kind="probability")
-    readout: str = _opt("max", "a WFSA's score: its states at the document's end ('final', the paper's), "
-                        "or their mean or max over the document (default: max, chosen on dev accuracy: "
-                        "docs/results/defaults.md)", choices=("final", "mean", "max"))
-    self_loop_bias: float = _opt(0.0, "initial bias of every self-loop (f = sigmoid(bias): larger remembers "
-                                 "longer)", kind="float")
+    readout: str = _opt(
+        "max",
+        "a WFSA's score: its states at the document's end ('final', the paper's), "
+        "or their mean or max over the document (default: max, chosen on dev accuracy: "
+        "docs/results/defaults.md)",
+        choices=("final", "mean", "max"),
+    )
+    self_loop_bias: float = _opt(
+        0.0, "initial bias of every self-loop (f = sigmoid(bias): larger remembers longer)", kind="float"
+    )
 
 
 @dataclass(frozen=True)
@@ -49,13 +55,21 @@ class TrainConfig:
     clip: float = _opt(2.0, "gradient-norm clipping (0: off)", kind="nonneg")
     seed: int = _opt(0, "random seed of the weights, batches and dropout", kind="seed")
     lr_schedule: bool = _opt(True, "ReduceLROnPlateau(0.5) on the selection score while finetuning", cli=False)
-    lr_patience: int = _opt(5, "epochs without improvement before the learning rate is halved (keep it below "
-                            "the patience, or the schedule never acts)", kind="positive")
-    select_on: str = _opt("accuracy", "what early stopping, the best epoch and the schedule follow on the dev set: "
-                          "'accuracy', 'loss' (cross-entropy) or 'smoothed' (accuracy over the last 3 epochs)",
-                          choices=("accuracy", "loss", "smoothed"))
-    max_tokens: int = _opt(20_000, "cut training documents to this many tokens, bounding memory (0: never)",
-                           kind="nonneg_int")
+    lr_patience: int = _opt(
+        5,
+        "epochs without improvement before the learning rate is halved (keep it below "
+        "the patience, or the schedule never acts)",
+        kind="positive",
+    )
+    select_on: str = _opt(
+        "accuracy",
+        "what early stopping, the best epoch and the schedule follow on the dev set: "
+        "'accuracy', 'loss' (cross-entropy) or 'smoothed' (accuracy over the last 3 epochs)",
+        choices=("accuracy", "loss", "smoothed"),
+    )
+    max_tokens: int = _opt(
+        20_000, "cut training documents to this many tokens, bounding memory (0: never)", kind="nonneg_int"
+    )
     batch_tokens: int = _opt(2**19, "at most this many padded tokens per batch (0: no limit)", cli=False)
 
 
@@ -65,21 +79,31 @@ class StructureOptions:
 
     reg_strength: float = _opt(0.0, "group-lasso lambda (0: no penalty)", kind="nonneg")
     target_transitions: int | tuple[int, ...] | None = _opt(
-        None, "learn the structure for N transitions; several targets (80,60,40,20) need --structure-search path",
-        kind="targets")
+        None,
+        "learn the structure for N transitions; several targets (80,60,40,20) need --structure-search path",
+        kind="targets",
+    )
     reg_epochs: int = _opt(30, "epochs of the penalised phase (with the path: its longest length)", kind="positive")
     epsilon: float = _opt(0.1, "prune states whose group norm is below this", kind="nonneg")
-    penalty_update: str = _opt("proximal", "how the penalty acts: 'gradient' (in the loss, the paper's) or "
-                               "'proximal' (group soft-threshold after each step: exact zeros, any lr)",
-                               choices=("gradient", "proximal"))
-    structure_search: str = _opt("path", "how a target size is reached: 'lambda' (the authors' search, one "
-                                 "penalised run per try) or 'path' (one run, lambda growing, every target)",
-                                 choices=("lambda", "path"))
+    penalty_update: str = _opt(
+        "proximal",
+        "how the penalty acts: 'gradient' (in the loss, the paper's) or "
+        "'proximal' (group soft-threshold after each step: exact zeros, any lr)",
+        choices=("gradient", "proximal"),
+    )
+    structure_search: str = _opt(
+        "path",
+        "how a target size is reached: 'lambda' (the authors' search, one "
+        "penalised run per try) or 'path' (one run, lambda growing, every target)",
+        choices=("lambda", "path"),
+    )
     path_start: float = _opt(1e-4, "the path's first lambda", kind="positive_float")
-    path_growth: float = _opt(1.25, "the path multiplies lambda by this every epoch (smoothly, step by step)",
-                              kind="growth")
-    path_warmup: int = _opt(2, "epochs without penalty before the path starts (the signal is learned first)",
-                            kind="nonneg_int")
+    path_growth: float = _opt(
+        1.25, "the path multiplies lambda by this every epoch (smoothly, step by step)", kind="growth"
+    )
+    path_warmup: int = _opt(
+        2, "epochs without penalty before the path starts (the signal is learned first)", kind="nonneg_int"
+    )
     search_start: float = _opt(8e-6, "first lambda of the search", cli=False)
     search_max_tries: int = _opt(25, "penalised runs before the search gives up", cli=False)
     search_bounds: tuple[float, float] = _opt((1e-9, 1e2), "lambda stays in these bounds", cli=False)
@@ -124,8 +148,14 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser, cls, names: list[str] | None = None, types: dict | None = None,
-                  exclude: tuple[str, ...] = (), absent_unless_given: tuple[str, ...] = ()) -> None:
+def add_arguments(
+    parser,
+    cls,
+    names: list[str] | None = None,
+    types: dict | None = None,
+    exclude: tuple[str, ...] = (),
+    absent_unless_given: tuple[str, ...] = (),
+) -> None:
     """Add ``--flag`` options for the fields of ``cls`` (all with ``metadata["cli"]`` not
     False but ``exclude``, or ``names``), with the field's default and help; ``types`` maps
     a field's ``kind`` to an argparse type. Fields in ``absent_unless_given`` are missing from
@@ -143,9 +173,14 @@ def add_arguments(parser, cls, names: list[str] | None = None, types: dict | Non
             help_text += f" (default {value})"
         kind = f.metadata.get("kind")
         extra = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
-        parser.add_argument(flag(f.name), dest=f.name, type=types.get(kind, type(value) if value is not None else str),
-                            default=argparse.SUPPRESS if f.name in absent_unless_given else value,
-                            help=help_text.replace("%", "%%"), **extra)
+        parser.add_argument(
+            flag(f.name),
+            dest=f.name,
+            type=types.get(kind, type(value) if value is not None else str),
+            default=argparse.SUPPRESS if f.name in absent_unless_given else value,
+            help=help_text.replace("%", "%%"),
+            **extra,
+        )
 
 
 def from_namespace(cls, args: argparse.Namespace, **overrides: Any):

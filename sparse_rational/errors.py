@@ -1,5 +1,6 @@
 """The exceptions the command line turns into one-line errors (exit 2), and the one helper
 that makes any text fit on one line."""
+
 import re
 
 # Characters that end a line for str.splitlines(), plus the other C0/C1 controls.
@@ -17,7 +18,6 @@ def one_line(text: object, limit: int | None = None) -> str:
     if limit is not None and len(out) > limit:
         out = out[:limit] + "..."
     return out
-
 
 
 class UserError(Exception):

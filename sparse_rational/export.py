@@ -19,6 +19,7 @@ the right); the score is ``sum_k r(c_k)``, where the readout ``r`` takes ``c_k``
 last token (``final``), its mean over the tokens (``mean``) or its max over them (``max``);
 logits = ``weight @ scores + bias``. Version 1 had no readout (always ``final``).
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,10 @@ def export_dict(clf: TextClassifier) -> dict:
     w = model.wfsa.w.detach().double().cpu().T.tolist()  # [N][e]
     v = model.wfsa.v.detach().double().cpu().T.tolist()
     b = model.wfsa.b.detach().double().cpu().tolist()
-    wfsas = [{"states": [{"w": w[k], "v": v[k], "b": b[k]} for k in range(start, end)]}
-             for start, end in model.wfsa.layout.slices]
+    wfsas = [
+        {"states": [{"w": w[k], "v": v[k], "b": b[k]} for k in range(start, end)]}
+        for start, end in model.wfsa.layout.slices
+    ]
     return {
         "format": FORMAT,
         "readout": model.config.readout,

@@ -4,6 +4,7 @@ Files are written to a temporary name in the same folder, flushed, then renamed 
 target; a model folder is built in a temporary sibling folder and swapped into place.
 An error while writing names the user's path, never the temporary one.
 """
+
 from __future__ import annotations
 
 import errno

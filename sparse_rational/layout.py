@@ -7,6 +7,7 @@ explanations) reads it from one :class:`StateLayout`, made by :meth:`StateLayout
 cached by structure; device tensors are cached per device, so a forward pass never copies
 the layout from the GPU to the host (docs/DESIGN.md, "The model").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ class StateLayout:
 
     @staticmethod
     @lru_cache(maxsize=256)
-    def of(structure: tuple[int, ...]) -> "StateLayout":
+    def of(structure: tuple[int, ...]) -> StateLayout:
         """The (shared) layout of ``structure``."""
         return StateLayout(tuple(int(n) for n in structure))
 
@@ -88,7 +89,7 @@ class StateLayout:
         return self._cached("perm", device, lambda: torch.tensor(self.levels[0], dtype=torch.long))
 
     @staticmethod
-    def from_is_first(is_first: "Tensor | StateLayout") -> "StateLayout":
+    def from_is_first(is_first: Tensor | StateLayout) -> StateLayout:
         """The layout of an ``is_first`` tensor (one host copy; kernels given a layout skip it)."""
         if isinstance(is_first, StateLayout):
             return is_first
@@ -99,7 +100,7 @@ class StateLayout:
         return StateLayout.of(tuple(b - a for a, b in zip(starts, starts[1:] + [len(flags)])))
 
 
-def is_first_tensor(is_first: "Tensor | StateLayout", device: torch.device | str) -> Tensor:
+def is_first_tensor(is_first: Tensor | StateLayout, device: torch.device | str) -> Tensor:
     """The ``[N]`` bool tensor of a layout or of a tensor, on ``device``."""
     if isinstance(is_first, StateLayout):
         return is_first.is_first(device)

@@ -7,6 +7,7 @@ the authors' search over lambda until the pruned model has the target number of
 transitions. Every training run goes through the phase runner (:mod:`.phases`), which
 checkpoints and resumes; nothing here knows about checkpoints.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,18 +37,41 @@ class LearnResult:
     search: list[dict] = field(default_factory=list)
 
 
-def penalise(phases: Phases, name: str, make_model: Callable[[], RationalClassifier], train: EncodedData,
-             dev: EncodedData, cfg: TrainConfig, opts: StructureOptions, reg_strength,
-             verbose: bool = True, epoch_lines: bool = True, **kwargs) -> tuple[RationalClassifier, FitResult]:
+def penalise(
+    phases: Phases,
+    name: str,
+    make_model: Callable[[], RationalClassifier],
+    train: EncodedData,
+    dev: EncodedData,
+    cfg: TrainConfig,
+    opts: StructureOptions,
+    reg_strength,
+    verbose: bool = True,
+    epoch_lines: bool = True,
+    **kwargs,
+) -> tuple[RationalClassifier, FitResult]:
     """A fresh model trained with the penalty for ``opts.reg_epochs`` epochs, no early
     stopping, no schedule, ending with its last weights (not its best dev epoch)."""
     model = make_model()
     desc = kwargs.pop("desc", f"penalised (lambda {reg_strength:.3g})" if not callable(reg_strength) else name)
     kwargs.setdefault("epochs", opts.reg_epochs)
-    result = phases.fit(name, model, train, dev, cfg, reg_strength=reg_strength,
-                        early_stopping=False, lr_schedule=False, keep_best=False, desc=desc, verbose=verbose,
-                        penalty_update=opts.penalty_update, epsilon=opts.epsilon, epoch_lines=epoch_lines,
-                        **kwargs)
+    result = phases.fit(
+        name,
+        model,
+        train,
+        dev,
+        cfg,
+        reg_strength=reg_strength,
+        early_stopping=False,
+        lr_schedule=False,
+        keep_best=False,
+        desc=desc,
+        verbose=verbose,
+        penalty_update=opts.penalty_update,
+        epsilon=opts.epsilon,
+        epoch_lines=epoch_lines,
+        **kwargs,
+    )
     return model, result
 
 
@@ -73,9 +97,22 @@ def search_reg_strength(
     log: list[dict] = []
     for attempt in range(1, opts.search_max_tries + 1):
         name = f"search:{attempt}"
-        model, fit_result = penalise(phases, name, make_model, train, dev, cfg, opts, lam, verbose=verbose,
-                                     epoch_lines=False, desc=f"search try {attempt} (lambda {lam:.3g})")
-        structure = phases.record(name, "structure", lambda: prune(model, opts.epsilon).model.config.structure)
+        model, fit_result = penalise(
+            phases,
+            name,
+            make_model,
+            train,
+            dev,
+            cfg,
+            opts,
+            lam,
+            verbose=verbose,
+            epoch_lines=False,
+            desc=f"search try {attempt} (lambda {lam:.3g})",
+        )
+        structure = phases.record(
+            name, "structure", lambda model=model: prune(model, opts.epsilon).model.config.structure
+        )
         n = sum(structure)
         log.append({"try": attempt, "reg_strength": lam, "transitions": n, "structure": list(structure)})
         if verbose:
@@ -99,7 +136,10 @@ def search_reg_strength(
         "target_transitions",
         f"{target} not reached within +-{tol} after {len(log)} tries (last lambda->transitions: {got}); try "
         "another target, {reg_epochs}, {structure_search} path or {penalty_update} proximal",
-        "reg_epochs", "structure_search", "penalty_update")
+        "reg_epochs",
+        "structure_search",
+        "penalty_update",
+    )
 
 
 def learn_structure(
@@ -135,8 +175,11 @@ def learn_structure(
     model, norms = pruned.model, pruned.group_norms
     before = tuple(len(s) for s in norms)
     if verbose:
-        tqdm.write(f"pruned at {opts.epsilon}: {sum(before)} -> {model.config.transitions} transitions, "
-                   f"structure {format_structure(model.config.structure)}", file=sys.stderr)
+        tqdm.write(
+            f"pruned at {opts.epsilon}: {sum(before)} -> {model.config.transitions} transitions, "
+            f"structure {format_structure(model.config.structure)}",
+            file=sys.stderr,
+        )
     finetune = _finetune(phases, "finetune", model, train, dev, cfg, verbose)
     return LearnResult(model, lam, before, norms, pen_fit, finetune, search)
 
@@ -169,8 +212,14 @@ class _PathTracker:
         n = sum(structure)
         while self.left and n <= self.left[0] + self.opts.tolerance(self.left[0]):
             target = self.left.pop(0)
-            info = {"target": target, "step": step, "epoch": (step - 1) // self.steps_per_epoch + 1,
-                    "reg_strength": lam, "transitions": n, "structure": list(structure)}
+            info = {
+                "target": target,
+                "step": step,
+                "epoch": (step - 1) // self.steps_per_epoch + 1,
+                "reg_strength": lam,
+                "transitions": n,
+                "structure": list(structure),
+            }
             if n >= target - self.opts.tolerance(target):
                 self.phases.stash(f"path/t{target}", model, info)
             else:  # one step removed more than the tolerance allows: recorded, no snapshot
@@ -204,12 +253,33 @@ def regularisation_path(
     def schedule(step: int) -> float:
         return 0.0 if step < warmup else opts.path_start * opts.path_growth ** ((step - warmup) / steps)
 
-    _, pen_fit = penalise(phases, "path", make_model, train, dev, cfg, opts, schedule, verbose=verbose,
-                          desc="path", after_step=tracker.after_step, stop=tracker.done,
-                          epochs=opts.path_warmup + opts.reg_epochs)
+    _, pen_fit = penalise(
+        phases,
+        "path",
+        make_model,
+        train,
+        dev,
+        cfg,
+        opts,
+        schedule,
+        verbose=verbose,
+        desc="path",
+        after_step=tracker.after_step,
+        stop=tracker.done,
+        epochs=opts.path_warmup + opts.reg_epochs,
+    )
     missed = sorted(set(tracker.missed) | set(tracker.left), reverse=True)
-    path = [{"epoch": h.epoch, "reg_strength": h.reg_strength, "transitions": h.transitions,
-             "structure": h.structure, "dev_accuracy": h.dev_accuracy, "loss": h.loss} for h in pen_fit.history]
+    path = [
+        {
+            "epoch": h.epoch,
+            "reg_strength": h.reg_strength,
+            "transitions": h.transitions,
+            "structure": h.structure,
+            "dev_accuracy": h.dev_accuracy,
+            "loss": h.loss,
+        }
+        for h in pen_fit.history
+    ]
     models: dict[int, LearnResult] = {}
     snapshots: dict[int, dict] = {}
     for target in opts.targets:
@@ -219,22 +289,42 @@ def regularisation_path(
         snapshots[target] = info = phases.load_stashed(model, f"path/t{target}")
         pruned = prune(model, opts.epsilon)
         if verbose:
-            tqdm.write(f"target {target}: snapshot at epoch {info['epoch']} (lambda {info['reg_strength']:.3g}), "
-                       f"{pruned.model.config.transitions} transitions, structure "
-                       f"{format_structure(pruned.model.config.structure)}", file=sys.stderr)
+            tqdm.write(
+                f"target {target}: snapshot at epoch {info['epoch']} (lambda {info['reg_strength']:.3g}), "
+                f"{pruned.model.config.transitions} transitions, structure "
+                f"{format_structure(pruned.model.config.structure)}",
+                file=sys.stderr,
+            )
         finetune = _finetune(phases, f"finetune:t{target}", pruned.model, train, dev, cfg, verbose, keep=True)
-        models[target] = LearnResult(pruned.model, info["reg_strength"], tuple(len(g) for g in pruned.group_norms),
-                                     pruned.group_norms, pen_fit, finetune)
+        models[target] = LearnResult(
+            pruned.model,
+            info["reg_strength"],
+            tuple(len(g) for g in pruned.group_norms),
+            pruned.group_norms,
+            pen_fit,
+            finetune,
+        )
     return PathResult(models, path, snapshots, missed, pen_fit)
 
 
-def _finetune(phases: Phases, name: str, model: RationalClassifier, train: EncodedData, dev: EncodedData,
-              cfg: TrainConfig, verbose: bool, keep: bool = False) -> FitResult:
+def _finetune(
+    phases: Phases,
+    name: str,
+    model: RationalClassifier,
+    train: EncodedData,
+    dev: EncodedData,
+    cfg: TrainConfig,
+    verbose: bool,
+    keep: bool = False,
+) -> FitResult:
     """Finetune a pruned model without the penalty (or set it to the class prior if empty)."""
     if not model.config.structure:
         if verbose:
-            tqdm.write("every state was pruned: nothing to finetune, the model predicts the class prior "
-                       "of the training labels", file=sys.stderr)
+            tqdm.write(
+                "every state was pruned: nothing to finetune, the model predicts the class prior "
+                "of the training labels",
+                file=sys.stderr,
+            )
         return _class_prior(model, train, dev)
     return phases.fit(name, model, train, dev, cfg, desc=name, keep=keep)
 
@@ -257,7 +347,18 @@ def path_missed(result: PathResult, opts: StructureOptions) -> ParameterError:
         f"the path missed {', '.join(map(str, result.missed))}: it went from more to fewer transitions within "
         f"one step, or ended at {last.get('transitions')} transitions after {len(result.path)} epochs (lambda "
         f"{last.get('reg_strength') or 0:.3g}); try a smaller {{path_growth}} or more {{reg_epochs}}",
-        "path_growth", "reg_epochs")
+        "path_growth",
+        "reg_epochs",
+    )
 
 
-__all__ = ["PathResult", "path_missed", "regularisation_path", "LearnResult", "StructureOptions", "learn_structure", "penalise", "search_reg_strength"]
+__all__ = [
+    "PathResult",
+    "path_missed",
+    "regularisation_path",
+    "LearnResult",
+    "StructureOptions",
+    "learn_structure",
+    "penalise",
+    "search_reg_strength",
+]

@@ -5,6 +5,7 @@ like the JSON object it is saved as (``m["test_accuracy"]``, ``m.get("search")``
 and users that knew the dictionary keep working. Optional fields that a run did not
 produce are left out of the JSON.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,11 +65,12 @@ class Metrics(Mapping):
         return {**self.extra, **out}
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "Metrics":
+    def from_dict(cls, raw: dict) -> Metrics:
         """Lenient: ``metrics.json`` is informational; unknown keys go to ``extra``."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in raw.items() if k in names},
-                   extra={k: v for k, v in raw.items() if k not in names})
+        return cls(
+            **{k: v for k, v in raw.items() if k in names}, extra={k: v for k, v in raw.items() if k not in names}
+        )
 
     # -- reads like the saved dictionary -------------------------------------------------------
     def __getitem__(self, key: str) -> Any:

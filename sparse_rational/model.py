@@ -1,4 +1,5 @@
 """The WFSA layer (built from a structure) and the rational RNN classifier (see docs/DESIGN.md, 'The model')."""
+
 from __future__ import annotations
 
 import math
@@ -71,8 +72,14 @@ class WFSALayer(nn.Module):
     input: a larger bias remembers longer).
     """
 
-    def __init__(self, structure: tuple[int, ...], embedding_dim: int, impl: str = "auto",
-                 readout: str = "final", self_loop_bias: float = 0.0):
+    def __init__(
+        self,
+        structure: tuple[int, ...],
+        embedding_dim: int,
+        impl: str = "auto",
+        readout: str = "final",
+        self_loop_bias: float = 0.0,
+    ):
         super().__init__()
         self.structure = tuple(structure)
         self.impl = impl
@@ -90,8 +97,7 @@ class WFSALayer(nn.Module):
 
     def states(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Plus-times values of all states read out over each document, ``[B, N]``."""
-        return rational_forward(x, self.w, self.v, self.b, self.layout, mask, impl=self.impl,
-                                readout=self.readout)
+        return rational_forward(x, self.w, self.v, self.b, self.layout, mask, impl=self.impl, readout=self.readout)
 
     @property
     def is_first(self) -> Tensor:
@@ -134,8 +140,9 @@ class RationalClassifier(nn.Module):
     (:mod:`sparse_rational.embeddings.featurizer`), not the model's.
     """
 
-    def __init__(self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto",
-                 self_loop_bias: float = 0.0):
+    def __init__(
+        self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto", self_loop_bias: float = 0.0
+    ):
         super().__init__()
         self.config = config
         if config.vocab_size:
@@ -145,8 +152,9 @@ class RationalClassifier(nn.Module):
             self.register_buffer("embeddings", emb.detach().clone().float())
         else:
             self.embeddings = embeddings  # None, or a read-only row lookup (never saved)
-        self.wfsa = WFSALayer(config.structure, config.embedding_dim, impl=impl, readout=config.readout,
-                              self_loop_bias=self_loop_bias)
+        self.wfsa = WFSALayer(
+            config.structure, config.embedding_dim, impl=impl, readout=config.readout, self_loop_bias=self_loop_bias
+        )
         self.dropout = nn.Dropout(config.dropout)
         if config.structure:
             self.classifier = nn.Linear(len(config.structure), config.num_classes)

@@ -15,6 +15,7 @@ it comes out the same. The code of an algorithm therefore contains no resume log
 all; :meth:`Phases.record` stores small values a later phase needs from a finished one
 whose weights were not kept.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,7 +51,8 @@ class Phases:
         try:
             finished = ck.state.get("finished", {})
             if not isinstance(finished, dict) or not all(
-                    isinstance(v, dict) and _NAME.match(k) for k, v in finished.items()):
+                isinstance(v, dict) and _NAME.match(k) for k, v in finished.items()
+            ):
                 raise ValueError("bad list of finished phases")
             kept: dict[str, dict[str, torch.Tensor]] = {}
             for key, t in ck.prefixed("kept.").items():
@@ -77,8 +79,17 @@ class Phases:
         self.pending = ck
 
     # -- running -----------------------------------------------------------------------------
-    def fit(self, name: str, model: RationalClassifier, train: EncodedData, dev: EncodedData, cfg: TrainConfig,
-            *, keep: bool = False, **kwargs: Any) -> FitResult:
+    def fit(
+        self,
+        name: str,
+        model: RationalClassifier,
+        train: EncodedData,
+        dev: EncodedData,
+        cfg: TrainConfig,
+        *,
+        keep: bool = False,
+        **kwargs: Any,
+    ) -> FitResult:
         """``fit(model, ...)`` as phase ``name``; a finished phase returns its stored result
         (and restores the weights it kept), a pending one continues where it stopped."""
         assert _NAME.match(name), name
@@ -93,13 +104,14 @@ class Phases:
             resume, self.pending = self.pending, None
         on_epoch = None
         if self.checkpointer is not None:
+
             def on_epoch(epoch: int, tensors: dict, state: dict) -> None:
                 self._save(name, epoch, tensors, state)
+
         desc = kwargs.pop("desc", name)
         verbose = kwargs.pop("verbose", True) and self.verbose
         try:
-            result = fit(model, train, dev, cfg, desc=desc, verbose=verbose, resume=resume, on_epoch=on_epoch,
-                         **kwargs)
+            result = fit(model, train, dev, cfg, desc=desc, verbose=verbose, resume=resume, on_epoch=on_epoch, **kwargs)
         except TrainingDiverged as exc:
             where = self.checkpointer.describe_last() if self.checkpointer is not None else "nothing was saved"
             raise TrainingDiverged(f"{exc} ({where})") from None
@@ -146,9 +158,17 @@ class Phases:
         assert self.checkpointer is not None
         extra = {f"kept.{name}/{k}": v for name, group in self.kept.items() for k, v in group.items()}
         extra.update({f"stash.{key}|{k}": v for key, (group, _) in self.stashed.items() for k, v in group.items()})
-        self.checkpointer.save(phase, epoch, {**tensors, **extra},
-                               {**state, "finished": self.finished, "last_finished": self.last_finished,
-                                "stashed": {key: info for key, (_, info) in self.stashed.items()}})
+        self.checkpointer.save(
+            phase,
+            epoch,
+            {**tensors, **extra},
+            {
+                **state,
+                "finished": self.finished,
+                "last_finished": self.last_finished,
+                "stashed": {key: info for key, (_, info) in self.stashed.items()},
+            },
+        )
 
 
 __all__ = ["Phases", "restore_module_state"]

@@ -8,6 +8,7 @@ A saved model is a folder (Hugging Face layout, no pickle anywhere)::
     vocab.txt           one token per line; line i is row i of ``embeddings``
     metrics.json        accuracies, structure, transitions, parameters, timings
 """
+
 from __future__ import annotations
 
 import json
@@ -25,18 +26,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
 
-from .data import Example, Splits
-from .embeddings.featurizer import CHARS_PER_TOKEN  # noqa: F401  (re-exported: where texts are cut)
-from .embeddings.featurizer import ContextualVectors, Featurizer, StaticVectors, build_featurizer
-from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from . import validate
+from .config import RunOptions, StructureOptions, TrainConfig, default
+from .data import Example, Splits
+from .embeddings.featurizer import (
+    CHARS_PER_TOKEN,  # noqa: F401  (re-exported: where texts are cut)
+    ContextualVectors,
+    Featurizer,
+    StaticVectors,
+    build_featurizer,
+)
+from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
-from .config import RunOptions, StructureOptions, TrainConfig, default
 from .learn import learn_structure, regularisation_path
 from .metrics import Metrics
-from .phases import Phases
 from .model import READOUTS, ModelConfig, RationalClassifier
+from .phases import Phases
 from .structure import format_structure, parse_patterns
 from .train import EncodedData, accuracy, predict_proba
 from .vocab import Vocabulary
@@ -57,8 +63,10 @@ def is_model_folder(path: str | os.PathLike) -> bool:
         names = {p.name for p in path.iterdir()}
         if PATH_JSON in names:
             others = names - {PATH_JSON, "path.png"}
-            return all(n.startswith("t") and is_model_folder(path / n) for n in others) and \
-                json.loads((path / PATH_JSON).read_text(encoding="utf-8")).get("format") == "sparse-rational-path/1"
+            return (
+                all(n.startswith("t") and is_model_folder(path / n) for n in others)
+                and json.loads((path / PATH_JSON).read_text(encoding="utf-8")).get("format") == "sparse-rational-path/1"
+            )
         if CONFIG not in names or not names <= MODEL_FILES:
             return False
         cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
@@ -80,8 +88,10 @@ def check_out_folder(path: str | os.PathLike, option: str = "out") -> bool:
     if not any(path.iterdir()):
         return False
     if not is_model_folder(path):
-        raise UserError(f"{option} {path}: exists and is not a sparse-rational model folder (or holds other "
-                        "files); refusing to replace it")
+        raise UserError(
+            f"{option} {path}: exists and is not a sparse-rational model folder (or holds other "
+            "files); refusing to replace it"
+        )
     return True
 
 
@@ -102,13 +112,22 @@ class TextClassifier:
     metrics: Metrics
     truncated_texts: int  # texts cut by ``max_tokens`` in encode() so far
 
-    def __init__(self, model: RationalClassifier, featurizer: Featurizer | Vocabulary | None = None,
-                 classes: Sequence[str] = (), embeddings_source: str | None = None,
-                 metrics: Metrics | dict | None = None, *, vocab: Vocabulary | None = None,
-                 encoder: ContextualEncoder | None = None, truncated_texts: int = 0):
+    def __init__(
+        self,
+        model: RationalClassifier,
+        featurizer: Featurizer | Vocabulary | None = None,
+        classes: Sequence[str] = (),
+        embeddings_source: str | None = None,
+        metrics: Metrics | dict | None = None,
+        *,
+        vocab: Vocabulary | None = None,
+        encoder: ContextualEncoder | None = None,
+        truncated_texts: int = 0,
+    ):
         if isinstance(featurizer, Vocabulary) or (featurizer is None and vocab is not None):
-            featurizer = StaticVectors(vocab if vocab is not None else featurizer, embeddings_source or "",
-                                       model.embeddings)
+            featurizer = StaticVectors(
+                vocab if vocab is not None else featurizer, embeddings_source or "", model.embeddings
+            )
         elif featurizer is None and encoder is not None:
             featurizer = ContextualVectors(encoder, model.embeddings)
         elif featurizer is None:
@@ -145,8 +164,9 @@ class TextClassifier:
             labels.append(label_index.get(label, -1) if label is not None else -1)
         return torch.tensor(labels, dtype=torch.long)
 
-    def _read(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True,
-              max_tokens: int = 0) -> tuple[EncodedData, torch.nn.Module]:
+    def _read(
+        self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True, max_tokens: int = 0
+    ) -> tuple[EncodedData, torch.nn.Module]:
         """The documents as row ids, and the model reading them. Texts longer than
         ``max_tokens`` tokens are cut like training documents (first ``max_tokens - 1``
         tokens and ``</s>``; the text is cut to ``max_tokens * CHARS_PER_TOKEN``
@@ -156,8 +176,9 @@ class TextClassifier:
         self.truncated_texts += features.truncated
         return EncodedData(features.docs, labels), self.model.reading(features.rows)
 
-    def encode(self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True,
-               max_tokens: int = 0) -> EncodedData:
+    def encode(
+        self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True, max_tokens: int = 0
+    ) -> EncodedData:
         """Documents as row ids (see :meth:`_read`): of the model's own rows, or of the
         featurizer's table; texts a transformer featurizer's table lacks get rows of a new
         table that extends it, which :meth:`predict_proba` and :meth:`evaluate` read."""
@@ -210,7 +231,7 @@ class TextClassifier:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False) -> "TextClassifier":
+    def load(cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False) -> TextClassifier:
         """Load a model folder: JSON and safetensors only, validated against the config.
         A transformer encoder named by the folder is read from safetensors only, with no
         remote code, and from local files only unless ``allow_download``."""
@@ -225,7 +246,7 @@ class TextClassifier:
         if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
             raise UserError(f"{path / CONFIG}: not a {FORMAT} model config")
         if not isinstance(cfg.get("embeddings", {}), dict):
-            raise UserError(f"{path / CONFIG}: \"embeddings\" must be a JSON object")
+            raise UserError(f'{path / CONFIG}: "embeddings" must be a JSON object')
         config = validate.model_config(cfg.get("model"), path / CONFIG)
         classes = validate.classes_list(cfg.get("classes"), path / CONFIG)
         tok = validate.token_settings(cfg.get("tokens"), path / CONFIG) if config.vocab_size else cfg.get("tokens")
@@ -249,16 +270,21 @@ class TextClassifier:
                 raise UserError(f"{path / VOCAB} does not fit the token settings of {path / CONFIG} ({exc})") from None
             featurizer = StaticVectors(vocab, cfg.get("embeddings", {}).get("source", ""), model.embeddings)
         else:  # a model that reads vectors needs its transformer (loaded on first use)
-            encoder = ContextualEncoder.from_config(cfg.get("embeddings"), str(path / CONFIG),
-                                                    allow_download=allow_download)
+            encoder = ContextualEncoder.from_config(
+                cfg.get("embeddings"), str(path / CONFIG), allow_download=allow_download
+            )
             if encoder.dim != config.embedding_dim:
-                raise UserError(f"{path / CONFIG}: {encoder.source} gives {encoder.dim}-d vectors, the model reads {config.embedding_dim}-d")
+                raise UserError(
+                    f"{path / CONFIG}: {encoder.source} gives {encoder.dim}-d vectors, "
+                    f"the model reads {config.embedding_dim}-d"
+                )
             featurizer = ContextualVectors(encoder)
         metrics = Metrics()
         if (path / METRICS).is_file():
             try:
-                metrics = Metrics.from_dict(validate.finite_metrics(
-                    json.loads((path / METRICS).read_text(encoding="utf-8"))))
+                metrics = Metrics.from_dict(
+                    validate.finite_metrics(json.loads((path / METRICS).read_text(encoding="utf-8")))
+                )
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError):
                 metrics = Metrics()
         return cls(model, featurizer, classes, metrics=metrics)
@@ -276,10 +302,18 @@ def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, 
     """The featurizer of ``embeddings`` (a vocabulary and its frozen static vectors, or the
     transformer vectors of every text, encoded once into the disk cache or read from it),
     the documents as row ids, and a factory of models built over the featurizer's rows."""
-    featurizer, prep = build_featurizer(splits, embeddings, seed, verbose=verbose, hf_options=hf_options,
-                                        num_classes=len(classes))
-    config = ModelConfig(structure, featurizer.dim, len(classes), featurizer.vocab_size, mopts.dropout,
-                         mopts.input_dropout, mopts.readout)
+    featurizer, prep = build_featurizer(
+        splits, embeddings, seed, verbose=verbose, hf_options=hf_options, num_classes=len(classes)
+    )
+    config = ModelConfig(
+        structure,
+        featurizer.dim,
+        len(classes),
+        featurizer.vocab_size,
+        mopts.dropout,
+        mopts.input_dropout,
+        mopts.readout,
+    )
     clf = TextClassifier(RationalClassifier(config, featurizer.rows), featurizer, classes)
     train = clf.encode(splits.train)
     dev = clf.encode(splits.dev, strict_labels=False)
@@ -304,18 +338,43 @@ class _Run:
     start: float
 
 
-def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, train_config, structure_options,
-             dropout, input_dropout, verbose, hf_options, options, readout=None) -> _Run:
+def _prepare(
+    splits,
+    embeddings,
+    patterns,
+    reg_strength,
+    target_transitions,
+    train_config,
+    structure_options,
+    dropout,
+    input_dropout,
+    verbose,
+    hf_options,
+    options,
+    readout=None,
+) -> _Run:
     start = time.perf_counter()
     options = options or RunOptions()
     embeddings = options.embeddings if embeddings is None else embeddings
     cfg = train_config or options.train
-    mopts = replace(options.model, **{k: v for k, v in (("patterns", patterns), ("dropout", dropout),
-                                                          ("input_dropout", input_dropout), ("readout", readout))
-                                      if v is not None})
-    opts = replace(structure_options or options.structure,
-                   **({"reg_strength": reg_strength} if reg_strength is not None else {}),
-                   **({"target_transitions": target_transitions} if target_transitions is not None else {}))
+    mopts = replace(
+        options.model,
+        **{
+            k: v
+            for k, v in (
+                ("patterns", patterns),
+                ("dropout", dropout),
+                ("input_dropout", input_dropout),
+                ("readout", readout),
+            )
+            if v is not None
+        },
+    )
+    opts = replace(
+        structure_options or options.structure,
+        **({"reg_strength": reg_strength} if reg_strength is not None else {}),
+        **({"target_transitions": target_transitions} if target_transitions is not None else {}),
+    )
     if mopts.readout not in READOUTS:
         raise ParameterError("readout", f"{mopts.readout!r} is not one of {', '.join(READOUTS)}")
     if opts.reg_strength < 0 or not math.isfinite(opts.reg_strength):
@@ -325,11 +384,13 @@ def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, tra
     structure = parse_patterns(mopts.patterns) if isinstance(mopts.patterns, str) else tuple(mopts.patterns)
     for t in opts.targets:
         if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= sum(structure):
-            raise ParameterError("target_transitions", f"{t}: must be between 1 and the "
-                                 f"{sum(structure)} transitions of patterns")
+            raise ParameterError(
+                "target_transitions", f"{t}: must be between 1 and the {sum(structure)} transitions of patterns"
+            )
     if len(opts.targets) > 1 and opts.structure_search != "path":
-        raise ParameterError("target_transitions", "several targets need structure_search 'path' "
-                             "(one penalised run for all of them)")
+        raise ParameterError(
+            "target_transitions", "several targets need structure_search 'path' (one penalised run for all of them)"
+        )
     if not splits.train:
         raise UserError("the training set is empty")
     if not 0 <= cfg.seed < 2**32:
@@ -343,8 +404,9 @@ def _prepare(splits, embeddings, patterns, reg_strength, target_transitions, tra
     classes = sorted({ex.label for ex in splits.train})
     if len(classes) < 2:
         raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
-    clf, train, dev, make, prep = _prepare_data(splits, embeddings, structure, classes, mopts, cfg.seed, verbose,
-                                                hf_options)
+    clf, train, dev, make, prep = _prepare_data(
+        splits, embeddings, structure, classes, mopts, cfg.seed, verbose, hf_options
+    )
     return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start)
 
 
@@ -365,23 +427,36 @@ def _finish(run: _Run, model: RationalClassifier, last, learned=None) -> TextCla
             metrics.search = learned.search
         if opts.targets:
             metrics.target_transitions = opts.targets[0] if len(opts.targets) == 1 else None
-    metrics.epochs, metrics.best_epoch, metrics.seconds_per_epoch = last.epochs_run, last.best_epoch, \
-        last.seconds_per_epoch
+    metrics.epochs, metrics.best_epoch, metrics.seconds_per_epoch = (
+        last.epochs_run,
+        last.best_epoch,
+        last.seconds_per_epoch,
+    )
     model.eval()
     final = model.config
     metrics.dev_accuracy = accuracy(model, run.dev) if len(run.dev) else None
     metrics.structure, metrics.structure_summary = list(final.structure), format_structure(final.structure)
     metrics.transitions, metrics.wfsas = final.transitions, len(final.structure)
     metrics.parameters = model.num_parameters()
-    metrics.embeddings, metrics.train_size, metrics.dev_size = run.embeddings, len(run.splits.train), \
-        len(run.splits.dev)
-    metrics.hyperparameters = {**asdict(cfg), "dropout": run.mopts.dropout, "input_dropout": run.mopts.input_dropout,
-                               "readout": run.mopts.readout, "self_loop_bias": run.mopts.self_loop_bias,
-                               "reg_epochs": opts.reg_epochs, "penalty_update": opts.penalty_update,
-                               "structure_search": opts.structure_search}
+    metrics.embeddings, metrics.train_size, metrics.dev_size = (
+        run.embeddings,
+        len(run.splits.train),
+        len(run.splits.dev),
+    )
+    metrics.hyperparameters = {
+        **asdict(cfg),
+        "dropout": run.mopts.dropout,
+        "input_dropout": run.mopts.input_dropout,
+        "readout": run.mopts.readout,
+        "self_loop_bias": run.mopts.self_loop_bias,
+        "reg_epochs": opts.reg_epochs,
+        "penalty_update": opts.penalty_update,
+        "structure_search": opts.structure_search,
+    }
     if opts.structure_search == "path" and opts.targets:
-        metrics.hyperparameters.update(path_start=opts.path_start, path_growth=opts.path_growth,
-                                       path_warmup=opts.path_warmup)
+        metrics.hyperparameters.update(
+            path_start=opts.path_start, path_growth=opts.path_growth, path_warmup=opts.path_warmup
+        )
     clf.metrics = metrics
     if run.splits.test:
         metrics.test_accuracy, metrics.test_size = clf.evaluate(run.splits.test), len(run.splits.test)
@@ -420,8 +495,21 @@ def train_text_classifier(
     ``embeddings``: ``glove-6b-50d``, a GloVe/word2vec text file, or ``hf:minilm`` /
     ``hf:FOLDER`` / ``hf:ID`` (a frozen transformer; ``hf_options`` says how its vectors are
     made, and ``metrics["encoding"]`` records the encoding time and the cache)."""
-    run = _prepare(splits, embeddings, patterns, reg_strength, target_transitions, train_config,
-                   structure_options, dropout, input_dropout, verbose, hf_options, options, readout)
+    run = _prepare(
+        splits,
+        embeddings,
+        patterns,
+        reg_strength,
+        target_transitions,
+        train_config,
+        structure_options,
+        dropout,
+        input_dropout,
+        verbose,
+        hf_options,
+        options,
+        readout,
+    )
     if len(run.opts.targets) > 1:
         raise ParameterError("target_transitions", "several targets give several models: use train_structure_path")
     phases = Phases(checkpoint, verbose=verbose)
@@ -444,9 +532,14 @@ class PathRun:
     options: dict
 
     def path_dict(self) -> dict:
-        return {"format": "sparse-rational-path/1", "options": self.options, "epochs": self.path,
-                "snapshots": {str(t): s for t, s in self.snapshots.items()}, "missed": self.missed,
-                "penalised_seconds": round(self.penalised_seconds, 2)}
+        return {
+            "format": "sparse-rational-path/1",
+            "options": self.options,
+            "epochs": self.path,
+            "snapshots": {str(t): s for t, s in self.snapshots.items()},
+            "missed": self.missed,
+            "penalised_seconds": round(self.penalised_seconds, 2),
+        }
 
     def save(self, path: str | os.PathLike) -> Path:
         """``path/t<target>/`` (a model folder each), ``path.json`` and ``path.png``, written
@@ -480,10 +573,12 @@ def train_structure_path(
     jumped over or never reached are listed in ``missed`` (no exception: the others are
     kept)."""
     base = structure_options or (options or RunOptions()).structure
-    opts = replace(base, target_transitions=tuple(sorted(set(target_transitions), reverse=True)),
-                   structure_search="path")
-    run = _prepare(splits, embeddings, patterns, None, None, train_config, opts, None, None, verbose, hf_options,
-                   options)
+    opts = replace(
+        base, target_transitions=tuple(sorted(set(target_transitions), reverse=True)), structure_search="path"
+    )
+    run = _prepare(
+        splits, embeddings, patterns, None, None, train_config, opts, None, None, verbose, hf_options, options
+    )
     phases = Phases(checkpoint, verbose=verbose)
     result = regularisation_path(phases, run.make, run.train, run.dev, run.cfg, run.opts, verbose)
     models = {}
@@ -491,10 +586,18 @@ def train_structure_path(
         learned.search = []
         models[target] = _finish(run, learned.model, learned.finetune, learned)
         models[target].metrics.target_transitions = target
-    options_json = {"targets": list(run.opts.targets), "path_start": run.opts.path_start,
-                    "path_growth": run.opts.path_growth, "path_warmup": run.opts.path_warmup, "penalty_update": run.opts.penalty_update,
-                    "epsilon": run.opts.epsilon, "reg_epochs": run.opts.reg_epochs, "patterns": list(run.structure),
-                    "lr": run.cfg.lr, "seed": run.cfg.seed}
+    options_json = {
+        "targets": list(run.opts.targets),
+        "path_start": run.opts.path_start,
+        "path_growth": run.opts.path_growth,
+        "path_warmup": run.opts.path_warmup,
+        "penalty_update": run.opts.penalty_update,
+        "epsilon": run.opts.epsilon,
+        "reg_epochs": run.opts.reg_epochs,
+        "patterns": list(run.structure),
+        "lr": run.cfg.lr,
+        "seed": run.cfg.seed,
+    }
     return PathRun(models, result.path, result.snapshots, result.missed, result.penalised.seconds, options_json)
 
 
@@ -536,9 +639,12 @@ def tune_text_classifier(
             clf, dev = None, None
         if verbose:
             got = f"dev accuracy {dev:.4f}" if dev is not None else f"failed ({trials[-1]['error'][:80]})"
-            print(f"tune {k}/{n}: lr {hp['lr']:.3g} clip {hp['clip']:.3g} dropout {hp['dropout']:.3g} "
-                  f"input dropout {hp['input_dropout']:.3g} weight decay {hp['weight_decay']:.2g}: {got}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tune {k}/{n}: lr {hp['lr']:.3g} clip {hp['clip']:.3g} dropout {hp['dropout']:.3g} "
+                f"input dropout {hp['input_dropout']:.3g} weight decay {hp['weight_decay']:.2g}: {got}",
+                file=sys.stderr,
+                flush=True,
+            )
         if clf is not None and (best is None or dev > best.metrics["dev_accuracy"]):
             best = clf
     if best is None:

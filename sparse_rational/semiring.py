@@ -15,6 +15,7 @@ product of its predecessor. Max-times and min-times therefore carry an interval
 ``(hi, lo)``: the largest and the smallest product over all paths that reach the state.
 ``hi < lo`` (``hi = -inf, lo = +inf``) is the empty set of paths (the semiring zero).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ removing ``q_i`` makes ``q_{i+1}..`` unreachable, so each WFSA keeps the longest
 states whose groups are all above ``epsilon``; a WFSA left with no state is removed. The
 pruned model is a *new* model with physically smaller tensors, built from a new config.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,9 @@ def parse_patterns(spec: str) -> tuple[int, ...]:
         m = _PATTERN.match(part)
         if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
             raise ParameterError(
-                "patterns", f"cannot read {part.strip()!r} in {spec!r}; expected COUNTxLENGTH "
-                "with positive integers, comma-separated, e.g. 24x4 or 6x1,6x2,6x3,6x4"
+                "patterns",
+                f"cannot read {part.strip()!r} in {spec!r}; expected COUNTxLENGTH "
+                "with positive integers, comma-separated, e.g. 24x4 or 6x1,6x2,6x3,6x4",
             )
         parts.append((int(m.group(1)), int(m.group(2))))
     total = sum(count * length for count, length in parts)  # checked before any list is built

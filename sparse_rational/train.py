@@ -5,6 +5,7 @@
 loop: checkpointing and resume belong to the phase runner (:mod:`.phases`), which hands
 ``fit`` the state to continue from and a callback for the end of every epoch.
 """
+
 from __future__ import annotations
 
 import copy
@@ -72,9 +73,14 @@ class FitResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FitResult":
-        return cls(float(d["best_dev_accuracy"]), int(d["best_epoch"]), int(d["epochs_run"]), float(d["seconds"]),
-                   [EpochLog(**h) for h in d["history"]])
+    def from_dict(cls, d: dict) -> FitResult:
+        return cls(
+            float(d["best_dev_accuracy"]),
+            int(d["best_epoch"]),
+            int(d["epochs_run"]),
+            float(d["seconds"]),
+            [EpochLog(**h) for h in d["history"]],
+        )
 
 
 def bucket_batches(
@@ -126,8 +132,9 @@ def collate(docs: list[Tensor], idx: np.ndarray, device: torch.device | str = "c
 
 
 @torch.no_grad()
-def predict_proba(model: RationalClassifier, data: EncodedData, batch_size: int = 128,
-                  batch_tokens: int = 2**19) -> Tensor:
+def predict_proba(
+    model: RationalClassifier, data: EncodedData, batch_size: int = 128, batch_tokens: int = 2**19
+) -> Tensor:
     """Class probabilities ``[n, C]`` in the order of ``data.docs``.
 
     Documents are read whole (no gradient is kept, so memory grows with the length of the
@@ -190,8 +197,14 @@ def _fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, hi
         "optimizer": to_jsonable(opt_json),
         "scheduler": to_jsonable(sched.state_dict()),
         "numpy_rng": numpy_rng_state(rng),
-        "fit": {"best_acc": best_acc, "best_epoch": best_epoch, "bad": bad, "elapsed": elapsed,
-                "history": to_jsonable(history), "has_best": best_state is not None},
+        "fit": {
+            "best_acc": best_acc,
+            "best_epoch": best_epoch,
+            "bad": bad,
+            "elapsed": elapsed,
+            "history": to_jsonable(history),
+            "has_best": best_state is not None,
+        },
     }
     return tensors, state
 
@@ -365,9 +378,19 @@ def fit(
         dev_acc, dev_loss = evaluate(model, dev) if has_dev else (None, None)
         lr_now = opt.param_groups[0]["lr"]
         structure = list(surviving_structure(model, epsilon)) if epsilon is not None and penalised else None
-        log = EpochLog(epoch, train_loss, total_pen / max(n_batches, 1), dev_acc, lr_now,
-                       time.perf_counter() - t0, train_loss, lam if penalised else None,
-                       sum(structure) if structure is not None else None, structure, dev_loss)
+        log = EpochLog(
+            epoch,
+            train_loss,
+            total_pen / max(n_batches, 1),
+            dev_acc,
+            lr_now,
+            time.perf_counter() - t0,
+            train_loss,
+            lam if penalised else None,
+            sum(structure) if structure is not None else None,
+            structure,
+            dev_loss,
+        )
         history.append(log)
         score = _selection_score(history, cfg.select_on)  # what early stopping and the schedule follow
         improved = score > best_acc
@@ -391,8 +414,9 @@ def fit(
             sched.step(score)
         if on_epoch is not None:
             elapsed = elapsed_before + time.perf_counter() - start
-            on_epoch(epoch, *_fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history,
-                                        elapsed))
+            on_epoch(
+                epoch, *_fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history, elapsed)
+            )
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
     return FitResult(best_acc, best_epoch, len(history), elapsed_before + time.perf_counter() - start, history)

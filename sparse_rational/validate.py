@@ -6,6 +6,7 @@ implies *before* a real model is allocated (the expected shapes come from a mode
 PyTorch's ``meta`` device, which allocates nothing), and every problem is a one-line
 :class:`~sparse_rational.errors.UserError` naming the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,7 @@ def model_config(raw, path: str | os.PathLike):
         return UserError(f"{path}: {one_line(what)}")
 
     if not isinstance(raw, dict):
-        raise bad("\"model\" must be a JSON object")
+        raise bad('"model" must be a JSON object')
     try:
         structure = raw["structure"]
         if not isinstance(structure, list) or len(structure) > MAX_WFSAS:
@@ -78,7 +79,7 @@ def model_config(raw, path: str | os.PathLike):
             raise ValueError(f"readout must be one of {', '.join(READOUTS)}")
         return ModelConfig.from_dict(raw)
     except KeyError as exc:
-        raise bad(f"\"model\" has no field {exc}") from None
+        raise bad(f'"model" has no field {exc}') from None
     except (TypeError, ValueError) as exc:
         raise bad(f"bad model config ({exc})") from None
 
@@ -104,8 +105,7 @@ def check_tensors(tensors: dict[str, torch.Tensor], config, path: str | os.PathL
         if name not in expected:
             raise UserError(f"{path}: unexpected tensor {one_line(name)[:60]!r} (not part of this model)")
         if tuple(t.shape) != expected[name]:
-            raise UserError(f"{path}: tensor {name} has shape {list(t.shape)}, the config needs "
-                            f"{list(expected[name])}")
+            raise UserError(f"{path}: tensor {name} has shape {list(t.shape)}, the config needs {list(expected[name])}")
         if not t.is_floating_point():
             raise UserError(f"{path}: tensor {name} has dtype {t.dtype}, expected floating point")
         if not torch.isfinite(t.float()).all():
@@ -114,20 +114,22 @@ def check_tensors(tensors: dict[str, torch.Tensor], config, path: str | os.PathL
 
 def classes_list(raw, path) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
-        raise UserError(f"{path}: \"classes\" must be a list of strings")
+        raise UserError(f'{path}: "classes" must be a list of strings')
     if len(set(raw)) != len(raw):
-        raise UserError(f"{path}: \"classes\" holds a class twice")
+        raise UserError(f'{path}: "classes" holds a class twice')
     return list(raw)
 
 
 def token_settings(raw, path) -> dict:
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: \"tokens\" must be a JSON object")
-    ok = (isinstance(raw.get("lowercase"), bool) and isinstance(raw.get("unk"), str)
-          and all(raw.get(k) is None or isinstance(raw.get(k), str) for k in ("bos", "eos")))
+        raise UserError(f'{path}: "tokens" must be a JSON object')
+    ok = (
+        isinstance(raw.get("lowercase"), bool)
+        and isinstance(raw.get("unk"), str)
+        and all(raw.get(k) is None or isinstance(raw.get(k), str) for k in ("bos", "eos"))
+    )
     if not ok:
-        raise UserError(f"{path}: \"tokens\" needs lowercase (true/false), unk (a string), bos and eos "
-                        "(strings or null)")
+        raise UserError(f'{path}: "tokens" needs lowercase (true/false), unk (a string), bos and eos (strings or null)')
     return raw
 
 
@@ -166,6 +168,7 @@ def vocab_tokens(path, expected: int | None = None) -> list[str]:
 def finite_metrics(raw) -> dict:
     """``metrics.json`` is informational: anything but a JSON object is dropped, and every
     NaN or infinite number in it (Python's JSON reader accepts them) becomes null."""
+
     def clean(value):
         if isinstance(value, float) and not math.isfinite(value):
             return None
@@ -178,5 +181,14 @@ def finite_metrics(raw) -> dict:
     return clean(raw) if isinstance(raw, dict) else {}
 
 
-__all__ = ["check_tensors", "classes_list", "expected_shapes", "model_config", "one_line", "read_json",
-           "token_settings", "vocab_tokens", "finite_metrics"]
+__all__ = [
+    "check_tensors",
+    "classes_list",
+    "expected_shapes",
+    "model_config",
+    "one_line",
+    "read_json",
+    "token_settings",
+    "vocab_tokens",
+    "finite_metrics",
+]

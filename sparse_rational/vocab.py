@@ -1,4 +1,5 @@
 """From text to token ids: the tokenizer, the model's vocabulary, ``<s>``/``</s>``/``<unk>``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

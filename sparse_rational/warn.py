@@ -4,6 +4,7 @@ Warnings are for input that is accepted but probably not what the user meant (a 
 line, a dev set far smaller than asked, word vectors that cover almost none of the data).
 Each is one line; the run goes on.
 """
+
 from __future__ import annotations
 
 import sys
@@ -13,6 +14,7 @@ from .errors import one_line
 __all__ = ["PREFIX", "warn"]
 
 PREFIX = "sparse-rational: warning: "
+
 
 def warn(message: str) -> None:
     """Write ``sparse-rational: warning: MESSAGE`` as one line to stderr (never raises)."""

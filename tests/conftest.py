@@ -1,4 +1,5 @@
 """Shared fixtures: tiny datasets built at test time from the shared data (read in place)."""
+
 import os
 from pathlib import Path
 
@@ -75,9 +76,24 @@ def baseline(tiny_files, tmp_path_factory):
     from sparse_rational.cli import main
 
     out = tmp_path_factory.mktemp("models") / "base"
-    code = main(["train", "--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]),
-                 "--test", str(tiny_files["test"]), "--embeddings", "glove-6b-50d",
-                 "--patterns", "3x2,2x1", "--out", str(out), *FAST])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(tiny_files["train"]),
+            "--dev",
+            str(tiny_files["dev"]),
+            "--test",
+            str(tiny_files["test"]),
+            "--embeddings",
+            "glove-6b-50d",
+            "--patterns",
+            "3x2,2x1",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     assert code == 0
     return out
 

@@ -3,6 +3,7 @@
 The build tests run the build in fresh processes (as `train` and `predict` do) against a
 temporary ``TORCH_EXTENSIONS_DIR``: one session-wide build, plus one for the SIGKILL test.
 """
+
 import fcntl
 import os
 import signal
@@ -39,8 +40,9 @@ def child_env(ext_dir: Path, **extra: str) -> dict:
 
 def run_child(code: str, ext_dir: Path, timeout: float, **extra: str) -> tuple[subprocess.CompletedProcess, float]:
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", code], env=child_env(ext_dir, **extra),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=child_env(ext_dir, **extra), capture_output=True, text=True, timeout=timeout
+    )
     return proc, time.monotonic() - start
 
 
@@ -78,9 +80,7 @@ def test_stale_torch_lock_is_removed_with_one_line(built):
     baton.write_text("")
     proc, seconds = run_child(LOAD, built.parent, timeout=120)
     assert proc.stdout.strip() == "loaded", proc.stderr
-    assert stderr_lines(proc) == [
-        f"sparse-rational: removed a stale build lock left by an interrupted build: {baton}"
-    ]
+    assert stderr_lines(proc) == [f"sparse-rational: removed a stale build lock left by an interrupted build: {baton}"]
     assert not baton.exists()
     assert (built / cpu._STAMP).is_file()  # ninja found it up to date, and it is stamped again
     assert seconds < 60  # no recompile
@@ -123,14 +123,18 @@ def test_lock_held_by_a_live_process_falls_back_to_scan(built):
     this one gives up, with one warning line, and uses the scan kernel."""
     (built / cpu._STAMP).unlink()  # as if the other process were still building it
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl, os, sys, time\n"
-         f"fd = os.open({str(built / cpu._FLOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-         "os.ftruncate(fd, 0); os.write(fd, str(os.getpid()).encode())\n"
-         "print('held', flush=True)\n"
-         "time.sleep(600)\n"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(built / cpu._FLOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.ftruncate(fd, 0); os.write(fd, str(os.getpid()).encode())\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "held"
@@ -181,8 +185,9 @@ def test_build_lock_waits_says_so_and_gives_up(monkeypatch, tmp_path, capsys):
 def test_sigkill_during_the_build_then_a_new_process_succeeds(tmp_path):
     """Kill the building process (only it: its ninja and compiler run on, orphaned), then
     start another: it waits for them, removes the stale lock, and loads a working kernel."""
-    builder = subprocess.Popen([sys.executable, "-c", LOAD], env=child_env(tmp_path),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    builder = subprocess.Popen(
+        [sys.executable, "-c", LOAD], env=child_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 120
         baton = None
@@ -208,9 +213,7 @@ def test_sigkill_during_the_build_then_a_new_process_succeeds(tmp_path):
     )
     proc, _ = run_child(code, tmp_path, timeout=BUILD_TIMEOUT)
     assert proc.stdout.split() == ["loaded", "agrees"], proc.stderr
-    assert stderr_lines(proc) == [
-        f"sparse-rational: removed a stale build lock left by an interrupted build: {baton}"
-    ]
+    assert stderr_lines(proc) == [f"sparse-rational: removed a stale build lock left by an interrupted build: {baton}"]
     assert not baton.exists()
 
 
@@ -286,8 +289,22 @@ def test_cli_with_unknown_impl_exits_2_with_one_line(monkeypatch, tmp_path, caps
     words = ["good", "great", "bad", "awful", "thing"]
     vectors.write_text("".join(f"{w} {i / 10} {-i / 10} 0.5\n" for i, w in enumerate(words)))
     monkeypatch.setenv(ops.ENV_VAR, "bogus")
-    code = main(["train", "--train", str(train), "--embeddings", str(vectors), "--patterns", "2x1",
-                 "--epochs", "1", "--quiet", "--out", str(tmp_path / "model")])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(train),
+            "--embeddings",
+            str(vectors),
+            "--patterns",
+            "2x1",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--out",
+            str(tmp_path / "model"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.strip()]

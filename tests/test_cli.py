@@ -1,4 +1,5 @@
 """The command line end to end on a tiny kitchen sample with the real GloVe vectors."""
+
 import json
 import subprocess
 import sys
@@ -9,8 +10,15 @@ import pytest
 from sparse_rational.cli import main
 from sparse_rational.pipeline import TextClassifier
 
-REQUIRED_METRICS = {"dev_accuracy", "test_accuracy", "transitions", "structure", "parameters",
-                    "reg_strength", "train_seconds"}
+REQUIRED_METRICS = {
+    "dev_accuracy",
+    "test_accuracy",
+    "transitions",
+    "structure",
+    "parameters",
+    "reg_strength",
+    "train_seconds",
+}
 from conftest import FAST
 
 
@@ -56,15 +64,21 @@ def test_save_load_predict_identical(baseline, tiny_files, capsys, tmp_path):
 
 
 def test_predict_reads_stdin(baseline):
-    proc = subprocess.run([sys.executable, "-m", "sparse_rational.cli", "predict", "--model", str(baseline), "-"],
-                          input="great product\nterrible\n", capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparse_rational.cli", "predict", "--model", str(baseline), "-"],
+        input="great product\nterrible\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2
 
 
 def test_evaluate_matches_metrics(baseline, tiny_files, capsys, tmp_path):
-    code, out, err = run_cli(["evaluate", "--model", baseline, "--test", tiny_files["test"],
-                              "--json", tmp_path / "e.json"], capsys)
+    code, out, err = run_cli(
+        ["evaluate", "--model", baseline, "--test", tiny_files["test"], "--json", tmp_path / "e.json"], capsys
+    )
     assert code == 0, err
     result = json.loads((tmp_path / "e.json").read_text())
     metrics = json.loads((baseline / "metrics.json").read_text())
@@ -75,9 +89,29 @@ def test_evaluate_matches_metrics(baseline, tiny_files, capsys, tmp_path):
 
 def test_structure_learning_prunes_and_reports(tiny_files, tmp_path, capsys):
     out = tmp_path / "sparse"
-    code, stdout, err = run_cli(["train", "--train", tiny_files["train"], "--dev", tiny_files["dev"],
-                                 "--embeddings", "glove-6b-50d", "--patterns", "4x3", "--reg-strength", "0.01",
-                                 "--reg-epochs", "15", "--batch-size", "16", "--out", out, *FAST], capsys)
+    code, stdout, err = run_cli(
+        [
+            "train",
+            "--train",
+            tiny_files["train"],
+            "--dev",
+            tiny_files["dev"],
+            "--embeddings",
+            "glove-6b-50d",
+            "--patterns",
+            "4x3",
+            "--reg-strength",
+            "0.01",
+            "--reg-epochs",
+            "15",
+            "--batch-size",
+            "16",
+            "--out",
+            out,
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 0, err
     m = json.loads((out / "metrics.json").read_text())
     assert m["reg_strength"] == 0.01
@@ -105,8 +139,20 @@ BAD = [
     (["train", "--dataset", "imdb:x", "--embeddings", "glove-6b-50d"], "imdb"),
     (["train", "--train", "{train}", "--embeddings", "glove-7b-9d"], "glove-7b-9d"),
     (["train", "--train", "{train}", "--embeddings", "glove-6b-50d", "--patterns", "24y4"], "--patterns"),
-    (["train", "--train", "{train}", "--embeddings", "glove-6b-50d", "--patterns", "2x2",
-      "--target-transitions", "50"], "--target-transitions"),
+    (
+        [
+            "train",
+            "--train",
+            "{train}",
+            "--embeddings",
+            "glove-6b-50d",
+            "--patterns",
+            "2x2",
+            "--target-transitions",
+            "50",
+        ],
+        "--target-transitions",
+    ),
     (["train", "--train", "{train}", "--embeddings", "glove-6b-50d", "--lr", "fast"], "--lr"),
     (["train", "--train", "{malformed}", "--embeddings", "glove-6b-50d"], "malformed.tsv:2"),
     (["train", "--train", "{emptydoc}", "--embeddings", "glove-6b-50d", "--strict"], "emptydoc.tsv:2"),
@@ -120,13 +166,19 @@ def test_bad_input_is_one_line_exit_2_nothing_written(args, needle, tiny_files, 
     (tmp_path / "malformed.tsv").write_text("positive\tgood\nno tab on this line\n")
     (tmp_path / "emptydoc.tsv").write_text("positive\tgood\nnegative\t   \n")
     (tmp_path / "nolabel.jsonl").write_text('{"text": "good"}\n')
-    subs = {"{train}": str(tiny_files["train"]), "{malformed}": "malformed.tsv", "{emptydoc}": "emptydoc.tsv",
-            "{nolabel}": "nolabel.jsonl", "{nomodel}": str(tmp_path / "nope")}
+    subs = {
+        "{train}": str(tiny_files["train"]),
+        "{malformed}": "malformed.tsv",
+        "{emptydoc}": "emptydoc.tsv",
+        "{nolabel}": "nolabel.jsonl",
+        "{nomodel}": str(tmp_path / "nope"),
+    }
     argv = [subs.get(a, a) for a in args]
     if argv[0] == "train":
         argv += ["--out", "out", "--quiet"]
-    proc = subprocess.run([sys.executable, "-m", "sparse_rational.cli", *argv], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparse_rational.cli", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -137,7 +189,8 @@ def test_bad_input_is_one_line_exit_2_nothing_written(args, needle, tiny_files, 
 
 def test_out_folder_that_is_not_a_model_is_refused(tiny_files, tmp_path, capsys):
     (tmp_path / "precious.txt").write_text("keep me")
-    code, _, err = run_cli(["train", "--train", tiny_files["train"], "--embeddings", "glove-6b-50d",
-                            "--out", tmp_path, *FAST], capsys)
+    code, _, err = run_cli(
+        ["train", "--train", tiny_files["train"], "--embeddings", "glove-6b-50d", "--out", tmp_path, *FAST], capsys
+    )
     assert code == 2 and "refusing" in err
     assert (tmp_path / "precious.txt").read_text() == "keep me"

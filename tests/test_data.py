@@ -26,19 +26,16 @@ from sparse_rational.data import (
     Example,
     Splits,
     default_cache_dir,
+    download,
     load_dataset,
     load_file,
     load_files,
     read_reviews,
     tokenize,
 )
-from sparse_rational.data import download
 from sparse_rational.errors import DataError, UserError
 
-DATA = Path(
-    os.environ.get("SPARSE_RATIONAL_DATA")
-    or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
+DATA = Path(os.environ.get("SPARSE_RATIONAL_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def _first_dir(*candidates: Path) -> Path | None:
@@ -47,20 +44,16 @@ def _first_dir(*candidates: Path) -> Path | None:
 
 BLITZER = _first_dir(DATA / "amazon-multi-domain" / "sorted_data_acl", DATA / "sorted_data_acl")
 FDU = next(
-    (d for d in (DATA / "fdu-mtl", DATA, DATA / "mtl-dataset")
-     if (d / "books.task.train").is_file()),
+    (d for d in (DATA / "fdu-mtl", DATA, DATA / "mtl-dataset") if (d / "books.task.train").is_file()),
     None,
 )
 needs_blitzer = pytest.mark.skipif(
     BLITZER is None,
     reason=f"Blitzer sorted_data_acl not found under {DATA}; set SPARSE_RATIONAL_DATA",
 )
-needs_fdu = pytest.mark.skipif(
-    FDU is None, reason=f"FDU-MTL files not found under {DATA}; set SPARSE_RATIONAL_DATA"
-)
+needs_fdu = pytest.mark.skipif(FDU is None, reason=f"FDU-MTL files not found under {DATA}; set SPARSE_RATIONAL_DATA")
 
-DOMAINS = {"books": "books", "dvd": "dvd", "electronics": "electronics",
-           "kitchen": "kitchen_&_housewares"}
+DOMAINS = {"books": "books", "dvd": "dvd", "electronics": "electronics", "kitchen": "kitchen_&_housewares"}
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +69,7 @@ def _isolated(monkeypatch, tmp_path):
 
 
 def _partition_ok(splits: Splits, everything: list[Example]) -> bool:
-    parts = collections.Counter(splits.train) + collections.Counter(splits.dev) + \
-        collections.Counter(splits.test)
+    parts = collections.Counter(splits.train) + collections.Counter(splits.dev) + collections.Counter(splits.test)
     return parts == collections.Counter(everything)
 
 
@@ -111,8 +103,7 @@ def test_blitzer_text_is_the_review_text_without_title_and_unescaped():
     first = read_reviews(BLITZER / "books" / "positive.review", "positive")[0]
     assert first.text.startswith("Sphere by Michael Crichton is an excellant novel.")
     assert "One of the best Crichton novels" not in first.text  # the <title>
-    texts = [r.text for r in read_reviews(BLITZER / "kitchen_&_housewares" / "negative.review",
-                                          "negative")]
+    texts = [r.text for r in read_reviews(BLITZER / "kitchen_&_housewares" / "negative.review", "negative")]
     assert any("&" in t for t in texts)  # bare & and &amp; both come out as "&"
 
 
@@ -122,11 +113,11 @@ def test_amazon_splits_are_1600_200_200_stratified_partition(domain):
     splits = load_dataset(f"amazon:{domain}", data_dir=DATA, split_seed=0)
     assert (len(splits.train), len(splits.dev), len(splits.test)) == (1600, 200, 200)
     for part, size in ((splits.train, 800), (splits.dev, 100), (splits.test, 100)):
-        assert collections.Counter(e.label for e in part) == {"positive": size,
-                                                              "negative": size}
+        assert collections.Counter(e.label for e in part) == {"positive": size, "negative": size}
     folder = BLITZER / DOMAINS[domain]
-    everything = read_reviews(folder / "positive.review", "positive") + \
-        read_reviews(folder / "negative.review", "negative")
+    everything = read_reviews(folder / "positive.review", "positive") + read_reviews(
+        folder / "negative.review", "negative"
+    )
     assert _partition_ok(splits, everything)
 
 
@@ -151,8 +142,7 @@ def test_amazon_root_layouts(layout, monkeypatch):
         monkeypatch.setenv("SPARSE_RATIONAL_DATA", str(BLITZER.parent))
         data_dir = None
     else:
-        data_dir = {"root": DATA, "amazon-multi-domain": BLITZER.parent,
-                    "sorted_data_acl": BLITZER}[layout]
+        data_dir = {"root": DATA, "amazon-multi-domain": BLITZER.parent, "sorted_data_acl": BLITZER}[layout]
     splits = load_dataset("amazon:kitchen", data_dir=data_dir)
     assert (len(splits.train), len(splits.dev), len(splits.test)) == (1600, 200, 200)
     assert load_dataset("amazon:kitchen_&_housewares", data_dir=data_dir) == splits
@@ -249,8 +239,9 @@ def test_fdu_line_without_text_is_skipped_by_the_dataset_but_an_error_in_a_stric
 def test_fdu_missing_says_where_it_looked(tmp_path):
     with pytest.raises(UserError) as info:
         load_dataset("fdu:books", data_dir=tmp_path)
-    _assert_one_line_error(info.value, "books.task.train", str(tmp_path / "fdu-mtl"),
-                           "--data-dir", "SPARSE_RATIONAL_DATA")
+    _assert_one_line_error(
+        info.value, "books.task.train", str(tmp_path / "fdu-mtl"), "--data-dir", "SPARSE_RATIONAL_DATA"
+    )
 
 
 def test_fdu_bad_line_is_a_data_error_with_file_and_line(tmp_path):
@@ -272,7 +263,7 @@ def test_fdu_bad_line_is_a_data_error_with_file_and_line(tmp_path):
 
 THREE_CLASSES = [
     Example("Great food , friendly staff", "pos"),
-    Example("It was OK,\tI guess; \"fine\"", "neutral"),
+    Example('It was OK,\tI guess; "fine"', "neutral"),
     Example("terrible service", "neg"),
     Example("more \u00e9 unicode \u2028 and NEL \x85 inside", "neutral"),
     Example("again, lovely", "pos"),
@@ -282,8 +273,7 @@ THREE_CLASSES = [
 def test_tsv_round_trip(tmp_path):
     path = tmp_path / "reviews.tsv"
     lines = [f"{e.label}\t{e.text}" for e in THREE_CLASSES]
-    path.write_bytes(("\ufeff" + "\r\n".join(lines[:2]) + "\r\n\n  \n" + "\n".join(lines[2:])
-                      + "\n").encode("utf-8"))
+    path.write_bytes(("\ufeff" + "\r\n".join(lines[:2]) + "\r\n\n  \n" + "\n".join(lines[2:]) + "\n").encode("utf-8"))
     assert load_file(path) == THREE_CLASSES  # split on the FIRST tab; BOM, CRLF, blanks ok
     task = tmp_path / "x.task.dev"
     task.write_text("1\tfoo\n0\tbar", encoding="utf-8")
@@ -294,8 +284,7 @@ def test_jsonl_round_trip(tmp_path):
     path = tmp_path / "reviews.jsonl"
     records = [{"text": e.text, "label": e.label, "extra": [1, 2]} for e in THREE_CLASSES]
     records.append({"label": 2, "text": "an integer label"})
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n\n",
-                    encoding="utf-8")
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n\n", encoding="utf-8")
     assert load_file(path) == THREE_CLASSES + [Example("an integer label", "2")]
 
 
@@ -340,9 +329,11 @@ def test_load_files_carves_a_stratified_dev_set(tmp_path):
 
     # Copies of one text stay together: never one copy in train and another in dev.
     dups = tmp_path / "dups.tsv"
-    dups.write_text("".join(f"{'ab'[i % 2]}\tsame text {i % 6}\n" for i in range(60))
-                    + "".join(f"{'ab'[i % 2]}\tunique {i}\n" for i in range(40)),
-                    encoding="utf-8")
+    dups.write_text(
+        "".join(f"{'ab'[i % 2]}\tsame text {i % 6}\n" for i in range(60))
+        + "".join(f"{'ab'[i % 2]}\tunique {i}\n" for i in range(40)),
+        encoding="utf-8",
+    )
     splits = load_files(dups)
     assert (len(splits.train), len(splits.dev)) == (90, 10)
     assert not {e.text for e in splits.train} & {e.text for e in splits.dev}
@@ -372,7 +363,7 @@ BAD_FILES = [
     ("header.csv", b"body,label\nx,1\n", 1, "header"),
     ("short.csv", b"label,text\n1,ok\n2\n", 3, "field"),
     ("empty_label.csv", b"text,label\nok,1\nok,\n", 3, "empty label"),
-    ("empty_doc.csv", b"text,label\n\"\n\",1\n", 3, "empty document"),
+    ("empty_doc.csv", b'text,label\n"\n",1\n', 3, "empty document"),
     ("quote.csv", b'text,label\n"ok"x,1\n', 2, "CSV"),
     ("empty.tsv", b"", None, "no examples"),
     ("blank.jsonl", b"\n \n\t\n", None, "no examples"),
@@ -384,8 +375,7 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize("name,content,line,words", BAD_FILES,
-                         ids=[case[0] for case in BAD_FILES])
+@pytest.mark.parametrize("name,content,line,words", BAD_FILES, ids=[case[0] for case in BAD_FILES])
 def test_bad_files_give_one_line_data_errors(tmp_path, name, content, line, words):
     path = tmp_path / name
     path.write_bytes(content)
@@ -425,13 +415,17 @@ def test_review_file_errors(tmp_path):
         read_reviews(empty, "positive")
     _assert_one_line_error(info.value, str(empty), "no reviews")
     broken = tmp_path / "negative.review"
-    broken.write_text("<review>\n<review_text>\nBad &amp; sad & <b>bold</b>\n</review_text>\n"
-                      "</review>\n<review>\n<title>t</title>\n</review>\n", encoding="utf-8")
+    broken.write_text(
+        "<review>\n<review_text>\nBad &amp; sad & <b>bold</b>\n</review_text>\n"
+        "</review>\n<review>\n<title>t</title>\n</review>\n",
+        encoding="utf-8",
+    )
     with pytest.raises(DataError) as info:
         read_reviews(broken, "negative")
     _assert_one_line_error(info.value, f"{broken}:6:", "review_text")
-    broken.write_text("<review>\n<review_text>\nBad &amp; sad & <b>bold</b>\n</review_text>\n"
-                      "</review>\n", encoding="utf-8")
+    broken.write_text(
+        "<review>\n<review_text>\nBad &amp; sad & <b>bold</b>\n</review_text>\n</review>\n", encoding="utf-8"
+    )
     assert read_reviews(broken, "negative") == [Example("Bad & sad & <b>bold</b>", "negative")]
 
 
@@ -439,31 +433,39 @@ def test_review_file_errors(tmp_path):
 # Tokenizer
 
 
-@pytest.mark.parametrize("text,tokens", [
-    ("Don't stop!", ["do", "n't", "stop", "!"]),
-    ("It's great, isn't it?", ["it", "'s", "great", ",", "is", "n't", "it", "?"]),
-    ("I can't, won't; they'll & we'd", ["i", "ca", "n't", ",", "wo", "n't", ";", "they",
-                                        "'ll", "&", "we", "'d"]),
-    ("Tom &amp; Jerry &quot;rock&quot;", ["tom", "&", "jerry", '"', "rock", '"']),
-    ("It cost $1,000.50 in the U.S. (e.g. NYC)...",
-     ["it", "cost", "$", "1,000.50", "in", "the", "u.s.", "(", "e.g.", "nyc", ")", "..."]),
-    ("A well-known 5-star o'clock item -- Mr. Smith's", ["a", "well-known", "5-star",
-                                                         "o'clock", "item", "--", "mr.",
-                                                         "smith", "'s"]),
-    ("\u201cQuoted\u201d and \u2018single\u2019 don\u2019t",
-     ['"', "quoted", '"', "and", "'", "single", "'", "do", "n't"]),
-    ("caf\u00e9 cafe\u0301 na\x1ave Guzm\ufffdn", ["caf\u00e9", "caf\u00e9", "na", "ve", "guzm",
-                                                "n"]),
-    ("", []),
-])
+@pytest.mark.parametrize(
+    "text,tokens",
+    [
+        ("Don't stop!", ["do", "n't", "stop", "!"]),
+        ("It's great, isn't it?", ["it", "'s", "great", ",", "is", "n't", "it", "?"]),
+        ("I can't, won't; they'll & we'd", ["i", "ca", "n't", ",", "wo", "n't", ";", "they", "'ll", "&", "we", "'d"]),
+        ("Tom &amp; Jerry &quot;rock&quot;", ["tom", "&", "jerry", '"', "rock", '"']),
+        (
+            "It cost $1,000.50 in the U.S. (e.g. NYC)...",
+            ["it", "cost", "$", "1,000.50", "in", "the", "u.s.", "(", "e.g.", "nyc", ")", "..."],
+        ),
+        (
+            "A well-known 5-star o'clock item -- Mr. Smith's",
+            ["a", "well-known", "5-star", "o'clock", "item", "--", "mr.", "smith", "'s"],
+        ),
+        (
+            "\u201cQuoted\u201d and \u2018single\u2019 don\u2019t",
+            ['"', "quoted", '"', "and", "'", "single", "'", "do", "n't"],
+        ),
+        ("caf\u00e9 cafe\u0301 na\x1ave Guzm\ufffdn", ["caf\u00e9", "caf\u00e9", "na", "ve", "guzm", "n"]),
+        ("", []),
+    ],
+)
 def test_tokenize_examples(text, tokens):
     assert tokenize(text) == tokens
 
 
 def test_tokenize_keeps_ptb_tokenized_text_unchanged():
-    text = ("i am an avid reader of books , and i feel that larkin 's `` the book of "
-            "revelation '' is the best . mr. larkin does n't disappoint ... 5/5 -- 1,000 "
-            "u.s. fans ca n't be wrong ; well-known ( really ) ! ? $ 3.50 it 's i 'm we 're")
+    text = (
+        "i am an avid reader of books , and i feel that larkin 's `` the book of "
+        "revelation '' is the best . mr. larkin does n't disappoint ... 5/5 -- 1,000 "
+        "u.s. fans ca n't be wrong ; well-known ( really ) ! ? $ 3.50 it 's i 'm we 're"
+    )
     assert tokenize(text) == text.split()
 
 
@@ -541,8 +543,7 @@ def _serve(monkeypatch, payload=None, error=None):
 def release_tarball():
     if BLITZER is None:
         pytest.skip(f"Blitzer sorted_data_acl not found under {DATA}; set SPARSE_RATIONAL_DATA")
-    files = {f"sorted_data_acl/{name}": (BLITZER / name).read_bytes()
-             for name in download.BLITZER_MD5}
+    files = {f"sorted_data_acl/{name}": (BLITZER / name).read_bytes() for name in download.BLITZER_MD5}
     files["sorted_data_acl/books/unlabeled.review"] = b"<review></review>"
     files["sorted_data_acl/../../evil/positive.review"] = b"evil"
     files["summary.txt"] = b"readme"
@@ -554,8 +555,7 @@ def _leftovers(cache: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
 
 
-def test_download_fetches_verifies_and_installs_atomically(monkeypatch, tmp_path,
-                                                           release_tarball):
+def test_download_fetches_verifies_and_installs_atomically(monkeypatch, tmp_path, release_tarball):
     calls = _serve(monkeypatch, release_tarball)
     cache = default_cache_dir()
     assert cache == tmp_path / "xdg-cache" / "sparse-rational" / "data"
@@ -564,26 +564,24 @@ def test_download_fetches_verifies_and_installs_atomically(monkeypatch, tmp_path
     assert calls == [(download.BLITZER_URL, download.TIMEOUT_S)]
     installed = cache / "amazon-multi-domain" / "sorted_data_acl"
     assert _leftovers(cache) == ["sorted_data_acl"]  # no temporary directory left
-    assert sorted(str(p.relative_to(installed)) for p in installed.rglob("*.review")) == \
-        sorted(download.BLITZER_MD5)
+    assert sorted(str(p.relative_to(installed)) for p in installed.rglob("*.review")) == sorted(download.BLITZER_MD5)
     for name, md5 in download.BLITZER_MD5.items():
         assert hashlib.md5((installed / name).read_bytes()).hexdigest() == md5
     assert not (tmp_path / "evil").exists()
     # Found in the cache next time: no second download; same splits as the shared copy.
     assert load_dataset("amazon:dvd", split_seed=0) == splits
-    assert load_dataset("amazon:books", data_dir=tmp_path / "elsewhere") == \
-        load_dataset("amazon:books", data_dir=DATA)
+    assert load_dataset("amazon:books", data_dir=tmp_path / "elsewhere") == load_dataset("amazon:books", data_dir=DATA)
     assert len(calls) == 1
 
 
 def test_download_bad_checksum_is_a_user_error_and_installs_nothing(monkeypatch):
-    fake = {f"sorted_data_acl/{name}": b"<review><review_text>x</review_text></review>"
-            for name in download.BLITZER_MD5}
+    fake = {
+        f"sorted_data_acl/{name}": b"<review><review_text>x</review_text></review>" for name in download.BLITZER_MD5
+    }
     _serve(monkeypatch, _tarball(fake))
     with pytest.raises(UserError) as info:
         load_dataset("amazon:books")
-    _assert_one_line_error(info.value, "checksum", download.BLITZER_URL, "--data-dir",
-                           "SPARSE_RATIONAL_DATA")
+    _assert_one_line_error(info.value, "checksum", download.BLITZER_URL, "--data-dir", "SPARSE_RATIONAL_DATA")
     assert _leftovers(default_cache_dir()) == []
 
 
@@ -595,28 +593,57 @@ def test_download_incomplete_archive_is_a_user_error(monkeypatch):
     assert _leftovers(default_cache_dir()) == []
 
 
-@pytest.mark.parametrize("error,payload", [
-    (urllib.error.URLError("[Errno -2] Name or\nservice not known"), None),
-    (TimeoutError("timed out"), None),
-    (None, b"<html>not a tarball</html>"),
-    (None, _tarball({"a": b"b"})[:40]),
-])
+@pytest.mark.parametrize(
+    "error,payload",
+    [
+        (urllib.error.URLError("[Errno -2] Name or\nservice not known"), None),
+        (TimeoutError("timed out"), None),
+        (None, b"<html>not a tarball</html>"),
+        (None, _tarball({"a": b"b"})[:40]),
+    ],
+)
 def test_download_failures_are_one_line_user_errors(monkeypatch, tmp_path, error, payload):
     _serve(monkeypatch, payload, error)
     with pytest.raises(UserError) as info:
         load_dataset("amazon:electronics", data_dir=tmp_path)
-    _assert_one_line_error(info.value, download.BLITZER_URL, str(tmp_path), "--data-dir",
-                           "SPARSE_RATIONAL_DATA")
+    _assert_one_line_error(info.value, download.BLITZER_URL, str(tmp_path), "--data-dir", "SPARSE_RATIONAL_DATA")
     assert _leftovers(default_cache_dir()) == []
 
 
 # ------------------------------------------------------------------------------------------
 # Fuzzing: any bytes give examples or a DataError, never another exception
 
-_FRAGMENTS = [b"\t", b"\n", b"\r\n", b",", b'"', b"{", b"}", b'"text"', b'"label"', b":",
-              b"1", b"pos", b"text,label\n", b"<review>", b"</review>", b"<review_text>",
-              b"</review_text>", b"&amp;", b"&", b"\x85", b"\xe2\x80\xa8", b"\xff", b"\x00",
-              b"\xc3\xa9", b" ", b"word", b"[", b"]", b"null"]
+_FRAGMENTS = [
+    b"\t",
+    b"\n",
+    b"\r\n",
+    b",",
+    b'"',
+    b"{",
+    b"}",
+    b'"text"',
+    b'"label"',
+    b":",
+    b"1",
+    b"pos",
+    b"text,label\n",
+    b"<review>",
+    b"</review>",
+    b"<review_text>",
+    b"</review_text>",
+    b"&amp;",
+    b"&",
+    b"\x85",
+    b"\xe2\x80\xa8",
+    b"\xff",
+    b"\x00",
+    b"\xc3\xa9",
+    b" ",
+    b"word",
+    b"[",
+    b"]",
+    b"null",
+]
 _CONTENT = st.one_of(
     st.binary(max_size=3000),
     st.lists(st.sampled_from(_FRAGMENTS) | st.binary(max_size=8), max_size=80).map(b"".join),
@@ -629,8 +656,7 @@ def fuzz_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("suffix", [".tsv", ".jsonl", ".csv", ".review"])
-@settings(max_examples=50, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=_CONTENT)
 def test_fuzz_parsers_raise_only_data_errors(fuzz_dir, suffix, content):
     path = fuzz_dir / f"fuzz{suffix}"
@@ -640,5 +666,4 @@ def test_fuzz_parsers_raise_only_data_errors(fuzz_dir, suffix, content):
     except DataError as exc:
         _assert_one_line_error(exc, str(path))
     else:
-        assert examples and all(isinstance(e, Example) and e.text.strip() and e.label
-                                for e in examples)
+        assert examples and all(isinstance(e, Example) and e.text.strip() and e.label for e in examples)

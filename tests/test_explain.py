@@ -1,5 +1,6 @@
 """Reading the model: best/worst paths against brute force, Table 1 on a planted phrase,
 the --doc explanation, and the self-contained HTML report."""
+
 import argparse
 import io
 import itertools
@@ -131,8 +132,9 @@ def trained(tmp_path_factory):
     splits = Splits(make_task(400, 1, NASTY), make_task(100, 2, NASTY), make_task(100, 3))
     torch.set_num_threads(1)
     cfg = TrainConfig(epochs=30, patience=10, batch_size=32, lr=0.05, seed=0)
-    clf = train_text_classifier(splits, str(vec), "1x2", train_config=cfg, dropout=0.0, input_dropout=0.0,
-                                readout="final", verbose=False)  # the paper's Table 1: read at </s>
+    clf = train_text_classifier(
+        splits, str(vec), "1x2", train_config=cfg, dropout=0.0, input_dropout=0.0, readout="final", verbose=False
+    )  # the paper's Table 1: read at </s>
     model_dir = clf.save(root / "model")
     train_file = root / "train.tsv"
     train_file.write_text("".join(f"{ex.label}\t{ex.text}\n" for ex in splits.train), encoding="utf-8")
@@ -239,9 +241,25 @@ def _parse(argv):
 def test_explain_end_to_end_and_the_html_is_self_contained(trained):
     html_file = trained["root"] / "report.html"
     out = io.StringIO()
-    args = _parse(["explain", "--model", str(trained["dir"]), "--train", str(trained["train"]),
-                   "--dev", str(trained["dev"]), "--top-k", "2", "--html", str(html_file), "--examples", "100",
-                   "--doc", "w4 w2 w3 w9 <b>&x"])
+    args = _parse(
+        [
+            "explain",
+            "--model",
+            str(trained["dir"]),
+            "--train",
+            str(trained["train"]),
+            "--dev",
+            str(trained["dev"]),
+            "--top-k",
+            "2",
+            "--html",
+            str(html_file),
+            "--examples",
+            "100",
+            "--doc",
+            "w4 w2 w3 w9 <b>&x",
+        ]
+    )
     assert explain_cli.run(args, out) == 0
     text = out.getvalue()
     assert "Pattern 1 (2 transitions)" in text and "prediction:" in text and f"wrote {html_file}" in text
@@ -292,11 +310,31 @@ def test_explain_arguments_through_the_project_parser(trained, tmp_path):
     explain_cli.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
     args = parser.parse_args(["explain", "--model", "m", "--dataset", "amazon:kitchen", "--top-k", "3"])
     assert (args.model, args.dataset, args.top_k, args.split_seed, args.html, args.doc) == (
-        "m", "amazon:kitchen", 3, 0, None, None)
-    for bad in (["--dataset", "amazon:kitchen", "--train", "t.tsv"], ["--train", "t", "--top-k", "0"],
-                ["--train", "t", "--split-seed", "-1"]):
+        "m",
+        "amazon:kitchen",
+        3,
+        0,
+        None,
+        None,
+    )
+    for bad in (
+        ["--dataset", "amazon:kitchen", "--train", "t.tsv"],
+        ["--train", "t", "--top-k", "0"],
+        ["--train", "t", "--split-seed", "-1"],
+    ):
         with pytest.raises(UserError):
             parser.parse_args(["explain", "--model", "m", *bad])
     with pytest.raises(UserError, match="does not exist"):
-        explain_cli.run(parser.parse_args(["explain", "--model", str(trained["dir"]), "--train",
-                                           str(trained["train"]), "--html", str(tmp_path / "no" / "r.html")]))
+        explain_cli.run(
+            parser.parse_args(
+                [
+                    "explain",
+                    "--model",
+                    str(trained["dir"]),
+                    "--train",
+                    str(trained["train"]),
+                    "--html",
+                    str(tmp_path / "no" / "r.html"),
+                ]
+            )
+        )

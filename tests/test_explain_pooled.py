@@ -6,6 +6,7 @@ parts of a document's WFSA scores sum to the scores (``mean``: each token t adds
 ``(1/L) sum_i c_i(t)``; ``max``: state q_i adds ``c_i`` at its argmax token), and, for every
 readout, documents that read the same phrase are merged with a count.
 """
+
 import copy
 import dataclasses
 import io
@@ -67,7 +68,7 @@ def test_best_and_worst_spans_anywhere_equal_brute_force(structure, T):
     u = torch.randn(T, B, N, dtype=torch.float64) * 2  # signed
     f = torch.rand(T, B, N, dtype=torch.float64)
     mask = torch.ones(T, B, dtype=torch.bool)
-    mask[max(T - 2, 1):, 1] = False  # a shorter document, right-padded
+    mask[max(T - 2, 1) :, 1] = False  # a shorter document, right-padded
     is_first, owner = state_layout(structure)
     paths = decode_paths(u, f, is_first, mask, anywhere=True)
     best, worst = max_min_scores(u, f, is_first, owner, mask, anywhere=True)
@@ -122,8 +123,16 @@ def model(request, one_hot, tmp_path_factory):
     torch.set_num_threads(1)
     splits = Splits(make_task(200, 1), make_task(60, 2), make_task(60, 3))
     cfg = TrainConfig(epochs=12, patience=12, batch_size=32, lr=0.05, seed=0)
-    clf = train_text_classifier(splits, one_hot, "2x2,1x1", train_config=cfg, dropout=0.0, input_dropout=0.0,
-                                verbose=False, readout=request.param)
+    clf = train_text_classifier(
+        splits,
+        one_hot,
+        "2x2,1x1",
+        train_config=cfg,
+        dropout=0.0,
+        input_dropout=0.0,
+        verbose=False,
+        readout=request.param,
+    )
     assert clf.model.config.readout == request.param
     clf64 = dataclasses.replace(clf, model=copy.deepcopy(clf.model).double())
     folder = clf.save(tmp_path_factory.mktemp("m") / "model")
@@ -192,18 +201,25 @@ def test_duplicate_phrases_are_merged_with_their_count(model):
                     paths = [e for e in paths if e[0] == len(d) - 1]
                 pick = max if kind == "best" else min
                 _, _, states, score = pick(paths, key=lambda e: e[3])
-                own.append((score, i, tuple(Phrase(i, dataclasses.replace(rows[0].path, states=states), d.tokens)
-                                            .cells(p.length))))
+                own.append(
+                    (
+                        score,
+                        i,
+                        tuple(Phrase(i, dataclasses.replace(rows[0].path, states=states), d.tokens).cells(p.length)),
+                    )
+                )
             counts = Counter(key for _, _, key in own)
             own.sort(key=lambda e: -e[0] if kind == "best" else e[0])
             expected = list(dict.fromkeys(key for _, _, key in own))[:k]
             assert [tuple(ph.cells(p.length)) for ph in rows] == expected
             assert [ph.count for ph in rows] == [counts[key] for key in expected]
             for ph in rows:  # the row shows the best-scoring document of its phrase
-                assert ph.score == pytest.approx(max(s for s, _, key in own if key == tuple(ph.cells(p.length)))
-                                                 if kind == "best" else
-                                                 min(s for s, _, key in own if key == tuple(ph.cells(p.length))),
-                                                 rel=1e-10)
+                assert ph.score == pytest.approx(
+                    max(s for s, _, key in own if key == tuple(ph.cells(p.length)))
+                    if kind == "best"
+                    else min(s for s, _, key in own if key == tuple(ph.cells(p.length))),
+                    rel=1e-10,
+                )
     table = format_table(patterns)
     merged = [(ph, p) for p in patterns for ph in p.top + p.bottom if ph.count > 1]
     assert merged, "six copies of one text must merge somewhere"
@@ -214,8 +230,9 @@ def test_duplicate_phrases_are_merged_with_their_count(model):
 def test_span_parts_sum_to_the_wfsa_scores_and_match_brute_force(model):
     clf = model["clf64"]
     readout = model["readout"]
-    docs = encode_documents(clf, ["w5 w2 w3 w7 w8", "w2 w9 w3 w4", "w11 w2 w3"] + [
-        ex.text for ex in model["splits"].dev[:3]])
+    docs = encode_documents(
+        clf, ["w5 w2 w3 w7 w8", "w2 w9 w3 w4", "w11 w2 w3"] + [ex.text for ex in model["splits"].dev[:3]]
+    )
     explained = explain_documents(clf, docs)
     W = clf.model.classifier.weight.detach().double().numpy()
     for doc, exp in zip(docs, explained):
@@ -253,7 +270,7 @@ def test_span_parts_sum_to_the_wfsa_scores_and_match_brute_force(model):
                 assert sp.phrase.path.kind == ("best" if positive else "worst")
                 assert sp.phrase.score == pytest.approx(target, rel=1e-10, abs=1e-13)
                 assert sp.phrase.path.states in {e[2] for e in candidates}
-                assert sp.phrase.path.end == t0 and all(s == NOT_READ for s in sp.phrase.path.states[t0 + 1:])
+                assert sp.phrase.path.end == t0 and all(s == NOT_READ for s in sp.phrase.path.states[t0 + 1 :])
             if readout == "mean":  # every token exactly once, grouped by the match its best path makes
                 assert sorted(t for sp in w.spans for t in sp.ends) == list(range(L))
                 for sp in w.spans:
@@ -265,8 +282,11 @@ def test_span_parts_sum_to_the_wfsa_scores_and_match_brute_force(model):
                 assert sorted(sp.state for sp in w.spans) == [i for i in range(1, n + 1) if c[:, i - 1].any()]
         # the shares and the bias make the logits
         for cls in range(len(exp.classes)):
-            spans = sum(sp.shares[cls] for w in exp.wfsas for sp in w.spans) if readout != "final" else \
-                sum(w.contributions[cls] for w in exp.wfsas)
+            spans = (
+                sum(sp.shares[cls] for w in exp.wfsas for sp in w.spans)
+                if readout != "final"
+                else sum(w.contributions[cls] for w in exp.wfsas)
+            )
             assert exp.bias[cls] + spans == pytest.approx(exp.logits[cls], rel=1e-9, abs=1e-9)
 
 
@@ -296,8 +316,25 @@ def test_doc_text_and_html_of_a_pooled_model(model, tmp_path):
 
     parser = argparse.ArgumentParser()
     explain_cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["explain", "--model", str(model["dir"]), "--train", str(train), "--dev", str(dev),
-                              "--top-k", "2", "--html", str(html_file), "--examples", "2", "--doc", "w4 w2 w3 w9"])
+    args = parser.parse_args(
+        [
+            "explain",
+            "--model",
+            str(model["dir"]),
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--top-k",
+            "2",
+            "--html",
+            str(html_file),
+            "--examples",
+            "2",
+            "--doc",
+            "w4 w2 w3 w9",
+        ]
+    )
     assert explain_cli.run(args, out) == 0
     html = html_file.read_text()
     assert "//" not in html and "<script" not in html

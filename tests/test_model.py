@@ -1,14 +1,15 @@
 """The WFSA dynamic program against brute force, padding, pruning, the semirings."""
+
 import itertools
 
 import pytest
 import torch
 
+from sparse_rational.errors import UserError
 from sparse_rational.model import ModelConfig, RationalClassifier, WFSALayer, state_layout
 from sparse_rational.ops import semiring_dp, transition_weights
 from sparse_rational.semiring import MAX_TIMES, MIN_TIMES
 from sparse_rational.structure import format_structure, parse_patterns, prune
-from sparse_rational.errors import UserError
 
 
 def path_scores(u, f, n):
@@ -120,7 +121,9 @@ def test_prune_everything_gives_an_empty_model_that_predicts_the_bias():
     cfg = ModelConfig(structure=(2, 1), embedding_dim=4, num_classes=2, vocab_size=0)
     model = RationalClassifier(cfg).eval()
     with torch.no_grad():
-        model.wfsa.w.zero_(); model.wfsa.v.zero_(); model.wfsa.b.zero_()
+        model.wfsa.w.zero_()
+        model.wfsa.v.zero_()
+        model.wfsa.b.zero_()
         model.classifier.bias.copy_(torch.tensor([0.3, -0.2]))
     small = prune(model).model
     assert small.config.structure == ()

@@ -4,6 +4,7 @@ for every readout (final, mean, max: see ``sparse_rational/ops/reference.py``).
 The scan path is always tested, also where the C++ kernel builds (it is the fallback).
 GPU tests are marked ``gpu`` and skip without CUDA.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -62,7 +63,7 @@ def assert_agree(fn, inputs, atol=1e-10, rtol=1e-9, readout="final"):
     out, grads = forward_and_grads(fn, *inputs, readout=readout)
     torch.testing.assert_close(out.cpu(), ref_out, atol=atol, rtol=rtol)
     for name, a, r in zip("xwvb", grads, ref_grads):
-        torch.testing.assert_close(a.cpu(), r, atol=atol, rtol=rtol, msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(a.cpu(), r, atol=atol, rtol=rtol, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
 STRUCTURES = [(4, 4, 2, 1), (1, 3), (1,), (2, 5, 1, 3), (3,) * 6]
@@ -265,8 +266,9 @@ def test_cpp_under_torch_compile(readout):
     x, w, v, b, is_first, mask = make_inputs((3, 1, 2), 6, 3, pad=True)
     w.requires_grad_()
     b.requires_grad_()
-    compiled = torch.compile(lambda x, w, v, b, m: fn(x, w, v, b, is_first, m, readout=readout).sum(),
-                             backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(
+        lambda x, w, v, b, m: fn(x, w, v, b, is_first, m, readout=readout).sum(), backend="aot_eager", fullgraph=True
+    )
     compiled(x, w, v, b, mask).backward()
     gw, gb = w.grad, b.grad
     w2, b2 = w.detach().requires_grad_(), b.detach().requires_grad_()
@@ -315,11 +317,15 @@ def test_auto_and_env_var(monkeypatch):
     for name in ("scan", "reference"):
         monkeypatch.setenv(ops.ENV_VAR, name)
         assert ops.choose_impl(x) == name
-        torch.testing.assert_close(rational_forward(x, w, v, b, is_first, mask), rational_forward_ref(x, w, v, b, is_first, mask))
+        torch.testing.assert_close(
+            rational_forward(x, w, v, b, is_first, mask), rational_forward_ref(x, w, v, b, is_first, mask)
+        )
     monkeypatch.delenv(ops.ENV_VAR)
     for readout in READOUTS:
-        torch.testing.assert_close(rational_forward(x, w, v, b, is_first, mask, readout=readout),
-                                   rational_forward_ref(x, w, v, b, is_first, mask, readout=readout))
+        torch.testing.assert_close(
+            rational_forward(x, w, v, b, is_first, mask, readout=readout),
+            rational_forward_ref(x, w, v, b, is_first, mask, readout=readout),
+        )
     with pytest.raises(ValueError, match="unknown readout"):
         rational_forward(x, w, v, b, is_first, mask, readout="last")
     monkeypatch.setenv(ops.ENV_VAR, "nonsense")

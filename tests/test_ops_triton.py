@@ -4,6 +4,7 @@ Without a GPU the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``
 tensors); these tests are skipped when ``triton`` is not installed. The ``gpu`` variants run
 the compiled kernels on CUDA.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -171,8 +172,9 @@ def test_cuda_matches_reference(case, dtype, tol, readout):
     leaves, is_first, mask, gout = make_case(*case, dtype=dtype)
     want = outputs_and_grads(rational_forward_ref, [t.double() for t in leaves], is_first, mask, gout.double(), readout)
     dev = [t.cuda() for t in leaves]
-    got = outputs_and_grads(rational_forward_triton, dev, is_first.cuda(), None if mask is None else mask.cuda(),
-                            gout.cuda(), readout)
+    got = outputs_and_grads(
+        rational_forward_triton, dev, is_first.cuda(), None if mask is None else mask.cuda(), gout.cuda(), readout
+    )
     assert_agrees(got, want, tol)
 
 

@@ -1,4 +1,5 @@
 """Proximal group lasso and the regularisation path (structure learning in one run)."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,11 @@ def test_adam_step_sizes_follow_the_second_moments():
     model = RationalClassifier(ModelConfig((2,), 3, 2, vocab_size=3)).double()
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
     assert torch.equal(adam_group_step_sizes(model, opt), torch.zeros(2, dtype=torch.float64))
-    grads = {model.wfsa.w: torch.tensor([[1.0, 0.01]] * 3), model.wfsa.v: torch.tensor([[1.0, 0.01]] * 3),
-             model.wfsa.b: torch.tensor([1.0, 0.01])}
+    grads = {
+        model.wfsa.w: torch.tensor([[1.0, 0.01]] * 3),
+        model.wfsa.v: torch.tensor([[1.0, 0.01]] * 3),
+        model.wfsa.b: torch.tensor([1.0, 0.01]),
+    }
     for p in model.parameters():
         p.grad = grads.get(p, torch.zeros_like(p)).to(p.dtype)
     opt.step()
@@ -96,8 +100,9 @@ def test_proximal_training_makes_exact_zeros_and_pruning_keeps_the_logits(one_ho
     from sparse_rational.pipeline import _prepare
 
     run = _prepare(_splits(), one_hot_vectors, "4x3", None, None, cfg, opts, 0.0, 0.0, False, None, None)
-    model, _ = penalise(Phases(verbose=False), "penalised", run.make, run.train, run.dev, cfg, opts, 0.003,
-                        verbose=False)
+    model, _ = penalise(
+        Phases(verbose=False), "penalised", run.make, run.train, run.dev, cfg, opts, 0.003, verbose=False
+    )
     norms = model.wfsa.group_norms().detach()
     assert (norms == 0).sum() >= 6, norms  # removed groups are exactly zero, not small
     assert ((norms > 0) & (norms < 0.1)).sum() == 0, norms
@@ -121,16 +126,18 @@ def _path_options(update="proximal", **kw):
     return RunOptions(
         embeddings="unused",
         train=TrainConfig(epochs=15, patience=5, batch_size=32, lr=0.05, seed=0),
-        structure=StructureOptions(reg_epochs=40, penalty_update=update, path_start=1e-3, path_growth=1.5,
-                                   path_warmup=1, **kw),
+        structure=StructureOptions(
+            reg_epochs=40, penalty_update=update, path_start=1e-3, path_growth=1.5, path_warmup=1, **kw
+        ),
         model=RunOptions().model.__class__(dropout=0.0, input_dropout=0.0),
     )
 
 
 @pytest.mark.parametrize("update", ["proximal", "gradient"])
 def test_path_reaches_every_target_in_one_run(update, one_hot_vectors, tmp_path):  # noqa: F811
-    run = train_structure_path(_splits(), [9, 6, 3], embeddings=one_hot_vectors, patterns="4x3",
-                               options=_path_options(update), verbose=False)
+    run = train_structure_path(
+        _splits(), [9, 6, 3], embeddings=one_hot_vectors, patterns="4x3", options=_path_options(update), verbose=False
+    )
     assert not run.missed, run.missed
     assert sorted(run.models) == [3, 6, 9]
     for target, clf in run.models.items():
@@ -154,12 +161,38 @@ def test_path_reaches_every_target_in_one_run(update, one_hot_vectors, tmp_path)
 def test_path_through_the_cli_and_a_missed_target(one_hot_vectors, tmp_path, capsys):  # noqa: F811
     from conftest import write_tsv
 
-    files = {k: write_tsv(tmp_path / f"{k}.tsv", make_task("unigram", n, s))
-             for k, n, s in (("train", 300, 1), ("dev", 60, 2))}
-    base = ["train", "--train", str(files["train"]), "--dev", str(files["dev"]), "--embeddings", one_hot_vectors,
-            "--patterns", "4x3", "--structure-search", "path", "--penalty-update", "proximal", "--lr", "0.05",
-            "--epochs", "8", "--path-start", "1e-3", "--path-growth", "1.5", "--path-warmup", "1", "--quiet",
-            "--threads", "1"]
+    files = {
+        k: write_tsv(tmp_path / f"{k}.tsv", make_task("unigram", n, s))
+        for k, n, s in (("train", 300, 1), ("dev", 60, 2))
+    }
+    base = [
+        "train",
+        "--train",
+        str(files["train"]),
+        "--dev",
+        str(files["dev"]),
+        "--embeddings",
+        one_hot_vectors,
+        "--patterns",
+        "4x3",
+        "--structure-search",
+        "path",
+        "--penalty-update",
+        "proximal",
+        "--lr",
+        "0.05",
+        "--epochs",
+        "8",
+        "--path-start",
+        "1e-3",
+        "--path-growth",
+        "1.5",
+        "--path-warmup",
+        "1",
+        "--quiet",
+        "--threads",
+        "1",
+    ]
     assert main([*base, "--target-transitions", "9,4", "--out", str(tmp_path / "p")]) == 0
     out = capsys.readouterr().out
     assert "target 9" in out and "target 4" in out
@@ -172,21 +205,37 @@ def test_path_through_the_cli_and_a_missed_target(one_hot_vectors, tmp_path, cap
     assert (tmp_path / "q" / "t9" / "config.json").is_file() and not (tmp_path / "q" / "t1").exists()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--target-transitions", "0"], "--target-transitions"),
-    (["--target-transitions", "8,8"], "twice"),
-    (["--target-transitions", "8,x"], "--target-transitions"),
-    (["--target-transitions", "13"], "--target-transitions"),
-    (["--target-transitions", "8,4", "--structure-search", "lambda"], "path"),  # several targets need the path
-    (["--structure-search", "path"], "--structure-search"),
-    (["--path-growth", "1"], "--path-growth"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--target-transitions", "0"], "--target-transitions"),
+        (["--target-transitions", "8,8"], "twice"),
+        (["--target-transitions", "8,x"], "--target-transitions"),
+        (["--target-transitions", "13"], "--target-transitions"),
+        (["--target-transitions", "8,4", "--structure-search", "lambda"], "path"),  # several targets need the path
+        (["--structure-search", "path"], "--structure-search"),
+        (["--path-growth", "1"], "--path-growth"),
+    ],
+)
 def test_bad_path_options_are_one_line_errors(args, needle, one_hot_vectors, tmp_path, capsys):  # noqa: F811
     from conftest import write_tsv
 
     train = write_tsv(tmp_path / "train.tsv", make_task("unigram", 40, 1))
-    code = main(["train", "--train", str(train), "--embeddings", one_hot_vectors, "--patterns", "4x3", "--quiet",
-                 "--out", str(tmp_path / "o"), *args])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(train),
+            "--embeddings",
+            one_hot_vectors,
+            "--patterns",
+            "4x3",
+            "--quiet",
+            "--out",
+            str(tmp_path / "o"),
+            *args,
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "o").exists()
@@ -211,8 +260,15 @@ class _StopAfter(Checkpointer):
 
 def test_a_path_killed_midway_resumes_to_the_same_snapshots(one_hot_vectors, tmp_path):  # noqa: F811
     def go(ck):
-        return train_structure_path(_splits(), [9, 6, 3], embeddings=one_hot_vectors, patterns="4x3",
-                                    options=_path_options(), verbose=False, checkpoint=ck)
+        return train_structure_path(
+            _splits(),
+            [9, 6, 3],
+            embeddings=one_hot_vectors,
+            patterns="4x3",
+            options=_path_options(),
+            verbose=False,
+            checkpoint=ck,
+        )
 
     counter = _StopAfter(tmp_path / "count", "h", stop_after=-1, verbose=False)
     reference = go(counter)
@@ -234,15 +290,24 @@ def test_a_path_killed_midway_resumes_to_the_same_snapshots(one_hot_vectors, tmp
 
 def test_a_single_target_along_the_path_is_one_model_folder(one_hot_vectors, tmp_path):  # noqa: F811
     opts = _path_options()
-    clf = train_text_classifier(_splits(), embeddings=one_hot_vectors, patterns="4x3", target_transitions=4,
-                                options=RunOptions(opts.embeddings, opts.model, opts.train,
-                                                   opts.structure.__class__(**{**opts.structure.__dict__,
-                                                                               "structure_search": "path"})),
-                                verbose=False)
+    clf = train_text_classifier(
+        _splits(),
+        embeddings=one_hot_vectors,
+        patterns="4x3",
+        target_transitions=4,
+        options=RunOptions(
+            opts.embeddings,
+            opts.model,
+            opts.train,
+            opts.structure.__class__(**{**opts.structure.__dict__, "structure_search": "path"}),
+        ),
+        verbose=False,
+    )
     assert abs(clf.metrics["transitions"] - 4) <= 2
     assert clf.metrics["search"] and all("reg_strength" in p for p in clf.metrics["search"])
     assert not math.isnan(clf.metrics["test_accuracy"])
     clf.save(tmp_path / "one")
     assert (tmp_path / "one" / "config.json").is_file()
-    np.testing.assert_allclose(TextClassifier.load(tmp_path / "one").predict_proba(["w0 w4"]),
-                               clf.predict_proba(["w0 w4"]), atol=1e-6)
+    np.testing.assert_allclose(
+        TextClassifier.load(tmp_path / "one").predict_proba(["w0 w4"]), clf.predict_proba(["w0 w4"]), atol=1e-6
+    )

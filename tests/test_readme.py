@@ -1,4 +1,5 @@
 """The README's code runs as written: the numpy scorer of an exported model equals predict."""
+
 import re
 from pathlib import Path
 
@@ -45,9 +46,31 @@ def test_readme_numpy_scorer_equals_predict(baseline, tmp_path, monkeypatch, cap
 @pytest.mark.parametrize("readout", ["mean", "max"])
 def test_readme_numpy_scorer_handles_pooled_readouts(readout, tiny_files, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]), "--embeddings",
-                 "glove-6b-50d", "--patterns", "2x3,2x1", "--readout", readout, "--epochs", "2", "--quiet",
-                 "--threads", "1", "--out", "m"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--train",
+                str(tiny_files["train"]),
+                "--dev",
+                str(tiny_files["dev"]),
+                "--embeddings",
+                "glove-6b-50d",
+                "--patterns",
+                "2x3,2x1",
+                "--readout",
+                readout,
+                "--epochs",
+                "2",
+                "--quiet",
+                "--threads",
+                "1",
+                "--out",
+                "m",
+            ]
+        )
+        == 0
+    )
     assert main(["export", "--model", "m", "--out", "mine.json"]) == 0
     block = next(b for b in python_blocks() if "mine.json" in b)
     namespace: dict = {}

@@ -1,5 +1,6 @@
 """The training recipe: model selection, the schedule acting before early stopping,
 ``--tune``, and the default recipe on a task where only local word order decides."""
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,27 @@ def test_tune_picks_the_best_dev_assignment_and_says_so(vectors, tmp_path, capsy
 
     train = write_tsv(tmp_path / "train.tsv", order_task(160, 1))
     dev = write_tsv(tmp_path / "dev.tsv", order_task(60, 2))
-    code = main(["train", "--train", str(train), "--dev", str(dev), "--embeddings", vectors, "--patterns", "2x2",
-                 "--epochs", "3", "--tune", "3", "--threads", "1", "--out", str(tmp_path / "m")])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--embeddings",
+            vectors,
+            "--patterns",
+            "2x2",
+            "--epochs",
+            "3",
+            "--tune",
+            "3",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "m"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert captured.err.count("tune ") >= 3 and "chosen: lr" in captured.out
@@ -103,7 +123,14 @@ def test_a_final_readout_cannot_read_the_order_task(vectors):
     """The same task with the paper's readout stays far below: what the default changes."""
     splits = Splits(order_task(1000, 1), order_task(200, 2), order_task(400, 3))
     opts = RunOptions(vectors)
-    clf = train_text_classifier(splits, embeddings=vectors, patterns="8x3", target_transitions=6, readout="final",
-                                structure_options=StructureOptions(structure_search="path", penalty_update="proximal"),
-                                options=opts, verbose=False)
+    clf = train_text_classifier(
+        splits,
+        embeddings=vectors,
+        patterns="8x3",
+        target_transitions=6,
+        readout="final",
+        structure_options=StructureOptions(structure_search="path", penalty_update="proximal"),
+        options=opts,
+        verbose=False,
+    )
     assert clf.metrics["test_accuracy"] < 0.9

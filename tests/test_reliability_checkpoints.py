@@ -5,6 +5,7 @@ another command, or a damaged one, is refused with one line.
 Split by topic from the former tests/test_reliability.py; shared helpers:
 test_reliability_helpers.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,10 +40,38 @@ onehot = pytest.fixture(scope="module", name="onehot")(onehot_vectors)
 
 
 def _cli_train(tiny_files, out, *extra):
-    return [sys.executable, "-m", "sparse_rational.cli", "train", "--train", str(tiny_files["train"]),
-            "--dev", str(tiny_files["dev"]), "--test", str(tiny_files["test"]), "--embeddings", "glove-6b-50d",
-            "--patterns", "3x2,2x1", "--reg-strength", "0.01", "--reg-epochs", "2", "--epochs", "3",
-            "--patience", "4", "--batch-size", "8", "--threads", "1", "--quiet", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sparse_rational.cli",
+        "train",
+        "--train",
+        str(tiny_files["train"]),
+        "--dev",
+        str(tiny_files["dev"]),
+        "--test",
+        str(tiny_files["test"]),
+        "--embeddings",
+        "glove-6b-50d",
+        "--patterns",
+        "3x2,2x1",
+        "--reg-strength",
+        "0.01",
+        "--reg-epochs",
+        "2",
+        "--epochs",
+        "3",
+        "--patience",
+        "4",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _wait_for(predicate, proc, timeout=120.0):
@@ -77,11 +106,16 @@ def test_sigkilled_training_resumes_to_the_same_metrics(tiny_files, tmp_path, mo
     # kill 1: in penalised epoch 2 (after the first checkpoint exists)
     # kill 2: inside finetuning (after its first checkpoint exists)
     for resume, until in ((False, lambda p: p is not None), (True, lambda p: p is not None and p[0] == "finetune")):
-        proc = subprocess.Popen(_cli_train(tiny_files, out, *(["--resume"] if resume else [])), env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            _cli_train(tiny_files, out, *(["--resume"] if resume else [])),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if not full.is_alive() and not full_code:
             full.start()  # the uninterrupted run, while the first process starts up
-        _wait_for(lambda: until(_phase(ck_file)), proc)
+        _wait_for(lambda until=until: until(_phase(ck_file)), proc)
         time.sleep(0.15)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -94,8 +128,16 @@ def test_sigkilled_training_resumes_to_the_same_metrics(tiny_files, tmp_path, mo
     assert full_code == [0]
     assert main(_cli_train(tiny_files, out, "--resume")[3:]) == 0  # the last stretch, in this process
     a, b = (json.loads((p / "metrics.json").read_text()) for p in (tmp_path / "full", out))
-    for key in ("dev_accuracy", "test_accuracy", "structure", "transitions", "epochs", "best_epoch",
-                "penalised_epochs", "finetune_epochs"):
+    for key in (
+        "dev_accuracy",
+        "test_accuracy",
+        "structure",
+        "transitions",
+        "epochs",
+        "best_epoch",
+        "penalised_epochs",
+        "finetune_epochs",
+    ):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
     flat = [[x for g in m["group_norms"] for x in g] for m in (a, b)]
     np.testing.assert_allclose(flat[0], flat[1], rtol=0, atol=1e-6)
@@ -114,7 +156,7 @@ def test_sigkill_while_writing_leaves_the_old_or_the_new_checkpoint(tmp_path):
     rng_state = torch.get_rng_state()
     rnd = random.Random(0)
     epochs = set()
-    for trial in range(6):
+    for _trial in range(6):
         pid = os.fork()
         if pid == 0:  # child: no torch compute, only writes
             code = 0
@@ -159,8 +201,11 @@ class StopAfter(Checkpointer):
 
 @pytest.mark.parametrize("kind", ["train", "penalised", "search"])
 def test_resume_in_every_phase_gives_the_uninterrupted_result(kind, onehot, tmp_path):
-    args = {"train": {}, "penalised": {"reg": 0.03, "epsilon": 0.5},
-            "search": {"target": 3, "search_start": 0.1, "search_max_tries": 6, "epsilon": 0.5}}[kind]
+    args = {
+        "train": {},
+        "penalised": {"reg": 0.03, "epsilon": 0.5},
+        "search": {"target": 3, "search_start": 0.1, "search_max_tries": 6, "epsilon": 0.5},
+    }[kind]
     counter = StopAfter(tmp_path / "count", "h", stop_after=-1, verbose=False)
     reference = run_api(onehot, counter, **args)
     total = counter.saves
@@ -178,10 +223,9 @@ def test_resume_in_every_phase_gives_the_uninterrupted_result(kind, onehot, tmp_
         same_result(reference, resumed)
 
 
-
-
-def test_resume_refuses_another_commands_checkpoint_and_replaces_without_resume(tiny_files, tmp_path, capsys,
-                                                                               monkeypatch):
+def test_resume_refuses_another_commands_checkpoint_and_replaces_without_resume(
+    tiny_files, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "m"
     monkeypatch.setattr(Checkpointer, "remove", Checkpointer.release)  # keep the work area to play with
     assert main(_train_cli(tiny_files, out, "--seed", "1")) == 0

@@ -4,6 +4,7 @@ errors, a closed pipe or SIGTERM ends cleanly, model files are bounded before th
 
 Training runs here use tiny synthetic TSV files and one-hot vectors, so each takes seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def _docs(n: int, seed: int) -> str:
 def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
     eye = np.eye(len(WORDS))
-    (root / "vec.txt").write_text("".join(w + " " + " ".join(f"{x:g}" for x in row) + "\n"
-                                          for w, row in zip(WORDS, eye)))
+    (root / "vec.txt").write_text(
+        "".join(w + " " + " ".join(f"{x:g}" for x in row) + "\n" for w, row in zip(WORDS, eye))
+    )
     (root / "train.tsv").write_text(_docs(96, 1))
     (root / "dev.tsv").write_text(_docs(32, 2))
     (root / "test.tsv").write_text(_docs(32, 3))
@@ -52,9 +54,31 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 
 def train_args(files, out, *extra) -> list[str]:
-    return ["train", "--train", str(files["train"]), "--dev", str(files["dev"]), "--test", str(files["test"]),
-            "--embeddings", str(files["vec"]), "--patterns", "3x2", "--epochs", "3", "--patience", "3",
-            "--batch-size", "16", "--threads", "1", "--quiet", "--out", str(out), *extra]
+    return [
+        "train",
+        "--train",
+        str(files["train"]),
+        "--dev",
+        str(files["dev"]),
+        "--test",
+        str(files["test"]),
+        "--embeddings",
+        str(files["vec"]),
+        "--patterns",
+        "3x2",
+        "--epochs",
+        "3",
+        "--patience",
+        "3",
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def run(args, capsys) -> tuple[int, str, str]:
@@ -139,8 +163,7 @@ def test_model_files_get_the_usual_permissions(model):
 def test_an_unwritable_out_fails_before_training(files, tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     start = time.monotonic()
-    code, _, err = run(train_args(files, tmp_path / "afile" / "out", "--epochs", "200", "--patience", "200"),
-                       capsys)
+    code, _, err = run(train_args(files, tmp_path / "afile" / "out", "--epochs", "200", "--patience", "200"), capsys)
     assert code == 1 and time.monotonic() - start < 20
     one_line(err, "afile")
 
@@ -232,10 +255,17 @@ def test_source_fingerprint_samples_large_files(tmp_path):
 # -- 3. hostile options and streams -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option,value", [
-    ("--patterns", "99999999999x1"), ("--patterns", "1000000000x1"), ("--patterns", "1x99999999999999999999"),
-    ("--seed", "-1"), ("--seed", "99999999999999999999999"), ("--split-seed", "-3"),
-])
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("--patterns", "99999999999x1"),
+        ("--patterns", "1000000000x1"),
+        ("--patterns", "1x99999999999999999999"),
+        ("--seed", "-1"),
+        ("--seed", "99999999999999999999999"),
+        ("--split-seed", "-3"),
+    ],
+)
 def test_absurd_sizes_and_seeds_are_one_line_errors(option, value, files, tmp_path, capsys):
     args = train_args(files, tmp_path / "m")
     if option in args:
@@ -252,20 +282,25 @@ def test_absurd_sizes_and_seeds_are_one_line_errors(option, value, files, tmp_pa
 def test_a_lone_surrogate_is_refused_before_training():
     good = [Example("w0 w2", "pos"), Example("w1 w3", "neg")] * 4
     with pytest.raises(UserError, match="surrogate") as info:
-        train_text_classifier(Splits(good + [Example("go \ud800", "pos")], [], []), "glove-6b-50d", "1x1",
-                              train_config=TrainConfig(epochs=1), verbose=False)
+        train_text_classifier(
+            Splits(good + [Example("go \ud800", "pos")], [], []),
+            "glove-6b-50d",
+            "1x1",
+            train_config=TrainConfig(epochs=1),
+            verbose=False,
+        )
     assert "\n" not in str(info.value)
 
 
-def test_a_full_disk_while_saving_names_the_out_folder_and_keeps_the_checkpoint(files, tmp_path, capsys,
-                                                                                monkeypatch):
+def test_a_full_disk_while_saving_names_the_out_folder_and_keeps_the_checkpoint(files, tmp_path, capsys, monkeypatch):
     import sparse_rational.fileio as fileio
 
     real = fileio.os.fsync
 
     def fsync(fd):
         if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "model.safetensors" in os.readlink(
-                f"/proc/self/fd/{fd}"):
+            f"/proc/self/fd/{fd}"
+        ):
             raise OSError(28, "No space left on device")
         return real(fd)
 
@@ -284,8 +319,13 @@ def test_a_full_disk_while_saving_names_the_out_folder_and_keeps_the_checkpoint(
 def test_predict_with_closed_streams_is_one_line(model, tmp_path):
     for redirect in ("<&-", ">&-"):
         cmd = " ".join(cli("predict", "--model", str(model), "-")) + f" {redirect}"
-        proc = subprocess.run(["bash", "-c", cmd], input=None if redirect == "<&-" else "w0 w2\n",
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            ["bash", "-c", cmd],
+            input=None if redirect == "<&-" else "w0 w2\n",
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2, (redirect, proc.stderr)
         one_line(proc.stderr, "closed")
 
@@ -303,10 +343,16 @@ def test_predict_into_head_exits_quietly(model, tmp_path):
 def test_a_huge_single_line_is_cut_and_memory_stays_bounded(model, tmp_path):
     line = tmp_path / "line.txt"
     line.write_text("w0 w2 " * 4_000_000 + "\n")  # 24 MB, 8M tokens
-    code = ("import resource, subprocess, sys; from sparse_rational.cli import main; rc = main(sys.argv[1:]); "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code, "predict", "--model", str(model), str(line)],
-                          capture_output=True, text=True, timeout=300)
+    code = (
+        "import resource, subprocess, sys; from sparse_rational.cli import main; rc = main(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "predict", "--model", str(model), str(line)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     *lines, peak_kb = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cut" in lines[0] and "--max-tokens 0" in lines[0]

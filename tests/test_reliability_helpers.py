@@ -4,6 +4,7 @@ and the command line, and comparisons of results. It holds no tests; a module th
 makes its fixtures from ``one_torch_thread`` (autouse ``_one_thread``) and
 ``onehot_vectors`` (``onehot``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,7 +43,7 @@ def task(n: int, seed: int, pos_share: float = 0.5) -> list[Example]:
     """Positive iff the document holds w0 (negatives hold w1), in random filler."""
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n):
+    for _ in range(n):
         label = int(rng.random() < pos_share)
         words = list(rng.choice(WORDS[2:], size=rng.integers(4, 9)))
         words.insert(rng.integers(0, len(words) + 1), "w0" if label else "w1")
@@ -53,16 +54,28 @@ def task(n: int, seed: int, pos_share: float = 0.5) -> list[Example]:
 SPLITS = Splits(task(96, 1), task(32, 2), task(32, 3))
 
 
-def run_api(vectors, checkpoint=None, splits=SPLITS, patterns="3x2", reg=0.0, target=None, epochs=6,
-            reg_epochs=3, **opts):
+def run_api(
+    vectors, checkpoint=None, splits=SPLITS, patterns="3x2", reg=0.0, target=None, epochs=6, reg_epochs=3, **opts
+):
     cfg = TrainConfig(epochs=epochs, patience=epochs, batch_size=16, lr=0.05, seed=3)
     # the paper's phases (penalty gradient, lambda search, scores at the end) unless a test says otherwise
     opts = {"penalty_update": "gradient", "structure_search": "lambda", **opts}
     readout = opts.pop("readout", "final")
     sopts = StructureOptions(reg_epochs=reg_epochs, **opts)
-    return train_text_classifier(splits, vectors, patterns, reg_strength=reg, target_transitions=target,
-                                 train_config=cfg, structure_options=sopts, dropout=0.2, input_dropout=0.2,
-                                 readout=readout, verbose=False, checkpoint=checkpoint)
+    return train_text_classifier(
+        splits,
+        vectors,
+        patterns,
+        reg_strength=reg,
+        target_transitions=target,
+        train_config=cfg,
+        structure_options=sopts,
+        dropout=0.2,
+        input_dropout=0.2,
+        readout=readout,
+        verbose=False,
+        checkpoint=checkpoint,
+    )
 
 
 def same_result(a: TextClassifier, b: TextClassifier, atol: float = 1e-6) -> None:
@@ -89,6 +102,22 @@ def one_line(exc: BaseException, *needles: str) -> str:
 
 
 def _train_cli(tiny_files, out, *extra):
-    return ["train", "--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]), "--embeddings",
-            "glove-6b-50d", "--patterns", "2x2", "--out", str(out), "--epochs", "2", "--quiet", "--threads", "1",
-            *extra]
+    return [
+        "train",
+        "--train",
+        str(tiny_files["train"]),
+        "--dev",
+        str(tiny_files["dev"]),
+        "--embeddings",
+        "glove-6b-50d",
+        "--patterns",
+        "2x2",
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--quiet",
+        "--threads",
+        "1",
+        *extra,
+    ]

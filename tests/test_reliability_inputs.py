@@ -5,6 +5,7 @@ and gzip). Any bytes give examples or a one-line DataError; valid files parse ex
 Split by topic from the former tests/test_reliability.py; shared helpers:
 test_reliability_helpers.py.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,14 @@ _one_thread = pytest.fixture(autouse=True, scope="module", name="_one_thread")(o
 # ------------------------------------------------------------------------------------------
 # 3. fuzzing every loader
 
-_VALUE = st.one_of(st.text(max_size=12), st.integers(-5, 5), st.none(), st.booleans(),
-                   st.floats(allow_nan=True, allow_infinity=True), st.lists(st.integers(), max_size=2))
+_VALUE = st.one_of(
+    st.text(max_size=12),
+    st.integers(-5, 5),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.integers(), max_size=2),
+)
 _FIELDS = st.dictionaries(st.sampled_from(["text", "label", "extra", "Text"]), _VALUE, max_size=4)
 _ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "latin-1", "cp1252"]
 
@@ -57,8 +64,9 @@ def _render(fmt: str, records: list[dict]) -> str:
     elif fmt == "review":
         for r in records:
             body = f"<review_text>\n{r['text']}\n</review_text>" if "text" in r else ""
-            lines.append(f"<review>\n<title>{r.get('label', '')}</title>\n{body}\n" +
-                         ("</review>" if "extra" not in r else ""))
+            lines.append(
+                f"<review>\n<title>{r.get('label', '')}</title>\n{body}\n" + ("</review>" if "extra" not in r else "")
+            )
     elif fmt == "glove":
         for r in records:
             nums = [str(r.get(k, "nan")) for k in ("text", "label", "extra")]
@@ -105,8 +113,9 @@ def _check_loaded(fmt: str, result) -> None:
         assert result.vectors.shape == (len(result.words), result.dim) and result.dim >= 1
         assert np.isfinite(result.vectors).all()
         return
-    examples = [e for part in (result.train, result.dev, result.test) for e in part] \
-        if isinstance(result, Splits) else result
+    examples = (
+        [e for part in (result.train, result.dev, result.test) for e in part] if isinstance(result, Splits) else result
+    )
     assert examples or isinstance(result, Splits)
     for e in examples:
         assert isinstance(e, Example) and e.text and e.text == e.text.strip() and e.label == e.label.strip()
@@ -131,13 +140,15 @@ FORMATS = ["tsv", "jsonl", "csv", "review", "fdu", "glove", "glove.gz"]
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_fuzz_loaders_with_fields_encodings_and_stray_bytes(fmt, tmp_path_factory, data):
-    content = data.draw(st.one_of(fuzz_files("glove" if fmt.startswith("glove") else fmt),
-                                  st.binary(max_size=400)))
+    content = data.draw(st.one_of(fuzz_files("glove" if fmt.startswith("glove") else fmt), st.binary(max_size=400)))
     _load_or_one_line_error(fmt, tmp_path_factory.mktemp(fmt.replace(".", "")), content)
 
 
-_CLEAN = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\ufeff\x85"),
-                 min_size=1, max_size=15).filter(lambda s: s.strip())
+_CLEAN = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="\ufeff\x85"),
+    min_size=1,
+    max_size=15,
+).filter(lambda s: s.strip())
 
 
 @pytest.mark.parametrize("fmt", ["tsv", "jsonl", "csv"])
@@ -171,10 +182,13 @@ TEN_MB = 10 * 1024 * 1024
 def test_a_10mb_line_is_read_or_refused_quickly(fmt, tmp_path):
     words = ("good " * (TEN_MB // 5)).strip()
     content = {
-        "tsv": f"pos\t{words}\nneg\tbad\n", "fdu": f"1\t{words}\n0\tbad\n",
+        "tsv": f"pos\t{words}\nneg\tbad\n",
+        "fdu": f"1\t{words}\n0\tbad\n",
         "jsonl": json.dumps({"text": words, "label": "pos"}) + "\n",
-        "csv": f"text,label\n{words},pos\n", "review": f"<review><review_text>{words}</review_text></review>",
-        "glove": "w " + " ".join(["0.5"] * (TEN_MB // 4)) + "\n", "glove.gz": "w" + " 1" * (TEN_MB // 2) + "\n",
+        "csv": f"text,label\n{words},pos\n",
+        "review": f"<review><review_text>{words}</review_text></review>",
+        "glove": "w " + " ".join(["0.5"] * (TEN_MB // 4)) + "\n",
+        "glove.gz": "w" + " 1" * (TEN_MB // 2) + "\n",
     }[fmt].encode()
     _load_or_one_line_error(fmt, tmp_path, content)
     # and 10 MB of markup that made the review regex quadratic, or no newline at all
@@ -183,8 +197,13 @@ def test_a_10mb_line_is_read_or_refused_quickly(fmt, tmp_path):
 
 
 def test_glove_rejects_non_finite_vectors_and_absurd_headers(tmp_path):
-    for text, line in (("a 0.1 0.2\nb nan 0.3\n", ":2"), ("a 1e39 0\n", ":1"), ("3 0\na\n", ":1"),
-                       ("a 0.1\nb 0.1 0.2 x\n", ":2"), ("a\tb\n", ":1")):
+    for text, line in (
+        ("a 0.1 0.2\nb nan 0.3\n", ":2"),
+        ("a 1e39 0\n", ":1"),
+        ("3 0\na\n", ":1"),
+        ("a 0.1\nb 0.1 0.2 x\n", ":2"),
+        ("a\tb\n", ":1"),
+    ):
         path = tmp_path / "v.txt"
         path.write_text(text)
         try:

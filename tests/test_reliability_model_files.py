@@ -5,6 +5,7 @@ metrics.json is informational only.
 Split by topic from the former tests/test_reliability.py; shared helpers:
 test_reliability_helpers.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,6 +44,7 @@ def _edit_json(name, fn):
         data = json.loads((path / name).read_text())
         fn(data)
         (path / name).write_text(json.dumps(data))
+
     return edit
 
 
@@ -51,6 +53,7 @@ def _edit_tensors(fn):
         t = {k: v.clone() for k, v in load_file(path / "model.safetensors").items()}  # not mmapped
         fn(t)
         save_file(t, str(path / "model.safetensors"))
+
     return edit
 
 
@@ -64,8 +67,10 @@ def _pickle_weights(path: Path):
 
 
 TAMPER = {
-    "truncated weights": (lambda p: (p / "model.safetensors").write_bytes(
-        (p / "model.safetensors").read_bytes()[:-7]), "model.safetensors"),
+    "truncated weights": (
+        lambda p: (p / "model.safetensors").write_bytes((p / "model.safetensors").read_bytes()[:-7]),
+        "model.safetensors",
+    ),
     "garbage weights": (_write("model.safetensors", os.urandom(3000)), "model.safetensors"),
     "pickled weights": (_pickle_weights, "model.safetensors"),
     "empty weights": (_write("model.safetensors", b""), "model.safetensors"),
@@ -73,15 +78,20 @@ TAMPER = {
     "nan weights": (_edit_tensors(lambda t: t["wfsa.w"].__setitem__((0, 0), float("nan"))), "model.safetensors"),
     "missing tensor": (_edit_tensors(lambda t: t.pop("classifier.bias")), "model.safetensors"),
     "extra tensor": (_edit_tensors(lambda t: t.update({"evil": torch.zeros(1)})), "model.safetensors"),
-    "wrong shape": (_edit_tensors(lambda t: t.update({"wfsa.w": t["wfsa.w"][:, :2].contiguous()})),
-                    "model.safetensors"),
-    "structure vs shapes": (_edit_json("config.json", lambda c: c["model"].update(structure=[2, 2, 2])),
-                            "model.safetensors"),
+    "wrong shape": (
+        _edit_tensors(lambda t: t.update({"wfsa.w": t["wfsa.w"][:, :2].contiguous()})),
+        "model.safetensors",
+    ),
+    "structure vs shapes": (
+        _edit_json("config.json", lambda c: c["model"].update(structure=[2, 2, 2])),
+        "model.safetensors",
+    ),
     "huge structure": (_edit_json("config.json", lambda c: c["model"].update(structure=[10**9])), "config.json"),
-    "huge embedding dim": (_edit_json("config.json", lambda c: c["model"].update(embedding_dim=10**9)),
-                           "config.json"),
-    "embedding dim vs shapes": (_edit_json("config.json", lambda c: c["model"].update(embedding_dim=7)),
-                                "model.safetensors"),
+    "huge embedding dim": (_edit_json("config.json", lambda c: c["model"].update(embedding_dim=10**9)), "config.json"),
+    "embedding dim vs shapes": (
+        _edit_json("config.json", lambda c: c["model"].update(embedding_dim=7)),
+        "model.safetensors",
+    ),
     "string dim": (_edit_json("config.json", lambda c: c["model"].update(embedding_dim="12")), "config.json"),
     "bad dropout": (_edit_json("config.json", lambda c: c["model"].update(dropout=3)), "config.json"),
     "unknown model field": (_edit_json("config.json", lambda c: c["model"].update(evil=1)), "config.json"),
@@ -91,16 +101,21 @@ TAMPER = {
     "classes string": (_edit_json("config.json", lambda c: c.update(classes="ab")), "config.json"),
     "token settings": (_edit_json("config.json", lambda c: c.update(tokens={"lowercase": 1})), "config.json"),
     "embeddings not an object": (_edit_json("config.json", lambda c: c.update(embeddings=[1])), "config.json"),
-    "foreign json": (_write("config.json", b'{"architectures": ["BertModel"], "hidden_size": 768}'),
-                     "config.json"),
+    "foreign json": (_write("config.json", b'{"architectures": ["BertModel"], "hidden_size": 768}'), "config.json"),
     "json list": (_write("config.json", b"[1, 2]"), "config.json"),
     "deep json": (_write("config.json", b"[" * 100_000), "config.json"),
     "not utf-8 config": (_write("config.json", b"\xff\xfe{}"), "config.json"),
     "missing config": (lambda p: (p / "config.json").unlink(), "config.json"),
-    "vocab not utf-8": (lambda p: (p / "vocab.txt").write_bytes((p / "vocab.txt").read_bytes() + b"\xff\n"),
-                        "vocab.txt"),
-    "vocab duplicate": (lambda p: (p / "vocab.txt").write_text(
-        "\n".join(["<unk>"] * len((p / "vocab.txt").read_text().splitlines())) + "\n"), "vocab.txt"),
+    "vocab not utf-8": (
+        lambda p: (p / "vocab.txt").write_bytes((p / "vocab.txt").read_bytes() + b"\xff\n"),
+        "vocab.txt",
+    ),
+    "vocab duplicate": (
+        lambda p: (p / "vocab.txt").write_text(
+            "\n".join(["<unk>"] * len((p / "vocab.txt").read_text().splitlines())) + "\n"
+        ),
+        "vocab.txt",
+    ),
     "vocab truncated": (lambda p: (p / "vocab.txt").write_bytes((p / "vocab.txt").read_bytes()[:-3]), "vocab.txt"),
 }
 
@@ -134,8 +149,12 @@ def test_metrics_json_is_informational(model_dir, tmp_path):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(name=st.sampled_from(["config.json", "model.safetensors", "vocab.txt"]),
-       how=st.sampled_from(["cut", "flip", "insert"]), pos=st.integers(0, 10**6), data=st.binary(min_size=1, max_size=8))
+@given(
+    name=st.sampled_from(["config.json", "model.safetensors", "vocab.txt"]),
+    how=st.sampled_from(["cut", "flip", "insert"]),
+    pos=st.integers(0, 10**6),
+    data=st.binary(min_size=1, max_size=8),
+)
 def test_fuzz_model_folder(model_dir, tmp_path_factory, name, how, pos, data):
     path = tmp_path_factory.mktemp("fz") / "m"
     shutil.copytree(model_dir, path)

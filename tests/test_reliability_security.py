@@ -5,6 +5,7 @@ The encoder tests run offline with the MiniLM-L6 encoder of the package ``gt-all
 (skipped when transformers or the package is missing); a model folder that reads MiniLM
 vectors is built untrained (its weights do not matter here), so nothing is trained.
 """
+
 import json
 import os
 import pickle
@@ -127,8 +128,14 @@ def encoder_fingerprint(folder: Path) -> str:
     from sparse_rational.embeddings import cache as vcache
     from sparse_rational.embeddings.transformer import ENCODER_FILES
 
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix in ENCODER_FILES
-             and not p.name.startswith(".") and not p.name.lower().startswith("readme")]
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and p.suffix in ENCODER_FILES
+        and not p.name.startswith(".")
+        and not p.name.lower().startswith("readme")
+    ]
     return vcache.fingerprint_files(files)
 
 
@@ -152,15 +159,18 @@ def pickle_encoder(hf, folder: Path, marker: Path) -> Path:
     return folder
 
 
-def test_model_folder_cannot_make_predict_load_a_pickle(hf, minilm_model, tmp_path, no_torch_load, no_network,
-                                                        capsys):
+def test_model_folder_cannot_make_predict_load_a_pickle(hf, minilm_model, tmp_path, no_torch_load, no_network, capsys):
     from sparse_rational.cli import main
     from sparse_rational.pipeline import TextClassifier
 
     marker = tmp_path / "pwned"
     evil = pickle_encoder(hf, tmp_path / "evil_enc", marker)
-    model = copy_model(minilm_model, tmp_path / "model", source=f"hf:{evil}",
-                       encoder={"location": str(evil), "fingerprint": encoder_fingerprint(evil)})
+    model = copy_model(
+        minilm_model,
+        tmp_path / "model",
+        source=f"hf:{evil}",
+        encoder={"location": str(evil), "fingerprint": encoder_fingerprint(evil)},
+    )
 
     def load_and_predict():
         TextClassifier.load(model).predict(DOCS)
@@ -180,8 +190,9 @@ def test_model_folder_cannot_make_predict_load_a_pickle(hf, minilm_model, tmp_pa
     assert not no_torch_load and not marker.exists() and not no_network
 
 
-def test_a_genuine_saved_minilm_model_loads_and_predicts_offline(hf, minilm_model, monkeypatch, no_torch_load,
-                                                                 no_network):
+def test_a_genuine_saved_minilm_model_loads_and_predicts_offline(
+    hf, minilm_model, monkeypatch, no_torch_load, no_network
+):
     import transformers
 
     from sparse_rational.pipeline import TextClassifier
@@ -198,8 +209,12 @@ def test_a_genuine_saved_minilm_model_loads_and_predicts_offline(hf, minilm_mode
     labels = clf.predict(DOCS)
     assert len(labels) == 2 and set(labels) <= {"negative", "positive"}
     assert clf.encoder.loads == 1 and clf.encoder.calls > 0
-    assert seen and all(kw.get("use_safetensors") is True and kw.get("trust_remote_code") is False
-                        and kw.get("local_files_only") is True for kw in seen)
+    assert seen and all(
+        kw.get("use_safetensors") is True
+        and kw.get("trust_remote_code") is False
+        and kw.get("local_files_only") is True
+        for kw in seen
+    )
     assert not no_torch_load and not no_network
 
 
@@ -210,11 +225,14 @@ def test_hub_id_not_in_the_local_cache_is_refused_offline(hf, minilm_model, tmp_
     from sparse_rational.pipeline import TextClassifier
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    model = copy_model(minilm_model, tmp_path / "model", source="hf:someorg/somemodel",
-                       encoder={"location": "someorg/somemodel"})
+    model = copy_model(
+        minilm_model, tmp_path / "model", source="hf:someorg/somemodel", encoder={"location": "someorg/somemodel"}
+    )
     msg = one_line_error(lambda: TextClassifier.load(model).predict(DOCS))
-    assert msg == (f"{model / 'config.json'}: the encoder hf:someorg/somemodel is not in the local Hugging Face "
-                   "cache, so it is not available offline; pass --allow-download (allow_download=True) to download it")
+    assert msg == (
+        f"{model / 'config.json'}: the encoder hf:someorg/somemodel is not in the local Hugging Face "
+        "cache, so it is not available offline; pass --allow-download (allow_download=True) to download it"
+    )
     assert not no_network
     # the opt-in: the same section with allow_download=True is accepted (downloaded on first use)
     section = json.loads((model / "config.json").read_text())["embeddings"]
@@ -239,8 +257,9 @@ def fake_hub_snapshot(cache: Path, repo_id: str, files: dict[str, Path]) -> Path
     return snap
 
 
-def test_a_cached_hub_id_loads_from_the_cache_offline_and_safetensors_only(hf, minilm_model, tmp_path, monkeypatch,
-                                                                           no_network, no_torch_load):
+def test_a_cached_hub_id_loads_from_the_cache_offline_and_safetensors_only(
+    hf, minilm_model, tmp_path, monkeypatch, no_network, no_torch_load
+):
     import huggingface_hub.constants
 
     from sparse_rational.pipeline import TextClassifier
@@ -249,16 +268,21 @@ def test_a_cached_hub_id_loads_from_the_cache_offline_and_safetensors_only(hf, m
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
     files = {p.name: p for p in Path(hf.MODEL_DIR).iterdir() if p.is_file()}
     fake_hub_snapshot(hub, "someorg/minilm-copy", files)
-    model = copy_model(minilm_model, tmp_path / "model", source="hf:someorg/minilm-copy",
-                       encoder={"location": "someorg/minilm-copy"})  # same files: same fingerprint
+    model = copy_model(
+        minilm_model, tmp_path / "model", source="hf:someorg/minilm-copy", encoder={"location": "someorg/minilm-copy"}
+    )  # same files: same fingerprint
     clf = TextClassifier.load(model)
     assert len(clf.predict(DOCS)) == 2 and clf.encoder.loads == 1
     # a cached id whose weights are a pickle: refused before anything reads them
     marker = tmp_path / "pwned"
     evil = pickle_encoder(hf, tmp_path / "evil_enc", marker)
     snap = fake_hub_snapshot(hub, "someorg/evil", {p.name: p for p in evil.iterdir()})
-    model = copy_model(minilm_model, tmp_path / "evil_model", source="hf:someorg/evil",
-                       encoder={"location": "someorg/evil", "fingerprint": encoder_fingerprint(snap)})
+    model = copy_model(
+        minilm_model,
+        tmp_path / "evil_model",
+        source="hf:someorg/evil",
+        encoder={"location": "someorg/evil", "fingerprint": encoder_fingerprint(snap)},
+    )
     msg = one_line_error(lambda: TextClassifier.load(model).predict(DOCS))
     assert msg == f"{snap}: has no model.safetensors; refusing to load pickle weights named by {model / 'config.json'}"
     assert not no_network and not no_torch_load and not marker.exists()
@@ -287,12 +311,38 @@ def test_interrupted_reproduce_says_how_to_continue_in_one_line(tiny_files, tmp_
     resource_tracker warning, no traceback from the driver or the workers. Then the same
     command finishes the sweep."""
     out = tmp_path / "sweep"
-    args = ["reproduce", "--train", tiny_files["train"], "--dev", tiny_files["dev"], "--test", tiny_files["test"],
-            "--embeddings", "glove-6b-50d", "--budget", "smoke", "--baselines", "24x1", "24x2", "--no-targets",
-            "--assignments", "1", "--reruns", "1", "--epochs", "2", "--workers", "2", "--quiet", "--out", out]
+    args = [
+        "reproduce",
+        "--train",
+        tiny_files["train"],
+        "--dev",
+        tiny_files["dev"],
+        "--test",
+        tiny_files["test"],
+        "--embeddings",
+        "glove-6b-50d",
+        "--budget",
+        "smoke",
+        "--baselines",
+        "24x1",
+        "24x2",
+        "--no-targets",
+        "--assignments",
+        "1",
+        "--reruns",
+        "1",
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--quiet",
+        "--out",
+        out,
+    ]
     cmd = [sys.executable, "-m", "sparse_rational.cli", *map(str, args)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.time() + 180
         while not trial_files(out) and time.time() < deadline and proc.poll() is None:
@@ -307,8 +357,10 @@ def test_interrupted_reproduce_says_how_to_continue_in_one_line(tiny_files, tmp_
     saved = len(trial_files(out))
     assert proc.returncode == 130, err
     assert "resource_tracker" not in err and "Traceback" not in err and "leaked" not in err, err
-    assert err.strip() == (f"sparse-rational: interrupted: {saved} of 4 trials finished and saved in {out}; "
-                           "run the same command again to continue"), err
+    assert err.strip() == (
+        f"sparse-rational: interrupted: {saved} of 4 trials finished and saved in {out}; "
+        "run the same command again to continue"
+    ), err
     assert 1 <= saved < 4
     # the same command again: the rest of the sweep, and outputs that count both runs
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)

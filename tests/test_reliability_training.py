@@ -5,6 +5,7 @@ and runs are deterministic.
 Split by topic from the former tests/test_reliability.py; shared helpers:
 test_reliability_helpers.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,9 +45,15 @@ onehot = pytest.fixture(scope="module", name="onehot")(onehot_vectors)
 
 def test_every_state_pruned_predicts_the_class_prior(onehot, tmp_path, capsys):
     splits = Splits(task(100, 5, pos_share=0.7), task(20, 6), task(20, 7))
-    clf = train_text_classifier(splits, onehot, "2x2", reg_strength=1.0,
-                                train_config=TrainConfig(epochs=2, batch_size=16, lr=0.05, seed=0),
-                                structure_options=StructureOptions(reg_epochs=3, epsilon=0.5), verbose=True)
+    clf = train_text_classifier(
+        splits,
+        onehot,
+        "2x2",
+        reg_strength=1.0,
+        train_config=TrainConfig(epochs=2, batch_size=16, lr=0.05, seed=0),
+        structure_options=StructureOptions(reg_epochs=3, epsilon=0.5),
+        verbose=True,
+    )
     assert "every state was pruned" in capsys.readouterr().err
     assert clf.metrics["structure"] == [] and clf.metrics["transitions"] == 0
     prior = np.array([np.mean([e.label == c for e in splits.train]) for c in clf.classes])
@@ -114,7 +121,8 @@ _RSS_SCRIPT = textwrap.dedent("""
 
     def data(T):
         g = torch.Generator().manual_seed(0)
-        docs = [torch.randint(0, 100, (T,), generator=g)] + [torch.randint(0, 100, (50,), generator=g) for _ in range(7)]
+        docs = [torch.randint(0, 100, (T,), generator=g)]
+        docs += [torch.randint(0, 100, (50,), generator=g) for _ in range(7)]
         return EncodedData(docs, torch.tensor([0, 1] * 4))
 
     def peak_growth(fn):
@@ -139,8 +147,13 @@ def test_a_100k_token_document_trains_in_bounded_memory():
     and prediction (no autograd graph) reads the whole document in little memory.
     Measured once with the reference recurrence, one forward+backward over all 100,000
     tokens grew the peak RSS by ~1 GB (about 10 kB of graph per step; linear in length)."""
-    proc = subprocess.run([sys.executable, "-c", _RSS_SCRIPT], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr
     short, long, whole = (int(x) for x in proc.stdout.split())
     assert long <= 0.2 * short + 30, (short, long)
@@ -156,8 +169,13 @@ def test_batches_are_capped_in_padded_tokens():
     assert sorted(np.concatenate(capped).tolist()) == list(range(64))
     # batches within the budget are exactly those of before
     short = np.arange(10, 74)
-    assert all(np.array_equal(a, b) for a, b in zip(bucket_batches(short, 16, np.random.default_rng(1), 2**19),
-                                                    bucket_batches(short, 16, np.random.default_rng(1))))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            bucket_batches(short, 16, np.random.default_rng(1), 2**19),
+            bucket_batches(short, 16, np.random.default_rng(1)),
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -166,7 +184,9 @@ def test_batches_are_capped_in_padded_tokens():
 
 def test_same_seed_same_metrics_run_to_run(tiny_files, tmp_path, capsys):
     for name in ("a", "b"):
-        assert main(_train_cli(tiny_files, tmp_path / name, "--reg-strength", "0.005", "--reg-epochs", "2",
-                               "--seed", "7")) == 0
+        assert (
+            main(_train_cli(tiny_files, tmp_path / name, "--reg-strength", "0.005", "--reg-epochs", "2", "--seed", "7"))
+            == 0
+        )
     a, b = (TextClassifier.load(tmp_path / n) for n in "ab")
     same_result(a, b, atol=0)

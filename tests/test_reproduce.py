@@ -1,6 +1,7 @@
 """`sparse-rational reproduce`: the smoke protocol end to end on tiny files, resuming after a
 killed sweep, Ray against the local pool, failed trials, the readout, the regularisation path
 (one penalised run per assignment for every target), and the one-line errors."""
+
 import csv
 import hashlib
 import json
@@ -33,8 +34,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def files_args(tiny_files):
-    return ["--train", str(tiny_files["train"]), "--dev", str(tiny_files["dev"]), "--test", str(tiny_files["test"]),
-            "--embeddings", "glove-6b-50d"]
+    return [
+        "--train",
+        str(tiny_files["train"]),
+        "--dev",
+        str(tiny_files["dev"]),
+        "--test",
+        str(tiny_files["test"]),
+        "--embeddings",
+        "glove-6b-50d",
+    ]
 
 
 def reproduce(*argv) -> int:
@@ -54,12 +63,19 @@ def read_csv(path: Path) -> list[dict]:
 def test_configurations_follow_the_paper():
     glove = configurations("glove-6b-50d")
     assert [c.label for c in glove] == [
-        "baseline 24x1", "baseline 24x2", "baseline 24x3", "baseline 24x4", "baseline 6x1,6x2,6x3,6x4",
-        "sparse target 80", "sparse target 60", "sparse target 40", "sparse target 20"]
+        "baseline 24x1",
+        "baseline 24x2",
+        "baseline 24x3",
+        "baseline 24x4",
+        "baseline 6x1,6x2,6x3,6x4",
+        "sparse target 80",
+        "sparse target 60",
+        "sparse target 40",
+        "sparse target 20",
+    ]
     assert {c.patterns for c in glove if c.method == "sparse"} == {"24x4"}
     bert = configurations("hf:bert-large-uncased")
-    assert [c.patterns for c in bert if c.method == "baseline"] == ["12x1", "12x2", "12x3", "12x4",
-                                                                     "3x1,3x2,3x3,3x4"]
+    assert [c.patterns for c in bert if c.method == "baseline"] == ["12x1", "12x2", "12x3", "12x4", "3x1,3x2,3x3,3x4"]
     assert {c.patterns for c in bert if c.method == "sparse"} == {"12x4"}
     assert BUDGETS["paper"].assignments == 20 and BUDGETS["paper"].reruns == 5
     assert (BUDGETS["paper"].epochs, BUDGETS["paper"].patience) == (500, 30)
@@ -69,18 +85,45 @@ def test_configurations_follow_the_paper():
 
 def test_assignments_come_from_the_authors_space():
     glove = sample_assignments(200, "glove-6b-50d", "x")
-    assert all(7e-3 <= a["lr"] <= 0.5 and 1 <= a["clip"] <= 5 and 0 <= a["dropout"] <= 0.5
-               and 0 <= a["input_dropout"] <= 0.5 and 1e-7 <= a["weight_decay"] <= 1e-5 for a in glove)
+    assert all(
+        7e-3 <= a["lr"] <= 0.5
+        and 1 <= a["clip"] <= 5
+        and 0 <= a["dropout"] <= 0.5
+        and 0 <= a["input_dropout"] <= 0.5
+        and 1e-7 <= a["weight_decay"] <= 1e-5
+        for a in glove
+    )
     assert all(7e-5 <= a["lr"] <= 5e-3 for a in sample_assignments(50, "hf:minilm", "x"))
     assert sample_assignments(3, "glove-6b-50d", "x") == glove[:3]  # replacements extend the sequence
 
 
 def test_trial_key_hashes_the_config_but_not_where_the_data_lives():
     hp = {"lr": 0.01, "clip": 2.0, "dropout": 0.1, "input_dropout": 0.1, "weight_decay": 1e-6}
-    a = TrialSpec(DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/a"), "glove-6b-50d",
-                  Configuration("baseline", "24x1"), "search", 0, 0, hp, 5, 3, 3)
-    b = TrialSpec(DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/b"), "glove-6b-50d",
-                  Configuration("baseline", "24x1"), "search", 0, 0, hp, 5, 3, 3, threads=4)
+    a = TrialSpec(
+        DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/a"),
+        "glove-6b-50d",
+        Configuration("baseline", "24x1"),
+        "search",
+        0,
+        0,
+        hp,
+        5,
+        3,
+        3,
+    )
+    b = TrialSpec(
+        DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/b"),
+        "glove-6b-50d",
+        Configuration("baseline", "24x1"),
+        "search",
+        0,
+        0,
+        hp,
+        5,
+        3,
+        3,
+        threads=4,
+    )
     assert a.key == b.key
     assert TrialSpec.from_dict(json.loads(json.dumps(a.to_dict()))) == a
     for change in ({"seed": 1}, {"epochs": 6}, {"hyperparameters": {**hp, "lr": 0.02}}):
@@ -94,18 +137,30 @@ def test_the_papers_choices_keep_the_identity_of_earlier_sweeps():
     ds = DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/a")
     target20 = Configuration("sparse", "24x4", target_transitions=20)
     specs = {
-        "d16e18b7f2ffdd249ab6": TrialSpec(ds, "glove-6b-50d", Configuration("baseline", "24x1"), "search", 0, 0, hp,
-                                          5, 3, 3),
+        "d16e18b7f2ffdd249ab6": TrialSpec(
+            ds, "glove-6b-50d", Configuration("baseline", "24x1"), "search", 0, 0, hp, 5, 3, 3
+        ),
         "9eb375d67216ac59fb1d": TrialSpec(ds, "glove-6b-50d", target20, "search", 1, 0, hp, 5, 3, 3, tolerance=15),
-        "f72501da97abeb179afe": TrialSpec(ds, "glove-6b-50d", target20, "rerun", 2, 2, hp, 5, 3, 3,
-                                          reg_strength=5e-4),
-        "1aa4a1f8c915e9cb851b": TrialSpec(ds, "glove-6b-50d", Configuration("sparse", "24x4", reg_strength=0.002),
-                                          "search", 0, 0, hp, 5, 3, 3, reg_strength=0.002),
+        "f72501da97abeb179afe": TrialSpec(ds, "glove-6b-50d", target20, "rerun", 2, 2, hp, 5, 3, 3, reg_strength=5e-4),
+        "1aa4a1f8c915e9cb851b": TrialSpec(
+            ds,
+            "glove-6b-50d",
+            Configuration("sparse", "24x4", reg_strength=0.002),
+            "search",
+            0,
+            0,
+            hp,
+            5,
+            3,
+            3,
+            reg_strength=0.002,
+        ),
     }
     for key, spec in specs.items():
         assert spec.key == key
-        explicit = TrialSpec(**{**spec.__dict__, "readout": "final", "penalty_update": "gradient",
-                                "structure_search": "lambda"})
+        explicit = TrialSpec(
+            **{**spec.__dict__, "readout": "final", "penalty_update": "gradient", "structure_search": "lambda"}
+        )
         assert explicit.key == key
         assert TrialSpec(**{**spec.__dict__, "readout": "mean"}).key != key
     for key in list(specs)[1:]:  # the penalty only matters where there is one
@@ -114,20 +169,30 @@ def test_the_papers_choices_keep_the_identity_of_earlier_sweeps():
     assert TrialSpec(**{**baseline.__dict__, "penalty_update": "proximal"}).key == baseline.key
 
     def plan_hash(**choices):
-        plan = Plan([ds], "glove-6b-50d", BUDGETS["smoke"], configurations("glove-6b-50d", ("24x1",), (40, 20)),
-                    **choices)
+        plan = Plan(
+            [ds], "glove-6b-50d", BUDGETS["smoke"], configurations("glove-6b-50d", ("24x1",), (40, 20)), **choices
+        )
         return hashlib.sha256(json.dumps(plan.identity(), sort_keys=True).encode()).hexdigest()[:20]
 
-    assert plan_hash() == plan_hash(readout="final", penalty_update="gradient", structure_search="lambda") \
+    assert (
+        plan_hash()
+        == plan_hash(readout="final", penalty_update="gradient", structure_search="lambda")
         == "bff0abef2de77eac638a"
+    )
     others = {plan_hash(readout="max"), plan_hash(penalty_update="proximal"), plan_hash(structure_search="path")}
     assert len(others) == 3 and "bff0abef2de77eac638a" not in others
 
 
 def test_path_trials_are_shared_by_the_targets():
     ds = DatasetRef("tiny", files=("/x/train.tsv", None, None))
-    plan = Plan([ds], "glove-6b-50d", BUDGETS["smoke"], configurations("glove-6b-50d", ("24x1",), (40, 20)),
-                structure_search="path", penalty_update="proximal")
+    plan = Plan(
+        [ds],
+        "glove-6b-50d",
+        BUDGETS["smoke"],
+        configurations("glove-6b-50d", ("24x1",), (40, 20)),
+        structure_search="path",
+        penalty_update="proximal",
+    )
     base, t40, t20 = plan.configs
     assert plan.search_trials(ds, t40) == plan.search_trials(ds, t20)
     (path,) = plan.search_trials(ds, t40)
@@ -145,8 +210,24 @@ def test_path_trials_are_shared_by_the_targets():
 # -- end to end ------------------------------------------------------------------------------
 def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
     out = tmp_path / "smoke"
-    args = [*files_args(tiny_files), "--budget", "smoke", "--targets", "20", "--reg-epochs", "20",
-            "--tolerance", "15", "--epochs", "3", "--workers", "2", "--quiet", "--out", out]
+    args = [
+        *files_args(tiny_files),
+        "--budget",
+        "smoke",
+        "--targets",
+        "20",
+        "--reg-epochs",
+        "20",
+        "--tolerance",
+        "15",
+        "--epochs",
+        "3",
+        "--workers",
+        "2",
+        "--quiet",
+        "--out",
+        out,
+    ]
     assert reproduce(*args) == 0
     text = capsys.readouterr().out
     assert "12 trials = 4 x (1 + 2)" in text and "estimate" in text
@@ -176,17 +257,40 @@ def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
 
 def test_path_sweep_end_to_end_one_row_per_target(tiny_files, tmp_path, capsys):
     out = tmp_path / "path"
-    args = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "24x1", "--targets", "40", "20",
-            "--structure-search", "path", "--penalty-update", "proximal", "--tolerance", "15", "--path-epochs", "40",
-            "--epochs", "3", "--workers", "2", "--quiet", "--out", out]
+    args = [
+        *files_args(tiny_files),
+        "--budget",
+        "smoke",
+        "--baselines",
+        "24x1",
+        "--targets",
+        "40",
+        "20",
+        "--structure-search",
+        "path",
+        "--penalty-update",
+        "proximal",
+        "--tolerance",
+        "15",
+        "--path-epochs",
+        "40",
+        "--epochs",
+        "3",
+        "--workers",
+        "2",
+        "--quiet",
+        "--out",
+        out,
+    ]
     assert reproduce(*args) == 0
     text = capsys.readouterr().out
     assert "8 trials = 1 x (1 + 2) + 1 x (1 path(s) for 2 targets + 2 x 2 reruns)" in text
     assert "5 penalised runs for the targets (path: one per assignment" in text
     records = {p.stem: json.loads(p.read_text()) for p in trial_files(out)}
     paths = {k: r for k, r in records.items() if r["config"]["configuration"] == "sparse path 40,20"}
-    assert paths and all(r["config"]["targets"] == [40, 20] and r["config"]["penalty_update"] == "proximal"
-                         for r in paths.values())
+    assert paths and all(
+        r["config"]["targets"] == [40, 20] and r["config"]["penalty_update"] == "proximal" for r in paths.values()
+    )
     rows = read_csv(out / "results.csv")
     search = [r for r in rows if r["method"] == "sparse" and r["phase"] == "search"]
     # one penalised run per assignment served both targets: one row per target and path trial
@@ -203,10 +307,14 @@ def test_path_sweep_end_to_end_one_row_per_target(tiny_files, tmp_path, capsys):
     assert len(records) == 3 + len(paths) + len(reruns)
     for r in reruns:  # a single-target path with a new seed, on the best assignment of its target
         rec = records[r["key"]]
-        assert rec["config"]["structure_search"] == "path" and rec["config"]["target_transitions"] == int(
-            r["target_transitions"]) and "reg_strength" not in rec["config"]
+        assert (
+            rec["config"]["structure_search"] == "path"
+            and rec["config"]["target_transitions"] == int(r["target_transitions"])
+            and "reg_strength" not in rec["config"]
+        )
         assert r["search"] == "path" and rec["config"]["hyperparameters"] in [
-            p["config"]["hyperparameters"] for p in paths.values()]
+            p["config"]["hyperparameters"] for p in paths.values()
+        ]
         if r["status"] == "ok":
             assert abs(int(r["transitions"]) - int(r["target_transitions"])) <= 15
     summary = (out / "summary.md").read_text()
@@ -219,8 +327,27 @@ def test_path_sweep_end_to_end_one_row_per_target(tiny_files, tmp_path, capsys):
 
 def test_readout_reaches_the_trained_models(tiny_files, tmp_path, capsys):
     out = tmp_path / "mean"
-    args = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "2x1", "--no-targets", "--assignments", "1",
-            "--reruns", "1", "--epochs", "1", "--workers", "1", "--readout", "mean", "--quiet", "--out", out]
+    args = [
+        *files_args(tiny_files),
+        "--budget",
+        "smoke",
+        "--baselines",
+        "2x1",
+        "--no-targets",
+        "--assignments",
+        "1",
+        "--reruns",
+        "1",
+        "--epochs",
+        "1",
+        "--workers",
+        "1",
+        "--readout",
+        "mean",
+        "--quiet",
+        "--out",
+        out,
+    ]
     assert reproduce(*args) == 0
     records = [json.loads(p.read_text()) for p in trial_files(out)]
     assert len(records) == 2
@@ -239,10 +366,33 @@ def test_readout_reaches_the_trained_models(tiny_files, tmp_path, capsys):
 
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_files, tmp_path, capsys):
     out = tmp_path / "killed"
-    args = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "24x1", "24x2", "24x4", "--no-targets",
-            "--assignments", "2", "--reruns", "1", "--epochs", "2", "--workers", "1", "--quiet", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, "-m", "sparse_rational.experiments.cli", "reproduce", *args],
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        *files_args(tiny_files),
+        "--budget",
+        "smoke",
+        "--baselines",
+        "24x1",
+        "24x2",
+        "24x4",
+        "--no-targets",
+        "--assignments",
+        "2",
+        "--reruns",
+        "1",
+        "--epochs",
+        "2",
+        "--workers",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparse_rational.experiments.cli", "reproduce", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 90
     while not trial_files(out) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -263,14 +413,45 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_files, tmp_
 
 def test_ray_and_local_executors_agree(tiny_files, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sparse-rational[ray]'")
-    common = [*files_args(tiny_files), "--budget", "smoke", "--baselines", "24x1", "--no-targets",
-              "--reg-strengths", "0.002", "--assignments", "1", "--reruns", "1", "--epochs", "2",
-              "--reg-epochs", "3", "--workers", "2", "--quiet"]
+    common = [
+        *files_args(tiny_files),
+        "--budget",
+        "smoke",
+        "--baselines",
+        "24x1",
+        "--no-targets",
+        "--reg-strengths",
+        "0.002",
+        "--assignments",
+        "1",
+        "--reruns",
+        "1",
+        "--epochs",
+        "2",
+        "--reg-epochs",
+        "3",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     assert reproduce(*common, "--out", tmp_path / "local") == 0
     assert reproduce(*common, "--executor", "ray", "--out", tmp_path / "ray") == 0
     assert "trials run with ray x 2" in (tmp_path / "ray" / "summary.md").read_text()
-    keep = ["configuration", "phase", "seed", "lr", "reg_strength", "structure", "transitions", "parameters",
-            "dev_accuracy", "test_accuracy", "epochs", "status", "key"]
+    keep = [
+        "configuration",
+        "phase",
+        "seed",
+        "lr",
+        "reg_strength",
+        "structure",
+        "transitions",
+        "parameters",
+        "dev_accuracy",
+        "test_accuracy",
+        "epochs",
+        "status",
+        "key",
+    ]
     local = [{k: r[k] for k in keep} for r in read_csv(tmp_path / "local" / "results.csv")]
     ray = [{k: r[k] for k in keep} for r in read_csv(tmp_path / "ray" / "results.csv")]
     assert len(local) == 4 and all(r["status"] == "ok" for r in local)
@@ -279,8 +460,17 @@ def test_ray_and_local_executors_agree(tiny_files, tmp_path, capsys):
 
 def test_unreachable_ray_address_is_one_line(tiny_files, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sparse-rational[ray]'")
-    code = reproduce(*files_args(tiny_files), "--budget", "smoke", "--executor", "ray",
-                     "--ray-address", "127.0.0.1:9", "--out", tmp_path / "r")
+    code = reproduce(
+        *files_args(tiny_files),
+        "--budget",
+        "smoke",
+        "--executor",
+        "ray",
+        "--ray-address",
+        "127.0.0.1:9",
+        "--out",
+        tmp_path / "r",
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "--ray-address 127.0.0.1:9: cannot connect" in err
     assert not (tmp_path / "r").exists()
@@ -288,8 +478,19 @@ def test_unreachable_ray_address_is_one_line(tiny_files, tmp_path, capsys):
 
 def test_a_second_sweep_into_the_same_folder_is_refused(tiny_files, tmp_path, capsys):
     out = tmp_path / "locked"
-    args = [*files_args(tiny_files), "--budget", "smoke", "--no-targets", "--baselines", "2x1", "--epochs", "1",
-            "--quiet", "--out", out]
+    args = [
+        *files_args(tiny_files),
+        "--budget",
+        "smoke",
+        "--no-targets",
+        "--baselines",
+        "2x1",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        out,
+    ]
     from sparse_rational.experiments.store import TrialStore as Store
 
     out.mkdir()
@@ -345,8 +546,16 @@ class Fabricated(InProcess):
 
     def submit(self, spec):
         self.submitted.append(spec.key)
-        return self.Handle({"format": "sparse-rational-trial/1", "key": spec.key, "config": spec.identity(),
-                            "status": "ok", "metrics": self.metrics(spec), "seconds": 0.0})
+        return self.Handle(
+            {
+                "format": "sparse-rational-trial/1",
+                "key": spec.key,
+                "config": spec.identity(),
+                "status": "ok",
+                "metrics": self.metrics(spec),
+                "seconds": 0.0,
+            }
+        )
 
 
 def test_a_target_the_path_missed_is_a_failed_attempt_of_that_target(tmp_path):
@@ -355,17 +564,32 @@ def test_a_target_the_path_missed_is_a_failed_attempt_of_that_target(tmp_path):
     plan = Plan([ds], "glove-6b-50d", budget, configurations("glove-6b-50d", (), (40, 20)), structure_search="path")
 
     def result(dev, n, lam):
-        return {"dev_accuracy": dev, "test_accuracy": dev, "transitions": n, "structure": [n], "wfsas": 1,
-                "parameters": 10, "reg_strength": lam}
+        return {
+            "dev_accuracy": dev,
+            "test_accuracy": dev,
+            "transitions": n,
+            "structure": [n],
+            "wfsas": 1,
+            "parameters": 10,
+            "reg_strength": lam,
+        }
 
     def metrics(spec):
         if spec.phase == "rerun":
             return result(0.5, spec.target, 0.01)
         if spec.index == 0:  # jumps over 20; 40 reached
-            return {"targets": {"40": result(0.6, 41, 0.01)}, "missed": [20], "path": [{"transitions": 5}],
-                    "snapshots": {"40": {"transitions": 41}}}
-        return {"targets": {"40": result(0.9, 40, 0.02), "20": result(0.7, 21, 0.03)}, "missed": [],
-                "path": [{"transitions": 21}], "snapshots": {}}
+            return {
+                "targets": {"40": result(0.6, 41, 0.01)},
+                "missed": [20],
+                "path": [{"transitions": 5}],
+                "snapshots": {"40": {"transitions": 41}},
+            }
+        return {
+            "targets": {"40": result(0.9, 40, 0.02), "20": result(0.7, 21, 0.03)},
+            "missed": [],
+            "path": [{"transitions": 21}],
+            "snapshots": {},
+        }
 
     store = TrialStore(tmp_path / "sweep")
     executor = Fabricated(metrics)
@@ -374,34 +598,44 @@ def test_a_target_the_path_missed_is_a_failed_attempt_of_that_target(tmp_path):
     assert result_.total == 6 and result_.failed == 0
     records = store.load_all()
     path0, path1 = plan.search_trials(ds, plan.configs[0], 2)
-    reruns = {t: [r["config"] for r in records.values() if r["config"].get("target_transitions") == t
-                  and r["config"]["phase"] == "rerun"] for t in (40, 20)}
+    reruns = {
+        t: [
+            r["config"]
+            for r in records.values()
+            if r["config"].get("target_transitions") == t and r["config"]["phase"] == "rerun"
+        ]
+        for t in (40, 20)
+    }
     # 40 reruns its only counted assignment (0), though assignment 1, run for 20, did better on 40
     assert [c["hyperparameters"] for c in reruns[40]] == [path0.hyperparameters] * 2
     assert [c["hyperparameters"] for c in reruns[20]] == [path1.hyperparameters] * 2
     rows = rows_from_records(records)
     missed = [r for r in rows if r["status"] == "failed"]
     assert len(missed) == 1 and missed[0]["configuration"] == "sparse target 20" and missed[0]["index"] == 0
-    assert missed[0]["error"] == ("the path missed target 20: it went from more than 30 to fewer than 10 "
-                                  "transitions within one step")
+    assert missed[0]["error"] == (
+        "the path missed target 20: it went from more than 30 to fewer than 10 transitions within one step"
+    )
     assert sum(r["phase"] == "search" for r in rows) == 4  # two paths x two targets
     best = {e["configuration"]: e["best_dev_search"] for e in aggregate(rows)["tiny"]}
     assert best == {"sparse target 40": 60.0, "sparse target 20": 70.0}
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--budget", "huge"], "invalid choice: 'huge'"),
-    (["--executor", "slurm"], "invalid choice: 'slurm'"),
-    (["--targets", "200"], "must be between 1 and the 96 transitions"),
-    (["--baselines", "24y1"], "24y1"),
-    (["--readout", "median"], "invalid choice: 'median'"),
-    (["--penalty-update", "lasso"], "invalid choice: 'lasso'"),
-    (["--structure-search", "grid"], "invalid choice: 'grid'"),
-    (["--structure-search", "path", "--no-targets"], "--structure-search path yields the target sizes"),
-    (["--structure-search", "path", "--no-targets", "--reg-strengths", "0.01"], "this sweep has no targets"),
-    (["--penalty-update", "proximal", "--no-targets"], "--penalty-update proximal changes structure learning only"),
-    (["--path-epochs", "20"], "--path-epochs goes with --structure-search path"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--budget", "huge"], "invalid choice: 'huge'"),
+        (["--executor", "slurm"], "invalid choice: 'slurm'"),
+        (["--targets", "200"], "must be between 1 and the 96 transitions"),
+        (["--baselines", "24y1"], "24y1"),
+        (["--readout", "median"], "invalid choice: 'median'"),
+        (["--penalty-update", "lasso"], "invalid choice: 'lasso'"),
+        (["--structure-search", "grid"], "invalid choice: 'grid'"),
+        (["--structure-search", "path", "--no-targets"], "--structure-search path yields the target sizes"),
+        (["--structure-search", "path", "--no-targets", "--reg-strengths", "0.01"], "this sweep has no targets"),
+        (["--penalty-update", "proximal", "--no-targets"], "--penalty-update proximal changes structure learning only"),
+        (["--path-epochs", "20"], "--path-epochs goes with --structure-search path"),
+    ],
+)
 def test_bad_input_is_one_line(tiny_files, tmp_path, capsys, extra, message):
     assert reproduce(*files_args(tiny_files), *extra, "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err

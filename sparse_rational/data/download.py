@@ -39,8 +39,10 @@ BLITZER_MD5 = {
 
 TIMEOUT_S = 60
 _CHUNK = 1 << 20
-_ADVICE = ("download and untar it yourself, then pass --data-dir DIR or set "
-           "SPARSE_RATIONAL_DATA=DIR (DIR holding sorted_data_acl/)")
+_ADVICE = (
+    "download and untar it yourself, then pass --data-dir DIR or set "
+    "SPARSE_RATIONAL_DATA=DIR (DIR holding sorted_data_acl/)"
+)
 
 
 class _Failed(Exception):
@@ -59,15 +61,15 @@ def fetch_blitzer(cache_root: str | os.PathLike, *, searched: Sequence[os.PathLi
     dest_parent = Path(cache_root) / "amazon-multi-domain"
     dest = dest_parent / "sorted_data_acl"
     where = ", ".join(os.fspath(p) for p in searched)
-    what = ("the Blitzer et al. Amazon reviews (sorted_data_acl/<domain>/*.review) were not "
-            "found" + (f" under {where}" if where else "")
-            + f" and downloading them from {BLITZER_URL} failed")
+    what = (
+        "the Blitzer et al. Amazon reviews (sorted_data_acl/<domain>/*.review) were not "
+        "found" + (f" under {where}" if where else "") + f" and downloading them from {BLITZER_URL} failed"
+    )
     try:
         dest_parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest_parent))
     except OSError as exc:
-        raise UserError(f"{what}: cannot write to {dest_parent} ({_reason(exc)}); {_ADVICE}") \
-            from None
+        raise UserError(f"{what}: cannot write to {dest_parent} ({_reason(exc)}); {_ADVICE}") from None
     try:
         archive = tmp / "domain_sentiment_data.tar.gz"
         _download(BLITZER_URL, archive)
@@ -97,9 +99,10 @@ def _download(url: str, target: Path) -> None:
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
         length = response.headers.get("Content-Length") if response.headers else None
         total = int(length) if length and length.isdigit() else None
-        with open(target, "wb") as out, tqdm(
-            total=total, unit="B", unit_scale=True, desc=target.name, disable=None
-        ) as bar:
+        with (
+            open(target, "wb") as out,
+            tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=None) as bar,
+        ):
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 bar.update(len(chunk))
@@ -129,10 +132,11 @@ def _extract(archive: Path, staged: Path) -> Path:
             found[name] = digest.hexdigest()
     missing = [name for name in BLITZER_MD5 if name not in found]
     if missing:
-        raise _Failed(f"the archive lacks sorted_data_acl/{missing[0]}"
-                      + (f" and {len(missing) - 1} more file(s)" if len(missing) > 1 else ""))
+        raise _Failed(
+            f"the archive lacks sorted_data_acl/{missing[0]}"
+            + (f" and {len(missing) - 1} more file(s)" if len(missing) > 1 else "")
+        )
     for name, expected in BLITZER_MD5.items():
         if found[name] != expected:
-            raise _Failed(f"checksum mismatch for sorted_data_acl/{name} (md5 {found[name]}, "
-                          f"expected {expected})")
+            raise _Failed(f"checksum mismatch for sorted_data_acl/{name} (md5 {found[name]}, expected {expected})")
     return staged

@@ -35,8 +35,7 @@ def _check_unicode(value: str, path, number: int, field: str) -> None:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         code = ord(value[exc.start])
-        raise _error(path, number, f"not valid Unicode text: lone surrogate \\u{code:04x} in "
-                     f"{field}") from None
+        raise _error(path, number, f"not valid Unicode text: lone surrogate \\u{code:04x} in {field}") from None
 
 
 def _parse_tsv(path, text: str, *, empty: list | None = None) -> list[Example]:
@@ -50,8 +49,7 @@ def _parse_tsv(path, text: str, *, empty: list | None = None) -> list[Example]:
             continue
         label, tab, body = line.partition("\t")
         if not tab:
-            raise _error(path, number, f"no tab in line {_snippet(line)}; expected "
-                         "'label<TAB>text'")
+            raise _error(path, number, f"no tab in line {_snippet(line)}; expected 'label<TAB>text'")
         label = label.strip()
         if not label:
             raise _error(path, number, "empty label (expected 'label<TAB>text')")
@@ -65,8 +63,7 @@ def _parse_tsv(path, text: str, *, empty: list | None = None) -> list[Example]:
 
 def _label_value(value, path, number: int) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _error(path, number, f"label must be a string or an integer, got "
-                     f"{type(value).__name__}")
+        raise _error(path, number, f"label must be a string or an integer, got {type(value).__name__}")
     label = str(value).strip()
     if not label:
         raise _error(path, number, "empty label")
@@ -86,17 +83,16 @@ def _parse_jsonl(path, text: str, *, empty: list | None = None) -> list[Example]
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "too deeply nested"
             raise _error(path, number, f"not valid JSON ({reason})") from None
         if not isinstance(record, dict):
-            raise _error(path, number, f"expected a JSON object with \"text\" and \"label\", "
-                         f"got {type(record).__name__}")
+            raise _error(path, number, f'expected a JSON object with "text" and "label", got {type(record).__name__}')
         for field in ("text", "label"):
             if field not in record:
-                raise _error(path, number, f"missing field \"{field}\"")
+                raise _error(path, number, f'missing field "{field}"')
         body = record["text"]
         if not isinstance(body, str):
-            raise _error(path, number, f"\"text\" must be a string, got {type(body).__name__}")
+            raise _error(path, number, f'"text" must be a string, got {type(body).__name__}')
         label = _label_value(record["label"], path, number)
-        _check_unicode(label, path, number, "\"label\"")
-        _check_unicode(body, path, number, "\"text\"")
+        _check_unicode(label, path, number, '"label"')
+        _check_unicode(body, path, number, '"text"')
         body = body.strip()
         if not body:
             _empty_document(path, number, label, empty)
@@ -127,15 +123,18 @@ def _parse_csv(path, text: str, *, empty: list | None = None) -> list[Example]:
                 names = [cell.strip().lower() for cell in row]
                 if "text" not in names or "label" not in names:
                     found = ", ".join(_snippet(n, 20) for n in names[:8])
-                    raise _error(path, number, "the header must name a \"text\" and a "
-                                 f"\"label\" column (found {found})")
+                    raise _error(path, number, f'the header must name a "text" and a "label" column (found {found})')
                 columns = names.index("text"), names.index("label")
                 continue
             text_col, label_col = columns
             if len(row) <= max(columns):
-                raise _error(path, number, f"{len(row)} field(s), expected at least "
-                             f"{max(columns) + 1} (\"text\" is column {text_col + 1}, "
-                             f"\"label\" column {label_col + 1})")
+                raise _error(
+                    path,
+                    number,
+                    f"{len(row)} field(s), expected at least "
+                    f'{max(columns) + 1} ("text" is column {text_col + 1}, '
+                    f'"label" column {label_col + 1})',
+                )
             label = row[label_col].strip()
             if not label:
                 raise _error(path, number, "empty label")
@@ -189,8 +188,9 @@ def load_file(path, *, strict: bool = False) -> list[Example]:
     if not examples:
         if empty:  # nothing but lines without text: say what the lines are
             number, label = empty[0]
-            raise _error(path, number, f"empty document (label {_snippet(label)}, no text), "
-                         "and no line of the file has a text")
+            raise _error(
+                path, number, f"empty document (label {_snippet(label)}, no text), and no line of the file has a text"
+            )
         raise _error(path, None, "no examples in the file")
     if empty:
         lines = "1 line" if len(empty) == 1 else f"{len(empty)} lines"
@@ -224,11 +224,12 @@ def _names(labels: list[str]) -> str:
 def _warn_similar_labels(path, examples: list[Example]) -> None:
     clashes = _similar_labels(example.label for example in examples)
     for group in clashes[:3]:
-        warn(f"{_show(path)}: labels {_names(group)} differ only in case or spaces; they are "
-             "different classes")
+        warn(f"{_show(path)}: labels {_names(group)} differ only in case or spaces; they are different classes")
     if len(clashes) > 3:
-        warn(f"{_show(path)}: {len(clashes) - 3} more groups of labels differ only in case or "
-             "spaces; they are different classes")
+        warn(
+            f"{_show(path)}: {len(clashes) - 3} more groups of labels differ only in case or "
+            "spaces; they are different classes"
+        )
 
 
 def load_files(train, dev=None, test=None, *, strict: bool = False) -> Splits:
@@ -241,28 +242,32 @@ def load_files(train, dev=None, test=None, *, strict: bool = False) -> Splits:
     train_examples = load_file(train, strict=strict)
     labels = {example.label for example in train_examples}
     if len(labels) < 2:
-        raise _error(train, None, f"only one label ({_snippet(next(iter(labels)), 20)}) in "
-                     "the training file; a classifier needs at least two")
+        raise _error(
+            train,
+            None,
+            f"only one label ({_snippet(next(iter(labels)), 20)}) in "
+            "the training file; a classifier needs at least two",
+        )
     if dev is None:
         if len(train_examples) < 2:
-            raise _error(train, None, "too few examples to carve a dev set from; give a "
-                         "dev file")
+            raise _error(train, None, "too few examples to carve a dev set from; give a dev file")
         train_examples, dev_examples = _carve_dev(train_examples, train)
     else:
         dev_examples = _check_labels(load_file(dev, strict=strict), dev, labels, train)
-    test_examples = [] if test is None else \
-        _check_labels(load_file(test, strict=strict), test, labels, train)
+    test_examples = [] if test is None else _check_labels(load_file(test, strict=strict), test, labels, train)
     return Splits(train_examples, dev_examples, test_examples)
 
 
 def _check_labels(examples: list[Example], path, labels: set[str], train) -> list[Example]:
     for example in examples:
         if example.label not in labels:
-            alike = [label for label in sorted(labels)
-                     if _label_key(label) == _label_key(example.label)]
+            alike = [label for label in sorted(labels) if _label_key(label) == _label_key(example.label)]
             hint = f" (it has {_names(alike)}: labels differ in case or spaces)" if alike else ""
-            raise _error(path, None, f"label {_snippet(example.label, 20)} does not occur "
-                         f"in the training file {_show(train)}{hint}")
+            raise _error(
+                path,
+                None,
+                f"label {_snippet(example.label, 20)} does not occur in the training file {_show(train)}{hint}",
+            )
     return examples
 
 
@@ -284,14 +289,18 @@ def _carve_dev(examples: list[Example], path) -> tuple[list[Example], list[Examp
         rest, dev = by_text_rest, by_text_dev
     if dev:
         texts = len({example.text for example in dev})
-        warn(f"{_show(path)}: the file repeats texts ({len(examples)} examples, {distinct} "
-             f"distinct), and copies of a text stay on one side of the split: the dev set "
-             f"carved from it holds {len(dev)} examples ({texts} distinct "
-             f"text{'s' if texts != 1 else ''}), asked for {n_dev}; give a dev file (--dev)")
+        warn(
+            f"{_show(path)}: the file repeats texts ({len(examples)} examples, {distinct} "
+            f"distinct), and copies of a text stay on one side of the split: the dev set "
+            f"carved from it holds {len(dev)} examples ({texts} distinct "
+            f"text{'s' if texts != 1 else ''}), asked for {n_dev}; give a dev file (--dev)"
+        )
     else:
-        warn(f"{_show(path)}: no dev set could be carved from the file ({len(examples)} "
-             f"examples, {distinct} distinct texts, none to spare for any label); training "
-             "goes on without one; give a dev file (--dev)")
+        warn(
+            f"{_show(path)}: no dev set could be carved from the file ({len(examples)} "
+            f"examples, {distinct} distinct texts, none to spare for any label); training "
+            "goes on without one; give a dev file (--dev)"
+        )
     return rest, dev
 
 

@@ -91,8 +91,7 @@ def _decode(data: bytes, path, *, lenient: bool) -> str:
     """
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise _error(path, _line_of(data, nul), "contains a NUL byte: not a text file "
-                     "(save it as UTF-8 text)")
+        raise _error(path, _line_of(data, nul), "contains a NUL byte: not a text file (save it as UTF-8 text)")
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -111,8 +110,7 @@ def _decode(data: bytes, path, *, lenient: bool) -> str:
         pass
     if lenient:
         return data.decode("latin-1")
-    raise _error(path, _line_of(data, first_bad),
-                 "cannot decode the text: neither UTF-8 nor cp1252 (save it as UTF-8)")
+    raise _error(path, _line_of(data, first_bad), "cannot decode the text: neither UTF-8 nor cp1252 (save it as UTF-8)")
 
 
 def _lines(text: str) -> list[str]:

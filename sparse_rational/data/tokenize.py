@@ -16,10 +16,7 @@ import unicodedata
 __all__ = ["tokenize"]
 
 # Abbreviations that keep their period (as in the Stanford tokenizer and the GloVe vocabulary).
-_ABBREVIATIONS = (
-    "mr|mrs|ms|dr|jr|sr|st|vs|etc|inc|ltd|co|corp|mt|prof|gen|"
-    "jan|feb|aug|sept?|oct|nov|dec"
-)
+_ABBREVIATIONS = "mr|mrs|ms|dr|jr|sr|st|vs|etc|inc|ltd|co|corp|mt|prof|gen|jan|feb|aug|sept?|oct|nov|dec"
 
 # Order matters: the first alternative that matches at a position wins. ``[^\W_]`` is a
 # letter or digit (any script), ``[^\W\d_]`` a letter; ``(?![^\W_])`` = "at a word end".

@@ -18,6 +18,7 @@ checks the manifest against the encoder (a different encoder in the folder is a
 dtype and sha256 (a mismatch makes it corrupted): a stale or corrupted shard raises
 :class:`CacheError`, and the caller encodes the texts again; it is never used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -158,8 +159,10 @@ def open_shard(path: Path, expected: dict) -> Shard:
                 raise CacheError(f"cache {path}: {name} does not match its checksum (corrupted)")
             arr = np.load(path / name, mmap_mode="c", allow_pickle=False)
             if list(arr.shape) != list(meta["shape"]) or str(arr.dtype) != meta["dtype"]:
-                raise CacheError(f"cache {path}: {name} has shape {list(arr.shape)} {arr.dtype}, "
-                                 f"manifest says {meta['shape']} {meta['dtype']}")
+                raise CacheError(
+                    f"cache {path}: {name} has shape {list(arr.shape)} {arr.dtype}, "
+                    f"manifest says {meta['shape']} {meta['dtype']}"
+                )
             arrays[name] = arr
         keys = manifest["texts"]["keys"]
         vectors, offsets, docs = arrays["vectors.npy"], arrays["offsets.npy"], arrays["docs.npy"]
@@ -169,8 +172,7 @@ def open_shard(path: Path, expected: dict) -> Shard:
             raise CacheError(f"cache {path}: document rows out of range")
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise CacheError(f"cache {path}: unreadable ({type(exc).__name__}: {exc})") from None
-    shard = Shard(path, manifest, vectors, offsets,
-                  {k: (int(a), int(n)) for k, (a, n) in zip(keys, docs.tolist())})
+    shard = Shard(path, manifest, vectors, offsets, {k: (int(a), int(n)) for k, (a, n) in zip(keys, docs.tolist())})
     _VERIFIED[stamp] = shard
     return shard
 
@@ -186,7 +188,9 @@ def _check_identity(path: Path, manifest: dict, expected: dict) -> None:
         raise CacheError(f"cache {path}: stale (the encoder's files changed since it was written)")
 
 
-def find_shard(folder: Path, keys: Iterable[str], expected: dict, log: Callable[[str], None] | None = None) -> Shard | None:
+def find_shard(
+    folder: Path, keys: Iterable[str], expected: dict, log: Callable[[str], None] | None = None
+) -> Shard | None:
     """A verified shard of ``folder`` that holds all texts ``keys`` (the exact set first)."""
     keys = sorted(set(keys))
     if not folder.is_dir():

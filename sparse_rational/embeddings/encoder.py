@@ -17,6 +17,7 @@ Vectors are not normalised unless ``normalize=True``. The vectors of a corpus ar
 once per (encoder, options, texts) to a memory-mapped cache (:mod:`.cache`). Which encoder
 files may be read, and from where: :mod:`.hf_options`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,10 +58,19 @@ class ContextualEncoder:
     The weights are read from safetensors only, with no remote code, whoever names them.
     """
 
-    def __init__(self, source: str, options: TransformerOptions | None = None, *, device: str | None = None,
-                 batch_tokens: int = 8192, cache_dir: str | os.PathLike | None = None, verbose: bool = True,
-                 expected_fingerprint: str | None = None, allow_download: bool = False,
-                 named_by: str | None = None):
+    def __init__(
+        self,
+        source: str,
+        options: TransformerOptions | None = None,
+        *,
+        device: str | None = None,
+        batch_tokens: int = 8192,
+        cache_dir: str | os.PathLike | None = None,
+        verbose: bool = True,
+        expected_fingerprint: str | None = None,
+        allow_download: bool = False,
+        named_by: str | None = None,
+    ):
         if not isinstance(source, str):
             raise UserError(f"{named_by or '--embeddings'}: the encoder source must be a string, got {source!r}")
         self.source = source.strip()
@@ -109,7 +119,9 @@ class ContextualEncoder:
                     self.load()  # downloads what the cache lacks
                     folder = _hub_folder(self.location)
                 if folder is None:
-                    raise UserError(f"--embeddings {self.source}: cannot find the files of {self.location!r} after loading it")
+                    raise UserError(
+                        f"--embeddings {self.source}: cannot find the files of {self.location!r} after loading it"
+                    )
                 self._folder = folder
         return self._folder
 
@@ -120,15 +132,22 @@ class ContextualEncoder:
                 raise ValueError("not a JSON object")
             return cfg
         except (OSError, ValueError) as exc:
-            raise UserError(f"--embeddings {self.source}: {self.folder / 'config.json'} is not a model config ({exc})") from None
+            raise UserError(
+                f"--embeddings {self.source}: {self.folder / 'config.json'} is not a model config ({exc})"
+            ) from None
 
     def identity(self) -> dict:
         """``location``, ``fingerprint`` (sha256 of the config, tokenizer and weight files),
         ``model_type``, ``hidden_size``, ``num_hidden_layers``."""
         if self._identity is None:
-            files = [p for p in self.folder.iterdir()
-                     if p.is_file() and p.suffix in ENCODER_FILES and not p.name.startswith(".")
-                     and not p.name.lower().startswith("readme")]
+            files = [
+                p
+                for p in self.folder.iterdir()
+                if p.is_file()
+                and p.suffix in ENCODER_FILES
+                and not p.name.startswith(".")
+                and not p.name.lower().startswith("readme")
+            ]
             if not any(p.suffix in (".safetensors", ".bin") for p in files):
                 raise UserError(
                     f"--embeddings {self.source}: {self.folder} is not a transformers encoder folder "
@@ -161,8 +180,13 @@ class ContextualEncoder:
 
     def describe(self) -> dict:
         """The ``embeddings`` section of a saved model's config.json."""
-        return {"source": self.source, "kind": "transformer", "normalized": self.options.normalize,
-                "options": self.options.to_dict(), "encoder": self.identity()}
+        return {
+            "source": self.source,
+            "kind": "transformer",
+            "normalized": self.options.normalize,
+            "options": self.options.to_dict(),
+            "encoder": self.identity(),
+        }
 
     def _check_safetensors(self, folder: Path) -> None:
         """Refuse, in one line, a folder whose weights are not safetensors (a pickle would be
@@ -170,15 +194,18 @@ class ContextualEncoder:
         if has_safetensors(folder):
             return
         if self.named_by:
-            raise UserError(f"{folder}: has no {SAFE_WEIGHTS}; refusing to load pickle weights named by {self.named_by}")
+            raise UserError(
+                f"{folder}: has no {SAFE_WEIGHTS}; refusing to load pickle weights named by {self.named_by}"
+            )
         raise UserError(
             f"--embeddings {self.source}: {folder} has no {SAFE_WEIGHTS}; encoder weights are read from "
             "safetensors only, never from pickle (.bin) files (save the encoder with safe_serialization=True)"
         )
 
     @classmethod
-    def from_config(cls, section, where: str = "config.json", *, allow_download: bool = False,
-                    **kwargs) -> ContextualEncoder:
+    def from_config(
+        cls, section, where: str = "config.json", *, allow_download: bool = False, **kwargs
+    ) -> ContextualEncoder:
         """The encoder named by a saved model's ``embeddings`` section. The model folder is not
         trusted: the weights are read from safetensors only, with no remote code, and a
         Hugging Face id must be in the local cache unless ``allow_download`` is True."""
@@ -202,15 +229,19 @@ class ContextualEncoder:
         try:
             import transformers
         except ImportError:
-            raise UserError(f"--embeddings {self.source} needs transformers: pip install 'sparse-rational[hf]'") from None
+            raise UserError(
+                f"--embeddings {self.source} needs transformers: pip install 'sparse-rational[hf]'"
+            ) from None
         # a folder (or the snapshot of a cached id) is read locally: safetensors only, no code
         # of its own, no network; an id not cached is downloaded only when allowed
         local = Path(self.location) if Path(self.location).is_dir() else _hub_folder(self.location)
         if local is not None and local != Path(self.location) and self.allow_download and not has_safetensors(local):
             local = None  # a cached id without its safetensors: download them
         if local is None and not self.allow_download:
-            raise UserError(f"--embeddings {self.source}: {self.location!r} is not in the local Hugging Face cache "
-                            "(not available offline); allow downloads to fetch it")
+            raise UserError(
+                f"--embeddings {self.source}: {self.location!r} is not in the local Hugging Face cache "
+                "(not available offline); allow downloads to fetch it"
+            )
         if local is not None:
             self._check_safetensors(local)
         name = str(local) if local is not None else self.location
@@ -226,17 +257,21 @@ class ContextualEncoder:
                 f"encoder ({one_line(exc, limit=240)})"
             ) from None
         if not getattr(tok, "is_fast", False):
-            raise UserError(f"--embeddings {self.source}: its tokenizer gives no character offsets (a fast tokenizer is needed)")
+            raise UserError(
+                f"--embeddings {self.source}: its tokenizer gives no character offsets (a fast tokenizer is needed)"
+            )
         max_pos = getattr(model.config, "max_position_embeddings", None)
         if isinstance(max_pos, int) and self.options.segment_length > max_pos:
-            raise UserError(f"--hf-segment-length {self.options.segment_length}: the encoder reads at most {max_pos} pieces")
+            raise UserError(
+                f"--hf-segment-length {self.options.segment_length}: the encoder reads at most {max_pos} pieces"
+            )
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model = model.eval().to(device)
         self._tokenizer = tok
         full = tok("a", add_special_tokens=True)["input_ids"]
         plain = tok("a", add_special_tokens=False)["input_ids"]
-        at = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), 0)
-        self._prefix, self._suffix = list(full[:at]), list(full[at + len(plain):])
+        at = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), 0)
+        self._prefix, self._suffix = list(full[:at]), list(full[at + len(plain) :])
         if self.options.segment_length <= len(self._prefix) + len(self._suffix):
             raise UserError(f"--hf-segment-length {self.options.segment_length}: too short for the special tokens")
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -259,9 +294,15 @@ class ContextualEncoder:
         plans = []
         step = 256
         for i in range(0, len(texts), step):
-            enc = self._tokenizer(texts[i:i + step], add_special_tokens=False, return_offsets_mapping=True,
-                                  return_attention_mask=False, return_token_type_ids=False, verbose=False)
-            for text, ids, offs in zip(texts[i:i + step], enc["input_ids"], enc["offset_mapping"]):
+            enc = self._tokenizer(
+                texts[i : i + step],
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+            for text, ids, offs in zip(texts[i : i + step], enc["input_ids"], enc["offset_mapping"]):
                 ids = np.asarray(ids, dtype=np.int64)
                 offs = np.asarray(offs, dtype=np.int32).reshape(-1, 2)
                 plans.append((ids, offs, segment_pieces(text, offs, budget)))
@@ -271,7 +312,9 @@ class ContextualEncoder:
         return len(self._prefix) + n_pieces + len(self._suffix)
 
     @torch.inference_mode()
-    def _encode_into(self, texts: list[str], plans, vectors: np.ndarray, offsets: np.ndarray, starts: np.ndarray) -> None:
+    def _encode_into(
+        self, texts: list[str], plans, vectors: np.ndarray, offsets: np.ndarray, starts: np.ndarray
+    ) -> None:
         """Encode ``texts`` into rows ``starts[i] ..`` of ``vectors [R, e]`` / ``offsets [R, 2]``."""
         from tqdm.auto import tqdm
 
@@ -279,9 +322,9 @@ class ContextualEncoder:
         segs = []  # (length with specials, text index, segment index)
         for i, (ids, offs, segments) in enumerate(plans):
             r0 = int(starts[i])
-            offsets[r0:r0 + P] = 0
-            offsets[r0 + P:r0 + P + len(ids)] = offs
-            offsets[r0 + P + len(ids):r0 + P + len(ids) + S] = len(texts[i])
+            offsets[r0 : r0 + P] = 0
+            offsets[r0 + P : r0 + P + len(ids)] = offs
+            offsets[r0 + P + len(ids) : r0 + P + len(ids) + S] = len(texts[i])
             segs += [(b - a + P + S, i, k) for k, (a, b) in enumerate(segments)]
         segs.sort(key=lambda s: -s[0])
         batches, cur = [], []
@@ -294,8 +337,14 @@ class ContextualEncoder:
             batches.append(cur)
         device = next(self._model.parameters()).device
         total = sum(s[0] for s in segs)
-        bar = tqdm(total=total, desc=f"encode {self.source}", unit="piece", disable=not self.verbose or None,
-                   file=sys.stderr, leave=False)
+        bar = tqdm(
+            total=total,
+            desc=f"encode {self.source}",
+            unit="piece",
+            disable=not self.verbose or None,
+            file=sys.stderr,
+            leave=False,
+        )
         for batch in batches:
             T = batch[0][0]
             ids = torch.full((len(batch), T), self._pad, dtype=torch.long)
@@ -321,11 +370,11 @@ class ContextualEncoder:
                 ids_i, _, segments = plans[i]
                 a, b = segments[k]
                 r0 = int(starts[i])
-                vectors[r0 + P + a:r0 + P + b] = h[r, P:P + b - a]
+                vectors[r0 + P + a : r0 + P + b] = h[r, P : P + b - a]
                 if k == 0:
-                    vectors[r0:r0 + P] = h[r, :P]
+                    vectors[r0 : r0 + P] = h[r, :P]
                 if k == len(segments) - 1:
-                    vectors[r0 + P + len(ids_i):r0 + P + len(ids_i) + S] = h[r, P + b - a:n]
+                    vectors[r0 + P + len(ids_i) : r0 + P + len(ids_i) + S] = h[r, P + b - a : n]
             bar.update(sum(s[0] for s in batch))
         bar.close()
 
@@ -343,30 +392,69 @@ class ContextualEncoder:
             folder = self._cache_folder()
             shard = vcache.find_shard(folder, unique, self._cache_expected(), log=self._log)
             if shard is not None:
-                return EncodedTexts(torch.from_numpy(shard.vectors), shard.offsets, shard.docs, shard.path,
-                                    time.perf_counter() - t0, 0.0, shard.nbytes, True, self._specials(shard.manifest))
+                return EncodedTexts(
+                    torch.from_numpy(shard.vectors),
+                    shard.offsets,
+                    shard.docs,
+                    shard.path,
+                    time.perf_counter() - t0,
+                    0.0,
+                    shard.nbytes,
+                    True,
+                    self._specials(shard.manifest),
+                )
         ordered = [by_key[k] for k in unique]
         plans = self._plan(ordered)
         lengths = [self.rows_of(len(p[0])) for p in plans]
         dtype = np.float16 if self.options.fp16 else np.float32
         if cache == "readwrite":
-            manifest = {"encoder": self.identity(), "options": self.options.to_dict(),
-                        "specials": {"prefix": len(self._prefix), "suffix": len(self._suffix)},
-                        "library": "sparse-rational"}
-            shard = vcache.write_shard(folder, unique, lengths, self.dim, dtype, manifest,
-                                       lambda v, o, s: self._encode_into(ordered, plans, v, o, s))
+            manifest = {
+                "encoder": self.identity(),
+                "options": self.options.to_dict(),
+                "specials": {"prefix": len(self._prefix), "suffix": len(self._suffix)},
+                "library": "sparse-rational",
+            }
+            shard = vcache.write_shard(
+                folder,
+                unique,
+                lengths,
+                self.dim,
+                dtype,
+                manifest,
+                lambda v, o, s: self._encode_into(ordered, plans, v, o, s),
+            )
             seconds = time.perf_counter() - t0
-            self._log(f"encoded {len(unique)} texts ({shard.manifest['rows']} pieces) with {self.source} in "
-                      f"{seconds:.1f}s; cache {shard.path} ({shard.nbytes / 2**20:.1f} MiB)")
-            return EncodedTexts(torch.from_numpy(shard.vectors), shard.offsets, shard.docs, shard.path,
-                                0.0, seconds, shard.nbytes, False, self._specials(shard.manifest))
+            self._log(
+                f"encoded {len(unique)} texts ({shard.manifest['rows']} pieces) with {self.source} in "
+                f"{seconds:.1f}s; cache {shard.path} ({shard.nbytes / 2**20:.1f} MiB)"
+            )
+            return EncodedTexts(
+                torch.from_numpy(shard.vectors),
+                shard.offsets,
+                shard.docs,
+                shard.path,
+                0.0,
+                seconds,
+                shard.nbytes,
+                False,
+                self._specials(shard.manifest),
+            )
         starts = np.concatenate([[0], np.cumsum(lengths)])
         vec = np.empty((int(starts[-1]), self.dim), dtype=dtype)
         off = np.empty((int(starts[-1]), 2), dtype=np.int32)
         self._encode_into(ordered, plans, vec, off, starts[:-1])
         docs = {k: (int(a), int(n)) for k, a, n in zip(unique, starts[:-1], lengths)}
-        return EncodedTexts(torch.from_numpy(vec), off, docs, None, 0.0, time.perf_counter() - t0, 0, False,
-                            (len(self._prefix), len(self._suffix)))
+        return EncodedTexts(
+            torch.from_numpy(vec),
+            off,
+            docs,
+            None,
+            0.0,
+            time.perf_counter() - t0,
+            0,
+            False,
+            (len(self._prefix), len(self._suffix)),
+        )
 
     @staticmethod
     def _specials(manifest: dict) -> tuple[int, int]:

@@ -19,6 +19,7 @@ What :meth:`Featurizer.encode` returns says which rows its ids index
 (:attr:`Features.rows`); :meth:`~sparse_rational.model.RationalClassifier.reading` runs a
 model on them.
 """
+
 from __future__ import annotations
 
 import sys
@@ -157,8 +158,9 @@ class StaticVectors:
         return list(self._vocab.tokens)
 
     @classmethod
-    def build(cls, splits: Splits, source: str, seed: int, verbose: bool = True,
-              num_classes: int | None = None) -> StaticVectors:
+    def build(
+        cls, splits: Splits, source: str, seed: int, verbose: bool = True, num_classes: int | None = None
+    ) -> StaticVectors:
         """The vocabulary of ``splits`` and its vectors from ``source`` (see
         :func:`~sparse_rational.embeddings.static.build_vocabulary`): every word of train,
         dev and test that has a vector, every training word (a random vector if it has none)."""
@@ -217,7 +219,8 @@ class ContextualVectors:
         missing = [t for t in dict.fromkeys(texts) if table is None or t not in table]
         if missing:
             table = (table if table is not None else RowTable(self.dim)).extended(
-                self.encoder.vectors(missing, cache="read"))
+                self.encoder.vectors(missing, cache="read")
+            )
         return Features([table.ids(t) for t in texts], table, sum(c for _, c in cut))
 
     def vectors(self, ids: Tensor) -> Tensor:
@@ -235,8 +238,9 @@ class ContextualVectors:
         return []
 
     @classmethod
-    def build(cls, splits: Splits, source: str, options: TransformerOptions | None = None,
-              verbose: bool = True) -> tuple[ContextualVectors, dict]:
+    def build(
+        cls, splits: Splits, source: str, options: TransformerOptions | None = None, verbose: bool = True
+    ) -> tuple[ContextualVectors, dict]:
         """Encode (or read from the cache) every text of ``splits`` once.
 
         Returns the featurizer, whose table holds all the texts, and ``info`` (encoding
@@ -258,14 +262,22 @@ class ContextualVectors:
         }
         if verbose:
             src = "read from the cache" if enc.from_cache else f"encoded in {enc.encode_seconds:.1f}s"
-            print(f"{source}: {len(set(texts))} texts, {info['pieces']} word pieces of dimension {encoder.dim}, {src}",
-                  file=sys.stderr)
+            print(
+                f"{source}: {len(set(texts))} texts, {info['pieces']} word pieces of dimension {encoder.dim}, {src}",
+                file=sys.stderr,
+            )
         return cls(encoder, table), info
 
 
-def build_featurizer(splits: Splits, source: str, seed: int, *, verbose: bool = True,
-                     hf_options: TransformerOptions | None = None,
-                     num_classes: int | None = None) -> tuple[Featurizer, dict]:
+def build_featurizer(
+    splits: Splits,
+    source: str,
+    seed: int,
+    *,
+    verbose: bool = True,
+    hf_options: TransformerOptions | None = None,
+    num_classes: int | None = None,
+) -> tuple[Featurizer, dict]:
     """The featurizer that ``source`` names, built from the texts of ``splits``, and what
     the metrics record of it (``{"encoding": ...}`` for transformer vectors)."""
     if is_contextual(source):
@@ -274,8 +286,9 @@ def build_featurizer(splits: Splits, source: str, seed: int, *, verbose: bool = 
     return StaticVectors.build(splits, source, seed, verbose=verbose, num_classes=num_classes), {}
 
 
-def prepare_contextual(splits: Splits, embeddings: str, options: TransformerOptions | None,
-                       verbose: bool = True) -> tuple[ContextualEncoder, RowTable, dict]:
+def prepare_contextual(
+    splits: Splits, embeddings: str, options: TransformerOptions | None, verbose: bool = True
+) -> tuple[ContextualEncoder, RowTable, dict]:
     """``(encoder, table, info)`` of :meth:`ContextualVectors.build` (the earlier form)."""
     featurizer, info = ContextualVectors.build(splits, embeddings, options, verbose=verbose)
     return featurizer.encoder, featurizer.table, info

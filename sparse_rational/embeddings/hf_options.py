@@ -13,6 +13,7 @@ the caller allows it (``allow_download=True``): training with a Hugging Face id 
 typed does; loading a saved model, whose ``config.json`` names the encoder, does not
 unless the user passes ``--allow-download``: the id must then be in the local cache.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,11 @@ class TransformerOptions:
     def __post_init__(self) -> None:
         if self.layers not in LAYERS:
             raise UserError(f"--hf-layers: {self.layers!r} is not one of {', '.join(LAYERS)}")
-        if isinstance(self.segment_length, bool) or not isinstance(self.segment_length, int) or not 8 <= self.segment_length <= 4096:
+        if (
+            isinstance(self.segment_length, bool)
+            or not isinstance(self.segment_length, int)
+            or not 8 <= self.segment_length <= 4096
+        ):
             raise UserError(f"--hf-segment-length: expected an integer from 8 to 4096, got {self.segment_length!r}")
 
     def to_dict(self) -> dict:
@@ -55,7 +60,9 @@ class TransformerOptions:
     @classmethod
     def from_dict(cls, d: dict) -> TransformerOptions:
         if not isinstance(d, dict) or set(d) - set(cls.__dataclass_fields__):
-            raise UserError(f"transformer options: expected the fields {', '.join(cls.__dataclass_fields__)}, got {d!r}")
+            raise UserError(
+                f"transformer options: expected the fields {', '.join(cls.__dataclass_fields__)}, got {d!r}"
+            )
         return cls(**d)
 
 
@@ -65,15 +72,17 @@ def is_contextual(name) -> bool:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def resolve_location(source: str) -> str:
     """``hf:minilm`` -> the package's model folder; ``hf:PATH`` -> the absolute folder;
     ``hf:ORG/NAME`` -> the Hugging Face id. Bad input raises a one-line :class:`UserError`."""
-    if not is_contextual(source) or not source[len(PREFIX):].strip():
+    if not is_contextual(source) or not source[len(PREFIX) :].strip():
         raise UserError(f"--embeddings {source!r}: expected hf:minilm, hf:FOLDER or hf:HUGGING_FACE_ID")
-    name = source[len(PREFIX):].strip()
+    name = source[len(PREFIX) :].strip()
     if name in PACKAGED:
         module, dist = PACKAGED[name]
         try:
@@ -126,5 +135,7 @@ def has_safetensors(folder: Path) -> bool:
         shards = set(json.loads((folder / SAFE_INDEX).read_text(encoding="utf-8"))["weight_map"].values())
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return False
-    return bool(shards) and all(isinstance(n, str) and n.endswith(".safetensors") and Path(n).name == n
-                                and (folder / n).is_file() for n in shards)
+    return bool(shards) and all(
+        isinstance(n, str) and n.endswith(".safetensors") and Path(n).name == n and (folder / n).is_file()
+        for n in shards
+    )

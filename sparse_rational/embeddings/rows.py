@@ -1,5 +1,6 @@
 """The vectors of a set of texts (:class:`EncodedTexts`) and a table of them addressed by
 global row ids (:class:`RowTable`), which a model indexes like an embedding matrix."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ class EncodedTexts:
     def rows(self, text: str) -> tuple[Tensor, np.ndarray]:
         """``vectors [T, e]`` and ``offsets [T, 2]`` of one text."""
         a, n = self.docs[vcache.text_key(text)]
-        return self.vectors[a:a + n], self.offsets[a:a + n]
+        return self.vectors[a : a + n], self.offsets[a : a + n]
 
 
 class RowTable:

@@ -1,4 +1,5 @@
 """Cutting a document's word pieces into the segments the encoder reads one at a time."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,8 @@ def segment_pieces(text: str, offsets: np.ndarray, budget: int) -> list[tuple[in
     starts, ends = offsets[:, 0], offsets[:, 1]
     sentences, a = [], 0
     for i in range(n):
-        gap = text[ends[i]:starts[i + 1]] if i + 1 < n else " "
-        piece = text[starts[i]:ends[i]]
+        gap = text[ends[i] : starts[i + 1]] if i + 1 < n else " "
+        piece = text[starts[i] : ends[i]]
         if i + 1 == n or "\n" in gap or (gap and piece and set(piece) <= SENTENCE_END):
             sentences.append((a, i + 1))
             a = i + 1

@@ -4,6 +4,7 @@ The authors' treatment (see docs/DESIGN.md, 'From text to logits'): every word v
 without a pretrained vector get ``U(-0.25, 0.25)`` vectors (then normalised too). A model
 keeps only the rows of its own vocabulary (:func:`build_vocabulary`), never all 400k.
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,8 +56,9 @@ def load_word_vectors(name_or_path: str, restrict_to: Iterable[str] | None = Non
     if path.suffix in (".txt", ".gz", ".vec") or os.sep in name_or_path:
         raise ParameterError("embeddings", f"file not found: {name_or_path}")
     raise ParameterError(
-        "embeddings", f"unknown name {name_or_path!r}; use one of {', '.join(PACKAGED)} "
-        "or the path of a GloVe/word2vec text file (.txt or .txt.gz)"
+        "embeddings",
+        f"unknown name {name_or_path!r}; use one of {', '.join(PACKAGED)} "
+        "or the path of a GloVe/word2vec text file (.txt or .txt.gz)",
     )
 
 
@@ -164,10 +166,14 @@ def _load_text(path: Path, keep: set[str] | None) -> WordVectors:
     if dim is None or n_lines == 0:
         raise DataError(f"{path}: no word vectors in the file")
     if declared is not None and declared != n_lines:
-        warn(f"{path}: the header says {declared} words, the file has {n_lines} vector line{'s' if n_lines != 1 else ''}")
+        warn(
+            f"{path}: the header says {declared} words, the file has {n_lines} vector line{'s' if n_lines != 1 else ''}"
+        )
     if keep and not rows:
-        raise DataError(f"{path}: no word of the corpus has a vector in the file; is it a GloVe/word2vec "
-                        "text file (of lower-cased words, in the language of the data)?")
+        raise DataError(
+            f"{path}: no word of the corpus has a vector in the file; is it a GloVe/word2vec "
+            "text file (of lower-cased words, in the language of the data)?"
+        )
     vectors = np.stack(rows) if rows else np.zeros((0, dim), np.float32)
     index: dict[str, int] = {}
     for i, w in enumerate(words):
@@ -222,7 +228,9 @@ def build_vocabulary(
         matrix /= np.where(norms > 0, norms, 1.0)
     n_words = sum(1 for w in seen if w not in SPECIALS)
     if n_words and n_pre < MIN_COVERAGE * n_words:
-        warn(f"only {n_pre} of the {n_words} distinct words of the data ({100 * n_pre / n_words:.1f}%) have a "
-             f"vector in {vectors.source}; the others get random vectors (is it the right vector file?)")
+        warn(
+            f"only {n_pre} of the {n_words} distinct words of the data ({100 * n_pre / n_words:.1f}%) have a "
+            f"vector in {vectors.source}; the others get random vectors (is it the right vector file?)"
+        )
     stats = {"vocab": len(vocab), "pretrained": n_pre, "oov_train": oov}
     return vocab, matrix, stats

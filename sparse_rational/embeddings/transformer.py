@@ -8,6 +8,7 @@ table a model reads) and :mod:`.cache` (the memory-mapped shards on disk). How a
 reads them: :class:`~sparse_rational.embeddings.featurizer.ContextualVectors`. This module
 keeps the names it always exported.
 """
+
 from __future__ import annotations
 
 from .encoder import ContextualEncoder
@@ -28,7 +29,20 @@ from .rows import EncodedTexts, RowTable
 from .segments import SENTENCE_END, segment_pieces
 
 __all__ = [
-    "ENCODER_FILES", "LAYERS", "PACKAGED", "PREFIX", "SAFE_INDEX", "SAFE_WEIGHTS", "SENTENCE_END",
-    "ContextualEncoder", "EncodedTexts", "RowTable", "TransformerOptions", "has_safetensors",
-    "is_contextual", "prepare_contextual", "resolve_location", "segment_pieces",
+    "ENCODER_FILES",
+    "LAYERS",
+    "PACKAGED",
+    "PREFIX",
+    "SAFE_INDEX",
+    "SAFE_WEIGHTS",
+    "SENTENCE_END",
+    "ContextualEncoder",
+    "EncodedTexts",
+    "RowTable",
+    "TransformerOptions",
+    "has_safetensors",
+    "is_contextual",
+    "prepare_contextual",
+    "resolve_location",
+    "segment_pieces",
 ]

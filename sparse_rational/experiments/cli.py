@@ -5,6 +5,7 @@ Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`
 ``"reproduce": run`` in ``COMMANDS``. Standalone: ``python -m sparse_rational.experiments.cli
 reproduce ...`` (same errors and exit statuses).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,58 +41,109 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "reproduce",
         help="run the paper's experiments (baselines, structure learning, random search, reruns) and Figure 3",
         description="Fixed-size baselines and group-lasso structure learning for target sizes, each with a "
-                    "random hyperparameter search and reruns of its best assignment; writes results.csv, "
-                    "summary.md and figure3.png/.svg into --out. Resumable: rerun the same command to "
-                    "continue a sweep.",
+        "random hyperparameter search and reruns of its best assignment; writes results.csv, "
+        "summary.md and figure3.png/.svg into --out. Resumable: rerun the same command to "
+        "continue a sweep.",
     )
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", action="append", default=[], metavar="SPEC",
-                   help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>; repeat for one panel each")
+    d.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>; repeat for one panel each",
+    )
     d.add_argument("--train", help="instead of --dataset: your training file (.tsv, .jsonl or .csv)")
     d.add_argument("--dev", help="dev file (with --train; default: 10%% of --train)")
     d.add_argument("--test", help="test file (with --train)")
     d.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")
     d.add_argument("--split-seed", type=_nonneg_int, default=0, help="seed of the train/dev/test split (default 0)")
     d.add_argument("--max-train", type=_positive_int, help=argparse.SUPPRESS)  # quick runs: cap the training set
-    p.add_argument("--embeddings",
-                   help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or hf:<model> (contextual: 12 WFSAs)")
+    p.add_argument(
+        "--embeddings", help="glove-6b-50d, a GloVe/word2vec .txt(.gz) file, or hf:<model> (contextual: 12 WFSAs)"
+    )
     b = p.add_argument_group("budget")
-    b.add_argument("--budget", choices=BUDGET_NAMES, default="medium",
-                   help="smoke (minutes), medium (default), paper (the authors': 20 assignments, 5 reruns, "
-                        "500 epochs, patience 30)")
+    b.add_argument(
+        "--budget",
+        choices=BUDGET_NAMES,
+        default="medium",
+        help="smoke (minutes), medium (default), paper (the authors': 20 assignments, 5 reruns, "
+        "500 epochs, patience 30)",
+    )
     b.add_argument("--assignments", type=_positive_int, help="random assignments per configuration (budget's)")
     b.add_argument("--reruns", type=_positive_int, help="reruns of the best assignment (budget's)")
     b.add_argument("--epochs", type=_positive_int, help="max epochs (budget's)")
     b.add_argument("--patience", type=_positive_int, help="early-stopping patience (budget's)")
     b.add_argument("--reg-epochs", type=_positive_int, help="epochs of the penalised phase (budget's)")
-    b.add_argument("--path-epochs", type=_positive_int,
-                   help="with --structure-search path: its longest length in epochs; it ends at the smallest "
-                        "target (budget's: 30, 50, 100)")
-    b.add_argument("--baselines", nargs="+", metavar="PATTERNS",
-                   help="baseline structures (default: 24x1 24x2 24x3 24x4 6x1,6x2,6x3,6x4)")
-    b.add_argument("--targets", nargs="+", type=_positive_int, metavar="N",
-                   help="target transitions of structure learning from 24x4 (default: 80 60 40 20)")
+    b.add_argument(
+        "--path-epochs",
+        type=_positive_int,
+        help="with --structure-search path: its longest length in epochs; it ends at the smallest "
+        "target (budget's: 30, 50, 100)",
+    )
+    b.add_argument(
+        "--baselines",
+        nargs="+",
+        metavar="PATTERNS",
+        help="baseline structures (default: 24x1 24x2 24x3 24x4 6x1,6x2,6x3,6x4)",
+    )
+    b.add_argument(
+        "--targets",
+        nargs="+",
+        type=_positive_int,
+        metavar="N",
+        help="target transitions of structure learning from 24x4 (default: 80 60 40 20)",
+    )
     b.add_argument("--no-targets", action="store_true", help="no target-size configurations")
-    b.add_argument("--reg-strengths", nargs="+", type=_positive_float, default=[], metavar="LAMBDA",
-                   help="also learn structure with these fixed lambdas (an optional lambda grid)")
-    b.add_argument("--tolerance", type=_nonneg_int, default=10,
-                   help="accept a pruned model within N transitions of its target (the authors': 10)")
+    b.add_argument(
+        "--reg-strengths",
+        nargs="+",
+        type=_positive_float,
+        default=[],
+        metavar="LAMBDA",
+        help="also learn structure with these fixed lambdas (an optional lambda grid)",
+    )
+    b.add_argument(
+        "--tolerance",
+        type=_nonneg_int,
+        default=10,
+        help="accept a pruned model within N transitions of its target (the authors': 10)",
+    )
     b.add_argument("--search-seed", type=_nonneg_int, default=0, help="seed of the random search (default 0)")
     m = p.add_argument_group("model and structure learning (defaults: the paper's)")
-    m.add_argument("--readout", choices=READOUTS, default="final",
-                   help="a WFSA's score: its states at the document's end (final, the paper's; default), or "
-                        "their mean or max over the document")
-    m.add_argument("--penalty-update", choices=PENALTY_UPDATES, default="gradient",
-                   help="how the group lasso acts: gradient (in the loss, the paper's; default) or proximal "
-                        "(group soft-threshold after each step: exact zeros)")
-    m.add_argument("--structure-search", choices=STRUCTURE_SEARCHES, default="lambda",
-                   help="how the targets are reached: lambda (the authors' search per target and assignment; "
-                        "default) or path (one penalised run per assignment yields every target)")
+    m.add_argument(
+        "--readout",
+        choices=READOUTS,
+        default="final",
+        help="a WFSA's score: its states at the document's end (final, the paper's; default), or "
+        "their mean or max over the document",
+    )
+    m.add_argument(
+        "--penalty-update",
+        choices=PENALTY_UPDATES,
+        default="gradient",
+        help="how the group lasso acts: gradient (in the loss, the paper's; default) or proximal "
+        "(group soft-threshold after each step: exact zeros)",
+    )
+    m.add_argument(
+        "--structure-search",
+        choices=STRUCTURE_SEARCHES,
+        default="lambda",
+        help="how the targets are reached: lambda (the authors' search per target and assignment; "
+        "default) or path (one penalised run per assignment yields every target)",
+    )
     x = p.add_argument_group("execution")
-    x.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help="local process pool (default) or Ray (pip install 'sparse-rational[ray]')")
-    x.add_argument("--workers", type=_positive_int,
-                   help="trials at a time (local default: CPU count; ray default: the cluster's CPUs)")
+    x.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local process pool (default) or Ray (pip install 'sparse-rational[ray]')",
+    )
+    x.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="trials at a time (local default: CPU count; ray default: the cluster's CPUs)",
+    )
     x.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local Ray)")
     x.add_argument("--threads-per-trial", type=_positive_int, default=1, help="torch threads per trial (default 1)")
     x.add_argument("--retry-failed", action="store_true", help="run failed trials again")
@@ -110,8 +162,21 @@ def _command(args: argparse.Namespace) -> str:
         v = getattr(args, name)
         if v is not None:
             parts += [f"--{name.replace('_', '-')}", str(v)]
-    for name in ("split_seed", "max_train", "assignments", "reruns", "epochs", "patience", "reg_epochs",
-                 "path_epochs", "search_seed", "tolerance", "workers", "ray_address", "threads_per_trial"):
+    for name in (
+        "split_seed",
+        "max_train",
+        "assignments",
+        "reruns",
+        "epochs",
+        "patience",
+        "reg_epochs",
+        "path_epochs",
+        "search_seed",
+        "tolerance",
+        "workers",
+        "ray_address",
+        "threads_per_trial",
+    ):
         v = getattr(args, name)
         default = {"split_seed": 0, "search_seed": 0, "tolerance": 10, "threads_per_trial": 1}.get(name)
         if v is not None and v != default:
@@ -155,8 +220,9 @@ def _datasets(args: argparse.Namespace):
             raise UserError("--dataset: the same dataset given twice")
         for spec in args.dataset:
             splits = load_dataset(spec, data_dir, args.split_seed)
-            refs.append(DatasetRef(spec, spec=spec, split_seed=args.split_seed, max_train=args.max_train,
-                                   data_dir=data_dir))
+            refs.append(
+                DatasetRef(spec, spec=spec, split_seed=args.split_seed, max_train=args.max_train, data_dir=data_dir)
+            )
             sizes[spec] = splits
     for ref in refs:
         s = sizes[ref.name]
@@ -186,8 +252,11 @@ def build_plan(args: argparse.Namespace):
     if args.budget not in BUDGETS:
         raise UserError(f"unknown budget {args.budget!r}; use one of {', '.join(BUDGETS)}")
     budget = BUDGETS[args.budget]
-    overrides = {k: getattr(args, k) for k in ("assignments", "reruns", "epochs", "patience", "reg_epochs",
-                                                 "path_epochs") if getattr(args, k) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in ("assignments", "reruns", "epochs", "patience", "reg_epochs", "path_epochs")
+        if getattr(args, k) is not None
+    }
     if args.path_epochs is not None and args.structure_search != "path":
         raise UserError("--path-epochs goes with --structure-search path")
     budget = replace(budget, **overrides)
@@ -198,12 +267,28 @@ def build_plan(args: argparse.Namespace):
     configs = configurations(args.embeddings, baselines, targets, args.reg_strengths)
     if not configs:
         raise UserError("nothing to run: no baselines, targets or lambdas")
-    Plan([], args.embeddings, budget, configs, readout=args.readout, penalty_update=args.penalty_update,
-         structure_search=args.structure_search)  # a bad combination is an error before the data is read
+    Plan(
+        [],
+        args.embeddings,
+        budget,
+        configs,
+        readout=args.readout,
+        penalty_update=args.penalty_update,
+        structure_search=args.structure_search,
+    )  # a bad combination is an error before the data is read
     refs, sizes = _datasets(args)
-    plan = Plan(refs, args.embeddings, budget, configs, tolerance=args.tolerance, search_seed=args.search_seed,
-                threads=args.threads_per_trial, readout=args.readout, penalty_update=args.penalty_update,
-                structure_search=args.structure_search)
+    plan = Plan(
+        refs,
+        args.embeddings,
+        budget,
+        configs,
+        tolerance=args.tolerance,
+        search_seed=args.search_seed,
+        threads=args.threads_per_trial,
+        readout=args.readout,
+        penalty_update=args.penalty_update,
+        structure_search=args.structure_search,
+    )
     return plan, sizes
 
 
@@ -245,8 +330,9 @@ def estimate(plan, cells, sizes: dict, records: dict, workers: int) -> tuple[flo
 def _method_lines(plan) -> list[str]:
     """How the models were made, for the summary's header."""
     paper = {k: " (the paper's)" if getattr(plan, k) == v else "" for k, v in PAPER.items()}
-    lines = [f"Readout: {plan.readout}{paper['readout']}; penalty update: {plan.penalty_update}"
-             f"{paper['penalty_update']}."]
+    lines = [
+        f"Readout: {plan.readout}{paper['readout']}; penalty update: {plan.penalty_update}{paper['penalty_update']}."
+    ]
     if plan.targets and plan.structure_search == "path":
         p = plan.path
         lines.append(
@@ -256,10 +342,13 @@ def _method_lines(plan) -> list[str]:
             "missed is a failed attempt for that target, replaced by a new assignment. Each target's best of its "
             f"first {plan.budget.assignments} successful assignment(s) is rerun as a single-target path with a "
             "new seed (the path is walked again until that target; the found lambda is not reused), so reruns "
-            "stay near the target.")
+            "stay near the target."
+        )
     elif plan.targets:
-        lines.append("Targets by the authors' lambda search (column `search`: lambda search), one per assignment; "
-                     "reruns reuse the lambda their search found, so their transitions vary.")
+        lines.append(
+            "Targets by the authors' lambda search (column `search`: lambda search), one per assignment; "
+            "reruns reuse the lambda their search found, so their transitions vary."
+        )
     return [*lines, ""]
 
 
@@ -293,8 +382,16 @@ def _sigterm_as_interrupt():
         return None
 
 
-def _interrupted(plan, store, out: Path, args: argparse.Namespace, finished_before: int, wall: float,
-                 executor, terminated: bool = False) -> int:
+def _interrupted(
+    plan,
+    store,
+    out: Path,
+    args: argparse.Namespace,
+    finished_before: int,
+    wall: float,
+    executor,
+    terminated: bool = False,
+) -> int:
     """One line on stderr: what is saved and how to go on; exit status 130 (143 for SIGTERM)."""
     from .sweep import count_trials, prepare_cells, usable_records
 
@@ -302,16 +399,24 @@ def _interrupted(plan, store, out: Path, args: argparse.Namespace, finished_befo
     cells, finished = prepare_cells(plan, records)
     total = count_trials(plan, cells)
     try:  # this invocation's wall time counts in the summary of the finished sweep
-        store.add_invocation({
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),
-            "wall_seconds": round(wall, 1), "trials_run": max(0, finished - finished_before),
-            "found_finished": finished_before, "executor": executor.name, "workers": executor.capacity,
-            "interrupted": True,
-        })
+        store.add_invocation(
+            {
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),
+                "wall_seconds": round(wall, 1),
+                "trials_run": max(0, finished - finished_before),
+                "found_finished": finished_before,
+                "executor": executor.name,
+                "workers": executor.capacity,
+                "interrupted": True,
+            }
+        )
     except (OSError, ValueError):
         pass
-    print(f"sparse-rational: {'terminated' if terminated else 'interrupted'}: {finished} of {total} trials "
-          f"finished and saved in {out}; run the same command again to continue", file=sys.stderr)
+    print(
+        f"sparse-rational: {'terminated' if terminated else 'interrupted'}: {finished} of {total} trials "
+        f"finished and saved in {out}; run the same command again to continue",
+        file=sys.stderr,
+    )
     return 143 if terminated else 130
 
 
@@ -351,26 +456,38 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     left, how = estimate(plan, cells, sizes, records, workers_guess)
     b = plan.budget
     n_cells = len(plan.cells)
-    print(f"reproduce: {len(plan.datasets)} dataset(s) x {len(plan.configs)} configurations "
-          f"({', '.join(c.label for c in plan.configs)})", file=say)
-    print(f"budget {b.describe()}" + (f", path at most {b.path_epochs} epochs" if plan.structure_search == "path"
-                                      else ""), file=say)
+    print(
+        f"reproduce: {len(plan.datasets)} dataset(s) x {len(plan.configs)} configurations "
+        f"({', '.join(c.label for c in plan.configs)})",
+        file=say,
+    )
+    print(
+        f"budget {b.describe()}"
+        + (f", path at most {b.path_epochs} epochs" if plan.structure_search == "path" else ""),
+        file=say,
+    )
     planned = count_trials(plan, cells)
     replaced = planned - plan.total_trials + sum(b.reruns for c in cells if c.reruns == [])
     dropped = sum(b.reruns for c in cells if c.reruns == [])
-    extra = (f" +{replaced} replacing failed searches" if replaced else "") + \
-            (f" -{dropped} reruns of configurations whose searches all failed" if dropped else "")
+    extra = (f" +{replaced} replacing failed searches" if replaced else "") + (
+        f" -{dropped} reruns of configurations whose searches all failed" if dropped else ""
+    )
     if plan.structure_search == "path":
         n_own, k = len(plan.datasets) * plan.own_search_cells, len(plan.targets)
-        count = (f"{n_own} x ({b.assignments} + {b.reruns}) + " if n_own else "") + \
-            f"{len(plan.datasets)} x ({b.assignments} path(s) for {k} targets + {k} x {b.reruns} reruns)"
+        count = (
+            f"{n_own} x ({b.assignments} + {b.reruns}) + " if n_own else ""
+        ) + f"{len(plan.datasets)} x ({b.assignments} path(s) for {k} targets + {k} x {b.reruns} reruns)"
     else:
         count = f"{n_cells} x ({b.assignments} + {b.reruns})"
     runs, how_runs = plan.penalised_runs()
     pen = f"; {runs} penalised runs for the targets ({how_runs})" if runs else ""
-    print(f"{plan.total_trials} trials = {count}{extra}{pen}; up to "
-          f"{plan.max_replacements} more per configuration if searches fail; {finished} already finished; "
-          f"estimate ~{_fmt_seconds(left)} with {workers_guess} worker(s) ({how})", file=say, flush=True)
+    print(
+        f"{plan.total_trials} trials = {count}{extra}{pen}; up to "
+        f"{plan.max_replacements} more per configuration if searches fail; {finished} already finished; "
+        f"estimate ~{_fmt_seconds(left)} with {workers_guess} worker(s) ({how})",
+        file=say,
+        flush=True,
+    )
     if args.dry_run:
         return 0
     # the executor first: an unreachable Ray address must not leave a claimed folder behind
@@ -395,11 +512,17 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     if stop is not None:
         return _interrupted(plan, store, out, args, finished, wall, executor, isinstance(stop, _Terminated))
     trial_cpu = sum(r.get("seconds", 0.0) for r in store.load_all().values())
-    runs = store.add_invocation({
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),
-        "wall_seconds": round(wall, 1), "trials_run": result.ran, "failed": result.failed,
-        "found_finished": result.finished_before, "executor": executor.name, "workers": executor.capacity,
-    })
+    runs = store.add_invocation(
+        {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - wall)),
+            "wall_seconds": round(wall, 1),
+            "trials_run": result.ran,
+            "failed": result.failed,
+            "found_finished": result.finished_before,
+            "executor": executor.name,
+            "workers": executor.capacity,
+        }
+    )
     runs = [r for r in runs if r["trials_run"]] or runs[-1:]  # resumes that ran nothing: not worth a line
     header = [
         f"Command: `{command}`",
@@ -409,13 +532,18 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
         "",
         *_method_lines(plan),
         f"Wall time: {_fmt_seconds(sum(r['wall_seconds'] for r in runs))} over {len(runs)} invocation(s) ("
-        + "; ".join(f"{_fmt_seconds(r['wall_seconds'])}: {r['trials_run']} trials run with {r['executor']} x "
-                    f"{r['workers']}" for r in runs)
+        + "; ".join(
+            f"{_fmt_seconds(r['wall_seconds'])}: {r['trials_run']} trials run with {r['executor']} x {r['workers']}"
+            for r in runs
+        )
         + f"); sum of trial times: {_fmt_seconds(trial_cpu)}.",
     ]
     paths = _write_outputs(out, header, result.notes)
-    print(f"{result.ran} trials run ({result.failed} failed), {result.finished_before} skipped as finished; "
-          f"{_fmt_seconds(wall)} wall", file=say)
+    print(
+        f"{result.ran} trials run ({result.failed} failed), {result.finished_before} skipped as finished; "
+        f"{_fmt_seconds(wall)} wall",
+        file=say,
+    )
     print("wrote " + ", ".join(str(p) for p in paths), file=say)
     return 0
 

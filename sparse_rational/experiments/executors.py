@@ -6,6 +6,7 @@ An executor only runs trials; the sweep (:mod:`.sweep`) decides what to run and 
 results. ``wait`` returns ``(handle, record)`` pairs, or ``(handle, exception)`` when the
 executor itself lost the trial (a worker process that died, a Ray node that went away).
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -83,8 +84,10 @@ class LocalExecutor:
         self._others = set(mp.active_children())
         self._broken = False
         self._pool = cf.ProcessPoolExecutor(
-            self.capacity, mp_context=mp.get_context("spawn"),
-            initializer=_init_worker, initargs=(self.threads, os.getpid()),
+            self.capacity,
+            mp_context=mp.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.threads, os.getpid()),
         )
         return self._pool
 
@@ -167,8 +170,9 @@ class RayExecutor:
         env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         if os.environ.get("SPARSE_RATIONAL_DATA"):
             env["SPARSE_RATIONAL_DATA"] = os.environ["SPARSE_RATIONAL_DATA"]
-        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
-                      runtime_env={"env_vars": env})
+        kwargs = dict(
+            include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": env}
+        )
         self._started = False
         if not ray.is_initialized():
             if address:

@@ -28,6 +28,7 @@ schedule and means nothing for a run from scratch.
 only when they differ from the paper's (``final``, ``gradient``, ``lambda``), so a sweep
 made before they existed is the same sweep as one with their defaults.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,14 +71,25 @@ class Budget:
     path_epochs: int = 50
 
     def describe(self) -> str:
-        return (f"{self.name}: {self.assignments} assignment(s) + {self.reruns} rerun(s) per configuration, "
-                f"<= {self.epochs} epochs (patience {self.patience}), penalised phase {self.reg_epochs} epochs")
+        return (
+            f"{self.name}: {self.assignments} assignment(s) + {self.reruns} rerun(s) per configuration, "
+            f"<= {self.epochs} epochs (patience {self.patience}), penalised phase {self.reg_epochs} epochs"
+        )
 
 
 BUDGETS: dict[str, Budget] = {
     # minutes on 2 cores: a subset of the configurations, a few epochs
-    "smoke": Budget("smoke", assignments=1, reruns=2, epochs=5, patience=3, reg_epochs=3,
-                    baselines=("24x1", "24x4", "6x1,6x2,6x3,6x4"), targets=(40, 20), path_epochs=30),
+    "smoke": Budget(
+        "smoke",
+        assignments=1,
+        reruns=2,
+        epochs=5,
+        patience=3,
+        reg_epochs=3,
+        baselines=("24x1", "24x4", "6x1,6x2,6x3,6x4"),
+        targets=(40, 20),
+        path_epochs=30,
+    ),
     # every configuration, a small search: about half an hour per Amazon domain on 2 cores
     "medium": Budget("medium", assignments=4, reruns=3, epochs=40, patience=8, reg_epochs=10),
     # the authors' setting: 20 assignments, 5 reruns, up to 500 epochs, patience 30
@@ -197,13 +209,15 @@ def sample_assignments(n: int, embeddings: str, seed_text: str) -> list[dict]:
     lo, hi = lr_range(embeddings)
     out = []
     for _ in range(n):
-        out.append({
-            "lr": _sig(math.exp(rng.uniform(math.log(lo), math.log(hi)))),
-            "clip": _sig(rng.uniform(*CLIP)),
-            "dropout": _sig(rng.uniform(*DROPOUT)),
-            "input_dropout": _sig(rng.uniform(*DROPOUT)),
-            "weight_decay": _sig(math.exp(rng.uniform(math.log(WEIGHT_DECAY[0]), math.log(WEIGHT_DECAY[1])))),
-        })
+        out.append(
+            {
+                "lr": _sig(math.exp(rng.uniform(math.log(lo), math.log(hi)))),
+                "clip": _sig(rng.uniform(*CLIP)),
+                "dropout": _sig(rng.uniform(*DROPOUT)),
+                "input_dropout": _sig(rng.uniform(*DROPOUT)),
+                "weight_decay": _sig(math.exp(rng.uniform(math.log(WEIGHT_DECAY[0]), math.log(WEIGHT_DECAY[1])))),
+            }
+        )
     return out
 
 
@@ -235,8 +249,14 @@ class DatasetRef:
     @classmethod
     def from_dict(cls, d: dict) -> DatasetRef:
         files = d.get("files")
-        return cls(d["name"], d.get("spec"), tuple(files) if files else None, d.get("split_seed", 0),
-                   d.get("max_train"), d.get("data_dir"))
+        return cls(
+            d["name"],
+            d.get("spec"),
+            tuple(files) if files else None,
+            d.get("split_seed", 0),
+            d.get("max_train"),
+            d.get("data_dir"),
+        )
 
 
 @dataclass(frozen=True)
@@ -268,8 +288,7 @@ class TrialSpec:
     def uses_path(self) -> bool:
         """A sparse trial that reaches its target(s) along a regularisation path."""
         c = self.config
-        return c.method == "sparse" and self.structure_search == "path" and (
-            bool(c.targets) or self.target is not None)
+        return c.method == "sparse" and self.structure_search == "path" and (bool(c.targets) or self.target is not None)
 
     def identity(self) -> dict:
         c = self.config
@@ -352,16 +371,23 @@ class Plan:
     path: dict = field(default_factory=path_defaults)  # the path's schedule (the library's defaults)
 
     def __post_init__(self):
-        for name, allowed in (("readout", READOUTS), ("penalty_update", PENALTY_UPDATES),
-                              ("structure_search", STRUCTURE_SEARCHES)):
+        for name, allowed in (
+            ("readout", READOUTS),
+            ("penalty_update", PENALTY_UPDATES),
+            ("structure_search", STRUCTURE_SEARCHES),
+        ):
             if getattr(self, name) not in allowed:
                 raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: use one of {', '.join(allowed)}")
         if self.structure_search == "path" and not self.targets:
-            raise UserError("--structure-search path yields the target sizes (--targets) from one run per "
-                            "assignment; this sweep has no targets")
+            raise UserError(
+                "--structure-search path yields the target sizes (--targets) from one run per "
+                "assignment; this sweep has no targets"
+            )
         if self.penalty_update != "gradient" and not any(c.method == "sparse" for c in self.configs):
-            raise UserError(f"--penalty-update {self.penalty_update} changes structure learning only; this sweep "
-                            "has no targets and no --reg-strengths")
+            raise UserError(
+                f"--penalty-update {self.penalty_update} changes structure learning only; this sweep "
+                "has no targets and no --reg-strengths"
+            )
 
     @property
     def cells(self) -> list[tuple[DatasetRef, Configuration]]:
@@ -370,8 +396,16 @@ class Plan:
     @property
     def targets(self) -> tuple[int, ...]:
         """The target sizes of the sweep, largest first."""
-        return tuple(sorted((c.target_transitions for c in self.configs
-                             if c.method == "sparse" and c.target_transitions is not None), reverse=True))
+        return tuple(
+            sorted(
+                (
+                    c.target_transitions
+                    for c in self.configs
+                    if c.method == "sparse" and c.target_transitions is not None
+                ),
+                reverse=True,
+            )
+        )
 
     def by_path(self, config: Configuration) -> bool:
         """Whether ``config`` is reached along the shared regularisation path."""
@@ -393,10 +427,22 @@ class Plan:
         seed_text = json.dumps([self.search_seed, dataset.name, dataset.split_seed, config.label])
         assignments = sample_assignments(n or self.budget.assignments, self.embeddings, seed_text)
         return [
-            TrialSpec(dataset, self.embeddings, config, "search", i, 0, hp, self.budget.epochs, self.budget.patience,
-                      self.budget.path_epochs if config.targets else self.budget.reg_epochs,
-                      reg_strength=config.reg_strength,
-                      tolerance=self.tolerance, threads=self.threads, **self._choices(config))
+            TrialSpec(
+                dataset,
+                self.embeddings,
+                config,
+                "search",
+                i,
+                0,
+                hp,
+                self.budget.epochs,
+                self.budget.patience,
+                self.budget.path_epochs if config.targets else self.budget.reg_epochs,
+                reg_strength=config.reg_strength,
+                tolerance=self.tolerance,
+                threads=self.threads,
+                **self._choices(config),
+            )
             for i, hp in enumerate(assignments)
         ]
 
@@ -406,16 +452,19 @@ class Plan:
             d.update(structure_search="path", path=dict(self.path))
         return d
 
-    def rerun_trials(self, best: TrialSpec, found_reg_strength: float,
-                     config: Configuration | None = None) -> list[TrialSpec]:
+    def rerun_trials(
+        self, best: TrialSpec, found_reg_strength: float, config: Configuration | None = None
+    ) -> list[TrialSpec]:
         """Seeds 1..R of the best search trial of ``config`` (default: the trial's own). A
         lambda-search target reuses the lambda its search found (the authors' protocol); a
         path target walks a single-target path again (the snapshot's lambda belongs to the
         path's warm-started schedule)."""
         config = config or best.config
         lam = found_reg_strength if config.method == "sparse" and not self.by_path(config) else 0.0
-        return [replace(best, config=config, phase="rerun", index=r, seed=r, reg_strength=lam, **self._choices(config))
-                for r in range(1, self.budget.reruns + 1)]
+        return [
+            replace(best, config=config, phase="rerun", index=r, seed=r, reg_strength=lam, **self._choices(config))
+            for r in range(1, self.budget.reruns + 1)
+        ]
 
     @property
     def max_replacements(self) -> int:
@@ -446,8 +495,10 @@ class Plan:
             return 0, ""
         if self.structure_search == "path":
             return n * (b.assignments + k * b.reruns), "path: one per assignment for every target, one per rerun"
-        return (n * k * (b.assignments * SEARCH_TRIES + b.reruns),
-                f"lambda search: ~{SEARCH_TRIES} tries per assignment and target, one per rerun")
+        return (
+            n * k * (b.assignments * SEARCH_TRIES + b.reruns),
+            f"lambda search: ~{SEARCH_TRIES} tries per assignment and target, one per rerun",
+        )
 
     def identity(self) -> dict:
         """What makes two invocations "the same command" for one ``--out`` folder."""
@@ -504,8 +555,11 @@ def trial_seconds(spec: TrialSpec, n_docs: int, expected_failures: bool = True) 
     if spec.uses_path:  # one penalised run (it ends at its smallest target), a finetuning per target
         warmup = (spec.path or path_defaults())["path_warmup"]
         path = min(warmup + spec.reg_epochs, PATH_EPOCHS)
-        return overhead + path * epoch_seconds(n_docs, start) + sum(
-            typical * epoch_seconds(n_docs, t) for t in spec.targets)
+        return (
+            overhead
+            + path * epoch_seconds(n_docs, start)
+            + sum(typical * epoch_seconds(n_docs, t) for t in spec.targets)
+        )
     tries = SEARCH_TRIES + (SEARCH_FAILURES * 25 if expected_failures else 0) if spec.target is not None else 1
     end = spec.target or start // 3
     return overhead + tries * spec.reg_epochs * epoch_seconds(n_docs, start) + typical * epoch_seconds(n_docs, end)

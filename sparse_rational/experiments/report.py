@@ -1,6 +1,7 @@
 """A sweep's outputs from its stored trials: ``results.csv`` (every run), ``summary.md``
 (mean +- std per configuration over the reruns, as the paper reports) and Figure 3
 (test accuracy against transitions, error bars on both axes)."""
+
 from __future__ import annotations
 
 import csv
@@ -14,11 +15,41 @@ from ..fileio import atomic_write_bytes, atomic_write_text
 from ..structure import format_structure
 
 COLUMNS = [
-    "dataset", "embeddings", "method", "configuration", "patterns", "target_transitions", "phase", "index",
-    "seed", "lr", "clip", "dropout", "input_dropout", "weight_decay", "max_epochs", "patience", "batch_size",
-    "reg_epochs", "epsilon", "tolerance", "reg_strength", "structure", "wfsas", "transitions", "parameters",
-    "dev_accuracy", "test_accuracy", "epochs", "seconds", "status", "error", "key",
-    "search", "readout", "penalty_update",
+    "dataset",
+    "embeddings",
+    "method",
+    "configuration",
+    "patterns",
+    "target_transitions",
+    "phase",
+    "index",
+    "seed",
+    "lr",
+    "clip",
+    "dropout",
+    "input_dropout",
+    "weight_decay",
+    "max_epochs",
+    "patience",
+    "batch_size",
+    "reg_epochs",
+    "epsilon",
+    "tolerance",
+    "reg_strength",
+    "structure",
+    "wfsas",
+    "transitions",
+    "parameters",
+    "dev_accuracy",
+    "test_accuracy",
+    "epochs",
+    "seconds",
+    "status",
+    "error",
+    "key",
+    "search",
+    "readout",
+    "penalty_update",
 ]
 #: how a sparse row's size was reached (the ``search`` column)
 SEARCH_NAMES = {"lambda": "lambda search", "path": "path", "fixed": "fixed lambda"}
@@ -41,20 +72,36 @@ def _row(key: str, rec: dict, c: dict, m: dict, status: str, error: str) -> dict
     hp = c.get("hyperparameters", {})
     structure = m.get("structure")
     return {
-        "dataset": c["dataset"]["name"], "embeddings": c["embeddings"], "method": c["method"],
-        "configuration": c["configuration"], "patterns": c["patterns"],
-        "target_transitions": c.get("target_transitions", ""), "phase": c["phase"], "index": c["index"],
-        "seed": c["seed"], **{k: hp.get(k, "") for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
-        "max_epochs": c["epochs"], "patience": c["patience"], "batch_size": c["batch_size"],
-        "reg_epochs": c.get("reg_epochs", ""), "epsilon": c.get("epsilon", ""),
+        "dataset": c["dataset"]["name"],
+        "embeddings": c["embeddings"],
+        "method": c["method"],
+        "configuration": c["configuration"],
+        "patterns": c["patterns"],
+        "target_transitions": c.get("target_transitions", ""),
+        "phase": c["phase"],
+        "index": c["index"],
+        "seed": c["seed"],
+        **{k: hp.get(k, "") for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+        "max_epochs": c["epochs"],
+        "patience": c["patience"],
+        "batch_size": c["batch_size"],
+        "reg_epochs": c.get("reg_epochs", ""),
+        "epsilon": c.get("epsilon", ""),
         "tolerance": c.get("tolerance", ""),
         "reg_strength": m.get("reg_strength", c.get("reg_strength", 0.0)),
         "structure": format_structure(tuple(structure)) if structure is not None else "",
-        "wfsas": m.get("wfsas", ""), "transitions": m.get("transitions", ""),
-        "parameters": m.get("parameters", ""), "dev_accuracy": _round(m.get("dev_accuracy")),
-        "test_accuracy": _round(m.get("test_accuracy")), "epochs": m.get("epochs", ""),
-        "seconds": rec.get("seconds", ""), "status": status, "error": error, "key": key,
-        "search": _search(c), "readout": c.get("readout", "final"),
+        "wfsas": m.get("wfsas", ""),
+        "transitions": m.get("transitions", ""),
+        "parameters": m.get("parameters", ""),
+        "dev_accuracy": _round(m.get("dev_accuracy")),
+        "test_accuracy": _round(m.get("test_accuracy")),
+        "epochs": m.get("epochs", ""),
+        "seconds": rec.get("seconds", ""),
+        "status": status,
+        "error": error,
+        "key": key,
+        "search": _search(c),
+        "readout": c.get("readout", "final"),
         "penalty_update": c.get("penalty_update", "gradient") if c["method"] == "sparse" else "",
     }
 
@@ -67,8 +114,10 @@ def _missed(target: int, c: dict, m: dict) -> str:
     if n is not None and n < target - tol:
         why = f"it went from more than {target + tol} to fewer than {target - tol} transitions within one step"
     else:
-        why = (f"it ended at {n if n is not None else '?'} transitions after {len(path)} epochs (lambda "
-               f"{last.get('reg_strength') or 0:.3g})")
+        why = (
+            f"it ended at {n if n is not None else '?'} transitions after {len(path)} epochs (lambda "
+            f"{last.get('reg_strength') or 0:.3g})"
+        )
     return f"the path missed target {target}: {why}"
 
 
@@ -92,8 +141,15 @@ def rows_from_records(records: dict[str, dict]) -> list[dict]:
             else:
                 rows.append(_row(key, rec, ct, mt, "ok", ""))
     order = {"search": 0, "rerun": 1}
-    rows.sort(key=lambda r: (r["dataset"], r["method"] != "baseline", r["configuration"], order.get(r["phase"], 2),
-                             r["index"]))
+    rows.sort(
+        key=lambda r: (
+            r["dataset"],
+            r["method"] != "baseline",
+            r["configuration"],
+            order.get(r["phase"], 2),
+            r["index"],
+        )
+    )
     return rows
 
 
@@ -145,19 +201,31 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
         # the search trial the reruns repeat (a path's later assignments may have a better
         # dev accuracy for a target that did not need them), else the best search trial
         best = search_best.get((ds, conf, _hp(first))) or search_best.get((ds, conf))
-        out[ds].append({
-            "configuration": conf, "method": first["method"], "patterns": first["patterns"],
-            "search": first.get("search", ""),
-            "target": first["target_transitions"], "runs": len(rs),
-            "reg_strength": statistics.fmean(float(r["reg_strength"] or 0) for r in rs),
-            "transitions": tr, "test": te, "dev": dv, "parameters": pa,
-            "structures": sorted({r["structure"] for r in rs}),
-            "best_dev_search": 100 * best["dev_accuracy"] if best else math.nan,
-            "hp": {k: first[k] for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
-        })
+        out[ds].append(
+            {
+                "configuration": conf,
+                "method": first["method"],
+                "patterns": first["patterns"],
+                "search": first.get("search", ""),
+                "target": first["target_transitions"],
+                "runs": len(rs),
+                "reg_strength": statistics.fmean(float(r["reg_strength"] or 0) for r in rs),
+                "transitions": tr,
+                "test": te,
+                "dev": dv,
+                "parameters": pa,
+                "structures": sorted({r["structure"] for r in rs}),
+                "best_dev_search": 100 * best["dev_accuracy"] if best else math.nan,
+                "hp": {k: first[k] for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+            }
+        )
     for ds in out:
-        out[ds].sort(key=lambda e: (e["method"] != "baseline", e["transitions"][0] if e["method"] == "baseline"
-                                    else -e["transitions"][0]))
+        out[ds].sort(
+            key=lambda e: (
+                e["method"] != "baseline",
+                e["transitions"][0] if e["method"] == "baseline" else -e["transitions"][0],
+            )
+        )
     return dict(out)
 
 
@@ -194,16 +262,20 @@ def comparisons(entries: list[dict]) -> list[str]:
     for e in sorted(sparse, key=lambda e: e["transitions"][0]):
         x, y = e["transitions"][0], e["test"][0]
         ref = _interp(points, x)
-        lines.append(f"- {e['configuration']}: {x:.1f} transitions, test {y:.1f}: "
-                     f"{y - ref:+.1f} points against the baseline curve at {x:.0f} transitions ({ref:.1f})")
+        lines.append(
+            f"- {e['configuration']}: {x:.1f} transitions, test {y:.1f}: "
+            f"{y - ref:+.1f} points against the baseline curve at {x:.0f} transitions ({ref:.1f})"
+        )
     unigram = [e for e in base if set(e["patterns"].replace(",", "x").split("x")[1::2]) == {"1"}]
     if unigram:
         u = unigram[0]
         s = min(sparse, key=lambda e: e["transitions"][0])
-        lines.append(f"- strongest regularisation ({s['configuration']}, {s['transitions'][0]:.1f} transitions) "
-                     f"against the unigram baseline {u['patterns']} ({u['transitions'][0]:.0f} transitions): "
-                     f"{s['test'][0] - u['test'][0]:+.1f} points test accuracy "
-                     f"(paper: +1 to +2 in 4 of 5 cases)")
+        lines.append(
+            f"- strongest regularisation ({s['configuration']}, {s['transitions'][0]:.1f} transitions) "
+            f"against the unigram baseline {u['patterns']} ({u['transitions'][0]:.0f} transitions): "
+            f"{s['test'][0] - u['test'][0]:+.1f} points test accuracy "
+            f"(paper: +1 to +2 in 4 of 5 cases)"
+        )
     return lines
 
 
@@ -214,14 +286,19 @@ def summary_markdown(rows: list[dict], title: str, header_lines: list[str], note
     out.append("")
     n_ok = sum(r["status"] == "ok" for r in rows)
     n_fail = sum(r["status"] != "ok" for r in rows)
-    out.append(f"{n_ok} finished runs ({n_fail} failed). Mean ± std over the reruns of the best assignment "
-               "(by dev accuracy) of each configuration; accuracies in %.")
+    out.append(
+        f"{n_ok} finished runs ({n_fail} failed). Mean ± std over the reruns of the best assignment "
+        "(by dev accuracy) of each configuration; accuracies in %."
+    )
     out.append("")
     for ds, entries in agg.items():
-        out += [f"## {ds}", "",
-                "| configuration | runs | search | lambda | transitions | test acc | dev acc | parameters | "
-                "structures | best search dev | lr | clip | dropout | input dropout | weight decay |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"## {ds}",
+            "",
+            "| configuration | runs | search | lambda | transitions | test acc | dev acc | parameters | "
+            "structures | best search dev | lr | clip | dropout | input dropout | weight decay |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for e in entries:
             hp = e["hp"]
             structs = "; ".join(e["structures"][:3]) + (" ..." if len(e["structures"]) > 3 else "")
@@ -231,14 +308,16 @@ def summary_markdown(rows: list[dict], title: str, header_lines: list[str], note
                 f"{_pm(e['test'])} | "
                 f"{_pm(e['dev'])} | {e['parameters'][0]:.0f} | {structs} | {e['best_dev_search']:.1f} | "
                 f"{float(hp['lr']):.3g} | {float(hp['clip']):.2f} | {float(hp['dropout']):.2f} | "
-                f"{float(hp['input_dropout']):.2f} | {float(hp['weight_decay']):.2g} |")
+                f"{float(hp['input_dropout']):.2f} | {float(hp['weight_decay']):.2g} |"
+            )
         out += ["", "Against the paper's claims (means):", ""] + comparisons(entries) + [""]
     failed = [r for r in rows if r["status"] != "ok"]
     if failed or notes:
         out += ["## Failed trials", ""]
         for r in failed:
-            out.append(f"- {r['dataset']} / {r['configuration']} {r['phase']} {r['index']} (`{r['key']}`): "
-                       f"{r['error']}")
+            out.append(
+                f"- {r['dataset']} / {r['configuration']} {r['phase']} {r['index']} (`{r['key']}`): {r['error']}"
+            )
         out += [f"- {n}" for n in notes]
         out.append("")
     return "\n".join(out)
@@ -262,19 +341,32 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
     ncols = min(len(names), 4)
     nrows = math.ceil(len(names) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for ax, ds in zip(axes.flat, names):
         entries = agg.get(ds, [])
-        for method, style, color, label in (("baseline", "-", "tab:blue", "baseline (fixed structure)"),
-                                            ("sparse", "--", "tab:orange", "group lasso (learned structure)")):
-            es = sorted((e for e in entries if e["method"] == method and not math.isnan(e["test"][0])),
-                        key=lambda e: e["transitions"][0])
+        for method, style, color, label in (
+            ("baseline", "-", "tab:blue", "baseline (fixed structure)"),
+            ("sparse", "--", "tab:orange", "group lasso (learned structure)"),
+        ):
+            es = sorted(
+                (e for e in entries if e["method"] == method and not math.isnan(e["test"][0])),
+                key=lambda e: e["transitions"][0],
+            )
             if not es:
                 continue
-            ax.errorbar([e["transitions"][0] for e in es], [e["test"][0] for e in es],
-                        xerr=[e["transitions"][1] for e in es], yerr=[e["test"][1] for e in es],
-                        fmt="o", linestyle=style, color=color, capsize=3, markersize=4, label=label)
+            ax.errorbar(
+                [e["transitions"][0] for e in es],
+                [e["test"][0] for e in es],
+                xerr=[e["transitions"][1] for e in es],
+                yerr=[e["test"][1] for e in es],
+                fmt="o",
+                linestyle=style,
+                color=color,
+                capsize=3,
+                markersize=4,
+                label=label,
+            )
         ax.set_title(ds)
         ax.set_xlabel("number of WFSA transitions")
         ax.set_ylabel("test accuracy (%)")
@@ -288,8 +380,9 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
     written = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None,
-                    metadata={"Date": None} if ext == "svg" else None)
+        fig.savefig(
+            buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None
+        )
         path = base.with_suffix(f".{ext}")
         atomic_write_bytes(path, buf.getvalue())
         written.append(path)
@@ -311,8 +404,14 @@ def plot_path(path: list[dict], snapshots: dict[int, dict], out: Path) -> Path:
     ax.plot(lam, [p["transitions"] for p in path], "o-", color="tab:blue", markersize=3, label="transitions")
     for target, snap in sorted(snapshots.items()):
         ax.plot([snap["reg_strength"]], [snap["transitions"]], "s", color="tab:red", markersize=6)
-        ax.annotate(f"t{target}", (snap["reg_strength"], snap["transitions"]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8, color="tab:red")
+        ax.annotate(
+            f"t{target}",
+            (snap["reg_strength"], snap["transitions"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+            color="tab:red",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("lambda (end of epoch)")
     ax.set_ylabel("transitions surviving pruning", color="tab:blue")

@@ -1,5 +1,6 @@
 """The ``--out`` folder of a sweep: ``sweep.json`` (which command it belongs to) and one
 JSON file per finished trial, ``trials/<key>.json``, written atomically as it finishes."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ class TrialStore:
                 raise UserError(f"--out {root}: {SWEEP} is not valid JSON; not a sweep folder") from None
             old_id = old.get("identity") if isinstance(old, dict) else None
             if old_id != identity:
-                raise UserError(f"--out {root}: holds the results of a different command "
-                                f"({_first_difference(old_id, identity)}); use another --out folder")
+                raise UserError(
+                    f"--out {root}: holds the results of a different command "
+                    f"({_first_difference(old_id, identity)}); use another --out folder"
+                )
             return True
         if root.is_dir() and any(p.name not in OUTPUTS and not p.name.startswith(".") for p in root.iterdir()):
             raise UserError(f"--out {root}: exists, is not empty and holds no {SWEEP}; refusing to write into it")

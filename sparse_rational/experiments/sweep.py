@@ -12,6 +12,7 @@ path per assignment, every target): a trial shared by several cells runs once, a
 reads its own target's result from the record (:func:`cell_metrics`). A target the path
 missed is a failed attempt of that cell only, so each target gets its own replacements.
 """
+
 from __future__ import annotations
 
 import sys
@@ -83,8 +84,15 @@ def plan_reruns(plan: Plan, cell: Cell, records: dict[str, dict]) -> None:
 
 
 def _failed_record(spec: TrialSpec, error: str) -> dict:
-    return {"format": "sparse-rational-trial/1", "key": spec.key, "config": spec.identity(), "status": "failed",
-            "error": error, "seconds": 0.0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "format": "sparse-rational-trial/1",
+        "key": spec.key,
+        "config": spec.identity(),
+        "status": "failed",
+        "error": error,
+        "seconds": 0.0,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def extend_search(plan: Plan, cell: Cell, records: dict[str, dict]) -> int:
@@ -139,8 +147,14 @@ def usable_records(store: TrialStore, retry_failed: bool) -> dict[str, dict]:
     return records
 
 
-def run_sweep(plan: Plan, executor, store: TrialStore, retry_failed: bool = False, progress: bool = True,
-              poll_seconds: float = 1.0) -> SweepResult:
+def run_sweep(
+    plan: Plan,
+    executor,
+    store: TrialStore,
+    retry_failed: bool = False,
+    progress: bool = True,
+    poll_seconds: float = 1.0,
+) -> SweepResult:
     records = usable_records(store, retry_failed)
     cells, finished_before = prepare_cells(plan, records)
 
@@ -152,8 +166,16 @@ def run_sweep(plan: Plan, executor, store: TrialStore, retry_failed: bool = Fals
 
     result = SweepResult(total(), finished_before)
     start = time.perf_counter()
-    bar = tqdm(total=total(), initial=finished_before, desc="trials", unit="trial", file=sys.stderr,
-               disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    bar = tqdm(
+        total=total(),
+        initial=finished_before,
+        desc="trials",
+        unit="trial",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.05,
+    )
     in_flight: dict = {}  # handle -> spec
     lost: dict[str, int] = {}
 
@@ -186,12 +208,17 @@ def run_sweep(plan: Plan, executor, store: TrialStore, retry_failed: bool = Fals
                 result.ran += 1
                 if outcome["status"] != "ok":
                     result.failed += 1
-                    tqdm.write(f"failed: {spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: "
-                               f"{outcome.get('error', '?')}", file=sys.stderr)
+                    tqdm.write(
+                        f"failed: {spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: "
+                        f"{outcome.get('error', '?')}",
+                        file=sys.stderr,
+                    )
                 elif (outcome.get("metrics") or {}).get("missed"):
-                    tqdm.write(f"{spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: the path "
-                               f"missed target(s) {', '.join(map(str, outcome['metrics']['missed']))}",
-                               file=sys.stderr)
+                    tqdm.write(
+                        f"{spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: the path "
+                        f"missed target(s) {', '.join(map(str, outcome['metrics']['missed']))}",
+                        file=sys.stderr,
+                    )
                 bar.update(1)
                 for cell in cells:
                     had_reruns = cell.reruns is not None

@@ -7,6 +7,7 @@ one set of metrics per target reached under ``metrics["targets"]`` and lists the
 path missed under ``metrics["missed"]``. Datasets and word vectors are cached
 per worker process (a worker runs many trials on the same data).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,10 +21,30 @@ from .protocol import DatasetRef, TrialSpec
 
 RECORD_FORMAT = "sparse-rational-trial/1"
 #: Metrics kept in a trial record (the rest of ``TextClassifier.metrics`` is bulky).
-KEEP = ("dev_accuracy", "test_accuracy", "transitions", "structure", "structure_summary", "wfsas",
-        "parameters", "reg_strength", "train_seconds", "epochs", "best_epoch", "seconds_per_epoch",
-        "penalised_epochs", "finetune_epochs", "transitions_before_pruning", "structure_before_finetune",
-        "search", "train_size", "dev_size", "test_size", "target_transitions", "hyperparameters")
+KEEP = (
+    "dev_accuracy",
+    "test_accuracy",
+    "transitions",
+    "structure",
+    "structure_summary",
+    "wfsas",
+    "parameters",
+    "reg_strength",
+    "train_seconds",
+    "epochs",
+    "best_epoch",
+    "seconds_per_epoch",
+    "penalised_epochs",
+    "finetune_epochs",
+    "transitions_before_pruning",
+    "structure_before_finetune",
+    "search",
+    "train_size",
+    "dev_size",
+    "test_size",
+    "target_transitions",
+    "hyperparameters",
+)
 
 
 def limit_threads(threads: int = 1) -> None:
@@ -58,8 +79,6 @@ def stratified_head(examples, n: int):
     return out
 
 
-
-
 def _keep(metrics) -> dict:
     return {k: metrics[k] for k in KEEP if k in metrics}
 
@@ -76,25 +95,43 @@ def _train(spec: TrialSpec) -> dict:
     hp = spec.hyperparameters
     # the protocol's settings are spelled out, so that the library's defaults (chosen for
     # users, not for fidelity to the paper) never change what a sweep computes
-    cfg = TrainConfig(epochs=spec.epochs, patience=spec.patience, batch_size=spec.batch_size, lr=hp["lr"],
-                      weight_decay=hp["weight_decay"], clip=hp["clip"], seed=spec.seed, lr_schedule=True,
-                      lr_patience=10, select_on="accuracy")
-    opts = StructureOptions(reg_epochs=spec.reg_epochs, epsilon=spec.epsilon, search_tolerance=spec.tolerance,
-                            penalty_update=spec.penalty_update,
-                            **({"structure_search": "path", **(spec.path or {})} if spec.uses_path
-                               else {"structure_search": "lambda"}))
+    cfg = TrainConfig(
+        epochs=spec.epochs,
+        patience=spec.patience,
+        batch_size=spec.batch_size,
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        clip=hp["clip"],
+        seed=spec.seed,
+        lr_schedule=True,
+        lr_patience=10,
+        select_on="accuracy",
+    )
+    opts = StructureOptions(
+        reg_epochs=spec.reg_epochs,
+        epsilon=spec.epsilon,
+        search_tolerance=spec.tolerance,
+        penalty_update=spec.penalty_update,
+        **({"structure_search": "path", **(spec.path or {})} if spec.uses_path else {"structure_search": "lambda"}),
+    )
     model = ModelOptions(spec.config.patterns, hp["dropout"], hp["input_dropout"], spec.readout, self_loop_bias=0.0)
     if spec.config.targets:  # a path trial: one run, one result per target of the sweep
-        run = train_structure_path(splits, spec.targets, options=RunOptions(spec.embeddings, model, cfg, opts),
-                                   verbose=False)
-        return {"targets": {str(t): _keep(clf.metrics) for t, clf in run.models.items()}, "missed": run.missed,
-                "path": run.path, "snapshots": {str(t): s for t, s in run.snapshots.items()},
-                "penalised_seconds": round(run.penalised_seconds, 2)}
+        run = train_structure_path(
+            splits, spec.targets, options=RunOptions(spec.embeddings, model, cfg, opts), verbose=False
+        )
+        return {
+            "targets": {str(t): _keep(clf.metrics) for t, clf in run.models.items()},
+            "missed": run.missed,
+            "path": run.path,
+            "snapshots": {str(t): s for t, s in run.snapshots.items()},
+            "penalised_seconds": round(run.penalised_seconds, 2),
+        }
     clf = train_text_classifier(
         splits,
         reg_strength=spec.reg_strength if spec.config.method == "sparse" else 0.0,
         target_transitions=spec.target if spec.config.method == "sparse" else None,
-        options=RunOptions(spec.embeddings, model, cfg, opts), verbose=False,
+        options=RunOptions(spec.embeddings, model, cfg, opts),
+        verbose=False,
     )
     return _keep(clf.metrics)
 

@@ -12,17 +12,29 @@
 Names are imported lazily, so that ``import sparse_rational.explain.cli`` (the command
 line's parser) does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "NOT_READ": "paths", "WFSAPath": "paths", "decode_paths": "paths", "max_min_scores": "paths",
-    "path_score": "paths", "PathDecoder": "paths",
-    "Document": "table", "PatternSummary": "table", "DocExplanation": "table", "SpanContribution": "table",
+    "NOT_READ": "paths",
+    "WFSAPath": "paths",
+    "decode_paths": "paths",
+    "max_min_scores": "paths",
+    "path_score": "paths",
+    "PathDecoder": "paths",
+    "Document": "table",
+    "PatternSummary": "table",
+    "DocExplanation": "table",
+    "SpanContribution": "table",
     "phrase_cells": "table",
-    "encode_documents": "table", "score_documents": "table", "summarize_patterns": "table",
-    "format_table": "table", "explain_documents": "table", "format_explanation": "table",
+    "encode_documents": "table",
+    "score_documents": "table",
+    "summarize_patterns": "table",
+    "format_table": "table",
+    "explain_documents": "table",
+    "format_explanation": "table",
     "render_report": "report",
 }
 

@@ -3,6 +3,7 @@
 Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`` and
 ``"explain": run`` in ``COMMANDS``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "explain",
         help="show the learned patterns (the paper's Table 1), explain a document, write an HTML report",
         description="Show each WFSA by the training phrases its best (max-times) and worst "
-                    "(min-times) paths score highest and lowest, with its classifier weights.",
+        "(min-times) paths score highest and lowest, with its classifier weights.",
     )
     p.add_argument("--model", required=True, help="model folder")
-    p.add_argument("--allow-download", action="store_true",
-                   help="let a model that reads transformer vectors download its encoder (default: local files only)")
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let a model that reads transformer vectors download its encoder (default: local files only)",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>: its training split")
     g.add_argument("--train", help="training file (.tsv, .jsonl or .csv); without --dev, 10%% are the dev set")
@@ -33,8 +37,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=_nonneg_int, default=0, help="seed of the train/dev/test split (default 0)")
     p.add_argument("--top-k", type=_positive_int, default=4, help="phrases per pattern and direction (default 4)")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
-    p.add_argument("--examples", type=_nonneg_int, default=5,
-                   help="dev documents per group (right, wrong) in the HTML report (default 5)")
+    p.add_argument(
+        "--examples",
+        type=_nonneg_int,
+        default=5,
+        help="dev documents per group (right, wrong) in the HTML report (default 5)",
+    )
     p.add_argument("--doc", metavar="TEXT", help="explain the prediction on this text")
     return p
 
@@ -78,10 +86,15 @@ def run(args: argparse.Namespace, out=None) -> int:
         train_docs = encode_documents(clf, splits.train)
         patterns = summarize_patterns(clf, train_docs, args.top_k)
         readout = getattr(clf.model.config, "readout", "final")
-        pooled = "" if readout == "final" else (
-            f"; {readout} readout: each document's best and worst span ending at any token")
-        out.write(f"Patterns of {args.model} ({len(structure)} WFSAs, {sum(structure)} transitions), "
-                  f"over {len(train_docs)} training documents{pooled}\n\n")
+        pooled = (
+            ""
+            if readout == "final"
+            else (f"; {readout} readout: each document's best and worst span ending at any token")
+        )
+        out.write(
+            f"Patterns of {args.model} ({len(structure)} WFSAs, {sum(structure)} transitions), "
+            f"over {len(train_docs)} training documents{pooled}\n\n"
+        )
         out.write(format_table(patterns))
         out.write("\n")
     if args.doc is not None:
@@ -92,10 +105,11 @@ def run(args: argparse.Namespace, out=None) -> int:
 
         dev_docs = encode_documents(clf, splits.dev)
         source = f"model {args.model}; patterns from " + (
-            f"the training split of {args.dataset} (split seed {args.split_seed})" if args.dataset
-            else f"{args.train}")
-        text = render_report(clf, patterns, dev_docs, args.examples, title=f"sparse-rational model: {args.model}",
-                             source=source)
+            f"the training split of {args.dataset} (split seed {args.split_seed})" if args.dataset else f"{args.train}"
+        )
+        text = render_report(
+            clf, patterns, dev_docs, args.examples, title=f"sparse-rational model: {args.model}", source=source
+        )
         atomic_write_text(args.html, text)
         out.write(f"wrote {args.html}\n")
     return 0

@@ -31,6 +31,7 @@ Positions are indices into the sequence the model read (``<s> w_1 .. w_n </s>`` 
 vectors). For contextual vectors over word pieces, the same positions index the pieces;
 map them to words with the encoder's offsets when displaying (see :mod:`.table`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -205,8 +206,14 @@ class PathDecoder:
         value = np.where(empty, np.nan, value)
         return end, state, value
 
-    def trace(self, b: Sequence[int] | np.ndarray, j: Sequence[int] | np.ndarray, kind: Sequence[str] | np.ndarray,
-              end: Sequence[int] | np.ndarray, state: Sequence[int] | np.ndarray) -> np.ndarray:
+    def trace(
+        self,
+        b: Sequence[int] | np.ndarray,
+        j: Sequence[int] | np.ndarray,
+        kind: Sequence[str] | np.ndarray,
+        end: Sequence[int] | np.ndarray,
+        state: Sequence[int] | np.ndarray,
+    ) -> np.ndarray:
         """Backtrack ``R`` paths at once: path ``r`` of WFSA ``j[r]`` in document ``b[r]``,
         ending at token ``end[r]`` in local state ``state[r]`` (``1..n``) on its ``hi``
         (``kind`` "best") or ``lo`` ("worst"). Returns its states ``[R, T]`` (``NOT_READ``
@@ -231,8 +238,9 @@ class PathDecoder:
                 bound[mv] = k & 1
         return out
 
-    def paths(self, requests: Iterable[tuple[int, int, str]],
-              anywhere: bool = False) -> dict[tuple[int, int, str], WFSAPath]:
+    def paths(
+        self, requests: Iterable[tuple[int, int, str]], anywhere: bool = False
+    ) -> dict[tuple[int, int, str], WFSAPath]:
         """``{(b, j, kind): WFSAPath}``: the best / worst path of WFSA ``j`` in document ``b``
         (ending at the document's end, or with ``anywhere`` at any token)."""
         requests = list(requests)
@@ -280,8 +288,9 @@ def decode_paths(
 
 
 @torch.no_grad()
-def max_min_scores(u: Tensor, f: Tensor, is_first: Tensor, owner: Tensor, mask: Tensor | None = None,
-                   anywhere: bool = False) -> tuple[Tensor, Tensor]:
+def max_min_scores(
+    u: Tensor, f: Tensor, is_first: Tensor, owner: Tensor, mask: Tensor | None = None, anywhere: bool = False
+) -> tuple[Tensor, Tensor]:
     """Best and worst path score of each WFSA at each document's end, both ``[B, d]``.
 
     ``best[b, j] = max_i hi_ji(T)``, ``worst[b, j] = min_i lo_ji(T)`` over the final states

@@ -14,6 +14,7 @@ no link). Every piece of text goes through jinja2's autoescaping; on top of that
 in the data (a URL inside a review, a file path) is written as ``/&#47;`` so that the file
 holds no URL reference at all (browsers show the same text).
 """
+
 from __future__ import annotations
 
 import math
@@ -94,11 +95,26 @@ def automaton_svg(n: int, labels: Sequence[str]) -> dict:
     gap, r, y = 84, 15, 52
     xs = [28 + r + gap * i for i in range(n + 1)]
     nodes = [{"x": x, "label": f"q{i}", "final": i > 0} for i, x in enumerate(xs)]
-    edges = [{"x1": xs[i] + r, "x2": xs[i + 1] - r - 2, "xm": (xs[i] + xs[i + 1]) / 2,
-              "label": _short(labels[i]) if i < len(labels) else ""} for i in range(n)]
+    edges = [
+        {
+            "x1": xs[i] + r,
+            "x2": xs[i + 1] - r - 2,
+            "xm": (xs[i] + xs[i + 1]) / 2,
+            "label": _short(labels[i]) if i < len(labels) else "",
+        }
+        for i in range(n)
+    ]
     loops = [{"x": x} for x in xs[1:]]
-    return {"width": xs[-1] + r + 16, "height": y + r + 14, "y": y, "r": r, "nodes": nodes,
-            "edges": edges, "loops": loops, "start_x": xs[0] - r - 22}
+    return {
+        "width": xs[-1] + r + 16,
+        "height": y + r + 14,
+        "y": y,
+        "r": r,
+        "nodes": nodes,
+        "edges": edges,
+        "loops": loops,
+        "start_x": xs[0] - r - 22,
+    }
 
 
 def _phrase_view(ph: Phrase, n: int) -> dict:
@@ -108,8 +124,7 @@ def _phrase_view(ph: Phrase, n: int) -> dict:
         main = [t for t, sl in col if not sl]
         full = " ".join(loops[:60]) + (" \u2026" if len(loops) > 60 else "")
         cols.append({"loops": self_loop_text(loops), "main": main, "full": full})
-    return {"score": f"{ph.score:+.4g}", "doc": ph.doc + 1, "cols": cols[:-1], "after": cols[-1],
-            "count": ph.count}
+    return {"score": f"{ph.score:+.4g}", "doc": ph.doc + 1, "cols": cols[:-1], "after": cols[-1], "count": ph.count}
 
 
 def pattern_view(p: PatternSummary) -> dict:
@@ -149,10 +164,16 @@ def _mark_path(marks: list[list[str]], roles: list[list[tuple[int, bool]]], path
 
 def _span_view(sp: SpanContribution, n: int, classes: Sequence[str]) -> dict:
     words = " ".join(sp.phrase.tokens[t] for t in sp.ends[:60]) + (" \u2026" if len(sp.ends) > 60 else "")
-    return {"number": sp.wfsa + 1, "state": sp.state, "tokens": positions_text(sp.ends), "words": words,
-            "value": f"{sp.value:+.4f}",
-            "shares": [f"{x:+.4f}" for x in sp.shares], "phrase": _phrase_view(sp.phrase, n),
-            "color": _color(sp.wfsa)[0]}
+    return {
+        "number": sp.wfsa + 1,
+        "state": sp.state,
+        "tokens": positions_text(sp.ends),
+        "words": words,
+        "value": f"{sp.value:+.4f}",
+        "shares": [f"{x:+.4f}" for x in sp.shares],
+        "phrase": _phrase_view(sp.phrase, n),
+        "color": _color(sp.wfsa)[0],
+    }
 
 
 def document_view(exp: DocExplanation, structure: Sequence[int]) -> dict:
@@ -171,8 +192,10 @@ def document_view(exp: DocExplanation, structure: Sequence[int]) -> dict:
     if is_pooled:
         spans_for, spans_against = exp.top_spans()
         for sp in spans_for + spans_against:
-            what = (f"pattern {sp.wfsa + 1}{f' q{sp.state}' if sp.state is not None else ''}, tokens "
-                    f"{positions_text(sp.ends)}: {sp.shares[pred]:+.4f} to {classes[pred]}")
+            what = (
+                f"pattern {sp.wfsa + 1}{f' q{sp.state}' if sp.state is not None else ''}, tokens "
+                f"{positions_text(sp.ends)}: {sp.shares[pred]:+.4f} to {classes[pred]}"
+            )
             _mark_path(marks, roles, sp.phrase.path, sp.wfsa, what)
             if sp.shares[pred] < 0:
                 against.update(sp.phrase.path.consumed())
@@ -197,12 +220,18 @@ def document_view(exp: DocExplanation, structure: Sequence[int]) -> dict:
     for w in exp.wfsas:
         color, light = _color(w.wfsa)
         n = structure[w.wfsa]
-        rows.append({
-            "number": w.wfsa + 1, "color": color, "light": light, "score": f"{w.score:+.4f}",
-            "contributions": [f"{x:+.4f}" for x in w.contributions],
-            "best": _phrase_view(w.best, n), "worst": _phrase_view(w.worst, n),
-            "spans": [_span_view(sp, n, classes) for sp in w.spans[:3]],
-        })
+        rows.append(
+            {
+                "number": w.wfsa + 1,
+                "color": color,
+                "light": light,
+                "score": f"{w.score:+.4f}",
+                "contributions": [f"{x:+.4f}" for x in w.contributions],
+                "best": _phrase_view(w.best, n),
+                "worst": _phrase_view(w.worst, n),
+                "spans": [_span_view(sp, n, classes) for sp in w.spans[:3]],
+            }
+        )
     return {
         "label": exp.document.label,
         "predicted": classes[pred],
@@ -254,9 +283,12 @@ def _metrics_view(clf, dev_accuracy: float | None, n_dev: int) -> tuple[list, li
             main.append((name, _fmt(m[key])))
     if dev_accuracy is not None:
         main.append((f"accuracy on the {n_dev} dev documents (examples below)", f"{dev_accuracy:.4f}"))
-    extra = [(k, _fmt(v)) for k, v in sorted(m.items())
-             if isinstance(v, (int, float, str, bool))
-             or (isinstance(v, list) and all(isinstance(x, (int, float)) for x in v))]
+    extra = [
+        (k, _fmt(v))
+        for k, v in sorted(m.items())
+        if isinstance(v, (int, float, str, bool))
+        or (isinstance(v, list) and all(isinstance(x, (int, float)) for x in v))
+    ]
     return main, extra
 
 
@@ -283,7 +315,7 @@ def render_report(
         extra_metrics=extra,
         patterns=[pattern_view(p) for p in patterns],
         right=views[: len(right)],
-        wrong=views[len(right):],
+        wrong=views[len(right) :],
         classes=list(clf.classes),
         has_dev=bool(dev_docs),
         top_k=max((len(p.top) for p in patterns), default=0),

@@ -36,6 +36,7 @@ Word vectors and contextual vectors: a :class:`Document` holds the tokens the mo
 A contextual encoder over word pieces gives pieces as ``tokens`` and its ``vectors``;
 ``words``/``word_of`` (piece -> word offsets) let the display merge pieces into words.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -158,8 +159,11 @@ def _batches(docs: Sequence[Document], batch_size: int, max_tokens: int | None =
     out, start = [], 0
     while start < len(order):
         stop = start + 1
-        while (stop < len(order) and stop - start < batch_size
-               and (stop - start + 1) * len(docs[order[stop]]) <= max_tokens):
+        while (
+            stop < len(order)
+            and stop - start < batch_size
+            and (stop - start + 1) * len(docs[order[stop]]) <= max_tokens
+        ):
             stop += 1
         out.append(order[start:stop])
         start = stop
@@ -216,8 +220,13 @@ def score_documents(model, docs: Sequence[Document], batch_size: int = 128, deco
                     target[rows, j] = torch.as_tensor(value).to(dtype)
                     reqs.append((j, kind, end, state))
             bs = np.tile(np.arange(B), len(reqs))
-            traced = dec.trace(bs, np.repeat([r[0] for r in reqs], B), np.repeat([r[1] for r in reqs], B),
-                               np.concatenate([r[2] for r in reqs]), np.concatenate([r[3] for r in reqs]))
+            traced = dec.trace(
+                bs,
+                np.repeat([r[0] for r in reqs], B),
+                np.repeat([r[1] for r in reqs], B),
+                np.concatenate([r[2] for r in reqs]),
+                np.concatenate([r[3] for r in reqs]),
+            )
             traced = traced.reshape(d, 2, B, -1)
             assert paths is not None
             for b, i in enumerate(idx):
@@ -229,7 +238,10 @@ def score_documents(model, docs: Sequence[Document], batch_size: int = 128, deco
 
 @torch.no_grad()
 def decode_documents(
-    model, docs: Sequence[Document], requests: Sequence[tuple[int, int, str]], batch_size: int = 32,
+    model,
+    docs: Sequence[Document],
+    requests: Sequence[tuple[int, int, str]],
+    batch_size: int = 32,
     anywhere: bool | None = None,
 ) -> dict[tuple[int, int, str], WFSAPath]:
     """Paths ``{(doc, wfsa, kind): WFSAPath}`` for the requested documents only; ``anywhere``
@@ -324,8 +336,10 @@ class Phrase:
 
     def columns(self, n: int) -> list[list[tuple[str, bool]]]:
         """``n`` transition columns and the ``after`` column: lists of ``(token, is_self_loop)``."""
-        return [[(self.tokens[t], True) for t in loops] + ([] if main is None else [(self.tokens[main], False)])
-                for loops, main in _column_slices(*_column_positions(self.path.states), n)]
+        return [
+            [(self.tokens[t], True) for t in loops] + ([] if main is None else [(self.tokens[main], False)])
+            for loops, main in _column_slices(*_column_positions(self.path.states), n)
+        ]
 
     def cells(self, n: int, max_loops: int = 2) -> list[str]:
         """Table-1 cells: ``n`` transition columns then ``after`` (runs of more than
@@ -368,13 +382,16 @@ class PatternSummary:
 
     def vote_text(self) -> str:
         weights = ", ".join(f"{c} {w:+.3f}" for c, w in zip(self.classes, self.weights))
-        return (f"high scores vote {self.votes_for}, low ones {self.votes_against} "
-                f"({self.strength:.3f} logit margin per unit score; weights {weights}); "
-                f"training scores mean {self.score_mean:+.3f} sd {self.score_std:.3f}")
+        return (
+            f"high scores vote {self.votes_for}, low ones {self.votes_against} "
+            f"({self.strength:.3f} logit margin per unit score; weights {weights}); "
+            f"training scores mean {self.score_mean:+.3f} sd {self.score_std:.3f}"
+        )
 
 
-def summarize_patterns(clf, docs: Sequence[Document], k: int = 4, batch_size: int = 128,
-                       corpus: CorpusScores | None = None) -> list[PatternSummary]:
+def summarize_patterns(
+    clf, docs: Sequence[Document], k: int = 4, batch_size: int = 128, corpus: CorpusScores | None = None
+) -> list[PatternSummary]:
     """Top-``k`` (best path, highest) and bottom-``k`` (worst path, lowest) phrases of every
     WFSA over ``docs`` (the training documents). Paths end where the model reads its
     scores: at each document's end (readout ``final``) or at any token (``mean``, ``max``).
@@ -403,16 +420,24 @@ def summarize_patterns(clf, docs: Sequence[Document], k: int = 4, batch_size: in
                 key = tuple(phrase_cells(docs[i].tokens, paths[i][j, b], n))
                 groups.setdefault(key, [int(i), 0])[1] += 1
             picked[kind] = [
-                Phrase(i, WFSAPath(j, kind, float(values[i]), tuple(int(x) for x in paths[i][j, b])), docs[i].tokens,
-                       count)
+                Phrase(
+                    i, WFSAPath(j, kind, float(values[i]), tuple(int(x) for x in paths[i][j, b])), docs[i].tokens, count
+                )
                 for i, count in list(groups.values())[:k]
             ]
         s = corpus.scores[:, j].float()
-        out.append(PatternSummary(
-            wfsa=j, length=n, classes=list(clf.classes), weights=W[:, j].tolist(),
-            score_mean=float(s.mean()), score_std=float(s.std()) if len(s) > 1 else 0.0,
-            top=picked["best"], bottom=picked["worst"],
-        ))
+        out.append(
+            PatternSummary(
+                wfsa=j,
+                length=n,
+                classes=list(clf.classes),
+                weights=W[:, j].tolist(),
+                score_mean=float(s.mean()),
+                score_std=float(s.std()) if len(s) > 1 else 0.0,
+                top=picked["best"],
+                bottom=picked["worst"],
+            )
+        )
     return out
 
 
@@ -495,8 +520,9 @@ class DocExplanation:
             return None
         return self.classes[self.predicted] == self.document.label
 
-    def top_spans(self, n: int = DOC_SPANS, against: int = DOC_SPANS_AGAINST
-                  ) -> tuple[list[SpanContribution], list[SpanContribution]]:
+    def top_spans(
+        self, n: int = DOC_SPANS, against: int = DOC_SPANS_AGAINST
+    ) -> tuple[list[SpanContribution], list[SpanContribution]]:
         """The ``n`` spans (of all WFSAs) with the largest share of the predicted class's
         logit, and the ``against`` with the most negative share (pooled readouts; empty for
         ``final``)."""
@@ -513,8 +539,9 @@ def _transitions(row: np.ndarray) -> tuple[int, ...]:
 
 
 @torch.no_grad()
-def _pooled_spans(model, docs: Sequence[Document], W: Tensor,
-                  batch_size: int = 16) -> list[dict[int, list[SpanContribution]]]:
+def _pooled_spans(
+    model, docs: Sequence[Document], W: Tensor, batch_size: int = 16
+) -> list[dict[int, list[SpanContribution]]]:
     """Per document and WFSA, the parts of a pooled model's scores (module doc), merged
     into spans, largest share of the predicted class first (sorted later)."""
     readout = model.config.readout
@@ -552,8 +579,13 @@ def _pooled_spans(model, docs: Sequence[Document], W: Tensor,
                         items.append((j, "best" if part >= 0 else "worst", pos, k, part, k))
             if not items:
                 continue
-            traced = dec.trace([b] * len(items), [it[0] for it in items], [it[1] for it in items],
-                               [it[2] for it in items], [it[3] for it in items])
+            traced = dec.trace(
+                [b] * len(items),
+                [it[0] for it in items],
+                [it[1] for it in items],
+                [it[2] for it in items],
+                [it[3] for it in items],
+            )
             groups: dict[tuple, list[int]] = {}
             for r, (j, kind, *_rest) in enumerate(items):
                 groups.setdefault((j, kind, _transitions(traced[r])), []).append(r)
@@ -565,9 +597,16 @@ def _pooled_spans(model, docs: Sequence[Document], W: Tensor,
                 score = float((dec.hi if kind == "best" else dec.lo)[pos, b, start + k - 1])
                 path = WFSAPath(j, kind, score, tuple(int(s) for s in traced[rep, : len(doc)]))
                 value = float(sum(items[r][4] for r in members))
-                out[i].setdefault(j, []).append(SpanContribution(
-                    j, sorted(items[r][2] for r in members), value, (Wn[:, j] * value).tolist(),
-                    Phrase(i, path, doc.tokens), state))
+                out[i].setdefault(j, []).append(
+                    SpanContribution(
+                        j,
+                        sorted(items[r][2] for r in members),
+                        value,
+                        (Wn[:, j] * value).tolist(),
+                        Phrase(i, path, doc.tokens),
+                        state,
+                    )
+                )
     return out
 
 
@@ -578,8 +617,13 @@ def explain_documents(clf, docs: Sequence[Document], corpus: CorpusScores | None
     model = clf.model
     corpus = corpus or score_documents(model, docs)
     d = model.wfsa.num_wfsas
-    paths = decode_documents(model, docs, [(i, j, k) for i in range(len(docs)) for j in range(d)
-                                           for k in ("best", "worst")]) if d else {}
+    paths = (
+        decode_documents(
+            model, docs, [(i, j, k) for i in range(len(docs)) for j in range(d) for k in ("best", "worst")]
+        )
+        if d
+        else {}
+    )
     W = model.classifier.weight.detach().cpu()  # float32 for a float32 model (all numbers in its precision)
     spans = _pooled_spans(model, docs, W) if d and pooled(model) else None
     bias = model.classifier.bias.detach().cpu().tolist()
@@ -588,15 +632,28 @@ def explain_documents(clf, docs: Sequence[Document], corpus: CorpusScores | None
         logits = corpus.logits[i]
         pred = int(logits.argmax())
         items = [
-            WFSAContribution(j, float(corpus.scores[i, j]), (corpus.scores[i, j] * W[:, j]).tolist(),
-                             Phrase(i, paths[(i, j, "best")], doc.tokens),
-                             Phrase(i, paths[(i, j, "worst")], doc.tokens),
-                             sorted(spans[i].get(j, []), key=lambda sp: -sp.shares[pred]) if spans else [])
+            WFSAContribution(
+                j,
+                float(corpus.scores[i, j]),
+                (corpus.scores[i, j] * W[:, j]).tolist(),
+                Phrase(i, paths[(i, j, "best")], doc.tokens),
+                Phrase(i, paths[(i, j, "worst")], doc.tokens),
+                sorted(spans[i].get(j, []), key=lambda sp: -sp.shares[pred]) if spans else [],
+            )
             for j in range(d)
         ]
         items.sort(key=lambda c: -c.contributions[pred])
-        out.append(DocExplanation(doc, list(clf.classes), logits.tolist(), torch.softmax(logits, -1).tolist(),
-                                  bias, items, getattr(model.config, "readout", "final")))
+        out.append(
+            DocExplanation(
+                doc,
+                list(clf.classes),
+                logits.tolist(),
+                torch.softmax(logits, -1).tolist(),
+                bias,
+                items,
+                getattr(model.config, "readout", "final"),
+            )
+        )
     return out
 
 
@@ -621,13 +678,17 @@ def positions_text(ends: Sequence[int]) -> str:
 def readout_text(readout: str, length: int) -> str:
     """One line: how a pooled model's WFSA score splits into the parts shown."""
     if readout == "mean":
-        return (f"mean readout: a WFSA's score is the mean over the L = {length} tokens t of sum_i c_i(t); "
-                f"token t adds "
-                f"(1/L) sum_i c_i(t); tokens whose best paths (the worst where negative) are the same match form one "
-                f"span, shown by its path ending at the first of them; share of a logit = part * weight")
-    return ("max readout: a WFSA's score is sum_i max_t c_i(t); state q_i adds c_i(t_i) at its argmax token t_i, "
-            "shown by the best path into q_i ending at t_i (the worst where negative); "
-            "share of a logit = part * weight")
+        return (
+            f"mean readout: a WFSA's score is the mean over the L = {length} tokens t of sum_i c_i(t); "
+            f"token t adds "
+            f"(1/L) sum_i c_i(t); tokens whose best paths (the worst where negative) are the same match form one "
+            f"span, shown by its path ending at the first of them; share of a logit = part * weight"
+        )
+    return (
+        "max readout: a WFSA's score is sum_i max_t c_i(t); state q_i adds c_i(t_i) at its argmax token t_i, "
+        "shown by the best path into q_i ending at t_i (the worst where negative); "
+        "share of a logit = part * weight"
+    )
 
 
 def format_explanation(exp: DocExplanation, structure: Sequence[int]) -> str:
@@ -652,23 +713,31 @@ def format_explanation(exp: DocExplanation, structure: Sequence[int]) -> str:
     rows = [["pattern", "score"] + [f"to {c}" for c in classes] + [where]]
     for w in exp.wfsas:
         n = structure[w.wfsa]
-        rows.append([str(w.wfsa + 1), f"{w.score:+.4f}"] + [f"{x:+.4f}" for x in w.contributions]
-                    + [f"{_phrase_text(w.best, n)}  [{w.best.score:+.4g}]"])
+        rows.append(
+            [str(w.wfsa + 1), f"{w.score:+.4f}"]
+            + [f"{x:+.4f}" for x in w.contributions]
+            + [f"{_phrase_text(w.best, n)}  [{w.best.score:+.4g}]"]
+        )
         rows.append(["", "", *[""] * len(classes), f"worst: {_phrase_text(w.worst, n)}  [{w.worst.score:+.4g}]"])
     lines += _grid(rows)
     if is_pooled:
         lines.append(readout_text(exp.readout, len(exp.document.tokens)))
         lines.append("tokens: " + " ".join(f"{t}:{tok}" for t, tok in enumerate(exp.document.tokens)))
         pos, neg = exp.top_spans()
-        for title, spans in ((f"spans that add most to {classes[pred]}:", pos),
-                             (f"spans that take most from {classes[pred]}:", neg)):
+        for title, spans in (
+            (f"spans that add most to {classes[pred]}:", pos),
+            (f"spans that take most from {classes[pred]}:", neg),
+        ):
             if not spans:
                 continue
             lines.append(title)
             rows = [["pattern", "tokens", "part"] + [f"to {c}" for c in classes] + ["span"]]
             for sp in spans:
                 label = str(sp.wfsa + 1) + (f" q{sp.state}" if sp.state is not None else "")
-                rows.append([label, positions_text(sp.ends), f"{sp.value:+.4f}"] + [f"{x:+.4f}" for x in sp.shares]
-                            + [f"{_phrase_text(sp.phrase, structure[sp.wfsa])}  [{sp.phrase.score:+.4g}]"])
+                rows.append(
+                    [label, positions_text(sp.ends), f"{sp.value:+.4f}"]
+                    + [f"{x:+.4f}" for x in sp.shares]
+                    + [f"{_phrase_text(sp.phrase, structure[sp.wfsa])}  [{sp.phrase.score:+.4g}]"]
+                )
             lines += _grid(rows)
     return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ an unknown name there (or in ``impl=``) raises :class:`ImplError`, a one-line
 :class:`~sparse_rational.errors.UserError` (the command line prints it and exits with 2)
 that is also a :class:`ValueError`. Nothing is compiled at import time.
 """
+
 from __future__ import annotations
 
 import os

@@ -21,6 +21,7 @@ Padding never counts, and a document without real tokens reads 0 in all three. A
 whose group is zero (``w_s = v_s = 0, b_s = 0``) has ``u_s = 0`` and stays at ``c_s = 0``
 at every step, so all three readouts give it exactly 0 (pruning it preserves the function).
 """
+
 from __future__ import annotations
 
 import torch

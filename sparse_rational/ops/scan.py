@@ -31,6 +31,7 @@ gradients reach the adjoint scan as its per-step input ``g(t) = dL/dH(t)``: ``gr
 last step (final), ``r_b(t) grad`` at every real step (mean), ``grad`` at the argmax step
 (max).
 """
+
 from __future__ import annotations
 
 import torch
@@ -181,7 +182,7 @@ class _FlushTinyGrad(torch.autograd.Function):
         return _flush_tiny(g)
 
 
-def state_levels(is_first: "Tensor | StateLayout") -> tuple[list[int], list[int], list[int]]:
+def state_levels(is_first: Tensor | StateLayout) -> tuple[list[int], list[int], list[int]]:
     """``(perm, inverse, sizes)``: state order level by level (WFSAs longest first), its
     inverse, and the number of states of each level (:attr:`StateLayout.levels`; a layout
     is read directly, an ``is_first`` tensor is copied to the host once)."""

@@ -52,6 +52,7 @@ A successful build writes ``sparse-rational.built`` (the library's size and modi
 time) next to the library; a process that finds it matching loads the library directly,
 without the lock and without running ninja.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -199,8 +200,10 @@ def _build_lock(path: Path, deadline: float):
                 )
             if not noted and now - start >= _NOTE_AFTER:
                 noted = True
-                _say(f"waiting up to {deadline - start:.0f} s for another process{_holder(fd)} "
-                     f"building the C++ kernel ({path})")
+                _say(
+                    f"waiting up to {deadline - start:.0f} s for another process{_holder(fd)} "
+                    f"building the C++ kernel ({path})"
+                )
             time.sleep(_POLL)
         if locked:  # for the messages of processes that wait for us
             os.ftruncate(fd, 0)
@@ -397,8 +400,7 @@ def wfsa_recurrence_backward(
     """Gradients ``(d proj [T,B,2N], d bias [N])`` of ``y`` given ``grad = dL/dy``, from the
     states ``hist`` and (max readout) the ``argmax`` steps of the forward."""
     _require()
-    return torch.ops.sparse_rational_cpp.backward(grad, proj, bias, is_first, mask, hist, argmax,
-                                                   readout_code(readout))
+    return torch.ops.sparse_rational_cpp.backward(grad, proj, bias, is_first, mask, hist, argmax, readout_code(readout))
 
 
 @wfsa_recurrence_backward.register_fake
@@ -418,8 +420,7 @@ def _backward(ctx, grad_y, _grad_hist, _grad_argmax):
     proj, bias, is_first, mask, hist, argmax = ctx.saved_tensors
     if not ctx.save_hist:  # states were not kept: recompute them (one more forward)
         hist = wfsa_recurrence(proj, bias, is_first, mask, True, ctx.readout)[1]
-    dproj, dbias = wfsa_recurrence_backward(grad_y.contiguous(), proj, bias, is_first, mask, hist, argmax,
-                                            ctx.readout)
+    dproj, dbias = wfsa_recurrence_backward(grad_y.contiguous(), proj, bias, is_first, mask, hist, argmax, ctx.readout)
     return dproj, dbias, None, None, None, None
 
 

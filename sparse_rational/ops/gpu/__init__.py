@@ -8,6 +8,7 @@ compiles and runs a tiny case once per device (forward and backward, every reado
 reports whether that worked (:func:`triton_error` says why not). Triton ships with the
 CUDA builds of PyTorch; nothing extra needs installing.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -95,8 +96,9 @@ def _self_test_body(device: torch.device) -> str | None:
     for readout in READOUTS:
         want = rational_forward_ref(x, w, v, b, is_first, mask, readout=readout)
         leaf = x.to(device).requires_grad_()
-        got = rational_forward_triton(leaf, w.to(device), v.to(device), b.to(device), is_first.to(device),
-                                      mask.to(device), readout=readout)
+        got = rational_forward_triton(
+            leaf, w.to(device), v.to(device), b.to(device), is_first.to(device), mask.to(device), readout=readout
+        )
         got.sum().backward()
         if not torch.allclose(got.detach().cpu(), want, atol=1e-4, rtol=1e-4) or not torch.isfinite(leaf.grad).all():
             return f"the triton kernel disagrees with the reference (readout {readout!r})"

@@ -38,6 +38,7 @@ The kernels are wrapped with ``triton.jit`` on first use; with ``TRITON_INTERPRE
 environment and CPU tensors they run under Triton's interpreter (how the tests check them
 on machines without a GPU).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,10 +58,31 @@ _FINAL, _MEAN, _MAX = tl.constexpr(FINAL), tl.constexpr(MEAN), tl.constexpr(MAX)
 
 
 def _wfsa_fwd(
-    proj_ptr, bias_ptr, off_ptr, size_ptr, mask_ptr, len_ptr, out_ptr, arg_ptr, hist_ptr,
-    T, N, s_pt, s_pb, s_mt, s_mb, s_ht, s_hb,
-    L: tl.constexpr, LP: tl.constexpr, BLOCK_J: tl.constexpr, TC: tl.constexpr,
-    HAS_MASK: tl.constexpr, SAVE: tl.constexpr, READOUT: tl.constexpr, NUM_STAGES: tl.constexpr,
+    proj_ptr,
+    bias_ptr,
+    off_ptr,
+    size_ptr,
+    mask_ptr,
+    len_ptr,
+    out_ptr,
+    arg_ptr,
+    hist_ptr,
+    T,
+    N,
+    s_pt,
+    s_pb,
+    s_mt,
+    s_mb,
+    s_ht,
+    s_hb,
+    L: tl.constexpr,
+    LP: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    TC: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    SAVE: tl.constexpr,
+    READOUT: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     bidx = tl.program_id(0)
     jb = tl.program_id(1)
@@ -117,10 +139,33 @@ def _wfsa_fwd(
 
 
 def _wfsa_bwd(
-    grad_ptr, proj_ptr, bias_ptr, off_ptr, size_ptr, mask_ptr, len_ptr, arg_ptr, hist_ptr, dproj_ptr,
-    T, N, s_pt, s_pb, s_mt, s_mb, s_ht, s_hb, s_dt, s_db,
-    L: tl.constexpr, LP: tl.constexpr, BLOCK_J: tl.constexpr, TC: tl.constexpr,
-    HAS_MASK: tl.constexpr, READOUT: tl.constexpr, NUM_STAGES: tl.constexpr,
+    grad_ptr,
+    proj_ptr,
+    bias_ptr,
+    off_ptr,
+    size_ptr,
+    mask_ptr,
+    len_ptr,
+    arg_ptr,
+    hist_ptr,
+    dproj_ptr,
+    T,
+    N,
+    s_pt,
+    s_pb,
+    s_mt,
+    s_mb,
+    s_ht,
+    s_hb,
+    s_dt,
+    s_db,
+    L: tl.constexpr,
+    LP: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    TC: tl.constexpr,
+    HAS_MASK: tl.constexpr,
+    READOUT: tl.constexpr,
+    NUM_STAGES: tl.constexpr,
 ):
     bidx = tl.program_id(0)
     jb = tl.program_id(1)
@@ -276,10 +321,32 @@ def _run_forward(proj, bias, mask, lengths, offsets, sizes, L, d, readout, save)
     fwd, _ = _kernels(interp)
     m, smt, smb = _mask_args(mask, proj)
     fwd[(B, triton.cdiv(d, BJ))](
-        proj, bias, offsets, sizes, m, lengths, out, arg, hist,
-        _loop_bound(T, interp), N, proj.stride(0), proj.stride(1), smt, smb, hist.stride(0), hist.stride(1),
-        L=L, LP=LP, BLOCK_J=BJ, TC=TC, HAS_MASK=mask is not None, SAVE=save, READOUT=readout,
-        NUM_STAGES=_num_stages(LP, BJ, proj.element_size(), 2), num_warps=nw,
+        proj,
+        bias,
+        offsets,
+        sizes,
+        m,
+        lengths,
+        out,
+        arg,
+        hist,
+        _loop_bound(T, interp),
+        N,
+        proj.stride(0),
+        proj.stride(1),
+        smt,
+        smb,
+        hist.stride(0),
+        hist.stride(1),
+        L=L,
+        LP=LP,
+        BLOCK_J=BJ,
+        TC=TC,
+        HAS_MASK=mask is not None,
+        SAVE=save,
+        READOUT=readout,
+        NUM_STAGES=_num_stages(LP, BJ, proj.element_size(), 2),
+        num_warps=nw,
     )
     return out, hist, arg
 
@@ -295,11 +362,34 @@ def _run_backward(grad, proj, bias, mask, lengths, offsets, sizes, L, d, readout
     _, bwd = _kernels(interp)
     m, smt, smb = _mask_args(mask, proj)
     bwd[(B, triton.cdiv(d, BJ))](
-        grad, proj, bias, offsets, sizes, m, lengths, arg, hist, dproj,
-        _loop_bound(T, interp), N, proj.stride(0), proj.stride(1), smt, smb, hist.stride(0), hist.stride(1),
-        dproj.stride(0), dproj.stride(1),
-        L=L, LP=LP, BLOCK_J=BJ, TC=TC, HAS_MASK=mask is not None, READOUT=readout,
-        NUM_STAGES=_num_stages(LP, BJ, proj.element_size(), 3), num_warps=nw,
+        grad,
+        proj,
+        bias,
+        offsets,
+        sizes,
+        m,
+        lengths,
+        arg,
+        hist,
+        dproj,
+        _loop_bound(T, interp),
+        N,
+        proj.stride(0),
+        proj.stride(1),
+        smt,
+        smb,
+        hist.stride(0),
+        hist.stride(1),
+        dproj.stride(0),
+        dproj.stride(1),
+        L=L,
+        LP=LP,
+        BLOCK_J=BJ,
+        TC=TC,
+        HAS_MASK=mask is not None,
+        READOUT=readout,
+        NUM_STAGES=_num_stages(LP, BJ, proj.element_size(), 3),
+        num_warps=nw,
     )
     return dproj
 
