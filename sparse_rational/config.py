@@ -140,7 +140,7 @@ class RunOptions:
 def default(cls, name: str) -> Any:
     """The default of field ``name`` of the config class ``cls``."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
-    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
 
 
 def flag(name: str) -> str:

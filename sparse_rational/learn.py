@@ -14,6 +14,7 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -110,9 +111,11 @@ def search_reg_strength(
             epoch_lines=False,
             desc=f"search try {attempt} (lambda {lam:.3g})",
         )
-        structure = phases.record(
-            name, "structure", lambda model=model: prune(model, opts.epsilon).model.config.structure
-        )
+
+        def pruned_structure(model: RationalClassifier = model) -> tuple[int, ...]:
+            return prune(model, opts.epsilon).model.config.structure
+
+        structure = phases.record(name, "structure", pruned_structure)
         n = sum(structure)
         log.append({"try": attempt, "reg_strength": lam, "transitions": n, "structure": list(structure)})
         if verbose:
@@ -339,7 +342,7 @@ def _class_prior(model: RationalClassifier, train: EncodedData, dev: EncodedData
     return FitResult(acc, 0, 0, 0.0, [])
 
 
-def path_missed(result: PathResult, opts: StructureOptions) -> ParameterError:
+def path_missed(result: PathResult | Any, opts: StructureOptions) -> ParameterError:
     """The one-line error of a path that missed targets (the others are kept)."""
     last = result.path[-1] if result.path else {}
     return ParameterError(

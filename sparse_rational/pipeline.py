@@ -16,9 +16,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -327,10 +328,10 @@ class _Run:
     clf: TextClassifier  # vocabulary, classes, vectors; its model is replaced by each result
     train: EncodedData
     dev: EncodedData
-    make: object
+    make: Callable[[], RationalClassifier]
     prep: dict
     cfg: TrainConfig
-    mopts: object
+    mopts: Any
     opts: StructureOptions
     structure: tuple[int, ...]
     splits: Splits

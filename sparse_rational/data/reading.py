@@ -76,8 +76,9 @@ def _read_bytes(path) -> bytes:
 
 
 def _line_of(data: bytes | str, offset: int) -> int:
-    newline = b"\n" if isinstance(data, bytes) else "\n"
-    return data.count(newline, 0, offset) + 1
+    if isinstance(data, bytes):
+        return data.count(b"\n", 0, offset) + 1
+    return data.count("\n", 0, offset) + 1
 
 
 def _decode(data: bytes, path, *, lenient: bool) -> str:

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 from urllib.parse import urlparse
 
 from ..errors import UserError
@@ -170,7 +171,7 @@ class RayExecutor:
         env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         if os.environ.get("SPARSE_RATIONAL_DATA"):
             env["SPARSE_RATIONAL_DATA"] = os.environ["SPARSE_RATIONAL_DATA"]
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": env}
         )
         self._started = False

@@ -89,7 +89,7 @@ class TrialStore:
     def load_all(self) -> dict[str, dict]:
         """Every readable trial record by key (a half-written file cannot exist: writes are
         atomic; an unreadable one is ignored and its trial runs again)."""
-        out = {}
+        out: dict = {}
         if not self.trials_dir.is_dir():
             return out
         for p in sorted(self.trials_dir.glob("*.json")):

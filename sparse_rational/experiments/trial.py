@@ -71,7 +71,8 @@ def stratified_head(examples, n: int):
     by_label: dict[str, list] = {}
     for ex in examples:
         by_label.setdefault(ex.label, []).append(ex)
-    out, queues = [], [list(v) for _, v in sorted(by_label.items())]
+    out: list = []
+    queues = [list(v) for _, v in sorted(by_label.items())]
     while len(out) < n and any(queues):
         for q in queues:
             if q and len(out) < n:
