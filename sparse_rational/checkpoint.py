@@ -32,6 +32,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -174,7 +175,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     rng = tensors.get("rng.torch")
     if rng is None or rng.dtype != torch.uint8 or rng.dim() != 1:
         raise bad("missing or malformed random-number-generator state")
-    return Checkpoint(phase, epoch, tensors, state, path)
+    return Checkpoint(cast(str, phase), epoch, tensors, state, path)
 
 
 class Checkpointer:
@@ -346,12 +347,12 @@ def restore_optimizer(opt: torch.optim.Optimizer, ck: Checkpoint) -> None:
     try:
         if len(groups) != len(opt.param_groups) or sum(len(g["params"]) for g in groups) != n_params:
             raise ValueError("another number of parameters")
-        for idx, st in state.items():
-            if idx >= n_params:
-                raise ValueError(f"state for parameter {idx} of {n_params}")
+        for pidx, st in state.items():
+            if pidx >= n_params:
+                raise ValueError(f"state for parameter {pidx} of {n_params}")
             for key in ("exp_avg", "exp_avg_sq"):
-                if key in st and tuple(st[key].shape) != tuple(shapes[idx]):
-                    raise ValueError(f"{key} of parameter {idx} has shape {tuple(st[key].shape)}")
+                if key in st and tuple(st[key].shape) != tuple(shapes[pidx]):
+                    raise ValueError(f"{key} of parameter {pidx} has shape {tuple(st[key].shape)}")
         for g in groups:
             if "betas" in g:
                 g["betas"] = tuple(g["betas"])
@@ -361,7 +362,7 @@ def restore_optimizer(opt: torch.optim.Optimizer, ck: Checkpoint) -> None:
 
 
 def numpy_rng_state(rng: np.random.Generator) -> dict:
-    return rng.bit_generator.state
+    return cast(dict, rng.bit_generator.state)
 
 
 def restore_numpy_rng(rng: np.random.Generator, ck: Checkpoint) -> None:

@@ -23,10 +23,14 @@ logits = ``weight @ scores + bias``. Version 1 had no readout (always ``final``)
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, cast
 
 from .errors import UserError
 from .fileio import atomic_write_json
 from .pipeline import TextClassifier
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 FORMAT = "sparse-rational-automata/2"
 
@@ -51,7 +55,7 @@ def export_dict(clf: TextClassifier) -> dict:
         "classes": list(clf.classes),
         "tokens": clf.vocab.token_settings(),
         "vocab": list(clf.vocab.tokens),
-        "embeddings": model.embeddings.detach().double().cpu().tolist(),
+        "embeddings": cast("Tensor", model.embeddings).detach().double().cpu().tolist(),
         "wfsas": wfsas,
         "classifier": {
             "weight": model.classifier.weight.detach().double().cpu().tolist(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -179,9 +180,10 @@ class RationalClassifier(nn.Module):
             if self.embeddings is None:
                 raise ValueError("this model reads vectors: call forward_vectors, or read ids through reading(rows)")
             return self.forward_vectors(read_rows(self.embeddings, ids, mask, self.wfsa.w.dtype), mask)
+        assert self.embeddings is not None  # a buffer whenever vocab_size is set
         return self.forward_vectors(self.embeddings[ids], mask)
 
-    def reading(self, rows) -> nn.Module:
+    def reading(self, rows: Any) -> nn.Module:
         """This model taking documents as row ids of ``rows`` (``rows[ids] -> [..., e]``):
         the model itself when ``rows`` is None or its own ``embeddings``, else a
         :class:`RowsReader` (nothing of the model is changed)."""
@@ -197,7 +199,7 @@ class RationalClassifier(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
-def read_rows(rows, ids: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
+def read_rows(rows: Any, ids: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
     """``rows[ids]`` (looked up where the rows live) on the device of ``mask``, as ``dtype``."""
     device = getattr(rows, "device", ids.device)
     return rows[ids.to(device)].to(device=mask.device, dtype=dtype)
@@ -209,7 +211,7 @@ class RowsReader(nn.Module):
     ``forward(ids, mask) = model.forward_vectors(rows[ids], mask)``. It has no state of its
     own: parameters, training mode and device are the model's."""
 
-    def __init__(self, model: RationalClassifier, rows):
+    def __init__(self, model: RationalClassifier, rows: Any) -> None:
         super().__init__()
         self.model = model
         self.rows = rows

@@ -19,13 +19,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
+from torch import Tensor
 
 from . import validate
 from .config import RunOptions, StructureOptions, TrainConfig, default
@@ -37,6 +38,7 @@ from .embeddings.featurizer import (
     StaticVectors,
     build_featurizer,
 )
+from .embeddings.rows import RowTable
 from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
@@ -127,16 +129,18 @@ class TextClassifier:
     ):
         if isinstance(featurizer, Vocabulary) or (featurizer is None and vocab is not None):
             featurizer = StaticVectors(
-                vocab if vocab is not None else featurizer, embeddings_source or "", model.embeddings
+                cast(Vocabulary, vocab if vocab is not None else featurizer),
+                embeddings_source or "",
+                cast(Tensor, model.embeddings),
             )
         elif featurizer is None and encoder is not None:
-            featurizer = ContextualVectors(encoder, model.embeddings)
+            featurizer = ContextualVectors(encoder, cast(RowTable | None, model.embeddings))
         elif featurizer is None:
             raise TypeError("TextClassifier needs a featurizer (or a vocabulary, or a transformer encoder)")
         self.model = model
-        self.featurizer = featurizer
+        self.featurizer = cast(Featurizer, featurizer)
         self.classes = list(classes)
-        self.metrics = Metrics() if metrics is None else metrics
+        self.metrics = Metrics() if metrics is None else cast(Metrics, metrics)
         self.truncated_texts = truncated_texts
 
     @property
@@ -192,7 +196,7 @@ class TextClassifier:
         if not len(texts):
             return np.zeros((0, len(self.classes)), np.float32)
         data, model = self._read(texts, max_tokens=max_tokens)
-        return predict_proba(model, data).numpy()
+        return predict_proba(cast(RationalClassifier, model), data).numpy()  # or a RowsReader
 
     def predict(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(texts, max_tokens).argmax(1)]
@@ -202,7 +206,7 @@ class TextClassifier:
         if not examples:
             raise UserError("no examples to evaluate")
         data, model = self._read(examples, strict_labels=False)
-        return accuracy(model, data)
+        return accuracy(cast(RationalClassifier, model), data)  # or a RowsReader
 
     # -- folders ---------------------------------------------------------------------------
     def config_dict(self) -> dict:
@@ -264,12 +268,16 @@ class TextClassifier:
         model = RationalClassifier(config, impl=impl)
         model.load_state_dict({k: v.float() for k, v in tensors.items()})
         model.eval()
+        featurizer: Featurizer
         if config.vocab_size:  # static vectors: the model's own rows, with its vocabulary
+            tok = cast(dict, tok)  # validate.token_settings's
             try:
                 vocab = Vocabulary(tokens, bool(tok["lowercase"]), tok["bos"], tok["eos"], tok["unk"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise UserError(f"{path / VOCAB} does not fit the token settings of {path / CONFIG} ({exc})") from None
-            featurizer = StaticVectors(vocab, cfg.get("embeddings", {}).get("source", ""), model.embeddings)
+            featurizer = StaticVectors(
+                vocab, cfg.get("embeddings", {}).get("source", ""), cast(Tensor, model.embeddings)
+            )
         else:  # a model that reads vectors needs its transformer (loaded on first use)
             encoder = ContextualEncoder.from_config(
                 cfg.get("embeddings"), str(path / CONFIG), allow_download=allow_download

@@ -314,11 +314,11 @@ def _carve_distinct(examples: list[Example], seed: int) -> tuple[list[Example], 
     rng = np.random.default_rng(seed)
     units: dict[str, list[list[Example]]] = {}
     for label in sorted({example.label for example in examples}):
-        groups: dict[str, list[Example]] = {}
+        by_text: dict[str, list[Example]] = {}
         for example in examples:
             if example.label == label:
-                groups.setdefault(example.text, []).append(example)
-        units[label] = list(groups.values())
+                by_text.setdefault(example.text, []).append(example)
+        units[label] = list(by_text.values())
     spare = {label: len(groups) - 1 for label, groups in units.items() if len(groups) > 1}
     if not spare:
         return list(examples), []

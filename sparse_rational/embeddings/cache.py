@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import UserError
 from ..fileio import atomic_directory, atomic_write_json
@@ -220,7 +221,7 @@ def write_shard(
     keys: list[str],
     lengths: list[int],
     dim: int,
-    dtype: np.dtype,
+    dtype: npt.DTypeLike,
     manifest: dict,
     fill: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
 ) -> Shard:

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,8 @@ class ContextualEncoder:
         self.expected_fingerprint = expected_fingerprint
         self.calls = 0
         self.loads = 0
-        self._tokenizer = self._model = None
+        self._tokenizer: Any = None  # loaded on first use
+        self._model: Any = None
         self._folder: Path | None = None
         self._identity: dict | None = None
         if not Path(self.location).is_dir() and _hub_folder(self.location) is None:
@@ -327,7 +329,8 @@ class ContextualEncoder:
             offsets[r0 + P + len(ids) : r0 + P + len(ids) + S] = len(texts[i])
             segs += [(b - a + P + S, i, k) for k, (a, b) in enumerate(segments)]
         segs.sort(key=lambda s: -s[0])
-        batches, cur = [], []
+        batches: list[list[tuple[int, int, int]]] = []
+        cur: list[tuple[int, int, int]] = []
         for s in segs:  # sorted by length: each batch pads to its first (longest) segment
             if cur and (len(cur) + 1) * cur[0][0] > self.batch_tokens:
                 batches.append(cur)

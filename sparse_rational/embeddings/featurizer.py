@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from torch import Tensor
@@ -65,7 +65,9 @@ class Features:
 class Featurizer(Protocol):
     """Turns texts into row ids, and owns the vectors the ids stand for."""
 
-    source: str  # the embeddings the model was trained with (``glove-6b-50d``, a file, ``hf:...``)
+    @property
+    def source(self) -> str:
+        """The embeddings the model was trained with (``glove-6b-50d``, a file, ``hf:...``)."""
 
     @property
     def dim(self) -> int:
@@ -221,7 +223,7 @@ class ContextualVectors:
             table = (table if table is not None else RowTable(self.dim)).extended(
                 self.encoder.vectors(missing, cache="read")
             )
-        return Features([table.ids(t) for t in texts], table, sum(c for _, c in cut))
+        return Features([cast(RowTable, table).ids(t) for t in texts], table, sum(c for _, c in cut))
 
     def vectors(self, ids: Tensor) -> Tensor:
         if self.table is None:
@@ -291,4 +293,4 @@ def prepare_contextual(
 ) -> tuple[ContextualEncoder, RowTable, dict]:
     """``(encoder, table, info)`` of :meth:`ContextualVectors.build` (the earlier form)."""
     featurizer, info = ContextualVectors.build(splits, embeddings, options, verbose=verbose)
-    return featurizer.encoder, featurizer.table, info
+    return featurizer.encoder, cast(RowTable, featurizer.table), info

@@ -23,7 +23,7 @@ def segment_pieces(text: str, offsets: np.ndarray, budget: int) -> list[tuple[in
             sentences.append((a, i + 1))
             a = i + 1
     segments: list[tuple[int, int]] = []
-    cur = None
+    cur: tuple[int, int] | None = None
     for a, b in sentences:
         if cur is not None and b - cur[0] <= budget:
             cur = (cur[0], b)
@@ -35,5 +35,6 @@ def segment_pieces(text: str, offsets: np.ndarray, budget: int) -> list[tuple[in
             segments.append((a, cut))
             a = cut
         cur = (a, b)
+    assert cur is not None  # n > 0, so there is at least one sentence
     segments.append(cur)
     return segments

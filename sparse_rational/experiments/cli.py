@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
@@ -208,12 +209,20 @@ def _datasets(args: argparse.Namespace):
     if (args.dev or args.test) and not args.train:
         raise UserError("--dev/--test go with --train")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
-    refs, sizes = [], {}
+    refs: list[DatasetRef] = []
+    sizes: dict[str, Any] = {}  # the splits, then the numbers of documents
     if args.train:
         files = tuple(str(Path(f).resolve()) if f else None for f in (args.train, args.dev, args.test))
         splits = load_files(*files)
         name = Path(args.train).stem
-        refs.append(DatasetRef(name, files=files, split_seed=args.split_seed, max_train=args.max_train))
+        refs.append(
+            DatasetRef(
+                name,
+                files=cast("tuple[str, str | None, str | None]", files),
+                split_seed=args.split_seed,
+                max_train=args.max_train,
+            )
+        )
         sizes[name] = splits
     else:
         if len(set(args.dataset)) != len(args.dataset):

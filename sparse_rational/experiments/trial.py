@@ -16,6 +16,7 @@ import platform
 import socket
 import time
 import traceback
+from typing import Any, cast
 
 from .protocol import DatasetRef, TrialSpec
 
@@ -60,7 +61,7 @@ def _load_splits(dataset: DatasetRef):
     if dataset.files:
         splits = load_files(*dataset.files)
     else:
-        splits = load_dataset(dataset.spec, dataset.data_dir, dataset.split_seed)
+        splits = load_dataset(cast(str, dataset.spec), dataset.data_dir, dataset.split_seed)
     if dataset.max_train:
         splits = Splits(stratified_head(splits.train, dataset.max_train), splits.dev, splits.test)
     return splits
@@ -113,7 +114,10 @@ def _train(spec: TrialSpec) -> dict:
         epsilon=spec.epsilon,
         search_tolerance=spec.tolerance,
         penalty_update=spec.penalty_update,
-        **({"structure_search": "path", **(spec.path or {})} if spec.uses_path else {"structure_search": "lambda"}),
+        **cast(
+            "dict[str, Any]",
+            {"structure_search": "path", **(spec.path or {})} if spec.uses_path else {"structure_search": "lambda"},
+        ),
     )
     model = ModelOptions(spec.config.patterns, hp["dropout"], hp["input_dropout"], spec.readout, self_loop_bias=0.0)
     if spec.config.targets:  # a path trial: one run, one result per target of the sweep

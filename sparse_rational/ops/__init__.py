@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..layout import StateLayout
 from .reference import (
     READOUTS,
     ReadoutError,
@@ -72,7 +73,7 @@ try:  # finds triton without importing it; the kernels are compiled on first use
         IMPLEMENTATIONS["triton"] = rational_forward_triton
 except Exception:  # pragma: no cover - never let an optional GPU path break the import
 
-    def triton_available(device="cuda") -> bool:
+    def triton_available(device: torch.device | str = "cuda") -> bool:
         return False
 
 
@@ -132,7 +133,7 @@ def rational_forward(
     w: Tensor,
     v: Tensor,
     b: Tensor,
-    is_first: Tensor,
+    is_first: Tensor | StateLayout,
     mask: Tensor | None = None,
     impl: str = "auto",
     readout: str = "final",

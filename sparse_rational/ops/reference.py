@@ -24,11 +24,13 @@ at every step, so all three readouts give it exactly 0 (pruning it preserves the
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
 from ..errors import UserError
-from ..layout import is_first_tensor
+from ..layout import StateLayout, is_first_tensor
 from ..semiring import PLUS_TIMES, Element, Semiring
 
 READOUTS = ("final", "mean", "max")
@@ -138,7 +140,7 @@ def rational_forward_ref(
     w: Tensor,
     v: Tensor,
     b: Tensor,
-    is_first: Tensor,
+    is_first: Tensor | StateLayout,
     mask: Tensor | None = None,
     readout: str = "final",
 ) -> Tensor:
@@ -153,6 +155,6 @@ def rational_forward_ref(
     is_first = is_first_tensor(is_first, x.device)
     u, f = transition_weights(x, w, v, b)
     if code == FINAL or x.shape[0] == 0:
-        return semiring_dp(u, f, is_first, mask, PLUS_TIMES)[0]
+        return cast(Tensor, semiring_dp(u, f, is_first, mask, PLUS_TIMES)[0])
     _, history = semiring_dp(u, f, is_first, mask, PLUS_TIMES, return_all=True)
     return pool_states([c for (c,) in history], mask, readout)

@@ -34,6 +34,8 @@ last step (final), ``r_b(t) grad`` at every real step (mean), ``grad`` at the ar
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -117,13 +119,13 @@ class LinearScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, A: Tensor, X: Tensor) -> Tensor:
+    def forward(ctx: Any, A: Tensor, X: Tensor) -> Tensor:
         H = _scan(A, X)
         ctx.save_for_backward(A, H)
         return H
 
     @staticmethod
-    def backward(ctx, gH: Tensor):
+    def backward(ctx: Any, gH: Tensor) -> tuple[Tensor, Tensor]:
         A, H = ctx.saved_tensors
         lam = _adjoint(A, gH)
         return lam * _delay(H), lam
@@ -139,7 +141,7 @@ class LevelScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, f: Tensor, u: Tensor, H_prev: Tensor | None) -> Tensor:
+    def forward(ctx: Any, f: Tensor, u: Tensor, H_prev: Tensor | None) -> Tensor:
         m = f.shape[-1]
         P = None if H_prev is None else _delay(H_prev[..., :m])
         H = _scan(f, u if P is None else u * P)
@@ -148,7 +150,7 @@ class LevelScan(torch.autograd.Function):
         return H
 
     @staticmethod
-    def backward(ctx, gH: Tensor):
+    def backward(ctx: Any, gH: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         f, u, H, P = ctx.saved_tensors
         lam = _adjoint(f, gH)
         df = lam * _delay(H)
@@ -174,11 +176,11 @@ class _FlushTinyGrad(torch.autograd.Function):
     matmul runs ~25x slower. Values that small are far below the precision of the sums."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
+    def forward(ctx: Any, x: Tensor) -> Tensor:
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:
+    def backward(ctx: Any, g: Tensor) -> Tensor:
         return _flush_tiny(g)
 
 
@@ -212,7 +214,7 @@ def rational_forward_scan(
     w: Tensor,
     v: Tensor,
     b: Tensor,
-    is_first: Tensor,
+    is_first: Tensor | StateLayout,
     mask: Tensor | None = None,
     readout: str = "final",
 ) -> Tensor:

@@ -64,18 +64,20 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ...layout import is_first_tensor
+from ...layout import StateLayout, is_first_tensor
 from ..reference import MAX, readout_code
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: builds are not locked
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # checked before every use
 
 _SOURCE = Path(__file__).with_name("wfsa.cpp")
 _lock = threading.Lock()
@@ -172,7 +174,7 @@ def _say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def _build_lock(path: Path, deadline: float):
+def _build_lock(path: Path, deadline: float) -> Iterator[bool]:
     """Hold an exclusive :func:`fcntl.flock` on ``path`` (created if missing), polling
     until ``deadline`` (:func:`time.monotonic`); yields whether the lock is held (False
     where file locks are unsupported: the build then runs unlocked, as torch's own)."""
@@ -377,7 +379,9 @@ def wfsa_recurrence(
 
 
 @wfsa_recurrence.register_fake
-def _(proj, bias, is_first, mask, save_hist, readout):
+def _(
+    proj: Tensor, bias: Tensor, is_first: Tensor, mask: Tensor | None, save_hist: bool, readout: str
+) -> tuple[Tensor, Tensor, Tensor]:
     T, B, N2 = proj.shape
     N = N2 // 2
     out = proj.new_empty(B, N)
@@ -404,11 +408,20 @@ def wfsa_recurrence_backward(
 
 
 @wfsa_recurrence_backward.register_fake
-def _(grad, proj, bias, is_first, mask, hist, argmax, readout):
+def _(
+    grad: Tensor,
+    proj: Tensor,
+    bias: Tensor,
+    is_first: Tensor,
+    mask: Tensor | None,
+    hist: Tensor,
+    argmax: Tensor,
+    readout: str,
+) -> tuple[Tensor, Tensor]:
     return torch.empty_like(proj), torch.empty_like(bias)
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor, Tensor]) -> None:
     proj, bias, is_first, mask, save_hist, readout = inputs
     _, hist, argmax = output
     ctx.mark_non_differentiable(hist, argmax)
@@ -416,7 +429,9 @@ def _setup_context(ctx, inputs, output):
     ctx.save_hist, ctx.readout = save_hist, readout
 
 
-def _backward(ctx, grad_y, _grad_hist, _grad_argmax):
+def _backward(
+    ctx: Any, grad_y: Tensor, _grad_hist: Tensor | None, _grad_argmax: Tensor | None
+) -> tuple[Tensor, Tensor, None, None, None, None]:
     proj, bias, is_first, mask, hist, argmax = ctx.saved_tensors
     if not ctx.save_hist:  # states were not kept: recompute them (one more forward)
         hist = wfsa_recurrence(proj, bias, is_first, mask, True, ctx.readout)[1]
@@ -435,7 +450,7 @@ def rational_forward_cpp(
     w: Tensor,
     v: Tensor,
     b: Tensor,
-    is_first: Tensor,
+    is_first: Tensor | StateLayout,
     mask: Tensor | None = None,
     readout: str = "final",
 ) -> Tensor:

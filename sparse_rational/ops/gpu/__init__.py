@@ -14,9 +14,12 @@ from __future__ import annotations
 import importlib.util
 import threading
 import warnings
+from typing import cast
 
 import torch
 from torch import Tensor
+
+from ...layout import StateLayout
 
 _lock = threading.Lock()
 _checked: dict[str, str | None] = {}  # device -> None (works) or the error
@@ -35,7 +38,7 @@ def rational_forward_triton(
     w: Tensor,
     v: Tensor,
     b: Tensor,
-    is_first: Tensor,
+    is_first: Tensor | StateLayout,
     mask: Tensor | None = None,
     readout: str = "final",
 ) -> Tensor:
@@ -100,7 +103,10 @@ def _self_test_body(device: torch.device) -> str | None:
             leaf, w.to(device), v.to(device), b.to(device), is_first.to(device), mask.to(device), readout=readout
         )
         got.sum().backward()
-        if not torch.allclose(got.detach().cpu(), want, atol=1e-4, rtol=1e-4) or not torch.isfinite(leaf.grad).all():
+        if (
+            not torch.allclose(got.detach().cpu(), want, atol=1e-4, rtol=1e-4)
+            or not torch.isfinite(cast(Tensor, leaf.grad)).all()
+        ):
             return f"the triton kernel disagrees with the reference (readout {readout!r})"
     return None
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Any
 
 import torch
 import triton
@@ -57,7 +58,7 @@ TC = 8  # time steps unrolled per chunk
 _FINAL, _MEAN, _MAX = tl.constexpr(FINAL), tl.constexpr(MEAN), tl.constexpr(MAX)
 
 
-def _wfsa_fwd(
+def _wfsa_fwd(  # type: ignore[no-untyped-def]  # a triton kernel: triton.jit reads its annotations
     proj_ptr,
     bias_ptr,
     off_ptr,
@@ -138,7 +139,7 @@ def _wfsa_fwd(
     tl.store(out_ptr + bidx.to(tl.int64) * N + col, y, mask=valid)
 
 
-def _wfsa_bwd(
+def _wfsa_bwd(  # type: ignore[no-untyped-def]  # a triton kernel: triton.jit reads its annotations
     grad_ptr,
     proj_ptr,
     bias_ptr,
@@ -226,7 +227,7 @@ def _wfsa_bwd(
 
 
 @lru_cache(maxsize=2)
-def _kernels(interpret: bool):
+def _kernels(interpret: bool) -> tuple[Any, Any]:
     """``(forward, backward)`` kernels, compiled (``triton.jit``) or interpreted."""
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
@@ -252,7 +253,7 @@ def _interpreting(t: Tensor) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _level_tables(flags: tuple[bool, ...], device: str):
+def _level_tables(flags: tuple[bool, ...], device: str) -> tuple[Tensor, Tensor, Tensor, Tensor, int, int]:
     perm, inverse, sizes = StateLayout.from_is_first(torch.tensor(flags, dtype=torch.bool)).levels
     offsets = [0]
     for m in sizes[:-1]:
@@ -268,7 +269,7 @@ def _level_tables(flags: tuple[bool, ...], device: str):
     )
 
 
-def _loop_bound(T: int, interpret: bool):
+def _loop_bound(T: int, interpret: bool) -> Any:
     """The time-loop bound argument. Triton 3.6's interpreter wraps int arguments in
     1-element arrays that ``range()`` cannot take under NumPy >= 2.4; a constexpr works."""
     return tl.constexpr(T) if interpret else T
@@ -295,20 +296,31 @@ def _num_stages(LP: int, BJ: int, itemsize: int, tensors: int) -> int:
     return 1
 
 
-def _mask_args(mask: Tensor | None, dummy: Tensor):
+def _mask_args(mask: Tensor | None, dummy: Tensor) -> tuple[Tensor, int, int]:
     if mask is None:
         return dummy, 0, 0
     return mask, mask.stride(0), mask.stride(1)
 
 
-def _lengths(mask: Tensor | None, T: int, B: int, device) -> Tensor:
+def _lengths(mask: Tensor | None, T: int, B: int, device: torch.device | str) -> Tensor:
     """``L_b`` ``[B]`` int32: the real tokens of each document (the mean readout divides by it)."""
     if mask is None:
         return torch.full((B,), T, dtype=torch.int32, device=device)
     return mask.sum(0, dtype=torch.int32)
 
 
-def _run_forward(proj, bias, mask, lengths, offsets, sizes, L, d, readout, save):
+def _run_forward(
+    proj: Tensor,
+    bias: Tensor,
+    mask: Tensor | None,
+    lengths: Tensor,
+    offsets: Tensor,
+    sizes: Tensor,
+    L: int,
+    d: int,
+    readout: int,
+    save: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(y [B, N], history [T, B, N] or a dummy, argmax [B, N] int32 or a dummy)``: the
     forward kernel (``readout``: the code of :func:`..reference.readout_code`)."""
     T, B, N2 = proj.shape
@@ -351,7 +363,20 @@ def _run_forward(proj, bias, mask, lengths, offsets, sizes, L, d, readout, save)
     return out, hist, arg
 
 
-def _run_backward(grad, proj, bias, mask, lengths, offsets, sizes, L, d, readout, hist, arg):
+def _run_backward(
+    grad: Tensor,
+    proj: Tensor,
+    bias: Tensor,
+    mask: Tensor | None,
+    lengths: Tensor,
+    offsets: Tensor,
+    sizes: Tensor,
+    L: int,
+    d: int,
+    readout: int,
+    hist: Tensor,
+    arg: Tensor,
+) -> Tensor:
     """``d proj [T, B, 2N]``: the backward kernel (``grad = dL/dy``, ``[B, N]``)."""
     T, B, N2 = proj.shape
     N = N2 // 2
@@ -406,7 +431,18 @@ class TritonRecurrence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, proj, bias, mask, offsets, sizes, L, d, save, readout="final"):
+    def forward(
+        ctx: Any,
+        proj: Tensor,
+        bias: Tensor,
+        mask: Tensor | None,
+        offsets: Tensor,
+        sizes: Tensor,
+        L: int,
+        d: int,
+        save: bool,
+        readout: str = "final",
+    ) -> Tensor:
         code = readout_code(readout)
         T, B = proj.shape[:2]
         lengths = _lengths(mask, T, B, proj.device)
@@ -416,7 +452,7 @@ class TritonRecurrence(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         proj, bias, mask, lengths, offsets, sizes, hist, arg = ctx.saved_tensors
         args = (proj, bias, mask, lengths, offsets, sizes, ctx.L, ctx.d, ctx.code)
         if not ctx.saved_hist:  # the states were not kept: recompute them
@@ -432,7 +468,7 @@ def rational_forward_triton(
     w: Tensor,
     v: Tensor,
     b: Tensor,
-    is_first: Tensor,
+    is_first: Tensor | StateLayout,
     mask: Tensor | None = None,
     readout: str = "final",
 ) -> Tensor:
