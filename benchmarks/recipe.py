@@ -140,6 +140,9 @@ def summarise(rows: list[dict]) -> str:
             tests.append(statistics.mean(test))
             sd = f" +- {100 * statistics.pstdev(test):.1f}" if len(test) > 1 else ""
             cells.append(f"{100 * statistics.mean(test):.1f}{sd}")
+        if not devs:  # every run of this row failed
+            cells = ["-"] * len(datasets)
+            devs, tests = [float("nan")], [float("nan")]
         failed = sum(1 for r in rows if r["config"] == config and (r["target"] or 0) == target and r["status"] != "ok")
         name = config + (f" ({failed} failed)" if failed else "")
         lines.append(

@@ -140,7 +140,7 @@ class TextClassifier:
         self.model = model
         self.featurizer = cast(Featurizer, featurizer)
         self.classes = list(classes)
-        self.metrics = Metrics() if metrics is None else cast(Metrics, metrics)
+        self.metrics = metrics if isinstance(metrics, Metrics) else Metrics.from_dict(metrics or {})
         self.truncated_texts = truncated_texts
 
     @property
