@@ -70,6 +70,20 @@ def tiny_files(kitchen, tmp_path_factory):
 FAST = ["--epochs", "3", "--patience", "2", "--quiet", "--threads", "1"]
 
 
+def tiny_args(tiny_files) -> list[str]:
+    """The options that train on the tiny kitchen files with GloVe 6B 50d."""
+    return [
+        "--train",
+        str(tiny_files["train"]),
+        "--dev",
+        str(tiny_files["dev"]),
+        "--test",
+        str(tiny_files["test"]),
+        "--embeddings",
+        "glove-6b-50d",
+    ]
+
+
 @pytest.fixture(scope="session")
 def baseline(tiny_files, tmp_path_factory):
     """A small model trained by the CLI on the tiny kitchen files (3x2,2x1)."""
@@ -79,14 +93,7 @@ def baseline(tiny_files, tmp_path_factory):
     code = main(
         [
             "train",
-            "--train",
-            str(tiny_files["train"]),
-            "--dev",
-            str(tiny_files["dev"]),
-            "--test",
-            str(tiny_files["test"]),
-            "--embeddings",
-            "glove-6b-50d",
+            *tiny_args(tiny_files),
             "--patterns",
             "3x2,2x1",
             "--out",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
@@ -45,14 +46,7 @@ def _cli_train(tiny_files, out, *extra):
         "-m",
         "sparse_rational.cli",
         "train",
-        "--train",
-        str(tiny_files["train"]),
-        "--dev",
-        str(tiny_files["dev"]),
-        "--test",
-        str(tiny_files["test"]),
-        "--embeddings",
-        "glove-6b-50d",
+        *tiny_args(tiny_files),
         "--patterns",
         "3x2,2x1",
         "--reg-strength",

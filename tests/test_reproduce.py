@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_args
 
 from sparse_rational.errors import UserError
 from sparse_rational.experiments import cli as rcli
@@ -31,19 +32,6 @@ from sparse_rational.experiments.sweep import run_sweep
 from sparse_rational.experiments.trial import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def files_args(tiny_files):
-    return [
-        "--train",
-        str(tiny_files["train"]),
-        "--dev",
-        str(tiny_files["dev"]),
-        "--test",
-        str(tiny_files["test"]),
-        "--embeddings",
-        "glove-6b-50d",
-    ]
 
 
 def reproduce(*argv) -> int:
@@ -211,7 +199,7 @@ def test_path_trials_are_shared_by_the_targets():
 def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
     out = tmp_path / "smoke"
     args = [
-        *files_args(tiny_files),
+        *tiny_args(tiny_files),
         "--budget",
         "smoke",
         "--targets",
@@ -258,7 +246,7 @@ def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
 def test_path_sweep_end_to_end_one_row_per_target(tiny_files, tmp_path, capsys):
     out = tmp_path / "path"
     args = [
-        *files_args(tiny_files),
+        *tiny_args(tiny_files),
         "--budget",
         "smoke",
         "--baselines",
@@ -328,7 +316,7 @@ def test_path_sweep_end_to_end_one_row_per_target(tiny_files, tmp_path, capsys):
 def test_readout_reaches_the_trained_models(tiny_files, tmp_path, capsys):
     out = tmp_path / "mean"
     args = [
-        *files_args(tiny_files),
+        *tiny_args(tiny_files),
         "--budget",
         "smoke",
         "--baselines",
@@ -367,7 +355,7 @@ def test_readout_reaches_the_trained_models(tiny_files, tmp_path, capsys):
 def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_files, tmp_path, capsys):
     out = tmp_path / "killed"
     args = [
-        *files_args(tiny_files),
+        *tiny_args(tiny_files),
         "--budget",
         "smoke",
         "--baselines",
@@ -414,7 +402,7 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(tiny_files, tmp_
 def test_ray_and_local_executors_agree(tiny_files, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sparse-rational[ray]'")
     common = [
-        *files_args(tiny_files),
+        *tiny_args(tiny_files),
         "--budget",
         "smoke",
         "--baselines",
@@ -461,7 +449,7 @@ def test_ray_and_local_executors_agree(tiny_files, tmp_path, capsys):
 def test_unreachable_ray_address_is_one_line(tiny_files, tmp_path, capsys):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'sparse-rational[ray]'")
     code = reproduce(
-        *files_args(tiny_files),
+        *tiny_args(tiny_files),
         "--budget",
         "smoke",
         "--executor",
@@ -479,7 +467,7 @@ def test_unreachable_ray_address_is_one_line(tiny_files, tmp_path, capsys):
 def test_a_second_sweep_into_the_same_folder_is_refused(tiny_files, tmp_path, capsys):
     out = tmp_path / "locked"
     args = [
-        *files_args(tiny_files),
+        *tiny_args(tiny_files),
         "--budget",
         "smoke",
         "--no-targets",
@@ -637,7 +625,7 @@ def test_a_target_the_path_missed_is_a_failed_attempt_of_that_target(tmp_path):
     ],
 )
 def test_bad_input_is_one_line(tiny_files, tmp_path, capsys, extra, message):
-    assert reproduce(*files_args(tiny_files), *extra, "--out", tmp_path / "o") == 2
+    assert reproduce(*tiny_args(tiny_files), *extra, "--out", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "o").exists()
@@ -647,6 +635,6 @@ def test_out_folder_of_something_else_is_refused(tiny_files, tmp_path, capsys):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert reproduce(*files_args(tiny_files), "--budget", "smoke", "--out", out) == 2
+    assert reproduce(*tiny_args(tiny_files), "--budget", "smoke", "--out", out) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no sweep.json" in err
