@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +42,9 @@ from safetensors.torch import save as save_tensors
 from .errors import ParameterError, UserError
 from .errors import one_line as _one_line
 from .fileio import atomic_write_bytes
+from .log import get_logger
+
+_log = get_logger(__name__)
 
 FORMAT = "sparse-rational-checkpoint/1"
 FILE = "checkpoint.safetensors"
@@ -272,7 +274,7 @@ class Checkpointer:
 
     def _note(self, text: str) -> None:
         if self.verbose:
-            print(f"sparse-rational: {text}", file=sys.stderr, flush=True)
+            _log.info(text, extra={"prefixed": True})
 
     def _clean_temporaries(self) -> None:
         if self.directory.is_dir():

@@ -54,6 +54,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_verbosity_args(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose`` on every command: the level of the library's log (see
+    :mod:`sparse_rational.log`); results on stdout and errors are never silenced."""
+    known = {s for action in p._actions for s in action.option_strings}
+    group = p.add_mutually_exclusive_group()
+    if "--quiet" not in known:
+        group.add_argument(
+            "--quiet", action="store_true", help="warnings and errors only: no progress bars, per-epoch lines or notes"
+        )
+    group.add_argument("--verbose", action="store_true", help="also debugging detail (kernels, threads, timings)")
+
+
+def _set_verbosity(args: argparse.Namespace) -> None:
+    from .log import set_verbosity
+
+    set_verbosity("warning" if getattr(args, "quiet", False) else "debug" if args.verbose else "info")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparse-rational", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -89,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_arguments(t, config.TrainConfig, types=types)
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
     t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
-    t.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
     t.add_argument(
         "--tune",
         type=_positive_int,
@@ -144,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain_cli.add_parser(sub)
     experiments_cli.add_parser(sub)
+    for command in sub.choices.values():
+        _add_verbosity_args(command)
     return parser
 
 
@@ -172,7 +191,7 @@ def _check_out(path: str) -> bool:
 
 
 # options that do not change what a run computes: a resumed run may change them
-_NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "threads"}
+_NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "verbose", "threads"}
 
 
 def _checkpointer(args: argparse.Namespace, splits):
@@ -436,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         previous, restore = None, False
     try:
         args = build_parser().parse_args(argv)
+        _set_verbosity(args)
         return COMMANDS[args.command](args)
     except TrainingDiverged as exc:  # not bad input, but the same one line
         _say(f"error: {exc}")

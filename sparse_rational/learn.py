@@ -11,20 +11,21 @@ checkpoints and resumes; nothing here knows about checkpoints.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import StructureOptions
 from .errors import ParameterError
+from .log import get_logger
 from .model import RationalClassifier
 from .phases import Phases
 from .structure import PruneResult, format_structure, prune, surviving_structure
 from .train import EncodedData, FitResult, TrainConfig, accuracy, batches_per_epoch
+
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -119,10 +120,9 @@ def search_reg_strength(
         n = sum(structure)
         log.append({"try": attempt, "reg_strength": lam, "transitions": n, "structure": list(structure)})
         if verbose:
-            tqdm.write(
+            _log.info(
                 f"search try {attempt:2d}: lambda {lam:.3g} -> {n} transitions "
                 f"({format_structure(tuple(structure))}), target {target} +- {tol}",
-                file=sys.stderr,
             )
         if abs(n - target) <= tol:  # the last finished phase: its weights are at hand
             return lam, prune(model, opts.epsilon), fit_result, log
@@ -178,10 +178,9 @@ def learn_structure(
     model, norms = pruned.model, pruned.group_norms
     before = tuple(len(s) for s in norms)
     if verbose:
-        tqdm.write(
+        _log.info(
             f"pruned at {opts.epsilon}: {sum(before)} -> {model.config.transitions} transitions, "
             f"structure {format_structure(model.config.structure)}",
-            file=sys.stderr,
         )
     finetune = _finetune(phases, "finetune", model, train, dev, cfg, verbose)
     return LearnResult(model, lam, before, norms, pen_fit, finetune, search)
@@ -292,11 +291,10 @@ def regularisation_path(
         snapshots[target] = info = phases.load_stashed(model, f"path/t{target}")
         pruned = prune(model, opts.epsilon)
         if verbose:
-            tqdm.write(
+            _log.info(
                 f"target {target}: snapshot at epoch {info['epoch']} (lambda {info['reg_strength']:.3g}), "
                 f"{pruned.model.config.transitions} transitions, structure "
                 f"{format_structure(pruned.model.config.structure)}",
-                file=sys.stderr,
             )
         finetune = _finetune(phases, f"finetune:t{target}", pruned.model, train, dev, cfg, verbose, keep=True)
         models[target] = LearnResult(
@@ -323,10 +321,9 @@ def _finetune(
     """Finetune a pruned model without the penalty (or set it to the class prior if empty)."""
     if not model.config.structure:
         if verbose:
-            tqdm.write(
+            _log.info(
                 "every state was pruned: nothing to finetune, the model predicts the class prior "
                 "of the training labels",
-                file=sys.stderr,
             )
         return _class_prior(model, train, dev)
     return phases.fit(name, model, train, dev, cfg, desc=name, keep=keep)

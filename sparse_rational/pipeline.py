@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -43,12 +42,15 @@ from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
 from .learn import learn_structure, regularisation_path
+from .log import get_logger
 from .metrics import Metrics
 from .model import READOUTS, ModelConfig, RationalClassifier
 from .phases import Phases
 from .structure import format_structure, parse_patterns
 from .train import EncodedData, accuracy, predict_proba
 from .vocab import Vocabulary
+
+_log = get_logger(__name__)
 
 FORMAT = "sparse-rational/1"
 DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts read at prediction are cut like training ones
@@ -232,7 +234,7 @@ class TextClassifier:
             atomic_write_bytes(tmp / VOCAB, vocab.encode("utf-8"))
             atomic_write_json(tmp / METRICS, self.metrics.to_dict())
         if replacing and verbose:
-            print(f"sparse-rational: replaced the earlier model folder {path}", file=sys.stderr)
+            _log.info(f"replaced the earlier model folder {path}", extra={"prefixed": True})
         return Path(path)
 
     @classmethod
@@ -648,11 +650,9 @@ def tune_text_classifier(
             clf, dev = None, None
         if verbose:
             got = f"dev accuracy {dev:.4f}" if dev is not None else f"failed ({trials[-1]['error'][:80]})"
-            print(
+            _log.info(
                 f"tune {k}/{n}: lr {hp['lr']:.3g} clip {hp['clip']:.3g} dropout {hp['dropout']:.3g} "
                 f"input dropout {hp['input_dropout']:.3g} weight decay {hp['weight_decay']:.2g}: {got}",
-                file=sys.stderr,
-                flush=True,
             )
         if clf is not None and (best is None or dev > best.metrics["dev_accuracy"]):
             best = clf

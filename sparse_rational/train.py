@@ -21,8 +21,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
+from .log import get_logger, progress_disable
 from .model import RationalClassifier
 from .structure import proximal_step_, surviving_structure
+
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -323,7 +326,7 @@ def fit(
         best_state, best_acc, best_epoch, bad, history, elapsed_before = _restore_fit(resume, model, opt, sched, rng)
         first_epoch = resume.epoch + 1
         if verbose:
-            tqdm.write(f"{desc}: resumed after epoch {resume.epoch}", file=sys.stderr)
+            _log.info(f"{desc}: resumed after epoch {resume.epoch}")
     start = time.perf_counter()
     docs = truncate_docs(train.docs, cfg.max_tokens)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
@@ -343,7 +346,9 @@ def fit(
         model.train()
         total, total_pen, n_batches = 0.0, 0.0, 0
         batches = bucket_batches(lengths, cfg.batch_size, rng, cfg.batch_tokens)
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch}", leave=False, disable=not verbose or None, file=sys.stderr)
+        bar = tqdm(
+            batches, desc=f"{desc} epoch {epoch}", leave=False, disable=progress_disable(verbose), file=sys.stderr
+        )
         lam = lam_at(step)
         for idx in bar:
             lam = lam_at(step)
@@ -405,10 +410,9 @@ def fit(
             if structure is not None:
                 pen_txt += f" -> {sum(structure)} transitions"
             dev_txt = f"dev acc {dev_acc:.4f}" if dev_acc is not None else f"train loss {train_loss:.4f}"
-            tqdm.write(
+            _log.info(
                 f"{desc} epoch {epoch:3d}  loss {log.loss:.4f}{pen_txt}  {dev_txt}"
                 f"{' *' if improved else '  '}  lr {lr_now:.2g}  {log.seconds:.1f}s",
-                file=sys.stderr,
             )
         if lr_schedule:
             sched.step(score)

@@ -96,12 +96,14 @@ def _complete(root: Path) -> bool:
 def _download(url: str, target: Path) -> None:
     from tqdm import tqdm
 
+    from ..log import progress_disable
+
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
         length = response.headers.get("Content-Length") if response.headers else None
         total = int(length) if length and length.isdigit() else None
         with (
             open(target, "wb") as out,
-            tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=None) as bar,
+            tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=progress_disable()) as bar,
         ):
             while chunk := response.read(_CHUNK):
                 out.write(chunk)

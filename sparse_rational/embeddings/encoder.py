@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, one_line
+from ..log import get_logger, progress_disable
 from . import cache as vcache
 from .hf_options import (
     ENCODER_FILES,
@@ -45,6 +46,8 @@ from .hf_options import (
 )
 from .rows import EncodedTexts
 from .segments import segment_pieces
+
+_log = get_logger(__name__)
 
 
 class ContextualEncoder:
@@ -344,7 +347,7 @@ class ContextualEncoder:
             total=total,
             desc=f"encode {self.source}",
             unit="piece",
-            disable=not self.verbose or None,
+            disable=progress_disable(self.verbose),
             file=sys.stderr,
             leave=False,
         )
@@ -466,7 +469,7 @@ class ContextualEncoder:
 
     def _log(self, msg: str) -> None:
         if self.verbose:
-            print(msg, file=sys.stderr)
+            _log.info(msg)
 
 
 @contextlib.contextmanager

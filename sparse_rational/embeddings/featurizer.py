@@ -22,7 +22,6 @@ model on them.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -30,9 +29,12 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import torch
 from torch import Tensor
 
+from ..log import get_logger
 from .encoder import ContextualEncoder
 from .hf_options import TransformerOptions, is_contextual
 from .rows import RowTable
+
+_log = get_logger(__name__)
 
 if TYPE_CHECKING:  # vocab.py imports this package: no import of it at module level
     from ..data import Splits
@@ -175,11 +177,10 @@ class StaticVectors:
         vectors = load_word_vectors(source, restrict_to={w for doc in corpus for w in doc})
         tokens, matrix, stats = build_vocabulary(vectors, corpus, tokenized["train"], seed=seed)
         if verbose:
-            print(
+            _log.info(
                 f"data: {len(splits.train)} train / {len(splits.dev)} dev / {len(splits.test)} test, "
                 f"{num_classes} classes; vocabulary {stats['vocab']} ({stats['pretrained']} with "
                 f"{source} vectors, {stats['oov_train']} OOV training words)",
-                file=sys.stderr,
             )
         return cls(Vocabulary(tokens), source, torch.from_numpy(matrix))
 
@@ -264,9 +265,8 @@ class ContextualVectors:
         }
         if verbose:
             src = "read from the cache" if enc.from_cache else f"encoded in {enc.encode_seconds:.1f}s"
-            print(
+            _log.info(
                 f"{source}: {len(set(texts))} texts, {info['pieces']} word pieces of dimension {encoder.dim}, {src}",
-                file=sys.stderr,
             )
         return cls(encoder, table), info
 

@@ -150,7 +150,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     x.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     x.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     x.add_argument("--report-only", action="store_true", help="rewrite the outputs from the stored trials")
-    x.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--out", required=True, help="sweep folder: trials/, results.csv, summary.md, figure3.*")
     return p
 

@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from ..log import get_logger, progress_disable
 from .protocol import Configuration, DatasetRef, Plan, TrialSpec
 from .store import TrialStore
+
+_log = get_logger(__name__)
 
 LOST_RETRIES = 1  # a trial whose worker died is run once more, then recorded as failed
 
@@ -172,7 +175,7 @@ def run_sweep(
         desc="trials",
         unit="trial",
         file=sys.stderr,
-        disable=not progress,
+        disable=bool(progress_disable(progress)),
         dynamic_ncols=True,
         smoothing=0.05,
     )
@@ -208,24 +211,22 @@ def run_sweep(
                 result.ran += 1
                 if outcome["status"] != "ok":
                     result.failed += 1
-                    tqdm.write(
+                    _log.info(
                         f"failed: {spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: "
                         f"{outcome.get('error', '?')}",
-                        file=sys.stderr,
                     )
                 elif (outcome.get("metrics") or {}).get("missed"):
-                    tqdm.write(
+                    _log.info(
                         f"{spec.dataset.name} / {spec.config.label} {spec.phase} {spec.index}: the path "
                         f"missed target(s) {', '.join(map(str, outcome['metrics']['missed']))}",
-                        file=sys.stderr,
                     )
                 bar.update(1)
                 for cell in cells:
                     had_reruns = cell.reruns is not None
                     if update_cell(plan, cell, records):
-                        tqdm.write(f"{cell.label()}: a new assignment replaces the failed one", file=sys.stderr)
+                        _log.info(f"{cell.label()}: a new assignment replaces the failed one")
                     if cell.note and not had_reruns and cell.reruns is not None:
-                        tqdm.write(f"{cell.label()}: {cell.note}", file=sys.stderr)
+                        _log.info(f"{cell.label()}: {cell.note}")
                 bar.total = total()
                 bar.refresh()
                 bar.set_postfix(failed=result.failed, refresh=False)

@@ -60,7 +60,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import sysconfig
 import threading
 import time
@@ -72,6 +71,7 @@ import torch
 from torch import Tensor
 
 from ...layout import StateLayout, is_first_tensor
+from ...log import get_logger
 from ..reference import MAX, readout_code
 
 try:
@@ -170,7 +170,7 @@ def _build_wait() -> float:
 
 
 def _say(message: str) -> None:
-    print(f"sparse-rational: {message}", file=sys.stderr, flush=True)
+    get_logger(__name__).info(message, extra={"prefixed": True})
 
 
 @contextlib.contextmanager
