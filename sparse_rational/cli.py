@@ -191,7 +191,7 @@ def _check_out(path: str) -> bool:
 
 
 # options that do not change what a run computes: a resumed run may change them
-_NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "verbose", "threads"}
+_NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "verbose", "threads", "argv"}
 
 
 def _checkpointer(args: argparse.Namespace, splits):
@@ -260,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 hf_options=hf_options,
             )
             for clf in run.models.values():
-                clf.metrics.dataset = dataset
+                _set_origin(clf.metrics, args, dataset)
             if run.models:
                 run.save(args.out)
         else:
@@ -272,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 clf = train_text_classifier(
                     splits, options=options, verbose=not args.quiet, checkpoint=checkpoint, hf_options=hf_options
                 )
-            clf.metrics.dataset = dataset
+            _set_origin(clf.metrics, args, dataset)
             clf.save(args.out)
     except TrainingDiverged:  # its message says where the last good checkpoint is
         checkpoint.release()
@@ -319,6 +319,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         raise path_missed(run, options.structure)
     return 0
+
+
+def _set_origin(metrics, args: argparse.Namespace, dataset) -> None:
+    """The data and the command line in metrics.json."""
+    import shlex
+
+    metrics.dataset = dataset
+    metrics.provenance = {
+        **(metrics.provenance or {}),
+        "call": shlex.join(["sparse-rational", *args.argv]),
+        "split_seed": args.split_seed,
+    }
 
 
 def _report(m, indent: str = "") -> None:
@@ -455,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         previous, restore = None, False
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # the provenance of what it makes
         _set_verbosity(args)
         return COMMANDS[args.command](args)
     except TrainingDiverged as exc:  # not bad input, but the same one line

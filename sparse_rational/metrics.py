@@ -50,6 +50,8 @@ class Metrics(Mapping):
     search: list[dict] | None = None  # the lambda search: one entry per try
     target_transitions: int | None = None
     tuning: list[dict] | None = None  # train --tune: every assignment and its dev accuracy
+    history: list[dict] | None = None  # every epoch of every phase: loss, penalty, dev accuracy, lr, seconds
+    provenance: dict | None = None  # versions, kernel, threads, date, the call that made the model
     extra: dict = field(default_factory=dict)  # keys of a newer or foreign metrics.json
 
     def to_dict(self) -> dict:

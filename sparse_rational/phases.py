@@ -19,15 +19,18 @@ whose weights were not kept.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from .callbacks import notify
 from .checkpoint import Checkpoint, Checkpointer, module_tensors, restore_module_state, to_jsonable
 from .errors import TrainingDiverged
 from .model import RationalClassifier
-from .train import EncodedData, FitResult, TrainConfig, fit
+from .train import EncodedData, EpochLog, FitResult, TrainConfig, fit
+
+HISTORY_KEYS = ("epoch", "loss", "penalty", "dev_accuracy", "dev_loss", "lr", "seconds", "reg_strength", "transitions")
 
 _NAME = re.compile(r"^[a-z]+(:[a-z0-9.]+)?$")
 
@@ -35,9 +38,10 @@ _NAME = re.compile(r"^[a-z]+(:[a-z0-9.]+)?$")
 class Phases:
     """Runs named phases, checkpointing each epoch to ``checkpointer`` (None: no checkpoints)."""
 
-    def __init__(self, checkpointer: Checkpointer | None = None, verbose: bool = True):
+    def __init__(self, checkpointer: Checkpointer | None = None, verbose: bool = True, callbacks: Sequence[Any] = ()):
         self.checkpointer = checkpointer
         self.verbose = verbose
+        self.callbacks = list(callbacks)  # see sparse_rational.callbacks: told of every epoch
         self.finished: dict[str, dict] = {}  # name -> {"fit": FitResult as JSON, "records": {...}}
         self.kept: dict[str, dict[str, torch.Tensor]] = {}  # name -> weights that later phases need
         self.last_finished: str | None = None
@@ -110,8 +114,25 @@ class Phases:
 
         desc = kwargs.pop("desc", name)
         verbose = kwargs.pop("verbose", True) and self.verbose
+        on_log = None
+        if self.callbacks:
+
+            def on_log(log: EpochLog) -> None:
+                notify(self.callbacks, "on_epoch_end", name, log)
+
         try:
-            result = fit(model, train, dev, cfg, desc=desc, verbose=verbose, resume=resume, on_epoch=on_epoch, **kwargs)
+            result = fit(
+                model,
+                train,
+                dev,
+                cfg,
+                desc=desc,
+                verbose=verbose,
+                resume=resume,
+                on_epoch=on_epoch,
+                on_log=on_log,
+                **kwargs,
+            )
         except TrainingDiverged as exc:
             where = self.checkpointer.describe_last() if self.checkpointer is not None else "nothing was saved"
             raise TrainingDiverged(f"{exc} ({where})") from None
@@ -122,6 +143,23 @@ class Phases:
         self.finished[name]["keep"] = keep
         self.last_finished = name
         return result
+
+    def history(self, names: Callable[[str], bool] | None = None) -> list[dict]:
+        """Every epoch of the finished phases (those ``names`` accepts), in the order they
+        ran: ``{"phase", "epoch", "loss", "penalty", "dev_accuracy", "dev_loss", "lr",
+        "seconds"}`` and, in penalised phases, ``reg_strength`` and ``transitions``."""
+        rows = []
+        for name, done in self.finished.items():
+            if names is not None and not names(name):
+                continue
+            for log in done["fit"].get("history", []):
+                row: dict[str, Any] = {"phase": name}
+                for key in HISTORY_KEYS:
+                    value = log.get(key)
+                    if value is not None or key in ("dev_accuracy",):
+                        row[key] = round(value, 6) if isinstance(value, float) else value
+                rows.append(row)
+        return rows
 
     def record(self, name: str, key: str, compute: Callable[[], Any]) -> Any:
         """A JSON value derived from finished phase ``name`` (computed once, then stored)."""

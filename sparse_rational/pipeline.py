@@ -28,8 +28,9 @@ from safetensors.torch import save as save_tensors
 from torch import Tensor
 
 from . import validate
+from .callbacks import notify
 from .config import RunOptions, StructureOptions, TrainConfig, default
-from .data import Example, Splits
+from .data import Example, Splits, examples_from, splits_from, texts_from
 from .embeddings.featurizer import (
     CHARS_PER_TOKEN,  # noqa: F401  (re-exported: where texts are cut)
     ContextualVectors,
@@ -46,6 +47,7 @@ from .log import get_logger
 from .metrics import Metrics
 from .model import READOUTS, ModelConfig, RationalClassifier
 from .phases import Phases
+from .provenance import provenance
 from .structure import format_structure, parse_patterns
 from .train import EncodedData, accuracy, predict_proba
 from .vocab import Vocabulary
@@ -192,9 +194,12 @@ class TextClassifier:
         return self._read(examples, strict_labels, max_tokens)[0]
 
     def predict_proba(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> np.ndarray:
-        """Probabilities ``[n, C]`` (columns in the order of ``classes``). Texts longer than
-        ``max_tokens`` tokens are cut as training documents are (0: read them whole);
-        ``truncated_texts`` counts them."""
+        """Probabilities ``[n, C]`` (columns in the order of ``classes``). ``texts``: a list,
+        an array or a pandas Series of strings (or a DataFrame / Dataset with a ``text``
+        column). Texts longer than ``max_tokens`` tokens are cut as training documents are
+        (0: read them whole); ``truncated_texts`` counts them."""
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            texts = texts_from(texts)
         if not len(texts):
             return np.zeros((0, len(self.classes)), np.float32)
         data, model = self._read(texts, max_tokens=max_tokens)
@@ -204,7 +209,10 @@ class TextClassifier:
         return [self.classes[i] for i in self.predict_proba(texts, max_tokens).argmax(1)]
 
     def evaluate(self, examples: Sequence[Example]) -> float:
-        """Accuracy on labelled examples (a label unseen in training counts as an error)."""
+        """Accuracy on labelled examples (a label unseen in training counts as an error):
+        :class:`Example` objects, ``(text, label)`` pairs, a DataFrame or a Dataset."""
+        if not isinstance(examples, list) or not all(isinstance(ex, Example) for ex in examples):
+            examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
         data, model = self._read(examples, strict_labels=False)
@@ -365,6 +373,8 @@ def _prepare(
     readout=None,
 ) -> _Run:
     start = time.perf_counter()
+    if not isinstance(splits, Splits):  # data in memory: a list of pairs, a DataFrame, a Dataset
+        splits = splits_from(splits)
     options = options or RunOptions()
     embeddings = options.embeddings if embeddings is None else embeddings
     cfg = train_config or options.train
@@ -421,8 +431,16 @@ def _prepare(
     return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start)
 
 
-def _finish(run: _Run, model: RationalClassifier, last, learned=None) -> TextClassifier:
-    """The classifier of ``model`` with its metrics (``learned``: a structure-learning result)."""
+def _finish(
+    run: _Run,
+    model: RationalClassifier,
+    last,
+    learned=None,
+    history: list[dict] | None = None,
+    call: str = "sparse_rational.train_text_classifier",
+) -> TextClassifier:
+    """The classifier of ``model`` with its metrics (``learned``: a structure-learning result;
+    ``history``: the epochs of the phases that made it)."""
     cfg, opts = run.cfg, run.opts
     clf = TextClassifier(model, run.clf.featurizer, run.clf.classes)
     metrics = Metrics(structure_initial=list(run.structure), encoding=run.prep.get("encoding"), reg_strength=0.0)
@@ -471,6 +489,8 @@ def _finish(run: _Run, model: RationalClassifier, last, learned=None) -> TextCla
     clf.metrics = metrics
     if run.splits.test:
         metrics.test_accuracy, metrics.test_size = clf.evaluate(run.splits.test), len(run.splits.test)
+    metrics.history = history
+    metrics.provenance = provenance(call, model.config.embedding_dim)
     metrics.train_seconds = round(time.perf_counter() - run.start, 2)
     return clf
 
@@ -490,8 +510,12 @@ def train_text_classifier(
     hf_options: TransformerOptions | None = None,
     options: RunOptions | None = None,
     readout: str | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> TextClassifier:
-    """Train a rational RNN on ``splits``; with ``reg_strength > 0`` or a target number of
+    """Train a rational RNN on ``splits`` (:class:`~sparse_rational.data.Splits`, or training
+    data in memory: ``(text, label)`` pairs, a DataFrame or a Dataset with ``text`` and
+    ``label`` columns, 10 % carved off as the dev set; other columns and explicit dev/test
+    data: :func:`~sparse_rational.data.splits_from`). With ``reg_strength > 0`` or a target number of
     transitions, learn its structure (penalise, prune, finetune). ``metrics`` of the result
     (a :class:`~sparse_rational.metrics.Metrics`) hold accuracies, structure, transitions
     and timings. Several targets at once: :func:`train_structure_path`.
@@ -505,7 +529,11 @@ def train_text_classifier(
 
     ``embeddings``: ``glove-6b-50d``, a GloVe/word2vec text file, or ``hf:minilm`` /
     ``hf:FOLDER`` / ``hf:ID`` (a frozen transformer; ``hf_options`` says how its vectors are
-    made, and ``metrics["encoding"]`` records the encoding time and the cache)."""
+    made, and ``metrics["encoding"]`` records the encoding time and the cache).
+
+    ``callbacks``: told of every epoch and of the final metrics (see
+    :mod:`~sparse_rational.callbacks`; e.g. a ``TensorBoardCallback``). Every epoch is also
+    in ``metrics["history"]``."""
     run = _prepare(
         splits,
         embeddings,
@@ -523,12 +551,15 @@ def train_text_classifier(
     )
     if len(run.opts.targets) > 1:
         raise ParameterError("target_transitions", "several targets give several models: use train_structure_path")
-    phases = Phases(checkpoint, verbose=verbose)
+    phases = Phases(checkpoint, verbose=verbose, callbacks=callbacks)
     if run.opts.reg_strength > 0 or run.opts.targets:
         res = learn_structure(run.make, run.train, run.dev, run.cfg, run.opts, verbose=verbose, phases=phases)
-        return _finish(run, res.model, res.finetune, res)
-    model = run.make()
-    return _finish(run, model, phases.fit("train", model, run.train, run.dev, run.cfg))
+        clf = _finish(run, res.model, res.finetune, res, phases.history())
+    else:
+        model = run.make()
+        clf = _finish(run, model, phases.fit("train", model, run.train, run.dev, run.cfg), history=phases.history())
+    notify(callbacks, "on_train_end", clf.metrics)
+    return clf
 
 
 @dataclass
@@ -577,6 +608,7 @@ def train_structure_path(
     checkpoint=None,
     hf_options: TransformerOptions | None = None,
     options: RunOptions | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> PathRun:
     """All ``target_transitions`` from one penalised run whose lambda grows along a path:
     a model per target reached (pruned from the path's snapshot, then finetuned), and the
@@ -590,13 +622,17 @@ def train_structure_path(
     run = _prepare(
         splits, embeddings, patterns, None, None, train_config, opts, None, None, verbose, hf_options, options
     )
-    phases = Phases(checkpoint, verbose=verbose)
+    phases = Phases(checkpoint, verbose=verbose, callbacks=callbacks)
     result = regularisation_path(phases, run.make, run.train, run.dev, run.cfg, run.opts, verbose)
     models = {}
     for target, learned in result.models.items():
         learned.search = []
-        models[target] = _finish(run, learned.model, learned.finetune, learned)
+        history = phases.history(lambda name, t=target: name in ("path", f"finetune:t{t}"))  # type: ignore[misc]
+        models[target] = _finish(
+            run, learned.model, learned.finetune, learned, history, "sparse_rational.train_structure_path"
+        )
         models[target].metrics.target_transitions = target
+        notify(callbacks, "on_train_end", models[target].metrics)
     options_json = {
         "targets": list(run.opts.targets),
         "path_start": run.opts.path_start,
@@ -630,6 +666,8 @@ def tune_text_classifier(
     options = options or RunOptions()
     if n < 1:
         raise ParameterError("tune", f"expected a number of assignments >= 1, got {n}")
+    if not isinstance(splits, Splits):
+        splits = splits_from(splits)
     if not splits.dev:
         raise ParameterError("tune", "needs a dev set to choose by")
     seed_text = f"tune:{search_seed}:{options.embeddings}:{options.model.patterns}"

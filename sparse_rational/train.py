@@ -283,6 +283,7 @@ def fit(
     after_step: Callable[[RationalClassifier, int, float], None] | None = None,
     stop: Callable[[], bool] | None = None,
     epoch_lines: bool = True,
+    on_log: Callable[[EpochLog], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place.
 
@@ -298,6 +299,7 @@ def fit(
     which makes removed groups exactly zero. ``epsilon`` (the pruning threshold) adds the
     surviving structure to every epoch's log and progress bar. ``after_step(model, step,
     lambda)`` is called after every update; training ends early once ``stop()`` is true.
+    ``on_log(epoch_log)`` receives each epoch's :class:`EpochLog` (the user's callbacks).
     ``verbose`` shows a progress bar per epoch and, with ``epoch_lines``, a line per epoch.
 
     ``resume``: a :class:`~sparse_rational.checkpoint.Checkpoint` taken at the end of an
@@ -397,6 +399,8 @@ def fit(
             dev_loss,
         )
         history.append(log)
+        if on_log is not None:
+            on_log(log)
         score = _selection_score(history, cfg.select_on)  # what early stopping and the schedule follow
         improved = score > best_acc
         if improved:

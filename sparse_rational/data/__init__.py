@@ -1,6 +1,6 @@
-"""The data layer: benchmark datasets (benchmarks.py), the user's own files (files.py),
-splitting (splitting.py), reading and decoding (reading.py), and the tokenizer; loaders.py
-keeps the names it always exported."""
+"""The data layer: benchmark datasets (benchmarks.py), the user's own files (files.py), data
+already in memory (memory.py), splitting (splitting.py), reading and decoding (reading.py),
+and the tokenizer; loaders.py keeps the names it always exported."""
 
 from sparse_rational.data.benchmarks import (
     AMAZON_DOMAINS,
@@ -11,6 +11,7 @@ from sparse_rational.data.benchmarks import (
     read_reviews,
 )
 from sparse_rational.data.files import load_file, load_files
+from sparse_rational.data.memory import examples_from, splits_from, texts_from
 from sparse_rational.data.reading import Example, Splits
 from sparse_rational.data.tokenize import tokenize
 
@@ -21,9 +22,12 @@ __all__ = [
     "Example",
     "Splits",
     "default_cache_dir",
+    "examples_from",
     "load_dataset",
     "load_file",
     "load_files",
     "read_reviews",
+    "splits_from",
+    "texts_from",
     "tokenize",
 ]

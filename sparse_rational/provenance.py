@@ -1,0 +1,44 @@
+"""Where a model comes from, saved under ``provenance`` in every metrics.json: the versions
+of this package, torch, numpy and Python, the recurrence kernel and the number of threads
+used, the date, and the call that made it (the command line, or the Python API call)."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+
+__all__ = ["package_version", "provenance"]
+
+
+def package_version() -> str:
+    """The installed version of sparse-rational ("0+unknown" when run from a bare source tree)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sparse-rational")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def provenance(call: str, embedding_dim: int | None = None) -> dict:
+    """The provenance record of a run made by ``call`` (e.g. ``"sparse-rational train
+    --dataset amazon:kitchen"`` or ``"sparse_rational.train_text_classifier"``); the
+    kernel is the one ``impl="auto"`` picks for ``embedding_dim``-d input on the CPU."""
+    import numpy
+    import torch
+
+    kernel = None
+    if embedding_dim:
+        from .ops import choose_impl
+
+        kernel = choose_impl(torch.empty(1, 1, embedding_dim))
+    return {
+        "sparse_rational": package_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "kernel": kernel,
+        "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "call": call,
+    }
