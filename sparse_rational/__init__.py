@@ -1,0 +1,71 @@
+"""sparse-rational: small, fast, interpretable text classifiers. Rational RNNs whose hidden
+units are weighted finite-state automata, their structure learned with a group-lasso
+penalty (Dodge et al., EMNLP 2019), then pruned and finetuned.
+
+    from sparse_rational import train_text_classifier, TextClassifier, SparseRationalClassifier
+
+The names below are imported on first use, so that ``import sparse_rational`` (and the
+command line's ``--help``) stays cheap: torch loads with the first model.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .log import set_verbosity
+from .provenance import package_version
+
+__version__ = package_version()
+
+_LAZY = {
+    "TextClassifier": "pipeline",
+    "train_text_classifier": "pipeline",
+    "train_structure_path": "pipeline",
+    "tune_text_classifier": "pipeline",
+    "SparseRationalClassifier": "estimator",
+    "RunOptions": "config",
+    "Callback": "callbacks",
+    "TensorBoardCallback": "callbacks",
+    "Metrics": "metrics",
+    "Splits": "data",
+    "Example": "data",
+    "splits_from": "data",
+}
+
+__all__ = [
+    "Callback",
+    "Example",
+    "Metrics",
+    "RunOptions",
+    "SparseRationalClassifier",
+    "Splits",
+    "TensorBoardCallback",
+    "TextClassifier",
+    "__version__",
+    "set_verbosity",
+    "splits_from",
+    "train_structure_path",
+    "train_text_classifier",
+    "tune_text_classifier",
+]
+
+if TYPE_CHECKING:
+    from .callbacks import Callback, TensorBoardCallback
+    from .config import RunOptions
+    from .data import Example, Splits, splits_from
+    from .estimator import SparseRationalClassifier
+    from .metrics import Metrics
+    from .pipeline import TextClassifier, train_structure_path, train_text_classifier, tune_text_classifier
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sparse_rational' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

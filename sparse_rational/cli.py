@@ -353,10 +353,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     splits = _splits_for(args, train=False)
     if not splits.test:
         raise UserError("evaluate: the test set is empty")
-    acc = clf.evaluate(splits.test)
-    result = {"model": str(args.model), "accuracy": acc, "examples": len(splits.test)}
+    report = clf.evaluate_report(splits.test)
+    result = {"model": str(args.model), **report}
     # with --json -, stdout carries the JSON alone
-    print(f"accuracy {acc:.4f} on {len(splits.test)} examples", file=sys.stderr if args.json == "-" else sys.stdout)
+    out = sys.stderr if args.json == "-" else sys.stdout
+    print(f"accuracy {report['accuracy']:.4f} on {len(splits.test)} examples", file=out)
+    print(f"macro-F1 {report['macro_f1']:.4f}", file=out)
+    _print_confusion(report["confusion_matrix"], out)
     if args.json:
         text = json.dumps(result, indent=2) + "\n"
         if args.json == "-":
@@ -366,6 +369,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             atomic_write_text(args.json, text)
     return 0
+
+
+def _print_confusion(confusion: dict, out) -> None:
+    names = confusion["classes"]
+    rows = confusion["rows_true_columns_predicted"]
+    width = max([len(n) for n in names] + [len(str(v)) for row in rows for v in row] + [4])
+    print("confusion matrix (rows: true label, columns: predicted):", file=out)
+    print("  " + " " * width + "".join(f"  {n:>{width}}" for n in names), file=out)
+    for name, row in zip(names, rows):
+        print(f"  {name:<{width}}" + "".join(f"  {v:>{width}}" for v in row), file=out)
 
 
 def _line_batches(source: str, size: int):

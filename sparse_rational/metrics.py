@@ -13,6 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass(eq=False)
 class Metrics(Mapping):
@@ -100,3 +102,48 @@ class Metrics(Mapping):
 
 
 __all__ = ["Metrics"]
+
+
+def rounded(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float rounded to ``digits`` decimals (0.7350000143051147 -> 0.735),
+    through dicts and lists: float32 noise is not information."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def classification_report(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision / recall / F1 / support, and the confusion
+    matrix ``[true][predicted]`` of class indices ``truth`` and ``predicted`` (a true index
+    of -1, a label unseen in training, counts as an error and in ``unseen_labels``)."""
+    k = len(classes)
+    seen = truth >= 0
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (truth[seen], predicted[seen]), 1)
+    per_class = {}
+    f1s = []
+    for i, name in enumerate(classes):
+        tp = int(confusion[i, i])
+        predicted_i = int((predicted == i).sum())  # unseen-label texts predicted i are false positives
+        support = int(confusion[i].sum())
+        precision = tp / predicted_i if predicted_i else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+        if support or predicted_i:
+            f1s.append(f1)
+    n = len(truth)
+    return rounded(
+        {
+            "accuracy": float((truth == predicted).sum() / n) if n else 0.0,
+            "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+            "examples": n,
+            "per_class": per_class,
+            "confusion_matrix": {"classes": list(classes), "rows_true_columns_predicted": confusion.tolist()},
+            "unseen_labels": int((~seen).sum()),
+        }
+    )

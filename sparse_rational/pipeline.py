@@ -6,7 +6,9 @@ A saved model is a folder (Hugging Face layout, no pickle anywhere)::
     model.safetensors   wfsa.w [e,N], wfsa.v [e,N], wfsa.b [N], classifier.weight [C,d],
                         classifier.bias [C], embeddings [V,e] (only the model's own vocabulary)
     vocab.txt           one token per line; line i is row i of ``embeddings``
-    metrics.json        accuracies, structure, transitions, parameters, timings
+    metrics.json        accuracies, structure, transitions, parameters, timings, every
+                        epoch (history) and provenance (versions, kernel, the call)
+    README.md           the model card: what the model is, data, metrics, how made, limits
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from . import validate
 from .callbacks import notify
+from .card import model_card
 from .config import RunOptions, StructureOptions, TrainConfig, default
 from .data import Example, Splits, examples_from, splits_from, texts_from
 from .embeddings.featurizer import (
@@ -44,7 +47,7 @@ from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
 from .learn import learn_structure, regularisation_path
 from .log import get_logger
-from .metrics import Metrics
+from .metrics import Metrics, classification_report, rounded
 from .model import READOUTS, ModelConfig, RationalClassifier
 from .phases import Phases
 from .provenance import provenance
@@ -57,7 +60,8 @@ _log = get_logger(__name__)
 FORMAT = "sparse-rational/1"
 DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts read at prediction are cut like training ones
 CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
-MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS})
+CARD = "README.md"  # the model card (card.py); folders written before it existed have none
+MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS, CARD})
 PATH_JSON = "path.json"
 
 
@@ -218,6 +222,18 @@ class TextClassifier:
         data, model = self._read(examples, strict_labels=False)
         return accuracy(cast(RationalClassifier, model), data)  # or a RowsReader
 
+    def evaluate_report(self, examples: Sequence[Example]) -> dict:
+        """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion
+        matrix (``[true][predicted]`` in the order of ``classes``; a label unseen in training
+        is an error that no column holds, counted under ``unseen_labels``)."""
+        if not isinstance(examples, list) or not all(isinstance(ex, Example) for ex in examples):
+            examples = examples_from(examples, name="examples")
+        if not examples:
+            raise UserError("no examples to evaluate")
+        data, model = self._read(examples, strict_labels=False)
+        predicted = predict_proba(cast(RationalClassifier, model), data).argmax(1).numpy()
+        return classification_report(data.labels.numpy(), predicted, self.classes)
+
     # -- folders ---------------------------------------------------------------------------
     def config_dict(self) -> dict:
         return {
@@ -240,10 +256,22 @@ class TextClassifier:
             atomic_write_bytes(tmp / WEIGHTS, save_tensors(tensors, metadata={"format": FORMAT}))
             atomic_write_json(tmp / CONFIG, self.config_dict())
             atomic_write_bytes(tmp / VOCAB, vocab.encode("utf-8"))
-            atomic_write_json(tmp / METRICS, self.metrics.to_dict())
+            atomic_write_json(tmp / METRICS, rounded(self.metrics.to_dict()))
+            atomic_write_bytes(tmp / CARD, model_card(self.config_dict(), self.metrics).encode("utf-8"))
         if replacing and verbose:
             _log.info(f"replaced the earlier model folder {path}", extra={"prefixed": True})
         return Path(path)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """:meth:`save` under the name Hugging Face users reach for."""
+        return self.save(path)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False
+    ) -> TextClassifier:
+        """:meth:`load` under the name Hugging Face users reach for."""
+        return cls.load(path, impl=impl, allow_download=allow_download)
 
     @classmethod
     def load(cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False) -> TextClassifier:

@@ -34,8 +34,8 @@ def provenance(call: str, embedding_dim: int | None = None) -> dict:
         kernel = choose_impl(torch.empty(1, 1, embedding_dim))
     return {
         "sparse_rational": package_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(numpy.__version__),
         "python": platform.python_version(),
         "kernel": kernel,
         "threads": torch.get_num_threads(),

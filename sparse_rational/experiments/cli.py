@@ -452,7 +452,7 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     try:
         import matplotlib  # noqa: F401  (Figure 3; fail now, not after the sweep)
     except ImportError:
-        raise UserError("reproduce draws Figure 3 with matplotlib: pip install matplotlib") from None
+        raise UserError("reproduce draws Figure 3 with matplotlib: pip install 'sparse-rational[reproduce]'") from None
     identity = plan.identity()
     command = _command(args)
     if (out / SWEEP).is_file():

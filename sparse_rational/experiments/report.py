@@ -332,7 +332,7 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
     except ImportError:
         from ..errors import UserError
 
-        raise UserError("the figure needs matplotlib: pip install matplotlib") from None
+        raise UserError("the figure needs matplotlib: pip install 'sparse-rational[reproduce]'") from None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
@@ -393,9 +393,15 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
 def plot_path(path: list[dict], snapshots: dict[int, dict], out: Path) -> Path:
     """A regularisation path: surviving transitions (left axis) and dev accuracy (right
     axis) against lambda at the end of each epoch (log scale); the snapshot of each target
-    is marked where it was taken."""
-    import matplotlib
+    is marked where it was taken. Without matplotlib (the ``reproduce`` extra) no picture
+    is drawn: a warning says so, and path.json holds the same numbers."""
+    try:
+        import matplotlib
+    except ImportError:
+        from ..warn import warn
 
+        warn(f"{out.name} not drawn: it needs matplotlib (pip install 'sparse-rational[reproduce]')")
+        return out
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
