@@ -377,9 +377,14 @@ def restore_numpy_rng(rng: np.random.Generator, ck: Checkpoint) -> None:
         raise ck.bad(f"bad numpy generator state ({exc})") from None
 
 
-def restore_torch_rng(ck: Checkpoint) -> None:
+def restore_torch_rng(ck: Checkpoint, device: torch.device | None = None) -> None:
+    """Restore the CPU generator, and on a CUDA ``device`` the CUDA generator when the
+    checkpoint was taken on one (dropout draws there); resuming on another kind of device
+    continues with a fresh CUDA generator (the same training, other dropout masks)."""
     try:
         torch.set_rng_state(ck.tensors["rng.torch"])
+        if device is not None and device.type == "cuda" and "rng.cuda" in ck.tensors:
+            torch.cuda.set_rng_state(ck.tensors["rng.cuda"], device)
     except (KeyError, RuntimeError, ValueError) as exc:
         raise ck.bad(f"bad torch generator state ({exc})") from None
 

@@ -17,6 +17,7 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
+from .device import DEVICE_HELP, PRECISIONS
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
@@ -161,8 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain_cli.add_parser(sub)
     experiments_cli.add_parser(sub)
-    for command in sub.choices.values():
+    for name, command in sub.choices.items():
         _add_verbosity_args(command)
+        if name in ("train", "evaluate", "predict", "explain"):
+            command.add_argument("--device", default="auto", help=DEVICE_HELP)
+    sub.choices["train"].add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default); on CUDA also bf16 or fp16 for the input projection, the recurrence in float32",
+    )
     return parser
 
 
@@ -191,7 +200,8 @@ def _check_out(path: str) -> bool:
 
 
 # options that do not change what a run computes: a resumed run may change them
-_NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "verbose", "threads", "argv"}
+# (a run may resume on another device: the numbers are the same up to float rounding)
+_NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "verbose", "threads", "argv", "device"}
 
 
 def _checkpointer(args: argparse.Namespace, splits):
@@ -230,6 +240,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if args.tune and isinstance(targets, tuple):
         raise UserError("--tune chooses one model: give one --target-transitions (or none)")
+    from .device import check_precision, resolve_device
+
+    check_precision(args.precision, resolve_device(args.device))  # before reading any data
     replacing = _check_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -239,6 +252,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=config.from_namespace(config.ModelOptions, args),
         train=config.from_namespace(config.TrainConfig, args, lr_schedule=not args.no_lr_schedule),
         structure=config.from_namespace(config.StructureOptions, args),
+        device=args.device,
+        precision=args.precision,
     )
     hf_options = None
     if args.embeddings.startswith("hf:"):
@@ -349,7 +364,7 @@ def _report(m, indent: str = "") -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import TextClassifier
 
-    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     splits = _splits_for(args, train=False)
     if not splits.test:
         raise UserError("evaluate: the test set is empty")
@@ -416,7 +431,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
-    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     out = sys.stdout
     for chunk in _line_batches(args.input, args.batch_size):
         probs = clf.predict_proba(chunk, max_tokens=args.max_tokens)
@@ -444,7 +459,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_json
     from .pipeline import TextClassifier
 
-    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     export_json(clf, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -135,6 +135,8 @@ class RunOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     structure: StructureOptions = field(default_factory=StructureOptions)
+    device: str = "auto"  # where the model computes: auto, cpu, cuda, cuda:N (see device.py)
+    precision: str = "fp32"  # fp32; on CUDA also bf16 / fp16 for the input projection
 
 
 def default(cls, name: str) -> Any:

@@ -88,6 +88,8 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         path_growth: float = default(_S, "path_growth"),
         path_warmup: int = default(_S, "path_warmup"),
         dev_fraction: float = 0.1,
+        device: str = RunOptions.device,
+        precision: str = RunOptions.precision,
         threads: int | None = None,
         verbose: bool = False,
         callbacks: tuple = (),
@@ -118,6 +120,8 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         self.path_growth = path_growth
         self.path_warmup = path_warmup
         self.dev_fraction = dev_fraction
+        self.device = device
+        self.precision = precision
         self.threads = threads
         self.verbose = verbose
         self.callbacks = callbacks
@@ -136,7 +140,14 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
             raise ParameterError(
                 "target_transitions", f"an estimator is one model: give one number, got {self.target_transitions!r}"
             )
-        return RunOptions(self.embeddings, part(ModelOptions), part(TrainConfig), part(StructureOptions))
+        return RunOptions(
+            self.embeddings,
+            part(ModelOptions),
+            part(TrainConfig),
+            part(StructureOptions),
+            device=self.device,
+            precision=self.precision,
+        )
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

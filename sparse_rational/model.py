@@ -163,6 +163,8 @@ class RationalClassifier(nn.Module):
             self.classifier = nn.Linear(1, config.num_classes)
             self.classifier.weight = nn.Parameter(torch.empty(config.num_classes, 0))
 
+    precision: str = "fp32"  # set by the run (device.py): bf16 / fp16 projections on CUDA
+
     def scores(self, vectors: Tensor, mask: Tensor) -> Tensor:
         """WFSA scores ``[B, d]`` of documents ``[B, T, e]`` (right-padded, ``mask [B, T]``)."""
         x = vectors.transpose(0, 1)  # [T, B, e]
@@ -170,6 +172,10 @@ class RationalClassifier(nn.Module):
         if self.training and p > 0:
             keep = x.new_empty(1, x.shape[1], x.shape[2]).bernoulli_(1 - p) / (1 - p)
             x = x * keep
+        if self.precision != "fp32" and x.is_cuda:  # the projection in half, the recurrence in float32
+            half = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            with torch.autocast("cuda", dtype=half):
+                return self.wfsa(x, mask.transpose(0, 1)).float()
         return self.wfsa(x, mask.transpose(0, 1))
 
     def forward_vectors(self, vectors: Tensor, mask: Tensor) -> Tensor:

@@ -34,6 +34,7 @@ from .callbacks import notify
 from .card import model_card
 from .config import RunOptions, StructureOptions, TrainConfig, default
 from .data import Example, Splits, examples_from, splits_from, texts_from
+from .device import check_precision, resolve_device
 from .embeddings.featurizer import (
     CHARS_PER_TOKEN,  # noqa: F401  (re-exported: where texts are cut)
     ContextualVectors,
@@ -268,16 +269,30 @@ class TextClassifier:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False
+        cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False, device: str = "auto"
     ) -> TextClassifier:
         """:meth:`load` under the name Hugging Face users reach for."""
-        return cls.load(path, impl=impl, allow_download=allow_download)
+        return cls.load(path, impl=impl, allow_download=allow_download, device=device)
+
+    def to(self, device: str | torch.device) -> TextClassifier:
+        """Move the model to ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``); returns self."""
+        self.model.to(resolve_device(device))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.classifier.bias.device
 
     @classmethod
-    def load(cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False) -> TextClassifier:
+    def load(
+        cls, path: str | os.PathLike, impl: str = "auto", allow_download: bool = False, device: str = "auto"
+    ) -> TextClassifier:
         """Load a model folder: JSON and safetensors only, validated against the config.
         A transformer encoder named by the folder is read from safetensors only, with no
-        remote code, and from local files only unless ``allow_download``."""
+        remote code, and from local files only unless ``allow_download``. The model goes
+        to ``device`` (``auto``: CUDA when available; a saved model holds CPU tensors, so it
+        loads anywhere)."""
+        target = resolve_device(device)
         path = Path(path)
         if not path.is_dir():
             raise ParameterError("model", f"{path} is not a model folder")
@@ -334,18 +349,22 @@ class TextClassifier:
                 )
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError):
                 metrics = Metrics()
-        return cls(model, featurizer, classes, metrics=metrics)
+        return cls(model, featurizer, classes, metrics=metrics).to(target)
 
 
-def _seeded_model(config: ModelConfig, rows, seed: int, self_loop_bias: float):
+def _seeded_model(
+    config: ModelConfig, rows, seed: int, self_loop_bias: float, device: torch.device, precision: str = "fp32"
+):
     def make() -> RationalClassifier:
-        torch.manual_seed(seed)
-        return RationalClassifier(config, rows, self_loop_bias=self_loop_bias)
+        torch.manual_seed(seed)  # the weights are drawn on the CPU: the same model on every device
+        model = RationalClassifier(config, rows, self_loop_bias=self_loop_bias).to(device)
+        model.precision = precision
+        return model
 
     return make
 
 
-def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options):
+def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options, device, precision):
     """The featurizer of ``embeddings`` (a vocabulary and its frozen static vectors, or the
     transformer vectors of every text, encoded once into the disk cache or read from it),
     the documents as row ids, and a factory of models built over the featurizer's rows."""
@@ -364,7 +383,8 @@ def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, 
     clf = TextClassifier(RationalClassifier(config, featurizer.rows), featurizer, classes)
     train = clf.encode(splits.train)
     dev = clf.encode(splits.dev, strict_labels=False)
-    return clf, train, dev, _seeded_model(config, featurizer.rows, seed, mopts.self_loop_bias), prep
+    make = _seeded_model(config, featurizer.rows, seed, mopts.self_loop_bias, device, precision)
+    return clf, train, dev, make, prep
 
 
 @dataclass
@@ -453,8 +473,10 @@ def _prepare(
     classes = sorted({ex.label for ex in splits.train})
     if len(classes) < 2:
         raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
+    device = resolve_device(options.device)
+    check_precision(options.precision, device)
     clf, train, dev, make, prep = _prepare_data(
-        splits, embeddings, structure, classes, mopts, cfg.seed, verbose, hf_options
+        splits, embeddings, structure, classes, mopts, cfg.seed, verbose, hf_options, device, options.precision
     )
     return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start)
 
@@ -518,7 +540,9 @@ def _finish(
     if run.splits.test:
         metrics.test_accuracy, metrics.test_size = clf.evaluate(run.splits.test), len(run.splits.test)
     metrics.history = history
-    metrics.provenance = provenance(call, model.config.embedding_dim)
+    metrics.provenance = provenance(
+        call, model.config.embedding_dim, model.classifier.bias.device, getattr(model, "precision", "fp32")
+    )
     metrics.train_seconds = round(time.perf_counter() - run.start, 2)
     return clf
 

@@ -20,24 +20,28 @@ def package_version() -> str:
         return "0+unknown"
 
 
-def provenance(call: str, embedding_dim: int | None = None) -> dict:
+def provenance(call: str, embedding_dim: int | None = None, device=None, precision: str = "fp32") -> dict:
     """The provenance record of a run made by ``call`` (e.g. ``"sparse-rational train
-    --dataset amazon:kitchen"`` or ``"sparse_rational.train_text_classifier"``); the
-    kernel is the one ``impl="auto"`` picks for ``embedding_dim``-d input on the CPU."""
+    --dataset amazon:kitchen"`` or ``"sparse_rational.train_text_classifier"``) on
+    ``device`` (default: the CPU); the kernel is the one ``impl="auto"`` picks there for
+    ``embedding_dim``-d input."""
     import numpy
     import torch
 
+    device = torch.device(device or "cpu")
     kernel = None
     if embedding_dim:
         from .ops import choose_impl
 
-        kernel = choose_impl(torch.empty(1, 1, embedding_dim))
+        kernel = choose_impl(torch.empty(1, 1, embedding_dim, device=device))
     return {
         "sparse_rational": package_version(),
         "torch": str(torch.__version__),
         "numpy": str(numpy.__version__),
         "python": platform.python_version(),
         "kernel": kernel,
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "precision": precision,
         "threads": torch.get_num_threads(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "call": call,

@@ -151,6 +151,7 @@ def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
     config = replace(model.config, structure=structure)
     new = RationalClassifier(config, model.embeddings, impl=model.wfsa.impl)
     new.to(device=model.wfsa.w.device, dtype=model.wfsa.w.dtype).train(model.training)
+    new.precision = model.precision
     idx = torch.tensor(kept_states, dtype=torch.long, device=model.wfsa.w.device)
     new.wfsa.w.copy_(model.wfsa.w[:, idx])
     new.wfsa.v.copy_(model.wfsa.v[:, idx])

@@ -194,6 +194,9 @@ def _fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, hi
 
     opt_tensors, opt_json = optimizer_state(opt)
     tensors = {**module_tensors(model.state_dict(), "model."), **opt_tensors, "rng.torch": torch.get_rng_state()}
+    device = model.classifier.bias.device
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     if best_state is not None:
         tensors.update(module_tensors(best_state, "best."))
     state = {
@@ -234,7 +237,7 @@ def _restore_fit(ck, model, opt, sched, rng):
     if has_best:
         best_state = {k: v.clone() for k, v in restore_module_state(model, ck, "best.").items()}
     restore_numpy_rng(rng, ck)
-    restore_torch_rng(ck)
+    restore_torch_rng(ck, model.classifier.bias.device)
     return best_state, best_acc, best_epoch, bad, history, elapsed
 
 

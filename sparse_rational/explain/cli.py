@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, out=None) -> int:
             raise UserError(f"--html {args.html}: folder {parent} does not exist")
         if Path(args.html).is_dir():
             raise UserError(f"--html {args.html}: is a folder")
-    clf = TextClassifier.load(args.model, allow_download=args.allow_download)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     splits = _splits(args)
     structure = clf.model.config.structure
     if splits is not None:

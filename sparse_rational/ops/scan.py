@@ -232,6 +232,8 @@ def rational_forward_scan(
     idx = layout.perm(w.device)
     W = torch.cat([w.index_select(1, idx), v.index_select(1, idx)], dim=1)
     proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
+    if proj.dtype in (torch.float16, torch.bfloat16):  # half projections (autocast): recur in float32
+        proj, b = proj.float(), b.float()
     if proj.device.type == "cpu" and proj.requires_grad:
         proj = _FlushTinyGrad.apply(proj)
     z, a = proj.split(N, dim=-1)

@@ -500,7 +500,8 @@ def rational_forward_triton(
         m = mask.to(device=proj.device, dtype=torch.uint8)
     save = torch.is_grad_enabled() and (proj.requires_grad or bias.requires_grad)
     out = TritonRecurrence.apply(proj, bias, m, offsets, sizes, L, d, save, readout)
-    return out.index_select(1, inverse).to(dtype)
+    out = out.index_select(1, inverse)
+    return out if dtype in (torch.float16, torch.bfloat16) else out.to(dtype)  # half in: float32 out
 
 
 __all__ = ["TritonRecurrence", "rational_forward_triton"]
