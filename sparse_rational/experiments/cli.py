@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>; repeat for one panel each",
+        help="amazon:{kitchen,books,dvd,electronics}, hatn:<same domains> or fdu:<domain>; repeat for one panel each",
     )
     d.add_argument("--train", help="instead of --dataset: your training file (.tsv, .jsonl or .csv)")
     d.add_argument("--dev", help="dev file (with --train; default: 10%% of --train)")
