@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
-    p.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>")
+    p.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics}, hatn:<same domains> or fdu:<domain>")
     p.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")
     p.add_argument("--split-seed", type=_seed, default=0, help="seed of the train/dev/test split (default 0)")
     if train:

@@ -305,9 +305,31 @@ def test_path_sweep_end_to_end_one_row_per_target(tiny_files, tmp_path, capsys):
         ]
         if r["status"] == "ok":
             assert abs(int(r["transitions"]) - int(r["target_transitions"])) <= 15
+            flags = rec["metrics"]["test_correct"]  # one flag per test document, for the paired intervals
+            assert len(flags) == 40 and set(flags) <= {"0", "1"}
+            assert flags.count("1") / 40 == pytest.approx(float(r["test_accuracy"]), abs=1e-6)
+    for rec in records.values():
+        for m in [rec["metrics"], *rec["metrics"].get("targets", {}).values()]:
+            assert "test_accuracy" not in m or m["test_correct"].count("1") / 40 == pytest.approx(m["test_accuracy"])
     summary = (out / "summary.md").read_text()
     assert "| baseline 24x1 | 2 | - |" in summary and "Targets by the regularisation path" in summary
     assert any(f"| sparse target {t} | 2 | path |" in summary for t in (40, 20))
+    # the reference rows on the same splits, the intervals and the claims
+    refs = json.loads((out / "references.json").read_text())["datasets"]["train"]["rows"]
+    assert {k: r["status"] for k, r in refs.items()} == {"tfidf": "ok", "mean_vectors": "ok"}
+    assert all(len(r["test_correct"]) == 40 and 0.5 <= r["test_accuracy"] <= 1 for r in refs.values())
+    tfidf_line = f"| TF-IDF 1-2-gram + LR | {100 * refs['tfidf']['test_accuracy']:.1f} |"
+    assert tfidf_line in summary and "| mean word vectors + LR |" in summary
+    assert "paired bootstrap over the reruns and the test documents" in summary
+    assert "## The paper's claims at 95 % confidence" in summary
+    assert "TF-IDF 1-2-gram + LR" in (out / "figure3.svg").read_text()
+    # the outputs rewritten from the stored trials keep the command and the wall time
+    (out / "summary.md").unlink()
+    assert reproduce("--report-only", "--out", out) == 0
+    rewritten = (out / "summary.md").read_text()
+    assert rewritten.startswith(summary.split("\n\n")[0]) and "Command: `sparse-rational reproduce" in rewritten
+    assert "Wall time:" in rewritten and tfidf_line in rewritten and "(`--report-only`)" in rewritten
+    capsys.readouterr()
     # the same command again: nothing to run
     assert reproduce(*args) == 0
     assert f"0 trials run (0 failed), {len(records)} skipped as finished" in capsys.readouterr().out
@@ -638,3 +660,159 @@ def test_out_folder_of_something_else_is_refused(tiny_files, tmp_path, capsys):
     assert reproduce(*tiny_args(tiny_files), "--budget", "smoke", "--out", out) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "holds no sweep.json" in err
+
+
+# -- significance and reference rows (constructed inputs, known answers) -------------------
+def _flags(n_right: int, n: int, rng=None) -> str:
+    flags = ["1"] * n_right + ["0"] * (n - n_right)
+    if rng is not None:
+        rng.shuffle(flags)
+    return "".join(flags)
+
+
+def _entry(name, method, transitions, flags, patterns=None):
+    accs = [f.count("1") / len(f) for f in flags]
+    mean = 100 * sum(accs) / len(accs)
+    return {
+        "configuration": name,
+        "method": method,
+        "patterns": patterns or "24x4",
+        "transitions": (float(transitions), 0.0),
+        "test": (mean, 0.0),
+        "accuracies": accs,
+        "flags": flags,
+        "n_docs": len(flags[0]),
+    }
+
+
+def test_bootstrap_interval_finds_a_known_difference_and_none_where_there_is_none():
+    from sparse_rational.experiments.significance import Group, difference, verdict_better
+
+    better = Group.from_runs([], [_flags(450, 500)] * 3)
+    worse = Group.from_runs([], [_flags(400, 500)] * 3)
+    iv = difference(better, worse)
+    assert iv.paired and iv.estimate == pytest.approx(10.0)
+    assert 7 < iv.low < 10 < iv.high < 13 and verdict_better(iv) == "holds"
+    assert verdict_better(difference(worse, better)) == "fails"
+    same = difference(better, better)
+    assert (same.estimate, same.low, same.high) == (0.0, 0.0, 0.0) and verdict_better(same) == "undecided"
+
+
+def test_pairing_by_document_detects_a_small_consistent_gain():
+    from sparse_rational.experiments.significance import Group, difference
+
+    # five reruns alike (no seed noise), wrong on the first 8 of 400 documents and on 92 more;
+    # the learned model gets those 8 right as well: +2 points on exactly the same documents
+    base = ["0" * 8 + _flags(300, 392)] * 5
+    gain = ["1" * 8 + _flags(300, 392)] * 5
+    paired = difference(Group.from_runs([], gain), Group.from_runs([], base))
+    unpaired = difference(
+        Group.from_runs([g.count("1") / 400 for g in gain], [""] * 5, 400),
+        Group.from_runs([b.count("1") / 400 for b in base], [""] * 5, 400),
+    )
+    assert paired.paired and not unpaired.paired
+    assert paired.estimate == pytest.approx(unpaired.estimate) == pytest.approx(2.0)
+    assert paired.low > 0  # the same documents: the gain is certain
+    assert unpaired.low < 0 < unpaired.high  # independent binomials: lost in the noise
+    assert paired.high - paired.low < unpaired.high - unpaired.low
+
+
+def test_interval_covers_a_zero_difference_about_95_percent_of_the_time():
+    import numpy as np
+
+    from sparse_rational.experiments.significance import Group, difference
+
+    rng = np.random.default_rng(1)
+    covered = 0
+    for trial in range(80):
+        # two configurations of equal quality: per-document difficulty shared, run noise on top
+        p = rng.uniform(0.5, 1.0, 300)
+        runs = [
+            ["".join("1" if u < q else "0" for u, q in zip(rng.uniform(size=300), p)) for _ in range(4)] for _ in (0, 1)
+        ]
+        iv = difference(Group.from_runs([], runs[0]), Group.from_runs([], runs[1]), n_boot=400, seed=trial)
+        covered += iv.low <= 0 <= iv.high
+    assert 0.85 <= covered / 80 <= 1.0
+
+
+def test_claims_hold_and_fail_where_constructed_to():
+    from sparse_rational.experiments.significance import judge
+
+    def entries(shift: int):
+        base = [
+            _entry("baseline 24x1", "baseline", 24, [_flags(380, 500)] * 3, "24x1"),
+            _entry("baseline 24x2", "baseline", 48, [_flags(390, 500)] * 3, "24x2"),
+            _entry("baseline 24x4", "baseline", 96, [_flags(400, 500)] * 3, "24x4"),
+        ]
+        sparse = [
+            _entry("sparse target 20", "sparse", 21, [_flags(380 + shift, 500)] * 3),
+            _entry("sparse target 80", "sparse", 85, [_flags(400 + shift, 500)] * 3),
+        ]
+        return base + sparse
+
+    good = judge(entries(25))
+    assert good is not None
+    assert [b["configuration"] for _, b, _ in good.pairs] == ["baseline 24x1", "baseline 24x4"]
+    assert [v for _, v, _, _ in good.verdicts] == ["holds", "holds", "holds"]
+    assert good.verdicts[0][2].estimate == pytest.approx(5.0)
+    bad = judge(entries(-25))
+    assert [v for _, v, _, _ in bad.verdicts] == ["fails", "fails", "fails"]
+    tie = judge(entries(0))
+    # no gain at all: claim 1 undecided, claim 2 fails (surely below +1), claim 3 holds (not worse)
+    assert [v for _, v, _, _ in tie.verdicts] == ["undecided", "fails", "holds"]
+    assert judge([e for e in entries(0) if e["method"] == "baseline"]) is None
+
+
+def _toy_splits():
+    from sparse_rational.data import Example, Splits
+
+    pos = ["excellent , wonderful and great", "great great , i love it", "wonderful product , excellent value"]
+    neg = ["terrible , awful and horrible", "awful awful , i hate it", "horrible product , terrible value"]
+
+    def part(k):
+        return [Example(f"{t} {i}", "positive") for i, t in enumerate(pos * k)] + [
+            Example(f"{t} {i}", "negative") for i, t in enumerate(neg * k)
+        ]
+
+    return Splits(part(10), part(2), part(3))
+
+
+def test_reference_rows_learn_a_separable_toy_task():
+    from sparse_rational.experiments.references import mean_vector_reference, tfidf_reference
+
+    splits = _toy_splits()
+    for ref in (tfidf_reference(splits), mean_vector_reference(splits, "glove-6b-50d")):
+        assert ref["test_accuracy"] == 1.0 and ref["dev_accuracy"] == 1.0
+        assert ref["test_correct"] == "1" * len(splits.test) and ref["C"] > 0 and ref["features"] > 0
+
+
+def test_reference_rows_are_computed_once_and_reach_summary_and_figure(tmp_path, monkeypatch):
+    from sparse_rational.experiments import references
+    from sparse_rational.experiments.report import figure3, summary_markdown
+
+    calls = []
+
+    def fake_compute(dataset, embeddings):
+        calls.append(dataset.name)
+        return {
+            "tfidf": {
+                "status": "ok",
+                "test_accuracy": 0.875,
+                "dev_accuracy": 0.9,
+                "C": 10.0,
+                "features": 7,
+                "test_correct": _flags(7, 8),
+            },
+            "mean_vectors": {"status": "failed", "error": "ValueError: boom"},
+        }
+
+    monkeypatch.setattr(references, "compute", fake_compute)
+    ds = [DatasetRef("hatn:kitchen", spec="hatn:kitchen")]
+    first = references.ensure(tmp_path, ds, "glove-6b-50d")
+    assert references.ensure(tmp_path, ds, "glove-6b-50d") == first and calls == ["hatn:kitchen"]
+    references.ensure(tmp_path, ds, "vectors.txt")  # other vectors: computed again
+    assert calls == ["hatn:kitchen"] * 2
+    text = summary_markdown([], "t", [], [], first)
+    assert "| TF-IDF 1-2-gram + LR | 87.5 | 90.0 | 10 | 7 |" in text and "failed: ValueError: boom" in text
+    figure3([], tmp_path / "fig", references=first)
+    assert "TF-IDF 1-2-gram + LR" in (tmp_path / "fig.svg").read_text()

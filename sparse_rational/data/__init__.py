@@ -1,11 +1,12 @@
-"""The data layer: benchmark datasets (benchmarks.py), the user's own files (files.py), data
-already in memory (memory.py), splitting (splitting.py), reading and decoding (reading.py),
-and the tokenizer; loaders.py keeps the names it always exported."""
+"""The data layer: benchmark datasets (benchmarks.py: amazon:, hatn:, fdu:), the user's own
+files (files.py), data already in memory (memory.py), splitting (splitting.py), reading and
+decoding (reading.py), and the tokenizer; loaders.py keeps the names it always exported."""
 
 from sparse_rational.data.benchmarks import (
     AMAZON_DOMAINS,
     ENV_VAR,
     FDU_DOMAINS,
+    HATN_DOMAINS,
     default_cache_dir,
     load_dataset,
     read_reviews,
@@ -19,6 +20,7 @@ __all__ = [
     "AMAZON_DOMAINS",
     "ENV_VAR",
     "FDU_DOMAINS",
+    "HATN_DOMAINS",
     "Example",
     "Splits",
     "default_cache_dir",

@@ -1,5 +1,6 @@
-"""The benchmark datasets: the Blitzer et al. (2007) Amazon reviews and FDU-MTL, found
-under a data root (or downloaded into the cache), split deterministically."""
+"""The benchmark datasets: the Blitzer et al. (2007) Amazon reviews, the larger labelled
+sample of the same corpus published with HATN (Li et al. 2018) and FDU-MTL, found under a
+data root (or downloaded into the cache), split deterministically."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sparse_rational.data.files import _parse_tsv
-from sparse_rational.data.reading import Example, Splits, _decode, _error, _line_of, _read_bytes, _show
+from sparse_rational.data.reading import Example, Splits, _decode, _error, _line_of, _lines, _read_bytes, _show
 from sparse_rational.data.splitting import _carve
 from sparse_rational.errors import UserError
 from sparse_rational.errors import one_line as _one_line
@@ -48,6 +49,11 @@ FDU_DOMAINS = (
 )
 
 FDU_DEV_SIZE = 200
+
+#: ``hatn:<domain>``: the 3000 + 3000 labelled reviews per domain of Li et al. (AAAI 2018).
+HATN_DOMAINS = ("books", "dvd", "electronics", "kitchen")
+#: the file of each label in ``amazon-hatn/<domain>/`` (the upstream ``raw_data/<domain>/``)
+HATN_FILES = {"positive": "review_positive", "negative": "review_negative"}
 
 
 _REVIEW_OPEN = re.compile(r"<review>", re.IGNORECASE)
@@ -146,6 +152,69 @@ def _amazon(domain: str, root: Path, split_seed: int) -> Splits:
     return Splits(train, dev, test)
 
 
+def _hatn_candidates(root: Path, domain: str) -> list[Path]:
+    return [root / "amazon-hatn" / domain, root / "raw_data" / domain, root / domain]
+
+
+def _find_hatn(roots: Sequence[Path], domain: str) -> Path | None:
+    for root in roots:
+        for candidate in _hatn_candidates(root, domain):
+            if all((candidate / name).is_file() for name in HATN_FILES.values()):
+                return candidate
+    return None
+
+
+def _unescape(text: str, passes: int = 4) -> str:
+    """HTML entities decoded until nothing changes (at most ``passes`` times)."""
+    for _ in range(passes):
+        decoded = html.unescape(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def read_hatn_lines(path, label: str) -> list[Example]:
+    """The reviews of one HATN file (one ``<title>. <text>`` per line), each with
+    ``label``: HTML entities decoded (``&quot;``, ``&amp;``; repeatedly, as a few kitchen
+    reviews are escaped two or three times, ``&amp;amp;quot;``), whitespace stripped, empty
+    lines skipped. A file without any review is a DataError."""
+    text = _decode(_read_bytes(path), path, lenient=True)
+    examples = [Example(body, label) for line in _lines(text) if (body := _unescape(line).strip())]
+    if not examples:
+        raise _error(path, None, "no reviews found (expected one review per line)")
+    return examples
+
+
+def _dedup(examples: list[Example]) -> list[Example]:
+    """The first copy of every distinct text; a text found with two labels is dropped
+    altogether (the HATN release has none, but a label would then be a coin toss)."""
+    labels: dict[str, set[str]] = {}
+    for example in examples:
+        labels.setdefault(example.text, set()).add(example.label)
+    seen: set[str] = set()
+    out = []
+    for example in examples:
+        if len(labels[example.text]) == 1 and example.text not in seen:
+            seen.add(example.text)
+            out.append(example)
+    return out
+
+
+def _hatn(domain: str, root: Path, split_seed: int) -> Splits:
+    cache = default_cache_dir()
+    roots = [root] if root == cache else [root, cache]
+    where = _find_hatn(roots, domain)
+    if where is None:
+        from sparse_rational.data import download
+
+        where = download.fetch_hatn(cache, domain, searched=roots)
+    examples = _dedup([ex for label, name in HATN_FILES.items() for ex in read_hatn_lines(where / name, label)])
+    n_held_out = (len(examples) + 5) // 10  # 10% dev, 10% test (stratified)
+    train, dev, test = _carve(examples, [n_held_out, n_held_out], split_seed)
+    return Splits(train, dev, test)
+
+
 def _fdu(domain: str, root: Path, split_seed: int) -> Splits:
     folders = [root / "fdu-mtl", root, root / "mtl-dataset"]
     for folder in folders:
@@ -178,8 +247,8 @@ def _read_fdu(path: Path) -> list[Example]:
 
 def _usage() -> str:
     return (
-        f"amazon:<domain> with domain one of {', '.join(AMAZON_DOMAINS)}, or fdu:<domain> "
-        f"with domain one of {', '.join(FDU_DOMAINS)}"
+        f"amazon:<domain> or hatn:<domain> with domain one of {', '.join(AMAZON_DOMAINS)}, or "
+        f"fdu:<domain> with domain one of {', '.join(FDU_DOMAINS)}"
     )
 
 
@@ -196,6 +265,15 @@ def load_dataset(
     ``amazon-multi-domain/sorted_data_acl/<folder>``, ``sorted_data_acl/<folder>`` or
     ``<folder>``; if absent there (and in the cache), the official release is downloaded
     into the cache.
+
+    ``hatn:<domain>`` (books, dvd, electronics, kitchen): the larger labelled sample of the
+    same Amazon corpus published with HATN (Li et al. 2018), 3000 + 3000 reviews per domain,
+    ``amazon-hatn/<domain>/review_{positive,negative}`` (or ``raw_data/<domain>/``, or
+    ``<domain>/`` under the data root), one ``<title>. <text>`` per line, so the text
+    includes the title. HTML entities are decoded, duplicate texts dropped (a text with
+    both labels would be dropped altogether), and the rest split 80/10/10, stratified, so
+    no text occurs in two splits. Absent there (and in the cache), the domain's two files
+    are downloaded from the upstream repository at a fixed commit, checksum-verified.
 
     ``fdu:<domain>`` (16 domains, e.g. books, MR, kitchen_housewares): FDU-MTL, Liu, Qiu &
     Huang (2017), ``<domain>.task.train`` / ``.task.test`` in ``fdu-mtl/``, the root itself
@@ -223,6 +301,11 @@ def load_dataset(
         if key in AMAZON_DOMAINS:
             return _amazon(key, root, int(split_seed))
         raise UserError(f"unknown amazon domain {domain!r}; valid: {', '.join('amazon:' + d for d in AMAZON_DOMAINS)}")
+    if colon and kind == "hatn":
+        key = {folder: name for name, folder in AMAZON_DOMAINS.items()}.get(domain.lower(), domain.lower())
+        if key in HATN_DOMAINS:
+            return _hatn(key, root, int(split_seed))
+        raise UserError(f"unknown hatn domain {domain!r}; valid: {', '.join('hatn:' + d for d in HATN_DOMAINS)}")
     if colon and kind == "fdu":
         names = {name.lower(): name for name in FDU_DOMAINS}
         if domain.lower() in names:

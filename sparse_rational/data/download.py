@@ -1,9 +1,14 @@
-"""Fetching the Blitzer et al. (2007) Multi-Domain Sentiment Dataset into the cache.
+"""Fetching the benchmark data into the cache.
 
-Only the eight labelled files the library uses are kept
-(``sorted_data_acl/<domain>/{positive,negative}.review``); each is checked against the md5
-of the official release, and they appear in the cache all at once (extracted into a
-temporary directory, then renamed into place) or not at all.
+The Blitzer et al. (2007) Multi-Domain Sentiment Dataset: only the eight labelled files the
+library uses are kept (``sorted_data_acl/<domain>/{positive,negative}.review``); each is
+checked against the md5 of the official release, and they appear in the cache all at once
+(extracted into a temporary directory, then renamed into place) or not at all.
+
+The HATN sample (Li et al. 2018): the two files of one domain
+(``raw_data/<domain>/review_{positive,negative}`` of the upstream repository, at a fixed
+commit), each checked against its sha256, installed as ``amazon-hatn/<domain>/`` the same
+way (all or nothing).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 from sparse_rational.errors import UserError
 
-__all__ = ["BLITZER_MD5", "BLITZER_URL", "fetch_blitzer"]
+__all__ = ["BLITZER_MD5", "BLITZER_URL", "HATN_SHA256", "HATN_URL", "fetch_blitzer", "fetch_hatn"]
 
 BLITZER_URL = "https://www.cs.jhu.edu/~mdredze/datasets/sentiment/domain_sentiment_data.tar.gz"
 
@@ -35,6 +40,23 @@ BLITZER_MD5 = {
     "electronics/positive.review": "767345922df4429e0544e101cfcc1d80",
     "kitchen_&_housewares/negative.review": "5b012084c8dfaa7d8e7ccf6e2fb4672d",
     "kitchen_&_housewares/positive.review": "a96791c52b3e6de047a315a687f33e62",
+}
+
+#: the upstream repository of HATN (MIT licence) at the commit whose ``raw_data/`` is used;
+#: ``{domain}`` and ``{name}`` are filled in
+HATN_COMMIT = "23facdb09a5ec0f29e9f69c5733e7ac7977b2211"
+HATN_URL = f"https://raw.githubusercontent.com/hsqmlzno1/HATN/{HATN_COMMIT}/raw_data/{{domain}}/{{name}}"
+
+#: sha256 of the files, relative to ``raw_data/`` (md5 in the shared data's README)
+HATN_SHA256 = {
+    "books/review_negative": "d573ed56a91d0f736b52e1ff4bf16c60abcf071652a956359a783ff53cd0d2fc",
+    "books/review_positive": "8ebf0d1cf6c863cb82948ff9f57fab73d416f009a480094cd3279f21580cff66",
+    "dvd/review_negative": "971f0d33e1dbe19f4fadf02aac3af03b553714cffd9608652dc03a53b8d60215",
+    "dvd/review_positive": "1b29d9c42ef636f504733c8bac50ff93ecfcd9997da63b3f82b155bc57406ed3",
+    "electronics/review_negative": "983322988bcf4e1e45d1f8be8e9b68c1522e0d22a034a1b9e2fb51ee9b9bb15e",
+    "electronics/review_positive": "a2383072785c8349483af682d3798f1919809382cc76438d59ff44a42e6acd79",
+    "kitchen/review_negative": "51c2b6a4781b952b7917f92b5934e7eda64e5d28bea9601888effa9428fa898a",
+    "kitchen/review_positive": "a3d57ede0e73cde23ba7d8a0234fc277f17b1bb9ccfb1094532ff4c70a915561",
 }
 
 TIMEOUT_S = 60
@@ -85,6 +107,55 @@ def fetch_blitzer(cache_root: str | os.PathLike, *, searched: Sequence[os.PathLi
         raise UserError(f"{what}: {exc}; {_ADVICE}") from None
     except (OSError, http.client.HTTPException, tarfile.TarError, EOFError, zlib.error) as exc:
         raise UserError(f"{what}: {_reason(exc)}; {_ADVICE}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fetch_hatn(cache_root: str | os.PathLike, domain: str, *, searched: Sequence[os.PathLike] = ()) -> Path:
+    """Download the two files of ``domain`` into ``cache_root/amazon-hatn/<domain>/`` and
+    return that directory. Any failure (network, checksum) raises a one-line UserError and
+    leaves nothing in the cache."""
+    names = sorted(name for name in HATN_SHA256 if name.startswith(f"{domain}/"))
+    if not names:
+        raise ValueError(f"unknown HATN domain {domain!r}")
+    dest_parent = Path(cache_root) / "amazon-hatn"
+    dest = dest_parent / domain
+    where = ", ".join(os.fspath(p) for p in searched)
+    first_url = HATN_URL.format(domain=domain, name=names[0].split("/")[1])
+    advice = (
+        f"download raw_data/{domain}/ of github.com/hsqmlzno1/HATN yourself, then pass --data-dir DIR or set "
+        f"SPARSE_RATIONAL_DATA=DIR (DIR holding amazon-hatn/{domain}/review_positive and review_negative)"
+    )
+    what = (
+        f"the HATN Amazon reviews (amazon-hatn/{domain}/review_*) were not found"
+        + (f" under {where}" if where else "")
+        + f" and downloading them from {first_url} failed"
+    )
+    try:
+        dest_parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=dest_parent))
+    except OSError as exc:
+        raise UserError(f"{what}: cannot write to {dest_parent} ({_reason(exc)}); {advice}") from None
+    try:
+        staged = tmp / domain
+        staged.mkdir()
+        for name in names:
+            file_name = name.split("/")[1]
+            target = staged / file_name
+            _download(HATN_URL.format(domain=domain, name=file_name), target)
+            digest = hashlib.sha256(target.read_bytes()).hexdigest()
+            if digest != HATN_SHA256[name]:
+                raise _Failed(f"checksum mismatch for raw_data/{name} (sha256 {digest}, expected {HATN_SHA256[name]})")
+        if all((dest / n.split("/")[1]).is_file() for n in names):  # another process finished first
+            return dest
+        if dest.exists():  # an incomplete leftover: move it out of the way first
+            os.replace(dest, tmp / "stale")
+        os.replace(staged, dest)
+        return dest
+    except _Failed as exc:
+        raise UserError(f"{what}: {exc}; {advice}") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise UserError(f"{what}: {_reason(exc)}; {advice}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

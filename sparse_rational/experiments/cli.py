@@ -52,7 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="SPEC",
-        help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>; repeat for one panel each",
+        help="amazon:{kitchen,books,dvd,electronics}, hatn:<same domains> or fdu:<domain>; repeat for one panel each",
     )
     d.add_argument("--train", help="instead of --dataset: your training file (.tsv, .jsonl or .csv)")
     d.add_argument("--dev", help="dev file (with --train; default: 10%% of --train)")
@@ -360,17 +360,116 @@ def _method_lines(plan) -> list[str]:
     return [*lines, ""]
 
 
-def _write_outputs(out: Path, header: list[str], notes: list[str]) -> list[Path]:
+def _write_outputs(out: Path, header: list[str], notes: list[str], datasets=(), embeddings: str = "") -> list[Path]:
+    """results.csv, summary.md and figure3.*; the reference rows of ``datasets`` are computed
+    first where ``references.json`` lacks them (:mod:`.references`)."""
+    from . import references as refs
     from .report import figure3, rows_from_records, summary_markdown, write_csv
     from .store import TrialStore
 
     rows = rows_from_records(TrialStore(out).load_all())
+    reference_rows = refs.ensure(out, list(datasets), embeddings) if datasets and embeddings else {}
     write_csv(rows, out / "results.csv")
     from ..fileio import atomic_write_text
 
-    atomic_write_text(out / "summary.md", summary_markdown(rows, "sparse-rational reproduce: summary", header, notes))
-    figs = figure3(rows, out / "figure3")
+    atomic_write_text(
+        out / "summary.md",
+        summary_markdown(rows, "sparse-rational reproduce: summary", header, notes, reference_rows),
+    )
+    figs = figure3(rows, out / "figure3", references=reference_rows)
     return [out / "results.csv", out / "summary.md", *figs]
+
+
+def _header(command: str, plan, invocations: list[dict], trial_cpu: float) -> list[str]:
+    """The summary's header: the command, the budget, how the models were made, wall time."""
+    from .protocol import sparse_start
+
+    b = plan.budget
+    runs = [r for r in invocations if r.get("trials_run")] or invocations[-1:]  # resumes that ran nothing
+    wall = (
+        f"Wall time: {_fmt_seconds(sum(r['wall_seconds'] for r in runs))} over {len(runs)} invocation(s) ("
+        + "; ".join(
+            f"{_fmt_seconds(r['wall_seconds'])}: {r['trials_run']} trials run with {r['executor']} x {r['workers']}"
+            + (" (interrupted)" if r.get("interrupted") else "")
+            for r in runs
+        )
+        + f"); sum of trial times: {_fmt_seconds(trial_cpu)}."
+    )
+    return [
+        f"Command: `{command}`",
+        "",
+        f"Budget: {b.describe()}; target tolerance +-{plan.tolerance} transitions; "
+        f"sparse models start from {sparse_start(plan.embeddings)}.",
+        "",
+        *_method_lines(plan),
+        wall,
+    ]
+
+
+def _plan_from_manifest(manifest: dict, data_dir: str | None):
+    """The plan a sweep folder was made by, rebuilt from its ``sweep.json`` (for
+    ``--report-only``); None if the manifest is too old or odd to tell."""
+    from .protocol import BUDGETS, Budget, DatasetRef, Plan, configurations
+
+    try:
+        ident = manifest["identity"]
+        budget = Budget(
+            ident["budget"],
+            ident["assignments"],
+            ident["reruns"],
+            ident["epochs"],
+            ident["patience"],
+            ident["reg_epochs"],
+            path_epochs=ident.get("path_epochs", BUDGETS[ident["budget"]].path_epochs),
+        )
+        labels = ident["configurations"]
+        configs = configurations(
+            ident["embeddings"],
+            baselines=[x.split(" ", 1)[1] for x in labels if x.startswith("baseline ")],
+            targets=[int(x.rsplit(" ", 1)[1]) for x in labels if x.startswith("sparse target ")],
+            reg_strengths=[float(x.rsplit(" ", 1)[1]) for x in labels if x.startswith("sparse lambda ")],
+        )
+        datasets = [
+            DatasetRef(
+                d["name"],
+                d.get("spec"),
+                tuple(d["files"]) if d.get("files") else None,
+                d.get("split_seed", 0),
+                d.get("max_train"),
+                data_dir,
+            )
+            for d in ident["datasets"]
+        ]
+        return Plan(
+            datasets,
+            ident["embeddings"],
+            budget,
+            configs,
+            tolerance=ident.get("tolerance", 10),
+            search_seed=ident.get("search_seed", 0),
+            **{k: ident.get(k, v) for k, v in PAPER.items()},
+        )
+    except (KeyError, TypeError, ValueError, IndexError, UserError):
+        return None
+
+
+def _report_only(args: argparse.Namespace, out: Path, say) -> int:
+    from .store import TrialStore
+
+    manifest = TrialStore.read_identity(out)
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    plan = _plan_from_manifest(manifest, data_dir)
+    if plan is None:
+        header, datasets, embeddings = [f"Outputs rewritten from the stored trials of `{out}`."], [], ""
+    else:
+        trial_cpu = sum(r.get("seconds", 0.0) for r in TrialStore(out).load_all().values())
+        invocations = manifest.get("invocations") or []
+        header = _header(str(manifest.get("command", "?")), plan, invocations, trial_cpu) if invocations else []
+        header += ["", f"Outputs rewritten from the stored trials of `{out}` (`--report-only`)."]
+        datasets, embeddings = plan.datasets, plan.embeddings
+    paths = _write_outputs(out, header, [], datasets, embeddings)
+    print("wrote " + ", ".join(str(p) for p in paths), file=say)
+    return 0
 
 
 class _Terminated(KeyboardInterrupt):
@@ -431,7 +530,6 @@ def _interrupted(
 def run(args: argparse.Namespace, out_stream=None) -> int:
     """Plan, print the trial count and an estimate, run the sweep, write the outputs."""
     from .executors import make_executor
-    from .protocol import sparse_start
     from .store import SWEEP, TrialStore
     from .sweep import count_trials, prepare_cells, run_sweep, usable_records
 
@@ -439,10 +537,7 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     out = Path(args.out)
     store = TrialStore(out)
     if args.report_only:
-        TrialStore.read_identity(out)
-        paths = _write_outputs(out, [f"Outputs rewritten from the stored trials of `{out}`."], [])
-        print("wrote " + ", ".join(str(p) for p in paths), file=say)
-        return 0
+        return _report_only(args, out, say)
     if not args.embeddings:
         raise UserError("reproduce: --embeddings is required (glove-6b-50d, a vectors file or hf:<model>)")
     if args.executor == "local" and args.ray_address:
@@ -531,22 +626,8 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
             "workers": executor.capacity,
         }
     )
-    runs = [r for r in runs if r["trials_run"]] or runs[-1:]  # resumes that ran nothing: not worth a line
-    header = [
-        f"Command: `{command}`",
-        "",
-        f"Budget: {b.describe()}; target tolerance +-{plan.tolerance} transitions; "
-        f"sparse models start from {sparse_start(plan.embeddings)}.",
-        "",
-        *_method_lines(plan),
-        f"Wall time: {_fmt_seconds(sum(r['wall_seconds'] for r in runs))} over {len(runs)} invocation(s) ("
-        + "; ".join(
-            f"{_fmt_seconds(r['wall_seconds'])}: {r['trials_run']} trials run with {r['executor']} x {r['workers']}"
-            for r in runs
-        )
-        + f"); sum of trial times: {_fmt_seconds(trial_cpu)}.",
-    ]
-    paths = _write_outputs(out, header, result.notes)
+    header = _header(command, plan, runs, trial_cpu)
+    paths = _write_outputs(out, header, result.notes, plan.datasets, plan.embeddings)
     print(
         f"{result.ran} trials run ({result.failed} failed), {result.finished_before} skipped as finished; "
         f"{_fmt_seconds(wall)} wall",

@@ -227,7 +227,7 @@ class DatasetRef:
     where to read it on this machine and is not part of a trial's identity."""
 
     name: str  # shown in tables and panels
-    spec: str | None = None  # amazon:kitchen, fdu:books
+    spec: str | None = None  # amazon:kitchen, hatn:dvd, fdu:books
     files: tuple[str, str | None, str | None] | None = None  # train, dev, test (absolute)
     split_seed: int = 0
     max_train: int | None = None

@@ -1,6 +1,7 @@
 """A sweep's outputs from its stored trials: ``results.csv`` (every run), ``summary.md``
-(mean +- std per configuration over the reruns, as the paper reports) and Figure 3
-(test accuracy against transitions, error bars on both axes)."""
+(mean +- std per configuration over the reruns, as the paper reports, the reference rows,
+and the paper's claims with 95 % intervals) and Figure 3 (test accuracy against
+transitions, error bars on both axes, the reference rows as horizontal lines)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,9 @@ def _row(key: str, rec: dict, c: dict, m: dict, status: str, error: str) -> dict
         "search": _search(c),
         "readout": c.get("readout", "final"),
         "penalty_update": c.get("penalty_update", "gradient") if c["method"] == "sparse" else "",
+        # not in results.csv: for the intervals over test documents
+        "test_correct": m.get("test_correct", ""),
+        "test_size": m.get("test_size", ""),
     }
 
 
@@ -198,6 +202,8 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
         te = _ms([100 * float(r["test_accuracy"]) for r in rs if r["test_accuracy"] != ""])
         dv = _ms([100 * float(r["dev_accuracy"]) for r in rs if r["dev_accuracy"] != ""])
         pa = _ms([float(r["parameters"]) for r in rs])
+        tested = [r for r in rs if r["test_accuracy"] != ""]
+        sizes = [int(r["test_size"]) for r in tested if r.get("test_size") not in ("", None)]
         # the search trial the reruns repeat (a path's later assignments may have a better
         # dev accuracy for a target that did not need them), else the best search trial
         best = search_best.get((ds, conf, _hp(first))) or search_best.get((ds, conf))
@@ -217,6 +223,10 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
                 "structures": sorted({r["structure"] for r in rs}),
                 "best_dev_search": 100 * best["dev_accuracy"] if best else math.nan,
                 "hp": {k: first[k] for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+                # per rerun, for the intervals (significance.py)
+                "accuracies": [float(r["test_accuracy"]) for r in tested],
+                "flags": [r.get("test_correct") or "" for r in tested],
+                "n_docs": max(sizes) if sizes else None,
             }
         )
     for ds in out:
@@ -279,8 +289,95 @@ def comparisons(entries: list[dict]) -> list[str]:
     return lines
 
 
-def summary_markdown(rows: list[dict], title: str, header_lines: list[str], notes: list[str]) -> str:
+def reference_lines(refs: dict[str, dict] | None, entries: list[dict]) -> list[str]:
+    """The reference rows of one dataset, and how the best learned structure and the best
+    baseline compare with them (95 % intervals)."""
+    from .references import NAMES
+    from .significance import reference_gap
+
+    if not refs:
+        return []
+    out = [
+        "Reference rows (same splits; one run each, C chosen on dev):",
+        "",
+        "| reference | test acc | dev acc | C | features |",
+        "|---|---|---|---|---|",
+    ]
+    for key, name in NAMES.items():
+        r = refs.get(key) or {"status": "unavailable", "error": "not computed"}
+        if r.get("status") != "ok":
+            out.append(f"| {name} | - | - | - | {r['status']}: {r.get('error', '')} |")
+            continue
+        out.append(
+            f"| {name} | {100 * r['test_accuracy']:.1f} | {100 * r['dev_accuracy']:.1f} | {r['C']:g} | "
+            f"{r['features']} |"
+        )
+    tested = [e for e in entries if e["accuracies"]]
+    lines = []
+    for method, what in (("sparse", "best learned structure"), ("baseline", "best baseline")):
+        es = [e for e in tested if e["method"] == method]
+        if not es:
+            continue
+        e = max(es, key=lambda e: e["test"][0])
+        for key, name in NAMES.items():
+            iv = reference_gap(e, refs.get(key) or {})
+            if iv is not None:
+                lines.append(f"- {what} ({e['configuration']}) minus {name}: {iv.text()} points")
+    if lines:
+        out += ["", "Against the reference rows (difference in points, 95 % interval):", "", *lines]
+    return [*out, ""]
+
+
+def significance_lines(entries: list[dict]) -> tuple[list[str], list[tuple[str, str, str]]]:
+    """The learned structures against the nearest-size baselines, and the paper's claims,
+    with 95 % intervals; also ``(claim, verdict, interval)`` for the claims table."""
+    from .significance import GAIN_POINTS, N_BOOT, SIMILAR_POINTS, judge
+
+    claims = judge(entries)
+    if claims is None:
+        return [], []
+    paired = all(iv.paired for _, _, iv in claims.pairs)
+    how = (
+        "paired bootstrap over the reruns and the test documents"
+        if paired
+        else "bootstrap over the reruns, test-document noise drawn from a binomial (no per-document results)"
+    )
+    out = [
+        f"Learned structure minus the nearest-size baseline (test accuracy, points; 95 % interval, {how}, "
+        f"{N_BOOT} resamples):",
+        "",
+        "| learned | transitions | nearest-size baseline | difference [95 % interval] |",
+        "|---|---|---|---|",
+    ]
+    for e, b, iv in claims.pairs:
+        out.append(f"| {e['configuration']} | {_pm(e['transitions'])} | {b['configuration']} | {iv.text()} |")
+    out += ["", "The paper's claims at 95 % confidence:", ""]
+    table = []
+    for claim, verdict, claim_iv, what in claims.verdicts:
+        ivs = claim_iv.text() if claim_iv is not None else "-"
+        out.append(f"- {claim}: **{verdict}** ({what}: {ivs} points)")
+        table.append((claim, verdict, ivs))
+    out += [
+        "",
+        f"Rules: 1 holds when the interval lies above 0, fails below 0; 2 fails when the interval lies below "
+        f"+{GAIN_POINTS:g} (a gain smaller than claimed), holds when it lies above 0 otherwise; 3 holds when the "
+        f"interval lies above -{SIMILAR_POINTS:g} (not worse by a point or more), fails below it; otherwise "
+        "undecided.",
+        "",
+    ]
+    return out, table
+
+
+def summary_markdown(
+    rows: list[dict],
+    title: str,
+    header_lines: list[str],
+    notes: list[str],
+    references: dict[str, dict] | None = None,
+) -> str:
+    """``references``: per dataset name, its reference rows (:mod:`.references`)."""
     agg = aggregate(rows)
+    references = references or {}
     out = [f"# {title}", ""]
     out += header_lines
     out.append("")
@@ -291,7 +388,9 @@ def summary_markdown(rows: list[dict], title: str, header_lines: list[str], note
         "(by dev accuracy) of each configuration; accuracies in %."
     )
     out.append("")
-    for ds, entries in agg.items():
+    verdicts: dict[str, list[tuple[str, str, str]]] = {}
+    for ds in sorted(set(agg) | set(references)):
+        entries = agg.get(ds, [])
         out += [
             f"## {ds}",
             "",
@@ -310,7 +409,24 @@ def summary_markdown(rows: list[dict], title: str, header_lines: list[str], note
                 f"{float(hp['lr']):.3g} | {float(hp['clip']):.2f} | {float(hp['dropout']):.2f} | "
                 f"{float(hp['input_dropout']):.2f} | {float(hp['weight_decay']):.2g} |"
             )
-        out += ["", "Against the paper's claims (means):", ""] + comparisons(entries) + [""]
+        out.append("")
+        out += reference_lines(references.get(ds), entries)
+        out += ["Against the paper's claims (means):", ""] + comparisons(entries) + [""]
+        lines, table = significance_lines(entries)
+        out += lines
+        if table:
+            verdicts[ds] = table
+    if verdicts:
+        names = [claim for claim, _, _ in next(iter(verdicts.values()))]
+        out += [
+            "## The paper's claims at 95 % confidence",
+            "",
+            "| dataset | " + " | ".join(names) + " |",
+            "|---|" + "---|" * len(names),
+        ]
+        for ds, table in verdicts.items():
+            out.append(f"| {ds} | " + " | ".join(f"{v} ({iv})" for _, v, iv in table) + " |")
+        out.append("")
     failed = [r for r in rows if r["status"] != "ok"]
     if failed or notes:
         out += ["## Failed trials", ""]
@@ -323,10 +439,13 @@ def summary_markdown(rows: list[dict], title: str, header_lines: list[str], note
     return "\n".join(out)
 
 
-def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
+def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str, dict] | None = None) -> list[Path]:
     """``base.png`` and ``base.svg``: one panel per dataset, test accuracy against the
     number of transitions; baselines solid, sparse models dashed, one standard deviation of
-    both on the error bars."""
+    both on the error bars; the reference rows of ``references`` (per dataset name) as
+    horizontal lines."""
+    from .references import NAMES
+
     try:
         import matplotlib
     except ImportError:
@@ -337,7 +456,8 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
     import matplotlib.pyplot as plt
 
     agg = aggregate(rows)
-    names = list(agg) or ["(no finished reruns)"]
+    references = references or {}
+    names = sorted(set(agg) | set(references)) or ["(no finished reruns)"]
     ncols = min(len(names), 4)
     nrows = math.ceil(len(names) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
@@ -367,6 +487,10 @@ def figure3(rows: list[dict], base: Path, title: str = "") -> list[Path]:
                 markersize=4,
                 label=label,
             )
+        for (key, name), (style, color) in zip(NAMES.items(), ((":", "tab:green"), ("-.", "tab:gray"))):
+            r = references.get(ds, {}).get(key) or {}
+            if r.get("status") == "ok":
+                ax.axhline(100 * r["test_accuracy"], linestyle=style, color=color, linewidth=1.2, label=name)
         ax.set_title(ds)
         ax.set_xlabel("number of WFSA transitions")
         ax.set_ylabel("test accuracy (%)")

@@ -4,7 +4,9 @@
 never raises: any exception becomes a record with ``status: "failed"``, the error line and
 the traceback, so one bad trial does not stop a sweep. A path trial (several targets) keeps
 one set of metrics per target reached under ``metrics["targets"]`` and lists the targets the
-path missed under ``metrics["missed"]``. Datasets and word vectors are cached
+path missed under ``metrics["missed"]``. Every model's metrics hold ``test_correct``, one
+character per test document in the split's order (``1`` right, ``0`` wrong), for the
+summary's paired intervals over test documents. Datasets and word vectors are cached
 per worker process (a worker runs many trials on the same data).
 """
 
@@ -81,8 +83,18 @@ def stratified_head(examples, n: int):
     return out
 
 
-def _keep(metrics) -> dict:
-    return {k: metrics[k] for k in KEEP if k in metrics}
+def _keep(metrics, clf=None, splits=None) -> dict:
+    kept = {k: metrics[k] for k in KEEP if k in metrics}
+    if clf is not None and splits is not None and splits.test:
+        kept["test_correct"] = correct_flags(clf, splits.test)
+    return kept
+
+
+def correct_flags(clf, test) -> str:
+    """``"1"``/``"0"`` per test example: whether ``clf`` labels it right (texts read whole,
+    as :meth:`TextClassifier.evaluate` reads them)."""
+    predicted = clf.predict([e.text for e in test], max_tokens=0)
+    return "".join("1" if p == e.label else "0" for p, e in zip(predicted, test))
 
 
 def _train(spec: TrialSpec) -> dict:
@@ -125,7 +137,7 @@ def _train(spec: TrialSpec) -> dict:
             splits, spec.targets, options=RunOptions(spec.embeddings, model, cfg, opts), verbose=False
         )
         return {
-            "targets": {str(t): _keep(clf.metrics) for t, clf in run.models.items()},
+            "targets": {str(t): _keep(clf.metrics, clf, splits) for t, clf in run.models.items()},
             "missed": run.missed,
             "path": run.path,
             "snapshots": {str(t): s for t, s in run.snapshots.items()},
@@ -138,7 +150,7 @@ def _train(spec: TrialSpec) -> dict:
         options=RunOptions(spec.embeddings, model, cfg, opts),
         verbose=False,
     )
-    return _keep(clf.metrics)
+    return _keep(clf.metrics, clf, splits)
 
 
 def run_trial(spec: TrialSpec | dict) -> dict:

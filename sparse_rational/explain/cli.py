@@ -30,7 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="let a model that reads transformer vectors download its encoder (default: local files only)",
     )
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>: its training split")
+    g.add_argument(
+        "--dataset", help="amazon:{kitchen,books,dvd,electronics}, hatn:<same> or fdu:<domain>: its training split"
+    )
     g.add_argument("--train", help="training file (.tsv, .jsonl or .csv); without --dev, 10%% are the dev set")
     p.add_argument("--dev", help="dev file for the HTML report (with --train)")
     p.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")

@@ -1,0 +1,200 @@
+"""95 % intervals for differences of test accuracy between configurations, and the paper's
+claims judged with them.
+
+A configuration's accuracy is the mean over its reruns of their test accuracies. The
+interval of a contrast (a difference, or a mean of differences) comes from a two-level
+bootstrap (:func:`bootstrap`): each resample draws the test documents with replacement
+(the same documents for every configuration: paired) and, for every configuration, its
+reruns with replacement; the interval is the 2.5 and 97.5 percentiles of the contrast over
+the resamples. It thus holds both sources of noise: which seeds ran, and which documents
+happen to be in the test set. Without per-document results (records of older sweeps), the
+test-document noise of a configuration is one binomial draw per resample (its reruns share
+the test set), independent between configurations: unpaired, so wider.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+N_BOOT = 2000
+LEVEL = 0.95
+#: "similar" in the paper's third claim: not worse than the best baseline by this many points
+SIMILAR_POINTS = 1.0
+#: the paper's second claim: the strongly regularised model gains 1-2 points over the unigram
+#: baseline; it fails when the gain is surely below the lower end
+GAIN_POINTS = 1.0
+
+
+@dataclass(frozen=True)
+class Group:
+    """One configuration's reruns: ``correct`` ``[R, N]`` (1 = test document right), or,
+    without per-document results, ``accuracies`` ``[R]`` and ``n_docs``."""
+
+    accuracies: np.ndarray  # [R], fractions
+    n_docs: int
+    correct: np.ndarray | None = None  # [R, N] of 0/1
+
+    @classmethod
+    def from_runs(cls, accuracies: list[float], flags: list[str], n_docs: int | None = None) -> Group:
+        """``flags``: per rerun its ``test_correct`` string (``""`` where unknown)."""
+        acc = np.asarray(accuracies, np.float64)
+        if flags and all(flags) and len({len(f) for f in flags}) == 1:
+            correct = np.array([[c == "1" for c in f] for f in flags], np.float64)
+            return cls(correct.mean(1), correct.shape[1], correct)
+        return cls(acc, int(n_docs or 0))
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float  # points (x100)
+    low: float
+    high: float
+    paired: bool  # documents resampled jointly (per-document results of every group known)
+
+    def text(self) -> str:
+        return f"{self.estimate:+.1f} [{self.low:+.1f}, {self.high:+.1f}]"
+
+
+def bootstrap(
+    groups: Mapping[str, Group],
+    contrast: Callable[[Mapping[str, np.ndarray]], np.ndarray],
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> Interval:
+    """The contrast of the groups' mean accuracies (in points) with its bootstrap interval.
+    ``contrast`` maps ``{name: mean accuracies [B]}`` (points) to ``[B]``; it is applied to
+    the observed means (``[1]`` arrays) for the estimate."""
+    rng = np.random.default_rng(seed)
+    observed = contrast({k: np.array([100 * g.accuracies.mean()]) for k, g in groups.items()})
+    n = {g.correct.shape[1] for g in groups.values() if g.correct is not None}
+    paired = len(n) == 1 and all(g.correct is not None for g in groups.values())
+    weights = None
+    if paired:
+        n_docs = n.pop()
+        weights = rng.multinomial(n_docs, np.full(n_docs, 1.0 / n_docs), size=n_boot).astype(np.float64) / n_docs
+    draws: dict[str, np.ndarray] = {}
+    for name, g in groups.items():
+        runs = len(g.accuracies)
+        if weights is not None and g.correct is not None:
+            per_run = weights @ g.correct.T  # [B, R]: each rerun's accuracy on the resampled documents
+        elif g.n_docs > 0:  # the test set is shared by the reruns: one binomial shift per resample
+            mean = float(np.clip(g.accuracies.mean(), 0, 1))
+            shift = rng.binomial(g.n_docs, mean, size=(n_boot, 1)) / g.n_docs - mean
+            per_run = g.accuracies[None, :] + shift
+        else:
+            per_run = np.broadcast_to(g.accuracies, (n_boot, runs))
+        pick = rng.integers(runs, size=(n_boot, runs))
+        draws[name] = 100 * np.take_along_axis(per_run, pick, axis=1).mean(1)
+    values = contrast(draws)
+    tail = 100 * (1 - LEVEL) / 2
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(float(observed[0]), float(low), float(high), paired)
+
+
+def difference(a: Group, b: Group, **kw) -> Interval:
+    """Mean accuracy of ``a`` minus that of ``b``, in points."""
+    return bootstrap({"a": a, "b": b}, lambda d: d["a"] - d["b"], **kw)
+
+
+def nearest_baseline(transitions: float, baselines: list[dict]) -> dict:
+    """The baseline whose number of transitions is nearest (ties: the smaller one)."""
+    return min(baselines, key=lambda e: (abs(e["transitions"][0] - transitions), e["transitions"][0]))
+
+
+def is_unigram(patterns: str) -> bool:
+    return set(patterns.replace(",", "x").split("x")[1::2]) == {"1"}
+
+
+def _group(entry: dict) -> Group:
+    return Group.from_runs(entry["accuracies"], entry["flags"], entry.get("n_docs"))
+
+
+def verdict_better(iv: Interval) -> str:
+    """Claim 1, 'a better tradeoff': the learned structures beat baselines of their size."""
+    return "holds" if iv.low > 0 else "fails" if iv.high < 0 else "undecided"
+
+
+def verdict_gain(iv: Interval) -> str:
+    """Claim 2, '1-2 points over the unigram baseline': fails when the gain is surely below
+    :data:`GAIN_POINTS`; holds when it is surely positive (and may reach the claimed size)."""
+    return "fails" if iv.high < GAIN_POINTS else "holds" if iv.low > 0 else "undecided"
+
+
+def verdict_similar(iv: Interval) -> str:
+    """Claim 3, 'similar or better than the best baseline': holds when the learned model is
+    surely not worse by :data:`SIMILAR_POINTS` or more, fails when it surely is worse."""
+    return "holds" if iv.low > -SIMILAR_POINTS else "fails" if iv.high < -SIMILAR_POINTS else "undecided"
+
+
+@dataclass
+class Claims:
+    pairs: list[tuple[dict, dict, Interval]]  # (learned, nearest-size baseline, difference)
+    verdicts: list[tuple[str, str, Interval | None, str]]  # (claim, verdict, interval, what was compared)
+
+
+CLAIM_NAMES = (
+    "better tradeoff than the baselines",
+    "1-2 points over the unigram baseline at strong regularisation",
+    "similar or better than the best baseline at weak regularisation",
+)
+
+
+def judge(entries: list[dict], seed: int = 0) -> Claims | None:
+    """The paper's three claims on one dataset's aggregated entries (with ``accuracies``,
+    ``flags`` and ``n_docs``, as :func:`.report.aggregate` gives them); None without both
+    baselines and learned structures."""
+    base = [e for e in entries if e["method"] == "baseline" and e["accuracies"]]
+    sparse = [e for e in entries if e["method"] == "sparse" and e["accuracies"]]
+    if not base or not sparse:
+        return None
+    sparse = sorted(sparse, key=lambda e: e["transitions"][0])
+    pairs = []
+    for e in sparse:
+        b = nearest_baseline(e["transitions"][0], base)
+        pairs.append((e, b, difference(_group(e), _group(b), seed=seed)))
+    verdicts: list[tuple[str, str, Interval | None, str]] = []
+    # 1: the mean over the learned structures of (learned - nearest-size baseline)
+    groups = {f"s{i}": _group(e) for i, (e, _, _) in enumerate(pairs)}
+    groups.update({f"b:{b['configuration']}": _group(b) for _, b, _ in pairs})
+
+    def mean_gap(d):
+        return sum(d[f"s{i}"] - d[f"b:{b['configuration']}"] for i, (_, b, _) in enumerate(pairs)) / len(pairs)
+
+    iv = bootstrap(groups, mean_gap, seed=seed)
+    verdicts.append(
+        (CLAIM_NAMES[0], verdict_better(iv), iv, f"mean over the {len(pairs)} learned structures of the difference")
+    )
+    # 2: the strongest regularisation against the unigram baseline
+    unigram = [b for b in base if is_unigram(b["patterns"])]
+    strong = sparse[0]
+    if unigram:
+        u = min(unigram, key=lambda b: b["transitions"][0])
+        iv = difference(_group(strong), _group(u), seed=seed)
+        what = f"{strong['configuration']} ({strong['transitions'][0]:.1f} transitions) - {u['configuration']}"
+        verdicts.append((CLAIM_NAMES[1], verdict_gain(iv), iv, what))
+    else:
+        verdicts.append((CLAIM_NAMES[1], "undecided", None, "no unigram baseline in this sweep"))
+    # 3: the weakest regularisation against the best baseline (by mean test accuracy, as
+    # Figure 3 is read: the strictest comparison)
+    weak = sparse[-1]
+    best = max(base, key=lambda b: (b["test"][0], -b["transitions"][0]))
+    iv = difference(_group(weak), _group(best), seed=seed)
+    what = f"{weak['configuration']} ({weak['transitions'][0]:.1f} transitions) - the best baseline, "
+    what += best["configuration"]
+    verdicts.append((CLAIM_NAMES[2], verdict_similar(iv), iv, what))
+    return Claims(pairs, verdicts)
+
+
+def reference_gap(entry: dict, reference: dict, seed: int = 0) -> Interval | None:
+    """A configuration minus a reference row (one run; its test documents resampled with
+    the configuration's when both have per-document results)."""
+    if reference.get("status") != "ok" or not entry["accuracies"]:
+        return None
+    flags = reference.get("test_correct") or ""
+    ref = Group.from_runs([reference["test_accuracy"]], [flags], entry.get("n_docs"))
+    iv = difference(_group(entry), ref, seed=seed)
+    return iv if not math.isnan(iv.estimate) else None
