@@ -68,7 +68,8 @@ class FoldedModel:
     weight: np.ndarray
     bias: np.ndarray
     readout: str = "final"
-    _steps: np.ndarray = field(init=False, repr=False)  # [V, 2K] float32: (f, u) of the columns below
+    _f: np.ndarray = field(init=False, repr=False)  # [V, M] float32: f of every column (below)
+    _u: np.ndarray = field(init=False, repr=False)  # [V, M] float32: u of every column
     _real: np.ndarray = field(init=False, repr=False)  # [N] long: the column of each state
     _combine: np.ndarray = field(init=False, repr=False)  # [N, C] float32: state -> its WFSA's logits
 
@@ -79,22 +80,21 @@ class FoldedModel:
         n, d = sum(self.structure), len(self.structure)
         if self.table.ndim != 2 or self.table.shape[1] != 2 * n:
             raise ValueError(f"table of shape {self.table.shape} for {n} transitions")
-        # Columns: every WFSA's q_0 (always 1), then its states q_1..q_n, WFSA after WFSA;
-        # column k reads column k-1 as its predecessor, so one update serves every state:
-        # c[k] = f[k] c[k] + u[k] c[k-1], with f = 1, u = 0 at a q_0 (stays 1). Column 0
-        # (the first WFSA's q_0) is never updated; the table holds columns 1..M-1.
+        # Columns: every WFSA's q_0 (always 1), then its states q_1..q_n, WFSA after WFSA
+        # (M = N + d columns); column k reads column k-1 as its predecessor, so one update
+        # serves every column: c[k] = f[k] c[k] + u[k] c[k-1], with f = 1, u = 0 at a q_0
+        # (it stays 1). The documents' rows of c are contiguous, so the update runs over the
+        # flat array, with the term that a row's first column reads from the row before set to 0.
         first = np.cumsum([0, *[k + 1 for k in self.structure]])[:-1]  # q_0 column of each WFSA
         real = np.concatenate([np.arange(s + 1, s + 1 + k) for s, k in zip(first, self.structure)]).astype(np.int64)
-        cols = n + d  # M
-        f_pre = self.table[:, n:].astype(np.float64)
-        f, one_minus_f = _sigmoid_pair(f_pre)
+        cols = n + d
+        f, one_minus_f = _sigmoid_pair(self.table[:, n:].astype(np.float64))
         u = self.table[:, :n].astype(np.float64) * one_minus_f
-        steps = np.zeros((self.table.shape[0], 2 * max(cols - 1, 0)), np.float32)
-        fk, uk = steps[:, : cols - 1], steps[:, cols - 1 :]
-        fk[:] = 1.0  # q_0 columns: f = 1, u = 0
-        fk[:, real - 1], uk[:, real - 1] = f, u
-        del f_pre, f, one_minus_f, u
-        self._steps, self._real = steps, real
+        self._f = np.ones((self.table.shape[0], cols), np.float32)
+        self._u = np.zeros((self.table.shape[0], cols), np.float32)
+        self._f[:, real], self._u[:, real] = f, u
+        del f, one_minus_f, u
+        self._real = real
         owner = np.repeat(np.arange(d), self.structure)
         self._combine = np.ascontiguousarray(self.weight.astype(np.float32)[:, owner].T)  # [N, C]
 
@@ -163,33 +163,35 @@ class FoldedModel:
         t = np.arange(len(doc)) - np.repeat(np.concatenate([[0], np.cumsum(lens)])[:-1], lens)
         packed = np.empty(len(doc), np.int64)
         packed[step_start[t] + doc] = np.asarray(ids, np.int64)[doc_start[doc] + t]
-        k = cols - 1
-        steps = self._steps
         c = np.ones((count, cols), np.float32)  # q_0 columns stay 1
         c[:, self._real] = 0.0
-        g = np.empty((count, 2 * k), np.float32)
-        tmp = np.empty((count, k), np.float32)
+        f, u = np.empty_like(c), np.empty_like(c)
         readout = self.readout
-        pooled = np.full((count, k), -np.inf if readout == "max" else 0.0, np.float32)
+        pooled = np.full((count, cols), -np.inf if readout == "max" else 0.0, np.float32)
+        flat_c, flat_f, flat_u = c.reshape(-1), f.reshape(-1), u.reshape(-1)
         for step in range(longest):
             n = int(active[step])
-            gs, cs, ts = g[:n], c[:n], tmp[:n]
-            np.take(steps, packed[step_start[step] : step_start[step] + n], axis=0, out=gs)
-            np.multiply(gs[:, k:], cs[:, :-1], out=ts)  # u c_{k-1}(t-1), before c changes
-            np.multiply(gs[:, :k], cs[:, 1:], out=cs[:, 1:])  # f c_k(t-1)
-            np.add(cs[:, 1:], ts, out=cs[:, 1:])
+            rows = packed[step_start[step] : step_start[step] + n]
+            end = n * cols
+            cs, fs, us = flat_c[:end], flat_f[:end], flat_u[:end]
+            np.take(self._f, rows, axis=0, out=f[:n])
+            np.take(self._u, rows, axis=0, out=u[:n])
+            np.multiply(us[1:], cs[:-1], out=us[1:])  # u c_{k-1}(t-1), before c changes
+            us[cols::cols] = 0.0  # a row's first column, times the previous row's last (inf * 0)
+            np.multiply(cs, fs, out=cs)  # f c_k(t-1)
+            np.add(cs[1:], us[1:], out=cs[1:])
             if readout == "max":
-                np.maximum(pooled[:n], cs[:, 1:], out=pooled[:n])
+                np.maximum(pooled[:n], c[:n], out=pooled[:n])
             elif readout == "mean":
-                np.add(pooled[:n], cs[:, 1:], out=pooled[:n])
+                np.add(pooled[:n], c[:n], out=pooled[:n])
         if readout == "final":
-            out = c[:, 1:]
+            out = c
         elif readout == "mean":
             out = pooled / np.maximum(lens, 1)[:, None].astype(np.float32)
         else:
             out = np.where(lens[:, None] > 0, pooled, np.float32(0.0))
         result = np.empty((count, self.transitions), np.float32)
-        result[order] = out[:, self._real - 1]
+        result[order] = out[:, self._real]
         return result
 
     def logits(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
