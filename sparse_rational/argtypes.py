@@ -87,3 +87,17 @@ def targets(text: str) -> int | tuple[int, ...]:
     if len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"{text[:60]!r} names a target twice")
     return values[0] if len(values) == 1 else tuple(sorted(values, reverse=True))
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, help: str = "torch threads (default: torch's choice)"):
+    """``--threads N`` (a positive integer), the one definition that every subcommand
+    taking it shares; :func:`use_threads` applies it to PyTorch."""
+    parser.add_argument("--threads", type=positive_int, help=help)
+
+
+def use_threads(threads: int | None) -> None:
+    """Apply ``--threads`` to PyTorch (imported only when it was given)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

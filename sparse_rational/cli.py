@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config.add_arguments(t, config.TrainConfig, types=types)
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
-    t.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
+    argtypes.add_threads_argument(t)
     t.add_argument(
         "--tune",
         type=_positive_int,
@@ -142,17 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_data_args(e, train=False)
     e.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
+    argtypes.add_threads_argument(e)
 
     p = sub.add_parser("predict", help="classify texts, one per line; JSON lines out")
     p.add_argument("--model", required=True)
     _add_model_args(p)
     p.add_argument("input", nargs="?", default="-", help="file with one text per line, or - (stdin)")
-    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=2048,
+        help="texts read, scored and written at a time (default 2048): memory is bounded by this and --max-tokens",
+    )
     p.add_argument(
         "--max-tokens",
         type=_nonneg_int,
         default=DEFAULT_MAX_TOKENS,
         help=f"cut longer texts as training does, bounding memory (0: never; default {DEFAULT_MAX_TOKENS})",
+    )
+    argtypes.add_threads_argument(
+        p,
+        "static word vectors: score up to N batches at once while reading on (default 1); "
+        "transformer vectors: torch threads (default: torch's choice)",
     )
 
     x = sub.add_parser("export", help="write the whole model as plain JSON")
@@ -364,6 +375,7 @@ def _report(m, indent: str = "") -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import TextClassifier
 
+    argtypes.use_threads(args.threads)
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     splits = _splits_for(args, train=False)
     if not splits.test:
@@ -426,28 +438,65 @@ def _line_batches(source: str, size: int):
         yield batch
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .pipeline import TextClassifier
+def _json_lines(classes: list[str], probs) -> str:
+    """One JSON object per row of ``probs`` (``{"label": ..., "probabilities": {...}}``), as
+    ``json.dumps`` writes it, formatted for all rows at once."""
+    import numpy as np
 
+    if not np.isfinite(probs).all():  # json.dumps's NaN/Infinity
+        rows = ({"label": classes[int(r.argmax())], "probabilities": dict(zip(classes, map(float, r)))} for r in probs)
+        return "".join(json.dumps(r) + "\n" for r in rows)
+    names = [json.dumps(c).replace("{", "{{").replace("}", "}}") for c in classes]  # str.format escapes
+    line = '{{"label": {}, "probabilities": {{' + ", ".join(f"{c}: {{!r}}" for c in names) + "}}}}\n"
+    labels = np.asarray([json.dumps(c) for c in classes], dtype=object)[probs.argmax(1)]
+    return "".join(map(line.format, labels, *probs.T.tolist()))
+
+
+def _static_predictor(args: argparse.Namespace):
+    """The folded, PyTorch-free predictor of a model on static vectors (None: the model reads
+    transformer vectors, or $SPARSE_RATIONAL_IMPL asks for a PyTorch kernel)."""
+    from .folded import is_static_model, load_folded
+
+    if os.environ.get("SPARSE_RATIONAL_IMPL", "").strip() not in ("", "auto") or not is_static_model(args.model):
+        return None
+    return load_folded(args.model)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
-    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
+    fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
+    if fast is None:  # transformer vectors: the PyTorch model
+        from .pipeline import TextClassifier
+
+        argtypes.use_threads(args.threads)
+        clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
+        classes, score = clf.classes, clf.predict_proba
+    else:
+        classes, score = fast.classes, fast.predict_proba
     out = sys.stdout
-    for chunk in _line_batches(args.input, args.batch_size):
-        probs = clf.predict_proba(chunk, max_tokens=args.max_tokens)
-        for row in probs:
-            out.write(
-                json.dumps(
-                    {
-                        "label": clf.classes[int(row.argmax())],
-                        "probabilities": {c: float(p) for c, p in zip(clf.classes, row)},
-                    }
-                )
-                + "\n"
-            )
-    if clf.truncated_texts:
+    batches = _line_batches(args.input, args.batch_size)
+    if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.threads) as pool:
+            pending: deque = deque()
+            for chunk in batches:
+                pending.append(pool.submit(score, chunk, args.max_tokens))
+                if len(pending) > args.threads:
+                    out.write(_json_lines(classes, pending.popleft().result()))
+                    out.flush()
+            while pending:
+                out.write(_json_lines(classes, pending.popleft().result()))
+    else:
+        for chunk in batches:
+            out.write(_json_lines(classes, score(chunk, max_tokens=args.max_tokens)))
+            out.flush()  # lines come out batch by batch, also into a pipe
+    truncated = (fast if fast is not None else clf).truncated_texts
+    if truncated:
         print(
-            f"sparse-rational: warning: {clf.truncated_texts} texts longer than {args.max_tokens} tokens "
+            f"sparse-rational: warning: {truncated} texts longer than {args.max_tokens} tokens "
             "were cut to their "
             "first tokens, as in training (--max-tokens 0 reads them whole)",
             file=sys.stderr,
@@ -459,7 +508,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_json
     from .pipeline import TextClassifier
 
-    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
+    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device="cpu")
     export_json(clf, args.out)
     print(f"wrote {args.out}")
     return 0

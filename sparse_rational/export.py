@@ -10,7 +10,10 @@ Schema::
      "embeddings": [[...], ...],          # row i: the vector of vocab[i] as the WFSAs get it
      "wfsas": [{"states": [{"w": [...], "v": [...], "b": float}, ...]}, ...],
                                           # state k: the transition into q_k (k = 1..n)
-     "classifier": {"weight": [[...] one row per class], "bias": [...]}}
+     "classifier": {"weight": [[...] one row per class], "bias": [...]},
+     "folded": [[...], ...]}              # optional (added in this version, readers may ignore
+                                          # it): row i = (w_s.x, all states s, then v_s.x + b_s,
+                                          # all states s) for x = embeddings[i], 2N numbers
 
 Scoring a document (token ids ``x_1..x_T`` including ``<s>``/``</s>``): for each WFSA,
 ``c_0 = 1``, ``c_k = 0``; at each token ``f_k = sigmoid(v_k.x + b_k)``,
@@ -18,6 +21,11 @@ Scoring a document (token ids ``x_1..x_T`` including ``<s>``/``</s>``): for each
 the right); the score is ``sum_k r(c_k)``, where the readout ``r`` takes ``c_k`` after the
 last token (``final``), its mean over the tokens (``mean``) or its max over them (``max``);
 logits = ``weight @ scores + bias``. Version 1 had no readout (always ``final``).
+
+``folded`` is the projection folded into the vocabulary (:mod:`sparse_rational.folded`):
+the states are numbered WFSA after WFSA (``wfsas[0]``'s states first), N of them, so a
+scorer reads ``w_k.x`` and ``v_k.x + b_k`` of every token from one row instead of
+computing them from the vector (``embeddings`` stays, for readers of earlier files).
 """
 
 from __future__ import annotations
@@ -41,7 +49,10 @@ def export_dict(clf: TextClassifier) -> dict:
             f"export: this model reads {clf.embeddings_source} transformer vectors; the JSON "
             "automata format holds models on static word vectors only"
         )
+    from .folded import FoldedModel
+
     model = clf.model
+    folded = FoldedModel.from_torch(model).table  # [V, 2N] float32
     w = model.wfsa.w.detach().double().cpu().T.tolist()  # [N][e]
     v = model.wfsa.v.detach().double().cpu().T.tolist()
     b = model.wfsa.b.detach().double().cpu().tolist()
@@ -61,6 +72,7 @@ def export_dict(clf: TextClassifier) -> dict:
             "weight": model.classifier.weight.detach().double().cpu().tolist(),
             "bias": model.classifier.bias.detach().double().cpu().tolist(),
         },
+        "folded": folded.astype(float).tolist(),
     }
 
 

@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -46,10 +46,12 @@ from .embeddings.rows import RowTable
 from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
+from .folded import FoldedClassifier
 from .learn import learn_structure, regularisation_path
 from .log import get_logger
 from .metrics import Metrics, classification_report, rounded
 from .model import READOUTS, ModelConfig, RationalClassifier
+from .ops import forced_impl
 from .phases import Phases
 from .provenance import provenance
 from .structure import format_structure, parse_patterns
@@ -123,6 +125,7 @@ class TextClassifier:
     classes: list[str]
     metrics: Metrics
     truncated_texts: int  # texts cut by ``max_tokens`` in encode() so far
+    _folded: Any = field(default=None, repr=False, compare=False)  # (key, FoldedClassifier) of folded()
 
     def __init__(
         self,
@@ -207,8 +210,29 @@ class TextClassifier:
             texts = texts_from(texts)
         if not len(texts):
             return np.zeros((0, len(self.classes)), np.float32)
+        folded = self.folded()
+        if folded is not None:  # static vectors: the folded table, in numpy (same numbers within 1e-5)
+            before = folded.truncated_texts
+            probs = folded.predict_proba(texts, max_tokens)
+            self.truncated_texts += folded.truncated_texts - before
+            return probs
         data, model = self._read(texts, max_tokens=max_tokens)
         return predict_proba(cast(RationalClassifier, model), data).numpy()  # or a RowsReader
+
+    def folded(self) -> FoldedClassifier | None:
+        """This model on static vectors with its projection folded into the vocabulary
+        (:mod:`~sparse_rational.folded`), built on first use and again whenever a tensor of
+        the model has changed; None for transformer vectors, or when a recurrence kernel is
+        asked for (``impl`` or ``$SPARSE_RATIONAL_IMPL``: the PyTorch path then runs it)."""
+        if self.vocab is None or self.model.wfsa.impl != "auto" or forced_impl() is not None:
+            return None
+        tensors = [*self.model.parameters(), *self.model.buffers()]
+        key = (id(self.model), tuple((id(t), t._version) for t in tensors))
+        cached = self._folded
+        if cached is None or cached[0] != key:
+            cached = (key, FoldedClassifier.from_classifier(self))
+            self._folded = cached
+        return cached[1]
 
     def predict(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(texts, max_tokens).argmax(1)]

@@ -13,10 +13,15 @@ import json
 import math
 import os
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError, one_line
+
+if TYPE_CHECKING:  # torch is imported where tensors are checked: the rest serves folded.py too
+    import numpy as np
+    import torch
+
+READOUTS = ("final", "mean", "max")  # model.READOUTS (checked equal in the tests), without torch
 
 # generous bounds: far above any real model, low enough that nothing huge is allocated
 MAX_WFSAS = 100_000
@@ -55,7 +60,21 @@ def _prob(value, name: str) -> float:
 def model_config(raw, path: str | os.PathLike):
     """A :class:`~sparse_rational.model.ModelConfig` from the ``"model"`` object of a
     config file, every field checked (unknown fields are an error)."""
-    from .model import READOUTS, ModelConfig
+    from .model import ModelConfig
+
+    fields = model_fields(raw, path)
+    try:
+        return ModelConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: {one_line(f'bad model config ({exc})')}") from None
+
+
+MODEL_FIELDS = ("structure", "embedding_dim", "num_classes", "vocab_size", "dropout", "input_dropout", "readout")
+
+
+def model_fields(raw, path: str | os.PathLike) -> dict:
+    """The ``"model"`` object of a config file with every field checked (as
+    :func:`model_config`, without building a model: no PyTorch)."""
 
     def bad(what: str) -> UserError:
         return UserError(f"{path}: {one_line(what)}")
@@ -77,7 +96,10 @@ def model_config(raw, path: str | os.PathLike):
         _prob(raw.get("input_dropout", 0.0), "input_dropout")
         if raw.get("readout", "final") not in READOUTS:
             raise ValueError(f"readout must be one of {', '.join(READOUTS)}")
-        return ModelConfig.from_dict(raw)
+        unknown = sorted(set(raw) - set(MODEL_FIELDS))
+        if unknown:
+            raise TypeError(f"unexpected field {one_line(repr(unknown[0]))[:40]}")
+        return dict(raw)
     except KeyError as exc:
         raise bad(f'"model" has no field {exc}') from None
     except (TypeError, ValueError) as exc:
@@ -86,6 +108,8 @@ def model_config(raw, path: str | os.PathLike):
 
 def expected_shapes(config) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the state dict of a model of ``config`` (allocates nothing)."""
+    import torch
+
     from .model import RationalClassifier
 
     with torch.device("meta"):
@@ -96,6 +120,8 @@ def expected_shapes(config) -> dict[str, tuple[int, ...]]:
 def check_tensors(tensors: dict[str, torch.Tensor], config, path: str | os.PathLike) -> None:
     """The tensors of a weights file against ``config``: same names, shapes, floating
     dtypes, finite values."""
+    import torch
+
     expected = expected_shapes(config)
     for name in sorted(expected):
         if name not in tensors:
@@ -109,6 +135,41 @@ def check_tensors(tensors: dict[str, torch.Tensor], config, path: str | os.PathL
         if not t.is_floating_point():
             raise UserError(f"{path}: tensor {name} has dtype {t.dtype}, expected floating point")
         if not torch.isfinite(t.float()).all():
+            raise UserError(f"{path}: tensor {name} holds NaN or infinite values")
+
+
+def static_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors of a model on static vectors (``vocab_size > 0``)
+    with the checked ``fields`` of :func:`model_fields` (what :func:`expected_shapes` gives)."""
+    structure, e, c = fields["structure"], fields["embedding_dim"], fields["num_classes"]
+    n = sum(structure)
+    return {
+        "embeddings": (fields["vocab_size"], e),
+        "wfsa.w": (e, n),
+        "wfsa.v": (e, n),
+        "wfsa.b": (n,),
+        "classifier.weight": (c, len(structure) if structure else 0),
+        "classifier.bias": (c,),
+    }
+
+
+def check_arrays(arrays: dict[str, Any], fields: dict, path: str | os.PathLike) -> None:
+    """:func:`check_tensors` for numpy arrays (a weights file read without PyTorch)."""
+    import numpy as np
+
+    expected = static_shapes(fields)
+    for name in sorted(expected):
+        if name not in arrays:
+            raise UserError(f"{path}: tensor {name} is missing (the config needs {list(expected[name])})")
+    for name in sorted(arrays):
+        a: np.ndarray = arrays[name]
+        if name not in expected:
+            raise UserError(f"{path}: unexpected tensor {one_line(name)[:60]!r} (not part of this model)")
+        if tuple(a.shape) != expected[name]:
+            raise UserError(f"{path}: tensor {name} has shape {list(a.shape)}, the config needs {list(expected[name])}")
+        if not np.issubdtype(a.dtype, np.floating):
+            raise UserError(f"{path}: tensor {name} has dtype {a.dtype}, expected floating point")
+        if not np.isfinite(a.astype(np.float32)).all():
             raise UserError(f"{path}: tensor {name} holds NaN or infinite values")
 
 
@@ -182,7 +243,10 @@ def finite_metrics(raw) -> dict:
 
 
 __all__ = [
+    "check_arrays",
     "check_tensors",
+    "model_fields",
+    "static_shapes",
     "classes_list",
     "expected_shapes",
     "model_config",

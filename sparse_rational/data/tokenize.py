@@ -12,8 +12,12 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
+from itertools import compress, repeat
 
-__all__ = ["tokenize"]
+import numpy as np
+
+__all__ = ["BatchTokenizer", "tokenize", "tokenize_batch"]
 
 # Abbreviations that keep their period (as in the Stanford tokenizer and the GloVe vocabulary).
 _ABBREVIATIONS = "mr|mrs|ms|dr|jr|sr|st|vs|etc|inc|ltd|co|corp|mt|prof|gen|jan|feb|aug|sept?|oct|nov|dec"
@@ -84,3 +88,126 @@ def tokenize(text: str) -> list[str]:
         else:
             tokens.extend(_TOKEN_RE.findall(chunk))
     return tokens
+
+
+# --- many texts at once ------------------------------------------------------------------
+# BatchTokenizer joins the texts of a batch into one string, with the chunk _DOC between
+# them, and runs every step of tokenize() once on that string: unescaping, normalising,
+# lower-casing and translating work character by character, and none of them crosses the
+# spaces around _DOC (an entity name holds no space; spaces are NFC starters; final sigma
+# looks no further than a space). It then splits the string into chunks (``str.split``)
+# and looks each chunk up in a memo of the chunks seen before: no token spans whitespace,
+# so a chunk's tokens do not depend on what surrounds it. Only chunks not seen before go
+# through the regex, once each; the rest is numpy on integer codes. _DOC is a control
+# character, which tokenize() turns into a space: a text that holds it gets a space instead.
+_DOC = "\x00"
+_REPLACE = [(chr(c), r) for c, r in _TRANSLATE.items() if chr(c) != _DOC]  # no r holds a key
+
+
+def _normalized_chunks(texts: Sequence[str]) -> list[str]:
+    """The whitespace-separated chunks of ``texts`` after the normalisation of
+    :func:`tokenize`, a ``_DOC`` chunk between two texts."""
+    joined = f" {_DOC} ".join(texts)
+    if joined.count(_DOC) != len(texts) - 1:  # rare: a text holds the separator
+        joined = f" {_DOC} ".join(t.replace(_DOC, " ") for t in texts)
+    if "&" in joined:
+        joined = html.unescape(joined)
+    if not joined.isascii():
+        joined = unicodedata.normalize("NFC", joined)
+    joined = joined.lower()
+    for old, new in _REPLACE:  # str.translate, but much faster on a long non-ASCII string
+        if old in joined:
+            joined = joined.replace(old, new)
+    return joined.split()
+
+
+def chunk_tokens(chunk: str) -> list[str]:
+    """The tokens of one normalised chunk (text without whitespace), as :func:`tokenize`
+    splits it."""
+    return [chunk] if chunk.isalnum() else _TOKEN_RE.findall(chunk)
+
+
+class BatchTokenizer:
+    """:func:`tokenize` for many texts at once, several times faster, with each token
+    mapped to an integer id by ``lookup`` (e.g. a vocabulary's; default: ids of
+    :attr:`tokens`, the distinct tokens in the order they were first met).
+
+    Each distinct chunk (text between whitespace) is split and looked up once and
+    remembered as its ids; the memo starts again when it would hold more than
+    ``max_chunks`` chunks, so memory stays bounded however many texts are read."""
+
+    def __init__(self, lookup: Callable[[str], int] | None = None, max_chunks: int = 1 << 18):
+        self.tokens: list[str] = []
+        self._index: dict[str, int] = {}
+        self._lookup = lookup or self._own_id
+        self.max_chunks = max_chunks
+        self._reset()
+
+    def _own_id(self, token: str) -> int:
+        i = self._index.get(token)
+        if i is None:
+            i = self._index[token] = len(self.tokens)
+            self.tokens.append(token)
+        return i
+
+    def _reset(self) -> None:
+        self._memo: dict[str, int] = {_DOC: 0}  # chunk -> code; code 0: the end of a text
+        self._starts: list[int] = [0]  # code -> where its ids start in _flat
+        self._sizes: list[int] = [0]  # code -> how many tokens it has (none: no chunk is empty)
+        self._flat: list[int] = []
+        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _learn(self, chunks: list[str]) -> None:
+        lookup, memo = self._lookup, self._memo
+        for chunk in chunks:
+            ids = [lookup(t) for t in chunk_tokens(chunk)]
+            memo[chunk] = len(self._sizes)
+            self._starts.append(len(self._flat))
+            self._sizes.append(len(ids))
+            self._flat.extend(ids)
+        self._arrays = None
+
+    def _codes(self, chunks: list[str]) -> np.ndarray:
+        codes = np.fromiter(map(self._memo.get, chunks, repeat(-1)), np.int64, len(chunks))
+        missing = codes < 0
+        if missing.any():
+            new = list(dict.fromkeys(compress(chunks, missing)))
+            if len(self._memo) + len(new) > self.max_chunks:  # bounded memory: start again
+                self._reset()
+                missing = np.fromiter(map(_DOC.__ne__, chunks), bool, len(chunks))
+                new = list(dict.fromkeys(compress(chunks, missing)))
+            self._learn(new)
+            codes[missing] = np.fromiter(map(self._memo.__getitem__, compress(chunks, missing)), np.int64)
+        return codes
+
+    def ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, lengths)``: the token ids (int64) of all ``texts`` one after another,
+        ``lengths[i]`` of them from text ``i``."""
+        if not texts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        codes = self._codes(_normalized_chunks(texts))
+        if self._arrays is None:
+            self._arrays = (
+                np.asarray(self._starts, np.int64),
+                np.asarray(self._sizes, np.int64),
+                np.asarray(self._flat, np.int64),
+            )
+        starts, sizes, flat = self._arrays
+        size = sizes[codes]
+        ends = np.cumsum(size)
+        total = int(ends[-1]) if len(ends) else 0
+        # token k of chunk j sits at flat[starts[code_j] + k]
+        ids = flat[np.repeat(starts[codes] - (ends - size), size) + np.arange(total)]
+        text_ends = ends[codes == 0]  # tokens before each _DOC chunk
+        lengths = np.diff(np.concatenate([[0], text_ends, [total]]))
+        return ids, lengths
+
+
+def tokenize_batch(texts: Sequence[str], tokenizer: BatchTokenizer | None = None) -> list[list[str]]:
+    """``[tokenize(t) for t in texts]``, computed for all texts at once (see
+    :class:`BatchTokenizer`; pass one made without ``lookup`` to keep its memo between calls)."""
+    tokenizer = tokenizer or BatchTokenizer()
+    ids, lengths = tokenizer.ids(texts)
+    words = np.asarray(tokenizer.tokens, dtype=object)[ids].tolist() if len(ids) else []
+    ends = np.cumsum(lengths).tolist()
+    return [words[a:b] for a, b in zip([0, *ends[:-1]], ends)]

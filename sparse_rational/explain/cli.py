@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..argtypes import add_threads_argument, use_threads
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
 from ..errors import UserError
@@ -46,6 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="dev documents per group (right, wrong) in the HTML report (default 5)",
     )
     p.add_argument("--doc", metavar="TEXT", help="explain the prediction on this text")
+    add_threads_argument(p)
     return p
 
 
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace, out=None) -> int:
             raise UserError(f"--html {args.html}: folder {parent} does not exist")
         if Path(args.html).is_dir():
             raise UserError(f"--html {args.html}: is a folder")
+    use_threads(getattr(args, "threads", None))
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     splits = _splits(args)
     structure = clf.model.config.structure
