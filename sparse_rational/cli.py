@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     _add_model_args(p)
     p.add_argument("input", nargs="?", default="-", help="file with one text per line, or - (stdin)")
+    p.add_argument("--with-text", action="store_true", help='echo each input text in its JSON line ("text")')
     p.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -438,18 +439,36 @@ def _line_batches(source: str, size: int):
         yield batch
 
 
-def _json_lines(classes: list[str], probs) -> str:
-    """One JSON object per row of ``probs`` (``{"label": ..., "probabilities": {...}}``), as
+def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
+    """One JSON object per row of ``probs`` (``{"label": ..., "probabilities": {...}}``, then
+    ``"known_tokens"`` when ``known`` is given and ``"text"`` with ``texts``), as
     ``json.dumps`` writes it, formatted for all rows at once."""
     import numpy as np
 
     if not np.isfinite(probs).all():  # json.dumps's NaN/Infinity
-        rows = ({"label": classes[int(r.argmax())], "probabilities": dict(zip(classes, map(float, r)))} for r in probs)
+        rows = []
+        for k, r in enumerate(probs):
+            row: dict[str, object] = {
+                "label": classes[int(r.argmax())],
+                "probabilities": dict(zip(classes, map(float, r))),
+            }
+            if known is not None:
+                row["known_tokens"] = int(known[k])
+            if texts is not None:
+                row["text"] = texts[k]
+            rows.append(row)
         return "".join(json.dumps(r) + "\n" for r in rows)
     names = [json.dumps(c).replace("{", "{{").replace("}", "}}") for c in classes]  # str.format escapes
-    line = '{{"label": {}, "probabilities": {{' + ", ".join(f"{c}: {{!r}}" for c in names) + "}}}}\n"
-    labels = np.asarray([json.dumps(c) for c in classes], dtype=object)[probs.argmax(1)]
-    return "".join(map(line.format, labels, *probs.T.tolist()))
+    line = '{{"label": {}, "probabilities": {{' + ", ".join(f"{c}: {{!r}}" for c in names) + "}}"
+    columns = [np.asarray([json.dumps(c) for c in classes], dtype=object)[probs.argmax(1)], *probs.T.tolist()]
+    if known is not None:
+        line += ', "known_tokens": {}'
+        columns.append(np.asarray(known).tolist())
+    if texts is not None:
+        line += ', "text": {}'
+        columns.append([json.dumps(t) for t in texts])
+    line += "}}\n"
+    return "".join(map(line.format, *columns))
 
 
 def _static_predictor(args: argparse.Namespace):
@@ -466,15 +485,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
     fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
-    if fast is None:  # transformer vectors: the PyTorch model
+    if fast is None:  # transformer vectors (or --device cuda): the PyTorch model
         from .pipeline import TextClassifier
 
         argtypes.use_threads(args.threads)
         clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
-        classes, score = clf.classes, clf.predict_proba
+        classes = clf.classes
+
+        def score(chunk, max_tokens):
+            return clf.predict_proba(chunk, max_tokens=max_tokens), clf.known_tokens(chunk, max_tokens)
+
     else:
-        classes, score = fast.classes, fast.predict_proba
+        classes, score = fast.classes, fast.predict_details
     out = sys.stdout
+    unknown = 0
+
+    def lines(chunk, result) -> str:
+        nonlocal unknown
+        probs, known = result
+        if known is not None:
+            unknown += int((known == 0).sum())
+        return _json_lines(classes, probs, known, chunk if args.with_text else None)
+
     batches = _line_batches(args.input, args.batch_size)
     if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
         from collections import deque
@@ -483,16 +515,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with ThreadPoolExecutor(args.threads) as pool:
             pending: deque = deque()
             for chunk in batches:
-                pending.append(pool.submit(score, chunk, args.max_tokens))
+                pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
                 if len(pending) > args.threads:
-                    out.write(_json_lines(classes, pending.popleft().result()))
+                    done, job = pending.popleft()
+                    out.write(lines(done, job.result()))
                     out.flush()
             while pending:
-                out.write(_json_lines(classes, pending.popleft().result()))
+                done, job = pending.popleft()
+                out.write(lines(done, job.result()))
     else:
         for chunk in batches:
-            out.write(_json_lines(classes, score(chunk, max_tokens=args.max_tokens)))
+            out.write(lines(chunk, score(chunk, args.max_tokens)))
             out.flush()  # lines come out batch by batch, also into a pipe
+    if unknown:
+        from .warn import warn
+
+        warn(
+            f"{unknown} text{'s' if unknown != 1 else ''} had no word the model knows "
+            '("known_tokens": 0): their labels are close to the class prior, not a reading of the text'
+        )
     truncated = (fast if fast is not None else clf).truncated_texts
     if truncated:
         print(

@@ -86,7 +86,9 @@ class FoldedModel:
         # (it stays 1). The documents' rows of c are contiguous, so the update runs over the
         # flat array, with the term that a row's first column reads from the row before set to 0.
         first = np.cumsum([0, *[k + 1 for k in self.structure]])[:-1]  # q_0 column of each WFSA
-        real = np.concatenate([np.arange(s + 1, s + 1 + k) for s, k in zip(first, self.structure)]).astype(np.int64)
+        real = np.concatenate(  # (no WFSA left after pruning: no column)
+            [np.zeros(0, np.int64), *[np.arange(s + 1, s + 1 + k) for s, k in zip(first, self.structure)]]
+        ).astype(np.int64)
         cols = n + d
         f, one_minus_f = _sigmoid_pair(self.table[:, n:].astype(np.float64))
         u = self.table[:, :n].astype(np.float64) * one_minus_f
@@ -229,7 +231,7 @@ class FoldedClassifier:
         self.classes = list(classes)
         self.bos = index[bos] if bos is not None else None
         self.eos = index[eos] if eos is not None else None
-        unk_id = index[unk]
+        unk_id = self.unk = index[unk]
         self.tokenizer = BatchTokenizer(lambda token: index.get(token, unk_id))
         self.truncated_texts = 0
         self._lock = threading.Lock()  # the tokenizer's memo and the count; the recurrence runs unlocked
@@ -240,9 +242,10 @@ class FoldedClassifier:
         CHARS_PER_TOKEN`` characters, and a longer document keeps its first ``max_tokens - 1``
         tokens and ``</s>``, as in training (``truncated_texts`` counts the texts cut)."""
         with self._lock:
-            return self._encode(list(texts), max_tokens)
+            return self._encode(list(texts), max_tokens)[:2]
 
-    def _encode(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, lengths, known)``; ``known``: the tokens of each text in the vocabulary."""
         cut = np.zeros(len(texts), bool)
         if max_tokens > 0 and texts:
             limit = max_tokens * CHARS_PER_TOKEN
@@ -251,6 +254,8 @@ class FoldedClassifier:
                 texts[i] = texts[i][:limit]
                 cut[i] = True
         words, counts = self.tokenizer.ids(texts)
+        owner = np.repeat(np.arange(len(texts)), counts)
+        known = np.bincount(owner, weights=words != self.unk, minlength=len(texts)).astype(np.int64)
         extra = (self.bos is not None) + (self.eos is not None)
         lengths = counts + extra
         starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -274,13 +279,20 @@ class FoldedClassifier:
                 ids = ids[kept]
                 lengths = np.minimum(lengths, keep)
         self.truncated_texts += int(cut.sum())
-        return ids, lengths
+        return ids, lengths, known
 
     def predict_proba(self, texts: Sequence[str], max_tokens: int = 0) -> np.ndarray:
         """Probabilities ``[n, C]`` float32 (columns in the order of ``classes``)."""
+        return self.predict_details(texts, max_tokens)[0]
+
+    def predict_details(self, texts: Sequence[str], max_tokens: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities ``[n, C]`` and the number of tokens of each text in the vocabulary
+        (0: the model saw no word it knows, and its answer is about the class prior)."""
         if not len(texts):
-            return np.zeros((0, len(self.classes)), np.float32)
-        return self.model.proba(*self.encode(texts, max_tokens))
+            return np.zeros((0, len(self.classes)), np.float32), np.zeros(0, np.int64)
+        with self._lock:
+            ids, lengths, known = self._encode(list(texts), max_tokens)
+        return self.model.proba(ids, lengths), known
 
     @classmethod
     def from_classifier(cls, clf: Any) -> FoldedClassifier:

@@ -234,6 +234,35 @@ class TextClassifier:
             self._folded = cached
         return cached[1]
 
+    def known_tokens(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> np.ndarray | None:
+        """How many tokens of each text the vocabulary knows (``<s>``, ``</s>`` and unknown
+        words not counted); 0 means the answer is about the class prior. None for a model on
+        transformer vectors, which has a vector for every word piece."""
+        vocab = self.vocab
+        if vocab is None:
+            return None
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            texts = texts_from(texts)
+        special = {vocab.index[t] for t in (vocab.unk, vocab.bos, vocab.eos) if t is not None}
+        docs = self.featurizer.encode(list(texts), max_tokens).docs
+        return np.array([sum(1 for i in d.tolist() if i not in special) for d in docs], dtype=np.int64)
+
+    def predict_dicts(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[dict]:
+        """One dict per text: ``{"label", "probabilities": {class: p}}`` and, on static
+        vectors, ``"known_tokens"`` (see :meth:`known_tokens`)."""
+        probs = self.predict_proba(texts, max_tokens)
+        known = self.known_tokens(texts, max_tokens)
+        out = []
+        for k, row in enumerate(probs):
+            item: dict[str, Any] = {
+                "label": self.classes[int(row.argmax())],
+                "probabilities": dict(zip(self.classes, row.tolist())),
+            }
+            if known is not None:
+                item["known_tokens"] = int(known[k])
+            out.append(item)
+        return out
+
     def predict(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(texts, max_tokens).argmax(1)]
 
