@@ -15,7 +15,8 @@ glove-6b-50d:
 
 Then, on CUDA, the probabilities of the CUDA-trained 24x4 model loaded on the CPU against
 those on the GPU (max difference), and ``bf16`` projections against fp32 (max difference).
-``--pytest`` also runs the gpu-marked tests. Every ratio is measured in this one run.
+``--reproduce`` also times ``sparse-rational reproduce --budget smoke`` on each device, and
+``--pytest`` runs the gpu-marked tests. Every ratio is measured in this one run.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> int:
     parser.add_argument("--reg-epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--pytest", action="store_true", help="also run the gpu-marked tests")
+    parser.add_argument("--reproduce", action="store_true", help="also time reproduce --budget smoke per device")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -118,6 +120,26 @@ def main() -> int:
                 cpu_row["seconds_per_epoch"] / gpu_row["seconds_per_epoch"], 2
             )
         print(json.dumps(checks), flush=True)
+    sweeps = []
+    if args.reproduce:
+        for device in devices:
+            with tempfile.TemporaryDirectory() as tmp:
+                command = [sys.executable, "-m", "sparse_rational.cli", "reproduce", "--dataset", "amazon:kitchen"]
+                command += ["--embeddings", "glove-6b-50d", "--budget", "smoke", "--device", device, "--quiet"]
+                command += ["--out", str(Path(tmp) / "sweep")] + (
+                    ["--data-dir", args.data_dir] if args.data_dir else []
+                )
+                start = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True)
+                sweeps.append(
+                    {
+                        "device": device,
+                        "returncode": done.returncode,
+                        "wall_seconds": round(time.perf_counter() - start, 1),
+                        "tail": (done.stdout + done.stderr).strip().splitlines()[-2:],
+                    }
+                )
+                print(json.dumps(sweeps[-1]), flush=True)
     tests = None
     if args.pytest:
         done = subprocess.run(
@@ -129,7 +151,7 @@ def main() -> int:
         tests = {"returncode": done.returncode, "tail": done.stdout.strip().splitlines()[-3:]}
         print(json.dumps(tests), flush=True)
     if args.json:
-        result = {"rows": rows, "checks": checks, "gpu_tests": tests}
+        result = {"rows": rows, "checks": checks, "reproduce_smoke": sweeps, "gpu_tests": tests}
         if provenance is not None:
             result["provenance"] = provenance()
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

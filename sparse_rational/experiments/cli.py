@@ -147,6 +147,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     x.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: start a local Ray)")
     x.add_argument("--threads-per-trial", type=_positive_int, default=1, help="torch threads per trial (default 1)")
+    x.add_argument(
+        "--device",
+        default="auto",
+        help="where trials run: auto (CUDA when the driver sees it, or with --gpus-per-trial), cpu, or cuda",
+    )
+    x.add_argument(
+        "--trials-per-gpu",
+        type=_positive_int,
+        default=1,
+        help="local executor on CUDA: workers per GPU, each pinned to one GPU (default 1)",
+    )
+    x.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="ray executor: GPUs a trial requests (default with CUDA: 1/--trials-per-gpu)",
+    )
+    x.add_argument(
+        "--ray-install",
+        action="store_true",
+        help="with --ray-address: also install this package's dependencies on the nodes (Ray's pip runtime env)",
+    )
     x.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     x.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     x.add_argument("--report-only", action="store_true", help="rewrite the outputs from the stored trials")
@@ -293,6 +315,7 @@ def build_plan(args: argparse.Namespace):
         tolerance=args.tolerance,
         search_seed=args.search_seed,
         threads=args.threads_per_trial,
+        device=getattr(args, "trial_device", "cpu"),
         readout=args.readout,
         penalty_update=args.penalty_update,
         structure_search=args.structure_search,
@@ -527,6 +550,35 @@ def _interrupted(
     return 143 if terminated else 130
 
 
+def _devices(args: argparse.Namespace) -> tuple[int, float]:
+    """Where the trials run: sets ``args.trial_device`` ("cpu" or "cuda"); returns the
+    driver's GPUs for the local executor and the GPUs a Ray trial requests."""
+    from ..errors import ParameterError
+
+    spec = (args.device or "auto").strip().lower()
+    if spec not in ("auto", "cpu", "cuda"):
+        raise ParameterError("device", f"{spec!r}: reproduce runs trials on auto, cpu or cuda")
+    if args.gpus_per_trial is not None and (args.gpus_per_trial <= 0 or args.executor != "ray"):
+        raise ParameterError("gpus_per_trial", "a number > 0, with --executor ray")
+    cuda = False
+    if args.executor == "ray" and (args.gpus_per_trial or spec == "cuda"):
+        cuda = spec != "cpu"  # the cluster's GPUs, not the driver's
+    elif spec != "cpu":
+        from ..device import resolve_device
+
+        cuda = resolve_device(spec).type == "cuda"  # a one-line error for cuda without CUDA
+    if args.trials_per_gpu != 1 and not cuda:
+        raise ParameterError("trials_per_gpu", "needs trials on CUDA (--device cuda or auto with a GPU)")
+    args.trial_device = "cuda" if cuda else "cpu"
+    if not cuda:
+        return 0, 0.0
+    if args.executor == "ray":
+        return 0, args.gpus_per_trial or 1.0 / args.trials_per_gpu
+    import torch
+
+    return torch.cuda.device_count(), 0.0
+
+
 def run(args: argparse.Namespace, out_stream=None) -> int:
     """Plan, print the trial count and an estimate, run the sweep, write the outputs."""
     from .executors import make_executor
@@ -542,6 +594,7 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
         raise UserError("reproduce: --embeddings is required (glove-6b-50d, a vectors file or hf:<model>)")
     if args.executor == "local" and args.ray_address:
         raise UserError("--ray-address goes with --executor ray")
+    gpus, gpus_per_trial = _devices(args)  # sets args.trial_device
     plan, sizes = build_plan(args)
     _check_embeddings(args.embeddings)
     try:
@@ -594,7 +647,16 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     if args.dry_run:
         return 0
     # the executor first: an unreachable Ray address must not leave a claimed folder behind
-    executor = make_executor(args.executor, args.workers, args.ray_address, args.threads_per_trial)
+    executor = make_executor(
+        args.executor,
+        args.workers,
+        args.ray_address,
+        args.threads_per_trial,
+        gpus=gpus,
+        trials_per_gpu=args.trials_per_gpu,
+        gpus_per_trial=gpus_per_trial,
+        install=args.ray_install,
+    )
     lock = previous = stop = None
     try:
         store.claim(identity, command)

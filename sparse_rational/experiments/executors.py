@@ -34,7 +34,24 @@ def _watch_parent(parent: int) -> None:
             os._exit(1)
 
 
-def _init_worker(threads: int, parent: int) -> None:
+def _assign_gpu(counter, gpus: int) -> int | None:
+    """The GPU of a new worker, round robin over ``gpus`` devices (``counter``: a shared
+    ``multiprocessing.Value``): it becomes the worker's only visible device, its cuda:0.
+    Called before the worker imports torch. None without GPUs."""
+    if gpus <= 0:
+        return None
+    with counter.get_lock():
+        slot = counter.value
+        counter.value += 1
+    gpu = slot % gpus
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(gpus)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = ids[gpu % len(ids)]
+    return gpu
+
+
+def _init_worker(threads: int, parent: int, counter=None, gpus: int = 0) -> None:
+    _assign_gpu(counter, gpus)
     # Ctrl-C reaches the whole process group: the driver stops the sweep and ends the
     # workers itself, so a worker must not die with its own KeyboardInterrupt traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -72,9 +89,11 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int, threads: int = 1):
-        self.capacity = workers
+    def __init__(self, workers: int, threads: int = 1, gpus: int = 0):
+        self.capacity = self.queue_depth = workers
         self.threads = threads
+        self.gpus = gpus  # > 0: workers take the GPUs round robin (--trials-per-gpu per GPU)
+        self._counter = mp.get_context("spawn").Value("i", 0) if gpus else None
         self._pool: cf.ProcessPoolExecutor | None = None
         self._broken = False
         self._others: set = set()  # child processes that are not this pool's workers
@@ -88,7 +107,7 @@ class LocalExecutor:
             self.capacity,
             mp_context=mp.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.threads, os.getpid()),
+            initargs=(self.threads, os.getpid(), self._counter, self.gpus),
         )
         return self._pool
 
@@ -153,13 +172,26 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 class RayExecutor:
-    """Trials as Ray tasks (``num_cpus=threads``, no retries). Without an address a local
-    Ray instance is started with ``workers`` CPUs (default: all); with one, the cluster
-    must have this package (and the data under the same path, or ``--data-dir`` there)."""
+    """Trials as Ray tasks (``num_cpus=threads``, ``num_gpus=gpus_per_trial``, no retries).
+    Without an address a local Ray instance is started with ``workers`` CPUs (default: all).
+    With one, this package reaches the workers through Ray's runtime environment
+    (``py_modules``; with ``install``, its dependencies too, through ``pip``), so the nodes
+    need Ray and the data (under the same path, or ``--data-dir`` there).
+
+    ``queue_depth`` (twice the trials the cluster holds now, at least 4) is how many trials
+    the driver keeps submitted: the pending ones show Ray's autoscaler that more nodes
+    would be used."""
 
     name = "ray"
 
-    def __init__(self, address: str | None, workers: int | None, threads: int = 1):
+    def __init__(
+        self,
+        address: str | None,
+        workers: int | None,
+        threads: int = 1,
+        gpus_per_trial: float = 0.0,
+        install: bool = False,
+    ):
         try:
             import ray
         except ImportError:
@@ -168,11 +200,15 @@ class RayExecutor:
 
         self.ray = ray
         self.threads = threads
+        self._in_flight: set = set()
         env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         if os.environ.get("SPARSE_RATIONAL_DATA"):
             env["SPARSE_RATIONAL_DATA"] = os.environ["SPARSE_RATIONAL_DATA"]
+        runtime_env: dict[str, Any] = {"env_vars": env}
+        if address:
+            runtime_env.update(ray_runtime_env(install))
         kwargs: dict[str, Any] = dict(
-            include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env={"env_vars": env}
+            include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env
         )
         self._started = False
         if not ray.is_initialized():
@@ -186,12 +222,23 @@ class RayExecutor:
             else:
                 ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
             self._started = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 1))
         self.capacity = max(1, min(workers, cpus // threads) if workers else cpus // threads)
+        if gpus_per_trial > 0:
+            gpus = float(resources.get("GPU", 0))
+            if gpus == 0 and not address:
+                self.close()
+                raise UserError("--gpus-per-trial: the local Ray instance has no GPU; use --device cpu")
+            if gpus == 0:
+                from ..warn import warn
+
+                warn("the Ray cluster has no GPU now: the trials wait for its autoscaler to add GPU nodes")
+            self.capacity = max(1, min(self.capacity, int(gpus / gpus_per_trial + 1e-9)))
+        self.queue_depth = max(2 * self.capacity, 4)
         from .trial import run_trial
 
-        self._remote = ray.remote(num_cpus=threads, max_retries=0)(run_trial)
-        self._in_flight: set = set()
+        self._remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
     def submit(self, spec: TrialSpec):
         ref = self._remote.remote(spec.to_dict())
@@ -222,11 +269,46 @@ class RayExecutor:
             self._started = False
 
 
-def make_executor(name: str, workers: int | None, ray_address: str | None, threads: int = 1):
+def ray_runtime_env(install: bool = False) -> dict:
+    """Ray's runtime environment that carries this package to a cluster's workers (as a
+    ``py_modules`` entry: the code, not an installed copy) and, with ``install``, its
+    dependencies (``pip``: the base requirements, torch pinned to the driver's version)."""
+    from pathlib import Path
+
+    import sparse_rational
+
+    env: dict[str, Any] = {"py_modules": [str(Path(sparse_rational.__file__).resolve().parent)]}
+    if install:
+        from importlib.metadata import PackageNotFoundError, requires
+
+        import torch
+
+        try:
+            reqs = [r for r in requires("sparse-rational") or [] if "extra ==" not in r]
+        except PackageNotFoundError:
+            reqs = []
+        env["pip"] = [f"torch=={torch.__version__.split('+')[0]}"] + [r for r in reqs if not r.startswith("torch")]
+    return env
+
+
+def make_executor(
+    name: str,
+    workers: int | None,
+    ray_address: str | None,
+    threads: int = 1,
+    gpus: int = 0,
+    trials_per_gpu: int = 1,
+    gpus_per_trial: float = 0.0,
+    install: bool = False,
+):
+    """``local``: a process pool (with ``gpus``: ``trials_per_gpu`` workers per GPU unless
+    ``workers`` says otherwise); ``ray``: Ray tasks (``gpus_per_trial`` GPUs each)."""
     if name == "local":
         if ray_address:
             raise UserError("--ray-address goes with --executor ray")
+        if gpus:
+            return LocalExecutor(workers or gpus * trials_per_gpu, threads, gpus)
         return LocalExecutor(workers or max(1, (os.cpu_count() or 1) // threads), threads)
     if name == "ray":
-        return RayExecutor(ray_address, workers, threads)
+        return RayExecutor(ray_address, workers, threads, gpus_per_trial, install)
     raise UserError(f"unknown executor {name!r}; use one of {', '.join(EXECUTORS)}")

@@ -279,6 +279,7 @@ class TrialSpec:
     epsilon: float = 0.1
     batch_size: int = 64
     threads: int = field(default=1, compare=False)
+    device: str = field(default="cpu", compare=False)  # where it runs: not part of what it computes
     readout: str = "final"  # how a WFSA's score is read over the document ("final": the paper's)
     penalty_update: str = "gradient"  # how the group lasso acts ("gradient": the paper's)
     structure_search: str = "lambda"  # how a target size is reached ("lambda": the authors' search)
@@ -365,6 +366,7 @@ class Plan:
     tolerance: int = 10
     search_seed: int = 0
     threads: int = 1
+    device: str = "cpu"  # "cpu" or "cuda" (each GPU worker sees its own GPU as cuda:0)
     readout: str = "final"
     penalty_update: str = "gradient"
     structure_search: str = "lambda"
@@ -441,6 +443,7 @@ class Plan:
                 reg_strength=config.reg_strength,
                 tolerance=self.tolerance,
                 threads=self.threads,
+                device=self.device,
                 **self._choices(config),
             )
             for i, hp in enumerate(assignments)

@@ -194,7 +194,7 @@ def run_sweep(
     try:
         while True:
             todo = pending()
-            while todo and len(in_flight) < executor.capacity:
+            while todo and len(in_flight) < getattr(executor, "queue_depth", executor.capacity):
                 spec = todo.pop(0)
                 in_flight[executor.submit(spec)] = spec
             if not in_flight:

@@ -134,7 +134,10 @@ def _train(spec: TrialSpec) -> dict:
     model = ModelOptions(spec.config.patterns, hp["dropout"], hp["input_dropout"], spec.readout, self_loop_bias=0.0)
     if spec.config.targets:  # a path trial: one run, one result per target of the sweep
         run = train_structure_path(
-            splits, spec.targets, options=RunOptions(spec.embeddings, model, cfg, opts), verbose=False
+            splits,
+            spec.targets,
+            options=RunOptions(spec.embeddings, model, cfg, opts, device=spec.device),
+            verbose=False,
         )
         return {
             "targets": {str(t): _keep(clf.metrics, clf, splits) for t, clf in run.models.items()},
@@ -147,7 +150,7 @@ def _train(spec: TrialSpec) -> dict:
         splits,
         reg_strength=spec.reg_strength if spec.config.method == "sparse" else 0.0,
         target_transitions=spec.target if spec.config.method == "sparse" else None,
-        options=RunOptions(spec.embeddings, model, cfg, opts),
+        options=RunOptions(spec.embeddings, model, cfg, opts, device=spec.device),
         verbose=False,
     )
     return _keep(clf.metrics, clf, splits)
