@@ -88,6 +88,10 @@ class StateLayout:
         """The level order of :attr:`levels` as a ``[N]`` long tensor on ``device`` (cached)."""
         return self._cached("perm", device, lambda: torch.tensor(self.levels[0], dtype=torch.long))
 
+    def inverse(self, device: torch.device | str = "cpu") -> Tensor:
+        """The inverse of :meth:`perm` (level order back to the flat layout), cached per device."""
+        return self._cached("inverse", device, lambda: torch.tensor(self.levels[1], dtype=torch.long))
+
     @staticmethod
     def from_is_first(is_first: Tensor | StateLayout) -> StateLayout:
         """The layout of an ``is_first`` tensor (one host copy; kernels given a layout skip it)."""

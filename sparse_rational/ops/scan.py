@@ -254,7 +254,7 @@ def rational_forward_scan(
         H = LevelScan.apply(f_k.contiguous(), u_k.contiguous(), H)
         outs.append(read_out(H, real, code))
     out = torch.cat(outs, dim=-1)
-    return out.index_select(1, torch.tensor(inverse, device=out.device))
+    return out.index_select(1, layout.inverse(out.device))  # cached: no host copy per call
 
 
 __all__ = ["LevelScan", "LinearScan", "rational_forward_scan", "read_out", "state_levels"]
