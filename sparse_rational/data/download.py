@@ -97,18 +97,23 @@ def fetch_blitzer(cache_root: str | os.PathLike, *, searched: Sequence[os.PathLi
         _download(BLITZER_URL, archive)
         staged = _extract(archive, tmp / "sorted_data_acl")
         archive.unlink()
-        if _complete(dest):  # another process finished first
-            return dest
-        if dest.exists():  # an incomplete leftover: move it out of the way first
-            os.replace(dest, tmp / "stale")
-        os.replace(staged, dest)
-        return dest
+        return _into_place(staged, dest, tmp, _complete(dest))
     except _Failed as exc:
         raise UserError(f"{what}: {exc}; {_ADVICE}") from None
     except (OSError, http.client.HTTPException, tarfile.TarError, EOFError, zlib.error) as exc:
         raise UserError(f"{what}: {_reason(exc)}; {_ADVICE}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _into_place(staged: Path, dest: Path, tmp: Path, done: bool) -> Path:
+    """Move a complete download ``staged`` to ``dest`` (``done``: another process finished
+    first, keep its copy); an incomplete leftover at ``dest`` is moved into ``tmp`` first."""
+    if not done:
+        if dest.exists():
+            os.replace(dest, tmp / "stale")
+        os.replace(staged, dest)
+    return dest
 
 
 def fetch_hatn(cache_root: str | os.PathLike, domain: str, *, searched: Sequence[os.PathLike] = ()) -> Path:
@@ -146,12 +151,7 @@ def fetch_hatn(cache_root: str | os.PathLike, domain: str, *, searched: Sequence
             digest = hashlib.sha256(target.read_bytes()).hexdigest()
             if digest != HATN_SHA256[name]:
                 raise _Failed(f"checksum mismatch for raw_data/{name} (sha256 {digest}, expected {HATN_SHA256[name]})")
-        if all((dest / n.split("/")[1]).is_file() for n in names):  # another process finished first
-            return dest
-        if dest.exists():  # an incomplete leftover: move it out of the way first
-            os.replace(dest, tmp / "stale")
-        os.replace(staged, dest)
-        return dest
+        return _into_place(staged, dest, tmp, all((dest / n.split("/")[1]).is_file() for n in names))
     except _Failed as exc:
         raise UserError(f"{what}: {exc}; {advice}") from None
     except (OSError, http.client.HTTPException) as exc:
