@@ -422,7 +422,13 @@ def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, 
     transformer vectors of every text, encoded once into the disk cache or read from it),
     the documents as row ids, and a factory of models built over the featurizer's rows."""
     featurizer, prep = build_featurizer(
-        splits, embeddings, seed, verbose=verbose, hf_options=hf_options, num_classes=len(classes)
+        splits,
+        embeddings,
+        seed,
+        verbose=verbose,
+        hf_options=hf_options,
+        num_classes=len(classes),
+        device=str(device),
     )
     config = ModelConfig(
         structure,

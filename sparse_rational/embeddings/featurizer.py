@@ -242,13 +242,21 @@ class ContextualVectors:
 
     @classmethod
     def build(
-        cls, splits: Splits, source: str, options: TransformerOptions | None = None, verbose: bool = True
+        cls,
+        splits: Splits,
+        source: str,
+        options: TransformerOptions | None = None,
+        verbose: bool = True,
+        device: str | None = None,
     ) -> tuple[ContextualVectors, dict]:
-        """Encode (or read from the cache) every text of ``splits`` once.
+        """Encode (or read from the cache) every text of ``splits`` once, on ``device``
+        (None: CUDA when available); the vectors stay memory-mapped on the host.
 
         Returns the featurizer, whose table holds all the texts, and ``info`` (encoding
         seconds, cache path and size) for the metrics."""
-        encoder = ContextualEncoder(source, options, verbose=verbose, allow_download=True)  # the user named it
+        encoder = ContextualEncoder(  # the user named it: it may be downloaded
+            source, options, verbose=verbose, allow_download=True, device=device
+        )
         texts = [ex.text for name in ("train", "dev", "test") for ex in getattr(splits, name)]
         enc = encoder.vectors(texts, cache="readwrite")
         table = RowTable(encoder.dim)
@@ -279,11 +287,13 @@ def build_featurizer(
     verbose: bool = True,
     hf_options: TransformerOptions | None = None,
     num_classes: int | None = None,
+    device: str | None = None,
 ) -> tuple[Featurizer, dict]:
     """The featurizer that ``source`` names, built from the texts of ``splits``, and what
-    the metrics record of it (``{"encoding": ...}`` for transformer vectors)."""
+    the metrics record of it (``{"encoding": ...}`` for transformer vectors, encoded on
+    ``device``)."""
     if is_contextual(source):
-        featurizer, info = ContextualVectors.build(splits, source, hf_options, verbose=verbose)
+        featurizer, info = ContextualVectors.build(splits, source, hf_options, verbose=verbose, device=device)
         return featurizer, {"encoding": info}
     return StaticVectors.build(splits, source, seed, verbose=verbose, num_classes=num_classes), {}
 
