@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments_cli.add_parser(sub)
     for name, command in sub.choices.items():
         _add_verbosity_args(command)
-        if name in ("train", "evaluate", "predict", "explain"):
+        if name in ("train", "evaluate", "predict"):  # explain's parser has its own
             command.add_argument("--device", default="auto", help=DEVICE_HELP)
     sub.choices["train"].add_argument(
         "--precision",

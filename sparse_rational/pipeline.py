@@ -125,7 +125,7 @@ class TextClassifier:
     classes: list[str]
     metrics: Metrics
     truncated_texts: int  # texts cut by ``max_tokens`` in encode() so far
-    _folded: Any = field(default=None, repr=False, compare=False)  # (key, FoldedClassifier) of folded()
+    _folded: Any = field(default=None, init=False, repr=False, compare=False)  # (key, FoldedClassifier) of folded()
 
     def __init__(
         self,

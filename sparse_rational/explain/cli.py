@@ -30,6 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="let a model that reads transformer vectors download its encoder (default: local files only)",
     )
+    from ..device import DEVICE_HELP
+
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--dataset", help="amazon:{kitchen,books,dvd,electronics}, hatn:<same> or fdu:<domain>: its training split"
