@@ -333,6 +333,7 @@ def create_app(options: ServeOptions, clf=None):
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
+        executor.submit(model.predict, ["warm up"])  # the first model call loads the C++ kernel
         try:
             yield
         finally:

@@ -4,7 +4,9 @@
  * Test hooks (fixed): opened with #text=<URL-encoded text>, the page scores that text on
  * load and writes <output id="prediction" data-label="..." data-probabilities='{...}'>;
  * with #texts=<URL-encoded JSON list of texts> it writes every result, as JSON, into
- * <output id="predictions" data-results='[{"label": ..., "probabilities": {...}, "tokens": [...]}, ...]'>.
+ * <output id="predictions" data-results='[{"label": ..., "probabilities": {...}, ...}, ...]'>
+ * (one page load for many texts; the embedded page writes each text's whole explanation,
+ * in the shape of the server's POST /explain, the page a server sends its POST /predict rows).
  * Both outputs also get data-ms: milliseconds from the start of navigation to the result.
  */
 "use strict";
@@ -72,7 +74,7 @@
     if (model)
       return Promise.resolve(
         texts.map(function (t) {
-          return SparseRational.predict(model, t);
+          return SparseRational.explain(model, t);
         })
       );
     if (cfg.mode === "api")
