@@ -95,6 +95,12 @@ def add_parsers(subparsers) -> None:
         help=f"cut longer texts as predict does (0: never; default {DEFAULT_MAX_TOKENS})",
     )
     s.add_argument(
+        "--max-explain-tokens",
+        type=nonneg_int,
+        default=2000,
+        help="POST /explain explains the first this many tokens (0: all; default 2000)",
+    )
+    s.add_argument(
         "--max-batch",
         type=positive_int,
         default=256,
@@ -201,6 +207,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_texts=args.max_texts,
         max_tokens=args.max_tokens,
+        max_explain_tokens=args.max_explain_tokens,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
         dataset=args.dataset,

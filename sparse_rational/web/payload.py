@@ -20,6 +20,7 @@ holds one: ``vocab.txt`` is one token per line)::
      "wfsas": [{"wfsa": j, "length": n_j, "score": s_j, "contributions": [s_j * W[c, j]],
                 "best": {"score": x, "states": [T]}, "worst": {...}}, ...]}
 
+The server adds ``"truncated": bool`` (it explains the first ``--max-explain-tokens``).
 ``states[t]``: the state of the path after token ``t`` (``-1``: not read), as
 :class:`~sparse_rational.explain.paths.WFSAPath`; the best path ends at the last token
 (``final`` readout) or anywhere (``mean``, ``max``), as in ``sparse-rational explain``.

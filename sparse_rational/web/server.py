@@ -15,14 +15,17 @@ Limits: a body over ``max_body_bytes`` gets 413 (checked on ``Content-Length`` a
 reading, so a lying or missing length cannot get more through); more than ``max_texts``
 texts, or a body of the wrong shape, 422; a content type other than ``application/json``,
 415; invalid JSON or bytes that are not UTF-8, 400. Texts longer than ``max_tokens`` tokens
-are cut as ``predict`` cuts them. An unexpected failure is a 500 for that request only.
+are cut as ``predict`` cuts them; ``/explain`` explains the first ``max_explain_tokens``
+tokens (``"truncated": true`` says it cut the text: explaining is a Python loop over the
+tokens, about 1 ms a token, where predicting is a fused kernel). An unexpected failure is a
+500 for that request only.
 
 Batching (:class:`Batcher`): every ``/predict`` request puts its texts on one queue; a
 single task takes everything waiting (up to ``max_batch`` texts), scores it in one model
 call on the model thread, and hands each request its rows. Requests that arrive while the
 model is busy therefore share the next call; ``batch_wait_ms`` can hold a call back to
-gather more. ``/explain`` runs on the same model thread, so the model is only ever used by
-one thread.
+gather more. ``/explain`` runs on a thread of its own, so a long explanation does not hold
+up predictions (both only read the model).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class ServeOptions:
     max_body_bytes: int = 2 * 1024 * 1024
     max_texts: int = 1000
     max_tokens: int = 20000
+    max_explain_tokens: int = 2000
     max_batch: int = 256
     batch_wait_ms: float = 0.0
     dataset: str | None = None  # Table 1 on the page: its training split
@@ -219,17 +223,20 @@ class Model:
         from ..explain.documents import Document, encode_documents
         from .payload import explanation_payload
 
-        clf, max_tokens = self.clf, self.options.max_tokens
-        text, _ = cut_text(text, max_tokens)
+        clf, max_tokens = self.clf, self.options.max_explain_tokens
+        text, truncated = cut_text(text, max_tokens)
         if clf.vocab is not None:  # cut as predict cuts (StaticVectors.encode)
             words = clf.vocab.words(text)
             keep = max(max_tokens, 2)
             if max_tokens > 0 and len(words) > keep:
                 words = words[: keep - 1] + words[-1:]
+                truncated = True
             doc = Document(words, ids=clf.vocab.ids(words), text=text)
         else:
             doc = encode_documents(clf, [text])[0]
-        return explanation_payload(explain_documents(clf, [doc])[0], clf.model.config.structure)
+        out = explanation_payload(explain_documents(clf, [doc])[0], clf.model.config.structure)
+        out["truncated"] = truncated
+        return out
 
     def page(self) -> str:
         from .cli import table_for
@@ -263,7 +270,8 @@ def create_app(options: ServeOptions, clf=None):
     from starlette.routing import Route
 
     model = Model(options, clf)
-    executor = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-model")
+    executor = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-predict")
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-explain")
     batcher = Batcher(model.predict, executor, options.max_batch, options.batch_wait_ms / 1000)
     started = time.time()
     page_lock = asyncio.Lock()
@@ -279,7 +287,7 @@ def create_app(options: ServeOptions, clf=None):
     async def explain(request: Request):
         body = await read_json(request, options.max_body_bytes)
         text = _text(body)
-        result = await asyncio.get_running_loop().run_in_executor(executor, model.explain, text)
+        result = await asyncio.get_running_loop().run_in_executor(explainer, model.explain, text)
         return JSONResponse(result)
 
     async def page(request: Request):
@@ -339,6 +347,7 @@ def create_app(options: ServeOptions, clf=None):
         finally:
             await batcher.stop()
             executor.shutdown(wait=False, cancel_futures=True)
+            explainer.shutdown(wait=False, cancel_futures=True)
 
     from starlette.middleware import Middleware
 
@@ -381,7 +390,6 @@ def _check_port(host: str, port: int) -> None:
 def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, access_log=False) -> int:
     """Run the server until interrupted (Ctrl-C or SIGTERM: a graceful stop)."""
     uvicorn = _require()
-    _check_port(host, port)
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -391,10 +399,12 @@ def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, work
     }
     if workers == 1:
         app = create_app(options)  # the model is loaded (and checked) before the port is taken
+        _check_port(host, port)
         print(f"sparse-rational: serving {options.model} on http://{host}:{port}", file=sys.stderr, flush=True)
         uvicorn.run(app, **common)
         return 0
     Model(options)  # check the model once, with a one-line error, before starting the workers
+    _check_port(host, port)
     os.environ[ENV] = json.dumps(asdict(options))
     print(f"sparse-rational: serving {options.model} on http://{host}:{port} ({workers} workers)", file=sys.stderr)
     uvicorn.run("sparse_rational.web.server:app_from_environment", factory=True, workers=workers, **common)

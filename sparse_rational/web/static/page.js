@@ -168,6 +168,7 @@
       frag.appendChild(span);
       frag.appendChild(document.createTextNode(" "));
     }
+    if (last.truncated) frag.appendChild(el("span", { class: "muted" }, "(the server explained the first tokens only) "));
     if (tokens.length > n) frag.appendChild(el("span", { class: "muted" }, "\u2026 (" + (tokens.length - n) + " more tokens)"));
     box.appendChild(frag);
   }
