@@ -113,6 +113,12 @@ def add_parsers(subparsers) -> None:
         help="wait this long for more requests before a model call (default 0: requests that arrive "
         "while the model is busy are batched anyway)",
     )
+    s.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads per server process (default 1: requests are small; scale with --workers)",
+    )
     s.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     _table_args(s)
 
@@ -210,6 +216,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_explain_tokens=args.max_explain_tokens,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
+        threads=args.threads,
         dataset=args.dataset,
         train=args.train,
         data_dir=args.data_dir,

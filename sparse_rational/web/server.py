@@ -60,6 +60,7 @@ class ServeOptions:
     max_explain_tokens: int = 2000
     max_batch: int = 256
     batch_wait_ms: float = 0.0
+    threads: int = 1  # torch threads per server process
     dataset: str | None = None  # Table 1 on the page: its training split
     train: str | None = None
     data_dir: str | None = None
@@ -269,6 +270,12 @@ def create_app(options: ServeOptions, clf=None):
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
 
+    import torch
+
+    # One request's texts are few: with more threads each model call pays for waking them
+    # (measured: 2.9 ms a call with 1 thread, 12-60 ms with 2 on a loaded 2-core machine;
+    # docs/results/web/README.md). Scale with --workers instead.
+    torch.set_num_threads(options.threads)
     model = Model(options, clf)
     executor = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-predict")
     explainer = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-explain")

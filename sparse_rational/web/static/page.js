@@ -7,7 +7,8 @@
  * <output id="predictions" data-results='[{"label": ..., "probabilities": {...}, ...}, ...]'>
  * (one page load for many texts; the embedded page writes each text's whole explanation,
  * in the shape of the server's POST /explain, the page a server sends its POST /predict rows).
- * Both outputs also get data-ms: milliseconds from the start of navigation to the result.
+ * Both outputs also get data-ms: milliseconds from the start of navigation to the (first) result;
+ * #prediction also data-score-ms: how long the last scoring took (tokenize, score, explain, draw).
  */
 "use strict";
 
@@ -274,9 +275,12 @@
     if (controller) controller.abort();
     controller = typeof AbortController !== "undefined" ? new AbortController() : null;
     var mine = (pending = {});
+    var t0 = performance.now();
     explainText(text, controller ? controller.signal : undefined).then(
       function (exp) {
-        if (mine === pending) show(exp);
+        if (mine !== pending) return;
+        show(exp);
+        byId("prediction").dataset.scoreMs = (performance.now() - t0).toFixed(2);
       },
       function (err) {
         if (mine === pending && !(err && err.name === "AbortError")) fail(err);
