@@ -38,6 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -264,13 +265,13 @@ class Model:
 def create_app(options: ServeOptions, clf=None):
     """The ASGI app (module doc); loads the model now (a bad model folder is a UserError)."""
     _require()
+    import torch
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse
     from starlette.routing import Route
-
-    import torch
 
     # One request's texts are few: with more threads each model call pays for waking them
     # (measured: 2.9 ms a call with 1 thread, 12-60 ms with 2 on a loaded 2-core machine;
@@ -343,8 +344,6 @@ def create_app(options: ServeOptions, clf=None):
                 counts["requests"] += 1
             await self.app(scope, receive, send)
 
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
@@ -355,8 +354,6 @@ def create_app(options: ServeOptions, clf=None):
             await batcher.stop()
             executor.shutdown(wait=False, cancel_futures=True)
             explainer.shutdown(wait=False, cancel_futures=True)
-
-    from starlette.middleware import Middleware
 
     app = Starlette(
         routes=[
