@@ -35,6 +35,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -206,10 +207,31 @@ class Model:
     """The loaded classifier and what the endpoints compute with it (on the model thread)."""
 
     def __init__(self, options: ServeOptions, clf=None):
+        from ..ops import forced_impl
         from ..pipeline import TextClassifier
 
         self.options = options
-        self.clf = clf if clf is not None else TextClassifier.load(options.model, allow_download=options.allow_download)
+        # serve with the pure-PyTorch scan at once, the fused kernel once it is loaded (load_kernel)
+        self.kernel_later = clf is None and forced_impl() is None
+        if clf is None:
+            impl = "scan" if self.kernel_later else "auto"
+            clf = TextClassifier.load(options.model, impl=impl, allow_download=options.allow_download)
+        self.clf = clf
+
+    def load_kernel(self) -> None:
+        """Switch to the fused C++ kernel (``impl="auto"``) once it is loaded: its first load
+        imports ``torch._dynamo``, seconds that the server need not wait; until then the
+        pure-PyTorch scan serves (the same numbers to float32 rounding)."""
+        if not self.kernel_later:
+            return
+        from ..ops.cpu import cpp_available
+
+        if cpp_available():
+            self.clf.model.wfsa.impl = "auto"
+
+    @property
+    def impl(self) -> str:
+        return str(self.clf.model.wfsa.impl)
 
     def predict(self, texts: list[str]) -> list[dict]:
         classes = self.clf.classes
@@ -280,6 +302,7 @@ def create_app(options: ServeOptions, clf=None):
     model = Model(options, clf)
     executor = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-predict")
     explainer = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-explain")
+    threading.Thread(target=model.load_kernel, name="sparse-rational-kernel", daemon=True).start()
     batcher = Batcher(model.predict, executor, options.max_batch, options.batch_wait_ms / 1000)
     started = time.time()
     page_lock = asyncio.Lock()
@@ -315,6 +338,7 @@ def create_app(options: ServeOptions, clf=None):
                 "batches": batcher.batches,
                 "texts": batcher.texts,
                 "largest_batch": batcher.largest,
+                "impl": model.impl,
                 **counts,
             }
         )
@@ -347,7 +371,6 @@ def create_app(options: ServeOptions, clf=None):
     @asynccontextmanager
     async def lifespan(app):
         batcher.start()
-        executor.submit(model.predict, ["warm up"])  # the first model call loads the C++ kernel
         try:
             yield
         finally:
