@@ -21,6 +21,7 @@ from .device import DEVICE_HELP, PRECISIONS
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
+from .web import cli as web_cli  # cheap: imports no torch
 
 EXIT_USAGE = 2
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain_cli.add_parser(sub)
     experiments_cli.add_parser(sub)
+    web_cli.add_parsers(sub)  # demo, serve
     for name, command in sub.choices.items():
         _add_verbosity_args(command)
         if name in ("train", "evaluate", "predict"):  # explain's parser has its own
@@ -562,6 +564,8 @@ COMMANDS = {
     "export": cmd_export,
     "explain": explain_cli.run,
     "reproduce": experiments_cli.run,
+    "demo": web_cli.run_demo,
+    "serve": web_cli.run_serve,
 }
 
 

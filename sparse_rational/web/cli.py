@@ -1,0 +1,227 @@
+"""``sparse-rational demo`` and ``sparse-rational serve``: parsers and the thin commands.
+
+Wired into :mod:`sparse_rational.cli` with ``add_parsers(sub)`` and ``"demo": run_demo``,
+``"serve": run_serve`` in ``COMMANDS``. Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..argtypes import nonneg_int, positive_int, seed
+from ..errors import UserError
+
+DEFAULT_MAX_TOKENS = 20000  # as predict (config.TrainConfig.max_tokens)
+DEFAULT_MAX_BODY = 2 * 1024 * 1024
+DEFAULT_MAX_TEXTS = 1000
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"a port is 1..65535, got {value}")
+    return value
+
+
+def _table_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Table 1 (top phrases per WFSA over the training documents)")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--dataset", help="amazon:{kitchen,books,dvd,electronics} or fdu:<domain>: its training split")
+    x.add_argument("--train", help="training file (.tsv, .jsonl or .csv)")
+    x.add_argument("--no-table", action="store_true", help="leave Table 1 out")
+    g.add_argument("--data-dir", help="data root (default: $SPARSE_RATIONAL_DATA, else a cache folder)")
+    g.add_argument("--split-seed", type=seed, default=0, help="seed of the train/dev/test split (default 0)")
+    g.add_argument("--top-k", type=positive_int, default=4, help="phrases per pattern and direction (default 4)")
+
+
+def add_parsers(subparsers) -> None:
+    """Register ``demo`` and ``serve`` on ``subparsers`` (from ``add_subparsers``)."""
+    d = subparsers.add_parser(
+        "demo",
+        help="write one self-contained HTML page that runs the model in the browser",
+        description="One HTML file with the model embedded: type a text, see the label, the probabilities, "
+        "each WFSA's best path and its contribution to each class. No network request; static word vectors "
+        "only (serve a transformer model with `sparse-rational serve`). Without --dataset/--train, Table 1 "
+        "comes from the dataset recorded in the model's metrics.json when it can be read.",
+    )
+    d.add_argument("--model", required=True, help="model folder")
+    d.add_argument("--out", required=True, help="HTML file to write")
+    d.add_argument("--title", help="page title (default: the model folder)")
+    d.add_argument(
+        "--max-tokens",
+        type=nonneg_int,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"cut longer texts as predict does (0: never; default {DEFAULT_MAX_TOKENS})",
+    )
+    _table_args(d)
+
+    s = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP: POST /predict, POST /explain, GET / (the page), GET /health",
+        description="An HTTP server (starlette + uvicorn: pip install 'sparse-rational[serve]'). Concurrent "
+        "requests are batched into one model call. Table 1 on the page needs --dataset or --train.",
+    )
+    s.add_argument("--model", required=True, help="model folder")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    s.add_argument("--workers", type=positive_int, default=1, help="server processes (default 1)")
+    s.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let a model that reads transformer vectors download its encoder (default: local files only)",
+    )
+    s.add_argument(
+        "--max-body-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_BODY,
+        help=f"largest request body; larger ones get 413 (default {DEFAULT_MAX_BODY})",
+    )
+    s.add_argument(
+        "--max-texts",
+        type=positive_int,
+        default=DEFAULT_MAX_TEXTS,
+        help=f"most texts in one /predict request; more get 422 (default {DEFAULT_MAX_TEXTS})",
+    )
+    s.add_argument(
+        "--max-tokens",
+        type=nonneg_int,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"cut longer texts as predict does (0: never; default {DEFAULT_MAX_TOKENS})",
+    )
+    s.add_argument(
+        "--max-explain-tokens",
+        type=nonneg_int,
+        default=2000,
+        help="POST /explain explains the first this many tokens (0: all; default 2000)",
+    )
+    s.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=256,
+        help="most texts of concurrent requests scored in one model call (default 256)",
+    )
+    s.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=0.0,
+        help="wait this long for more requests before a model call (default 0: requests that arrive "
+        "while the model is busy are batched anyway)",
+    )
+    s.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="torch threads per server process (default 1: requests are small; scale with --workers)",
+    )
+    s.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    _table_args(s)
+
+
+def _check_html_out(path: str) -> None:
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"--out {path}: is a folder")
+    if not out.resolve().parent.is_dir():
+        raise UserError(f"--out {path}: folder {out.resolve().parent} does not exist")
+
+
+def refuse_transformer(model: str, what: str) -> None:
+    """A one-line refusal before loading anything, when ``model``'s config names transformer
+    vectors (its vocabulary is empty)."""
+    try:
+        cfg = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        size = cfg["model"]["vocab_size"]
+        source = (cfg.get("embeddings") or {}).get("source", "transformer")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # TextClassifier.load says what is wrong
+    if size == 0:
+        raise UserError(
+            f"{what}: {model} reads {source} transformer vectors, which a page cannot compute offline; "
+            f"serve it instead: sparse-rational serve --model {model}"
+        )
+
+
+def table_for(args: argparse.Namespace, clf, explicit_only: bool = False):
+    """``(patterns, note)`` for Table 1: from --dataset/--train, else from the dataset the
+    model's metrics.json records (unless ``explicit_only``); None and the reason otherwise."""
+    from ..data import load_dataset, load_files
+    from .demo import say, table_one
+
+    if args.no_table:
+        return None, "Table 1 was left out (--no-table)."
+    if args.dataset:
+        return table_one(clf, load_dataset(args.dataset, args.data_dir, args.split_seed), args.top_k, args.dataset)
+    if args.train:
+        return table_one(clf, load_files(args.train), args.top_k, args.train)
+    recorded = clf.metrics.get("dataset")
+    if explicit_only or not recorded:
+        return None, "Table 1 needs the training documents: give --dataset or --train."
+    try:
+        if isinstance(recorded, str):
+            splits, name = load_dataset(recorded, args.data_dir, args.split_seed), recorded
+        elif isinstance(recorded, dict) and recorded.get("train"):
+            splits, name = load_files(recorded["train"], recorded.get("dev")), str(recorded["train"])
+        else:
+            return None, "Table 1 needs the training documents: give --dataset or --train."
+        say(f"Table 1 from {name} (recorded in the model's metrics.json; --no-table leaves it out)")
+        return table_one(clf, splits, args.top_k, name)
+    except UserError as exc:
+        say(f"warning: Table 1 left out: the recorded training data cannot be read ({exc})")
+        return None, "Table 1 needs the training documents: give --dataset or --train."
+
+
+def run_demo(args: argparse.Namespace, out=None) -> int:
+    from ..fileio import atomic_write_text
+    from ..pipeline import TextClassifier
+    from .demo import render_page
+
+    out = out or sys.stdout
+    _check_html_out(args.out)
+    refuse_transformer(args.model, "demo")
+    clf = TextClassifier.load(args.model)
+    patterns, note = table_for(args, clf)
+    cfg = clf.model.config
+    html = render_page(
+        clf,
+        "embedded",
+        patterns,
+        note,
+        title=args.title or f"sparse-rational: {Path(args.model).name}",
+        subtitle=f"{len(cfg.structure)} WFSAs, {cfg.transitions} transitions, classes {', '.join(clf.classes)}; "
+        "the model runs in this page, offline.",
+        max_tokens=args.max_tokens,
+    )
+    atomic_write_text(args.out, html)
+    out.write(f"wrote {args.out} ({len(html.encode('utf-8')) / 1e6:.2f} MB)\n")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .server import ServeOptions, serve
+
+    if args.batch_wait_ms < 0 or args.batch_wait_ms > 1000:
+        raise UserError(f"--batch-wait-ms: must be between 0 and 1000, got {args.batch_wait_ms}")
+    options = ServeOptions(
+        model=args.model,
+        allow_download=args.allow_download,
+        max_body_bytes=args.max_body_bytes,
+        max_texts=args.max_texts,
+        max_tokens=args.max_tokens,
+        max_explain_tokens=args.max_explain_tokens,
+        max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms,
+        threads=args.threads,
+        dataset=args.dataset,
+        train=args.train,
+        data_dir=args.data_dir,
+        split_seed=args.split_seed,
+        top_k=args.top_k,
+        no_table=args.no_table,
+    )
+    return serve(options, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)

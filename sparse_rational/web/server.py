@@ -1,0 +1,438 @@
+"""``sparse-rational serve``: an ASGI app (starlette) run by uvicorn; the ``serve`` extra.
+
+Endpoints (every error is JSON ``{"error": "one line"}`` with a clear status):
+
+==================  ======================================================================
+``POST /predict``   ``{"texts": [str, ...]}`` -> ``{"predictions": [{"label", "probabilities"}]}``
+                    (the numbers of ``sparse-rational predict``)
+``POST /explain``   ``{"text": str}`` -> one explanation: tokens, probabilities, each WFSA's score,
+                    contributions and best/worst path (:mod:`.payload`)
+``GET /``           the interactive page (:mod:`.demo`, ``api`` mode), scoring through ``/explain``
+``GET /health``     ``{"status": "ok", ...}`` and counters, for load balancers
+==================  ======================================================================
+
+Limits: a body over ``max_body_bytes`` gets 413 (checked on ``Content-Length`` and while
+reading, so a lying or missing length cannot get more through); more than ``max_texts``
+texts, or a body of the wrong shape, 422; a content type other than ``application/json``,
+415; invalid JSON or bytes that are not UTF-8, 400. Texts longer than ``max_tokens`` tokens
+are cut as ``predict`` cuts them; ``/explain`` explains the first ``max_explain_tokens``
+tokens (``"truncated": true`` says it cut the text: explaining is a Python loop over the
+tokens, about 1 ms a token, where predicting is a fused kernel). An unexpected failure is a
+500 for that request only.
+
+Batching (:class:`Batcher`): every ``/predict`` request puts its texts on one queue; a
+single task takes everything waiting (up to ``max_batch`` texts), scores it in one model
+call on the model thread, and hands each request its rows. Requests that arrive while the
+model is busy therefore share the next call; ``batch_wait_ms`` can hold a call back to
+gather more. ``/explain`` runs on a thread of its own, so a long explanation does not hold
+up predictions (both only read the model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ..errors import UserError, one_line
+
+ENV = "SPARSE_RATIONAL_SERVE_OPTIONS"  # the options, as JSON, for the worker processes of --workers N
+INSTALL = "pip install 'sparse-rational[serve]'"
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``serve`` needs besides where to listen (JSON-serialisable: the worker processes
+    of ``--workers N`` read it from the environment)."""
+
+    model: str
+    allow_download: bool = False
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_texts: int = 1000
+    max_tokens: int = 20000
+    max_explain_tokens: int = 2000
+    max_batch: int = 256
+    batch_wait_ms: float = 0.0
+    threads: int = 1  # torch threads per server process
+    dataset: str | None = None  # Table 1 on the page: its training split
+    train: str | None = None
+    data_dir: str | None = None
+    split_seed: int = 0
+    top_k: int = 4
+    no_table: bool = False
+
+
+def _require():
+    """starlette and uvicorn, or a one-line error naming the install command."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn
+    except ImportError:
+        raise UserError(f"serve needs starlette and uvicorn: {INSTALL}") from None
+    return uvicorn
+
+
+class Problem(Exception):
+    """A request the server refuses: an HTTP status and a one-line reason."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Batcher:
+    """Scores the texts of concurrent requests together (module doc).
+
+    ``score(texts) -> rows`` runs on ``executor``; :meth:`submit` returns this request's rows."""
+
+    def __init__(
+        self,
+        score: Callable[[list[str]], Sequence[Any]],
+        executor: ThreadPoolExecutor,
+        max_batch: int = 256,
+        wait: float = 0.0,
+    ):
+        self.score, self.executor, self.max_batch, self.wait = score, executor, max_batch, wait
+        self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
+        self.batches = 0
+        self.texts = 0
+        self.largest = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def submit(self, texts: list[str]) -> Sequence[Any]:
+        if not texts:
+            return []
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    def _take(self, items: list, count: int) -> int:
+        while count < self.max_batch and not self.queue.empty():
+            item = self.queue.get_nowait()
+            items.append(item)
+            count += len(item[0])
+        return count
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            count = self._take(items, len(items[0][0]))
+            if self.wait > 0 and count < self.max_batch:
+                await asyncio.sleep(self.wait)
+                count = self._take(items, count)
+            items = [(texts, fut) for texts, fut in items if not fut.done()]  # a client that left
+            if not items:
+                continue
+            texts = [t for ts, _ in items for t in ts]
+            try:
+                rows = await loop.run_in_executor(self.executor, self.score, texts)
+            except Exception as exc:  # each request gets the error; the server goes on
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.batches += 1
+            self.texts += len(texts)
+            self.largest = max(self.largest, len(texts))
+            k = 0
+            for ts, fut in items:
+                if not fut.done():
+                    fut.set_result(rows[k : k + len(ts)])
+                k += len(ts)
+
+
+async def read_json(request, limit: int) -> Any:
+    """The request's JSON body, or a :class:`Problem` (415, 413, 400)."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise Problem(415, f"send the body as application/json (got content type {ctype or 'none'!r})")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise Problem(413, f"the body has {int(length)} bytes, more than the limit of {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Problem(413, f"the body has more than the limit of {limit} bytes")
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise Problem(400, f"the body is not valid JSON ({one_line(exc, 120)})") from None
+
+
+def _texts(body: Any, max_texts: int) -> list[str]:
+    if not isinstance(body, dict) or "texts" not in body:
+        raise Problem(422, 'send a JSON object {"texts": [text, ...]}')
+    texts = body["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise Problem(422, '"texts" must be a list of strings')
+    if len(texts) > max_texts:
+        raise Problem(422, f"{len(texts)} texts in one request; the limit is {max_texts} (split the request)")
+    return texts
+
+
+def _text(body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        raise Problem(422, 'send a JSON object {"text": "..."}')
+    return body["text"]
+
+
+class Model:
+    """The loaded classifier and what the endpoints compute with it (on the model thread)."""
+
+    def __init__(self, options: ServeOptions, clf=None):
+        from ..ops import forced_impl
+        from ..pipeline import TextClassifier
+
+        self.options = options
+        # serve with the pure-PyTorch scan at once, the fused kernel once it is loaded (load_kernel)
+        self.kernel_later = clf is None and forced_impl() is None
+        if clf is None:
+            impl = "scan" if self.kernel_later else "auto"
+            clf = TextClassifier.load(options.model, impl=impl, allow_download=options.allow_download)
+        self.clf = clf
+
+    def load_kernel(self) -> None:
+        """Switch to the fused C++ kernel (``impl="auto"``) once it is loaded: its first load
+        imports ``torch._dynamo``, seconds that the server need not wait; until then the
+        pure-PyTorch scan serves (the same numbers to float32 rounding)."""
+        if not self.kernel_later:
+            return
+        from ..ops.cpu import cpp_available
+
+        if cpp_available():
+            self.clf.model.wfsa.impl = "auto"
+
+    @property
+    def impl(self) -> str:
+        return str(self.clf.model.wfsa.impl)
+
+    def predict(self, texts: list[str]) -> list[dict]:
+        classes = self.clf.classes
+        probs = self.clf.predict_proba(texts, max_tokens=self.options.max_tokens)
+        return [
+            {"label": classes[int(row.argmax())], "probabilities": {c: float(p) for c, p in zip(classes, row)}}
+            for row in probs
+        ]
+
+    def explain(self, text: str) -> dict:
+        from ..embeddings.featurizer import cut_text
+        from ..explain.contributions import explain_documents
+        from ..explain.documents import Document, encode_documents
+        from .payload import explanation_payload
+
+        clf, max_tokens = self.clf, self.options.max_explain_tokens
+        text, truncated = cut_text(text, max_tokens)
+        if clf.vocab is not None:  # cut as predict cuts (StaticVectors.encode)
+            words = clf.vocab.words(text)
+            keep = max(max_tokens, 2)
+            if max_tokens > 0 and len(words) > keep:
+                words = words[: keep - 1] + words[-1:]
+                truncated = True
+            doc = Document(words, ids=clf.vocab.ids(words), text=text)
+        else:
+            doc = encode_documents(clf, [text])[0]
+        out = explanation_payload(explain_documents(clf, [doc])[0], clf.model.config.structure)
+        out["truncated"] = truncated
+        return out
+
+    def page(self) -> str:
+        from .cli import table_for
+        from .demo import render_page, say
+
+        try:
+            patterns, note = table_for(self.options, self.clf, explicit_only=True)  # type: ignore[arg-type]
+        except UserError as exc:
+            say(f"warning: Table 1 left out ({exc})")
+            patterns, note = None, f"Table 1 left out: {exc}"
+        cfg = self.clf.model.config
+        return render_page(
+            self.clf,
+            "api",
+            patterns,
+            note,
+            title=f"sparse-rational: {os.path.basename(os.path.normpath(self.options.model))}",
+            subtitle=f"{len(cfg.structure)} WFSAs, {cfg.transitions} transitions, classes "
+            f"{', '.join(self.clf.classes)}; served by sparse-rational serve.",
+            max_tokens=self.options.max_tokens,
+        )
+
+
+def create_app(options: ServeOptions, clf=None):
+    """The ASGI app (module doc); loads the model now (a bad model folder is a UserError)."""
+    _require()
+    import torch
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse
+    from starlette.routing import Route
+
+    # One request's texts are few: with more threads each model call pays for waking them
+    # (measured: 2.9 ms a call with 1 thread, 12-60 ms with 2 on a loaded 2-core machine;
+    # docs/results/web/README.md). Scale with --workers instead.
+    torch.set_num_threads(options.threads)
+    model = Model(options, clf)
+    executor = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-predict")
+    explainer = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-explain")
+    threading.Thread(target=model.load_kernel, name="sparse-rational-kernel", daemon=True).start()
+    batcher = Batcher(model.predict, executor, options.max_batch, options.batch_wait_ms / 1000)
+    started = time.time()
+    page_lock = asyncio.Lock()
+    page_html: list[str] = []
+    counts = {"requests": 0, "errors": 0}
+
+    async def predict(request: Request):
+        body = await read_json(request, options.max_body_bytes)
+        texts = _texts(body, options.max_texts)
+        rows = await batcher.submit(texts)
+        return JSONResponse({"predictions": list(rows)})
+
+    async def explain(request: Request):
+        body = await read_json(request, options.max_body_bytes)
+        text = _text(body)
+        result = await asyncio.get_running_loop().run_in_executor(explainer, model.explain, text)
+        return JSONResponse(result)
+
+    async def page(request: Request):
+        async with page_lock:
+            if not page_html:  # built on first use (Table 1 reads the training data)
+                page_html.append(await asyncio.get_running_loop().run_in_executor(None, model.page))
+        return HTMLResponse(page_html[0])
+
+    async def health(request: Request):
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": options.model,
+                "classes": list(model.clf.classes),
+                "uptime_s": round(time.time() - started, 3),
+                "pid": os.getpid(),
+                "batches": batcher.batches,
+                "texts": batcher.texts,
+                "largest_batch": batcher.largest,
+                "impl": model.impl,
+                **counts,
+            }
+        )
+
+    def error(status: int, message: str) -> JSONResponse:
+        counts["errors"] += 1
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def on_problem(request: Request, exc: Exception):
+        assert isinstance(exc, Problem)
+        return error(exc.status, exc.message)
+
+    async def on_http(request: Request, exc: Exception):
+        assert isinstance(exc, HTTPException)
+        return error(exc.status_code, str(exc.detail))
+
+    async def on_error(request: Request, exc: Exception):
+        print(f"sparse-rational: error on {request.url.path}: {one_line(exc, 300)}", file=sys.stderr)
+        return error(500, f"internal error: {one_line(exc, 200)}")
+
+    class Count:  # ASGI middleware: count the requests
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                counts["requests"] += 1
+            await self.app(scope, receive, send)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            executor.shutdown(wait=False, cancel_futures=True)
+            explainer.shutdown(wait=False, cancel_futures=True)
+
+    app = Starlette(
+        routes=[
+            Route("/predict", predict, methods=["POST"]),
+            Route("/explain", explain, methods=["POST"]),
+            Route("/", page, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        exception_handlers={Problem: on_problem, HTTPException: on_http, Exception: on_error},
+        middleware=[Middleware(Count)],
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.state.model = model
+    return app
+
+
+def app_from_environment():
+    """The app of one worker process of ``--workers N`` (options from ``$SPARSE_RATIONAL_SERVE_OPTIONS``)."""
+    return create_app(ServeOptions(**json.loads(os.environ[ENV])))
+
+
+def _check_port(host: str, port: int) -> None:
+    """A one-line error now, rather than uvicorn's log lines, if the address is taken."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UserError(f"--host {host}: cannot resolve ({exc.strerror or exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as exc:
+            raise UserError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+
+
+def serve(options: ServeOptions, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, access_log=False) -> int:
+    """Run the server until interrupted (Ctrl-C or SIGTERM: a graceful stop)."""
+    uvicorn = _require()
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "access_log": access_log,
+        "log_level": "info",
+        "timeout_graceful_shutdown": 5,
+    }
+    if workers == 1:
+        app = create_app(options)  # the model is loaded (and checked) before the port is taken
+        _check_port(host, port)
+        print(f"sparse-rational: serving {options.model} on http://{host}:{port}", file=sys.stderr, flush=True)
+        uvicorn.run(app, **common)
+        return 0
+    Model(options)  # check the model once, with a one-line error, before starting the workers
+    _check_port(host, port)
+    os.environ[ENV] = json.dumps(asdict(options))
+    print(f"sparse-rational: serving {options.model} on http://{host}:{port} ({workers} workers)", file=sys.stderr)
+    uvicorn.run("sparse_rational.web.server:app_from_environment", factory=True, workers=workers, **common)
+    return 0

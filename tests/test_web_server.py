@@ -1,0 +1,204 @@
+"""``sparse-rational serve`` on loopback, with a real HTTP client: answers equal the library's,
+concurrent requests are batched, bad input gets a clear HTTP error and the server goes on."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from test_web_helpers import TRICKY_TEXTS, chromium_path, open_with_text
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+from sparse_rational.cli import main  # noqa: E402
+from sparse_rational.pipeline import TextClassifier  # noqa: E402
+
+MAX_BODY = 1_500_000
+MAX_TEXTS = 100
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(baseline, tiny_files, tmp_path_factory):
+    """``sparse-rational serve`` in its own process; yields its base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    cmd = [sys.executable, "-m", "sparse_rational.cli", "serve", "--model", str(baseline), "--port", str(port)]
+    cmd += ["--max-body-bytes", str(MAX_BODY), "--max-texts", str(MAX_TEXTS), "--batch-wait-ms", "20"]
+    cmd += ["--train", str(tiny_files["train"])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    try:
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() - start < 120, "the server did not start: " + log.read_text()
+            time.sleep(0.1)
+        yield {"url": url, "proc": proc, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def clf(baseline):
+    return TextClassifier.load(baseline)
+
+
+def _same(got: list[dict], clf, texts, tol=1e-6):
+    probs = clf.predict_proba(texts)
+    assert len(got) == len(texts)
+    for g, row in zip(got, probs):
+        assert g["label"] == clf.classes[int(row.argmax())]
+        assert set(g["probabilities"]) == set(clf.classes)
+        for c, p in zip(clf.classes, row):
+            assert abs(g["probabilities"][c] - float(p)) <= tol
+
+
+def test_predict_and_explain(server, clf, kitchen):
+    url = server["url"]
+    texts = TRICKY_TEXTS + [ex.text for ex in kitchen.test[:8]]
+    r = httpx.post(url + "/predict", json={"texts": texts}, timeout=60)
+    assert r.status_code == 200, r.text
+    _same(r.json()["predictions"], clf, texts)
+
+    r = httpx.post(url + "/explain", json={"text": kitchen.test[0].text}, timeout=60)
+    assert r.status_code == 200, r.text
+    exp = r.json()
+    assert exp["tokens"] == clf.vocab.words(kitchen.test[0].text)
+    _same([exp], clf, [kitchen.test[0].text])
+    structure = clf.model.config.structure
+    assert [w["length"] for w in exp["wfsas"]] == list(structure)
+    for c in range(len(clf.classes)):  # logit = bias + sum of the WFSAs' contributions
+        total = exp["bias"][c] + sum(w["contributions"][c] for w in exp["wfsas"])
+        assert abs(total - exp["logits"][c]) < 1e-4
+    for w in exp["wfsas"]:
+        assert len(w["best"]["states"]) == len(exp["tokens"])
+        assert max(w["best"]["states"]) >= 1  # it reads at least one transition
+    health = httpx.get(url + "/health").json()
+    assert health["status"] == "ok" and health["classes"] == clf.classes
+
+
+def test_concurrent_requests_are_batched(server, clf, kitchen):
+    url = server["url"]
+    texts = [ex.text for ex in kitchen.test[:32]]
+    before = httpx.get(url + "/health").json()
+
+    def one(i: int):
+        return httpx.post(url + "/predict", json={"texts": [texts[i]]}, timeout=60)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(len(texts))))
+    assert all(a.status_code == 200 for a in answers)
+    _same([a.json()["predictions"][0] for a in answers], clf, texts)
+    after = httpx.get(url + "/health").json()
+    assert after["texts"] - before["texts"] == len(texts)
+    assert after["batches"] - before["batches"] < len(texts)  # some requests shared a model call
+    assert after["largest_batch"] > 1
+
+
+def _post(url, body: bytes, ctype="application/json"):
+    return httpx.post(url, content=body, headers={"content-type": ctype}, timeout=120)
+
+
+def test_bad_input_gets_clear_errors(server, clf):
+    url = server["url"]
+    predict, explain = url + "/predict", url + "/explain"
+    # empty texts and an empty list: correct answers
+    r = httpx.post(predict, json={"texts": ["", "   "]})
+    assert r.status_code == 200
+    _same(r.json()["predictions"], clf, ["", "   "])
+    assert httpx.post(predict, json={"texts": []}).json() == {"predictions": []}
+    assert httpx.post(explain, json={"text": ""}).json()["tokens"] == ["<s>", "</s>"]
+    # a 1 MB text: under the body limit, a correct answer (cut at --max-tokens, as predict cuts it)
+    big = "the lid does not fit and it rusted " * 30_000
+    assert 1_000_000 < len(big) < MAX_BODY - 100
+    r = httpx.post(predict, json={"texts": [big]}, timeout=120)
+    assert r.status_code == 200
+    _same(r.json()["predictions"], clf, [big])
+    r = httpx.post(explain, json={"text": big}, timeout=120)
+    assert r.status_code == 200 and r.json()["truncated"] is True  # the first --max-explain-tokens
+    assert len(r.json()["tokens"]) == 2000
+
+    cases = [
+        (_post(predict, b'{"texts": ["a", '), 400, "not valid JSON"),
+        (_post(predict, b'{"texts": ["caf\xe9"]}'), 400, "not UTF-8"),
+        (_post(predict, json.dumps({"texts": ["a"]}).encode(), "text/plain"), 415, "application/json"),
+        (httpx.post(predict, data={"texts": "a"}), 415, "application/json"),
+        (httpx.post(predict, json={"texts": ["x"] * 10_000}), 422, "limit is 100"),
+        (httpx.post(predict, json={"texts": "just one"}), 422, "list of strings"),
+        (httpx.post(predict, json={"texts": [1, 2]}), 422, "list of strings"),
+        (httpx.post(predict, json=["a", "b"]), 422, '{"texts"'),
+        (httpx.post(explain, json={"texts": ["a"]}), 422, '{"text"'),
+        (_post(predict, b"[" * 100_000 + b"]" * 100_000), 400, "not valid JSON"),
+        (_post(predict, json.dumps({"texts": ["a" * MAX_BODY]}).encode()), 413, "limit"),
+        (_post(explain, json.dumps({"text": "a" * MAX_BODY}).encode()), 413, "limit"),
+        (httpx.get(predict), 405, ""),
+        (httpx.get(url + "/nothing"), 404, ""),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, (status, response.text[:300])
+        message = response.json()["error"]
+        assert words in message and "\n" not in message
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        yield b'{"texts": ["'
+        for _ in range(MAX_BODY // 50_000 + 2):
+            yield b"a" * 50_000
+        yield b'"]}'
+
+    r = httpx.post(predict, content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+    assert r.status_code == 413
+
+    # still serving, and still right
+    assert server["proc"].poll() is None
+    assert httpx.get(url + "/health").json()["status"] == "ok"
+    r = httpx.post(predict, json={"texts": ["works great"]})
+    _same(r.json()["predictions"], clf, ["works great"])
+
+
+def test_page_scores_through_the_api(server, clf, tmp_path):
+    url = server["url"]
+    html = httpx.get(url + "/").text
+    assert 'id="model-data"' not in html  # no model in the served page: it asks /explain
+    assert "connect-src 'self'" in html and "Pattern 1:" in html  # Table 1 from --train
+    chromium_path()
+    text = "The knife was dull after one week & I want my money back."
+    page = open_with_text(url + "/", text, tmp_path / "profile")
+    _same([page], clf, [text], tol=1e-5)
+    assert page["rows"] == len(clf.model.config.structure)
+
+
+def test_serve_refuses(baseline, tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
+    with socket.socket() as s:  # a port already taken: one line, before loading anything
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert main(["serve", "--model", str(baseline), "--port", str(port)]) == 2
+    assert main(["serve", "--model", str(baseline), "--port", "70000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("sparse-rational: error:") for line in err), err
+    assert "cannot listen" in err[1]
