@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["model_card"]
+__all__ = ["CARD_MARKER", "model_card"]
+
+# the card's first line: a README.md of a model folder is replaced with the folder only if it has it
+CARD_MARKER = "<!-- model card written by sparse-rational (replaced with its model folder) -->"
 
 
 def _data(metrics: Any) -> str:
@@ -35,17 +38,22 @@ def model_card(config: dict, metrics: Any) -> str:
     embeddings = (config.get("embeddings") or {}).get("source") or metrics.get("embeddings") or "unknown"
     dataset = metrics.get("dataset")
     initial = metrics.get("structure_initial")
-    return env.get_template("model_card.md.j2").render(
-        title=f"sparse-rational model: {' / '.join(classes)}" + (f" ({dataset})" if isinstance(dataset, str) else ""),
-        m=metrics,
-        prov=metrics.get("provenance") or {},
-        classes=classes,
-        embeddings=embeddings,
-        dim=model.get("embedding_dim"),
-        vocab=model.get("vocab_size"),
-        readout=model.get("readout", "final"),
-        initial=format_structure(tuple(initial)) if initial else None,
-        data=_data(metrics),
-        dataset=dataset if isinstance(dataset, str) else None,
-        max_tokens=(metrics.get("hyperparameters") or {}).get("max_tokens", "20000"),
+    return (
+        CARD_MARKER
+        + "\n"
+        + env.get_template("model_card.md.j2").render(
+            title=f"sparse-rational model: {' / '.join(classes)}"
+            + (f" ({dataset})" if isinstance(dataset, str) else ""),
+            m=metrics,
+            prov=metrics.get("provenance") or {},
+            classes=classes,
+            embeddings=embeddings,
+            dim=model.get("embedding_dim"),
+            vocab=model.get("vocab_size"),
+            readout=model.get("readout", "final"),
+            initial=format_structure(tuple(initial)) if initial else None,
+            data=_data(metrics),
+            dataset=dataset if isinstance(dataset, str) else None,
+            max_tokens=(metrics.get("hyperparameters") or {}).get("max_tokens", "20000"),
+        )
     )

@@ -42,7 +42,7 @@ from safetensors.torch import save as save_tensors
 from .errors import ParameterError, UserError
 from .errors import one_line as _one_line
 from .fileio import atomic_write_bytes
-from .log import get_logger
+from .log import NOTICE, get_logger
 
 _log = get_logger(__name__)
 
@@ -274,7 +274,7 @@ class Checkpointer:
 
     def _note(self, text: str) -> None:
         if self.verbose:
-            _log.info(text, extra={"prefixed": True})
+            _log.log(NOTICE, text)
 
     def _clean_temporaries(self) -> None:
         if self.directory.is_dir():

@@ -63,15 +63,22 @@ def _add_verbosity_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     if "--quiet" not in known:
         group.add_argument(
-            "--quiet", action="store_true", help="warnings and errors only: no progress bars, per-epoch lines or notes"
+            "--quiet",
+            action="store_true",
+            help="no progress bars or per-epoch lines: only what was resumed or replaced, warnings and errors",
         )
     group.add_argument("--verbose", action="store_true", help="also debugging detail (kernels, threads, timings)")
 
 
-def _set_verbosity(args: argparse.Namespace) -> None:
-    from .log import set_verbosity
+def _set_verbosity(args: argparse.Namespace) -> int:
+    """Set the library's level for this command; returns the level it had."""
+    import logging
 
-    set_verbosity("warning" if getattr(args, "quiet", False) else "debug" if args.verbose else "info")
+    from .log import ROOT, set_verbosity
+
+    before = logging.getLogger(ROOT).level
+    set_verbosity("notice" if getattr(args, "quiet", False) else "debug" if args.verbose else "info")
+    return before
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -583,6 +590,7 @@ def _say(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    level = None
     try:
         previous, restore = signal.signal(signal.SIGTERM, _on_sigterm), True
     except ValueError:  # not the main thread: leave signals alone
@@ -590,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # the provenance of what it makes
-        _set_verbosity(args)
+        level = _set_verbosity(args)
         return COMMANDS[args.command](args)
     except TrainingDiverged as exc:  # not bad input, but the same one line
         _say(f"error: {exc}")
@@ -620,6 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if restore:
             signal.signal(signal.SIGTERM, previous)
+        if level is not None:  # main() called in a process that goes on (tests, notebooks)
+            from .log import set_verbosity
+
+            set_verbosity(level)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import logging
 import sys
 
 __all__ = [
+    "NOTICE",
     "ROOT",
     "get_logger",
     "progress_disable",
@@ -27,7 +28,15 @@ __all__ = [
 ]
 
 ROOT = "sparse_rational"
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+NOTICE = 25  # between INFO and WARNING: a run resumed, a checkpoint or folder replaced (kept by --quiet)
+logging.addLevelName(NOTICE, "NOTICE")
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": NOTICE,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 PREFIX = "sparse-rational: "
 
 
@@ -42,7 +51,7 @@ class _Formatter(logging.Formatter):
             return f"{PREFIX}error: {message}"
         if record.levelno >= logging.WARNING:
             return f"{PREFIX}warning: {message}"
-        if getattr(record, "prefixed", False):
+        if record.levelno >= NOTICE or getattr(record, "prefixed", False):
             return PREFIX + message
         return message
 
@@ -89,8 +98,9 @@ def get_logger(name: str) -> logging.Logger:
 
 def set_verbosity(level: int | str) -> None:
     """The package's level: ``"debug"``, ``"info"`` (the default: progress and notes),
-    ``"warning"`` (warnings only) or ``"error"`` (nothing; errors are raised, not logged),
-    or a :mod:`logging` level number."""
+    ``"notice"`` (what ``--quiet`` keeps: a run resumed, a checkpoint or a folder replaced,
+    and warnings), ``"warning"`` (warnings only) or ``"error"`` (nothing; errors are raised,
+    not logged), or a :mod:`logging` level number."""
     if isinstance(level, str):
         if level.lower() not in LEVELS:
             raise ValueError(f"verbosity {level!r} is not one of {', '.join(LEVELS)}")

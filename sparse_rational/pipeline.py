@@ -31,7 +31,7 @@ from torch import Tensor
 
 from . import validate
 from .callbacks import notify
-from .card import model_card
+from .card import CARD_MARKER, model_card
 from .config import RunOptions, StructureOptions, TrainConfig, default
 from .data import Example, Splits, examples_from, splits_from, texts_from
 from .device import check_precision, resolve_device
@@ -48,7 +48,7 @@ from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
 from .folded import FoldedClassifier
 from .learn import learn_structure, regularisation_path
-from .log import get_logger
+from .log import NOTICE, get_logger
 from .metrics import Metrics, classification_report, rounded
 from .model import READOUTS, ModelConfig, RationalClassifier
 from .ops import forced_impl
@@ -83,10 +83,21 @@ def is_model_folder(path: str | os.PathLike) -> bool:
             )
         if CONFIG not in names or not names <= MODEL_FILES:
             return False
+        if CARD in names and not _is_our_card(path / CARD):  # the user's notes are not ours to replace
+            return False
         cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(cfg, dict) and cfg.get("format") == FORMAT
+
+
+def _is_our_card(path: Path) -> bool:
+    """True if ``path`` is a model card this package wrote (its first line is the marker)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().rstrip("\n") == CARD_MARKER
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def check_out_folder(path: str | os.PathLike, option: str = "out") -> bool:
@@ -313,7 +324,7 @@ class TextClassifier:
             atomic_write_json(tmp / METRICS, rounded(self.metrics.to_dict()))
             atomic_write_bytes(tmp / CARD, model_card(self.config_dict(), self.metrics).encode("utf-8"))
         if replacing and verbose:
-            _log.info(f"replaced the earlier model folder {path}", extra={"prefixed": True})
+            _log.log(NOTICE, f"replaced the earlier model folder {path}")
         return Path(path)
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:

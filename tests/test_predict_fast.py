@@ -196,7 +196,8 @@ def test_cli_predict_equals_the_torch_path_with_and_without_threads(baseline, ki
     slow = _predict(base, capsys)
     assert len(fast) == len(slow) == 50 and threaded == fast
     for a, b in zip(fast, slow):
-        assert list(a) == ["label", "probabilities"] and a["label"] == b["label"]
+        assert list(a) == ["label", "probabilities", "known_tokens"] and a["label"] == b["label"]
+        assert a["known_tokens"] == b["known_tokens"] > 0
         np.testing.assert_allclose(list(a["probabilities"].values()), list(b["probabilities"].values()), atol=1e-5)
 
 

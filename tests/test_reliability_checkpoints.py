@@ -140,7 +140,8 @@ def test_sigkilled_training_resumes_to_the_same_metrics(tiny_files, tmp_path, mo
         torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
     # the work area is gone, and the model folder never held a checkpoint
     assert not checkpoint_dir(out).exists() and not checkpoint_dir(tmp_path / "full").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.json", "model.safetensors", "vocab.txt"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["README.md", "config.json", "metrics.json", "model.safetensors", "vocab.txt"]
 
 
 def test_sigkill_while_writing_leaves_the_old_or_the_new_checkpoint(tmp_path):
