@@ -38,8 +38,33 @@ def parse_patterns(spec: str) -> tuple[int, ...]:
     return tuple(length for count, length in parts for _ in range(count))
 
 
-def format_structure(structure: tuple[int, ...]) -> str:
-    """``(4, 4, 2, 1)`` -> ``"2x4,1x2,1x1"`` (counts by length, longest first)."""
+def parse_stack(spec: str, layers: int = 1) -> tuple[tuple[int, ...], ...]:
+    """Per-layer structures of ``--patterns``: one spec for every layer (``"24x4"``), or a
+    ``/``-separated spec per layer (``"24x4/12x2"``: as many as ``layers``)."""
+    parts = str(spec).split("/")
+    if len(parts) == 1:
+        return tuple(parse_patterns(spec) for _ in range(layers))
+    if len(parts) != layers:
+        raise ParameterError(
+            "patterns", f"{spec!r} gives {len(parts)} layers ('/'-separated) but {{layers}} is {layers}", "layers"
+        )
+    stack = tuple(parse_patterns(p) for p in parts)
+    if sum(map(sum, stack)) > MAX_TRANSITIONS:
+        raise ParameterError("patterns", f"{spec!r} asks for more than {MAX_TRANSITIONS} transitions")
+    return stack
+
+
+def format_structure(structure: tuple[int, ...] | list[int] | dict) -> str:
+    """``(4, 4, 2, 1)`` -> ``"2x4,1x2,1x1"`` (counts by length, longest first). A stacked
+    model's record (:meth:`~sparse_rational.model.ModelConfig.structure_record`) reads
+    ``"layer 1: 2x4 | backward 2x4; layer 2: ..."``."""
+    if isinstance(structure, dict):
+        layers = structure.get("layers") or []
+        return "; ".join(
+            f"layer {k + 1}: "
+            + " | ".join((f"{d} " if d != "forward" else "") + format_structure(tuple(s)) for d, s in layer.items())
+            for k, layer in enumerate(layers)
+        )
     if not structure:
         return "(empty)"
     counts: dict[int, int] = {}

@@ -43,14 +43,19 @@ from .reference import (
     READOUTS,
     ReadoutError,
     rational_forward_ref,
+    rational_steps_ref,
     readout_code,
+    reverse_documents,
     semiring_dp,
     shift_states,
     transition_weights,
 )
-from .scan import rational_forward_scan
+from .scan import rational_forward_scan, rational_steps_scan
 
 IMPLEMENTATIONS = {"reference": rational_forward_ref, "scan": rational_forward_scan}
+STEP_IMPLEMENTATIONS = {"reference": rational_steps_ref, "scan": rational_steps_scan}
+"""Implementations of :func:`rational_steps` (every step's WFSA scores, the lower layers of a
+stacked model); the signature of :func:`reference.rational_steps_ref`."""
 
 try:  # defining the custom op compiles nothing; never let it break the import
     from .cpu import build_error, cpp_available, rational_forward_cpp
@@ -150,6 +155,25 @@ def rational_forward(
     return fn(x, w, v, b, is_first, mask, readout=readout)
 
 
+def rational_steps(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+    impl: str = "auto",
+) -> Tensor:
+    """Every step's WFSA scores ``[T, B, d]`` (``y_j(t) = sum_i c_ji(t)``, zero at padding;
+    :func:`reference.rational_steps_ref`). ``impl`` as for :func:`rational_forward`; an
+    implementation without a per-step kernel (``triton``) falls back to ``scan``."""
+    name = choose_impl(x) if impl == "auto" else impl
+    if name not in IMPLEMENTATIONS:
+        raise ImplError(f"unknown impl {name!r}; use one of: {_choices()}")
+    fn = STEP_IMPLEMENTATIONS.get(name, rational_steps_scan)
+    return fn(x, w, v, b, is_first, mask)
+
+
 __all__ = [
     "ENV_VAR",
     "IMPLEMENTATIONS",
@@ -163,6 +187,11 @@ __all__ = [
     "rational_forward",
     "rational_forward_ref",
     "rational_forward_scan",
+    "rational_steps",
+    "rational_steps_ref",
+    "rational_steps_scan",
+    "reverse_documents",
+    "STEP_IMPLEMENTATIONS",
     "readout_code",
     "semiring_dp",
     "shift_states",

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ..layout import StateLayout
-from .reference import FINAL, MEAN, readout_code
+from .reference import FINAL, MEAN, readout_code, wfsa_sums
 
 
 def _hillis_steele(A: Tensor, X: Tensor, products: bool = False, reverse: bool = False) -> tuple[Tensor, Tensor]:
@@ -209,6 +209,39 @@ def read_out(H: Tensor, real: Tensor | None, code: int) -> Tensor:
     return torch.where(length[:, None] > 0, H.gather(0, step)[0], 0.0)
 
 
+def _level_histories(
+    x: Tensor, w: Tensor, v: Tensor, b: Tensor, layout: StateLayout, mask: Tensor | None
+) -> tuple[list[Tensor], Tensor | None]:
+    """Every level's history ``H_k [T, B, m_k]`` (states in level order, padding carried
+    over) and the real-token mask ``[T, B]`` (None: every token is real)."""
+    T, B, e = x.shape
+    N = w.shape[1]
+    _, _, sizes = layout.levels
+    idx = layout.perm(w.device)
+    W = torch.cat([w.index_select(1, idx), v.index_select(1, idx)], dim=1)
+    proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
+    if proj.device.type == "cpu" and proj.requires_grad:
+        proj = _FlushTinyGrad.apply(proj)
+    z, a = proj.split(N, dim=-1)
+    f = torch.sigmoid(a + b.index_select(0, idx))
+    u = z * (1 - f)
+    real = None
+    if mask is not None:
+        real = mask.to(device=f.device, dtype=torch.bool)
+        m = real[..., None]
+        f = torch.where(m, f, torch.ones((), dtype=f.dtype, device=f.device))
+        u = torch.where(m, u, torch.zeros((), dtype=u.dtype, device=u.device))
+    histories: list[Tensor] = []
+    if N == 0 or T == 0:
+        return histories, real
+    H = None
+    for f_k, u_k in zip(f.split(sizes, dim=-1), u.split(sizes, dim=-1)):
+        # level k: predecessors are the first m_k states of level k-1, one step earlier
+        H = LevelScan.apply(f_k.contiguous(), u_k.contiguous(), H)
+        histories.append(H)
+    return histories, real
+
+
 def rational_forward_scan(
     x: Tensor,
     w: Tensor,
@@ -225,34 +258,33 @@ def rational_forward_scan(
     ``mask``: ``[T, B]`` bool (True at real tokens; at padding ``f = 1, u = 0``) or None.
     """
     code = readout_code(readout)
-    T, B, e = x.shape
-    N = w.shape[1]
+    T, B, _ = x.shape
     layout = StateLayout.from_is_first(is_first)
-    perm, inverse, sizes = layout.levels
-    idx = layout.perm(w.device)
-    W = torch.cat([w.index_select(1, idx), v.index_select(1, idx)], dim=1)
-    proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
-    if proj.device.type == "cpu" and proj.requires_grad:
-        proj = _FlushTinyGrad.apply(proj)
-    z, a = proj.split(N, dim=-1)
-    f = torch.sigmoid(a + b.index_select(0, idx))
-    u = z * (1 - f)
-    real = None
-    if mask is not None:
-        real = mask.to(device=f.device, dtype=torch.bool)
-        m = real[..., None]
-        f = torch.where(m, f, torch.ones((), dtype=f.dtype, device=f.device))
-        u = torch.where(m, u, torch.zeros((), dtype=u.dtype, device=u.device))
-    if N == 0 or T == 0:
-        return x.new_zeros(B, N)
-    outs = []
-    H = None
-    for f_k, u_k in zip(f.split(sizes, dim=-1), u.split(sizes, dim=-1)):
-        # level k: predecessors are the first m_k states of level k-1, one step earlier
-        H = LevelScan.apply(f_k.contiguous(), u_k.contiguous(), H)
-        outs.append(read_out(H, real, code))
-    out = torch.cat(outs, dim=-1)
-    return out.index_select(1, torch.tensor(inverse, device=out.device))
+    histories, real = _level_histories(x, w, v, b, layout, mask)
+    if not histories:
+        return x.new_zeros(B, w.shape[1])
+    out = torch.cat([read_out(H, real, code) for H in histories], dim=-1)
+    return out.index_select(1, torch.tensor(layout.levels[1], device=out.device))
 
 
-__all__ = ["LevelScan", "LinearScan", "rational_forward_scan", "read_out", "state_levels"]
+def rational_steps_scan(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Every step's WFSA scores ``[T, B, d]`` (:func:`.reference.rational_steps_ref`) from
+    the level histories of the scan; the gradient reaches :class:`LevelScan` at every step."""
+    T, B, _ = x.shape
+    layout = StateLayout.from_is_first(is_first)
+    d = len(layout.structure)
+    histories, real = _level_histories(x, w, v, b, layout, mask)
+    if not histories:
+        return x.new_zeros(T, B, d)
+    owner = layout.owner(x.device).index_select(0, layout.perm(x.device))
+    return wfsa_sums(torch.cat(histories, dim=-1), owner, d, real)
+
+
+__all__ = ["LevelScan", "LinearScan", "rational_forward_scan", "rational_steps_scan", "read_out", "state_levels"]

@@ -1,0 +1,207 @@
+"""Stacked and bidirectional models: brute-force path sums layer by layer, both directions,
+padding, the per-step kernels against the reference, configs (issue 16)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from sparse_rational.errors import ParameterError
+from sparse_rational.layout import StateLayout
+from sparse_rational.model import ModelConfig, RationalClassifier
+from sparse_rational.ops import (
+    STEP_IMPLEMENTATIONS,
+    cpp_available,
+    rational_steps_ref,
+    reverse_documents,
+    transition_weights,
+)
+from sparse_rational.structure import format_structure, parse_stack
+
+
+def path_sum(u: torch.Tensor, f: torch.Tensor, n: int) -> torch.Tensor:
+    """Sum over all paths of one chain WFSA (``u, f``: ``[T, n]``) that end in ``q_1..q_n``,
+    by enumerating the 2^T stay/advance sequences."""
+    total = torch.zeros((), dtype=u.dtype)
+    for moves in itertools.product([0, 1], repeat=u.shape[0]):
+        state, weight = 0, torch.ones((), dtype=u.dtype)
+        for t, adv in enumerate(moves):
+            if adv:
+                state += 1
+                if state > n:
+                    break
+                weight = weight * u[t, state - 1]
+            elif state > 0:
+                weight = weight * f[t, state - 1]
+        else:
+            if state >= 1:
+                total = total + weight
+    return total
+
+
+def brute_layer(x: torch.Tensor, layer, every_step: bool) -> torch.Tensor:
+    """One document ``x [L, e]`` through one WFSA layer by enumeration: ``[L, d]`` per-step
+    scores (the score of the prefix ending at each step) or ``[d]`` the final scores."""
+    u, f = transition_weights(x[:, None], layer.w, layer.v, layer.b)
+    u, f = u[:, 0], f[:, 0]
+    out = []
+    for a, b in layer.layout.slices:
+        n = b - a
+        if every_step:
+            out.append(torch.stack([path_sum(u[: t + 1, a:b], f[: t + 1, a:b], n) for t in range(x.shape[0])]))
+        else:
+            out.append(path_sum(u[:, a:b], f[:, a:b], n))
+    return torch.stack(out, dim=-1)
+
+
+def brute_logits(model: RationalClassifier, x: torch.Tensor) -> torch.Tensor:
+    """Logits of one document ``x [L, e]``, layer by layer, each direction enumerated."""
+    cfg = model.config
+    layers = model.wfsa_layers()
+    for k in range(cfg.layers):
+        outs = []
+        for _, direction, layer in (m for m in layers if m[0] == k):
+            xin = x if direction == "forward" else x.flip(0)
+            y = brute_layer(xin, layer, every_step=k < cfg.layers - 1)
+            outs.append(y if direction == "forward" or k == cfg.layers - 1 else y.flip(0))
+        x = torch.cat(outs, dim=-1)
+    return model.classifier(x)
+
+
+def tiny_model(layers=2, bidirectional=True, stack=(), structure=(2, 1), e=3, seed=0) -> RationalClassifier:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(structure, e, 2, readout="final", layers=layers, bidirectional=bidirectional, stack=stack)
+    model = RationalClassifier(cfg).double().eval()
+    with torch.no_grad():
+        for _, _, layer in model.wfsa_layers():
+            layer.b.normal_()
+            layer.w.mul_(2)
+    return model
+
+
+@pytest.mark.parametrize(
+    "layers,bidirectional,stack",
+    [(2, False, ()), (1, True, ()), (2, True, ()), (3, True, (((2, 1), (1,)), ((1, 2), (2,)), ((1,), (1, 1))))],
+)
+def test_stacked_model_equals_brute_force_layer_by_layer(layers, bidirectional, stack, one_thread):
+    model = tiny_model(layers, bidirectional, stack)
+    lengths = [4, 2, 3]
+    T = max(lengths)
+    x = torch.randn(len(lengths), T, 3, dtype=torch.float64)
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    x = x * mask[..., None]  # padding holds zeros (any value must do: see the padding test)
+    got = model.forward_vectors(x, mask)
+    for b, L in enumerate(lengths):
+        torch.testing.assert_close(got[b], brute_logits(model, x[b, :L]), rtol=1e-10, atol=1e-12)
+
+
+def test_padding_never_counts_and_batched_equals_unbatched(one_thread):
+    model = tiny_model(2, True)
+    lengths = [5, 1, 3]
+    T = max(lengths)
+    x = torch.randn(len(lengths), T, 3, dtype=torch.float64)
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
+    noisy = torch.where(mask[..., None], x, torch.randn_like(x) * 10)  # garbage at padding
+    got = model.forward_vectors(noisy, mask)
+    for b, L in enumerate(lengths):
+        alone = model.forward_vectors(x[b : b + 1, :L], torch.ones(1, L, dtype=torch.bool))
+        torch.testing.assert_close(got[b : b + 1], alone, rtol=1e-10, atol=1e-12)
+
+
+def test_backward_direction_reads_the_document_reversed(one_thread):
+    """A bidirectional layer's backward WFSAs score a document as the forward WFSAs (same
+    weights) score it reversed: the two directions are not the same function."""
+    model = tiny_model(1, True)
+    with torch.no_grad():
+        bwd = model.upper["l0_backward"]
+        bwd.w.copy_(model.wfsa.w), bwd.v.copy_(model.wfsa.v), bwd.b.copy_(model.wfsa.b)
+    x = torch.randn(1, 4, 3, dtype=torch.float64)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    scores = model.scores(x, mask)[0]
+    d = len(model.config.structure)
+    fwd_of_reversed = model.wfsa(x.flip(1).transpose(0, 1))[0]
+    torch.testing.assert_close(scores[d:], fwd_of_reversed)
+    assert not torch.allclose(scores[:d], scores[d:])
+
+
+def test_reverse_documents_keeps_padding_at_the_end():
+    x = torch.arange(8.0).view(4, 2, 1)  # [T, B, 1]: doc 0 = 0,2,4,6; doc 1 = 1,3 then padding
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0], [1, 0]], dtype=torch.bool)
+    r = reverse_documents(x, mask)
+    assert r[:, 0, 0].tolist() == [6, 4, 2, 0]
+    assert r[:, 1, 0].tolist() == [3, 1, 5, 7]
+    torch.testing.assert_close(reverse_documents(r, mask), x)
+
+
+def _step_inputs(structure, T=6, B=4, e=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    N = sum(structure)
+    x = torch.randn(T, B, e, generator=g, dtype=torch.float64)
+    w = torch.randn(e, N, generator=g, dtype=torch.float64)
+    v = torch.randn(e, N, generator=g, dtype=torch.float64)
+    b = torch.randn(N, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([T, 1, T - 2, 3][:B])
+    mask = torch.arange(T)[:, None] < lengths[None, :]
+    return x, w, v, b, StateLayout.of(tuple(structure)), mask
+
+
+@pytest.mark.parametrize("impl", sorted(set(STEP_IMPLEMENTATIONS) - {"reference"}))
+@pytest.mark.parametrize("structure", [(1,), (3, 1, 2), (4, 4, 2, 1)])
+@pytest.mark.parametrize("pad", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_step_kernels_equal_the_reference(impl, structure, pad, reverse, one_thread):
+    if impl == "cpp" and not cpp_available():
+        pytest.skip("C++ kernel did not build")
+    x, w, v, b, layout, mask = _step_inputs(structure)
+    mask = mask if pad else None
+    if reverse:  # what a backward WFSA reads
+        x = reverse_documents(x, mask)
+    leaves = [t.clone().requires_grad_() for t in (x, w, v, b)]
+    ref_leaves = [t.clone().requires_grad_() for t in (x, w, v, b)]
+    out = STEP_IMPLEMENTATIONS[impl](*leaves, layout, mask)
+    ref = rational_steps_ref(*ref_leaves, layout, mask)
+    torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-11)
+    if mask is not None:
+        assert (out[~mask] == 0).all()
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    got = torch.autograd.grad(out, leaves, g)
+    want = torch.autograd.grad(ref, ref_leaves, g)
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-11)
+
+
+def test_one_layer_config_is_saved_as_before():
+    cfg = ModelConfig((4, 2), 5, 2)
+    assert set(cfg.to_dict()) == {
+        "structure",
+        "embedding_dim",
+        "num_classes",
+        "vocab_size",
+        "dropout",
+        "input_dropout",
+        "readout",
+    }
+    assert cfg.structure_record() == [4, 2]
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_stacked_config_round_trip_and_record():
+    cfg = ModelConfig((2,), 5, 3, layers=2, bidirectional=True, stack=(((2,), (1, 1)), ((3,), (1,))))
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert cfg.structure_record() == {
+        "layers": [{"forward": [2], "backward": [1, 1]}, {"forward": [3], "backward": [1]}]
+    }
+    assert cfg.transitions == 8 and cfg.num_scores == 2 and cfg.layer_input_dim(1) == 3
+    assert format_structure(cfg.structure_record()) == "layer 1: 1x2 | backward 2x1; layer 2: 1x3 | backward 1x1"
+    with pytest.raises(ValueError):
+        ModelConfig((2,), 5, 3, layers=2, stack=(((2,),),))
+
+
+def test_patterns_per_layer():
+    assert parse_stack("2x4/3x1", 2) == ((4, 4), (1, 1, 1))
+    assert parse_stack("2x4", 3) == ((4, 4),) * 3
+    with pytest.raises(ParameterError, match="layers is 3"):
+        parse_stack("2x4/3x1", 3)
