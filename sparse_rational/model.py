@@ -166,7 +166,7 @@ class WFSALayer(nn.Module):
         self.impl = impl
         self.readout = readout
         n, e = sum(self.structure), embedding_dim
-        bound = math.sqrt(3.0 / e)  # each column ~ unit norm: groups start near sqrt(2)
+        bound = math.sqrt(3.0 / max(e, 1))  # each column ~ unit norm: groups start near sqrt(2)
         self.w = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
         self.v = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.full((n,), float(self_loop_bias)))

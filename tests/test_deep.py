@@ -205,3 +205,76 @@ def test_patterns_per_layer():
     assert parse_stack("2x4", 3) == ((4, 4),) * 3
     with pytest.raises(ParameterError, match="layers is 3"):
         parse_stack("2x4/3x1", 3)
+
+
+def _zero_groups(model: RationalClassifier, zeros: dict[tuple[int, str], list[int]]) -> None:
+    """Set the groups of the given states (per layer and direction) to exactly zero."""
+    with torch.no_grad():
+        for k, direction, layer in model.wfsa_layers():
+            for s in zeros.get((k, direction), []):
+                layer.w[:, s] = 0
+                layer.v[:, s] = 0
+                layer.b[s] = 0
+
+
+def test_pruning_a_stack_preserves_the_logits_and_removes_the_rows_above(one_thread):
+    from sparse_rational.structure import prune
+
+    cfg = ModelConfig((3, 1, 2), 4, 3, readout="max", layers=2, bidirectional=True, stack=(), dropout=0.0)
+    torch.manual_seed(0)
+    model = RationalClassifier(cfg).double().eval()
+    # layer 1 forward: WFSA 1 (states 3) dies whole, WFSA 0 keeps 1 state (state 1 zero);
+    # layer 1 backward: WFSA 2 (states 4, 5) dies; layer 2 forward: WFSA 0 keeps 2 of 3.
+    _zero_groups(model, {(0, "forward"): [1, 3], (0, "backward"): [4, 5], (1, "forward"): [2]})
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    mask = torch.arange(5)[None, :] < torch.tensor([5, 2, 4])[:, None]
+    before = model.forward_vectors(x, mask)
+    result = prune(model, 0.1)
+    small = result.model
+    assert small.config.structure_record() == {
+        "layers": [{"forward": [1, 2], "backward": [3, 1]}, {"forward": [2, 1, 2], "backward": [3, 1, 2]}]
+    }
+    # layer 2 reads 4 scores instead of 6: the dead WFSAs' rows are gone
+    assert small.upper["l1_forward"].w.shape == (4, 5) and small.upper["l1_backward"].w.shape == (4, 6)
+    assert small.config.transitions == sum(small.config.all_lengths) == 18
+    assert len(result.group_norms) == 12
+    torch.testing.assert_close(small.forward_vectors(x, mask), before, rtol=1e-12, atol=1e-12)
+    # a group that is not zero but small is removed too: the logits change (the test can fail)
+    with torch.no_grad():
+        model.wfsa.w[:, 3] = 1e-3
+    assert not torch.allclose(prune(model, 0.1).model.forward_vectors(x, mask), model.forward_vectors(x, mask))
+
+
+def test_a_layer_pruned_to_nothing_ends_the_stack(one_thread, caplog):
+    from sparse_rational.structure import prune, surviving_structure
+
+    cfg = ModelConfig((2, 1), 4, 2, layers=2, stack=(), dropout=0.0)
+    torch.manual_seed(0)
+    model = RationalClassifier(cfg).double().eval()
+    _zero_groups(model, {(1, "forward"): [0, 2]})  # every first state of layer 2
+    assert surviving_structure(model, 0.1) == ()
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    with caplog.at_level("WARNING"):
+        small = prune(model, 0.1).model
+    assert "layer 2 was pruned to nothing" in caplog.text
+    assert small.config.transitions == 0 and small.num_parameters() == 2  # the classifier's bias
+    torch.testing.assert_close(small.forward_vectors(x, mask), model.forward_vectors(x, mask))
+
+
+def test_group_lasso_and_the_proximal_step_cover_every_layer(one_thread):
+    from sparse_rational.structure import group_soft_threshold_, proximal_step_
+
+    cfg = ModelConfig((2, 1), 4, 2, layers=2, bidirectional=True)
+    model = RationalClassifier(cfg).double()
+    layers = model.wfsa_layers()
+    want = sum(float(m.group_norms().sum().detach()) for _, _, m in layers)
+    assert abs(float(model.penalty()) - want) < 1e-9 and len(layers) == 4
+    n = sum(m.b.shape[0] for _, _, m in layers)
+    group_soft_threshold_(model, torch.full((n,), 100.0, dtype=torch.float64))  # kills every group
+    assert all(float(m.group_norms().max()) == 0 for _, _, m in layers)
+    model = RationalClassifier(cfg).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    proximal_step_(model, opt, 0.1)  # every group shrinks by lr * lambda
+    for (_, _, new), (_, _, old) in zip(model.wfsa_layers(), RationalClassifier(cfg).double().wfsa_layers()):
+        assert (new.group_norms() < 10).all() and new.group_norms().shape == old.group_norms().shape

@@ -216,6 +216,8 @@ def _level_histories(
     over) and the real-token mask ``[T, B]`` (None: every token is real)."""
     T, B, e = x.shape
     N = w.shape[1]
+    if N == 0 or T == 0:
+        return [], None if mask is None else mask.to(device=x.device, dtype=torch.bool)
     _, _, sizes = layout.levels
     idx = layout.perm(w.device)
     W = torch.cat([w.index_select(1, idx), v.index_select(1, idx)], dim=1)
@@ -232,8 +234,6 @@ def _level_histories(
         f = torch.where(m, f, torch.ones((), dtype=f.dtype, device=f.device))
         u = torch.where(m, u, torch.zeros((), dtype=u.dtype, device=u.device))
     histories: list[Tensor] = []
-    if N == 0 or T == 0:
-        return histories, real
     H = None
     for f_k, u_k in zip(f.split(sizes, dim=-1), u.split(sizes, dim=-1)):
         # level k: predecessors are the first m_k states of level k-1, one step earlier
