@@ -278,3 +278,57 @@ def test_group_lasso_and_the_proximal_step_cover_every_layer(one_thread):
     proximal_step_(model, opt, 0.1)  # every group shrinks by lr * lambda
     for (_, _, new), (_, _, old) in zip(model.wfsa_layers(), RationalClassifier(cfg).double().wfsa_layers()):
         assert (new.group_norms() < 10).all() and new.group_norms().shape == old.group_norms().shape
+
+
+def _first_token_task(n: int, seed: int, e: int = 6, vocab_size: int = 20):
+    """Documents of 6-12 random tokens (a fixed vocabulary of unit vectors with a constant
+    feature); the label is the sign of feature 1 of the document's *first* token."""
+    g = torch.Generator().manual_seed(0)
+    vocab = torch.randn(vocab_size, e, generator=g)
+    vocab[:, 0] = 1.0
+    vocab = vocab / vocab.norm(dim=1, keepdim=True)
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(6, 13, (n,), generator=g)
+    T = int(lengths.max())
+    ids = torch.randint(0, vocab_size, (n, T), generator=g)
+    mask = torch.arange(T)[None] < lengths[:, None]
+    return vocab[ids] * mask[..., None], mask, (vocab[ids[:, 0], 1] > 0).long()
+
+
+def _fit_first_token(layers: int, bidirectional: bool, patterns: tuple[tuple[int, ...], ...]) -> tuple[float, float]:
+    train, test = _first_token_task(1024, 1), _first_token_task(512, 2)
+    torch.manual_seed(0)
+    ndir = 2 if bidirectional else 1
+    stack = tuple((p,) * ndir for p in patterns) if layers > 1 or bidirectional else ()
+    cfg = ModelConfig(
+        patterns[0], 6, 2, dropout=0.0, input_dropout=0.0, readout="final", layers=layers,
+        bidirectional=bidirectional, stack=stack,
+    )  # fmt: skip
+    model = RationalClassifier(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(300):
+        loss = torch.nn.functional.cross_entropy(model.forward_vectors(train[0], train[1]), train[2])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        return tuple(  # type: ignore[return-value]
+            float((model.forward_vectors(x, m).argmax(1) == y).float().mean()) for x, m, y in (train, test)
+        )
+
+
+def test_first_token_task_needs_a_second_direction_or_layer(one_thread):
+    """The label is the first token's. A left-to-right layer's final score sums over paths
+    that may start at any token (q_0's self-loop weighs 1), so no path knows it began at
+    the first one: at 4 transitions, trained the same way, one left-to-right layer cannot
+    even fit the training set. Read right to left, the first token is the last one read
+    (bidirectional, 2 unigrams a direction); two stacked left-to-right layers of 2 unigrams
+    solve it too (the lower layer's per-step scores tell the upper layer where the document
+    begins)."""
+    for patterns in [((1, 1, 1, 1),), ((4,),)]:
+        fit, test = _fit_first_token(1, False, patterns)
+        assert fit < 0.9 and test < 0.9, (patterns, fit, test)
+    for layers, bidirectional, patterns in [(1, True, ((1, 1),)), (2, False, ((1, 1), (1, 1)))]:
+        fit, test = _fit_first_token(layers, bidirectional, patterns)
+        assert test > 0.95, (layers, bidirectional, fit, test)
