@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -332,3 +333,53 @@ def test_first_token_task_needs_a_second_direction_or_layer(one_thread):
     for layers, bidirectional, patterns in [(1, True, ((1, 1),)), (2, False, ((1, 1), (1, 1)))]:
         fit, test = _fit_first_token(layers, bidirectional, patterns)
         assert test > 0.95, (layers, bidirectional, fit, test)
+
+
+@pytest.fixture(scope="module")
+def stacked_model(tiny_files, tmp_path_factory):
+    """A 2-layer bidirectional model trained by the CLI on the tiny kitchen files."""
+    from conftest import tiny_args
+
+    from sparse_rational.cli import main
+
+    out = tmp_path_factory.mktemp("deep") / "m"
+    argv = ["train", *tiny_args(tiny_files), "--patterns", "2x2,1x1", "--layers", "2", "--bidirectional"]
+    assert main([*argv, "--epochs", "2", "--quiet", "--threads", "1", "--out", str(out)]) == 0
+    return out
+
+
+def test_stacked_model_saves_loads_and_records_its_layers(stacked_model):
+    import json
+
+    from sparse_rational.pipeline import TextClassifier
+
+    metrics = json.loads((stacked_model / "metrics.json").read_text())
+    record = {"forward": [2, 2, 1], "backward": [2, 2, 1]}
+    assert metrics["structure"] == {"layers": [record, record]} and metrics["transitions"] == 20
+    clf = TextClassifier.load(stacked_model)
+    assert clf.model.config.layers == 2 and clf.model.config.bidirectional
+    assert clf.model.upper["l1_backward"].w.shape == (6, 5)
+    texts = ["works great , i love it", "it broke"]
+    again = TextClassifier.load(stacked_model)
+    np.testing.assert_array_equal(clf.predict_proba(texts), again.predict_proba(texts))
+
+
+def test_readme_numpy_scorer_runs_a_stacked_model(stacked_model, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    from sparse_rational.cli import main
+    from sparse_rational.data import tokenize
+    from sparse_rational.pipeline import TextClassifier
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--model", str(stacked_model), "--out", "mine.json"]) == 0
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "mine.json" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    clf = TextClassifier.load(stacked_model)
+    texts = ["Works great , I love it", "it broke and the company would not refund me"]
+    for text, p in zip(texts, clf.predict_proba(texts)):
+        got = namespace["probabilities"](tokenize(text))
+        np.testing.assert_allclose([got[c] for c in clf.classes], p, atol=1e-5)
