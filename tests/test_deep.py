@@ -11,6 +11,7 @@ import torch
 
 from sparse_rational.errors import ParameterError
 from sparse_rational.layout import StateLayout
+from sparse_rational.learn import StructureOptions
 from sparse_rational.model import ModelConfig, RationalClassifier
 from sparse_rational.ops import (
     STEP_IMPLEMENTATIONS,
@@ -20,6 +21,7 @@ from sparse_rational.ops import (
     transition_weights,
 )
 from sparse_rational.structure import format_structure, parse_stack
+from sparse_rational.train import TrainConfig
 
 
 def path_sum(u: torch.Tensor, f: torch.Tensor, n: int) -> torch.Tensor:
@@ -383,3 +385,81 @@ def test_readme_numpy_scorer_runs_a_stacked_model(stacked_model, tmp_path, monke
     for text, p in zip(texts, clf.predict_proba(texts)):
         got = namespace["probabilities"](tokenize(text))
         np.testing.assert_allclose([got[c] for c in clf.classes], p, atol=1e-5)
+
+
+def test_explain_a_stacked_model(stacked_model, tiny_files, capsys):
+    from sparse_rational.cli import main
+    from sparse_rational.explain.documents import encode_documents
+    from sparse_rational.explain.stacked import explain_stacked
+    from sparse_rational.pipeline import TextClassifier
+
+    text = "works great , i love it"
+    assert main(["explain", "--model", str(stacked_model), "--train", str(tiny_files["train"]), "--doc", text]) == 0
+    out = capsys.readouterr().out
+    assert "Patterns of" in out and "of the first layer, left to right (3 WFSAs, 5 transitions)" in out
+    assert out.count("first layer, left to right (its per-step scores feed the layer above)") == 3
+    assert "Top layer (layer 2)" in out and "backward 3" in out
+    clf = TextClassifier.load(stacked_model)
+    exp = explain_stacked(clf, encode_documents(clf, [text]))[0]
+    assert len(exp.items) == 6
+    for c in range(len(clf.classes)):  # the contributions and the bias make the logits
+        total = exp.bias[c] + sum(it.contributions[c] for it in exp.items)
+        assert abs(total - exp.logits[c]) < 1e-5
+    np.testing.assert_allclose(exp.probabilities, clf.predict_proba([text])[0], atol=1e-5)
+    assert (
+        main(["explain", "--model", str(stacked_model), "--train", str(tiny_files["train"]), "--html", "r.html"]) == 2
+    )
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_stacked_structure_learning_resumes_to_the_uninterrupted_result(tmp_path_factory, one_thread):
+    """Penalise -> prune -> finetune a 2-layer bidirectional model, interrupted after a
+    checkpoint in the penalised phase and in finetuning, resumes to the same weights."""
+    from test_reliability_helpers import SPLITS, onehot_vectors, same_result
+
+    from sparse_rational.checkpoint import Checkpointer
+    from sparse_rational.config import ModelOptions, RunOptions
+    from sparse_rational.pipeline import train_text_classifier
+
+    class StopAfter(Checkpointer):
+        def __init__(self, *args, stop_after: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.left, self.saves = stop_after, 0
+
+        def save(self, *args, **kwargs):
+            super().save(*args, **kwargs)
+            self.saves += 1
+            self.left -= 1
+            if self.left == 0:
+                raise _Stop
+
+    vectors = onehot_vectors(tmp_path_factory)
+    options = RunOptions(model=ModelOptions(patterns="2x2", layers=2, bidirectional=True))
+    opts = StructureOptions(reg_strength=0.01, reg_epochs=3, epsilon=0.3, penalty_update="proximal")
+    cfg = TrainConfig(epochs=4, patience=4, batch_size=16, lr=0.05, seed=3)
+
+    def run(checkpoint):
+        return train_text_classifier(
+            SPLITS, vectors, options=options, train_config=cfg, structure_options=opts, verbose=False,
+            checkpoint=checkpoint,
+        )  # fmt: skip
+
+    root = tmp_path_factory.mktemp("ck")
+    counter = StopAfter(root / "count", "h", stop_after=-1, verbose=False)
+    reference = run(counter)
+    assert 0 < reference.metrics["transitions"] < 16 and isinstance(reference.metrics["structure"], dict)
+
+    def no_seconds(clf):  # wall times and dates differ between runs
+        for h in clf.metrics.history or []:
+            h.pop("seconds", None)
+        clf.metrics.provenance = None
+        return clf
+
+    for stop in (2, counter.saves - 1):
+        with pytest.raises(_Stop):
+            run(StopAfter(root / f"ck{stop}", "h", stop_after=stop, verbose=False))
+        resumed = run(Checkpointer(root / f"ck{stop}", "h", resume=True, verbose=False))
+        same_result(no_seconds(reference), no_seconds(resumed))
