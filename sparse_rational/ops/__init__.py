@@ -58,9 +58,10 @@ STEP_IMPLEMENTATIONS = {"reference": rational_steps_ref, "scan": rational_steps_
 stacked model); the signature of :func:`reference.rational_steps_ref`."""
 
 try:  # defining the custom op compiles nothing; never let it break the import
-    from .cpu import build_error, cpp_available, rational_forward_cpp
+    from .cpu import build_error, cpp_available, rational_forward_cpp, rational_steps_cpp
 
     IMPLEMENTATIONS["cpp"] = rational_forward_cpp
+    STEP_IMPLEMENTATIONS["cpp"] = rational_steps_cpp
 except Exception as _exc:  # pragma: no cover - depends on the torch build
     _cpu_import_error = f"{type(_exc).__name__}: {_exc}"
 
