@@ -59,12 +59,12 @@ def parse_stack(spec: str, layers: int = 1) -> tuple[tuple[int, ...], ...]:
 def format_structure(structure: tuple[int, ...] | list[int] | dict) -> str:
     """``(4, 4, 2, 1)`` -> ``"2x4,1x2,1x1"`` (counts by length, longest first). A stacked
     model's record (:meth:`~sparse_rational.model.ModelConfig.structure_record`) reads
-    ``"layer 1: 2x4 | backward 2x4; layer 2: ..."``."""
+    ``"layer 1: 2x4 + backward 2x4; layer 2: ..."``."""
     if isinstance(structure, dict):
         layers = structure.get("layers") or []
         return "; ".join(
             f"layer {k + 1}: "
-            + " | ".join((f"{d} " if d != "forward" else "") + format_structure(tuple(s)) for d, s in layer.items())
+            + " + ".join((f"{d} " if d != "forward" else "") + format_structure(tuple(s)) for d, s in layer.items())
             for k, layer in enumerate(layers)
         )
     if not structure:

@@ -198,7 +198,7 @@ def test_stacked_config_round_trip_and_record():
         "layers": [{"forward": [2], "backward": [1, 1]}, {"forward": [3], "backward": [1]}]
     }
     assert cfg.transitions == 8 and cfg.num_scores == 2 and cfg.layer_input_dim(1) == 3
-    assert format_structure(cfg.structure_record()) == "layer 1: 1x2 | backward 2x1; layer 2: 1x3 | backward 1x1"
+    assert format_structure(cfg.structure_record()) == "layer 1: 1x2 + backward 2x1; layer 2: 1x3 + backward 1x1"
     with pytest.raises(ValueError):
         ModelConfig((2,), 5, 3, layers=2, stack=(((2,),),))
 
