@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
             rows = [r for r in runs if r["phase"] == phase and r["model"] == model]
             if not rows:
                 continue
-            col = lambda k: [float(r[k]) for r in rows]  # noqa: E731
+
+            def col(k: str, rows: list[dict] = rows) -> list[float]:
+                return [float(r[k]) for r in rows]
+
             print(
                 f"| {phase} | {model} | {','.join(str(r['seed']) for r in rows)} | {_ms(col('test_accuracy'))} | "
                 f"{_ms(col('dev_accuracy'))} | {_ms(col('transitions'), 1)} | {_ms(col('parameters'), 0)} | "
