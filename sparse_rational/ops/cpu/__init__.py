@@ -72,7 +72,7 @@ from torch import Tensor
 
 from ...layout import StateLayout, is_first_tensor
 from ...log import get_logger
-from ..reference import MAX, readout_code, wfsa_sums
+from ..reference import MAX, readout_code
 
 try:
     import fcntl
@@ -534,8 +534,11 @@ def rational_steps_cpp(
     proj = (x.reshape(T * B, e) @ torch.cat([w, v], dim=1)).view(T, B, 2 * N)
     if mask is not None:
         mask = mask.to(torch.bool)
-    states = wfsa_steps(proj, b, layout.is_first(proj.device), mask)[0].transpose(0, 1)  # [T, B, N]
-    return wfsa_sums(states, layout.owner(proj.device), d, mask)
+    states = wfsa_steps(proj, b, layout.is_first(proj.device), mask)[0]  # [B, T, N]
+    owner = layout.owner(proj.device)
+    member = (owner[:, None] == torch.arange(d, device=owner.device)).to(states.dtype)  # [N, d]
+    y = (states @ member).transpose(0, 1)  # [T, B, d]: one matmul sums each WFSA's states
+    return y if mask is None else torch.where(mask[..., None], y, 0.0)
 
 
 __all__ = [
