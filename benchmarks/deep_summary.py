@@ -14,6 +14,8 @@ import json
 import statistics
 from pathlib import Path
 
+from sparse_rational.structure import format_structure
+
 
 def _ms(values: list[float], digits: int = 3) -> str:
     if not values:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                 "dev_accuracy": m["dev_accuracy"],
                 "transitions": m["transitions"],
                 "parameters": m["parameters"],
-                "structure": m["structure_summary"],
+                "structure": format_structure(m["structure"]),
                 "train_seconds": m["train_seconds"],
                 "seconds_per_epoch": m["seconds_per_epoch"],
             }
