@@ -463,3 +463,29 @@ def test_stacked_structure_learning_resumes_to_the_uninterrupted_result(tmp_path
             run(StopAfter(root / f"ck{stop}", "h", stop_after=stop, verbose=False))
         resumed = run(Checkpointer(root / f"ck{stop}", "h", resume=True, verbose=False))
         same_result(no_seconds(reference), no_seconds(resumed))
+
+
+@pytest.mark.parametrize("pad", [False, True])
+def test_triton_step_kernel_equals_the_reference(pad, one_thread):
+    """Runs under Triton's interpreter on the CPU (conftest sets TRITON_INTERPRET=1 without
+    CUDA), on CUDA where there is one."""
+    from sparse_rational.ops.gpu import triton_importable
+
+    if not triton_importable():
+        pytest.skip("triton is not installed")
+    from sparse_rational.ops.gpu import rational_steps_triton
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x, w, v, b, layout, mask = _step_inputs((3, 1, 2), T=5, B=3)
+    mask = mask if pad else None
+    x = reverse_documents(x, mask)
+    leaves = [t.clone().to(device).requires_grad_() for t in (x, w, v, b)]
+    ref_leaves = [t.clone().requires_grad_() for t in (x, w, v, b)]
+    out = rational_steps_triton(*leaves, layout, None if mask is None else mask.to(device))
+    ref = rational_steps_ref(*ref_leaves, layout, mask)
+    torch.testing.assert_close(out.cpu(), ref, rtol=1e-9, atol=1e-11)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    got = torch.autograd.grad(out, leaves, g.to(device))
+    want = torch.autograd.grad(ref, ref_leaves, g)
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a.cpu(), r, rtol=1e-9, atol=1e-11)

@@ -73,10 +73,11 @@ except Exception as _exc:  # pragma: no cover - depends on the torch build
 
 
 try:  # finds triton without importing it; the kernels are compiled on first use
-    from .gpu import rational_forward_triton, triton_available, triton_importable
+    from .gpu import rational_forward_triton, rational_steps_triton, triton_available, triton_importable
 
     if triton_importable() and torch.cuda.is_available():
         IMPLEMENTATIONS["triton"] = rational_forward_triton
+        STEP_IMPLEMENTATIONS["triton"] = rational_steps_triton
 except Exception:  # pragma: no cover - never let an optional GPU path break the import
 
     def triton_available(device: torch.device | str = "cuda") -> bool:
@@ -167,7 +168,7 @@ def rational_steps(
 ) -> Tensor:
     """Every step's WFSA scores ``[T, B, d]`` (``y_j(t) = sum_i c_ji(t)``, zero at padding;
     :func:`reference.rational_steps_ref`). ``impl`` as for :func:`rational_forward`; an
-    implementation without a per-step kernel (``triton``) falls back to ``scan``."""
+    implementation without a per-step kernel falls back to ``scan``."""
     name = choose_impl(x) if impl == "auto" else impl
     if name not in IMPLEMENTATIONS:
         raise ImplError(f"unknown impl {name!r}; use one of: {_choices()}")
