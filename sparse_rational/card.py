@@ -51,7 +51,7 @@ def model_card(config: dict, metrics: Any) -> str:
             dim=model.get("embedding_dim"),
             vocab=model.get("vocab_size"),
             readout=model.get("readout", "final"),
-            initial=format_structure(tuple(initial)) if initial else None,
+            initial=format_structure(initial) if initial else None,
             data=_data(metrics),
             dataset=dataset if isinstance(dataset, str) else None,
             max_tokens=(metrics.get("hyperparameters") or {}).get("max_tokens", "20000"),

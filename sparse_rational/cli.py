@@ -246,9 +246,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .ops import forced_impl
     from .pipeline import train_structure_path, train_text_classifier, tune_text_classifier
-    from .structure import parse_patterns
+    from .structure import parse_stack
 
-    parse_patterns(args.patterns)  # fail before reading any data
+    parse_stack(args.patterns, args.layers)  # fail before reading any data
     forced_impl()
     targets = args.target_transitions
     if getattr(args, "structure_search", None) == "path" and targets is None:
@@ -376,7 +376,7 @@ def _report(m, indent: str = "") -> None:
     dev = f"dev accuracy {m['dev_accuracy']:.4f}" if m.get("dev_accuracy") is not None else "no dev set"
     print(f"{indent}{dev}{test}")
     print(
-        f"{indent}structure {format_structure(tuple(m['structure']))}: {m['wfsas']} WFSAs, {m['transitions']} "
+        f"{indent}structure {format_structure(m['structure'])}: {m['wfsas']} WFSAs, {m['transitions']} "
         f"transitions, {m['parameters']} parameters (lambda {m['reg_strength']:.3g}); {m['train_seconds']:.0f}s, "
         f"{m['seconds_per_epoch']:.2f}s/epoch"
     )

@@ -28,7 +28,9 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 class ModelOptions:
     """What a new model looks like before structure learning."""
 
-    patterns: str = _opt("24x4", "WFSAs, e.g. 24x4 or 6x1,6x2,6x3,6x4")
+    patterns: str = _opt(
+        "24x4", "WFSAs (per layer and direction), e.g. 24x4 or 6x1,6x2,6x3,6x4; one per layer: 24x4/12x2"
+    )
     dropout: float = _opt(0.2, "dropout on the WFSA scores", kind="probability")
     input_dropout: float = _opt(0.2, "variational dropout on the word vectors", kind="probability")
     readout: str = _opt(
@@ -41,6 +43,10 @@ class ModelOptions:
     self_loop_bias: float = _opt(
         0.0, "initial bias of every self-loop (f = sigmoid(bias): larger remembers longer)", kind="float"
     )
+    layers: int = _opt(
+        1, "stacked layers of WFSAs (layer k+1 reads the per-step scores of layer k's WFSAs)", kind="positive"
+    )
+    bidirectional: bool = _opt(False, "a second set of WFSAs per layer reads each document right to left")
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,9 @@ def add_arguments(
         if value is not None:
             help_text += f" (default {value})"
         kind = f.metadata.get("kind")
+        if isinstance(value, bool):  # a switch: --flag turns it on
+            parser.add_argument(flag(f.name), dest=f.name, action="store_true", help=help_text.replace("%", "%%"))
+            continue
         extra = {"choices": f.metadata["choices"]} if "choices" in f.metadata else {}
         parser.add_argument(
             flag(f.name),

@@ -64,6 +64,8 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         self,
         embeddings: str = RunOptions.embeddings,
         patterns: str = default(_M, "patterns"),
+        layers: int = default(_M, "layers"),
+        bidirectional: bool = default(_M, "bidirectional"),
         dropout: float = default(_M, "dropout"),
         input_dropout: float = default(_M, "input_dropout"),
         readout: str = default(_M, "readout"),
@@ -96,6 +98,8 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.embeddings = embeddings
         self.patterns = patterns
+        self.layers = layers
+        self.bidirectional = bidirectional
         self.dropout = dropout
         self.input_dropout = input_dropout
         self.readout = readout

@@ -1,8 +1,8 @@
-"""Export a model as plain JSON (``sparse-rational-automata/2``) to run it outside PyTorch.
+"""Export a model as plain JSON (``sparse-rational-automata/3``) to run it outside PyTorch.
 
 Schema::
 
-    {"format": "sparse-rational-automata/2",
+    {"format": "sparse-rational-automata/3",
      "readout": "final" | "mean" | "max",
      "classes": [...],
      "tokens": {"lowercase": bool, "bos": str|null, "eos": str|null, "unk": str},
@@ -15,17 +15,26 @@ Schema::
                                           # it): row i = (w_s.x, all states s, then v_s.x + b_s,
                                           # all states s) for x = embeddings[i], 2N numbers
 
+A stacked or bidirectional model has ``"layers": [{"forward": [wfsa, ...], "backward":
+[wfsa, ...]}, ...]`` (WFSAs as in ``"wfsas"``) instead of ``"wfsas"``: layer ``k + 1`` reads,
+at each token, the vector of every WFSA's per-step score ``sum_k c_k`` of layer ``k``
+(forward WFSAs, then backward ones); a backward WFSA reads the tokens right to left and its
+per-step scores are put back in reading order; the top layer's scores (``sum_k r(c_k)``)
+feed the classifier.
+
 Scoring a document (token ids ``x_1..x_T`` including ``<s>``/``</s>``): for each WFSA,
 ``c_0 = 1``, ``c_k = 0``; at each token ``f_k = sigmoid(v_k.x + b_k)``,
 ``u_k = (w_k.x)(1 - f_k)``, ``c_k <- f_k c_k + u_k c_{k-1}`` (all k at once, old values on
 the right); the score is ``sum_k r(c_k)``, where the readout ``r`` takes ``c_k`` after the
 last token (``final``), its mean over the tokens (``mean``) or its max over them (``max``);
-logits = ``weight @ scores + bias``. Version 1 had no readout (always ``final``).
+logits = ``weight @ scores + bias``. Version 1 had no readout (always ``final``); version 2
+had no ``"layers"`` (a one-layer model's file is version 2's with the new format name).
 
-``folded`` is the projection folded into the vocabulary (:mod:`sparse_rational.folded`):
-the states are numbered WFSA after WFSA (``wfsas[0]``'s states first), N of them, so a
-scorer reads ``w_k.x`` and ``v_k.x + b_k`` of every token from one row instead of
-computing them from the vector (``embeddings`` stays, for readers of earlier files).
+``folded`` (one-layer models only) is the projection folded into the vocabulary
+(:mod:`sparse_rational.folded`): the states are numbered WFSA after WFSA (``wfsas[0]``'s
+states first), N of them, so a scorer reads ``w_k.x`` and ``v_k.x + b_k`` of every token
+from one row instead of computing them from the vector (``embeddings`` stays, for readers
+of earlier files).
 """
 
 from __future__ import annotations
@@ -35,12 +44,13 @@ from typing import TYPE_CHECKING, cast
 
 from .errors import UserError
 from .fileio import atomic_write_json
+from .model import WFSALayer
 from .pipeline import TextClassifier
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-FORMAT = "sparse-rational-automata/2"
+FORMAT = "sparse-rational-automata/3"
 
 
 def export_dict(clf: TextClassifier) -> dict:
@@ -52,14 +62,13 @@ def export_dict(clf: TextClassifier) -> dict:
     from .folded import FoldedModel
 
     model = clf.model
-    folded = FoldedModel.from_torch(model).table  # [V, 2N] float32
-    w = model.wfsa.w.detach().double().cpu().T.tolist()  # [N][e]
-    v = model.wfsa.v.detach().double().cpu().T.tolist()
-    b = model.wfsa.b.detach().double().cpu().tolist()
-    wfsas = [
-        {"states": [{"w": w[k], "v": v[k], "b": b[k]} for k in range(start, end)]}
-        for start, end in model.wfsa.layout.slices
-    ]
+    if model.config.deep:
+        layers: list[dict] = [{} for _ in range(model.config.layers)]
+        for k, direction, layer in model.wfsa_layers():
+            layers[k][direction] = _wfsas(layer)
+        automata: dict = {"layers": layers}
+    else:
+        automata = {"wfsas": _wfsas(model.wfsa), "folded": FoldedModel.from_torch(model).table.astype(float).tolist()}
     return {
         "format": FORMAT,
         "readout": model.config.readout,
@@ -67,13 +76,21 @@ def export_dict(clf: TextClassifier) -> dict:
         "tokens": clf.vocab.token_settings(),
         "vocab": list(clf.vocab.tokens),
         "embeddings": cast("Tensor", model.embeddings).detach().double().cpu().tolist(),
-        "wfsas": wfsas,
+        **automata,
         "classifier": {
             "weight": model.classifier.weight.detach().double().cpu().tolist(),
             "bias": model.classifier.bias.detach().double().cpu().tolist(),
         },
-        "folded": folded.astype(float).tolist(),
     }
+
+
+def _wfsas(layer: WFSALayer) -> list[dict]:
+    w = layer.w.detach().double().cpu().T.tolist()  # [N][e]
+    v = layer.v.detach().double().cpu().T.tolist()
+    b = layer.b.detach().double().cpu().tolist()
+    return [
+        {"states": [{"w": w[k], "v": v[k], "b": b[k]} for k in range(start, end)]} for start, end in layer.layout.slices
+    ]
 
 
 def export_json(clf: TextClassifier, path: str | os.PathLike) -> None:

@@ -312,7 +312,8 @@ class FoldedClassifier:
 
 
 def _check_config(cfg: Any, path: Path) -> dict | None:
-    """The ``"model"`` section of a static-vector model's config, checked (None: not static)."""
+    """The ``"model"`` section of a static-vector model's config, checked (None: not static,
+    or a stacked or bidirectional model, which only the PyTorch model reads)."""
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         raise UserError(f"{path}: not a {FORMAT} model config")
     raw = cfg.get("model")
@@ -320,6 +321,8 @@ def _check_config(cfg: Any, path: Path) -> dict | None:
         raise UserError(f'{path}: "model" must be a JSON object')
     size = raw.get("vocab_size", 0)
     if isinstance(size, int) and not isinstance(size, bool) and size == 0:
+        return None
+    if "stack" in raw or "layers" in raw:
         return None
     return raw
 
@@ -375,6 +378,8 @@ def is_static_model(path: str | os.PathLike) -> bool:
     the config cannot be read: the full loader then says what is wrong)."""
     try:
         cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-        return bool(cfg["model"]["vocab_size"])
+        model = cfg["model"]
+        # one left-to-right layer only: stacked and bidirectional models take the PyTorch path
+        return bool(model["vocab_size"]) and "stack" not in model and "layers" not in model
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False

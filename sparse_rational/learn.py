@@ -114,7 +114,7 @@ def search_reg_strength(
         )
 
         def pruned_structure(model: RationalClassifier = model) -> tuple[int, ...]:
-            return prune(model, opts.epsilon).model.config.structure
+            return prune(model, opts.epsilon).model.config.all_lengths
 
         structure = phases.record(name, "structure", pruned_structure)
         n = sum(structure)
@@ -180,7 +180,7 @@ def learn_structure(
     if verbose:
         _log.info(
             f"pruned at {opts.epsilon}: {sum(before)} -> {model.config.transitions} transitions, "
-            f"structure {format_structure(model.config.structure)}",
+            f"structure {format_structure(model.config.structure_record())}",
         )
     finetune = _finetune(phases, "finetune", model, train, dev, cfg, verbose)
     return LearnResult(model, lam, before, norms, pen_fit, finetune, search)
@@ -294,7 +294,7 @@ def regularisation_path(
             _log.info(
                 f"target {target}: snapshot at epoch {info['epoch']} (lambda {info['reg_strength']:.3g}), "
                 f"{pruned.model.config.transitions} transitions, structure "
-                f"{format_structure(pruned.model.config.structure)}",
+                f"{format_structure(pruned.model.config.structure_record())}",
             )
         finetune = _finetune(phases, f"finetune:t{target}", pruned.model, train, dev, cfg, verbose, keep=True)
         models[target] = LearnResult(
@@ -319,7 +319,7 @@ def _finetune(
     keep: bool = False,
 ) -> FitResult:
     """Finetune a pruned model without the penalty (or set it to the class prior if empty)."""
-    if not model.config.structure:
+    if not model.config.transitions:
         if verbose:
             _log.info(
                 "every state was pruned: nothing to finetune, the model predicts the class prior "

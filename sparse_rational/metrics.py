@@ -19,12 +19,12 @@ import numpy as np
 @dataclass(eq=False)
 class Metrics(Mapping):
     # the model
-    structure: list[int] | None = None  # WFSA lengths of the final model
+    structure: list[int] | dict | None = None  # WFSA lengths of the final model (stacked: per layer and direction)
     structure_summary: str | None = None  # e.g. "2x4,1x2"
     transitions: int | None = None  # sum of the lengths: the x-axis of the paper's Figure 3
     wfsas: int | None = None
     parameters: int | None = None  # trainable parameters (the frozen vectors not counted)
-    structure_initial: list[int] | None = None  # --patterns
+    structure_initial: list[int] | dict | None = None  # --patterns
     # accuracy
     dev_accuracy: float | None = None  # None without a dev set
     test_accuracy: float | None = None
@@ -45,7 +45,7 @@ class Metrics(Mapping):
     reg_strength: float | None = None
     epsilon: float | None = None
     transitions_before_pruning: int | None = None
-    structure_before_finetune: list[int] | None = None
+    structure_before_finetune: list[int] | dict | None = None
     group_norms: list[list[float]] | None = None  # per WFSA, per state, before pruning
     penalised_epochs: int | None = None
     finetune_epochs: int | None = None

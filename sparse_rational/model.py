@@ -4,51 +4,131 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from .layout import StateLayout
-from .ops import rational_forward
+from .ops import rational_forward, rational_steps, reverse_documents
 
 READOUTS = ("final", "mean", "max")
+
+
+DIRECTIONS = ("forward", "backward")
+
+Stack = tuple[tuple[tuple[int, ...], ...], ...]
+"""The structures of a stacked model: per layer, per direction (forward[, backward])."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; the learned structure lives here.
 
-    ``structure``: the length ``n_j >= 1`` of each WFSA (main-path transitions); an empty
-    tuple is a model with no WFSA left (it predicts the class prior).
+    ``structure``: the length ``n_j >= 1`` of each WFSA (main-path transitions) of the first
+    layer's left-to-right WFSAs; an empty tuple is a model with no WFSA left (it predicts the
+    class prior).
+
+    Stacked and bidirectional models (``layers > 1`` or ``bidirectional``): ``stack`` holds
+    the structure of every layer and direction (``stack[k][0]`` forward, ``stack[k][1]``
+    backward), ``structure`` is ``stack[0][0]``. Left empty, every layer and direction gets
+    ``structure``. Layer ``k + 1`` reads the per-step scores of every WFSA of layer ``k``
+    (both directions), so its input size is the number of WFSAs of layer ``k``. A one-layer
+    left-to-right model has ``stack == ()`` and saves exactly what it saved before.
     """
 
     structure: tuple[int, ...]
     embedding_dim: int
     num_classes: int
     vocab_size: int = 0  # 0: the model takes vectors, not token ids
-    dropout: float = 0.2  # on the WFSA scores, before the linear layer
+    dropout: float = 0.2  # on the WFSA scores, before the linear layer (and between layers)
     input_dropout: float = 0.2  # variational (one mask per document) on the input vectors
     readout: str = "final"  # how a WFSA's score is read: at the end (the paper), mean or max over time
+    layers: int = 1  # stacked layers of WFSAs
+    bidirectional: bool = False  # a second set of WFSAs per layer reads each document right to left
+    stack: Stack = ()  # every layer's and direction's structure (deep models only)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "structure", tuple(int(n) for n in self.structure))
-        if any(n < 1 for n in self.structure):
-            raise ValueError(f"WFSA lengths must be >= 1, got {self.structure}")
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
+        if int(self.layers) < 1:
+            raise ValueError(f"layers must be >= 1, got {self.layers}")
+        object.__setattr__(self, "layers", int(self.layers))
+        object.__setattr__(self, "bidirectional", bool(self.bidirectional))
+        stack = tuple(tuple(tuple(int(n) for n in s) for s in layer) for layer in self.stack)
+        ndir = 2 if self.bidirectional else 1
+        if not self.deep:
+            if stack not in ((), ((self.structure,),)):
+                raise ValueError(f"a one-layer left-to-right model has no stack, got {self.stack}")
+            stack = ()
+        else:
+            if not stack:
+                stack = tuple(tuple(self.structure for _ in range(ndir)) for _ in range(self.layers))
+            if len(stack) != self.layers or any(len(layer) != ndir for layer in stack):
+                raise ValueError(f"stack {stack} does not have {self.layers} layers of {ndir} direction(s)")
+            object.__setattr__(self, "structure", stack[0][0])
+        object.__setattr__(self, "stack", stack)
+        if any(n < 1 for n in self.all_lengths):
+            raise ValueError(f"WFSA lengths must be >= 1, got {self.structure_record()}")
+
+    @property
+    def deep(self) -> bool:
+        """More than one layer, or bidirectional."""
+        return self.layers > 1 or self.bidirectional
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return DIRECTIONS if self.bidirectional else DIRECTIONS[:1]
+
+    @property
+    def structures(self) -> Stack:
+        """Every layer's structures, per direction (``((structure,),)`` for one layer)."""
+        return self.stack if self.deep else ((self.structure,),)
+
+    @property
+    def all_lengths(self) -> tuple[int, ...]:
+        """Every WFSA's length, layer by layer, direction by direction (flat)."""
+        return tuple(n for layer in self.structures for s in layer for n in s)
 
     @property
     def transitions(self) -> int:
-        return sum(self.structure)
+        return sum(self.all_lengths)
+
+    @property
+    def num_scores(self) -> int:
+        """The classifier's input size: the number of WFSAs of the top layer."""
+        return sum(len(s) for s in self.structures[-1])
+
+    def layer_input_dim(self, k: int) -> int:
+        """What layer ``k`` reads: the word vectors (``k = 0``) or one score per WFSA of layer ``k - 1``."""
+        return self.embedding_dim if k == 0 else sum(len(s) for s in self.structures[k - 1])
+
+    def structure_record(self) -> list[int] | dict:
+        """The structure as metrics.json records it: a flat list for one left-to-right layer,
+        else ``{"layers": [{"forward": [...], "backward": [...]}, ...]}``."""
+        if not self.deep:
+            return list(self.structure)
+        return {"layers": [{d: list(s) for d, s in zip(self.directions, layer)} for layer in self.stack]}
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["structure"] = list(self.structure)
+        if self.deep:
+            d["stack"] = [{k: list(s) for k, s in zip(self.directions, layer)} for layer in self.stack]
+        else:  # one left-to-right layer: exactly the keys it always had
+            for key in ("layers", "bidirectional", "stack"):
+                del d[key]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        d = dict(d)
+        if isinstance(d.get("stack"), list):
+            d["stack"] = tuple(
+                tuple(tuple(layer[name]) for name in DIRECTIONS if name in layer) if isinstance(layer, dict) else layer
+                for layer in d["stack"]
+            )
         return cls(**d)
 
 
@@ -86,7 +166,7 @@ class WFSALayer(nn.Module):
         self.impl = impl
         self.readout = readout
         n, e = sum(self.structure), embedding_dim
-        bound = math.sqrt(3.0 / e)  # each column ~ unit norm: groups start near sqrt(2)
+        bound = math.sqrt(3.0 / max(e, 1))  # each column ~ unit norm: groups start near sqrt(2)
         self.w = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
         self.v = nn.Parameter(torch.empty(e, n).uniform_(-bound, bound))
         self.b = nn.Parameter(torch.full((n,), float(self_loop_bias)))
@@ -99,6 +179,11 @@ class WFSALayer(nn.Module):
     def states(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Plus-times values of all states read out over each document, ``[B, N]``."""
         return rational_forward(x, self.w, self.v, self.b, self.layout, mask, impl=self.impl, readout=self.readout)
+
+    def steps(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Every step's WFSA scores ``[T, B, d]`` (``sum_i c_ji(t)``, zero at padding): what
+        the next layer of a stacked model reads."""
+        return rational_steps(x, self.w, self.v, self.b, self.layout, mask, impl=self.impl)
 
     @property
     def is_first(self) -> Tensor:
@@ -156,9 +241,16 @@ class RationalClassifier(nn.Module):
         self.wfsa = WFSALayer(
             config.structure, config.embedding_dim, impl=impl, readout=config.readout, self_loop_bias=self_loop_bias
         )
+        self.upper = nn.ModuleDict()  # deep models: every layer and direction but the first forward one
+        for k, layer in enumerate(config.structures):
+            for direction, structure in zip(config.directions, layer):
+                if (k, direction) != (0, "forward"):
+                    self.upper[f"l{k}_{direction}"] = WFSALayer(
+                        structure, config.layer_input_dim(k), impl, config.readout, self_loop_bias
+                    )
         self.dropout = nn.Dropout(config.dropout)
-        if config.structure:
-            self.classifier = nn.Linear(len(config.structure), config.num_classes)
+        if config.num_scores:
+            self.classifier = nn.Linear(config.num_scores, config.num_classes)
         else:  # every state pruned: only the bias is left (the class prior after finetuning)
             self.classifier = nn.Linear(1, config.num_classes)
             self.classifier.weight = nn.Parameter(torch.empty(config.num_classes, 0))
@@ -175,8 +267,49 @@ class RationalClassifier(nn.Module):
         if self.precision != "fp32" and x.is_cuda:  # the projection in half, the recurrence in float32
             half = torch.bfloat16 if self.precision == "bf16" else torch.float16
             with torch.autocast("cuda", dtype=half):
-                return self.wfsa(x, mask.transpose(0, 1)).float()
-        return self.wfsa(x, mask.transpose(0, 1))
+                return self._layers(x, mask.transpose(0, 1)).float()
+        return self._layers(x, mask.transpose(0, 1))
+
+    def _layers(self, x: Tensor, mask: Tensor) -> Tensor:
+        if not self.config.deep:
+            return self.wfsa(x, mask)
+        return self.stacked_scores(x, mask)
+
+    def wfsa_layers(self) -> list[tuple[int, str, WFSALayer]]:
+        """``(layer, direction, WFSA layer)`` for every layer and direction, bottom up."""
+        out = []
+        for k, layer in enumerate(self.config.structures):
+            for direction in self.config.directions[: len(layer)]:
+                module = self.wfsa if (k, direction) == (0, "forward") else self.upper[f"l{k}_{direction}"]
+                out.append((k, direction, cast(WFSALayer, module)))
+        return out
+
+    def stacked_scores(self, x: Tensor, mask: Tensor | None, all_layers: bool = False) -> Any:
+        """The top layer's WFSA scores ``[B, d_top]`` of a stacked or bidirectional model
+        (``x [T, B, e]``, ``mask [T, B]``, right-padded). Layer ``k + 1`` reads the per-step
+        scores of every WFSA of layer ``k`` (forward, then backward, concatenated); a backward
+        WFSA reads each document reversed within its real tokens, and its per-step scores
+        are put back in reading order. ``all_layers``: also the per-step scores of the lower
+        layers, ``([T, B, d_k] per lower layer, top scores)``."""
+        modules = self.wfsa_layers()
+        top = self.config.layers - 1
+        lower: list[Tensor] = []
+        if self.config.transitions == 0:
+            return (lower, x.new_zeros(x.shape[1], 0)) if all_layers else x.new_zeros(x.shape[1], 0)
+        for k in range(self.config.layers):
+            outs = []
+            for _, direction, layer in (m for m in modules if m[0] == k):
+                xin = x if direction == "forward" else reverse_documents(x, mask)
+                if k == top:
+                    outs.append(layer(xin, mask))
+                else:
+                    y = layer.steps(xin, mask)
+                    outs.append(y if direction == "forward" else reverse_documents(y, mask))
+            x = torch.cat(outs, dim=-1)
+            if k < top:
+                lower.append(x)
+                x = self.dropout(x)
+        return (lower, x) if all_layers else x
 
     def forward_vectors(self, vectors: Tensor, mask: Tensor) -> Tensor:
         return self.classifier(self.dropout(self.scores(vectors, mask)))
@@ -198,8 +331,11 @@ class RationalClassifier(nn.Module):
         return RowsReader(self, rows)
 
     def penalty(self) -> Tensor:
-        """Group lasso: ``sum_s ||g_s||_2`` (no sqrt(group size) factor, as the authors)."""
-        return self.wfsa.group_norms().sum()
+        """Group lasso: ``sum_s ||g_s||_2`` over every state of every layer and direction (no
+        sqrt(group size) factor, as the authors)."""
+        if not self.config.deep:
+            return self.wfsa.group_norms().sum()
+        return torch.stack([m.group_norms().sum() for _, _, m in self.wfsa_layers()]).sum()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

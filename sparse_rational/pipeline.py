@@ -54,7 +54,7 @@ from .model import READOUTS, ModelConfig, RationalClassifier
 from .ops import forced_impl
 from .phases import Phases
 from .provenance import provenance
-from .structure import format_structure, parse_patterns
+from .structure import format_structure, parse_stack
 from .train import EncodedData, accuracy, predict_proba
 from .vocab import Vocabulary
 
@@ -235,7 +235,13 @@ class TextClassifier:
         (:mod:`~sparse_rational.folded`), built on first use and again whenever a tensor of
         the model has changed; None for transformer vectors, or when a recurrence kernel is
         asked for (``impl`` or ``$SPARSE_RATIONAL_IMPL``: the PyTorch path then runs it)."""
-        if self.vocab is None or self.model.wfsa.impl != "auto" or forced_impl() is not None:
+        if (
+            self.vocab is None
+            or self.model.config.deep  # stacked or bidirectional: the PyTorch model reads it
+            or self.model.wfsa.impl != "auto"
+            or forced_impl() is not None
+            or self.device.type != "cpu"
+        ):
             return None
         tensors = [*self.model.parameters(), *self.model.buffers()]
         key = (id(self.model), tuple((id(t), t._version) for t in tensors))
@@ -428,7 +434,7 @@ def _seeded_model(
     return make
 
 
-def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, hf_options, device, precision):
+def _prepare_data(splits, embeddings, stack, classes, mopts, seed, verbose, hf_options, device, precision):
     """The featurizer of ``embeddings`` (a vocabulary and its frozen static vectors, or the
     transformer vectors of every text, encoded once into the disk cache or read from it),
     the documents as row ids, and a factory of models built over the featurizer's rows."""
@@ -441,14 +447,20 @@ def _prepare_data(splits, embeddings, structure, classes, mopts, seed, verbose, 
         num_classes=len(classes),
         device=str(device),
     )
+    ndir = 2 if mopts.bidirectional else 1
     config = ModelConfig(
-        structure,
+        stack[0],
         featurizer.dim,
         len(classes),
         featurizer.vocab_size,
         mopts.dropout,
         mopts.input_dropout,
         mopts.readout,
+        **(
+            {"layers": len(stack), "bidirectional": mopts.bidirectional, "stack": tuple((s,) * ndir for s in stack)}
+            if len(stack) > 1 or mopts.bidirectional
+            else {}
+        ),
     )
     clf = TextClassifier(RationalClassifier(config, featurizer.rows), featurizer, classes)
     train = clf.encode(splits.train)
@@ -473,6 +485,7 @@ class _Run:
     splits: Splits
     embeddings: str
     start: float
+    initial: Any = None  # the structure record of the initial model (stacked models: per layer and direction)
 
 
 def _prepare(
@@ -520,11 +533,18 @@ def _prepare(
         raise ParameterError("reg_strength", f"must be a finite number >= 0, got {opts.reg_strength}")
     if opts.target_transitions is not None and opts.reg_strength > 0:
         raise ParameterError("reg_strength", "give either reg_strength or target_transitions, not both")
-    structure = parse_patterns(mopts.patterns) if isinstance(mopts.patterns, str) else tuple(mopts.patterns)
+    if isinstance(mopts.layers, bool) or not isinstance(mopts.layers, int) or mopts.layers < 1:
+        raise ParameterError("layers", f"must be a positive integer, got {mopts.layers!r}")
+    if isinstance(mopts.patterns, str):
+        stack = parse_stack(mopts.patterns, mopts.layers)
+    else:
+        stack = (tuple(mopts.patterns),) * mopts.layers
+    structure = stack[0]
+    total = sum(map(sum, stack)) * (2 if mopts.bidirectional else 1)
     for t in opts.targets:
-        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= sum(structure):
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= total:
             raise ParameterError(
-                "target_transitions", f"{t}: must be between 1 and the {sum(structure)} transitions of patterns"
+                "target_transitions", f"{t}: must be between 1 and the {total} transitions of patterns"
             )
     if len(opts.targets) > 1 and opts.structure_search != "path":
         raise ParameterError(
@@ -546,9 +566,10 @@ def _prepare(
     device = resolve_device(options.device)
     check_precision(options.precision, device)
     clf, train, dev, make, prep = _prepare_data(
-        splits, embeddings, structure, classes, mopts, cfg.seed, verbose, hf_options, device, options.precision
+        splits, embeddings, stack, classes, mopts, cfg.seed, verbose, hf_options, device, options.precision
     )
-    return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start)
+    initial = clf.model.config.structure_record()
+    return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start, initial)
 
 
 def _finish(
@@ -563,10 +584,10 @@ def _finish(
     ``history``: the epochs of the phases that made it)."""
     cfg, opts = run.cfg, run.opts
     clf = TextClassifier(model, run.clf.featurizer, run.clf.classes)
-    metrics = Metrics(structure_initial=list(run.structure), encoding=run.prep.get("encoding"), reg_strength=0.0)
+    metrics = Metrics(structure_initial=run.initial, encoding=run.prep.get("encoding"), reg_strength=0.0)
     if learned is not None:
         metrics.reg_strength = learned.reg_strength
-        metrics.structure_before_finetune = list(model.config.structure)
+        metrics.structure_before_finetune = model.config.structure_record()
         metrics.transitions_before_pruning = sum(learned.structure_before_pruning)
         metrics.group_norms = learned.group_norms
         metrics.epsilon = opts.epsilon
@@ -584,8 +605,9 @@ def _finish(
     model.eval()
     final = model.config
     metrics.dev_accuracy = accuracy(model, run.dev) if len(run.dev) else None
-    metrics.structure, metrics.structure_summary = list(final.structure), format_structure(final.structure)
-    metrics.transitions, metrics.wfsas = final.transitions, len(final.structure)
+    metrics.structure = final.structure_record()
+    metrics.structure_summary = format_structure(metrics.structure)
+    metrics.transitions, metrics.wfsas = final.transitions, len(final.all_lengths)
     metrics.parameters = model.num_parameters()
     metrics.embeddings, metrics.train_size, metrics.dev_size = (
         run.embeddings,
@@ -597,6 +619,7 @@ def _finish(
         "dropout": run.mopts.dropout,
         "input_dropout": run.mopts.input_dropout,
         "readout": run.mopts.readout,
+        **({"layers": run.mopts.layers, "bidirectional": run.mopts.bidirectional} if run.clf.model.config.deep else {}),
         "self_loop_bias": run.mopts.self_loop_bias,
         "reg_epochs": opts.reg_epochs,
         "penalty_update": opts.penalty_update,
@@ -763,7 +786,7 @@ def train_structure_path(
         "penalty_update": run.opts.penalty_update,
         "epsilon": run.opts.epsilon,
         "reg_epochs": run.opts.reg_epochs,
-        "patterns": list(run.structure),
+        "patterns": run.initial,
         "lr": run.cfg.lr,
         "seed": run.cfg.seed,
     }

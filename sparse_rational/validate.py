@@ -69,7 +69,18 @@ def model_config(raw, path: str | os.PathLike):
         raise UserError(f"{path}: {one_line(f'bad model config ({exc})')}") from None
 
 
-MODEL_FIELDS = ("structure", "embedding_dim", "num_classes", "vocab_size", "dropout", "input_dropout", "readout")
+MODEL_FIELDS = (
+    "structure",
+    "embedding_dim",
+    "num_classes",
+    "vocab_size",
+    "dropout",
+    "input_dropout",
+    "readout",
+    "layers",  # stacked or bidirectional models (checked by ModelConfig.from_dict)
+    "bidirectional",
+    "stack",
+)
 
 
 def model_fields(raw, path: str | os.PathLike) -> dict:

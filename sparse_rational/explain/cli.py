@@ -88,6 +88,9 @@ def run(args: argparse.Namespace, out=None) -> int:
             raise UserError(f"--html {args.html}: is a folder")
     use_threads(getattr(args, "threads", None))
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
+    deep = clf.model.config.deep
+    if deep and args.html:
+        raise UserError("explain: --html covers one-layer left-to-right models; this one is stacked or bidirectional")
     splits = _splits(args)
     structure = clf.model.config.structure
     if splits is not None:
@@ -99,15 +102,21 @@ def run(args: argparse.Namespace, out=None) -> int:
             if readout == "final"
             else (f"; {readout} readout: each document's best and worst span ending at any token")
         )
+        first = " of the first layer, left to right" if deep else ""
         out.write(
-            f"Patterns of {args.model} ({len(structure)} WFSAs, {sum(structure)} transitions), "
+            f"Patterns of {args.model}{first} ({len(structure)} WFSAs, {sum(structure)} transitions), "
             f"over {len(train_docs)} training documents{pooled}\n\n"
         )
         out.write(format_table(patterns))
         out.write("\n")
     if args.doc is not None:
-        exp = explain_documents(clf, encode_documents(clf, [args.doc]))[0]
-        out.write(format_explanation(exp, structure))
+        if deep:
+            from .stacked import explain_stacked, format_stacked_explanation
+
+            out.write(format_stacked_explanation(explain_stacked(clf, encode_documents(clf, [args.doc]))[0]))
+        else:
+            exp = explain_documents(clf, encode_documents(clf, [args.doc]))[0]
+            out.write(format_explanation(exp, structure))
     if args.html:
         from .report import render_report
 

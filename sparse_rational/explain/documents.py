@@ -162,8 +162,10 @@ def score_documents(model, docs: Sequence[Document], batch_size: int = 128, deco
             x, mask = batch_vectors(model, [docs[i] for i in idx])
             rows = torch.as_tensor(idx)
             s = model.scores(x, mask)
-            scores[rows] = s.cpu().to(dtype)
             logits[rows] = model.classifier(s).cpu().to(dtype)
+            if model.config.deep:  # Table 1 shows the first layer's left-to-right WFSAs
+                s = model.wfsa(x.transpose(0, 1), mask.transpose(0, 1))
+            scores[rows] = s.cpu().to(dtype)
             if not d:
                 continue
             u, f = _weights(model, x)

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from ..errors import ParameterError, UserError
 from .documents import (
@@ -129,6 +130,11 @@ class PatternSummary:
         return self.strength * self.score_std
 
     def vote_text(self) -> str:
+        if any(np.isnan(self.weights)):  # the first layer of a stacked model: no classifier weight
+            return (
+                f"first layer, left to right (its per-step scores feed the layer above); "
+                f"training scores mean {self.score_mean:+.3f} sd {self.score_std:.3f}"
+            )
         weights = ", ".join(f"{c} {w:+.3f}" for c, w in zip(self.classes, self.weights))
         return (
             f"high scores vote {self.votes_for}, low ones {self.votes_against} "
@@ -155,6 +161,8 @@ def summarize_patterns(
     paths = corpus.paths
     assert paths is not None
     W = model.classifier.weight.detach().float().cpu()
+    if model.config.deep:  # the first layer feeds the layer above, not the classifier
+        W = torch.full((len(clf.classes), len(model.config.structure)), float("nan"))
     out = []
     for j, n in enumerate(model.config.structure):
         picked: dict[str, list[Phrase]] = {}

@@ -43,19 +43,25 @@ from .reference import (
     READOUTS,
     ReadoutError,
     rational_forward_ref,
+    rational_steps_ref,
     readout_code,
+    reverse_documents,
     semiring_dp,
     shift_states,
     transition_weights,
 )
-from .scan import rational_forward_scan
+from .scan import rational_forward_scan, rational_steps_scan
 
 IMPLEMENTATIONS = {"reference": rational_forward_ref, "scan": rational_forward_scan}
+STEP_IMPLEMENTATIONS = {"reference": rational_steps_ref, "scan": rational_steps_scan}
+"""Implementations of :func:`rational_steps` (every step's WFSA scores, the lower layers of a
+stacked model); the signature of :func:`reference.rational_steps_ref`."""
 
 try:  # defining the custom op compiles nothing; never let it break the import
-    from .cpu import build_error, cpp_available, rational_forward_cpp
+    from .cpu import build_error, cpp_available, rational_forward_cpp, rational_steps_cpp
 
     IMPLEMENTATIONS["cpp"] = rational_forward_cpp
+    STEP_IMPLEMENTATIONS["cpp"] = rational_steps_cpp
 except Exception as _exc:  # pragma: no cover - depends on the torch build
     _cpu_import_error = f"{type(_exc).__name__}: {_exc}"
 
@@ -67,10 +73,11 @@ except Exception as _exc:  # pragma: no cover - depends on the torch build
 
 
 try:  # finds triton without importing it; the kernels are compiled on first use
-    from .gpu import rational_forward_triton, triton_available, triton_importable
+    from .gpu import rational_forward_triton, rational_steps_triton, triton_available, triton_importable
 
     if triton_importable() and torch.cuda.is_available():
         IMPLEMENTATIONS["triton"] = rational_forward_triton
+        STEP_IMPLEMENTATIONS["triton"] = rational_steps_triton
 except Exception:  # pragma: no cover - never let an optional GPU path break the import
 
     def triton_available(device: torch.device | str = "cuda") -> bool:
@@ -150,6 +157,25 @@ def rational_forward(
     return fn(x, w, v, b, is_first, mask, readout=readout)
 
 
+def rational_steps(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+    impl: str = "auto",
+) -> Tensor:
+    """Every step's WFSA scores ``[T, B, d]`` (``y_j(t) = sum_i c_ji(t)``, zero at padding;
+    :func:`reference.rational_steps_ref`). ``impl`` as for :func:`rational_forward`; an
+    implementation without a per-step kernel falls back to ``scan``."""
+    name = choose_impl(x) if impl == "auto" else impl
+    if name not in IMPLEMENTATIONS:
+        raise ImplError(f"unknown impl {name!r}; use one of: {_choices()}")
+    fn = STEP_IMPLEMENTATIONS.get(name, rational_steps_scan)
+    return fn(x, w, v, b, is_first, mask)
+
+
 __all__ = [
     "ENV_VAR",
     "IMPLEMENTATIONS",
@@ -163,6 +189,11 @@ __all__ = [
     "rational_forward",
     "rational_forward_ref",
     "rational_forward_scan",
+    "rational_steps",
+    "rational_steps_ref",
+    "rational_steps_scan",
+    "reverse_documents",
+    "STEP_IMPLEMENTATIONS",
     "readout_code",
     "semiring_dp",
     "shift_states",

@@ -158,3 +158,56 @@ def rational_forward_ref(
         return cast(Tensor, semiring_dp(u, f, is_first, mask, PLUS_TIMES)[0])
     _, history = semiring_dp(u, f, is_first, mask, PLUS_TIMES, return_all=True)
     return pool_states([c for (c,) in history], mask, readout)
+
+
+def wfsa_sums(H: Tensor, owner: Tensor, num_wfsas: int, mask: Tensor | None) -> Tensor:
+    """Per-step WFSA scores from per-step states: ``y_bj(t) = sum_{s of WFSA j} H_bs(t)``
+    (``H``: ``[T, B, N]``, ``owner``: ``[N]`` long), ``[T, B, d]``, zero at padding."""
+    T, B, _ = H.shape
+    y = H.new_zeros(T, B, num_wfsas).index_add_(2, owner, H)
+    if mask is not None:
+        y = torch.where(mask.to(device=y.device, dtype=torch.bool)[..., None], y, 0.0)
+    return y
+
+
+def rational_steps_ref(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Every step's WFSA scores, ``[T, B, d]``: ``y_j(t) = sum_{i=1..n_j} c_ji(t)`` (all
+    states final, the score a one-layer model reads at the end, here after every token),
+    zero at padding. What a lower layer of a stacked model hands to the layer above.
+
+    Shapes as :func:`rational_forward_ref`; autograd differentiates the loop."""
+    layout = StateLayout.from_is_first(is_first)
+    T, B, _ = x.shape
+    d = len(layout.structure)
+    if T == 0 or layout.num_states == 0:
+        return x.new_zeros(T, B, d)
+    u, f = transition_weights(x, w, v, b)
+    _, history = semiring_dp(u, f, layout.is_first(x.device), mask, PLUS_TIMES, return_all=True)
+    H = torch.stack([c for (c,) in history])
+    return wfsa_sums(H, layout.owner(x.device), d, mask)
+
+
+def reverse_index(mask: Tensor | None, T: int, B: int, device: torch.device | str = "cpu") -> Tensor:
+    """``[T, B]`` long: position ``t`` of document ``b`` read right to left. Real tokens come
+    first (right padding): ``L_b - 1 - t`` for ``t < L_b``, padding stays where it is. The
+    map is its own inverse."""
+    t = torch.arange(T, device=device)[:, None]
+    if mask is None:
+        return (T - 1 - t).expand(T, B)
+    length = mask.to(device=device, dtype=torch.long).sum(0, keepdim=True)  # [1, B]
+    return torch.where(t < length, length - 1 - t, t)
+
+
+def reverse_documents(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Each document of ``x`` (``[T, B, ...]``, right-padded, ``mask [T, B]``) reversed
+    within its real tokens; padding stays at the end (a backward WFSA reads this)."""
+    T, B = x.shape[:2]
+    idx = reverse_index(mask, T, B, x.device)
+    return x.gather(0, idx.view(T, B, *([1] * (x.dim() - 2))).expand_as(x))

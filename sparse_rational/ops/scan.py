@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ..layout import StateLayout
-from .reference import FINAL, MEAN, readout_code
+from .reference import FINAL, MEAN, readout_code, wfsa_sums
 
 
 def _hillis_steele(A: Tensor, X: Tensor, products: bool = False, reverse: bool = False) -> tuple[Tensor, Tensor]:
@@ -209,26 +209,16 @@ def read_out(H: Tensor, real: Tensor | None, code: int) -> Tensor:
     return torch.where(length[:, None] > 0, H.gather(0, step)[0], 0.0)
 
 
-def rational_forward_scan(
-    x: Tensor,
-    w: Tensor,
-    v: Tensor,
-    b: Tensor,
-    is_first: Tensor | StateLayout,
-    mask: Tensor | None = None,
-    readout: str = "final",
-) -> Tensor:
-    """Plus-times states read out per document, ``[B, N]`` (parallel scan; readouts as in
-    :mod:`.reference`: ``final`` ``c(T)``, ``mean`` or ``max`` over the real tokens).
-
-    ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``; ``is_first``: ``[N]`` bool;
-    ``mask``: ``[T, B]`` bool (True at real tokens; at padding ``f = 1, u = 0``) or None.
-    """
-    code = readout_code(readout)
+def _level_histories(
+    x: Tensor, w: Tensor, v: Tensor, b: Tensor, layout: StateLayout, mask: Tensor | None
+) -> tuple[list[Tensor], Tensor | None]:
+    """Every level's history ``H_k [T, B, m_k]`` (states in level order, padding carried
+    over) and the real-token mask ``[T, B]`` (None: every token is real)."""
     T, B, e = x.shape
     N = w.shape[1]
-    layout = StateLayout.from_is_first(is_first)
-    perm, inverse, sizes = layout.levels
+    if N == 0 or T == 0:
+        return [], None if mask is None else mask.to(device=x.device, dtype=torch.bool)
+    _, _, sizes = layout.levels
     idx = layout.perm(w.device)
     W = torch.cat([w.index_select(1, idx), v.index_select(1, idx)], dim=1)
     proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
@@ -245,16 +235,58 @@ def rational_forward_scan(
         m = real[..., None]
         f = torch.where(m, f, torch.ones((), dtype=f.dtype, device=f.device))
         u = torch.where(m, u, torch.zeros((), dtype=u.dtype, device=u.device))
-    if N == 0 or T == 0:
-        return x.new_zeros(B, N)
-    outs = []
+    histories: list[Tensor] = []
     H = None
     for f_k, u_k in zip(f.split(sizes, dim=-1), u.split(sizes, dim=-1)):
         # level k: predecessors are the first m_k states of level k-1, one step earlier
         H = LevelScan.apply(f_k.contiguous(), u_k.contiguous(), H)
-        outs.append(read_out(H, real, code))
-    out = torch.cat(outs, dim=-1)
+        histories.append(H)
+    return histories, real
+
+
+def rational_forward_scan(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+    readout: str = "final",
+) -> Tensor:
+    """Plus-times states read out per document, ``[B, N]`` (parallel scan; readouts as in
+    :mod:`.reference`: ``final`` ``c(T)``, ``mean`` or ``max`` over the real tokens).
+
+    ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``; ``is_first``: ``[N]`` bool;
+    ``mask``: ``[T, B]`` bool (True at real tokens; at padding ``f = 1, u = 0``) or None.
+    """
+    code = readout_code(readout)
+    T, B, _ = x.shape
+    layout = StateLayout.from_is_first(is_first)
+    histories, real = _level_histories(x, w, v, b, layout, mask)
+    if not histories:
+        return x.new_zeros(B, w.shape[1])
+    out = torch.cat([read_out(H, real, code) for H in histories], dim=-1)
     return out.index_select(1, layout.inverse(out.device))  # cached: no host copy per call
 
 
-__all__ = ["LevelScan", "LinearScan", "rational_forward_scan", "read_out", "state_levels"]
+def rational_steps_scan(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Every step's WFSA scores ``[T, B, d]`` (:func:`.reference.rational_steps_ref`) from
+    the level histories of the scan; the gradient reaches :class:`LevelScan` at every step."""
+    T, B, _ = x.shape
+    layout = StateLayout.from_is_first(is_first)
+    d = len(layout.structure)
+    histories, real = _level_histories(x, w, v, b, layout, mask)
+    if not histories:
+        return x.new_zeros(T, B, d)
+    owner = layout.owner(x.device).index_select(0, layout.perm(x.device))
+    return wfsa_sums(torch.cat(histories, dim=-1), owner, d, real)
+
+
+__all__ = ["LevelScan", "LinearScan", "rational_forward_scan", "rational_steps_scan", "read_out", "state_levels"]

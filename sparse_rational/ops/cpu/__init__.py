@@ -478,11 +478,76 @@ def rational_forward_cpp(
     return wfsa_recurrence(proj, b, is_first, mask, save, readout)[0]
 
 
+STEPS = 3  # the kernel's code for "every step" (wfsa.cpp, kSteps): not a readout of READOUTS
+
+
+@torch.library.custom_op("sparse_rational::wfsa_steps", mutates_args=(), device_types="cpu")
+def wfsa_steps(proj: Tensor, bias: Tensor, is_first: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``proj [T,B,2N]``, ``bias [N]``, ``is_first [N]``, ``mask [T,B]`` or None -> ``(states
+    [B,T,N], saved [B,T,N])``: ``c(t)`` after every step (carried over at padding), and
+    ``c(0..T-1)`` one step earlier, kept for the backward. The forward is the kernel's
+    ``final`` pass with its saved states; the backward injects ``dL/dc(t)`` at every step."""
+    _require()
+    final, hist, _ = torch.ops.sparse_rational_cpp.forward(proj, bias, is_first, mask, True, 0)
+    return torch.cat([hist[:, 1:], final[:, None]], dim=1), hist
+
+
+@wfsa_steps.register_fake
+def _(proj: Tensor, bias: Tensor, is_first: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+    T, B, N2 = proj.shape
+    return proj.new_empty(B, T, N2 // 2), proj.new_empty(B, T, N2 // 2)
+
+
+def _steps_setup(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    proj, bias, is_first, mask = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(proj, bias, is_first, mask, output[1])
+
+
+def _steps_backward(ctx: Any, grad: Tensor, _grad_hist: Tensor | None) -> tuple[Tensor, Tensor, None, None]:
+    proj, bias, is_first, mask, hist = ctx.saved_tensors
+    none = torch.empty(0, 0, dtype=torch.int32)
+    dproj, dbias = torch.ops.sparse_rational_cpp.backward(
+        grad.contiguous(), proj, bias, is_first, mask, hist, none, STEPS
+    )
+    return dproj, dbias, None, None
+
+
+wfsa_steps.register_autograd(_steps_backward, setup_context=_steps_setup)
+
+
+def rational_steps_cpp(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Every step's WFSA scores ``[T, B, d]`` (:func:`..reference.rational_steps_ref`; zero
+    at padding) from the fused C++ kernel, with its hand-written backward."""
+    layout = StateLayout.from_is_first(is_first)
+    T, B, e = x.shape
+    N, d = w.shape[1], len(layout.structure)
+    if T == 0 or N == 0:
+        return x.new_zeros(T, B, d)
+    proj = (x.reshape(T * B, e) @ torch.cat([w, v], dim=1)).view(T, B, 2 * N)
+    if mask is not None:
+        mask = mask.to(torch.bool)
+    states = wfsa_steps(proj, b, layout.is_first(proj.device), mask)[0]  # [B, T, N]
+    owner = layout.owner(proj.device)
+    member = (owner[:, None] == torch.arange(d, device=owner.device)).to(states.dtype)  # [N, d]
+    y = (states @ member).transpose(0, 1)  # [T, B, d]: one matmul sums each WFSA's states
+    return y if mask is None else torch.where(mask[..., None], y, 0.0)
+
+
 __all__ = [
     "BuildLockTimeout",
     "WAIT_ENV_VAR",
     "build_error",
     "cpp_available",
     "rational_forward_cpp",
+    "rational_steps_cpp",
     "wfsa_recurrence",
+    "wfsa_steps",
 ]

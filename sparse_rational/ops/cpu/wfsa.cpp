@@ -18,6 +18,10 @@
 //   max    y_s = max_{t in R} c_s(t)            a running max and its step a_s (int32 [B, N],
 //                                              the first step reaching the max, -1 if L = 0)
 // (all 0 for a document without real tokens).
+//   steps  (code 3, not a readout of ops/reference.py: the lower layers of a stacked model
+//          read every step, c(t) for all t, carried over at padding) forward as final, with
+//          the saved states c(0..T-1) giving every step; backward takes G [B, T, N] = dL/dc(t)
+//          and injects G(t) at every step, padded or not (at padding c(t) = c(t-1)).
 //
 // Parallel over the batch (at::parallel_for, i.e. torch's OpenMP pool, so
 // torch.set_num_threads applies), SIMD over the states (the float loops; GCC if-converts
@@ -27,6 +31,7 @@
 // G = dL/dy injected where y reads c(t):
 //
 //   g_s(t) += G_s [final: t = T-1] | G_s / L [mean: every real t] | G_s [max: t = a_s]
+//             | G_s(t) [steps: every t]
 //   g_s(t-1) = f_s(t) g_s(t) + [s+1 in the same WFSA] u_{s+1}(t) g_{s+1}(t)   (real t)
 //   du = g p,  df = g c_s(t-1),  d(x.w) = du (1-f),  d(x.v) = d(b) = (df - du x.w) f (1-f)
 #include <ATen/core/Tensor.h>
@@ -53,7 +58,7 @@
 namespace {
 
 // The readouts, numbered as ops/reference.py READOUTS.
-enum Readout : int { kFinal = 0, kMean = 1, kMax = 2 };
+enum Readout : int { kFinal = 0, kMean = 1, kMax = 2, kSteps = 3 };
 
 // Calls fn(std::integral_constant<int, R>) for the runtime readout code: one instantiation
 // of each kernel per readout, no branch on it inside the time loop.
@@ -63,7 +68,8 @@ void with_readout(int64_t readout, F&& fn) {
     case kFinal: fn(std::integral_constant<int, kFinal>{}); break;
     case kMean: fn(std::integral_constant<int, kMean>{}); break;
     case kMax: fn(std::integral_constant<int, kMax>{}); break;
-    default: TORCH_CHECK(false, "wfsa_cpu: readout must be 0 (final), 1 (mean) or 2 (max), got ", readout);
+    case kSteps: fn(std::integral_constant<int, kSteps>{}); break;
+    default: TORCH_CHECK(false, "wfsa_cpu: readout must be 0 (final), 1 (mean), 2 (max) or 3 (steps), got ", readout);
   }
 }
 
@@ -202,7 +208,7 @@ static inline void step_backward(const T* __restrict pw, const T* __restrict pv,
     const T u = z * omf;
     const T p = first[s] != T(0) ? T(1) : prev[s];
     T gs = g[s];
-    if constexpr (R == kMean) gs += gin[s];
+    if constexpr (R == kMean || R == kSteps) gs += gin[s];
     if constexpr (R == kMax) gs += arg[s] == t ? gin[s] : T(0);
     const T du = gs * p;
     const T df = gs * prev[s + 1];
@@ -244,7 +250,7 @@ void forward_kernel(const T* proj, TB ps, const T* bias, const T* first, const b
                     int64_t Tn, int64_t B, int64_t N, T* out, T* hist, int32_t* argmax) {
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     FlushDenormals ftz;
-    std::vector<T> buf_a(N + 1), buf_b(N + 1), acc_v(R == kFinal ? 0 : N);
+    std::vector<T> buf_a(N + 1), buf_b(N + 1), acc_v(R == kFinal || R == kSteps ? 0 : N);
     T* acc = acc_v.data();
     for (int64_t b = b0; b < b1; ++b) {
       T* prev = buf_a.data();  // prev[0] = pad, prev[1 + s] = c_s
@@ -267,7 +273,7 @@ void forward_kernel(const T* proj, TB ps, const T* bias, const T* first, const b
         ++len;
       }
       T* y = out + b * N;
-      if constexpr (R == kFinal) std::memcpy(y, prev + 1, N * sizeof(T));
+      if constexpr (R == kFinal || R == kSteps) std::memcpy(y, prev + 1, N * sizeof(T));
       if constexpr (R == kMean) {
         const T n = static_cast<T>(std::max<int64_t>(len, 1));
         for (int64_t s = 0; s < N; ++s) y[s] = acc[s] / n;
@@ -289,7 +295,7 @@ void backward_kernel(const T* grad_y, const int32_t* argmax, const T* proj, TB p
     T* prev = prev_v.data();
     for (int64_t b = b0; b < b1; ++b) {
       T* db = dbias_part + b * N;
-      const T* G = grad_y + b * N;
+      const T* G = grad_y + (R == kSteps ? b * Tn * N : b * N);
       const T* gin = G;  // injected at the real steps that the readout reads
       const int32_t* arg = R == kMax ? argmax + b * N : nullptr;
       if constexpr (R == kFinal) std::memcpy(g, G, N * sizeof(T));
@@ -303,8 +309,11 @@ void backward_kernel(const T* grad_y, const int32_t* argmax, const T* proj, TB p
       prev[0] = T(0);
       for (int64_t t = Tn - 1; t >= 0; --t) {
         T* dw = dproj + ds.at(t, b);
+        if constexpr (R == kSteps) gin = G + t * N;  // dL/dc(t)
         if (mask && !mask[ms.at(t, b)]) {
           std::memset(dw, 0, 2 * N * sizeof(T));
+          if constexpr (R == kSteps)  // c(t) = c(t-1): its gradient joins the carried one
+            for (int64_t s = 0; s < N; ++s) g[s] += gin[s];
           continue;
         }
         std::memcpy(prev + 1, hist + (b * Tn + t) * N, N * sizeof(T));
@@ -373,8 +382,13 @@ std::tuple<at::Tensor, at::Tensor> wfsa_backward(const at::Tensor& grad_in, cons
   const int64_t Tn = proj.size(0), B = proj.size(1), N = proj.size(2) / 2;
   TORCH_CHECK(hist.dim() == 3 && hist.size(0) == B && hist.size(1) == Tn && hist.size(2) == N,
               "wfsa_cpu backward: saved states must be [B, T, N] (forward run with save_hist)");
-  TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == N,
-              "wfsa_cpu backward: grad must be [B, N]");
+  if (readout == kSteps) {
+    TORCH_CHECK(grad.dim() == 3 && grad.size(0) == B && grad.size(1) == Tn && grad.size(2) == N,
+                "wfsa_cpu backward: grad of every step must be [B, T, N]");
+  } else {
+    TORCH_CHECK(grad.dim() == 2 && grad.size(0) == B && grad.size(1) == N,
+                "wfsa_cpu backward: grad must be [B, N]");
+  }
   const auto argmax = argmax_in.contiguous();
   TORCH_CHECK(readout != kMax || (argmax.scalar_type() == at::kInt && argmax.dim() == 2 &&
                                   argmax.size(0) == B && argmax.size(1) == N),

@@ -53,6 +53,21 @@ def rational_forward_triton(
     return fn(x, w, v, b, is_first, mask, readout=readout)
 
 
+def rational_steps_triton(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Every step's WFSA scores ``[T, B, d]`` (Triton, CUDA; see
+    :func:`..reference.rational_steps_ref`)."""
+    from .triton_wfsa import rational_steps_triton as fn
+
+    return fn(x, w, v, b, is_first, mask)
+
+
 def triton_available(device: torch.device | str = "cuda") -> bool:
     """Compile and run the kernels once on ``device`` (a tiny forward + backward of each
     readout, checked against the reference); False, with the reason in :func:`triton_error`, if that fails."""
@@ -111,4 +126,4 @@ def _self_test_body(device: torch.device) -> str | None:
     return None
 
 
-__all__ = ["rational_forward_triton", "triton_available", "triton_error", "triton_importable"]
+__all__ = ["rational_forward_triton", "rational_steps_triton", "triton_available", "triton_error", "triton_importable"]

@@ -51,11 +51,13 @@ import triton.language as tl
 from torch import Tensor
 
 from ...layout import StateLayout
-from ..reference import FINAL, MAX, MEAN, readout_code
+from ..reference import FINAL, MAX, MEAN, readout_code, wfsa_sums
 
 TC = 8  # time steps unrolled per chunk
 # the readout codes, as the kernels' READOUT argument takes them
 _FINAL, _MEAN, _MAX = tl.constexpr(FINAL), tl.constexpr(MEAN), tl.constexpr(MAX)
+STEPS = 3  # the backward's code for "every step" (not a readout of READOUTS): G = dL/dc(t), [T, B, N]
+_STEPS = tl.constexpr(STEPS)
 
 
 def _wfsa_fwd(  # type: ignore[no-untyped-def]  # a triton kernel: triton.jit reads its annotations
@@ -193,6 +195,7 @@ def _wfsa_bwd(  # type: ignore[no-untyped-def]  # a triton kernel: triton.jit re
     z_base = proj_ptr + bidx.to(tl.int64) * s_pb + col
     a_base = z_base + N
     h_base = hist_ptr + bidx.to(tl.int64) * s_hb + col
+    g_base = grad_ptr + bidx.to(tl.int64) * s_hb + col  # steps: grad is [T, B, N], laid out as hist
     dz_base = dproj_ptr + bidx.to(tl.int64) * s_db + col
     da_base = dz_base + N
     m_base = mask_ptr + bidx.to(tl.int64) * s_mb
@@ -215,6 +218,8 @@ def _wfsa_bwd(  # type: ignore[no-untyped-def]  # a triton kernel: triton.jit re
                 lam += tl.where(go, G, 0.0)
             if READOUT == _MAX:  # y reads the argmax step
                 lam += tl.where(go & (arg == t), G, 0.0)
+            if READOUT == _STEPS:  # every step is read (at a pad c(t) = c(t-1): carried back)
+                lam += tl.load(g_base + t * s_ht, mask=lm, other=0.0)
             du = lam * prev
             df = lam * cp
             dz = tl.where(go, du * omf, 0.0)
@@ -504,4 +509,59 @@ def rational_forward_triton(
     return out if dtype in (torch.float16, torch.bfloat16) else out.to(dtype)  # half in: float32 out
 
 
-__all__ = ["TritonRecurrence", "rational_forward_triton"]
+class TritonSteps(torch.autograd.Function):
+    """``H = TritonSteps.apply(proj, bias, mask, offsets, sizes, L, d)``: every ``c(t)``,
+    ``[T, B, N]`` (level-major columns, carried over at padding), from the forward kernel's
+    history; the backward kernel injects ``dL/dc(t)`` at every step."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, proj: Tensor, bias: Tensor, mask: Tensor | None, offsets: Tensor, sizes: Tensor, L: int, d: int
+    ) -> Tensor:
+        T, B = proj.shape[:2]
+        lengths = _lengths(mask, T, B, proj.device)
+        _, hist, arg = _run_forward(proj, bias, mask, lengths, offsets, sizes, L, d, FINAL, True)
+        ctx.save_for_backward(proj, bias, mask, lengths, offsets, sizes, hist, arg)
+        ctx.L, ctx.d = L, d
+        return hist
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        proj, bias, mask, lengths, offsets, sizes, hist, arg = ctx.saved_tensors
+        dproj = _run_backward(grad, proj, bias, mask, lengths, offsets, sizes, ctx.L, ctx.d, STEPS, hist, arg)
+        N = proj.shape[-1] // 2
+        dbias = dproj[..., N:].sum(dim=(0, 1)) if ctx.needs_input_grad[1] else None
+        return dproj, dbias, None, None, None, None, None
+
+
+def rational_steps_triton(
+    x: Tensor,
+    w: Tensor,
+    v: Tensor,
+    b: Tensor,
+    is_first: Tensor | StateLayout,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Every step's WFSA scores ``[T, B, d]`` (:func:`..reference.rational_steps_ref`; zero
+    at padding) from the Triton kernels. CUDA tensors (CPU only under ``TRITON_INTERPRET=1``)."""
+    layout = StateLayout.from_is_first(is_first)
+    T, B, e = x.shape
+    N, d = w.shape[1], len(layout.structure)
+    if N == 0 or B == 0 or T == 0:
+        return x.new_zeros(T, B, d)
+    perm, inverse, offsets, sizes, L, _ = _level_tables(layout.flags, str(x.device))
+    W = torch.cat([w.index_select(1, perm), v.index_select(1, perm)], dim=1)
+    proj = (x.reshape(T * B, e) @ W).view(T, B, 2 * N)
+    bias = b.index_select(0, perm)
+    dtype = proj.dtype
+    if dtype not in (torch.float32, torch.float64):
+        proj, bias = proj.float(), bias.float()
+    bias = bias.to(proj.dtype)
+    if proj.numel() >= 2**31:
+        raise ValueError("triton kernel: T * B * 2N must be below 2^31 (32-bit offsets)")
+    m = None if mask is None else mask.to(device=proj.device, dtype=torch.uint8)
+    H = TritonSteps.apply(proj, bias, m, offsets, sizes, L, d).index_select(2, inverse).to(dtype)
+    return wfsa_sums(H, layout.owner(x.device), d, mask)
+
+
+__all__ = ["TritonRecurrence", "TritonSteps", "rational_forward_triton", "rational_steps_triton"]
