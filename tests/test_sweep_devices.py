@@ -68,10 +68,10 @@ def test_the_device_is_not_part_of_a_trials_identity(tiny_files, tmp_path):
 
 def test_gpu_slots_are_round_robin_over_the_visible_devices(monkeypatch):
     counter = mp.get_context("spawn").Value("i", 0)
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "unset")  # monkeypatch restores what was there
     seen = []
     for _ in range(5):
-        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
         assert _assign_gpu(counter, 2) is not None
         seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
     assert seen == ["0", "1", "0", "1", "0"]
