@@ -359,6 +359,10 @@ def significance_lines(entries: list[dict]) -> tuple[list[str], list[tuple[str, 
         table.append((claim, verdict, ivs))
     out += [
         "",
+        "The intervals hold the noise of the rerun seeds and of the test sample, not that of the random "
+        "search: with few assignments per configuration, a baseline whose sampled learning rate was poor "
+        "loses by more than its structure explains (compare the lr column).",
+        "",
         f"Rules: 1 holds when the interval lies above 0, fails below 0; 2 fails when the interval lies below "
         f"+{GAIN_POINTS:g} (a gain smaller than claimed), holds when it lies above 0 otherwise; 3 holds when the "
         f"interval lies above -{SIMILAR_POINTS:g} (not worse by a point or more), fails below it; otherwise "
