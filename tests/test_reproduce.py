@@ -816,3 +816,25 @@ def test_reference_rows_are_computed_once_and_reach_summary_and_figure(tmp_path,
     assert "| TF-IDF 1-2-gram + LR | 87.5 | 90.0 | 10 | 7 |" in text and "failed: ValueError: boom" in text
     figure3([], tmp_path / "fig", references=first)
     assert "TF-IDF 1-2-gram + LR" in (tmp_path / "fig.svg").read_text()
+
+
+def test_aggregate_keeps_the_reruns_of_the_best_assignment_when_a_folder_holds_two():
+    from sparse_rational.experiments.report import COLUMNS
+
+    def row(phase, index, lr, dev, test):
+        r = dict.fromkeys(COLUMNS, "")
+        r.update(
+            dataset="d", method="baseline", configuration="baseline 24x1", patterns="24x1", phase=phase,
+            index=index, lr=lr, clip=2, dropout=0.1, input_dropout=0.1, weight_decay=1e-6, status="ok",
+            transitions=24, parameters=10, dev_accuracy=dev, test_accuracy=test, structure="24x1",
+        )  # fmt: skip
+        return r
+
+    # a sweep run with 1 assignment (reruns of lr 0.2), then continued with 2 (lr 0.05 is better on dev)
+    rows = [row("search", 0, 0.2, 0.70, 0.70), row("search", 1, 0.05, 0.85, 0.84)]
+    rows += [row("rerun", i, 0.2, 0.7, 0.6) for i in (1, 2, 3)] + [row("rerun", i, 0.05, 0.86, 0.9) for i in (1, 2)]
+    (entry,) = aggregate(rows)["d"]
+    assert entry["runs"] == 2 and entry["test"][0] == pytest.approx(90.0) and float(entry["hp"]["lr"]) == 0.05
+    assert entry["best_dev_search"] == pytest.approx(85.0)
+    (only,) = aggregate(rows[:5])["d"]  # one assignment's reruns: kept whatever the search says
+    assert only["runs"] == 3 and only["test"][0] == pytest.approx(60.0)
