@@ -272,7 +272,7 @@ def test_group_lasso_and_the_proximal_step_cover_every_layer(one_thread):
     model = RationalClassifier(cfg).double()
     layers = model.wfsa_layers()
     want = sum(float(m.group_norms().sum().detach()) for _, _, m in layers)
-    assert abs(float(model.penalty()) - want) < 1e-9 and len(layers) == 4
+    assert abs(float(model.penalty().detach()) - want) < 1e-9 and len(layers) == 4
     n = sum(m.b.shape[0] for _, _, m in layers)
     group_soft_threshold_(model, torch.full((n,), 100.0, dtype=torch.float64))  # kills every group
     assert all(float(m.group_norms().max()) == 0 for _, _, m in layers)
