@@ -501,9 +501,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
         classes = clf.classes
 
-        def score(chunk, max_tokens):
-            return clf.predict_proba(chunk, max_tokens=max_tokens), clf.known_tokens(chunk, max_tokens)
-
+        score = clf.predict_details
     else:
         classes, score = fast.classes, fast.predict_details
     out = sys.stdout

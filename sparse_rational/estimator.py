@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .config import ModelOptions, RunOptions, StructureOptions, TrainConfig, default
-from .data import Example, Splits, texts_from
+from .data import Splits, examples_from, texts_from
 from .data.files import _carve_dev
 from .data.memory import label_text
 from .errors import DataError, ParameterError, UserError
@@ -162,16 +162,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------------
     def _splits(self, texts: list[str], labels: list[str]) -> Splits:
-        examples, skipped = [], 0
-        for text, label in zip(texts, labels):
-            if text.strip():
-                examples.append(Example(text.strip(), label))
-            else:
-                skipped += 1
-        if skipped:
-            from .warn import warn
-
-            warn(f"fit: skipped {skipped} empty texts")
+        examples = examples_from(list(zip(texts, labels)), name="fit data")  # as a TSV file's rows
         if not 0 <= self.dev_fraction < 1:
             raise ParameterError("dev_fraction", f"must be in [0, 1), got {self.dev_fraction}")
         if self.dev_fraction == 0:

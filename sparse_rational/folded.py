@@ -245,7 +245,7 @@ class FoldedClassifier:
             return self._encode(list(texts), max_tokens)[:2]
 
     def _encode(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(ids, lengths, known)``; ``known``: the tokens of each text in the vocabulary."""
+        """``(ids, lengths, known)``; ``known``: the tokens read of each text that the vocabulary knows."""
         cut = np.zeros(len(texts), bool)
         if max_tokens > 0 and texts:
             limit = max_tokens * CHARS_PER_TOKEN
@@ -254,8 +254,6 @@ class FoldedClassifier:
                 texts[i] = texts[i][:limit]
                 cut[i] = True
         words, counts = self.tokenizer.ids(texts)
-        owner = np.repeat(np.arange(len(texts)), counts)
-        known = np.bincount(owner, weights=words != self.unk, minlength=len(texts)).astype(np.int64)
         extra = (self.bos is not None) + (self.eos is not None)
         lengths = counts + extra
         starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -279,6 +277,13 @@ class FoldedClassifier:
                 ids = ids[kept]
                 lengths = np.minimum(lengths, keep)
         self.truncated_texts += int(cut.sum())
+        # the tokens read that the vocabulary knows (not <unk>, <s>, </s>), as TextClassifier.known_tokens
+        known_id = ids != self.unk
+        for special in (self.bos, self.eos):
+            if special is not None:
+                known_id &= ids != special
+        owner = np.repeat(np.arange(len(texts)), lengths)
+        known = np.bincount(owner, weights=known_id, minlength=len(texts)).astype(np.int64)
         return ids, lengths, known
 
     def predict_proba(self, texts: Sequence[str], max_tokens: int = 0) -> np.ndarray:
@@ -311,6 +316,12 @@ class FoldedClassifier:
         return load_folded(path)
 
 
+def _one_layer(model: dict) -> bool:
+    """A config of one left-to-right layer (stacked and bidirectional models record
+    ``layers``/``stack``; only the PyTorch model reads them)."""
+    return "stack" not in model and "layers" not in model
+
+
 def _check_config(cfg: Any, path: Path) -> dict | None:
     """The ``"model"`` section of a static-vector model's config, checked (None: not static,
     or a stacked or bidirectional model, which only the PyTorch model reads)."""
@@ -322,9 +333,7 @@ def _check_config(cfg: Any, path: Path) -> dict | None:
     size = raw.get("vocab_size", 0)
     if isinstance(size, int) and not isinstance(size, bool) and size == 0:
         return None
-    if "stack" in raw or "layers" in raw:
-        return None
-    return raw
+    return raw if _one_layer(raw) else None
 
 
 def load_folded(path: str | os.PathLike) -> FoldedClassifier | None:
@@ -378,8 +387,6 @@ def is_static_model(path: str | os.PathLike) -> bool:
     the config cannot be read: the full loader then says what is wrong)."""
     try:
         cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-        model = cfg["model"]
-        # one left-to-right layer only: stacked and bidirectional models take the PyTorch path
-        return bool(model["vocab_size"]) and "stack" not in model and "layers" not in model
+        return bool(cfg["model"]["vocab_size"]) and _one_layer(cfg["model"])
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return False

@@ -91,6 +91,13 @@ def is_model_folder(path: str | os.PathLike) -> bool:
     return isinstance(cfg, dict) and cfg.get("format") == FORMAT
 
 
+def _texts(texts) -> list[str]:
+    """``texts`` as a list of strings (a list of them is taken as it is; see :func:`texts_from`)."""
+    if isinstance(texts, list) and all(isinstance(t, str) for t in texts):
+        return texts
+    return texts_from(texts)
+
+
 def _is_our_card(path: Path) -> bool:
     """True if ``path`` is a model card this package wrote (its first line is the marker)."""
     try:
@@ -217,18 +224,27 @@ class TextClassifier:
         an array or a pandas Series of strings (or a DataFrame / Dataset with a ``text``
         column). Texts longer than ``max_tokens`` tokens are cut as training documents are
         (0: read them whole); ``truncated_texts`` counts them."""
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            texts = texts_from(texts)
-        if not len(texts):
-            return np.zeros((0, len(self.classes)), np.float32)
+        return self._score(texts, max_tokens, known=False)[0]
+
+    def predict_details(
+        self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_proba` and :meth:`known_tokens` of ``texts``, each text read once."""
+        return self._score(texts, max_tokens, known=True)
+
+    def _score(self, texts, max_tokens: int, known: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        texts = _texts(texts)
         folded = self.folded()
         if folded is not None:  # static vectors: the folded table, in numpy (same numbers within 1e-5)
             before = folded.truncated_texts
-            probs = folded.predict_proba(texts, max_tokens)
+            probs, counts = folded.predict_details(texts, max_tokens)
             self.truncated_texts += folded.truncated_texts - before
-            return probs
+            return probs, counts if known else None
+        if not texts:
+            return np.zeros((0, len(self.classes)), np.float32), self._known([]) if known else None
         data, model = self._read(texts, max_tokens=max_tokens)
-        return predict_proba(cast(RationalClassifier, model), data).numpy()  # or a RowsReader
+        probs = predict_proba(cast(RationalClassifier, model), data).numpy()  # or a RowsReader
+        return probs, self._known(data.docs) if known else None
 
     def folded(self) -> FoldedClassifier | None:
         """This model on static vectors with its projection folded into the vocabulary
@@ -252,23 +268,25 @@ class TextClassifier:
         return cached[1]
 
     def known_tokens(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> np.ndarray | None:
-        """How many tokens of each text the vocabulary knows (``<s>``, ``</s>`` and unknown
-        words not counted); 0 means the answer is about the class prior. None for a model on
+        """How many of the tokens the model reads of each text its vocabulary knows (``<s>``,
+        ``</s>`` and unknown words not counted; a text is cut at ``max_tokens`` as for
+        prediction); 0 means the answer is about the class prior. None for a model on
         transformer vectors, which has a vector for every word piece."""
+        if self.vocab is None:
+            return None
+        return self._known(self.featurizer.encode(_texts(texts), max_tokens).docs)
+
+    def _known(self, docs: Sequence[torch.Tensor]) -> np.ndarray | None:
         vocab = self.vocab
         if vocab is None:
             return None
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            texts = texts_from(texts)
-        special = {vocab.index[t] for t in (vocab.unk, vocab.bos, vocab.eos) if t is not None}
-        docs = self.featurizer.encode(list(texts), max_tokens).docs
-        return np.array([sum(1 for i in d.tolist() if i not in special) for d in docs], dtype=np.int64)
+        special = torch.tensor([vocab.index[t] for t in (vocab.unk, vocab.bos, vocab.eos) if t is not None])
+        return np.array([int((~torch.isin(d, special)).sum()) for d in docs], dtype=np.int64)
 
     def predict_dicts(self, texts: Sequence[str], max_tokens: int = DEFAULT_MAX_TOKENS) -> list[dict]:
         """One dict per text: ``{"label", "probabilities": {class: p}}`` and, on static
         vectors, ``"known_tokens"`` (see :meth:`known_tokens`)."""
-        probs = self.predict_proba(texts, max_tokens)
-        known = self.known_tokens(texts, max_tokens)
+        probs, known = self.predict_details(texts, max_tokens)
         out = []
         for k, row in enumerate(probs):
             item: dict[str, Any] = {

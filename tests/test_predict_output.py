@@ -75,3 +75,19 @@ def _write(tmp_path, texts):
     path = tmp_path / "in.txt"
     path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     return path
+
+
+def test_known_tokens_count_what_the_model_reads_on_both_paths(baseline, monkeypatch):
+    """A text cut at max_tokens counts only the known words that were read, on the folded
+    path and on the PyTorch path alike."""
+    text = "great toaster works well " * 10  # 40 known words
+    clf = TextClassifier.load(baseline)
+    assert clf.folded() is not None
+    fast = clf.predict_details([text], max_tokens=6)[1].tolist()
+    monkeypatch.setenv("SPARSE_RATIONAL_IMPL", "scan")
+    slow_clf = TextClassifier.load(baseline)
+    assert slow_clf.folded() is None
+    slow = slow_clf.predict_details([text], max_tokens=6)[1].tolist()
+    # 6 tokens read: <s>, 4 words, </s>
+    assert fast == slow == slow_clf.known_tokens([text], max_tokens=6).tolist() == [4]
+    assert slow_clf.known_tokens([text], max_tokens=0).tolist() == [40]
