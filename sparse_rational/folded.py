@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from . import native
 from .data.tokenize import BatchTokenizer
 from .errors import UserError, one_line
 
@@ -68,6 +69,7 @@ class FoldedModel:
     weight: np.ndarray
     bias: np.ndarray
     readout: str = "final"
+    compiled: bool = True  # the C recurrence of sparse_rational.native when it can be built (same bits)
     _f: np.ndarray = field(init=False, repr=False)  # [V, M] float32: f of every column (below)
     _u: np.ndarray = field(init=False, repr=False)  # [V, M] float32: u of every column
     _real: np.ndarray = field(init=False, repr=False)  # [N] long: the column of each state
@@ -153,6 +155,9 @@ class FoldedModel:
         count, cols = len(lengths), self.transitions + len(self.structure)
         if count == 0 or cols == 0 or not self.structure:
             return np.zeros((count, self.transitions), np.float32)
+        lib = native.library() if self.compiled else None
+        if lib is not None:
+            return native.states(lib, ids, lengths, self._f, self._u, self._real, self.readout)
         # documents longest first: those still being read at step t are rows [0, active[t])
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
@@ -232,7 +237,7 @@ class FoldedClassifier:
         self.bos = index[bos] if bos is not None else None
         self.eos = index[eos] if eos is not None else None
         unk_id = self.unk = index[unk]
-        self.tokenizer = BatchTokenizer(lambda token: index.get(token, unk_id))
+        self.tokenizer = BatchTokenizer(index, default=unk_id)
         self.truncated_texts = 0
         self._lock = threading.Lock()  # the tokenizer's memo and the count; the recurrence runs unlocked
 

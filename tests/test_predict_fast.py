@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sparse_rational import native as compiled
 from sparse_rational import validate
 from sparse_rational.cli import main
 from sparse_rational.data.benchmarks import read_reviews
@@ -57,26 +58,31 @@ def _corpus_lines(data_dir: Path) -> dict[str, list[str]]:
     return {"amazon": amazon, "hatn": hatn, "fdu": fdu}
 
 
-def test_batch_tokenizer_keeps_the_tokens_of_the_shared_corpora(data_dir):
+@pytest.mark.parametrize("native", [True, False], ids=["C", "python"])
+def test_batch_tokenizer_keeps_the_tokens_of_the_shared_corpora(data_dir, native):
+    if native and not compiled.available():
+        pytest.skip(f"no C compiler here ({compiled.build_error()})")
     for name, texts in _corpus_lines(data_dir).items():
         assert len(texts) > 3500, name
         expected = [tokenize(t) for t in texts]
-        tokenizer = BatchTokenizer(max_chunks=20_000)  # the memo starts again several times
+        tokenizer = BatchTokenizer(max_chunks=20_000, native=native)  # the memo starts again several times
         got = [toks for k in range(0, len(texts), 1000) for toks in tokenize_batch(texts[k : k + 1000], tokenizer)]
         assert got == expected, name
-        assert len(tokenizer._memo) <= 20_000 + 1000 * 200  # bounded: the limit, or one batch's chunks
+        assert 1 < tokenizer._size() <= 20_000 + 1000 * 200  # bounded: the limit, or one batch's chunks
 
 
 _PIECES = st.sampled_from(
-    list("abnstdmrelx019 '`\".,-/:;!?*&()$%\u2019\u2026\u00e9\u0301\u00a0\x85\u2028\t\n\x00\x01\u03a3")
-    + ["n't", "'s", "mr.", "u.s.", "&amp;", "&#10;", "&amp", "&lt", "http://x.com/a", ".com", "--", "...", "\u0130"]
+    list("abnstdmrelx019 '`\".,-/:;!?*&()$%\u2019\u2026\u00e9\u0301\u00a0\x85\u2028\t\n\x00\x01\u03a3\ufffd\u2014\u212a\u2000\u3000\x1c\x7f")
+    + ["n't", "'s", "mr.", "u.s.", "&amp;", "&#10;", "&amp", "&lt", "http://x.com/a", ".com", "--", "...", "\u0130", "&#32;", "&nbsp;", "&#x2019;", "e\u0301"]
 )
 
 
 @settings(max_examples=200, deadline=None)
 @given(texts=st.lists(st.lists(_PIECES, max_size=12).map("".join), max_size=6))
 def test_batch_tokenizer_equals_tokenize_on_any_texts(texts):
-    assert tokenize_batch(texts) == [tokenize(t) for t in texts]
+    expected = [tokenize(t) for t in texts]
+    assert tokenize_batch(texts, BatchTokenizer(native=False)) == expected
+    assert tokenize_batch(texts) == expected  # the C splitter and memo, where a compiler is at hand
 
 
 def test_batch_tokenizer_edge_cases():

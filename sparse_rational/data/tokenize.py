@@ -12,8 +12,9 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import compress, repeat
+from typing import Any
 
 import numpy as np
 
@@ -104,21 +105,41 @@ _DOC = "\x00"
 _REPLACE = [(chr(c), r) for c, r in _TRANSLATE.items() if chr(c) != _DOC]  # no r holds a key
 
 
-def _normalized_chunks(texts: Sequence[str]) -> list[str]:
-    """The whitespace-separated chunks of ``texts`` after the normalisation of
-    :func:`tokenize`, a ``_DOC`` chunk between two texts."""
+def _joined(texts: Sequence[str]) -> str:
+    """``texts`` joined by `` _DOC ``, HTML entities unescaped (an entity may stand for a space)."""
     joined = f" {_DOC} ".join(texts)
     if joined.count(_DOC) != len(texts) - 1:  # rare: a text holds the separator
         joined = f" {_DOC} ".join(t.replace(_DOC, " ") for t in texts)
     if "&" in joined:
         joined = html.unescape(joined)
+    return joined
+
+
+def _normalized(texts: Sequence[str]) -> str:
+    """``texts`` after the normalisation of :func:`tokenize`, joined by `` _DOC ``."""
+    joined = _joined(texts)
     if not joined.isascii():
         joined = unicodedata.normalize("NFC", joined)
     joined = joined.lower()
     for old, new in _REPLACE:  # str.translate, but much faster on a long non-ASCII string
         if old in joined:
             joined = joined.replace(old, new)
-    return joined.split()
+    return joined
+
+
+def _normalized_chunk(chunk: str) -> str:
+    """One chunk of :func:`_joined`'s text (no whitespace, nor a character that the
+    translation turns into a space) normalised as :func:`_normalized` would: none of its
+    steps looks across whitespace (spaces are NFC starters; final sigma looks no further)."""
+    if chunk.isascii():
+        return chunk.lower()
+    return unicodedata.normalize("NFC", chunk).lower().translate(_TRANSLATE)
+
+
+def _normalized_chunks(texts: Sequence[str]) -> list[str]:
+    """The whitespace-separated chunks of ``texts`` after the normalisation of
+    :func:`tokenize`, a ``_DOC`` chunk between two texts."""
+    return _normalized(texts).split()
 
 
 def chunk_tokens(chunk: str) -> list[str]:
@@ -129,18 +150,45 @@ def chunk_tokens(chunk: str) -> list[str]:
 
 class BatchTokenizer:
     """:func:`tokenize` for many texts at once, several times faster, with each token
-    mapped to an integer id by ``lookup`` (e.g. a vocabulary's; default: ids of
-    :attr:`tokens`, the distinct tokens in the order they were first met).
+    mapped to an integer id by ``lookup``: a function, or a mapping with ``default`` the
+    id of the tokens it lacks (default: ids of :attr:`tokens`, the distinct tokens in the
+    order they were first met).
 
     Each distinct chunk (text between whitespace) is split and looked up once and
     remembered as its ids; the memo starts again when it would hold more than
-    ``max_chunks`` chunks, so memory stays bounded however many texts are read."""
+    ``max_chunks`` chunks, so memory stays bounded however many texts are read.
 
-    def __init__(self, lookup: Callable[[str], int] | None = None, max_chunks: int = 1 << 18):
+    With ``native`` (default: when the compiled kernels of :mod:`sparse_rational.native`
+    can be built), splitting the normalised text into chunks and looking them up in the
+    memo runs in C over its UTF-8 bytes, and only the chunks not seen before come back to
+    Python; the ids are the same either way."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str], int] | Mapping[str, int] | None = None,
+        max_chunks: int = 1 << 18,
+        native: bool | None = None,
+        default: int | None = None,
+    ):
         self.tokens: list[str] = []
         self._index: dict[str, int] = {}
-        self._lookup = lookup or self._own_id
+        self._default = None
+        if isinstance(lookup, Mapping):
+            if default is None:
+                raise ValueError("a vocabulary lookup needs the default id of the tokens it lacks")
+            self._lookup: Callable = lookup.get
+            self._default = int(default)
+        else:
+            self._lookup = lookup or self._own_id
         self.max_chunks = max_chunks
+        self._native: Any = None  # sparse_rational.native.ChunkMemo: the memo, in C
+        if native or native is None:
+            from .. import native as compiled
+
+            lib = compiled.library()
+            if lib is None and native:
+                raise RuntimeError(f"the compiled tokenizer is unavailable ({compiled.build_error() or 'turned off'})")
+            self._native = compiled.ChunkMemo(lib) if lib is not None else None
         self._reset()
 
     def _own_id(self, token: str) -> int:
@@ -151,20 +199,50 @@ class BatchTokenizer:
         return i
 
     def _reset(self) -> None:
-        self._memo: dict[str, int] = {_DOC: 0}  # chunk -> code; code 0: the end of a text
+        self._memo: dict[str, int] = {_DOC: 0}  # chunk -> code; code 0: the end of a text (Python path)
+        if self._native is not None:
+            self._native.clear()
+            self._native.put(_DOC.encode(), 0)
         self._starts: list[int] = [0]  # code -> where its ids start in _flat
         self._sizes: list[int] = [0]  # code -> how many tokens it has (none: no chunk is empty)
         self._flat: list[int] = []
         self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def _learn(self, chunks: list[str]) -> None:
-        lookup, memo = self._lookup, self._memo
-        for chunk in chunks:
-            ids = [lookup(t) for t in chunk_tokens(chunk)]
-            memo[chunk] = len(self._sizes)
-            self._starts.append(len(self._flat))
-            self._sizes.append(len(ids))
-            self._flat.extend(ids)
+    def _size(self) -> int:
+        return len(self._native) if self._native is not None else len(self._memo)
+
+    def _learn(self, chunks: list[str], remember: bool = True) -> None:
+        """Split and look up new ``chunks`` and give them the next codes, in order
+        (``remember``: in the Python memo; the C memo has added them itself). The chunks
+        that are not a single word go through the regular expression together, joined by
+        ``_DOC`` (a token of its own, as no token spans whitespace)."""
+        n = len(chunks)
+        if not n:
+            return
+        simple = np.fromiter(map(str.isalnum, chunks), bool, n)  # one token: the chunk itself
+        sizes = np.ones(n, np.int64)
+        hard = list(compress(chunks, ~simple))
+        found: list[str] = _TOKEN_RE.findall(f" {_DOC} ".join(hard)) if hard else []
+        marks = np.flatnonzero(np.fromiter(map(_DOC.__eq__, found), bool, len(found)))
+        sizes[~simple] = np.diff(np.concatenate([[-1], marks, [len(found)]])) - 1
+        starts = np.cumsum(sizes) - sizes
+        tokens = np.empty(int(sizes.sum()), object)  # every chunk's tokens, chunk after chunk
+        tokens[starts[simple]] = list(compress(chunks, simple))
+        if hard:
+            hard_sizes = sizes[~simple]
+            within = np.arange(int(hard_sizes.sum())) - np.repeat(np.cumsum(hard_sizes) - hard_sizes, hard_sizes)
+            tokens[np.repeat(starts[~simple], hard_sizes) + within] = np.delete(np.asarray(found, object), marks)
+        words = tokens.tolist()
+        if self._default is not None:  # a vocabulary (dict): its ids, the default for the rest
+            ids = np.fromiter(map(self._lookup, words, repeat(self._default)), np.int64, len(words))
+        else:
+            ids = np.fromiter(map(self._lookup, words), np.int64, len(words))
+        first = len(self._sizes)
+        if remember:
+            self._memo.update(zip(chunks, range(first, first + n)))
+        self._starts.extend((starts + len(self._flat)).tolist())
+        self._sizes.extend(sizes.tolist())
+        self._flat.extend(ids.tolist())
         self._arrays = None
 
     def _codes(self, chunks: list[str]) -> np.ndarray:
@@ -180,12 +258,31 @@ class BatchTokenizer:
             codes[missing] = np.fromiter(map(self._memo.__getitem__, compress(chunks, missing)), np.int64)
         return codes
 
+    def _native_codes(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`_codes` of :func:`_normalized_chunks`, computed in C: the joined text, its
+        ASCII letters lower-cased, is split where the normalised text has whitespace and
+        every chunk is looked up in the C memo, which adds the new ones with the next codes;
+        they are normalised and tokenised here, once each, in that order."""
+        buf = _joined(texts).encode("utf-8", "surrogatepass").lower()  # bytes.lower: ASCII only
+        held = self._size()
+        codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
+        if len(starts) and self._size() > self.max_chunks and held > 1:  # bounded memory: start again
+            self._reset()
+            codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
+        if len(starts):
+            keys = [buf[a : a + n].decode("utf-8", "surrogatepass") for a, n in zip(starts.tolist(), sizes.tolist())]
+            self._learn([_normalized_chunk(k) for k in keys], remember=False)
+        return codes
+
     def ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, lengths)``: the token ids (int64) of all ``texts`` one after another,
         ``lengths[i]`` of them from text ``i``."""
         if not texts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        codes = self._codes(_normalized_chunks(texts))
+        if self._native is not None:
+            codes = self._native_codes(texts)
+        else:
+            codes = self._codes(_normalized_chunks(texts))
         if self._arrays is None:
             self._arrays = (
                 np.asarray(self._starts, np.int64),
