@@ -1,0 +1,151 @@
+"""The compiled prediction kernels (sparse_rational/native): the same bits as the numpy
+recurrence, the same tokens as the Python tokenizer for every character, and a clean
+fallback when nothing can be compiled."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparse_rational import native
+from sparse_rational.data.tokenize import _TRANSLATE, BatchTokenizer, tokenize_batch
+from sparse_rational.folded import FoldedModel
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not native.available(), reason=f"no C compiler here ({native.build_error()})")
+
+
+def _model(structure, readout, vocab=50, e=8, seed=0) -> FoldedModel:
+    rng = np.random.default_rng(seed)
+    n = sum(structure)
+    return FoldedModel.fold(
+        rng.normal(size=(vocab, e)),
+        rng.normal(size=(e, n)) * 2,
+        rng.normal(size=(e, n)),
+        rng.uniform(-1, 3, size=n),
+        structure,
+        rng.normal(size=(3, len(structure))),
+        rng.normal(size=3),
+        readout,
+    )
+
+
+@pytest.mark.parametrize("readout", ["final", "mean", "max"])
+@pytest.mark.parametrize("structure", [(4, 4, 4), (3, 2, 1, 1), (1,), (5,), (2, 6, 1)])
+def test_the_c_recurrence_gives_the_numpy_bits(structure, readout):
+    model = _model(structure, readout)
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 60, size=40)
+    lengths[[0, 5]] = 0, 1  # an empty document, a one-token one
+    ids = rng.integers(0, 50, size=int(lengths.sum()))
+    compiled = model.states(ids, lengths)
+    model.compiled = False
+    reference = model.states(ids, lengths)
+    assert compiled.dtype == reference.dtype == np.float32
+    np.testing.assert_array_equal(compiled, reference)  # bit for bit, not within a tolerance
+    assert not compiled[0].any()
+
+
+def test_the_c_recurrence_refuses_ids_outside_the_table():
+    model = _model((2, 1), "max")
+    with pytest.raises(ValueError, match="outside the table of 50 rows"):
+        model.states(np.array([3, 50]), np.array([2]))
+    with pytest.raises(ValueError, match="3 token ids for document lengths summing to 2"):
+        native.states(native.library(), np.array([1, 2, 3]), np.array([2]), model._f, model._u, model._real, "max")
+
+
+def _characters() -> list[str]:
+    """Every code point that some step could treat unlike a letter: whitespace, controls,
+    formats, marks, separators, surrogates, all up to U+3400 (assigned or not), those NFC
+    or lower-casing change, and those of the translation table; every 97th of the rest
+    (the whole range takes a minute; it passed when this test was written)."""
+    chosen = []
+    for code in range(0x110000):
+        c = chr(code)
+        risky = (
+            code < 0x3400
+            or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zs", "Zl", "Zp", "Mn", "Mc", "Me")
+            or c.isspace()
+            or unicodedata.normalize("NFC", c) != c
+            or c.lower() != c
+            or c in _TRANSLATE
+        )
+        if risky or code % 97 == 0:
+            chosen.append(c)
+    return chosen
+
+
+def _every_character() -> list[str]:
+    """Texts that put each character between letters, alone, and before a capital sigma
+    (final-sigma lower-casing looks at its neighbours)."""
+    return [f"Ab{c}Cd {c} x{c}\u03a3 {c}\u03a3." for c in _characters()]
+
+
+def test_the_c_splitter_keeps_the_tokens_of_every_character():
+    texts = _every_character()
+    assert len(texts) > 25_000
+    for k in range(0, len(texts), 20_000):
+        batch = texts[k : k + 20_000]
+        assert tokenize_batch(batch, BatchTokenizer(native=True)) == tokenize_batch(batch, BatchTokenizer(native=False))
+
+
+def test_the_memo_adds_new_chunks_with_the_next_codes_and_starts_again_bounded():
+    memo = native.ChunkMemo(native.library())
+    codes, starts, sizes = memo.chunks("a bb\u3000a\u00a0ccc\u2028bb".encode(), 7)
+    assert codes.tolist() == [7, 8, 7, 9, 8]
+    assert starts.tolist() == [0, 2, 10] and sizes.tolist() == [1, 2, 3]
+    assert len(memo) == 3
+    assert memo.chunks(b"ccc a", 100)[0].tolist() == [9, 7]
+    memo.clear()
+    assert len(memo) == 0 and memo.chunks(b"a", 0)[0].tolist() == [0]
+    tokenizer = BatchTokenizer(max_chunks=50, native=True)
+    for k in range(20):
+        tokenizer.ids([f"w{k}_{j} x{j}" for j in range(30)])
+        assert tokenizer._size() <= 50 + 60  # the limit, or one batch's chunks
+
+
+def _run(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        timeout=300,
+    )
+
+
+PROBE = (
+    "from sparse_rational import native; from sparse_rational.data.tokenize import BatchTokenizer;"
+    "print(native.available(), native.build_error());"
+    "print(BatchTokenizer(native=None)._native is None)"
+)
+
+
+def test_without_a_compiler_prediction_falls_back_to_numpy(tmp_path):
+    run = _run(PROBE, CC="/nonexistent/cc", XDG_CACHE_HOME=str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    available, tokenizer = run.stdout.splitlines()
+    assert available.startswith("False FileNotFoundError") and tokenizer == "True"
+    run = _run(PROBE, SPARSE_RATIONAL_NATIVE="0")
+    assert run.stdout.splitlines() == ["False None", "True"]
+    run = _run(PROBE, CC="cc --no-such-option", XDG_CACHE_HOME=str(tmp_path))  # a build that fails
+    assert run.stdout.startswith("False cc failed:"), run.stdout
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing half-built left behind
+
+
+def test_processes_that_build_at_once_all_get_the_library(tmp_path):
+    code = "from sparse_rational import native; print(native.available(), native.build_error())"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_CACHE_HOME": str(tmp_path)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(4)
+    ]
+    assert [p.communicate(timeout=300)[0].strip() for p in procs] == ["True None"] * 4
+    built = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    assert built == ["folded.so"]  # one library, no temporary file left
