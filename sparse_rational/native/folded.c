@@ -85,31 +85,67 @@ int64_t sr_states(const int64_t *ids, const int64_t *lengths, int64_t ndocs, con
 
 /* ---- 2. the chunk memo ------------------------------------------------------------------ */
 
+/* An open-addressing index of 8-byte slots (the hash's top half and the entry's number + 1;
+ * 0: empty) over a dense array of entries in the order added: the index stays small and
+ * the frequent chunks, met first, sit together at the start of the entries. */
 typedef struct {
-    uint64_t hash; /* 0: an empty slot */
+    uint32_t tag;
+    uint32_t entry; /* 1 + the entry's index; 0: an empty slot */
+} sr_slot;
+
+typedef struct {
+    uint64_t hash;
+    uint64_t head; /* the key's first 8 bytes, zero-padded: a key of 8 or fewer is compared here */
     int64_t start; /* where the key starts in keys */
     int64_t size;  /* its length in bytes */
     int64_t code;
-} sr_slot; /* one cache miss per lookup: the slot, then the key (the keys are few and hot) */
+} sr_entry;
 
 typedef struct {
     sr_slot *slot;
-    int64_t slots; /* a power of two */
-    int64_t used;
+    int64_t slots; /* a power of two, at least twice the entries */
+    sr_entry *entry;
+    int64_t used, entries_cap;
     char *keys;
     int64_t keys_used, keys_cap;
 } sr_memo;
 
-static uint64_t hash_bytes(const unsigned char *s, int64_t n) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (int64_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ull;
-    h ^= h >> 29;
-    return h ? h : 1;
+/* The first 8 bytes of s[0:n], zero-padded (`end`: how far s may be read). */
+static inline uint64_t head_of(const char *s, int64_t n, const char *end) {
+    uint64_t w = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (end - s >= 8) { /* one load and a mask, no call to memcpy */
+        memcpy(&w, s, 8);
+        return n >= 8 ? w : w & ((1ull << (8 * n)) - 1);
+    }
+#endif
+    for (int64_t i = 0; i < n && i < 8; i++) w |= (uint64_t)(unsigned char)s[i] << (8 * i);
+    return w;
+}
+
+/* A 64-bit hash of s[0:n], 8 bytes at a time (the last ones as head_of reads them, so
+ * a key hashes the same wherever it is stored). */
+static inline uint64_t hash_bytes(const char *s, int64_t n, const char *end) {
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ (uint64_t)n;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    if (i < n) {
+        h = (h ^ head_of(s + i, n - i, end)) * 0xc4ceb9fe1a85ec53ull;
+        h ^= h >> 29;
+    }
+    h = (h ^ (h >> 31)) * 0x94d049bb133111ebull;
+    return h ^ (h >> 29);
 }
 
 void sr_memo_free(sr_memo *m) {
     if (!m) return;
     free(m->slot);
+    free(m->entry);
     free(m->keys);
     free(m);
 }
@@ -121,7 +157,9 @@ sr_memo *sr_memo_new(void) {
     m->keys = malloc((size_t)m->keys_cap);
     m->slots = 1 << 12;
     m->slot = calloc((size_t)m->slots, sizeof(sr_slot));
-    if (!m->keys || !m->slot) {
+    m->entries_cap = 1 << 11;
+    m->entry = malloc(sizeof(sr_entry) * (size_t)m->entries_cap);
+    if (!m->keys || !m->slot || !m->entry) {
         sr_memo_free(m);
         return NULL;
     }
@@ -136,40 +174,49 @@ void sr_memo_clear(sr_memo *m) {
 
 int64_t sr_memo_size(const sr_memo *m) { return m->used; }
 
-/* The slot of key s[0:n]: where it is, or the empty slot where it would go. */
-static inline int64_t find(const sr_memo *m, const char *s, int64_t n, uint64_t h) {
+/* The slot of key s[0:n] with hash h: where it is, or the empty slot where it would go. */
+static inline int64_t find(const sr_memo *m, const char *s, int64_t n, uint64_t h, uint64_t head) {
     int64_t mask = m->slots - 1, i = (int64_t)(h & (uint64_t)mask);
-    const sr_slot *slot = m->slot;
-    while (slot[i].hash) {
-        if (slot[i].hash == h && slot[i].size == n && memcmp(m->keys + slot[i].start, s, (size_t)n) == 0) return i;
-        i = (i + 1) & mask;
+    uint32_t tag = (uint32_t)(h >> 32);
+    for (;; i = (i + 1) & mask) {
+        sr_slot slot = m->slot[i];
+        if (!slot.entry) return i;
+        if (slot.tag != tag) continue;
+        const sr_entry *e = m->entry + slot.entry - 1;
+        if (e->size == n && e->head == head && (n <= 8 || memcmp(m->keys + e->start + 8, s + 8, (size_t)(n - 8)) == 0))
+            return i;
     }
-    return i;
 }
 
 static int grow(sr_memo *m) {
-    sr_slot *old = m->slot;
-    int64_t count = m->slots;
-    sr_slot *slot = calloc((size_t)count * 2, sizeof(sr_slot));
+    int64_t slots = m->slots * 2, mask = slots - 1;
+    sr_slot *slot = calloc((size_t)slots, sizeof(sr_slot));
     if (!slot) return -2;
-    m->slot = slot;
-    m->slots = count * 2;
-    for (int64_t i = 0; i < count; i++) {
-        if (!old[i].hash) continue;
-        int64_t j = find(m, m->keys + old[i].start, old[i].size, old[i].hash);
-        slot[j] = old[i];
+    for (int64_t k = 0; k < m->used; k++) { /* the keys are distinct: each takes the first free slot */
+        int64_t i = (int64_t)(m->entry[k].hash & (uint64_t)mask);
+        while (slot[i].entry) i = (i + 1) & mask;
+        slot[i] = (sr_slot){(uint32_t)(m->entry[k].hash >> 32), (uint32_t)(k + 1)};
     }
-    free(old);
+    free(m->slot);
+    m->slot = slot;
+    m->slots = slots;
     return 0;
 }
 
-/* Remember that chunk s[0:n] has `code` (a chunk already there keeps its code). */
+/* Remember that chunk s[0:n] has `code` (a chunk already there keeps its code): 1 added,
+ * 0 there already, -1 bad input, -2 out of memory. */
 int64_t sr_memo_put(sr_memo *m, const char *s, int64_t n, int64_t code) {
-    if (n < 0 || code < 0) return -1;
+    if (n < 0 || code < 0 || m->used >= 0xfffffffell) return -1;
     if (2 * (m->used + 1) > m->slots && grow(m) < 0) return -2;
-    uint64_t h = hash_bytes((const unsigned char *)s, n);
-    int64_t i = find(m, s, n, h);
-    if (m->slot[i].hash) return 0;
+    uint64_t h = hash_bytes(s, n, s + n), head = head_of(s, n, s + n);
+    int64_t i = find(m, s, n, h, head);
+    if (m->slot[i].entry) return 0;
+    if (m->used == m->entries_cap) {
+        sr_entry *entry = realloc(m->entry, sizeof(sr_entry) * (size_t)m->entries_cap * 2);
+        if (!entry) return -2;
+        m->entry = entry;
+        m->entries_cap *= 2;
+    }
     if (m->keys_used + n > m->keys_cap) {
         int64_t cap = m->keys_cap;
         while (m->keys_used + n > cap) cap *= 2;
@@ -179,7 +226,8 @@ int64_t sr_memo_put(sr_memo *m, const char *s, int64_t n, int64_t code) {
         m->keys_cap = cap;
     }
     memcpy(m->keys + m->keys_used, s, (size_t)n);
-    m->slot[i] = (sr_slot){h, m->keys_used, n, code};
+    m->entry[m->used] = (sr_entry){h, head, m->keys_used, n, code};
+    m->slot[i] = (sr_slot){(uint32_t)(h >> 32), (uint32_t)(m->used + 1)};
     m->keys_used += n;
     m->used++;
     return 1;
@@ -224,22 +272,24 @@ static inline int64_t space_len(const unsigned char *s, int64_t n) {
     return k == 0 ? 0 : k == 1 ? 1 : space_at(s, n);
 }
 
-/* The number of chunks of buf[0:n] (see sr_chunks). */
+/* The number of chunks of buf[0:n] (see sr_chunks): the starts of runs of non-separators,
+ * counted without a branch per byte (only the rare lead bytes of long separators branch). */
 int64_t sr_count_chunks(const char *buf, int64_t n) {
     init_kind();
     const unsigned char *s = (const unsigned char *)buf;
     int64_t count = 0, i = 0;
-    int inside = 0;
+    int64_t before = 1; /* was the previous byte a separator (the start counts as one) */
     while (i < n) {
-        int64_t w = space_len(s + i, n - i);
-        if (w) {
-            inside = 0;
-            i += w;
-        } else {
-            count += !inside;
-            inside = 1;
-            i++;
+        unsigned char k = KIND[s[i]];
+        int64_t w = 1, sep = k == 1;
+        if (k == 2) {
+            w = space_at(s + i, n - i);
+            sep = w > 0;
+            w = w ? w : 1;
         }
+        count += before & !sep;
+        before = sep;
+        i += w;
     }
     return count;
 }
@@ -260,18 +310,13 @@ int64_t sr_chunks(sr_memo *m, const char *buf, int64_t n, int64_t *codes, int64_
             i += w;
             continue;
         }
-        int64_t start = i;
-        uint64_t h = 1469598103934665603ull; /* hash_bytes, byte by byte as the chunk is read */
-        do {
-            h = (h ^ s[i]) * 1099511628211ull;
-            i++;
-        } while (i < n && !space_len(s + i, n - i));
-        h ^= h >> 29;
-        h = h ? h : 1;
+        int64_t start = i++;
+        while (i < n && !space_len(s + i, n - i)) i++;
         if (count >= cap) return -1;
-        int64_t size = i - start, slot = find(m, buf + start, size, h);
-        if (m->slot[slot].hash) {
-            codes[count++] = m->slot[slot].code;
+        const char *key = buf + start, *end = buf + n;
+        int64_t size = i - start, slot = find(m, key, size, hash_bytes(key, size, end), head_of(key, size, end));
+        if (m->slot[slot].entry) {
+            codes[count++] = m->entry[m->slot[slot].entry - 1].code;
             continue;
         }
         int64_t put = sr_memo_put(m, buf + start, size, next_code + fresh);
