@@ -70,9 +70,9 @@ class FoldedModel:
     bias: np.ndarray
     readout: str = "final"
     compiled: bool = True  # the C recurrence of sparse_rational.native when it can be built (same bits)
-    _f: np.ndarray = field(init=False, repr=False)  # [V, M] float32: f of every column (below)
-    _u: np.ndarray = field(init=False, repr=False)  # [V, M] float32: u of every column
-    _real: np.ndarray = field(init=False, repr=False)  # [N] long: the column of each state
+    _fu: np.ndarray = field(init=False, repr=False)  # [V, 2N] float32: f then u of every state
+    _first: np.ndarray = field(init=False, repr=False)  # [N] int32: 1 at each WFSA's first state
+    _columns: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(init=False, repr=False, default=None)
     _combine: np.ndarray = field(init=False, repr=False)  # [N, C] float32: state -> its WFSA's logits
 
     def __post_init__(self) -> None:
@@ -82,25 +82,34 @@ class FoldedModel:
         n, d = sum(self.structure), len(self.structure)
         if self.table.ndim != 2 or self.table.shape[1] != 2 * n:
             raise ValueError(f"table of shape {self.table.shape} for {n} transitions")
-        # Columns: every WFSA's q_0 (always 1), then its states q_1..q_n, WFSA after WFSA
-        # (M = N + d columns); column k reads column k-1 as its predecessor, so one update
-        # serves every column: c[k] = f[k] c[k] + u[k] c[k-1], with f = 1, u = 0 at a q_0
-        # (it stays 1). The documents' rows of c are contiguous, so the update runs over the
-        # flat array, with the term that a row's first column reads from the row before set to 0.
-        first = np.cumsum([0, *[k + 1 for k in self.structure]])[:-1]  # q_0 column of each WFSA
-        real = np.concatenate(  # (no WFSA left after pruning: no column)
-            [np.zeros(0, np.int64), *[np.arange(s + 1, s + 1 + k) for s, k in zip(first, self.structure)]]
-        ).astype(np.int64)
-        cols = n + d
         f, one_minus_f = _sigmoid_pair(self.table[:, n:].astype(np.float64))
-        u = self.table[:, :n].astype(np.float64) * one_minus_f
-        self._f = np.ones((self.table.shape[0], cols), np.float32)
-        self._u = np.zeros((self.table.shape[0], cols), np.float32)
-        self._f[:, real], self._u[:, real] = f, u
-        del f, one_minus_f, u
-        self._real = real
+        self._fu = np.empty_like(self.table, np.float32)  # a token's f and u side by side: one read
+        self._fu[:, :n], self._fu[:, n:] = f, self.table[:, :n].astype(np.float64) * one_minus_f
+        del f, one_minus_f
+        self._first = np.zeros(n, np.int32)
+        self._first[np.cumsum([0, *self.structure])[:-1][: len(self.structure)]] = 1
         owner = np.repeat(np.arange(d), self.structure)
         self._combine = np.ascontiguousarray(self.weight.astype(np.float32)[:, owner].T)  # [N, C]
+
+    def _padded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The numpy path's columns: every WFSA's q_0 (always 1), then its states q_1..q_n,
+        WFSA after WFSA (M = N + d columns): ``(f, u, real)``, ``[V, M]`` each and the column
+        of each state. Column k reads column k-1 as its predecessor, so one update serves
+        every column: c[k] = f[k] c[k] + u[k] c[k-1], with f = 1, u = 0 at a q_0 (it stays
+        1). The documents' rows of c are contiguous, so the update runs over the flat array,
+        with the term that a row's first column reads from the row before set to 0."""
+        if self._columns is None:
+            first = np.cumsum([0, *[k + 1 for k in self.structure]])[:-1]  # q_0 column of each WFSA
+            real = np.concatenate(  # (no WFSA left after pruning: no column)
+                [np.zeros(0, np.int64), *[np.arange(s + 1, s + 1 + k) for s, k in zip(first, self.structure)]]
+            ).astype(np.int64)
+            cols = self.transitions + len(self.structure)
+            f = np.ones((self.table.shape[0], cols), np.float32)
+            u = np.zeros((self.table.shape[0], cols), np.float32)
+            n = self.transitions
+            f[:, real], u[:, real] = self._fu[:, :n], self._fu[:, n:]
+            self._columns = (f, u, real)
+        return self._columns
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -157,7 +166,8 @@ class FoldedModel:
             return np.zeros((count, self.transitions), np.float32)
         lib = native.library() if self.compiled else None
         if lib is not None:
-            return native.states(lib, ids, lengths, self._f, self._u, self._real, self.readout)
+            return native.states(lib, ids, lengths, self._fu, self._first, self.readout)
+        col_f, col_u, real = self._padded()
         # documents longest first: those still being read at step t are rows [0, active[t])
         order = np.argsort(-lengths, kind="stable")
         lens = lengths[order]
@@ -171,7 +181,7 @@ class FoldedModel:
         packed = np.empty(len(doc), np.int64)
         packed[step_start[t] + doc] = np.asarray(ids, np.int64)[doc_start[doc] + t]
         c = np.ones((count, cols), np.float32)  # q_0 columns stay 1
-        c[:, self._real] = 0.0
+        c[:, real] = 0.0
         f, u = np.empty_like(c), np.empty_like(c)
         readout = self.readout
         pooled = np.full((count, cols), -np.inf if readout == "max" else 0.0, np.float32)
@@ -181,8 +191,8 @@ class FoldedModel:
             rows = packed[step_start[step] : step_start[step] + n]
             end = n * cols
             cs, fs, us = flat_c[:end], flat_f[:end], flat_u[:end]
-            np.take(self._f, rows, axis=0, out=f[:n])
-            np.take(self._u, rows, axis=0, out=u[:n])
+            np.take(col_f, rows, axis=0, out=f[:n])
+            np.take(col_u, rows, axis=0, out=u[:n])
             np.multiply(us[1:], cs[:-1], out=us[1:])  # u c_{k-1}(t-1), before c changes
             us[cols::cols] = 0.0  # a row's first column, times the previous row's last (inf * 0)
             np.multiply(cs, fs, out=cs)  # f c_k(t-1)
@@ -198,7 +208,7 @@ class FoldedModel:
         else:
             out = np.where(lens[:, None] > 0, pooled, np.float32(0.0))
         result = np.empty((count, self.transitions), np.float32)
-        result[order] = out[:, self._real]
+        result[order] = out[:, real]
         return result
 
     def logits(self, ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:

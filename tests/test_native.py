@@ -58,7 +58,7 @@ def test_the_c_recurrence_refuses_ids_outside_the_table():
     with pytest.raises(ValueError, match="outside the table of 50 rows"):
         model.states(np.array([3, 50]), np.array([2]))
     with pytest.raises(ValueError, match="3 token ids for document lengths summing to 2"):
-        native.states(native.library(), np.array([1, 2, 3]), np.array([2]), model._f, model._u, model._real, "max")
+        native.states(native.library(), np.array([1, 2, 3]), np.array([2]), model._fu, model._first, "max")
 
 
 def _characters() -> list[str]:

@@ -88,7 +88,7 @@ def _build() -> Path:
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     signatures = {
-        "sr_states": (_I, [_P, _P, _I, _P, _P, _I, _I, _P, _I, ctypes.c_int32, _P]),
+        "sr_states": (_I, [_P, _P, _I, _P, _I, _I, _P, ctypes.c_int32, _P]),
         "sr_memo_new": (_P, []),
         "sr_memo_free": (None, [_P]),
         "sr_memo_clear": (None, [_P]),
@@ -140,28 +140,30 @@ def states(
     lib: ctypes.CDLL,
     ids: np.ndarray,
     lengths: np.ndarray,
-    f: np.ndarray,
-    u: np.ndarray,
-    real: np.ndarray,
+    fu: np.ndarray,
+    first: np.ndarray,
     readout: str,
 ) -> np.ndarray:
-    """The read-out states ``[n, len(real)]`` float32 of ``n`` documents (token rows one after
-    another in ``ids``, ``lengths[i]`` of them for document ``i``) over the folded columns
-    ``f, u`` (``[V, M]`` float32); see :meth:`sparse_rational.folded.FoldedModel.states`."""
+    """The read-out states ``[n, N]`` float32 of ``n`` documents (token rows one after another
+    in ``ids``, ``lengths[i]`` of them for document ``i``) over the folded table ``fu``
+    (``[V, 2N]`` float32: every token's f, then its u), ``first[j]`` 1 at each WFSA's first
+    state (int32); see :meth:`sparse_rational.folded.FoldedModel.states`."""
     ids = np.ascontiguousarray(ids, np.int64)
     lengths = np.ascontiguousarray(lengths, np.int64)
-    real = np.ascontiguousarray(real, np.int64)
+    first = np.ascontiguousarray(first, np.int32)
     if int(lengths.sum()) != len(ids) or (len(lengths) and lengths.min() < 0):
         raise ValueError(f"{len(ids)} token ids for document lengths summing to {int(lengths.sum())}")
-    out = np.empty((len(lengths), len(real)), np.float32)
-    if not len(lengths) or not len(real):
+    vocab, n = fu.shape[0], fu.shape[1] // 2
+    if not (fu.dtype == np.float32 and fu.flags.c_contiguous):
+        raise TypeError("the table must be a C-contiguous float32 array")
+    if fu.shape[1] != 2 * n or first.shape != (n,):
+        raise ValueError(f"a table {fu.shape} with {first.shape[0]} first-state flags")
+    out = np.empty((len(lengths), n), np.float32)
+    if not len(lengths) or not n:
         return out
-    vocab, cols = f.shape
-    assert f.dtype == u.dtype == np.float32 and f.flags.c_contiguous and u.flags.c_contiguous and u.shape == f.shape
     status = lib.sr_states(
-        _ptr(ids), _ptr(lengths), len(lengths), _ptr(f), _ptr(u), vocab, cols, _ptr(real), len(real),
-        READOUT_CODES[readout], _ptr(out),
-    )  # fmt: skip
+        _ptr(ids), _ptr(lengths), len(lengths), _ptr(fu), vocab, n, _ptr(first), READOUT_CODES[readout], _ptr(out)
+    )
     if status == -3:
         raise ValueError(f"a token id outside the table of {vocab} rows")
     if status < 0:

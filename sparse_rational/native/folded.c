@@ -3,11 +3,11 @@
  * Two pieces, both on the hot path of `sparse-rational predict` for models on static vectors:
  *
  * 1. sr_states: the recurrence of sparse_rational/folded.py over whole documents,
- *        c_k(t) = f_k(x_t) c_k(t-1) + u_k(x_t) c_{k-1}(t-1)
- *    over the M columns of the folded table (every WFSA's q_0 column, with f = 1 and
- *    u = 0, then its states), read out as final / mean / max. The arithmetic is the numpy
- *    path's, operation for operation, in float32 (f*c and u*c rounded, then added; the
- *    build disables contraction into fused multiply-adds), so both paths give the same bits.
+ *        c_j(t) = f_j(x_t) c_j(t-1) + u_j(x_t) c_{j-1}(t-1)     (c_{j-1} = 1 at a first state)
+ *    over the N states of the folded table, read out as final / mean / max. The arithmetic
+ *    is the numpy path's, operation for operation, in float32 (f*c and u*c rounded, then
+ *    added; the build disables contraction into fused multiply-adds), so both paths give
+ *    the same bits; the numpy path's q_0 columns of ones are not computed here.
  *
  * 2. A memo of text chunks to integer codes, and sr_chunks, which splits UTF-8 text into
  *    chunks and looks every chunk up. It splits where the tokenizer of data/tokenize.py
@@ -27,59 +27,83 @@
 
 enum { READ_FINAL = 0, READ_MEAN = 1, READ_MAX = 2 };
 
-static void step(const float *restrict f, const float *restrict u, const float *restrict c,
-                 float *restrict next, int64_t cols) {
-    next[0] = f[0] * c[0];
-    for (int64_t k = 1; k < cols; k++) {
-        float a = f[k] * c[k];
-        float b = u[k] * c[k - 1];
-        next[k] = a + b;
+/* One token: next_j = f_j c_j + u_j p_j over the N states, p_j = c_{j-1}, except at a
+ * WFSA's first state, where p_j = 1 (its q_0, which the numpy path keeps as a column of
+ * ones): one pass that vectorises, then the first states again. */
+static inline void step(const float *restrict f, const float *restrict u, const float *restrict c,
+                        float *restrict next, int64_t n, const int64_t *restrict starts, int64_t wfsas) {
+    for (int64_t j = 0; j < n; j++) {
+        float a = f[j] * c[j];
+        float b = u[j] * c[j - 1];
+        next[j] = a + b;
+    }
+    for (int64_t w = 0; w < wfsas; w++) {
+        int64_t j = starts[w];
+        float a = f[j] * c[j];
+        float b = u[j] * 1.0f;
+        next[j] = a + b;
     }
 }
 
-/* Read `ndocs` documents, `lengths[i]` token ids each, one after another in `ids`.
- * F, U: [vocab, cols] tables; real: the `nreal` columns that are states (the rest are q_0
- * columns). out: [ndocs, nreal], the read-out state of every document. */
-int64_t sr_states(const int64_t *ids, const int64_t *lengths, int64_t ndocs, const float *F,
-                  const float *U, int64_t vocab, int64_t cols, const int64_t *real, int64_t nreal,
-                  int32_t readout, float *out) {
-    if (cols <= 0 || readout < READ_FINAL || readout > READ_MAX) return -1;
-    float *buf = malloc(sizeof(float) * 3 * (size_t)cols);
-    if (!buf) return -2;
-    float *c = buf, *next = buf + cols, *pool = buf + 2 * cols;
+/* Read `ndocs` documents, `lengths[d]` token ids each, one after another in `ids`, with
+ * FU the [vocab, 2n] table of every token's f (n floats) then u (n floats), first[j] != 0
+ * at each WFSA's first state. out: [ndocs, n], every document's read-out states.
+ * 0, or -3 for an id outside the table. */
+int64_t sr_states(const int64_t *ids, const int64_t *lengths, int64_t ndocs, const float *FU,
+                  int64_t vocab, int64_t n, const int32_t *first, int32_t readout, float *out) {
+    if (n <= 0 || readout < READ_FINAL || readout > READ_MAX) return -1;
+    float *buf = malloc(sizeof(float) * (3 * (size_t)n + 2));
+    int64_t *starts = malloc(sizeof(int64_t) * (size_t)n), wfsas = 0;
+    if (!buf || !starts) {
+        free(buf);
+        free(starts);
+        return -2;
+    }
+    for (int64_t j = 0; j < n; j++)
+        if (first[j]) starts[wfsas++] = j;
+    /* c and next: n states each after one padding float (c[-1] is read, never used) */
+    float *c = buf + 1, *next = buf + n + 2, *pool = buf + 2 * n + 2;
+    buf[0] = buf[n + 1] = 1.0f;
     for (int64_t d = 0; d < ndocs; d++) {
-        int64_t n = lengths[d];
-        for (int64_t k = 0; k < cols; k++) c[k] = 1.0f;
-        for (int64_t j = 0; j < nreal; j++) c[real[j]] = 0.0f;
-        for (int64_t k = 0; k < cols; k++) pool[k] = readout == READ_MAX ? -1.0f / 0.0f : 0.0f;
-        for (int64_t t = 0; t < n; t++) {
+        int64_t len = lengths[d];
+        for (int64_t j = 0; j < n; j++) {
+            c[j] = 0.0f;
+            pool[j] = readout == READ_MAX ? -1.0f / 0.0f : 0.0f;
+        }
+        for (int64_t t = 0; t < len; t++) {
             int64_t id = ids[t];
             if (id < 0 || id >= vocab) {
                 free(buf);
+                free(starts);
                 return -3;
             }
-            step(F + id * cols, U + id * cols, c, next, cols);
+            if (t + 1 < len) { /* the next token's row: a random place in the table */
+                const char *row = (const char *)(FU + ids[t + 1] * 2 * n);
+                for (int64_t b = 0; b < (int64_t)sizeof(float) * 2 * n; b += 64) __builtin_prefetch(row + b);
+            }
+            step(FU + id * 2 * n, FU + id * 2 * n + n, c, next, n, starts, wfsas);
             if (readout == READ_MAX) {
-                for (int64_t k = 0; k < cols; k++) pool[k] = next[k] > pool[k] ? next[k] : pool[k];
+                for (int64_t j = 0; j < n; j++) pool[j] = next[j] > pool[j] ? next[j] : pool[j];
             } else if (readout == READ_MEAN) {
-                for (int64_t k = 0; k < cols; k++) pool[k] += next[k];
+                for (int64_t j = 0; j < n; j++) pool[j] += next[j];
             }
             float *swap = c;
             c = next;
             next = swap;
         }
-        float *row = out + d * nreal;
+        float *row = out + d * n;
         if (readout == READ_FINAL) {
-            for (int64_t j = 0; j < nreal; j++) row[j] = c[real[j]];
+            memcpy(row, c, sizeof(float) * (size_t)n);
         } else if (readout == READ_MEAN) {
-            float len = (float)(n > 1 ? n : 1);
-            for (int64_t j = 0; j < nreal; j++) row[j] = pool[real[j]] / len;
+            float div = (float)(len > 1 ? len : 1);
+            for (int64_t j = 0; j < n; j++) row[j] = pool[j] / div;
         } else {
-            for (int64_t j = 0; j < nreal; j++) row[j] = n > 0 ? pool[real[j]] : 0.0f;
+            for (int64_t j = 0; j < n; j++) row[j] = len > 0 ? pool[j] : 0.0f;
         }
-        ids += n;
+        ids += len;
     }
-    free(buf); /* c and next swap between its first two thirds */
+    free(buf);
+    free(starts);
     return 0;
 }
 
