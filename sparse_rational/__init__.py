@@ -14,9 +14,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from .log import set_verbosity
-from .provenance import package_version
-
-__version__ = package_version()
 
 _LAZY = {
     "TextClassifier": "pipeline",
@@ -51,6 +48,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    __version__: str
     from .callbacks import Callback, TensorBoardCallback
     from .config import RunOptions
     from .data import Example, Splits, splits_from
@@ -60,6 +58,11 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # importlib.metadata costs 30 ms: not for every `predict`
+        from .provenance import package_version
+
+        globals()[name] = version = package_version()
+        return version
     if name in _LAZY:
         value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
@@ -68,4 +71,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "__version__"})

@@ -25,19 +25,23 @@ _ABBREVIATIONS = "mr|mrs|ms|dr|jr|sr|st|vs|etc|inc|ltd|co|corp|mt|prof|gen|jan|f
 
 # Order matters: the first alternative that matches at a position wins. ``[^\W_]`` is a
 # letter or digit (any script), ``[^\W\d_]`` a letter; ``(?![^\W_])`` = "at a word end".
+# The guards ``(?=[^\W_]++X)`` (a whole run of letters and digits, then X) are implied by
+# the alternative they precede and only make it fail at once on a plain word, instead of
+# backtracking through it (findall a fifth faster on review text; the same tokens on
+# 411,017 distinct chunks of the shared corpora, every code point and random punctuation).
 _TOKEN_RE = re.compile(
     r"""
       https?://[^\s<>"']+                          # URLs
-    | (?:[^\W_]+\.)+(?:com|org|net|edu|gov)(?![^\W_])  # amazon.com
+    | (?=[^\W_]++\.)(?:[^\W_]+\.)+(?:com|org|net|edu|gov)(?![^\W_])  # amazon.com
     | (?:[^\W\d_]\.)+[^\W\d_](?![^\W_])\.?          # u.s.  e.g.  i.e  p.s.
-    | (?:"""
+    | (?=[^\W_]++\.)(?:"""
     + _ABBREVIATIONS
     + r""")\.(?![^\W_])                             # mr.  etc.  dec.
-    | [^\W_]+(?=n't(?![^\W_]))                      # "do" of "don't", "ca" of "can't"
+    | (?=[^\W_]++')[^\W_]+(?=n't(?![^\W_]))        # "do" of "don't", "ca" of "can't"
     | n't(?![^\W_])                                 # the negation clitic
     | '(?:s|re|ve|ll|d|m|em|n|\d0s)(?![^\W_])        # 's 're 've 'll 'd 'm 'em 'n '90s
     | \d+(?:[.,:/]\d+)+                              # 1,000  3.5  10:30  1/2
-    | [^\W_]+(?:/[^\W_]+)+(?![^\W_])                 # and/or  b/c  w/o
+    | (?=[^\W_]++/)[^\W_]+(?:/[^\W_]+)+(?![^\W_])   # and/or  b/c  w/o
     | [^\W_]+(?:(?:-|'(?!(?:s|re|ve|ll|d|m)(?![^\W_])))[^\W_]+)*
                                                     # words, with internal hyphens and
                                                     # apostrophes (o'clock) but not clitics
