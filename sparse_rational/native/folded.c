@@ -29,21 +29,21 @@ enum { READ_FINAL = 0, READ_MEAN = 1, READ_MAX = 2 };
 
 /* One token: next_j = f_j c_j + u_j p_j over the N states, p_j = c_{j-1}, except at a
  * WFSA's first state, where p_j = 1 (its q_0, which the numpy path keeps as a column of
- * ones): one pass that vectorises, then the first states again. */
-static inline void step(const float *restrict f, const float *restrict u, const float *restrict c,
-                        float *restrict next, int64_t n, const int64_t *restrict starts, int64_t wfsas) {
-    for (int64_t j = 0; j < n; j++) {
-        float a = f[j] * c[j];
-        float b = u[j] * c[j - 1];
-        next[j] = a + b;
+ * ones), chosen by a bit mask (keep_j: all ones, or zero at a first state) so that the
+ * loop vectorises; READ folds v = next_j into the read-out. */
+#define STEP(READ)                                                                            \
+    for (int64_t j = 0; j < n; j++) {                                                         \
+        uint32_t bits;                                                                        \
+        memcpy(&bits, c + j - 1, 4);                                                          \
+        bits = (bits & keep[j]) | (ONE_BITS & ~keep[j]);                                      \
+        float p, a = f[j] * c[j];                                                             \
+        memcpy(&p, &bits, 4);                                                                 \
+        float v = a + u[j] * p;                                                               \
+        next[j] = v;                                                                          \
+        READ;                                                                                 \
     }
-    for (int64_t w = 0; w < wfsas; w++) {
-        int64_t j = starts[w];
-        float a = f[j] * c[j];
-        float b = u[j] * 1.0f;
-        next[j] = a + b;
-    }
-}
+
+static const uint32_t ONE_BITS = 0x3f800000u; /* 1.0f */
 
 /* Read `ndocs` documents, `lengths[d]` token ids each, one after another in `ids`, with
  * FU the [vocab, 2n] table of every token's f (n floats) then u (n floats), first[j] != 0
@@ -53,18 +53,18 @@ int64_t sr_states(const int64_t *ids, const int64_t *lengths, int64_t ndocs, con
                   int64_t vocab, int64_t n, const int32_t *first, int32_t readout, float *out) {
     if (n <= 0 || readout < READ_FINAL || readout > READ_MAX) return -1;
     float *buf = malloc(sizeof(float) * (3 * (size_t)n + 2));
-    int64_t *starts = malloc(sizeof(int64_t) * (size_t)n), wfsas = 0;
-    if (!buf || !starts) {
+    uint32_t *keep = malloc(sizeof(uint32_t) * (size_t)n);
+    if (!buf || !keep) {
         free(buf);
-        free(starts);
+        free(keep);
         return -2;
     }
-    for (int64_t j = 0; j < n; j++)
-        if (first[j]) starts[wfsas++] = j;
+    for (int64_t j = 0; j < n; j++) keep[j] = first[j] ? 0u : 0xffffffffu;
     /* c and next: n states each after one padding float (c[-1] is read, never used) */
     float *c = buf + 1, *next = buf + n + 2, *pool = buf + 2 * n + 2;
     buf[0] = buf[n + 1] = 1.0f;
-    for (int64_t d = 0; d < ndocs; d++) {
+    int64_t status = 0;
+    for (int64_t d = 0; d < ndocs && status == 0; d++) {
         int64_t len = lengths[d];
         for (int64_t j = 0; j < n; j++) {
             c[j] = 0.0f;
@@ -73,19 +73,20 @@ int64_t sr_states(const int64_t *ids, const int64_t *lengths, int64_t ndocs, con
         for (int64_t t = 0; t < len; t++) {
             int64_t id = ids[t];
             if (id < 0 || id >= vocab) {
-                free(buf);
-                free(starts);
-                return -3;
+                status = -3;
+                break;
             }
-            if (t + 1 < len) { /* the next token's row: a random place in the table */
-                const char *row = (const char *)(FU + ids[t + 1] * 2 * n);
-                for (int64_t b = 0; b < (int64_t)sizeof(float) * 2 * n; b += 64) __builtin_prefetch(row + b);
+            if (t + 1 < len && ids[t + 1] >= 0 && ids[t + 1] < vocab) { /* the next row: a random place */
+                const char *ahead = (const char *)(FU + ids[t + 1] * 2 * n);
+                for (int64_t b = 0; b < (int64_t)sizeof(float) * 2 * n; b += 64) __builtin_prefetch(ahead + b);
             }
-            step(FU + id * 2 * n, FU + id * 2 * n + n, c, next, n, starts, wfsas);
+            const float *restrict f = FU + id * 2 * n, *restrict u = f + n;
             if (readout == READ_MAX) {
-                for (int64_t j = 0; j < n; j++) pool[j] = next[j] > pool[j] ? next[j] : pool[j];
+                STEP(pool[j] = v > pool[j] ? v : pool[j])
             } else if (readout == READ_MEAN) {
-                for (int64_t j = 0; j < n; j++) pool[j] += next[j];
+                STEP(pool[j] += v)
+            } else {
+                STEP((void)0)
             }
             float *swap = c;
             c = next;
@@ -103,8 +104,8 @@ int64_t sr_states(const int64_t *ids, const int64_t *lengths, int64_t ndocs, con
         ids += len;
     }
     free(buf);
-    free(starts);
-    return 0;
+    free(keep);
+    return status;
 }
 
 /* ---- 2. the chunk memo ------------------------------------------------------------------ */
