@@ -198,6 +198,9 @@ def test_cli_predict_equals_the_torch_path_with_and_without_threads(baseline, ki
     base = ["predict", "--model", str(baseline), str(texts), "--batch-size", "7"]
     fast = _predict(base, capsys)
     threaded = _predict([*base, "--threads", "3"], capsys)
+    monkeypatch.setenv("SPARSE_RATIONAL_NATIVE", "0")  # numpy and the Python tokenizer: the same lines
+    assert _predict(base, capsys) == fast
+    monkeypatch.delenv("SPARSE_RATIONAL_NATIVE")
     monkeypatch.setenv("SPARSE_RATIONAL_IMPL", "reference")
     slow = _predict(base, capsys)
     assert len(fast) == len(slow) == 50 and threaded == fast
