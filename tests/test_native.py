@@ -149,3 +149,19 @@ def test_processes_that_build_at_once_all_get_the_library(tmp_path):
     assert [p.communicate(timeout=300)[0].strip() for p in procs] == ["True None"] * 4
     built = [p.name for p in tmp_path.rglob("*") if p.is_file()]
     assert built == ["folded.so"]  # one library, no temporary file left
+
+
+def test_copies_and_pickles_of_a_tokenizer_start_their_own_memo():
+    import copy
+    import pickle
+
+    tokenizer = BatchTokenizer(native=True)
+    texts = ["Hello world, don't!", "new words here"]
+    expected = tokenize_batch(texts, BatchTokenizer(native=False))
+    assert tokenize_batch(texts[:1], tokenizer) == expected[:1]
+    for other in (copy.deepcopy(tokenizer), pickle.loads(pickle.dumps(tokenizer)), copy.copy(tokenizer)):
+        assert other._native is not None and other._native is not tokenizer._native
+        assert tokenize_batch(texts, other) == expected
+    assert tokenize_batch(texts, tokenizer) == expected
+    with pytest.raises(TypeError, match="cannot be copied"):
+        copy.deepcopy(tokenizer._native)  # it would free the same C memory twice

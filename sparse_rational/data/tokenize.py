@@ -195,6 +195,23 @@ class BatchTokenizer:
             self._native = compiled.ChunkMemo(lib) if lib is not None else None
         self._reset()
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles hold no C memo (nor the memo of chunks): they start it again."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_native", "_memo")}
+        state["_native"] = self._native is not None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._native:
+            from .. import native as compiled
+
+            lib = compiled.library()
+            self._native = compiled.ChunkMemo(lib) if lib is not None else None
+        else:
+            self._native = None
+        self._reset()
+
     def _own_id(self, token: str) -> int:
         i = self._index.get(token)
         if i is None:

@@ -189,6 +189,9 @@ class ChunkMemo:
     def __len__(self) -> int:
         return int(self._lib.sr_memo_size(self._memo))
 
+    def __reduce__(self):  # a copy would free the same C memory twice
+        raise TypeError("a ChunkMemo holds C memory and cannot be copied or pickled")
+
     def clear(self) -> None:
         self._lib.sr_memo_clear(self._memo)
 
