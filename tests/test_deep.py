@@ -275,7 +275,7 @@ def test_group_lasso_and_the_proximal_step_cover_every_layer(one_thread):
     assert abs(float(model.penalty().detach()) - want) < 1e-9 and len(layers) == 4
     n = sum(m.b.shape[0] for _, _, m in layers)
     group_soft_threshold_(model, torch.full((n,), 100.0, dtype=torch.float64))  # kills every group
-    assert all(float(m.group_norms().max()) == 0 for _, _, m in layers)
+    assert all(float(m.group_norms().max().detach()) == 0 for _, _, m in layers)
     model = RationalClassifier(cfg).double()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     proximal_step_(model, opt, 0.1)  # every group shrinks by lr * lambda
