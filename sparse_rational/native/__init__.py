@@ -55,9 +55,8 @@ def _compiler() -> list[str]:
 
 
 def _tag() -> str:
-    key = "\0".join(
-        [SOURCE.read_text(), " ".join(_compiler()), " ".join(CFLAGS), platform.machine(), sys.platform, str(ctypes.sizeof(_P))]
-    )
+    parts = [SOURCE.read_text(), " ".join(_compiler()), " ".join(CFLAGS)]
+    key = "\0".join([*parts, platform.machine(), sys.platform, str(ctypes.sizeof(_P))])
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
