@@ -165,3 +165,18 @@ def test_copies_and_pickles_of_a_tokenizer_start_their_own_memo():
     assert tokenize_batch(texts, tokenizer) == expected
     with pytest.raises(TypeError, match="cannot be copied"):
         copy.deepcopy(tokenizer._native)  # it would free the same C memory twice
+
+
+def test_an_interrupted_batch_leaves_the_tokenizer_consistent(monkeypatch):
+    tokenizer = BatchTokenizer(native=True)
+    expected = tokenize_batch(["one two", "three, four!"], BatchTokenizer(native=False))
+    assert tokenize_batch(["one two"], tokenizer) == expected[:1]
+
+    def interrupted(chunks):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer, "_learn", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # the C memo had added "three," and "four!" already
+        tokenizer.ids(["three, four!"])
+    monkeypatch.undo()
+    assert tokenize_batch(["one two", "three, four!"], tokenizer) == expected

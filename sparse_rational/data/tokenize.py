@@ -232,9 +232,9 @@ class BatchTokenizer:
     def _size(self) -> int:
         return len(self._native) if self._native is not None else len(self._memo)
 
-    def _learn(self, chunks: list[str], remember: bool = True) -> None:
-        """Split and look up new ``chunks`` and give them the next codes, in order
-        (``remember``: in the Python memo; the C memo has added them itself). The chunks
+    def _learn(self, chunks: list[str]) -> None:
+        """Split and look up new ``chunks`` and give them the next codes, in order (in the
+        Python memo too, unless the C memo is used: it has added them itself). The chunks
         that are not a single word go through the regular expression together, joined by
         ``_DOC`` (a token of its own, as no token spans whitespace)."""
         n = len(chunks)
@@ -259,7 +259,7 @@ class BatchTokenizer:
         else:
             ids = np.fromiter(map(self._lookup, words), np.int64, len(words))
         first = len(self._sizes)
-        if remember:
+        if self._native is None:
             self._memo.update(zip(chunks, range(first, first + n)))
         self._starts.extend((starts + len(self._flat)).tolist())
         self._sizes.extend(sizes.tolist())
@@ -286,13 +286,17 @@ class BatchTokenizer:
         they are normalised and tokenised here, once each, in that order."""
         buf = _joined(texts).encode("utf-8", "surrogatepass").lower()  # bytes.lower: ASCII only
         held = self._size()
-        codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
-        if len(starts) and self._size() > self.max_chunks and held > 1:  # bounded memory: start again
-            self._reset()
+        try:
             codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
-        if len(starts):
-            keys = [buf[a : a + n].decode("utf-8", "surrogatepass") for a, n in zip(starts.tolist(), sizes.tolist())]
-            self._learn([_normalized_chunk(k) for k in keys], remember=False)
+            if len(starts) and self._size() > self.max_chunks and held > 1:  # bounded memory: start again
+                self._reset()
+                codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
+            if len(starts):
+                pieces = zip(starts.tolist(), sizes.tolist())
+                self._learn([_normalized_chunk(buf[a : a + n].decode("utf-8", "surrogatepass")) for a, n in pieces])
+        except BaseException:  # the C memo may hold chunks not learned here (Ctrl-C, memory): forget all
+            self._reset()
+            raise
         return codes
 
     def ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
