@@ -180,3 +180,14 @@ def test_an_interrupted_batch_leaves_the_tokenizer_consistent(monkeypatch):
         tokenizer.ids(["three, four!"])
     monkeypatch.undo()
     assert tokenize_batch(["one two", "three, four!"], tokenizer) == expected
+
+
+def test_threads_may_share_a_tokenizer():
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"text {k}: words{k % 97}, more{k % 13}! and {k}" for k in range(4000)]
+    expected = tokenize_batch(texts, BatchTokenizer(native=False))
+    shared = BatchTokenizer(max_chunks=3000, native=True)  # new chunks and resets all along
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda k: tokenize_batch(texts[k : k + 100], shared), range(0, 4000, 100)))
+    assert [t for batch in got for t in batch] == expected

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from itertools import compress, repeat
@@ -185,6 +186,7 @@ class BatchTokenizer:
         else:
             self._lookup = lookup or self._own_id
         self.max_chunks = max_chunks
+        self._lock = threading.Lock()
         self._native: Any = None  # sparse_rational.native.ChunkMemo: the memo, in C
         if native or native is None:
             from .. import native as compiled
@@ -197,12 +199,13 @@ class BatchTokenizer:
 
     def __getstate__(self) -> dict:
         """Copies and pickles hold no C memo (nor the memo of chunks): they start it again."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_native", "_memo")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_native", "_memo", "_lock")}
         state["_native"] = self._native is not None
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self._lock = threading.Lock()
         if self._native:
             from .. import native as compiled
 
@@ -304,17 +307,18 @@ class BatchTokenizer:
         ``lengths[i]`` of them from text ``i``."""
         if not texts:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if self._native is not None:
-            codes = self._native_codes(texts)
-        else:
-            codes = self._codes(_normalized_chunks(texts))
-        if self._arrays is None:
-            self._arrays = (
-                np.asarray(self._starts, np.int64),
-                np.asarray(self._sizes, np.int64),
-                np.asarray(self._flat, np.int64),
-            )
-        starts, sizes, flat = self._arrays
+        with self._lock:  # one batch at a time: the C memo must not change under a reader
+            if self._native is not None:
+                codes = self._native_codes(texts)
+            else:
+                codes = self._codes(_normalized_chunks(texts))
+            if self._arrays is None:
+                self._arrays = (
+                    np.asarray(self._starts, np.int64),
+                    np.asarray(self._sizes, np.int64),
+                    np.asarray(self._flat, np.int64),
+                )
+            starts, sizes, flat = self._arrays
         size = sizes[codes]
         ends = np.cumsum(size)
         total = int(ends[-1]) if len(ends) else 0
