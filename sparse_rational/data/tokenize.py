@@ -334,6 +334,6 @@ def tokenize_batch(texts: Sequence[str], tokenizer: BatchTokenizer | None = None
     :class:`BatchTokenizer`; pass one made without ``lookup`` to keep its memo between calls)."""
     tokenizer = tokenizer or BatchTokenizer()
     ids, lengths = tokenizer.ids(texts)
-    words = np.asarray(tokenizer.tokens, dtype=object)[ids].tolist() if len(ids) else []
+    words = np.asarray(tokenizer.tokens[:], dtype=object)[ids].tolist() if len(ids) else []  # [:]: a snapshot
     ends = np.cumsum(lengths).tolist()
     return [words[a:b] for a, b in zip([0, *ends[:-1]], ends)]
