@@ -90,7 +90,7 @@ class FoldedModel:
         self._fu[:, :n], self._fu[:, n:] = f, self.table[:, :n].astype(np.float64) * one_minus_f
         del f, one_minus_f
         self._first = np.zeros(n, np.int32)
-        self._first[np.cumsum([0, *self.structure])[:-1][: len(self.structure)]] = 1
+        self._first[np.cumsum([0, *self.structure])[:-1]] = 1  # (no WFSA left: no state)
         owner = np.repeat(np.arange(d), self.structure)
         self._combine = np.ascontiguousarray(self.weight.astype(np.float32)[:, owner].T)  # [N, C]
 
