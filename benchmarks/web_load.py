@@ -112,6 +112,21 @@ async def level(url: str, texts: list[str], requests: int, concurrency: int) -> 
     }
 
 
+def wait_healthy(server: subprocess.Popen, url: str, launched: float) -> None:
+    """Poll ``GET /health`` until it answers 200 (at most 120 s after ``launched``)."""
+    import httpx
+
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if server.poll() is not None or time.perf_counter() - launched > 120:
+            raise SystemExit("the server did not start")
+        time.sleep(0.02)
+
+
 def startup(cmd: list[str], url: str) -> dict:
     """Launch the server, time ``GET /health`` and the first ``POST /predict``, stop it."""
     import httpx
@@ -119,15 +134,7 @@ def startup(cmd: list[str], url: str) -> dict:
     launched = time.perf_counter()
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.perf_counter() - launched > 120:
-                raise SystemExit("the server did not start")
-            time.sleep(0.02)
+        wait_healthy(server, url, launched)
         health, cpu = time.perf_counter() - launched, cpu_s(server.pid)
         httpx.post(url + "/predict", json={"texts": ["it works"]}, timeout=120).raise_for_status()
         first = time.perf_counter() - launched
@@ -177,15 +184,7 @@ def main(argv=None) -> int:
     launched = time.perf_counter()
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.perf_counter() - launched > 120:
-                raise SystemExit("the server did not start")
-            time.sleep(0.02)
+        wait_healthy(server, url, launched)
         result["startup_health_s"] = round(time.perf_counter() - launched, 3)
         httpx.post(url + "/predict", json={"texts": [texts[0]]}, timeout=120).raise_for_status()
         result["startup_first_predict_s"] = round(time.perf_counter() - launched, 3)

@@ -189,13 +189,18 @@ class BatchTokenizer:
         self._lock = threading.Lock()
         self._native: Any = None  # sparse_rational.native.ChunkMemo: the memo, in C
         if native or native is None:
-            from .. import native as compiled
-
-            lib = compiled.library()
-            if lib is None and native:
-                raise RuntimeError(f"the compiled tokenizer is unavailable ({compiled.build_error() or 'turned off'})")
-            self._native = compiled.ChunkMemo(lib) if lib is not None else None
+            self._native = self._c_memo(required=bool(native))
         self._reset()
+
+    @staticmethod
+    def _c_memo(required: bool) -> Any:
+        """A new C memo, or None when the compiled kernels cannot be built (``required``: raise)."""
+        from .. import native as compiled
+
+        lib = compiled.library()
+        if lib is None and required:
+            raise RuntimeError(f"the compiled tokenizer is unavailable ({compiled.build_error() or 'turned off'})")
+        return compiled.ChunkMemo(lib) if lib is not None else None
 
     def __getstate__(self) -> dict:
         """Copies and pickles hold no C memo (nor the memo of chunks): they start it again."""
@@ -206,13 +211,7 @@ class BatchTokenizer:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        if self._native:
-            from .. import native as compiled
-
-            lib = compiled.library()
-            self._native = compiled.ChunkMemo(lib) if lib is not None else None
-        else:
-            self._native = None
+        self._native = self._c_memo(required=False) if self._native else None
         self._reset()
 
     def _own_id(self, token: str) -> int:
