@@ -838,3 +838,78 @@ def test_aggregate_keeps_the_reruns_of_the_best_assignment_when_a_folder_holds_t
     assert entry["best_dev_search"] == pytest.approx(85.0)
     (only,) = aggregate(rows[:5])["d"]  # one assignment's reruns: kept whatever the search says
     assert only["runs"] == 3 and only["test"][0] == pytest.approx(60.0)
+
+
+def test_pooling_datasets_concatenates_their_test_documents_and_narrows_the_intervals():
+    import numpy as np
+
+    from sparse_rational.experiments.significance import judge, pool
+
+    rng = np.random.default_rng(3)
+
+    def runs(p_right: float, n: int) -> list[str]:  # 4 reruns, each document right with p_right
+        return ["".join("1" if u < p_right else "0" for u in rng.uniform(size=n)) for _ in range(4)]
+
+    def dataset(n):
+        return [
+            _entry("baseline 24x1", "baseline", 24, runs(0.80, n), "24x1"),
+            _entry("baseline 24x4", "baseline", 96, runs(0.84, n), "24x4"),
+            _entry("sparse target 20", "sparse", 30, runs(0.83, n)),
+            _entry("sparse target 80", "sparse", 90, runs(0.85, n)),
+        ]
+
+    per = {"a": dataset(300), "b": dataset(500)}
+    per["b"][0]["accuracies"] = per["b"][0]["accuracies"][:3]  # one rerun fewer on b
+    per["b"][0]["flags"] = per["b"][0]["flags"][:3]
+    pooled = {e["configuration"]: e for e in pool(per)}
+    assert set(pooled) == {"baseline 24x1", "baseline 24x4", "sparse target 20", "sparse target 80"}
+    b1 = pooled["baseline 24x1"]
+    assert b1["runs"] == 3 and b1["n_docs"] == 800 and len(b1["flags"][2]) == 800
+    a_flags, b_flags = per["a"][0]["flags"][2], per["b"][0]["flags"][2]
+    assert b1["flags"][2] == a_flags + b_flags  # rerun 2 of a, then rerun 2 of b
+    assert b1["accuracies"][2] == pytest.approx((a_flags.count("1") + b_flags.count("1")) / 800)
+    assert pooled["sparse target 20"]["transitions"][0] == 30.0
+    widths = []
+    for entries in (per["a"], per["b"], list(pooled.values())):
+        claims = judge(entries)
+        assert claims is not None and claims.pairs[0][2].paired
+        widths.append(claims.verdicts[0][2].high - claims.verdicts[0][2].low)
+    assert widths[2] < min(widths[:2])  # more test documents: a narrower interval
+    # without per-document results the accuracies pool, weighted by the test documents
+    for e in per["a"] + per["b"]:
+        e["flags"] = [""] * len(e["accuracies"])
+    e = {x["configuration"]: x for x in pool(per)}["baseline 24x4"]
+    acc_a, acc_b = per["a"][1]["accuracies"][0], per["b"][1]["accuracies"][0]
+    assert e["n_docs"] == 800 and e["accuracies"][0] == pytest.approx((300 * acc_a + 500 * acc_b) / 800)
+    assert pool({"a": per["a"]}) == [] and pool({"a": per["a"], "b": []}) == []
+
+
+def test_summary_of_two_datasets_pools_them(tmp_path):
+    from sparse_rational.experiments.report import COLUMNS, summary_markdown
+
+    def row(ds, conf, method, phase, index, transitions, flags):
+        r = dict.fromkeys(COLUMNS, "")
+        acc = flags.count("1") / len(flags)
+        r.update(
+            dataset=ds, method=method, configuration=conf, patterns="24x1" if conf.endswith("24x1") else "24x4",
+            phase=phase, index=index, lr=0.01, clip=2, dropout=0.1, input_dropout=0.1, weight_decay=1e-6,
+            status="ok", transitions=transitions, parameters=10, dev_accuracy=acc, test_accuracy=acc,
+            structure="x", test_correct=flags, test_size=len(flags),
+        )  # fmt: skip
+        return r
+
+    rows = []
+    for ds in ("d1", "d2"):
+        for conf, method, t, right in (
+            ("baseline 24x1", "baseline", 24, 150),
+            ("baseline 24x4", "baseline", 96, 160),
+            ("sparse target 20", "sparse", 30, 170),
+        ):
+            rows.append(row(ds, conf, method, "search", 0, t, _flags(right, 200)))
+            rows += [row(ds, conf, method, "rerun", i, t, _flags(right - i, 200)) for i in (1, 2, 3)]
+    text = summary_markdown(rows, "t", [], [])
+    assert "## All 2 datasets pooled" in text and "one test set of 400 test documents" in text
+    assert "| sparse target 20 | 3 | 30.0 ± 0.0 | 84.0 ± 0.5 |" in text
+    assert "| all 2 pooled | holds (" in text  # +10 points over 24x1, the same on each dataset
+    one = summary_markdown([r for r in rows if r["dataset"] == "d1"], "t", [], [])
+    assert "pooled" not in one

@@ -189,6 +189,54 @@ def judge(entries: list[dict], seed: int = 0) -> Claims | None:
     return Claims(pairs, verdicts)
 
 
+def pool(per_dataset: Mapping[str, list[dict]]) -> list[dict]:
+    """The entries of several datasets as one dataset whose test set is all of theirs: one
+    entry per configuration that every dataset has. Pooled rerun ``i`` is rerun ``i`` of
+    each dataset, its per-document results concatenated (the reruns of a configuration are
+    exchangeable, so pairing them by index is as good as any pairing); with fewer reruns on
+    one dataset, the pooled entry has that many. A pooled accuracy weights each dataset by
+    its number of test documents. Transitions: the mean over the datasets. Datasets without
+    per-document results pool their accuracies only (and the intervals are then unpaired)."""
+    names = [ds for ds, entries in per_dataset.items() if entries]
+    if len(names) < 2:
+        return []
+    by_conf = [{e["configuration"]: e for e in per_dataset[ds] if e["accuracies"]} for ds in names]
+    pooled = []
+    for conf in [c for c in by_conf[0] if all(c in d for d in by_conf[1:])]:
+        parts = [d[conf] for d in by_conf]
+        runs = min(len(e["accuracies"]) for e in parts)
+        flags = ["".join(e["flags"][i] for e in parts) for i in range(runs)]
+        sizes: list[int] = [int(e.get("n_docs") or 0) for e in parts]
+        if all(all(e["flags"][:runs]) for e in parts) and all(
+            len({len(f) for f in e["flags"][:runs]}) == 1 for e in parts
+        ):
+            accuracies = [f.count("1") / len(f) for f in flags]
+            n_docs: int | None = len(flags[0])
+        else:
+            flags = [""] * runs
+            n_docs = sum(sizes) if all(sizes) else None
+            weights = np.asarray(sizes if n_docs else [1] * len(parts), np.float64)
+            accuracies = [float(np.average([e["accuracies"][i] for e in parts], weights=weights)) for i in range(runs)]
+        test = 100 * np.asarray(accuracies)
+        pooled.append(
+            {
+                "configuration": conf,
+                "method": parts[0]["method"],
+                "patterns": parts[0]["patterns"],
+                "transitions": (
+                    float(np.mean([e["transitions"][0] for e in parts])),
+                    float(np.mean([e["transitions"][1] for e in parts])),
+                ),
+                "test": (float(test.mean()), float(test.std(ddof=1)) if runs > 1 else 0.0),
+                "runs": runs,
+                "accuracies": accuracies,
+                "flags": flags,
+                "n_docs": n_docs,
+            }
+        )
+    return pooled
+
+
 def reference_gap(entry: dict, reference: dict, seed: int = 0) -> Interval | None:
     """A configuration minus a reference row (one run; its test documents resampled with
     the configuration's when both have per-document results)."""
