@@ -11,6 +11,7 @@ import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from ..fileio import atomic_write_bytes, atomic_write_text
 from ..structure import format_structure
@@ -510,6 +511,13 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
 
     agg = aggregate(rows)
     references = references or {}
+    methods = {
+        m[3]: m
+        for m in (
+            ("baseline", "-", "tab:blue", "baseline (fixed structure)"),
+            ("sparse", "--", "tab:orange", "group lasso (learned structure)"),
+        )
+    }
     names = sorted(set(agg) | set(references)) or ["(no finished reruns)"]
     ncols = min(len(names), 4)
     nrows = math.ceil(len(names) / ncols)
@@ -518,10 +526,7 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
         ax.set_visible(False)
     for ax, ds in zip(axes.flat, names):
         entries = agg.get(ds, [])
-        for method, style, color, label in (
-            ("baseline", "-", "tab:blue", "baseline (fixed structure)"),
-            ("sparse", "--", "tab:orange", "group lasso (learned structure)"),
-        ):
+        for method, style, color, label in methods.values():
             es = sorted(
                 (e for e in entries if e["method"] == method and not math.isnan(e["test"][0])),
                 key=lambda e: e["transitions"][0],
@@ -548,12 +553,18 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
         ax.set_xlabel("number of WFSA transitions")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        axes.flat[0].legend(loc="lower right", fontsize=8)
+    legend: dict[str, Any] = {}  # one entry per label over all panels, below them (not over the data)
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    if legend:
+        order = sorted(legend, key=lambda label: label not in methods)  # the models first, then the references
+        fig.legend([legend[k] for k in order], order, loc="lower center", ncol=min(len(order), 4), fontsize=8)
+        fig.tight_layout(rect=(0, 0.35 / (3.6 * nrows), 1, 1))
+    else:
+        fig.tight_layout()
     written = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
