@@ -493,6 +493,13 @@ def summary_markdown(
     return "\n".join(out)
 
 
+#: (method, line style, colour, legend label) of Figure 3's two curves
+_FIGURE_METHODS = (
+    ("baseline", "-", "tab:blue", "baseline (fixed structure)"),
+    ("sparse", "--", "tab:orange", "group lasso (learned structure)"),
+)
+
+
 def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str, dict] | None = None) -> list[Path]:
     """``base.png`` and ``base.svg``: one panel per dataset, test accuracy against the
     number of transitions; baselines solid, sparse models dashed, one standard deviation of
@@ -511,13 +518,6 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
 
     agg = aggregate(rows)
     references = references or {}
-    methods = {
-        m[3]: m
-        for m in (
-            ("baseline", "-", "tab:blue", "baseline (fixed structure)"),
-            ("sparse", "--", "tab:orange", "group lasso (learned structure)"),
-        )
-    }
     names = sorted(set(agg) | set(references)) or ["(no finished reruns)"]
     ncols = min(len(names), 4)
     nrows = math.ceil(len(names) / ncols)
@@ -526,7 +526,7 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
         ax.set_visible(False)
     for ax, ds in zip(axes.flat, names):
         entries = agg.get(ds, [])
-        for method, style, color, label in methods.values():
+        for method, style, color, label in _FIGURE_METHODS:
             es = sorted(
                 (e for e in entries if e["method"] == method and not math.isnan(e["test"][0])),
                 key=lambda e: e["transitions"][0],
@@ -560,9 +560,11 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
     if title:
         fig.suptitle(title, fontsize=10)
     if legend:
-        order = sorted(legend, key=lambda label: label not in methods)  # the models first, then the references
-        fig.legend([legend[k] for k in order], order, loc="lower center", ncol=min(len(order), 4), fontsize=8)
-        fig.tight_layout(rect=(0, 0.35 / (3.6 * nrows), 1, 1))
+        models = {m[3] for m in _FIGURE_METHODS}
+        order = sorted(legend, key=lambda label: label not in models)  # the models first, then the references
+        ncol = min(len(order), 2 if ncols == 1 else 4)  # one panel is too narrow for four entries in a row
+        fig.legend([legend[k] for k in order], order, loc="lower center", ncol=ncol, fontsize=8)
+        fig.tight_layout(rect=(0, (0.1 + 0.22 * math.ceil(len(order) / ncol)) / (3.6 * nrows), 1, 1))
     else:
         fig.tight_layout()
     written = []
