@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         absent_unless_given=("structure_search",),
     )
     config.add_arguments(t, config.TrainConfig, types=types)
+    config.add_arguments(t.add_argument_group("learning from a teacher"), config.TeachOptions, types=types)
     t.add_argument("--no-lr-schedule", action="store_true", help="no ReduceLROnPlateau while finetuning")
     argtypes.add_threads_argument(t)
     t.add_argument(
@@ -273,6 +274,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model=config.from_namespace(config.ModelOptions, args),
         train=config.from_namespace(config.TrainConfig, args, lr_schedule=not args.no_lr_schedule),
         structure=config.from_namespace(config.StructureOptions, args),
+        teach=config.from_namespace(config.TeachOptions, args),
         device=args.device,
         precision=args.precision,
     )
@@ -377,7 +379,9 @@ def _report(m, indent: str = "") -> None:
     print(f"{indent}{dev}{test}")
     print(
         f"{indent}structure {format_structure(m['structure'])}: {m['wfsas']} WFSAs, {m['transitions']} "
-        f"transitions, {m['parameters']} parameters (lambda {m['reg_strength']:.3g}); {m['train_seconds']:.0f}s, "
+        f"transitions ({m.get('long_wfsas')} of 2 or more), {m['parameters']} parameters"
+        f"{' + tuned word vectors' if m.get('vectors') == 'tuned' else ''} (lambda {m['reg_strength']:.3g}); "
+        f"{m['train_seconds']:.0f}s, "
         f"{m['seconds_per_epoch']:.2f}s/epoch"
     )
 

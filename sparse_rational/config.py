@@ -47,6 +47,12 @@ class ModelOptions:
         1, "stacked layers of WFSAs (layer k+1 reads the per-step scores of layer k's WFSAs)", kind="positive"
     )
     bidirectional: bool = _opt(False, "a second set of WFSAs per layer reads each document right to left")
+    vectors: str = _opt(
+        "frozen",
+        "static word vectors 'frozen' (the paper's) or 'tuned' (trained with their own --vector-lr, "
+        "pulled toward their start by --vector-pull; saved with the model)",
+        choices=("frozen", "tuned"),
+    )
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,13 @@ class TrainConfig:
         "what early stopping, the best epoch and the schedule follow on the dev set: "
         "'accuracy', 'loss' (cross-entropy) or 'smoothed' (accuracy over the last 3 epochs)",
         choices=("accuracy", "loss", "smoothed"),
+    )
+    vector_lr: float = _opt(0.001, "Adam's learning rate of tuned word vectors (--vectors tuned)", kind="nonneg")
+    vector_pull: float = _opt(
+        0.0,
+        "decoupled pull of tuned word vectors toward their start, per unit of --vector-lr "
+        "(rows -= vector_lr * pull * (rows - start) after every step)",
+        kind="nonneg",
     )
     max_tokens: int = _opt(
         20_000, "cut training documents to this many tokens, bounding memory (0: never)", kind="nonneg_int"
@@ -134,6 +147,23 @@ class StructureOptions:
 
 
 @dataclass(frozen=True)
+class TeachOptions:
+    """Learning from a teacher (knowledge distillation, see :mod:`sparse_rational.teach`)."""
+
+    teacher: str | None = _opt(
+        None, "a model folder of ours (e.g. one on hf:minilm) or 'tfidf' (fitted here on the training split)"
+    )
+    transfer: str | None = _opt(None, "unlabelled texts (one per line) the teacher labels for the student")
+    augment: int = _opt(
+        0, "augmented copies of each training text the teacher labels (Tang et al. 2019)", kind="nonneg_int"
+    )
+    teacher_weight: float = _opt(
+        0.5, "the teacher's share of the loss on labelled texts (unlabelled ones: the teacher only)", kind="probability"
+    )
+    temperature: float = _opt(2.0, "softens the teacher's and the student's probabilities", kind="positive_float")
+
+
+@dataclass(frozen=True)
 class RunOptions:
     """Everything one ``train`` run is made of (besides the data)."""
 
@@ -141,6 +171,7 @@ class RunOptions:
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainConfig = field(default_factory=TrainConfig)
     structure: StructureOptions = field(default_factory=StructureOptions)
+    teach: TeachOptions = field(default_factory=TeachOptions)
     device: str = "auto"  # where the model computes: auto, cpu, cuda, cuda:N (see device.py)
     precision: str = "fp32"  # fp32; on CUDA also bf16 / fp16 for the input projection
 

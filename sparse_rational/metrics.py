@@ -23,7 +23,11 @@ class Metrics(Mapping):
     structure_summary: str | None = None  # e.g. "2x4,1x2"
     transitions: int | None = None  # sum of the lengths: the x-axis of the paper's Figure 3
     wfsas: int | None = None
-    parameters: int | None = None  # trainable parameters (the frozen vectors not counted)
+    parameters: int | None = None  # trainable parameters of the WFSAs and the classifier (no word vectors)
+    long_wfsas: int | None = None  # WFSAs that keep 2 or more transitions (n-gram patterns, not word detectors)
+    vectors: str | None = None  # static word vectors "frozen" or "tuned" (None: transformer vectors)
+    tuned_vector_parameters: int | None = None  # the numbers of the tuned rows ([V, e]), when tuned
+    teacher: dict | None = None  # how the model was taught (knowledge distillation), if it was
     structure_initial: list[int] | dict | None = None  # --patterns
     # accuracy
     dev_accuracy: float | None = None  # None without a dev set

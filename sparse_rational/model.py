@@ -330,6 +330,31 @@ class RationalClassifier(nn.Module):
             return self
         return RowsReader(self, rows)
 
+    @property
+    def tuned_rows(self) -> bool:
+        """The static rows are trained (parameters), not frozen (a buffer): see :meth:`tune_rows_`."""
+        return isinstance(self.embeddings, nn.Parameter)
+
+    def tune_rows_(self, start: Tensor | None = None) -> RationalClassifier:
+        """Make the model's own static rows ``embeddings [V, e]`` trainable, in place.
+
+        They become a parameter with the same name (a saved model holds the tuned rows where
+        a frozen one holds the frozen rows, so loading, export and the folded predictor read
+        them unchanged), and ``embeddings_start``, the rows they started from (``start``,
+        default: their current values), is kept beside them, unsaved, for the pull that
+        regularises them (:func:`~sparse_rational.train.fit`, ``vector_pull``). The group
+        lasso never acts on the rows. Transformer vectors are not the model's to tune."""
+        if not self.config.vocab_size or not isinstance(self.embeddings, Tensor):
+            raise ValueError("only a model that holds its own static word vectors can tune them")
+        rows = self.embeddings.detach().clone()
+        start = rows.clone() if start is None else start.detach().to(rows).clone()
+        if start.shape != rows.shape:
+            raise ValueError(f"start rows of shape {tuple(start.shape)} for rows of shape {tuple(rows.shape)}")
+        del self._buffers["embeddings"]
+        self.embeddings = nn.Parameter(rows)
+        self.register_buffer("embeddings_start", start, persistent=False)
+        return self
+
     def penalty(self) -> Tensor:
         """Group lasso: ``sum_s ||g_s||_2`` over every state of every layer and direction (no
         sqrt(group size) factor, as the authors)."""
@@ -338,7 +363,12 @@ class RationalClassifier(nn.Module):
         return torch.stack([m.group_norms().sum() for _, _, m in self.wfsa_layers()]).sum()
 
     def num_parameters(self) -> int:
+        """Trained numbers: the WFSAs and the classifier, plus the rows when they are tuned."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def num_model_parameters(self) -> int:
+        """The WFSAs' and the classifier's numbers, without any word vectors."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad and p is not self.embeddings)
 
 
 def read_rows(rows: Any, ids: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:

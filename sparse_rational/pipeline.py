@@ -42,6 +42,7 @@ from .embeddings.featurizer import (
     StaticVectors,
     build_featurizer,
 )
+from .embeddings.hf_options import is_contextual
 from .embeddings.rows import RowTable
 from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from .errors import ParameterError, UserError
@@ -55,7 +56,7 @@ from .ops import forced_impl
 from .phases import Phases
 from .provenance import provenance
 from .structure import format_structure, parse_stack
-from .train import EncodedData, accuracy, predict_proba
+from .train import EncodedData, accuracy, predict_proba, soften
 from .vocab import Vocabulary
 
 _log = get_logger(__name__)
@@ -441,21 +442,40 @@ class TextClassifier:
 
 
 def _seeded_model(
-    config: ModelConfig, rows, seed: int, self_loop_bias: float, device: torch.device, precision: str = "fp32"
+    config: ModelConfig,
+    rows,
+    seed: int,
+    self_loop_bias: float,
+    device: torch.device,
+    precision: str = "fp32",
+    tuned: bool = False,
 ):
     def make() -> RationalClassifier:
         torch.manual_seed(seed)  # the weights are drawn on the CPU: the same model on every device
-        model = RationalClassifier(config, rows, self_loop_bias=self_loop_bias).to(device)
+        model = RationalClassifier(config, rows, self_loop_bias=self_loop_bias)
+        if tuned:  # the static rows become parameters (--vectors tuned)
+            model.tune_rows_()
+        model = model.to(device)
         model.precision = precision
         return model
 
     return make
 
 
-def _prepare_data(splits, embeddings, stack, classes, mopts, seed, verbose, hf_options, device, precision):
+def _prepare_data(
+    splits, embeddings, stack, classes, mopts, seed, verbose, hf_options, device, precision, teach_opts=None
+):
     """The featurizer of ``embeddings`` (a vocabulary and its frozen static vectors, or the
     transformer vectors of every text, encoded once into the disk cache or read from it),
-    the documents as row ids, and a factory of models built over the featurizer's rows."""
+    the documents as row ids, and a factory of models built over the featurizer's rows.
+    With a teacher (``teach_opts.teacher``), the training data also holds the transfer texts
+    and every text the teacher's probabilities (:mod:`~sparse_rational.teach`)."""
+    taught = None
+    if teach_opts is not None and teach_opts.teacher:
+        from .teach import teach
+
+        taught = teach(splits, teach_opts, classes, seed, str(device), verbose)
+    extra = taught.texts[len(splits.train) :] if taught is not None else []
     featurizer, prep = build_featurizer(
         splits,
         embeddings,
@@ -464,6 +484,7 @@ def _prepare_data(splits, embeddings, stack, classes, mopts, seed, verbose, hf_o
         hf_options=hf_options,
         num_classes=len(classes),
         device=str(device),
+        extra_texts=extra,
     )
     ndir = 2 if mopts.bidirectional else 1
     config = ModelConfig(
@@ -482,8 +503,19 @@ def _prepare_data(splits, embeddings, stack, classes, mopts, seed, verbose, hf_o
     )
     clf = TextClassifier(RationalClassifier(config, featurizer.rows), featurizer, classes)
     train = clf.encode(splits.train)
+    if taught is not None:  # the transfer texts, unlabelled, and the teacher's probabilities of every text
+        more = clf.encode(extra) if extra else None
+        train = EncodedData(
+            train.docs + (more.docs if more else []),
+            torch.cat([train.labels, more.labels]) if more else train.labels,
+            soften(torch.from_numpy(taught.probabilities), teach_opts.temperature),
+            teach_opts.teacher_weight,
+            teach_opts.temperature,
+        )
+        prep["teacher"] = taught.record
     dev = clf.encode(splits.dev, strict_labels=False)
-    make = _seeded_model(config, featurizer.rows, seed, mopts.self_loop_bias, device, precision)
+    tuned = mopts.vectors == "tuned"
+    make = _seeded_model(config, featurizer.rows, seed, mopts.self_loop_bias, device, precision, tuned)
     return clf, train, dev, make, prep
 
 
@@ -545,6 +577,22 @@ def _prepare(
         **({"reg_strength": reg_strength} if reg_strength is not None else {}),
         **({"target_transitions": target_transitions} if target_transitions is not None else {}),
     )
+    teach_opts = options.teach
+    if (teach_opts.transfer or teach_opts.augment) and not teach_opts.teacher:
+        raise ParameterError("teacher", "transfer texts and augmented copies need a teacher to label them")
+    if isinstance(teach_opts.augment, bool) or not isinstance(teach_opts.augment, int) or teach_opts.augment < 0:
+        raise ParameterError("augment", f"must be a whole number >= 0, got {teach_opts.augment!r}")
+    if not 0 <= teach_opts.teacher_weight <= 1 or not teach_opts.temperature > 0:
+        raise ParameterError(
+            "teacher_weight",
+            f"must be in [0, 1], and temperature > 0: got {teach_opts.teacher_weight}, {teach_opts.temperature}",
+        )
+    if mopts.vectors not in ("frozen", "tuned"):
+        raise ParameterError("vectors", f"{mopts.vectors!r} is not one of frozen, tuned")
+    if mopts.vectors == "tuned" and is_contextual(embeddings):
+        raise ParameterError("vectors", f"'tuned' needs static word vectors; {embeddings} are a transformer's")
+    if teach_opts.teacher and is_contextual(embeddings):
+        raise ParameterError("teacher", "the student must read static word vectors (its teacher may read any)")
     if mopts.readout not in READOUTS:
         raise ParameterError("readout", f"{mopts.readout!r} is not one of {', '.join(READOUTS)}")
     if opts.reg_strength < 0 or not math.isfinite(opts.reg_strength):
@@ -584,7 +632,17 @@ def _prepare(
     device = resolve_device(options.device)
     check_precision(options.precision, device)
     clf, train, dev, make, prep = _prepare_data(
-        splits, embeddings, stack, classes, mopts, cfg.seed, verbose, hf_options, device, options.precision
+        splits,
+        embeddings,
+        stack,
+        classes,
+        mopts,
+        cfg.seed,
+        verbose,
+        hf_options,
+        device,
+        options.precision,
+        options.teach,
     )
     initial = clf.model.config.structure_record()
     return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start, initial)
@@ -603,6 +661,8 @@ def _finish(
     cfg, opts = run.cfg, run.opts
     clf = TextClassifier(model, run.clf.featurizer, run.clf.classes)
     metrics = Metrics(structure_initial=run.initial, encoding=run.prep.get("encoding"), reg_strength=0.0)
+    if run.prep.get("teacher"):
+        metrics.teacher = run.prep["teacher"]
     if learned is not None:
         metrics.reg_strength = learned.reg_strength
         metrics.structure_before_finetune = model.config.structure_record()
@@ -626,7 +686,12 @@ def _finish(
     metrics.structure = final.structure_record()
     metrics.structure_summary = format_structure(metrics.structure)
     metrics.transitions, metrics.wfsas = final.transitions, len(final.all_lengths)
-    metrics.parameters = model.num_parameters()
+    metrics.parameters = model.num_model_parameters()
+    metrics.long_wfsas = sum(1 for n in final.all_lengths if n >= 2)
+    if final.vocab_size:
+        metrics.vectors = "tuned" if model.tuned_rows else "frozen"
+        if model.tuned_rows:
+            metrics.tuned_vector_parameters = int(cast(Tensor, model.embeddings).numel())
     metrics.embeddings, metrics.train_size, metrics.dev_size = (
         run.embeddings,
         len(run.splits.train),
@@ -639,6 +704,7 @@ def _finish(
         "readout": run.mopts.readout,
         **({"layers": run.mopts.layers, "bidirectional": run.mopts.bidirectional} if run.clf.model.config.deep else {}),
         "self_loop_bias": run.mopts.self_loop_bias,
+        "vectors": run.mopts.vectors,
         "reg_epochs": opts.reg_epochs,
         "penalty_update": opts.penalty_update,
         "structure_search": opts.structure_search,

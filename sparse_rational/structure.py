@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
+from torch import Tensor
 
 from .errors import ParameterError
 from .log import get_logger
@@ -220,7 +222,7 @@ def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
             kept_states.extend(range(start, start + k))
     structure = tuple(k for k in keep_len if k > 0)
     config = replace(model.config, structure=structure)
-    new = RationalClassifier(config, model.embeddings, impl=model.wfsa.impl)
+    new = _with_rows_of(model, RationalClassifier(config, model.embeddings, impl=model.wfsa.impl))
     new.to(device=model.wfsa.w.device, dtype=model.wfsa.w.dtype).train(model.training)
     new.precision = model.precision
     idx = torch.tensor(kept_states, dtype=torch.long, device=model.wfsa.w.device)
@@ -231,6 +233,13 @@ def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
     new.classifier.weight.copy_(model.classifier.weight[:, wfsa_idx])
     new.classifier.bias.copy_(model.classifier.bias)
     return PruneResult(new, kept_states, kept_wfsas, norms)
+
+
+def _with_rows_of(model: RationalClassifier, new: RationalClassifier) -> RationalClassifier:
+    """``new`` (built over ``model``'s rows) tuning them as ``model`` does, from the same start."""
+    if model.tuned_rows:
+        new.tune_rows_(start=cast(Tensor, model.embeddings_start))
+    return new
 
 
 def _prune_stack(model: RationalClassifier, epsilon: float) -> PruneResult:
@@ -246,7 +255,7 @@ def _prune_stack(model: RationalClassifier, epsilon: float) -> PruneResult:
     ndir = len(cfg.directions)
     stack = tuple(tuple(tuple(n for n in kept[k * ndir + d] if n > 0) for d in range(ndir)) for k in range(cfg.layers))
     config = replace(cfg, structure=stack[0][0], stack=stack)
-    new = RationalClassifier(config, model.embeddings, impl=model.wfsa.impl)
+    new = _with_rows_of(model, RationalClassifier(config, model.embeddings, impl=model.wfsa.impl))
     device = model.wfsa.w.device
     new.to(device=device, dtype=model.wfsa.w.dtype).train(model.training)
     new_layers = new.wfsa_layers()

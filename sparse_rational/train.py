@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -33,7 +34,10 @@ class EncodedData:
     """Documents as token-id tensors (``<s>`` and ``</s>`` included) and class indices."""
 
     docs: list[Tensor]
-    labels: Tensor  # [n] long
+    labels: Tensor  # [n] long; -1: no label (a transfer text)
+    soft: Tensor | None = None  # [n, C]: a teacher's probabilities, already softened by ``temperature``
+    soft_weight: float = 0.0  # the teacher's share of the loss of a labelled text (see distillation_loss)
+    temperature: float = 1.0
 
     def __len__(self) -> int:
         return len(self.docs)
@@ -173,6 +177,24 @@ def evaluate(model: RationalClassifier, data: EncodedData) -> tuple[float, float
     return acc, float(-picked.log().mean())
 
 
+def soften(probabilities: Tensor, temperature: float) -> Tensor:
+    """``q_T = softmax(log p / T)``: a teacher's probabilities at temperature ``T``."""
+    return torch.softmax(probabilities.double().clamp_min(1e-12).log() / temperature, -1).float()
+
+
+def distillation_loss(logits: Tensor, labels: Tensor, soft: Tensor, weight: float, temperature: float) -> Tensor:
+    """Mean over the batch of ``(1 - a) CE(y, z) + a T^2 CE(q_T, z / T)`` for a labelled text
+    and ``T^2 CE(q_T, z / T)`` for one without a label (``y = -1``), with ``a = weight``
+    (Hinton et al. 2015; the ``T^2`` keeps the soft term's gradients at the scale of the
+    hard one's)."""
+    logp = torch.log_softmax(logits.float() / temperature, -1)
+    soft_ce = -(soft * logp).sum(-1) * temperature**2
+    labelled = labels >= 0
+    hard = nn.functional.cross_entropy(logits.float(), labels.clamp_min(0), reduction="none")
+    per_text = torch.where(labelled, (1 - weight) * hard + weight * soft_ce, soft_ce)
+    return per_text.mean()
+
+
 def batches_per_epoch(data: EncodedData, cfg: TrainConfig) -> int:
     """How many optimizer steps one epoch of :func:`fit` takes on ``data``."""
     docs = truncate_docs(data.docs, cfg.max_tokens)
@@ -239,6 +261,14 @@ def _restore_fit(ck, model, opt, sched, rng):
     restore_numpy_rng(rng, ck)
     restore_torch_rng(ck, model.classifier.bias.device)
     return best_state, best_acc, best_epoch, bad, history, elapsed
+
+
+@torch.no_grad()
+def _pull_rows_(model: RationalClassifier, rate: float) -> None:
+    """Tuned rows a step back toward where they started: ``rows -= rate * (rows - start)``
+    (decoupled, like AdamW's decay, but toward the pretrained vectors instead of zero)."""
+    rows, start = cast(Tensor, model.embeddings), cast(Tensor, model.embeddings_start)
+    rows.sub_(min(rate, 1.0) * (rows - start))
 
 
 def _selection_score(history: list[EpochLog], select_on: str) -> float:
@@ -317,8 +347,12 @@ def fit(
     lr_schedule = cfg.lr_schedule if lr_schedule is None else lr_schedule
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rows = model.embeddings if getattr(model, "tuned_rows", False) else None
+    params = [p for p in model.parameters() if p.requires_grad and p is not rows]
+    groups: list[dict] = [{"params": params}]
+    if rows is not None:  # tuned word vectors: their own learning rate, no weight decay (the pull instead)
+        groups.append({"params": [rows], "lr": cfg.vector_lr, "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.lr_patience)
     loss_fn = nn.CrossEntropyLoss()
     device = model.classifier.bias.device
@@ -359,7 +393,12 @@ def fit(
             lam = lam_at(step)
             ids, mask = collate(docs, idx, device)
             logits = model(ids, mask)
-            loss = loss_fn(logits, train.labels[torch.as_tensor(idx)].to(device))
+            y = train.labels[torch.as_tensor(idx)].to(device)
+            if train.soft is not None:  # learning from a teacher
+                soft = train.soft[torch.as_tensor(idx)].to(device)
+                loss = distillation_loss(logits, y, soft, train.soft_weight, train.temperature)
+            else:
+                loss = loss_fn(logits, y)
             pen = model.penalty() if penalised else None
             objective = loss + lam * pen if pen is not None and not proximal else loss
             if not torch.isfinite(objective):
@@ -367,9 +406,13 @@ def fit(
             opt.zero_grad(set_to_none=True)
             objective.backward()
             grad_norm = nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+            if rows is not None:  # clipped on their own: the rows do not shrink the WFSAs' steps
+                grad_norm = grad_norm + nn.utils.clip_grad_norm_([rows], max_norm)
             if not torch.isfinite(grad_norm):
                 raise _diverged(f"the gradient became {grad_norm.item()} at batch {n_batches + 1}", desc, epoch)
             opt.step()
+            if rows is not None and cfg.vector_pull > 0:
+                _pull_rows_(model, opt.param_groups[1]["lr"] * cfg.vector_pull)
             if proximal and lam > 0:
                 proximal_step_(model, opt, lam)
             step += 1
@@ -382,7 +425,7 @@ def fit(
                 bar.set_postfix_str(f"lambda {lam:.3g}, {sum(surviving_structure(model, epsilon))} transitions")
             if stop is not None and stop():
                 break
-        if not all(torch.isfinite(p).all() for p in params):
+        if not all(torch.isfinite(p).all() for p in (*params, *([rows] if rows is not None else []))):
             raise _diverged("a weight became NaN or infinite", desc, epoch)
         train_loss = total / max(n_batches, 1)
         dev_acc, dev_loss = evaluate(model, dev) if has_dev else (None, None)

@@ -250,11 +250,15 @@ class ContextualEncoder:
         if local is not None:
             self._check_safetensors(local)
         name = str(local) if local is not None else self.location
-        safe = dict(trust_remote_code=False, local_files_only=local is not None or _offline())
+        offline = local is not None or _offline()
         try:
             with _quiet_transformers(transformers):
-                tok = transformers.AutoTokenizer.from_pretrained(name, **safe)
-                model = transformers.AutoModel.from_pretrained(name, use_safetensors=True, **safe)
+                tok = transformers.AutoTokenizer.from_pretrained(
+                    name, trust_remote_code=False, local_files_only=offline
+                )
+                model = transformers.AutoModel.from_pretrained(
+                    name, use_safetensors=True, trust_remote_code=False, local_files_only=offline
+                )
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders
             where = "folder" if Path(self.location).is_dir() else "Hugging Face model"
             raise UserError(

@@ -163,17 +163,24 @@ class StaticVectors:
 
     @classmethod
     def build(
-        cls, splits: Splits, source: str, seed: int, verbose: bool = True, num_classes: int | None = None
+        cls,
+        splits: Splits,
+        source: str,
+        seed: int,
+        verbose: bool = True,
+        num_classes: int | None = None,
+        extra_texts: Sequence[str] = (),
     ) -> StaticVectors:
         """The vocabulary of ``splits`` and its vectors from ``source`` (see
         :func:`~sparse_rational.embeddings.static.build_vocabulary`): every word of train,
-        dev and test that has a vector, every training word (a random vector if it has none)."""
+        dev, test and ``extra_texts`` (a teacher's transfer texts) that has a vector, every
+        training word (a random vector if it has none)."""
         from ..vocab import Vocabulary
         from .static import SPECIALS, build_vocabulary, load_word_vectors
 
         words = Vocabulary(list(SPECIALS))  # tokenizer and specials, before the vocabulary exists
         tokenized = {name: [words.words(ex.text) for ex in getattr(splits, name)] for name in ("train", "dev", "test")}
-        corpus = [doc for docs in tokenized.values() for doc in docs]
+        corpus = [doc for docs in tokenized.values() for doc in docs] + [words.words(t) for t in extra_texts]
         vectors = load_word_vectors(source, restrict_to={w for doc in corpus for w in doc})
         tokens, matrix, stats = build_vocabulary(vectors, corpus, tokenized["train"], seed=seed)
         if verbose:
@@ -288,6 +295,7 @@ def build_featurizer(
     hf_options: TransformerOptions | None = None,
     num_classes: int | None = None,
     device: str | None = None,
+    extra_texts: Sequence[str] = (),
 ) -> tuple[Featurizer, dict]:
     """The featurizer that ``source`` names, built from the texts of ``splits``, and what
     the metrics record of it (``{"encoding": ...}`` for transformer vectors, encoded on
@@ -295,7 +303,7 @@ def build_featurizer(
     if is_contextual(source):
         featurizer, info = ContextualVectors.build(splits, source, hf_options, verbose=verbose, device=device)
         return featurizer, {"encoding": info}
-    return StaticVectors.build(splits, source, seed, verbose=verbose, num_classes=num_classes), {}
+    return StaticVectors.build(splits, source, seed, verbose, num_classes, extra_texts), {}
 
 
 def prepare_contextual(

@@ -1,0 +1,242 @@
+"""Tuned word vectors (--vectors tuned) and learning from a teacher (--teacher, --transfer,
+--augment): the rows are trained and travel with the model; the distillation loss has the
+values its formula gives; bad teachers and transfer files are one-line errors (exit 2)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, balanced, tiny_args
+
+from sparse_rational.cli import main
+from sparse_rational.config import ModelOptions, RunOptions, StructureOptions, TeachOptions, TrainConfig
+from sparse_rational.data import Splits
+from sparse_rational.errors import ParameterError
+from sparse_rational.pipeline import TextClassifier, train_text_classifier
+from sparse_rational.structure import prune
+from sparse_rational.teach import MASK, augment, read_transfer
+from sparse_rational.train import distillation_loss, soften
+
+FAST_TRAIN = TrainConfig(epochs=3, patience=3, lr=0.05, vector_lr=0.05)
+
+
+@pytest.fixture(scope="module")
+def small(kitchen):
+    return Splits(balanced(kitchen.train, 120), balanced(kitchen.dev, 30), balanced(kitchen.test, 30))
+
+
+@pytest.fixture(scope="module")
+def tuned(small):
+    options = RunOptions(model=ModelOptions(patterns="3x2,2x1", vectors="tuned"), train=FAST_TRAIN)
+    return train_text_classifier(small, options=options, verbose=False)
+
+
+def test_tuned_rows_move_and_the_frozen_start_does_not(tuned, small):
+    start = tuned.featurizer.rows  # the featurizer keeps the pretrained rows it was built from
+    rows = tuned.model.embeddings
+    assert isinstance(rows, torch.nn.Parameter)
+    moved = (rows.detach() - start).norm(dim=1) > 1e-6
+    assert moved.sum() > 100  # the training words' rows were trained
+    assert not moved[len(tuned.vocab) - 1 :].all() or moved.sum() < len(tuned.vocab)
+    assert tuned.metrics["vectors"] == "tuned"
+    assert tuned.metrics["tuned_vector_parameters"] == rows.numel()
+    assert tuned.metrics["parameters"] < rows.numel()  # the WFSAs and the classifier only
+
+
+def test_a_saved_tuned_model_predicts_exactly_as_trained(tuned, small, tmp_path):
+    texts = [e.text for e in small.test]
+    before = tuned.predict_proba(texts)
+    tuned.save(tmp_path / "m")
+    loaded = TextClassifier.load(tmp_path / "m")
+    assert torch.equal(loaded.model.embeddings, tuned.model.embeddings.detach())
+    np.testing.assert_allclose(loaded.predict_proba(texts), before, atol=1e-6)
+    assert "tuned in training" in (tmp_path / "m" / "README.md").read_text()
+    # the PyTorch path and the folded one agree on the tuned rows
+    data = loaded.encode(small.test, strict_labels=False)
+    from sparse_rational.train import predict_proba
+
+    np.testing.assert_allclose(predict_proba(loaded.model, data).numpy(), before, atol=1e-5)
+
+
+def test_export_carries_the_tuned_rows(tuned, tmp_path):
+    tuned.save(tmp_path / "m")
+    assert main(["export", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "m.json")]) == 0
+    exported = np.array(json.loads((tmp_path / "m.json").read_text())["embeddings"])
+    np.testing.assert_allclose(exported, tuned.model.embeddings.detach().double().numpy(), atol=1e-6)
+
+
+def test_pruning_keeps_tuning_the_rows_from_the_same_start(tuned):
+    model = tuned.model
+    pruned = prune(model, 0.0).model
+    assert pruned.tuned_rows
+    assert torch.equal(pruned.embeddings.detach(), model.embeddings.detach())
+    assert torch.equal(pruned.embeddings_start, model.embeddings_start)
+    assert "embeddings_start" not in pruned.state_dict()  # never saved
+
+
+def test_the_pull_brings_rows_back_to_their_start(small):
+    far = RunOptions(
+        model=ModelOptions(patterns="2x1", vectors="tuned"),
+        train=TrainConfig(epochs=2, patience=2, lr=0.05, vector_lr=0.05, vector_pull=0.0),
+    )
+    near = RunOptions(model=far.model, train=TrainConfig(epochs=2, patience=2, lr=0.05, vector_lr=0.05, vector_pull=10))
+    dist = []
+    for options in (far, near):
+        clf = train_text_classifier(small, options=options, verbose=False)
+        dist.append(float((clf.model.embeddings.detach() - clf.featurizer.rows).norm()))
+    assert dist[1] < 0.5 * dist[0]
+
+
+def test_tuned_vectors_and_students_need_static_vectors(small):
+    # refused before anything is encoded (no encoder is loaded: the options are checked first)
+    with pytest.raises(ParameterError, match="vectors"):
+        train_text_classifier(small, options=RunOptions("hf:minilm", ModelOptions(vectors="tuned")), verbose=False)
+    with pytest.raises(ParameterError, match="teacher"):
+        train_text_classifier(small, options=RunOptions("hf:minilm", teach=TeachOptions("tfidf")), verbose=False)
+
+
+def test_the_group_lasso_never_touches_the_rows(tuned):
+    before = tuned.model.embeddings.detach().clone()
+    tuned.model.zero_grad(set_to_none=True)
+    tuned.model.penalty().backward()
+    assert tuned.model.wfsa.w.grad is not None and tuned.model.wfsa.w.grad.any()
+    assert tuned.model.embeddings.grad is None or not tuned.model.embeddings.grad.any()
+    assert torch.equal(tuned.model.embeddings.detach(), before)
+    tuned.model.zero_grad(set_to_none=True)
+
+
+# -- the distillation loss ------------------------------------------------------------------
+
+
+def test_distillation_loss_is_the_mix_its_formula_gives():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3]])
+    labels = torch.tensor([0, -1])
+    p = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
+    t, a = 2.0, 0.25
+    q = soften(p, t)
+    np.testing.assert_allclose(q[0].numpy(), np.array([0.8**0.5, 0.2**0.5]) / (0.8**0.5 + 0.2**0.5), rtol=1e-6)
+    logp_t = torch.log_softmax(logits / t, -1)
+    soft = -(q * logp_t).sum(-1) * t * t
+    hard0 = -torch.log_softmax(logits, -1)[0, 0]
+    expected = ((1 - a) * hard0 + a * soft[0] + soft[1]) / 2
+    got = distillation_loss(logits, labels, q, a, t)
+    assert math.isclose(float(got), float(expected), rel_tol=1e-6)
+    # weight 0 on labelled texts is plain cross-entropy
+    only = distillation_loss(logits[:1], labels[:1], q[:1], 0.0, t)
+    assert math.isclose(float(only), float(hard0), rel_tol=1e-6)
+
+
+# -- augmentation and transfer files ---------------------------------------------------------
+
+
+def test_augment_is_deterministic_distinct_and_masks():
+    texts = [f"this pan is not good at all and it broke after {k} weeks of use" for k in range(30)]
+    a, b = augment(texts, 2, seed=3), augment(texts, 2, seed=3)
+    assert a == b and a != augment(texts, 2, seed=4)
+    assert len(set(a)) == len(a) and not set(a) & set(texts)
+    assert 50 <= len(a) <= 60
+    assert any(MASK in t for t in a)
+    assert any(len(t.split()) <= 5 for t in a)  # n-gram samples
+    assert augment(texts, 0) == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "no text"), (b"\n  \n", "no text"), (b"\x00\x01binary", "binary"), (b"ok\n\xff\xfe bad\n", "line 2")],
+)
+def test_bad_transfer_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "transfer.txt"
+    path.write_bytes(content)
+    with pytest.raises(ParameterError, match=message):
+        read_transfer(path)
+
+
+def test_an_fdu_unlabel_file_gives_its_texts(tmp_path):
+    path = tmp_path / "kitchen.task.unlabel"
+    path.write_text("0\tgreat pan\n1\tbad kettle\n", encoding="utf-8")
+    assert read_transfer(path) == ["great pan", "bad kettle"]
+
+
+# -- teachers ----------------------------------------------------------------------------------
+
+
+def test_a_tfidf_teacher_teaches_and_the_card_says_so(small, tmp_path):
+    (tmp_path / "more.txt").write_text("not good at all\nworks great, love it\n", encoding="utf-8")
+    options = RunOptions(
+        model=ModelOptions(patterns="2x2,2x1"),
+        train=FAST_TRAIN,
+        teach=TeachOptions(teacher="tfidf", transfer=str(tmp_path / "more.txt"), augment=1),
+    )
+    clf = train_text_classifier(small, options=options, verbose=False)
+    t = clf.metrics["teacher"]
+    assert t["kind"] == "tfidf" and t["transfer_texts"] == 2 and 100 <= t["augmented_texts"] <= 120
+    assert 0.5 <= t["teacher_train_accuracy"] < 1.0  # cross-fitted: not memorised
+    clf.save(tmp_path / "m")
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "Taught by a teacher" in card and "2 unlabelled transfer texts" in card
+    assert TextClassifier.load(tmp_path / "m").predict(["great"])[0] in clf.classes
+
+
+def test_a_folder_teacher_is_cached_and_its_student_holds_nothing_of_it(small, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPARSE_RATIONAL_CACHE", str(tmp_path / "cache" / "vectors"))
+    teacher = train_text_classifier(
+        small, options=RunOptions(model=ModelOptions(patterns="2x1"), train=FAST_TRAIN), verbose=False
+    )
+    teacher.save(tmp_path / "teacher")
+    calls = []
+    real = TextClassifier.predict_proba
+
+    def counting(self, texts, max_tokens=0):
+        calls.append(len(texts))
+        return real(self, texts, max_tokens)
+
+    monkeypatch.setattr(TextClassifier, "predict_proba", counting)
+    options = RunOptions(
+        model=ModelOptions(patterns="2x1"),
+        train=FAST_TRAIN,
+        structure=StructureOptions(),
+        teach=TeachOptions(teacher=str(tmp_path / "teacher"), augment=1),
+    )
+    first = train_text_classifier(small, options=options, verbose=False)
+    scored = sum(calls)
+    assert scored >= len(small.train)
+    train_text_classifier(small, options=options, verbose=False)
+    assert sum(calls) == scored  # the second run read every probability from the cache
+    assert list((tmp_path / "cache" / "teacher").glob("*.npz"))
+    first.save(tmp_path / "student")
+    assert not any("teacher" in p.name for p in (tmp_path / "student").iterdir())
+
+
+def _cli_error(args, capsys) -> str:
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_teacher_errors_are_one_line_before_training(tiny_files, tmp_path, capsys, baseline):
+    base = ["train", *tiny_args(tiny_files), "--patterns", "2x1", *FAST, "--out", str(tmp_path / "o")]
+    # a teacher whose classes differ from the data's
+    other = tmp_path / "other.tsv"
+    other.write_text("".join(f"{lab}\tword {k}\n" for k in range(20) for lab in ("a", "b")), encoding="utf-8")
+    args = ["train", "--train", str(other), "--embeddings", "glove-6b-50d", "--patterns", "2x1", *FAST]
+    assert main([*args, "--out", str(tmp_path / "ab")]) == 0
+    err = _cli_error([*base, "--teacher", str(tmp_path / "ab")], capsys)
+    assert "classes" in err and "--teacher" in err
+    # not a model folder; a folder that would need a pickle
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    assert "pickle" in _cli_error([*base, "--teacher", str(tmp_path / "pickled")], capsys)
+    assert "not a model folder" in _cli_error([*base, "--teacher", str(tmp_path / "nowhere")], capsys)
+    # transfer files and --augment
+    (tmp_path / "empty.txt").write_text("")
+    assert "no text" in _cli_error([*base, "--teacher", "tfidf", "--transfer", str(tmp_path / "empty.txt")], capsys)
+    assert "--augment" in _cli_error([*base, "--teacher", "tfidf", "--augment", "-1"], capsys)
+    assert "--augment" in _cli_error([*base, "--teacher", "tfidf", "--augment", "two"], capsys)
+    assert "teacher" in _cli_error([*base, "--augment", "2"], capsys)
+    assert not (tmp_path / "o").exists()
+    # a teacher of another embedding kind is fine: the tiny baseline teaches a tuned student
+    assert main([*base, "--teacher", str(baseline), "--vectors", "tuned"]) == 0
