@@ -205,7 +205,9 @@ def summary(rows: list[dict]) -> str:
         mean = pct(tests) if complete else f"({pct(tests)})"
         long_txt = ", ".join(sorted(set(longs))) if len(set(longs)) <= 4 else f"{len(longs)} models"
         out.append(
-            f"| {config} | " + " | ".join(cells) + f" | {mean} | {pct(devs)} | {pct(contrast)} | {long_txt or '-'} | {n} |"
+            f"| {config} | "
+            + " | ".join(cells)
+            + f" | {mean} | {pct(devs)} | {pct(contrast)} | {long_txt or '-'} | {n} |"
         )
     return "\n".join(out)
 
@@ -229,7 +231,6 @@ def main() -> None:
         print(summary(read_rows(out)))
         return
     import torch
-
     from _provenance import provenance
 
     from sparse_rational.data import load_dataset

@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     _add_data_args(e, train=False)
     e.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-' for stdout)")
+    e.add_argument(
+        "--contrast",
+        nargs="?",
+        const="auto",
+        metavar="DOMAIN",
+        help="also score the negation/contrast sentences of DOMAIN (kitchen, books, dvd, electronics, generic; "
+        "default: the domain of --dataset or of the model's training data); alone, without --dataset/--test",
+    )
     argtypes.add_threads_argument(e)
 
     p = sub.add_parser("predict", help="classify texts, one per line; JSON lines out")
@@ -390,17 +398,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import TextClassifier
 
     argtypes.use_threads(args.threads)
+    contrast_only = args.contrast is not None and not (args.dataset or args.test)
+    if args.contrast is not None:
+        from .data.contrast import resolve_domain
+
+        domain = args.contrast
+        if domain != "auto":
+            try:
+                resolve_domain(domain)
+            except ValueError as exc:
+                raise ParameterError("contrast", str(exc)) from None
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
-    splits = _splits_for(args, train=False)
-    if not splits.test:
-        raise UserError("evaluate: the test set is empty")
-    report = clf.evaluate_report(splits.test)
-    result = {"model": str(args.model), **report}
+    result: dict = {"model": str(args.model)}
     # with --json -, stdout carries the JSON alone
     out = sys.stderr if args.json == "-" else sys.stdout
-    print(f"accuracy {report['accuracy']:.4f} on {len(splits.test)} examples", file=out)
-    print(f"macro-F1 {report['macro_f1']:.4f}", file=out)
-    _print_confusion(report["confusion_matrix"], out)
+    if not contrast_only:
+        splits = _splits_for(args, train=False)
+        if not splits.test:
+            raise UserError("evaluate: the test set is empty")
+        report = clf.evaluate_report(splits.test)
+        result.update(report)
+        print(f"accuracy {report['accuracy']:.4f} on {len(splits.test)} examples", file=out)
+        print(f"macro-F1 {report['macro_f1']:.4f}", file=out)
+        _print_confusion(report["confusion_matrix"], out)
+    if args.contrast is not None:
+        result["contrast"] = _contrast(clf, args, out)
     if args.json:
         text = json.dumps(result, indent=2) + "\n"
         if args.json == "-":
@@ -410,6 +432,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
             atomic_write_text(args.json, text)
     return 0
+
+
+def _contrast(clf, args: argparse.Namespace, out) -> dict:
+    """Accuracy on the negation/contrast sentences (:mod:`sparse_rational.data.contrast`) of
+    the domain asked for, or of ``--dataset``'s, or of the data the model was trained on."""
+    from .data.contrast import contrast_set, label_map, resolve_domain, score
+
+    domain = args.contrast
+    if domain == "auto":
+        recorded = clf.metrics.get("dataset")
+        domain = args.dataset or (recorded if isinstance(recorded, str) else "generic")
+    try:
+        mapping = label_map(clf.classes)
+        examples = contrast_set(domain)
+    except ValueError as exc:
+        raise ParameterError("contrast", str(exc)) from None
+    inverse = {v: k for k, v in mapping.items()}
+    predicted = [inverse[c] for c in clf.predict([e.text for e in examples])]
+    result = score(predicted, examples)
+    lengths = clf.model.config.all_lengths
+    result.update(domain=resolve_domain(domain), long_wfsas=sum(1 for n in lengths if n >= 2), wfsas=len(lengths))
+    print(
+        f"contrast accuracy {result['accuracy']:.4f} on {result['n']} negation/contrast sentences "
+        f"({result['domain']}); {result['long_wfsas']} of {result['wfsas']} WFSAs keep 2 or more transitions",
+        file=out,
+    )
+    for family, r in result["families"].items():
+        print(f"  {family:<20} {r['accuracy']:.4f} ({r['n']})", file=out)
+    return result
 
 
 def _print_confusion(confusion: dict, out) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import ModelOptions, RunOptions, StructureOptions, TrainConfig, default
+from .config import ModelOptions, RunOptions, StructureOptions, TeachOptions, TrainConfig, default
 from .data import Splits, examples_from, texts_from
 from .data.files import _carve_dev
 from .data.memory import label_text
@@ -52,7 +52,7 @@ def _texts(X: Any) -> list[str]:
         raise ValueError(str(exc)) from None
 
 
-_M, _T, _S = ModelOptions, TrainConfig, StructureOptions
+_M, _T, _S, _D = ModelOptions, TrainConfig, StructureOptions, TeachOptions
 
 
 class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
@@ -70,6 +70,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         input_dropout: float = default(_M, "input_dropout"),
         readout: str = default(_M, "readout"),
         self_loop_bias: float = default(_M, "self_loop_bias"),
+        vectors: str = default(_M, "vectors"),
         epochs: int = default(_T, "epochs"),
         patience: int = default(_T, "patience"),
         batch_size: int = default(_T, "batch_size"),
@@ -80,6 +81,8 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         lr_patience: int = default(_T, "lr_patience"),
         select_on: str = default(_T, "select_on"),
         max_tokens: int = default(_T, "max_tokens"),
+        vector_lr: float = default(_T, "vector_lr"),
+        vector_pull: float = default(_T, "vector_pull"),
         reg_strength: float = default(_S, "reg_strength"),
         target_transitions: int | None = default(_S, "target_transitions"),
         reg_epochs: int = default(_S, "reg_epochs"),
@@ -89,6 +92,11 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         path_start: float = default(_S, "path_start"),
         path_growth: float = default(_S, "path_growth"),
         path_warmup: int = default(_S, "path_warmup"),
+        teacher: str | None = default(_D, "teacher"),
+        transfer: str | None = default(_D, "transfer"),
+        augment: int = default(_D, "augment"),
+        teacher_weight: float = default(_D, "teacher_weight"),
+        temperature: float = default(_D, "temperature"),
         dev_fraction: float = 0.1,
         device: str = RunOptions.device,
         precision: str = RunOptions.precision,
@@ -104,6 +112,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         self.input_dropout = input_dropout
         self.readout = readout
         self.self_loop_bias = self_loop_bias
+        self.vectors = vectors
         self.epochs = epochs
         self.patience = patience
         self.batch_size = batch_size
@@ -114,6 +123,8 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         self.lr_patience = lr_patience
         self.select_on = select_on
         self.max_tokens = max_tokens
+        self.vector_lr = vector_lr
+        self.vector_pull = vector_pull
         self.reg_strength = reg_strength
         self.target_transitions = target_transitions
         self.reg_epochs = reg_epochs
@@ -123,6 +134,11 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         self.path_start = path_start
         self.path_growth = path_growth
         self.path_warmup = path_warmup
+        self.teacher = teacher
+        self.transfer = transfer
+        self.augment = augment
+        self.teacher_weight = teacher_weight
+        self.temperature = temperature
         self.dev_fraction = dev_fraction
         self.device = device
         self.precision = precision
@@ -149,6 +165,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
             part(ModelOptions),
             part(TrainConfig),
             part(StructureOptions),
+            part(TeachOptions),
             device=self.device,
             precision=self.precision,
         )

@@ -142,6 +142,13 @@ def test_different_seeds_differ():
     assert contrast_set("kitchen", seed=0) != contrast_set("kitchen", seed=1)
 
 
+def test_order_is_shuffled():
+    """The families come interleaved, not one block after another."""
+    families = [e.family for e in contrast_set("kitchen")]
+    changes = sum(a != b for a, b in zip(families, families[1:]))
+    assert changes > 100
+
+
 def test_same_list_in_another_process():
     """Nothing depends on set order or string hashing: another interpreter with another
     hash seed draws the same list; and the module loads without torch."""

@@ -480,8 +480,8 @@ def _simple(templates: Sequence[tuple[str, str]], vocab: _Vocabulary) -> list[tu
 def _contrast(vocab: _Vocabulary, openings: Sequence[str], endings: Sequence[str]) -> list[tuple[str, list[str]]]:
     """(template name, its sentences): a template per connective and ending, filled with
     every noun and opening. The ending's subject is the pronoun when the opening names the
-    product ("I wanted to love this pan, but it broke"), "the {thing}" otherwise ("the box
-    was damaged, but the pan works perfectly")."""
+    product ("I wanted to love this pan, but it broke"), "the {thing}" or "this {thing}"
+    otherwise ("the box was damaged, but the pan works perfectly")."""
     out = []
     for name, template in _CONTRAST:
         for i, ending in enumerate(endings):
@@ -493,15 +493,17 @@ def _contrast(vocab: _Vocabulary, openings: Sequence[str], endings: Sequence[str
                     if not vocab.fits(opening, noun):
                         continue
                     named = "{this}" in opening or "{subj}" in opening
-                    texts.append(
+                    subjects = ("{it}",) if named else ("the {thing}", "{this} {thing}")
+                    texts += [
                         _fill(
                             template,
                             noun,
                             vocab.used,
                             opening=opening.replace("{subj}", "the {thing}"),
-                            ending=ending.replace("{subj}", "{it}" if named else "the {thing}"),
+                            ending=ending.replace("{subj}", subject),
                         )
-                    )
+                        for subject in subjects
+                    ]
             out.append((f"{name}_{i}", texts))
     return out
 

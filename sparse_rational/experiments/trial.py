@@ -131,7 +131,9 @@ def _train(spec: TrialSpec) -> dict:
             {"structure_search": "path", **(spec.path or {})} if spec.uses_path else {"structure_search": "lambda"},
         ),
     )
-    model = ModelOptions(spec.config.patterns, hp["dropout"], hp["input_dropout"], spec.readout, self_loop_bias=0.0)
+    model = ModelOptions(  # the paper's frozen word vectors, whatever the library's default
+        spec.config.patterns, hp["dropout"], hp["input_dropout"], spec.readout, self_loop_bias=0.0, vectors="frozen"
+    )
     if spec.config.targets:  # a path trial: one run, one result per target of the sweep
         run = train_structure_path(
             splits,
