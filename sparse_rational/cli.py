@@ -402,12 +402,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.contrast is not None:
         from .data.contrast import resolve_domain
 
-        domain = args.contrast
-        if domain != "auto":
-            try:
-                resolve_domain(domain)
-            except ValueError as exc:
-                raise ParameterError("contrast", str(exc)) from None
+        if args.contrast != "auto" and ":" not in args.contrast and resolve_domain(args.contrast) == "generic":
+            if args.contrast.strip().lower() != "generic":
+                raise ParameterError(
+                    "contrast", f"{args.contrast!r}: give kitchen, books, dvd, electronics, generic or a dataset name"
+                )
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     result: dict = {"model": str(args.model)}
     # with --json -, stdout carries the JSON alone

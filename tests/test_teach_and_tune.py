@@ -240,3 +240,20 @@ def test_teacher_errors_are_one_line_before_training(tiny_files, tmp_path, capsy
     assert not (tmp_path / "o").exists()
     # a teacher of another embedding kind is fine: the tiny baseline teaches a tuned student
     assert main([*base, "--teacher", str(baseline), "--vectors", "tuned"]) == 0
+
+
+def test_evaluate_contrast_scores_the_sentences_and_counts_long_wfsas(baseline, tiny_files, capsys):
+    assert main(["evaluate", "--model", str(baseline), "--contrast", "kitchen", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    c = result["contrast"]
+    assert c["n"] == 400 and c["domain"] == "kitchen" and 0 <= c["accuracy"] <= 1
+    assert sum(f["n"] for f in c["families"].values()) == 400
+    assert c["wfsas"] == 5 and c["long_wfsas"] == 3  # the baseline is 3x2,2x1
+    assert "accuracy" not in result  # no test set given: the contrast set alone
+    assert "contrast accuracy" in captured.err
+    # with a test set, both; a domain that is not one is a one-line error
+    assert main(["evaluate", "--model", str(baseline), "--test", str(tiny_files["test"]), "--contrast"]) == 0
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "contrast accuracy" in out and "(generic)" in out
+    assert "kitchen, books" in _cli_error(["evaluate", "--model", str(baseline), "--contrast", "garden"], capsys)

@@ -361,6 +361,9 @@ _ALIASES = {
     "books": "books",
     "book": "books",
     "dvd": "dvd",
+    "video": "dvd",  # FDU-MTL's movie-review domains read as the dvd domain
+    "imdb": "dvd",
+    "mr": "dvd",
     "electronics": "electronics",
     GENERIC: GENERIC,
 }
