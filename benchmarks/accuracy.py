@@ -51,7 +51,7 @@ CONFIGS: dict[str, dict] = {
     "minilm-teacher": {"embeddings": "hf:minilm", "vectors": "frozen", "readout": "max", "teacher_model": True},
 }
 BASELINES = ("tfidf", "fasttext")
-KNOBS = ("vectors", "readout", "vector_lr", "vector_pull", "teacher_weight", "temperature", "augment")
+KNOBS = ("vectors", "readout", "vector_lr", "vector_pull", "teacher_weight", "temperature", "augment", "depth_discount")
 
 
 def options_for(name: str, seed: int, minilm: str | None, domain: str, sets: dict):
@@ -62,7 +62,9 @@ def options_for(name: str, seed: int, minilm: str | None, domain: str, sets: dic
     embeddings = spec.get("embeddings", o.embeddings)
     model = replace(o.model, **{k: spec[k] for k in ("vectors", "readout", "patterns") if k in spec})
     train = replace(o.train, seed=seed, **{k: spec[k] for k in ("vector_lr", "vector_pull", "lr") if k in spec})
-    structure = replace(o.structure, target_transitions=spec.get("target"))
+    structure = replace(
+        o.structure, target_transitions=spec.get("target"), **{k: spec[k] for k in ("depth_discount",) if k in spec}
+    )
     teacher = spec.get("teacher")
     if teacher == "minilm":
         if not minilm:

@@ -88,6 +88,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         reg_epochs: int = default(_S, "reg_epochs"),
         epsilon: float = default(_S, "epsilon"),
         penalty_update: str = default(_S, "penalty_update"),
+        depth_discount: float = default(_S, "depth_discount"),
         structure_search: str = default(_S, "structure_search"),
         path_start: float = default(_S, "path_start"),
         path_growth: float = default(_S, "path_growth"),
@@ -130,6 +131,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         self.reg_epochs = reg_epochs
         self.epsilon = epsilon
         self.penalty_update = penalty_update
+        self.depth_discount = depth_discount
         self.structure_search = structure_search
         self.path_start = path_start
         self.path_growth = path_growth

@@ -355,12 +355,24 @@ class RationalClassifier(nn.Module):
         self.register_buffer("embeddings_start", start, persistent=False)
         return self
 
+    depth_discount: float = 0.0  # set by the run: the group of the i-th state of a WFSA weighs i^-discount
+
+    def penalty_weights(self) -> Tensor:
+        """``[N]`` (every layer's states, in :meth:`wfsa_layers` order): the weight of each
+        state's group in the penalty, ``i ** -depth_discount`` for the ``i``-th state of its
+        WFSA (all ones at 0, the paper's penalty). A discount above 0 makes a longer pattern
+        cheaper to keep than a new one-word one, so n-grams can survive a small budget."""
+        depths = [i for _, _, m in self.wfsa_layers() for a, b in m.layout.slices for i in range(1, b - a + 1)]
+        d = torch.tensor(depths, dtype=self.wfsa.b.dtype, device=self.wfsa.b.device)
+        return d.pow(-float(self.depth_discount)) if self.depth_discount else torch.ones_like(d)
+
     def penalty(self) -> Tensor:
-        """Group lasso: ``sum_s ||g_s||_2`` over every state of every layer and direction (no
-        sqrt(group size) factor, as the authors)."""
-        if not self.config.deep:
-            return self.wfsa.group_norms().sum()
-        return torch.stack([m.group_norms().sum() for _, _, m in self.wfsa_layers()]).sum()
+        """Group lasso: ``sum_s a_s ||g_s||_2`` over every state of every layer and direction (no
+        sqrt(group size) factor, as the authors; ``a_s``: :meth:`penalty_weights`, all 1 by default)."""
+        norms = torch.cat([m.group_norms() for _, _, m in self.wfsa_layers()])
+        if self.depth_discount:
+            return (norms * self.penalty_weights()).sum()
+        return norms.sum()
 
     def num_parameters(self) -> int:
         """Trained numbers: the WFSAs and the classifier, plus the rows when they are tuned."""

@@ -644,6 +644,14 @@ def _prepare(
         options.precision,
         options.teach,
     )
+    if opts.depth_discount:  # the penalty's weights by depth (see RationalClassifier.penalty_weights)
+        seeded = make
+
+        def make() -> RationalClassifier:
+            model = seeded()
+            model.depth_discount = opts.depth_discount
+            return model
+
     initial = clf.model.config.structure_record()
     return _Run(clf, train, dev, make, prep, cfg, mopts, opts, structure, splits, embeddings, start, initial)
 
@@ -707,6 +715,7 @@ def _finish(
         "vectors": run.mopts.vectors,
         "reg_epochs": opts.reg_epochs,
         "penalty_update": opts.penalty_update,
+        "depth_discount": opts.depth_discount,
         "structure_search": opts.structure_search,
     }
     if opts.structure_search == "path" and opts.targets:

@@ -196,7 +196,8 @@ def proximal_step_(model: RationalClassifier, opt: torch.optim.Optimizer, reg_st
     else:
         n = sum(layer.b.shape[0] for _, _, layer in model.wfsa_layers())
         eta = model.wfsa.b.new_full((n,), opt.param_groups[0]["lr"])
-    group_soft_threshold_(model, eta * reg_strength)
+    weights = model.penalty_weights() if model.depth_discount else 1.0
+    group_soft_threshold_(model, eta * reg_strength * weights)
 
 
 @torch.no_grad()
@@ -236,7 +237,9 @@ def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
 
 
 def _with_rows_of(model: RationalClassifier, new: RationalClassifier) -> RationalClassifier:
-    """``new`` (built over ``model``'s rows) tuning them as ``model`` does, from the same start."""
+    """``new`` (built over ``model``'s rows) tuning them as ``model`` does, from the same start,
+    with the same penalty weights."""
+    new.depth_discount = model.depth_discount
     if model.tuned_rows:
         new.tune_rows_(start=cast(Tensor, model.embeddings_start))
     return new

@@ -257,3 +257,26 @@ def test_evaluate_contrast_scores_the_sentences_and_counts_long_wfsas(baseline, 
     out = capsys.readouterr().out
     assert "accuracy" in out and "contrast accuracy" in out and "(generic)" in out
     assert "kitchen, books" in _cli_error(["evaluate", "--model", str(baseline), "--contrast", "garden"], capsys)
+
+
+def test_the_depth_discount_weighs_deeper_states_less():
+    from sparse_rational.model import ModelConfig, RationalClassifier
+    from sparse_rational.structure import group_norms_by_wfsa
+
+    model = RationalClassifier(ModelConfig((3, 1), 4, 2))
+    assert torch.equal(model.penalty_weights(), torch.ones(4))
+    plain = float(model.penalty())
+    model.depth_discount = 1.0
+    assert torch.allclose(model.penalty_weights(), torch.tensor([1.0, 1 / 2, 1 / 3, 1.0]))
+    norms = torch.cat([torch.tensor(g) for g in group_norms_by_wfsa(model)])
+    assert math.isclose(float(model.penalty()), float((norms * model.penalty_weights()).sum()), rel_tol=1e-5)
+    assert float(model.penalty()) < plain
+    # the proximal step shrinks a deeper state's group by its weight: state 3 of WFSA 1 by a third
+    from sparse_rational.structure import group_soft_threshold_
+
+    before = model.wfsa.group_norms().clone()
+    group_soft_threshold_(model, 0.01 * model.penalty_weights())
+    shrunk = before - model.wfsa.group_norms()
+    assert torch.allclose(shrunk, 0.01 * model.penalty_weights(), atol=1e-6)
+    # pruning keeps the discount
+    assert prune(model, 0.0).model.depth_discount == 1.0
