@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .config import TrainConfig, default
+
 __all__ = ["CARD_MARKER", "model_card"]
 
 # the card's first line: a README.md of a model folder is replaced with the folder only if it has it
@@ -54,6 +56,6 @@ def model_card(config: dict, metrics: Any) -> str:
             initial=format_structure(initial) if initial else None,
             data=_data(metrics),
             dataset=dataset if isinstance(dataset, str) else None,
-            max_tokens=(metrics.get("hyperparameters") or {}).get("max_tokens", "20000"),
+            max_tokens=(metrics.get("hyperparameters") or {}).get("max_tokens", default(TrainConfig, "max_tokens")),
         )
     )

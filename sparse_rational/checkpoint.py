@@ -395,6 +395,14 @@ def module_tensors(state_dict: dict[str, torch.Tensor], prefix: str, skip: Itera
     return {prefix + k: v for k, v in state_dict.items() if k not in skip}
 
 
+def model_tensors(model: torch.nn.Module, prefix: str = "", state_dict: dict | None = None) -> dict:
+    """:func:`module_tensors` of ``model`` (or of ``state_dict``, one of its states): the frozen
+    word-vector buffer is left out, tuned rows (a parameter, ``--vectors tuned``) are weights
+    and are kept."""
+    skip = () if getattr(model, "tuned_rows", False) else ("embeddings",)
+    return module_tensors(model.state_dict() if state_dict is None else state_dict, prefix, skip)
+
+
 def restore_module_state(model: torch.nn.Module, ck: Checkpoint, prefix: str, base: dict | None = None) -> dict:
     """The state dict ``base`` (default: the model's) with the tensors ``prefix.*`` of ``ck``;
     every tensor must exist with the same shape (frozen buffers left out of the checkpoint

@@ -43,11 +43,10 @@ from typing import Any
 import numpy as np
 
 from . import native
-from .data.tokenize import BatchTokenizer
+from .data.tokenize import CHARS_PER_TOKEN, BatchTokenizer
 from .errors import UserError, one_line
 
 READOUTS = ("final", "mean", "max")  # those the recurrence below implements (the model's)
-CHARS_PER_TOKEN = 64  # embeddings/featurizer.py's: texts are cut to max_tokens x this first
 FORMAT = "sparse-rational/1"  # pipeline.FORMAT (checked equal in the tests), without importing PyTorch
 
 

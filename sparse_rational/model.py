@@ -43,6 +43,7 @@ class ModelConfig:
     vocab_size: int = 0  # 0: the model takes vectors, not token ids
     dropout: float = 0.2  # on the WFSA scores, before the linear layer (and between layers)
     input_dropout: float = 0.2  # variational (one mask per document) on the input vectors
+    # "final", not RunOptions' "max", on purpose: a model folder saved before readout was recorded reads "final"
     readout: str = "final"  # how a WFSA's score is read: at the end (the paper), mean or max over time
     layers: int = 1  # stacked layers of WFSAs
     bidirectional: bool = False  # a second set of WFSAs per layer reads each document right to left

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from .callbacks import notify
-from .checkpoint import Checkpoint, Checkpointer, module_tensors, restore_module_state, to_jsonable
+from .checkpoint import Checkpoint, Checkpointer, model_tensors, restore_module_state, to_jsonable
 from .errors import TrainingDiverged
 from .model import RationalClassifier
 from .train import EncodedData, EpochLog, FitResult, TrainConfig, fit
@@ -139,7 +139,7 @@ class Phases:
         self.finished[name] = {"fit": to_jsonable(result.to_dict()), "records": {}}
         # the weights of the latest phase always travel: the next phase starts from them
         self.kept = {k: v for k, v in self.kept.items() if self.finished[k].get("keep")}
-        self.kept[name] = {k: v.detach().clone() for k, v in module_tensors(model.state_dict(), "").items()}
+        self.kept[name] = {k: v.detach().clone() for k, v in model_tensors(model).items()}
         self.finished[name]["keep"] = keep
         self.last_finished = name
         return result
@@ -171,7 +171,7 @@ class Phases:
     def stash(self, key: str, model: RationalClassifier, info: dict) -> None:
         """Keep a copy of ``model``'s weights under ``key`` (with a JSON ``info``), saved with
         every later checkpoint: a snapshot taken inside a phase (the regularisation path)."""
-        weights = {k: v.detach().clone() for k, v in module_tensors(model.state_dict(), "").items()}
+        weights = {k: v.detach().clone() for k, v in model_tensors(model).items()}
         self.stashed[key] = (weights, to_jsonable(info))
 
     def load_stashed(self, model: RationalClassifier, key: str) -> dict:

@@ -15,6 +15,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from .config import StructureOptions, default
 from .errors import ParameterError
 from .log import get_logger
 from .model import RationalClassifier, WFSALayer
@@ -201,7 +202,7 @@ def proximal_step_(model: RationalClassifier, opt: torch.optim.Optimizer, reg_st
 
 
 @torch.no_grad()
-def prune(model: RationalClassifier, epsilon: float = 0.1) -> PruneResult:
+def prune(model: RationalClassifier, epsilon: float = default(StructureOptions, "epsilon")) -> PruneResult:
     """A new, smaller model holding the surviving states (see module doc).
 
     Function-preserving: the logits of the new model equal the old ones whenever the

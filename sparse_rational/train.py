@@ -212,15 +212,15 @@ def truncate_docs(docs: list[Tensor], max_tokens: int) -> list[Tensor]:
 
 def _fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history, elapsed):
     """The tensors and JSON of a checkpoint at the end of an epoch (see :mod:`.checkpoint`)."""
-    from .checkpoint import module_tensors, numpy_rng_state, optimizer_state, to_jsonable
+    from .checkpoint import model_tensors, numpy_rng_state, optimizer_state, to_jsonable
 
     opt_tensors, opt_json = optimizer_state(opt)
-    tensors = {**module_tensors(model.state_dict(), "model."), **opt_tensors, "rng.torch": torch.get_rng_state()}
+    tensors = {**model_tensors(model, "model."), **opt_tensors, "rng.torch": torch.get_rng_state()}
     device = model.classifier.bias.device
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     if best_state is not None:
-        tensors.update(module_tensors(best_state, "best."))
+        tensors.update(model_tensors(model, "best.", best_state))
     state = {
         "optimizer": to_jsonable(opt_json),
         "scheduler": to_jsonable(sched.state_dict()),

@@ -265,12 +265,12 @@ def test_the_depth_discount_weighs_deeper_states_less():
 
     model = RationalClassifier(ModelConfig((3, 1), 4, 2))
     assert torch.equal(model.penalty_weights(), torch.ones(4))
-    plain = float(model.penalty())
+    plain = float(model.penalty().detach())
     model.depth_discount = 1.0
     assert torch.allclose(model.penalty_weights(), torch.tensor([1.0, 1 / 2, 1 / 3, 1.0]))
     norms = torch.cat([torch.tensor(g) for g in group_norms_by_wfsa(model)])
-    assert math.isclose(float(model.penalty()), float((norms * model.penalty_weights()).sum()), rel_tol=1e-5)
-    assert float(model.penalty()) < plain
+    assert math.isclose(float(model.penalty().detach()), float((norms * model.penalty_weights()).sum()), rel_tol=1e-5)
+    assert float(model.penalty().detach()) < plain
     # the proximal step shrinks a deeper state's group by its weight: state 3 of WFSA 1 by a third
     from sparse_rational.structure import group_soft_threshold_
 
@@ -280,3 +280,51 @@ def test_the_depth_discount_weighs_deeper_states_less():
     assert torch.allclose(shrunk, 0.01 * model.penalty_weights(), atol=1e-6)
     # pruning keeps the discount
     assert prune(model, 0.0).model.depth_discount == 1.0
+
+
+def test_a_tuned_and_taught_run_resumes_to_the_same_result(small, tmp_path):
+    from test_reliability_helpers import same_result
+
+    from sparse_rational.checkpoint import Checkpointer
+
+    class StopAfter(Checkpointer):
+        def __init__(self, *args, stop_after: int, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.left, self.saves = stop_after, 0
+
+        def save(self, *args, **kwargs):
+            super().save(*args, **kwargs)
+            self.saves += 1
+            self.left -= 1
+            if self.left == 0:
+                raise KeyboardInterrupt
+
+    options = RunOptions(
+        model=ModelOptions(patterns="3x2", vectors="tuned"),
+        train=TrainConfig(epochs=3, patience=3, lr=0.05, vector_lr=0.05, vector_pull=1.0),
+        structure=StructureOptions(reg_strength=0.003, reg_epochs=3),
+        teach=TeachOptions("tfidf", augment=1),
+    )
+    counter = StopAfter(tmp_path / "count", "h", stop_after=-1, verbose=False)
+    reference = train_text_classifier(small, options=options, verbose=False, checkpoint=counter)
+    assert 0 < reference.metrics["transitions"] < 6, reference.metrics["structure"]
+    assert counter.saves >= 4  # three penalised epochs, then finetuning
+    for stop in (2, 4):  # inside the penalised phase, inside finetuning (tuned rows are weights: saved)
+        ck = StopAfter(tmp_path / f"ck{stop}", "h", stop_after=stop, verbose=False)
+        with pytest.raises(KeyboardInterrupt):
+            train_text_classifier(small, options=options, verbose=False, checkpoint=ck)
+        again = Checkpointer(tmp_path / f"ck{stop}", "h", resume=True, verbose=False)
+        same_result(reference, train_text_classifier(small, options=options, verbose=False, checkpoint=again))
+
+
+def test_snapshots_and_kept_phases_carry_tuned_rows(tuned):
+    from sparse_rational.phases import Phases
+
+    phases = Phases()
+    model = tuned.model
+    rows = model.embeddings.detach().clone()
+    phases.stash("path/t3", model, {"epoch": 1})
+    with torch.no_grad():
+        model.embeddings.add_(1.0)
+    phases.load_stashed(model, "path/t3")
+    assert torch.equal(model.embeddings.detach(), rows)  # the snapshot held the tuned rows

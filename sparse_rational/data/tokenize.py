@@ -19,7 +19,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchTokenizer", "tokenize", "tokenize_batch"]
+__all__ = ["CHARS_PER_TOKEN", "BatchTokenizer", "tokenize", "tokenize_batch"]
+
+# Before a text is tokenized for a model, it is cut to max_tokens x this many characters (the
+# featurizers, the folded table and the page's scorer all cut it so), bounding the memory of reading it.
+CHARS_PER_TOKEN = 64
 
 # Abbreviations that keep their period (as in the Stanford tokenizer and the GloVe vocabulary).
 _ABBREVIATIONS = "mr|mrs|ms|dr|jr|sr|st|vs|etc|inc|ltd|co|corp|mt|prof|gen|jan|feb|aug|sept?|oct|nov|dec"

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 import torch
 from torch import Tensor
 
+from ..data.tokenize import CHARS_PER_TOKEN
 from ..log import get_logger
 from .encoder import ContextualEncoder
 from .hf_options import TransformerOptions, is_contextual
@@ -39,8 +40,6 @@ _log = get_logger(__name__)
 if TYPE_CHECKING:  # vocab.py imports this package: no import of it at module level
     from ..data import Splits
     from ..vocab import Vocabulary
-
-CHARS_PER_TOKEN = 64  # a text is cut to max_tokens x this many characters before it is read
 
 
 def cut_text(text: str, max_tokens: int) -> tuple[str, bool]:

@@ -11,12 +11,17 @@ import json
 import sys
 from pathlib import Path
 
+from .. import config
 from ..argtypes import nonneg_int, positive_int, seed
 from ..errors import UserError
+from .server import ServeOptions
 
-DEFAULT_MAX_TOKENS = 20000  # as predict (config.TrainConfig.max_tokens)
-DEFAULT_MAX_BODY = 2 * 1024 * 1024
-DEFAULT_MAX_TEXTS = 1000
+DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (config.TrainConfig.max_tokens)
+DEFAULT_MAX_BODY = config.default(ServeOptions, "max_body_bytes")
+DEFAULT_MAX_TEXTS = config.default(ServeOptions, "max_texts")
+DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
+DEFAULT_MAX_BATCH = config.default(ServeOptions, "max_batch")
+DEFAULT_THREADS = config.default(ServeOptions, "threads")
 
 
 def _port(text: str) -> int:
@@ -97,14 +102,14 @@ def add_parsers(subparsers) -> None:
     s.add_argument(
         "--max-explain-tokens",
         type=nonneg_int,
-        default=2000,
-        help="POST /explain explains the first this many tokens (0: all; default 2000)",
+        default=DEFAULT_MAX_EXPLAIN_TOKENS,
+        help=f"POST /explain explains the first this many tokens (0: all; default {DEFAULT_MAX_EXPLAIN_TOKENS})",
     )
     s.add_argument(
         "--max-batch",
         type=positive_int,
-        default=256,
-        help="most texts of concurrent requests scored in one model call (default 256)",
+        default=DEFAULT_MAX_BATCH,
+        help=f"most texts of concurrent requests scored in one model call (default {DEFAULT_MAX_BATCH})",
     )
     s.add_argument(
         "--batch-wait-ms",
@@ -116,8 +121,8 @@ def add_parsers(subparsers) -> None:
     s.add_argument(
         "--threads",
         type=positive_int,
-        default=1,
-        help="torch threads per server process (default 1: requests are small; scale with --workers)",
+        default=DEFAULT_THREADS,
+        help=f"torch threads per server process (default {DEFAULT_THREADS}: requests are small; scale with --workers)",
     )
     s.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     _table_args(s)
@@ -203,7 +208,7 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import ServeOptions, serve
+    from .server import serve
 
     if args.batch_wait_ms < 0 or args.batch_wait_ms > 1000:
         raise UserError(f"--batch-wait-ms: must be between 0 and 1000, got {args.batch_wait_ms}")

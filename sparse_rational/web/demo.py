@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import TrainConfig, default
 from ..errors import ParameterError, UserError
 from ..explain.report import LIGHT, PALETTE
 from .payload import model_payload, script_json, static_only
@@ -108,7 +109,7 @@ def render_page(
     table_note: str = "",
     title: str = "sparse-rational",
     subtitle: str = "",
-    max_tokens: int = 20000,
+    max_tokens: int = default(TrainConfig, "max_tokens"),
 ) -> str:
     """The HTML text of the page (module doc). ``patterns``: Table 1 (None: not shown, with
     ``table_note`` saying why); ``max_tokens``: longer texts are cut as ``predict`` cuts them."""

@@ -11,7 +11,7 @@ holds one: ``vocab.txt`` is one token per line)::
      "dim": e, "structure": [n_1, ..., n_d],
      "embeddings": base64 [V * e], "w": base64 [N * e], "v": base64 [N * e] (state-major),
      "b": [N], "weight": [[d] per class], "bias": [C],
-     "max_tokens": 20000, "chars_per_token": 64}
+     "max_tokens": m, "chars_per_token": k}  (m: predict's cut, k: data.tokenize.CHARS_PER_TOKEN)
 
 **An explanation** (:func:`explanation_payload`; the page's scorer writes the same shape)::
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from ..embeddings.featurizer import CHARS_PER_TOKEN
+from ..data.tokenize import CHARS_PER_TOKEN
 from ..errors import UserError
 
 if TYPE_CHECKING:

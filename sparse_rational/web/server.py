@@ -43,6 +43,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .. import config
 from ..errors import UserError, one_line
 
 ENV = "SPARSE_RATIONAL_SERVE_OPTIONS"  # the options, as JSON, for the worker processes of --workers N
@@ -56,9 +57,9 @@ class ServeOptions:
 
     model: str
     allow_download: bool = False
-    max_body_bytes: int = 2 * 1024 * 1024
+    max_body_bytes: int = 2 * 1024 * 1024  # the defaults of serve's options (web/cli.py reads them here)
     max_texts: int = 1000
-    max_tokens: int = 20000
+    max_tokens: int = config.default(config.TrainConfig, "max_tokens")  # as predict
     max_explain_tokens: int = 2000
     max_batch: int = 256
     batch_wait_ms: float = 0.0
