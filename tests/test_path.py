@@ -152,7 +152,12 @@ def test_path_reaches_every_target_in_one_run(update, one_hot_vectors, tmp_path)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["path.json", "path.png", "t3", "t6", "t9"]
     for t in (9, 6, 3):
         clf = TextClassifier.load(tmp_path / "out" / f"t{t}")
-        assert clf.predict(["w4 w0 w5", "w6 w1"]) in (["pos", "neg"], ["neg", "pos"], ["pos", "pos"], ["neg", "neg"])
+        # the saved model is the one reached for this target: it scores as the model in memory
+        texts = ["w4 w0 w5", "w6 w1", "w7 w8 w0", "w1 w9 w10"]
+        np.testing.assert_allclose(clf.predict_proba(texts), run.models[t].predict_proba(texts), rtol=0, atol=1e-6)
+        # and it still solves the task at this size: w0 marks a positive document, w1 a negative one
+        assert clf.predict(texts) == ["pos", "neg", "pos", "neg"], (t, clf.predict_proba(texts))
+        print("PROBE", update, t, clf.classes, clf.predict_proba(texts).round(3).tolist())
         assert clf.model.config.transitions == run.models[t].model.config.transitions
     doc = json.loads((tmp_path / "out" / "path.json").read_text())
     assert set(doc["snapshots"]) == {"9", "6", "3"} and doc["epochs"]

@@ -328,3 +328,25 @@ def test_snapshots_and_kept_phases_carry_tuned_rows(tuned):
         model.embeddings.add_(1.0)
     phases.load_stashed(model, "path/t3")
     assert torch.equal(model.embeddings.detach(), rows)  # the snapshot held the tuned rows
+
+
+def test_the_readme_scorer_reads_an_exported_tuned_taught_model(tiny_files, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    from sparse_rational.data import tokenize
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", *tiny_args(tiny_files), "--patterns", "2x3,2x1", "--readout", "mean", *FAST]
+    assert main([*args, "--vectors", "tuned", "--vector-lr", "0.05", "--teacher", "tfidf", "--out", "m"]) == 0
+    assert main(["export", "--model", "m", "--out", "mine.json"]) == 0
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "mine.json" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    clf = TextClassifier.load(tmp_path / "m")
+    assert clf.model.tuned_rows is False and clf.metrics["vectors"] == "tuned"  # loaded for prediction: a buffer
+    texts = ["Works great , I love it", "it broke and the company would not refund me"]
+    for text, p in zip(texts, clf.predict_proba(texts)):
+        got = namespace["probabilities"](tokenize(text))
+        np.testing.assert_allclose([got[c] for c in clf.classes], p, atol=1e-5)
