@@ -24,6 +24,9 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+VECTORS = ("frozen", "tuned", "finetune")  # what training does to static word vectors (--vectors)
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """What a new model looks like before structure learning."""
@@ -49,9 +52,10 @@ class ModelOptions:
     bidirectional: bool = _opt(False, "a second set of WFSAs per layer reads each document right to left")
     vectors: str = _opt(
         "frozen",
-        "static word vectors 'frozen' (the paper's) or 'tuned' (trained with their own --vector-lr, "
-        "pulled toward their start by --vector-pull; saved with the model)",
-        choices=("frozen", "tuned"),
+        "static word vectors 'frozen' (the paper's), 'tuned' (trained in every phase with their own "
+        "--vector-lr, pulled toward their start by --vector-pull; saved with the model) or 'finetune' "
+        "(frozen while the structure is learned, tuned while the pruned model is finetuned)",
+        choices=VECTORS,
     )
 
 

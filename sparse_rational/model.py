@@ -357,6 +357,7 @@ class RationalClassifier(nn.Module):
         return self
 
     depth_discount: float = 0.0  # set by the run: the group of the i-th state of a WFSA weighs i^-discount
+    tune_rows_after_pruning: bool = False  # set by the run (--vectors finetune): the pruned model tunes its rows
 
     def penalty_weights(self) -> Tensor:
         """``[N]`` (every layer's states, in :meth:`wfsa_layers` order): the weight of each

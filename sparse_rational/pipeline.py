@@ -32,7 +32,7 @@ from torch import Tensor
 from . import validate
 from .callbacks import notify
 from .card import CARD_MARKER, model_card
-from .config import RunOptions, StructureOptions, TrainConfig, default
+from .config import VECTORS, RunOptions, StructureOptions, TrainConfig, default
 from .data import Example, Splits, examples_from, splits_from, texts_from
 from .device import check_precision, resolve_device
 from .embeddings.featurizer import (
@@ -514,8 +514,9 @@ def _prepare_data(
         )
         prep["teacher"] = taught.record
     dev = clf.encode(splits.dev, strict_labels=False)
-    tuned = mopts.vectors == "tuned"
-    make = _seeded_model(config, featurizer.rows, seed, mopts.self_loop_bias, device, precision, tuned)
+    make = _seeded_model(
+        config, featurizer.rows, seed, mopts.self_loop_bias, device, precision, mopts.vectors == "tuned"
+    )
     return clf, train, dev, make, prep
 
 
@@ -587,10 +588,12 @@ def _prepare(
             "teacher_weight",
             f"must be in [0, 1], and temperature > 0: got {teach_opts.teacher_weight}, {teach_opts.temperature}",
         )
-    if mopts.vectors not in ("frozen", "tuned"):
-        raise ParameterError("vectors", f"{mopts.vectors!r} is not one of frozen, tuned")
-    if mopts.vectors == "tuned" and is_contextual(embeddings):
-        raise ParameterError("vectors", f"'tuned' needs static word vectors; {embeddings} are a transformer's")
+    if mopts.vectors not in VECTORS:
+        raise ParameterError("vectors", f"{mopts.vectors!r} is not one of {', '.join(VECTORS)}")
+    if mopts.vectors != "frozen" and is_contextual(embeddings):
+        raise ParameterError(
+            "vectors", f"{mopts.vectors!r} needs static word vectors; {embeddings} are a transformer's"
+        )
     if teach_opts.teacher and is_contextual(embeddings):
         raise ParameterError("teacher", "the student must read static word vectors (its teacher may read any)")
     if mopts.readout not in READOUTS:
@@ -644,12 +647,17 @@ def _prepare(
         options.precision,
         options.teach,
     )
-    if opts.depth_discount:  # the penalty's weights by depth (see RationalClassifier.penalty_weights)
+    learns_structure = opts.reg_strength > 0 or bool(opts.targets)
+    if opts.depth_discount or mopts.vectors == "finetune":
         seeded = make
 
         def make() -> RationalClassifier:
             model = seeded()
-            model.depth_discount = opts.depth_discount
+            model.depth_discount = opts.depth_discount  # the penalty's weights by depth (penalty_weights)
+            if mopts.vectors == "finetune":  # frozen while the structure is learned, tuned from pruning on
+                model.tune_rows_after_pruning = True
+                if not learns_structure:  # no structure phase: tuned all along
+                    model.tune_rows_()
             return model
 
     initial = clf.model.config.structure_record()

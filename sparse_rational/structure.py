@@ -243,6 +243,8 @@ def _with_rows_of(model: RationalClassifier, new: RationalClassifier) -> Rationa
     new.depth_discount = model.depth_discount
     if model.tuned_rows:
         new.tune_rows_(start=cast(Tensor, model.embeddings_start))
+    elif model.tune_rows_after_pruning and model.config.vocab_size:  # --vectors finetune: tuned from here on
+        new.tune_rows_()
     return new
 
 

@@ -4,6 +4,7 @@ values its formula gives; bad teachers and transfer files are one-line errors (e
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -350,3 +351,24 @@ def test_the_readme_scorer_reads_an_exported_tuned_taught_model(tiny_files, tmp_
     for text, p in zip(texts, clf.predict_proba(texts)):
         got = namespace["probabilities"](tokenize(text))
         np.testing.assert_allclose([got[c] for c in clf.classes], p, atol=1e-5)
+
+
+def test_finetune_vectors_are_frozen_while_the_structure_is_learned(small):
+    from sparse_rational.learn import learn_structure
+    from sparse_rational.pipeline import _prepare
+
+    options = RunOptions(
+        model=ModelOptions(patterns="3x2", vectors="finetune"),
+        train=FAST_TRAIN,
+        structure=StructureOptions(reg_strength=0.003, reg_epochs=2),
+    )
+    run = _prepare(small, None, None, None, None, None, None, None, None, False, None, options)
+    assert not run.make().tuned_rows
+    res = learn_structure(run.make, run.train, run.dev, run.cfg, run.opts, verbose=False)
+    assert res.model.tuned_rows  # the pruned model tuned its rows while finetuning
+    start = run.clf.featurizer.rows
+    assert torch.equal(res.model.embeddings_start, start)
+    assert (res.model.embeddings.detach() - start).abs().max() > 1e-4
+    # without structure learning there is no structure phase: tuned all along
+    plain = train_text_classifier(small, options=replace(options, structure=StructureOptions()), verbose=False)
+    assert plain.metrics["vectors"] == "tuned" and plain.metrics["hyperparameters"]["vectors"] == "finetune"
