@@ -371,6 +371,15 @@ def test_scan_on_cuda(structure, pad, readout):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
-def test_auto_on_cuda_is_scan():
+def test_auto_on_cuda_is_triton_where_it_works_else_scan(monkeypatch):
+    """float32/float64 on CUDA: the Triton kernel where it is registered (triton installed) and
+    works on the device, else the scan; any other dtype: the scan."""
+    monkeypatch.delenv(ops.ENV_VAR, raising=False)
     x = torch.zeros(2, 2, 3, device="cuda")
-    assert ops.choose_impl(x) in ("scan", "triton")
+    expected = "triton" if "triton" in IMPLEMENTATIONS and ops.triton_available(x.device) else "scan"
+    assert ops.choose_impl(x) == expected
+    assert ops.choose_impl(x.double()) == expected
+    assert ops.choose_impl(x.half()) == "scan"
+    assert ops.choose_impl(x.bfloat16()) == "scan"
+    monkeypatch.setattr(ops, "triton_available", lambda device="cuda": False)  # a device Triton cannot use
+    assert ops.choose_impl(x) == "scan"

@@ -157,7 +157,6 @@ def test_path_reaches_every_target_in_one_run(update, one_hot_vectors, tmp_path)
         np.testing.assert_allclose(clf.predict_proba(texts), run.models[t].predict_proba(texts), rtol=0, atol=1e-6)
         # and it still solves the task at this size: w0 marks a positive document, w1 a negative one
         assert clf.predict(texts) == ["pos", "neg", "pos", "neg"], (t, clf.predict_proba(texts))
-        print("PROBE", update, t, clf.classes, clf.predict_proba(texts).round(3).tolist())
         assert clf.model.config.transitions == run.models[t].model.config.transitions
     doc = json.loads((tmp_path / "out" / "path.json").read_text())
     assert set(doc["snapshots"]) == {"9", "6", "3"} and doc["epochs"]

@@ -80,12 +80,19 @@ def test_pipeline_in_grid_search_and_cross_val_score(texts):
     X, y = X[:80], y[:80]
     pipe = Pipeline([("clf", SparseRationalClassifier(**TINY))])
     cv = StratifiedKFold(2, shuffle=True, random_state=0)
-    grid = GridSearchCV(pipe, {"clf__lr": [0.01, 0.05]}, cv=cv, error_score="raise").fit(X, y)
-    assert grid.best_params_["clf__lr"] in (0.01, 0.05)
+    lrs = [0.01, 0.05]
+    grid = GridSearchCV(pipe, {"clf__lr": lrs}, cv=cv, error_score="raise").fit(X, y)
     scores = grid.cv_results_["mean_test_score"]
     assert len(scores) == 2 and np.isfinite(scores).all() and (scores >= 0).all()
+    # the best lr is the one of the best mean over the folds (the first of ties, as GridSearchCV ranks)
+    folds = np.array([grid.cv_results_[f"split{k}_test_score"] for k in range(2)])  # [fold, candidate]
+    assert grid.best_params_ == {"clf__lr": lrs[int(np.argmax(folds.mean(0)))]}, grid.cv_results_
+    # the refit model is a model of the best lr on all of X: the same numbers as fitting it directly
+    best = grid.best_estimator_.named_steps["clf"]
+    assert best.lr == grid.best_params_["clf__lr"]
+    direct = SparseRationalClassifier(**{**TINY, "lr": best.lr}).fit(X, y)
+    np.testing.assert_allclose(grid.predict_proba(Xt), direct.predict_proba(Xt), rtol=0, atol=1e-6)
     assert set(grid.predict(Xt)) <= {-1, 1}
-    assert grid.best_estimator_.named_steps["clf"].lr == grid.best_params_["clf__lr"]
     scores = cross_val_score(SparseRationalClassifier(**TINY), X, y, cv=cv, error_score="raise")
     assert scores.shape == (2,) and ((0 <= scores) & (scores <= 1)).all()
 

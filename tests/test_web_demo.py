@@ -145,11 +145,30 @@ def test_other_readouts(readout, baseline, texts, tmp_path):
     _compare(clf, some, open_with_texts(page.as_uri(), some, tmp_path / "profile"))
 
 
-def test_screenshot(demo_page, texts, tmp_path):
+def _pixels(image: np.ndarray, color: str) -> np.ndarray:
+    """Where ``image`` ``[H, W, 3]`` is exactly the CSS colour ``#rrggbb`` or ``#rgb``."""
+    hexes = color[1:] if len(color) == 7 else "".join(c + c for c in color[1:])
+    return (image == [int(hexes[i : i + 2], 16) for i in (0, 2, 4)]).all(-1)
+
+
+def _bar_fraction(image: np.ndarray, fill: str, track: str = "#eee") -> float:
+    """How much of its track a probability bar of colour ``fill`` covers, on its fullest pixel row."""
+    per_row = _pixels(image, fill).sum(1)
+    y = int(per_row.argmax())
+    assert per_row[y] > 0, f"no bar of colour {fill}"
+    filled, empty = int(per_row[y]), int(_pixels(image, track)[y].sum())
+    return filled / (filled + empty)
+
+
+def test_screenshot(demo_page, baseline, texts, tmp_path):
     """A picture of the page with a review typed in, for a person to look at (a test artifact
-    under pytest's tmp dir, not in the repository)."""
+    under pytest's tmp dir, not in the repository); what it shows is what the page computed: the
+    bars at the model's probabilities, each WFSA's colour in the table and best paths marked."""
     import urllib.parse
 
+    from sparse_rational.explain.report import LIGHT, PALETTE
+
+    image_module = pytest.importorskip("PIL.Image")
     shot = tmp_path / "demo.png"
     review = texts[len(TRICKY_TEXTS) + 1]
     chromium(
@@ -162,9 +181,23 @@ def test_screenshot(demo_page, texts, tmp_path):
         ],
         tmp_path / "profile",
     )
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     print(f"screenshot: {shot}")
+    with image_module.open(shot) as png:
+        assert png.format == "PNG" and png.size == (1280, 1400)
+        image = np.asarray(png.convert("RGB")).astype(np.int64)
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50  # text, not a blank or one-colour page
+    clf = TextClassifier.load(baseline)
+    probs = dict(zip(clf.classes, clf.predict_proba([review])[0].tolist()))
+    label = max(probs, key=lambda c: probs[c])
+    # the bars (drawn by the page's script): the predicted class in green, the others in grey-green
+    assert _bar_fraction(image, "#2a7d2a") == pytest.approx(probs[label], abs=0.02), probs
+    if len(probs) == 2:
+        assert _bar_fraction(image, "#8aa") == pytest.approx(1 - probs[label], abs=0.02), probs
+    # the table of the WFSAs: each one's swatch in its colour; the best paths marked in the text
+    wfsas = len(clf.model.config.structure)
+    for j in range(wfsas):
+        assert _pixels(image, PALETTE[j]).sum() >= 40, f"no swatch of WFSA {j + 1} ({PALETTE[j]})"
+    assert sum(int(_pixels(image, LIGHT[j]).sum()) for j in range(wfsas)) >= 100, "no best path marked"
 
 
 def test_demo_refuses(baseline, tmp_path, capsys):
