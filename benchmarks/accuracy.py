@@ -48,6 +48,11 @@ CONFIGS: dict[str, dict] = {
     "tfidf-t20": {"teacher": "tfidf", "augment": 2, "target": 20},
     "tfidf-mean-t20": {"teacher": "tfidf", "augment": 2, "target": 20, "readout": "mean", "vectors": "tuned"},
     "minilm-t20": {"teacher": "minilm", "augment": 2, "target": 20},
+    "ft-t20": {"vectors": "finetune", "target": 20},
+    "ft-mean-t20": {"vectors": "finetune", "readout": "mean", "target": 20},
+    "tfidf-ft-mean-t20": {"teacher": "tfidf", "augment": 2, "vectors": "finetune", "readout": "mean", "target": 20},
+    "minilm-ft-mean-t20": {"teacher": "minilm", "augment": 2, "vectors": "finetune", "readout": "mean", "target": 20},
+    "minilm-ft-t20": {"teacher": "minilm", "augment": 2, "vectors": "finetune", "target": 20},
     "minilm-teacher": {"embeddings": "hf:minilm", "vectors": "frozen", "readout": "max", "teacher_model": True},
 }
 BASELINES = ("tfidf", "fasttext")

@@ -32,6 +32,7 @@ from .data import Splits, examples_from, texts_from
 from .data.files import _carve_dev
 from .data.memory import label_text
 from .errors import DataError, ParameterError, UserError
+from .log import get_logger
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin
@@ -52,6 +53,7 @@ def _texts(X: Any) -> list[str]:
         raise ValueError(str(exc)) from None
 
 
+SMALL_DEV = 30  # a dev set smaller than this gets a warning: one text is more than 3 points of accuracy
 _M, _T, _S, _D = ModelOptions, TrainConfig, StructureOptions, TeachOptions
 
 
@@ -188,11 +190,16 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
             return Splits(examples, [], [])
         if self.dev_fraction == 0.1:  # as the command line and load_files carve it
             train, dev = _carve_dev(examples, "fit data")
-            return Splits(train, dev, [])
-        from .data.splitting import _carve
+        else:
+            from .data.splitting import _carve
 
-        n_dev = max(1, round(self.dev_fraction * len(examples)))
-        train, dev = _carve(examples, [n_dev], seed=0)
+            n_dev = max(1, round(self.dev_fraction * len(examples)))
+            train, dev = _carve(examples, [n_dev], seed=0)
+        if len(dev) < SMALL_DEV:
+            get_logger(__name__).warning(
+                f"the dev set is {len(dev)} texts ({self.dev_fraction:g} of {len(examples)}): early stopping and "
+                f"the best epoch follow noise; give more data, a larger dev_fraction, or dev_fraction=0"
+            )
         return Splits(train, dev, [])
 
     def fit(self, X: Any, y: Any) -> SparseRationalClassifier:

@@ -461,7 +461,7 @@ def fit(
                 pen_txt += f" -> {sum(structure)} transitions"
             dev_txt = f"dev acc {dev_acc:.4f}" if dev_acc is not None else f"train loss {train_loss:.4f}"
             _log.info(
-                f"{desc} epoch {epoch:3d}  loss {log.loss:.4f}{pen_txt}  {dev_txt}"
+                f"{desc} epoch {epoch:3d} of at most {epochs}  loss {log.loss:.4f}{pen_txt}  {dev_txt}"
                 f"{' *' if improved else '  '}  lr {lr_now:.2g}  {log.seconds:.1f}s",
             )
         if lr_schedule:

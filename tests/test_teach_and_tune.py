@@ -372,3 +372,16 @@ def test_finetune_vectors_are_frozen_while_the_structure_is_learned(small):
     # without structure learning there is no structure phase: tuned all along
     plain = train_text_classifier(small, options=replace(options, structure=StructureOptions()), verbose=False)
     assert plain.metrics["vectors"] == "tuned" and plain.metrics["hyperparameters"]["vectors"] == "finetune"
+
+
+def test_the_estimator_warns_of_a_tiny_dev_set(small, capsys):
+    from sparse_rational.estimator import SparseRationalClassifier
+
+    texts = [e.text for e in small.train[:24]]
+    labels = [e.label for e in small.train[:24]]
+    SparseRationalClassifier(patterns="2x1", epochs=1, vectors="tuned").fit(texts, labels)
+    err = capsys.readouterr().err
+    assert "the dev set is 2 texts" in err or "the dev set is 3 texts" in err, err
+    everything = [e.text for e in small.train], [e.label for e in small.train]
+    SparseRationalClassifier(patterns="2x1", epochs=1, dev_fraction=0.5).fit(*everything)
+    assert "the dev set is" not in capsys.readouterr().err
