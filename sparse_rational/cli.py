@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 
 from . import argtypes, config  # cheap: import no torch
@@ -17,20 +16,14 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
+from .commandline import Parser, add_verbosity_args, run_command
 from .device import DEVICE_HELP, PRECISIONS
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
 from .web import cli as web_cli  # cheap: imports no torch
 
-EXIT_USAGE = 2
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
-EXIT_DIVERGED = 3  # the loss or the weights became NaN or infinite
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not usage + error
-        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
@@ -56,34 +49,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_verbosity_args(p: argparse.ArgumentParser) -> None:
-    """``--quiet`` / ``--verbose`` on every command: the level of the library's log (see
-    :mod:`sparse_rational.log`); results on stdout and errors are never silenced."""
-    known = {s for action in p._actions for s in action.option_strings}
-    group = p.add_mutually_exclusive_group()
-    if "--quiet" not in known:
-        group.add_argument(
-            "--quiet",
-            action="store_true",
-            help="no progress bars or per-epoch lines: only what was resumed or replaced, warnings and errors",
-        )
-    group.add_argument("--verbose", action="store_true", help="also debugging detail (kernels, threads, timings)")
-
-
-def _set_verbosity(args: argparse.Namespace) -> int:
-    """Set the library's level for this command; returns the level it had."""
-    import logging
-
-    from .log import ROOT, set_verbosity
-
-    before = logging.getLogger(ROOT).level
-    set_verbosity("notice" if getattr(args, "quiet", False) else "debug" if args.verbose else "info")
-    return before
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sparse-rational", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="sparse-rational", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     t = sub.add_parser("train", help="train a model (and learn its structure with a penalty)")
     _add_data_args(t, train=True)
@@ -193,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiments_cli.add_parser(sub)
     web_cli.add_parsers(sub)  # demo, serve
     for name, command in sub.choices.items():
-        _add_verbosity_args(command)
+        add_verbosity_args(command)
         if name in ("train", "evaluate", "predict"):  # explain's parser has its own
             command.add_argument("--device", default="auto", help=DEVICE_HELP)
     sub.choices["train"].add_argument(
@@ -628,62 +596,10 @@ COMMANDS = {
 }
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: what was saved is said, then exit 128 + 15."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
-
-
-def _say(text: str) -> None:
-    if sys.stderr is not None:
-        print(f"sparse-rational: {text}", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
-    level = None
-    try:
-        previous, restore = signal.signal(signal.SIGTERM, _on_sigterm), True
-    except ValueError:  # not the main thread: leave signals alone
-        previous, restore = None, False
-    try:
-        args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)  # the provenance of what it makes
-        level = _set_verbosity(args)
-        return COMMANDS[args.command](args)
-    except TrainingDiverged as exc:  # not bad input, but the same one line
-        _say(f"error: {exc}")
-        return EXIT_DIVERGED
-    except ParameterError as exc:  # the library names its parameter; here it is an option
-        _say(f"error: {exc.render(config.flag)}")
-        return EXIT_USAGE
-    except UserError as exc:
-        _say(f"error: {exc}")
-        return EXIT_USAGE
-    except BrokenPipeError:  # a reader that went away (| head): stop quietly
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, AttributeError, ValueError):
-            pass
-        return 0
-    except OSError as exc:  # disk full, permissions: still one line, naming the user's path
-        where = f"{exc.filename}: " if exc.filename else ""
-        _say(f"error: {where}{exc.strerror or exc}")
-        return 1
-    except Terminated:
-        _say("terminated")
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        _say("interrupted")
-        return 130
-    finally:
-        if restore:
-            signal.signal(signal.SIGTERM, previous)
-        if level is not None:  # main() called in a process that goes on (tests, notebooks)
-            from .log import set_verbosity
-
-            set_verbosity(level)
+    """``sparse-rational``: every error the user caused is one line and exit status 2
+    (:func:`~sparse_rational.commandline.run_command`)."""
+    return run_command(build_parser(), COMMANDS, argv)
 
 
 if __name__ == "__main__":

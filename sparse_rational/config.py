@@ -37,10 +37,10 @@ class ModelOptions:
     dropout: float = _opt(0.2, "dropout on the WFSA scores", kind="probability")
     input_dropout: float = _opt(0.2, "variational dropout on the word vectors", kind="probability")
     readout: str = _opt(
-        "max",
+        "mean",
         "a WFSA's score: its states at the document's end ('final', the paper's), "
-        "or their mean or max over the document (default: max, chosen on dev accuracy: "
-        "docs/results/defaults.md)",
+        "or their mean or max over the document (mean, with the default --vectors, chosen on dev accuracy "
+        "over the four HATN domains: docs/results/defaults.md)",
         choices=("final", "mean", "max"),
     )
     self_loop_bias: float = _opt(
@@ -51,10 +51,11 @@ class ModelOptions:
     )
     bidirectional: bool = _opt(False, "a second set of WFSAs per layer reads each document right to left")
     vectors: str = _opt(
-        "frozen",
+        "finetune",
         "static word vectors 'frozen' (the paper's), 'tuned' (trained in every phase with their own "
         "--vector-lr, pulled toward their start by --vector-pull; saved with the model) or 'finetune' "
-        "(frozen while the structure is learned, tuned while the pruned model is finetuned)",
+        "(frozen while the structure is learned, tuned while the pruned model is finetuned; chosen on dev "
+        "accuracy: docs/results/defaults.md)",
         choices=VECTORS,
     )
 

@@ -56,6 +56,7 @@ from .ops import forced_impl
 from .phases import Phases
 from .provenance import provenance
 from .structure import format_structure, parse_stack
+from .teach import teach
 from .train import EncodedData, accuracy, predict_proba, soften
 from .vocab import Vocabulary
 
@@ -472,9 +473,7 @@ def _prepare_data(
     and every text the teacher's probabilities (:mod:`~sparse_rational.teach`)."""
     taught = None
     if teach_opts is not None and teach_opts.teacher:
-        from .teach import teach
-
-        taught = teach(splits, teach_opts, classes, seed, str(device), verbose)
+        taught = teach(splits, teach_opts, classes, TextClassifier.load, seed, str(device), verbose)
     extra = taught.texts[len(splits.train) :] if taught is not None else []
     featurizer, prep = build_featurizer(
         splits,
@@ -832,7 +831,7 @@ class PathRun:
     def save(self, path: str | os.PathLike) -> Path:
         """``path/t<target>/`` (a model folder each), ``path.json`` and ``path.png``, written
         atomically as one folder (an earlier path folder of ours is replaced at the end)."""
-        from .experiments.report import plot_path
+        from .plots import plot_path
 
         check_out_folder(path, "save")
         with atomic_directory(path) as tmp:

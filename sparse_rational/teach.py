@@ -36,9 +36,10 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,9 +134,8 @@ class FolderTeacher:
 
     kind = "model"
 
-    def __init__(self, path: str | os.PathLike, device: str = "auto"):
-        from .pipeline import TextClassifier
-
+    def __init__(self, path: str | os.PathLike, load: Callable[..., Any], device: str = "auto"):
+        """``load(folder, device=...)``: the model-folder loader (``TextClassifier.load``)."""
         p = Path(path)
         if not p.is_dir():
             raise ParameterError("teacher", f"{path}: not a model folder (or 'tfidf')")
@@ -144,7 +144,7 @@ class FolderTeacher:
             why = f" ({', '.join(sorted(pickles))} would need a pickle, which is never loaded)" if pickles else ""
             raise ParameterError("teacher", f"{path}: not a model folder of sparse-rational{why}")
         try:
-            self.clf = TextClassifier.load(p, device=device)
+            self.clf = load(p, device=device)
         except UserError as exc:
             raise ParameterError("teacher", f"{path}: {exc}") from None
         self.classes = list(self.clf.classes)
@@ -258,9 +258,10 @@ class TfidfTeacher:
         return out
 
 
-def load_teacher(spec: str, splits, seed: int = 0, device: str = "auto"):
-    """The teacher ``spec`` names (a model folder, or ``tfidf``), checked against the data's classes."""
-    teacher = TfidfTeacher(splits, seed) if spec == TFIDF else FolderTeacher(spec, device)
+def load_teacher(spec: str, splits, load: Callable[..., Any], seed: int = 0, device: str = "auto"):
+    """The teacher ``spec`` names (a model folder, read with ``load``, or ``tfidf``), checked
+    against the data's classes."""
+    teacher = TfidfTeacher(splits, seed) if spec == TFIDF else FolderTeacher(spec, load, device)
     classes = sorted({e.label for e in splits.train})
     if sorted(teacher.classes) != classes:
         raise ParameterError(
@@ -270,11 +271,19 @@ def load_teacher(spec: str, splits, seed: int = 0, device: str = "auto"):
     return teacher
 
 
-def teach(splits, options, classes: Sequence[str], seed: int = 0, device: str = "auto", verbose: bool = True) -> Taught:
+def teach(
+    splits,
+    options,
+    classes: Sequence[str],
+    load: Callable[..., Any],
+    seed: int = 0,
+    device: str = "auto",
+    verbose: bool = True,
+) -> Taught:
     """The transfer texts of a run (the training texts, ``options.transfer``'s, and
     ``options.augment`` copies of each training text) and the teacher's probabilities of
     them, columns in the order of ``classes``."""
-    teacher = load_teacher(options.teacher, splits, seed, device)
+    teacher = load_teacher(options.teacher, splits, load, seed, device)
     train_texts = [e.text for e in splits.train]
     transfer = read_transfer(options.transfer) if options.transfer else []
     augmented = augment(train_texts, options.augment, seed)

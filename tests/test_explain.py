@@ -304,10 +304,10 @@ def test_render_report_of_a_model_without_wfsas(trained):
 
 
 def test_explain_arguments_through_the_project_parser(trained, tmp_path):
-    from sparse_rational.cli import _Parser
+    from sparse_rational.commandline import Parser
 
-    parser = _Parser(prog="sparse-rational")
-    explain_cli.add_parser(parser.add_subparsers(dest="command", parser_class=_Parser))
+    parser = Parser(prog="sparse-rational")
+    explain_cli.add_parser(parser.add_subparsers(dest="command", parser_class=Parser))
     args = parser.parse_args(["explain", "--model", "m", "--dataset", "amazon:kitchen", "--top-k", "3"])
     assert (args.model, args.dataset, args.top_k, args.split_seed, args.html, args.doc) == (
         "m",

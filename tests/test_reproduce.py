@@ -195,6 +195,27 @@ def test_path_trials_are_shared_by_the_targets():
     assert lam.total_trials == 3 * 3 and lam.penalised_runs()[0] > plan.penalised_runs()[0]
 
 
+def test_files_are_recorded_as_given_and_read_resolved(tiny_files, tmp_path, monkeypatch):
+    from sparse_rational.experiments.trial import _load_splits
+
+    monkeypatch.chdir(tiny_files["train"].parent)
+    args = rcli.build_parser().parse_args(
+        ["reproduce", "--train", "train.tsv", "--dev", "./dev.tsv", "--test", "test.tsv"]
+        + ["--embeddings", "glove-6b-50d", "--budget", "smoke", "--out", str(tmp_path / "o")]
+    )
+    args.trial_device = "cpu"
+    plan, _ = rcli.build_plan(args)
+    (ds,) = plan.datasets
+    assert plan.identity()["datasets"][0]["files"] == ["train.tsv", "./dev.tsv", "test.tsv"]  # what sweep.json keeps
+    assert ds.paths == tuple(str(tiny_files[k].resolve()) for k in ("train", "dev", "test"))
+    spec = plan.search_trials(ds, plan.configs[0])[0]
+    assert "read_from" not in json.dumps(spec.identity())  # nor in the trial records and their keys
+    again = TrialSpec.from_dict(json.loads(json.dumps(spec.to_dict())))  # as a worker process gets it
+    assert again == spec
+    monkeypatch.chdir(tmp_path)  # a trial run from another folder reads the same files
+    assert len(_load_splits(again.dataset).train) == 160
+
+
 # -- end to end ------------------------------------------------------------------------------
 def test_smoke_protocol_end_to_end(tiny_files, tmp_path, capsys):
     out = tmp_path / "smoke"

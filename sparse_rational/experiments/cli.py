@@ -3,7 +3,8 @@ docs/DESIGN.md, 'Structure learning').
 
 Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`` and
 ``"reproduce": run`` in ``COMMANDS``. Standalone: ``python -m sparse_rational.experiments.cli
-reproduce ...`` (same errors and exit statuses).
+reproduce ...`` (:func:`main`: its own parser, the same errors and exit statuses through
+:mod:`sparse_rational.commandline`; this module never imports :mod:`sparse_rational.cli`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, cast
 
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
+from ..commandline import Parser, add_verbosity_args, run_command
 from ..errors import UserError
 from .protocol import PAPER, PENALTY_UPDATES, READOUTS, STRUCTURE_SEARCHES  # torch-free (config.py's choices)
 
@@ -217,6 +219,12 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def _resolved(files: tuple[str, str | None, str | None]) -> tuple[str, str | None, str | None]:
+    """``files`` (train, dev, test) as absolute paths, for reading; the user's spelling is what is recorded."""
+    train, dev, test = (str(Path(f).resolve()) if f else None for f in files)
+    return cast(str, train), dev, test
+
+
 def _datasets(args: argparse.Namespace):
     """DatasetRefs and their sizes; reading each once here turns a bad name or file into a
     one-line error before anything starts."""
@@ -229,19 +237,21 @@ def _datasets(args: argparse.Namespace):
         raise UserError("reproduce: give --dataset SPEC or --train FILE")
     if (args.dev or args.test) and not args.train:
         raise UserError("--dev/--test go with --train")
+    # read from the resolved paths (trials may run in another folder), record the user's spelling
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     refs: list[DatasetRef] = []
     sizes: dict[str, Any] = {}  # the splits, then the numbers of documents
     if args.train:
-        files = tuple(str(Path(f).resolve()) if f else None for f in (args.train, args.dev, args.test))
-        splits = load_files(*files)
+        given = cast("tuple[str, str | None, str | None]", (args.train, args.dev, args.test))
+        splits = load_files(*_resolved(given))
         name = Path(args.train).stem
         refs.append(
             DatasetRef(
                 name,
-                files=cast("tuple[str, str | None, str | None]", files),
+                files=given,
                 split_seed=args.split_seed,
                 max_train=args.max_train,
+                read_from=_resolved(given),
             )
         )
         sizes[name] = splits
@@ -460,6 +470,7 @@ def _plan_from_manifest(manifest: dict, data_dir: str | None):
                 d.get("split_seed", 0),
                 d.get("max_train"),
                 data_dir,
+                _resolved(tuple(d["files"])) if d.get("files") else None,
             )
             for d in ident["datasets"]
         ]
@@ -699,14 +710,22 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The standalone parser: ``sparse-rational reproduce`` alone (:func:`add_parser`, with
+    ``--quiet``/``--verbose`` as on every subcommand of :mod:`sparse_rational.cli`)."""
+    parser = Parser(prog="sparse-rational", description="the paper's experiments as one resumable sweep")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    add_verbosity_args(add_parser(sub))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point: ``sparse-rational reproduce`` with the main command line's
-    parser and error handling (:func:`sparse_rational.cli.main`). ``argv``: the options of
-    ``reproduce``, with or without the word ``reproduce`` first (default: ``sys.argv[1:]``)."""
-    from ..cli import main as cli_main  # lazily: cli.py imports this module
-
+    error handling and exit statuses (:func:`sparse_rational.commandline.run_command`).
+    ``argv``: the options of ``reproduce``, with or without the word ``reproduce`` first
+    (default: ``sys.argv[1:]``)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    return cli_main(argv if argv[:1] == ["reproduce"] else ["reproduce", *argv])
+    return run_command(build_parser(), {"reproduce": run}, argv if argv[:1] == ["reproduce"] else ["reproduce", *argv])
 
 
 if __name__ == "__main__":

@@ -223,15 +223,19 @@ def sample_assignments(n: int, embeddings: str, seed_text: str) -> list[dict]:
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """A dataset as trials see it: a benchmark name or the user's files. ``data_dir`` says
-    where to read it on this machine and is not part of a trial's identity."""
+    """A dataset as trials see it: a benchmark name or the user's files. ``data_dir`` and
+    ``read_from`` say where to read it on this machine and are not part of a trial's identity
+    (nor recorded): ``files`` are the paths as the user spelled them, what sweep.json, the
+    trial records and references.json keep; ``read_from``, the same files resolved to
+    absolute paths when the sweep started (trials may run in another folder or process)."""
 
     name: str  # shown in tables and panels
     spec: str | None = None  # amazon:kitchen, hatn:dvd, fdu:books
-    files: tuple[str, str | None, str | None] | None = None  # train, dev, test (absolute)
+    files: tuple[str, str | None, str | None] | None = None  # train, dev, test (as given)
     split_seed: int = 0
     max_train: int | None = None
     data_dir: str | None = None
+    read_from: tuple[str, str | None, str | None] | None = None  # ``files`` resolved (default: ``files``)
 
     def identity(self) -> dict:
         d = {"name": self.name, "split_seed": self.split_seed}
@@ -243,12 +247,21 @@ class DatasetRef:
             d["max_train"] = self.max_train
         return d
 
+    @property
+    def paths(self) -> tuple[str, str | None, str | None] | None:
+        """The files to read: ``read_from``, else ``files``."""
+        return self.read_from or self.files
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "files": list(self.files) if self.files else None}
+        return {
+            **asdict(self),
+            "files": list(self.files) if self.files else None,
+            "read_from": list(self.read_from) if self.read_from else None,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> DatasetRef:
-        files = d.get("files")
+        files, read_from = d.get("files"), d.get("read_from")
         return cls(
             d["name"],
             d.get("spec"),
@@ -256,6 +269,7 @@ class DatasetRef:
             d.get("split_seed", 0),
             d.get("max_train"),
             d.get("data_dir"),
+            tuple(read_from) if read_from else None,
         )
 
 

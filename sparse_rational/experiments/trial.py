@@ -60,8 +60,8 @@ def limit_threads(threads: int = 1) -> None:
 def _load_splits(dataset: DatasetRef):
     from ..data import Splits, load_dataset, load_files
 
-    if dataset.files:
-        splits = load_files(*dataset.files)
+    if dataset.paths:
+        splits = load_files(*dataset.paths)
     else:
         splits = load_dataset(cast(str, dataset.spec), dataset.data_dir, dataset.split_seed)
     if dataset.max_train:

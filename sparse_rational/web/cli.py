@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from .. import config
 from ..argtypes import nonneg_int, positive_int, seed
 from ..errors import UserError
 from .server import ServeOptions
+from .tables import TableSource, table_for
 
 DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (config.TrainConfig.max_tokens)
 DEFAULT_MAX_BODY = config.default(ServeOptions, "max_body_bytes")
@@ -152,33 +154,16 @@ def refuse_transformer(model: str, what: str) -> None:
         )
 
 
-def table_for(args: argparse.Namespace, clf, explicit_only: bool = False):
-    """``(patterns, note)`` for Table 1: from --dataset/--train, else from the dataset the
-    model's metrics.json records (unless ``explicit_only``); None and the reason otherwise."""
-    from ..data import load_dataset, load_files
-    from .demo import say, table_one
-
-    if args.no_table:
-        return None, "Table 1 was left out (--no-table)."
-    if args.dataset:
-        return table_one(clf, load_dataset(args.dataset, args.data_dir, args.split_seed), args.top_k, args.dataset)
-    if args.train:
-        return table_one(clf, load_files(args.train), args.top_k, args.train)
-    recorded = clf.metrics.get("dataset")
-    if explicit_only or not recorded:
-        return None, "Table 1 needs the training documents: give --dataset or --train."
-    try:
-        if isinstance(recorded, str):
-            splits, name = load_dataset(recorded, args.data_dir, args.split_seed), recorded
-        elif isinstance(recorded, dict) and recorded.get("train"):
-            splits, name = load_files(recorded["train"], recorded.get("dev")), str(recorded["train"])
-        else:
-            return None, "Table 1 needs the training documents: give --dataset or --train."
-        say(f"Table 1 from {name} (recorded in the model's metrics.json; --no-table leaves it out)")
-        return table_one(clf, splits, args.top_k, name)
-    except UserError as exc:
-        say(f"warning: Table 1 left out: the recorded training data cannot be read ({exc})")
-        return None, "Table 1 needs the training documents: give --dataset or --train."
+def table_source(args: argparse.Namespace) -> TableSource:
+    """Table 1's options (``_table_args``) from the parsed command line."""
+    return TableSource(
+        dataset=args.dataset,
+        train=args.train,
+        data_dir=args.data_dir,
+        split_seed=args.split_seed,
+        top_k=args.top_k,
+        no_table=args.no_table,
+    )
 
 
 def run_demo(args: argparse.Namespace, out=None) -> int:
@@ -190,7 +175,7 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
     _check_html_out(args.out)
     refuse_transformer(args.model, "demo")
     clf = TextClassifier.load(args.model)
-    patterns, note = table_for(args, clf)
+    patterns, note = table_for(table_source(args), clf)
     cfg = clf.model.config
     html = render_page(
         clf,
@@ -222,11 +207,6 @@ def run_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
         threads=args.threads,
-        dataset=args.dataset,
-        train=args.train,
-        data_dir=args.data_dir,
-        split_seed=args.split_seed,
-        top_k=args.top_k,
-        no_table=args.no_table,
+        **asdict(table_source(args)),
     )
     return serve(options, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)

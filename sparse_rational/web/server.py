@@ -40,11 +40,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .. import config
 from ..errors import UserError, one_line
+from .tables import TableSource, table_for
 
 ENV = "SPARSE_RATIONAL_SERVE_OPTIONS"  # the options, as JSON, for the worker processes of --workers N
 INSTALL = "pip install 'sparse-rational[serve]'"
@@ -70,6 +71,10 @@ class ServeOptions:
     split_seed: int = 0
     top_k: int = 4
     no_table: bool = False
+
+    def table_source(self) -> TableSource:
+        """Where Table 1 on the page comes from (the fields above that :class:`TableSource` holds)."""
+        return TableSource(**{f.name: getattr(self, f.name) for f in fields(TableSource)})
 
 
 def _require():
@@ -264,11 +269,10 @@ class Model:
         return out
 
     def page(self) -> str:
-        from .cli import table_for
         from .demo import render_page, say
 
         try:
-            patterns, note = table_for(self.options, self.clf, explicit_only=True)  # type: ignore[arg-type]
+            patterns, note = table_for(self.options.table_source(), self.clf, explicit_only=True)
         except UserError as exc:
             say(f"warning: Table 1 left out ({exc})")
             patterns, note = None, f"Table 1 left out: {exc}"

@@ -1,0 +1,129 @@
+"""What every command line of the package shares: the parser whose errors are one line,
+``--quiet``/``--verbose``, and :func:`run_command`, the error handling and exit statuses of
+``sparse-rational`` (:func:`sparse_rational.cli.main`) and of the standalone ``reproduce``
+(``python -m sparse_rational.experiments.cli``).
+
+Every error caused by the user's input is one line on stderr and exit status 2
+(:data:`EXIT_USAGE`); a run whose loss or weights became NaN, 3 (:data:`EXIT_DIVERGED`).
+Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+
+from .config import flag
+from .errors import ParameterError, TrainingDiverged, UserError
+
+__all__ = [
+    "EXIT_DIVERGED",
+    "EXIT_USAGE",
+    "Parser",
+    "Terminated",
+    "add_verbosity_args",
+    "run_command",
+    "set_verbosity_for",
+]
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3  # the loss or the weights became NaN or infinite
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not usage + error
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def add_verbosity_args(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``--verbose`` on every command: the level of the library's log (see
+    :mod:`sparse_rational.log`); results on stdout and errors are never silenced."""
+    known = {s for action in p._actions for s in action.option_strings}
+    group = p.add_mutually_exclusive_group()
+    if "--quiet" not in known:
+        group.add_argument(
+            "--quiet",
+            action="store_true",
+            help="no progress bars or per-epoch lines: only what was resumed or replaced, warnings and errors",
+        )
+    group.add_argument("--verbose", action="store_true", help="also debugging detail (kernels, threads, timings)")
+
+
+def set_verbosity_for(args: argparse.Namespace) -> int:
+    """Set the library's level for this command; returns the level it had."""
+    import logging
+
+    from .log import ROOT, set_verbosity
+
+    before = logging.getLogger(ROOT).level
+    set_verbosity("notice" if getattr(args, "quiet", False) else "debug" if args.verbose else "info")
+    return before
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what was saved is said, then exit 128 + 15."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _say(text: str) -> None:
+    if sys.stderr is not None:
+        print(f"sparse-rational: {text}", file=sys.stderr)
+
+
+def run_command(
+    parser: argparse.ArgumentParser,
+    commands: Mapping[str, Callable[[argparse.Namespace], int]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) with ``parser``, whose subcommand is
+    ``args.command``, and run ``commands[args.command](args)``; every error the user caused
+    is one line on stderr and an exit status (module doc). ``args.argv`` holds ``argv``:
+    the provenance of what the command makes."""
+    level = None
+    try:
+        previous, restore = signal.signal(signal.SIGTERM, _on_sigterm), True
+    except ValueError:  # not the main thread: leave signals alone
+        previous, restore = None, False
+    try:
+        args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # the provenance of what it makes
+        level = set_verbosity_for(args)
+        return commands[args.command](args)
+    except TrainingDiverged as exc:  # not bad input, but the same one line
+        _say(f"error: {exc}")
+        return EXIT_DIVERGED
+    except ParameterError as exc:  # the library names its parameter; here it is an option
+        _say(f"error: {exc.render(flag)}")
+        return EXIT_USAGE
+    except UserError as exc:
+        _say(f"error: {exc}")
+        return EXIT_USAGE
+    except BrokenPipeError:  # a reader that went away (| head): stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, AttributeError, ValueError):
+            pass
+        return 0
+    except OSError as exc:  # disk full, permissions: still one line, naming the user's path
+        where = f"{exc.filename}: " if exc.filename else ""
+        _say(f"error: {where}{exc.strerror or exc}")
+        return 1
+    except Terminated:
+        _say("terminated")
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    finally:
+        if restore:
+            signal.signal(signal.SIGTERM, previous)
+        if level is not None:  # called in a process that goes on (tests, notebooks)
+            from .log import set_verbosity
+
+            set_verbosity(level)
