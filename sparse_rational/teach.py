@@ -34,6 +34,7 @@ are computed once per text and cached on disk, keyed by the teacher's files and 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -172,23 +173,27 @@ class FolderTeacher:
                     cached = dict(zip(z["keys"].tolist(), z["probs"]))
         except (OSError, ValueError, KeyError):
             pass  # no cache yet, or a damaged one: computed again and rewritten
-        todo = sorted({k: t for k, t in zip(keys, texts) if k not in cached}.items())
+        # in order: the training texts first, in chunks a transformer teacher reads from its
+        # vector cache (a shard of its own training corpus holds them), then the new texts
+        todo = [(k, t) for k, t in dict(zip(keys, texts)).items() if k not in cached]
         if todo:
             _log.info(f"teacher {self.source}: scoring {len(todo)} texts ({len(texts) - len(todo)} cached)")
-            for start in range(0, len(todo), 2048):
-                part = todo[start : start + 2048]
-                probs = self.clf.predict_proba([t for _, t in part], max_tokens=0)
-                cached.update(zip([k for k, _ in part], probs))
-            try:
-                import io
-
-                buf = io.BytesIO()
-                np.savez(buf, keys=np.array(list(cached)), probs=np.stack(list(cached.values())).astype(np.float32))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(path, buf.getvalue())
-            except OSError as exc:  # a read-only cache: the probabilities are still used
-                _log.warning(f"teacher cache {path}: not written ({exc.strerror or exc})")
+        for start in range(0, len(todo), 1024):
+            part = todo[start : start + 1024]
+            probs = self.clf.predict_proba([t for _, t in part], max_tokens=0)
+            cached.update(zip([k for k, _ in part], probs))
+            self._write(path, cached)  # after every chunk: an interrupted run keeps what it scored
         return np.stack([cached[k] for k in keys]).astype(np.float64)
+
+    @staticmethod
+    def _write(path: Path, cached: dict[str, np.ndarray]) -> None:
+        try:
+            buf = io.BytesIO()
+            np.savez(buf, keys=np.array(list(cached)), probs=np.stack(list(cached.values())).astype(np.float32))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, buf.getvalue())
+        except OSError as exc:  # a read-only cache: the probabilities are still used
+            _log.warning(f"teacher cache {path}: not written ({exc.strerror or exc})")
 
 
 class TfidfTeacher:
