@@ -222,18 +222,18 @@ class Checkpointer:
             if ck.state["run"] != self.run:
                 raise ParameterError(
                     "resume",
-                    f"{self.path} is the checkpoint of a different command (other data, options "
-                    "or seed); rerun that command with --resume, or leave out --resume to start over",
+                    "{resume}: " + f"{self.path} is the checkpoint of a different command (other data, options "
+                    "or seed); rerun that command with {resume}, or leave out {resume} to start over",
                 )
             self.pending = ck
             self.last_saved = (ck.phase, ck.epoch)
             self._note(f"resuming from {self.path} ({ck.phase} epoch {ck.epoch})")
         elif resume:
-            self._note(f"--resume: no checkpoint in {self.directory}; starting from the beginning")
+            self._note(f"no checkpoint in {self.directory} to resume from; starting from the beginning")
         elif exists:
             self._note(
                 f"an earlier run's checkpoint in {self.directory} will be replaced "
-                "(use --resume to continue it instead)"
+                "(resume the run to continue it instead)"
             )
 
     def _lock(self, owner: str) -> None:

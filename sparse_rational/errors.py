@@ -35,8 +35,11 @@ class TrainingDiverged(UserError):
 class ParameterError(UserError):
     """A bad value of a named parameter. The library's message names the parameter as the
     API spells it (``reg_strength``); the command line shows the option (``--reg-strength``).
-    Other parameters the message mentions are written ``{name}`` in ``message`` and listed
-    in ``mentions``."""
+
+    ``message`` is prefixed with ``param: ``, unless it names the parameter itself anywhere,
+    written ``{param}`` (``"{embeddings} hf:x: folder not found"``). Other parameters the
+    message mentions are written ``{name}`` and listed in ``mentions``. Only these names
+    are replaced: any other brace (in a path, a value) is kept as it is."""
 
     def __init__(self, param: str, message: str, *mentions: str):
         self.param, self.message, self.mentions = param, message, mentions
@@ -44,5 +47,6 @@ class ParameterError(UserError):
 
     def render(self, spell) -> str:
         """The message with every parameter name spelled by ``spell``."""
-        text = self.message.format(**{m: spell(m) for m in self.mentions}) if self.mentions else self.message
-        return f"{spell(self.param)}: {text}"
+        names = {self.param, *self.mentions}
+        text = re.sub(r"\{(\w+)\}", lambda m: spell(m[1]) if m[1] in names else m[0], self.message)
+        return text if "{" + self.param + "}" in self.message else f"{spell(self.param)}: {text}"

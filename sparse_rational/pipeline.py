@@ -589,7 +589,9 @@ def _prepare(
         )
     if mopts.vectors not in VECTORS:
         raise ParameterError("vectors", f"{mopts.vectors!r} is not one of {', '.join(VECTORS)}")
-    if mopts.vectors != "frozen" and is_contextual(embeddings):
+    if mopts.vectors == "finetune" and is_contextual(embeddings):  # the default: transformer vectors stay frozen
+        mopts = replace(mopts, vectors="frozen")
+    if mopts.vectors == "tuned" and is_contextual(embeddings):
         raise ParameterError(
             "vectors", f"{mopts.vectors!r} needs static word vectors; {embeddings} are a transformer's"
         )

@@ -437,7 +437,9 @@ def test_stacked_structure_learning_resumes_to_the_uninterrupted_result(tmp_path
                 raise _Stop
 
     vectors = onehot_vectors(tmp_path_factory)
-    options = RunOptions(model=ModelOptions(patterns="2x2", layers=2, bidirectional=True))
+    options = RunOptions(
+        model=ModelOptions(patterns="2x2", layers=2, bidirectional=True, readout="max", vectors="frozen")
+    )
     opts = StructureOptions(reg_strength=0.01, reg_epochs=3, epsilon=0.3, penalty_update="proximal")
     cfg = TrainConfig(epochs=4, patience=4, batch_size=16, lr=0.05, seed=3)
 

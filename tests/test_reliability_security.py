@@ -231,7 +231,7 @@ def test_hub_id_not_in_the_local_cache_is_refused_offline(hf, minilm_model, tmp_
     msg = one_line_error(lambda: TextClassifier.load(model).predict(DOCS))
     assert msg == (
         f"{model / 'config.json'}: the encoder hf:someorg/somemodel is not in the local Hugging Face "
-        "cache, so it is not available offline; pass --allow-download (allow_download=True) to download it"
+        "cache, so it is not available offline; pass allow_download (allow_download=True) to download it"
     )
     assert not no_network
     # the opt-in: the same section with allow_download=True is accepted (downloaded on first use)

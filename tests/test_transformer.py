@@ -244,8 +244,8 @@ def test_bad_input(tmp_path, baseline):
     one_line(lambda: ContextualEncoder(f"hf:{fake}").load(), "cannot load the folder")
     one_line(lambda: ContextualEncoder("hf:no-such-org/no-such-model"), "not in the local Hugging Face cache")
     one_line(lambda: ContextualEncoder("hf:"), "expected hf:minilm")
-    one_line(lambda: TransformerOptions(layers="first"), "--hf-layers")
-    one_line(lambda: TransformerOptions(segment_length=2), "--hf-segment-length")
+    one_line(lambda: TransformerOptions(layers="first"), "^hf_layers: 'first'")
+    one_line(lambda: TransformerOptions(segment_length=2), "^hf_segment_length: ")
 
 
 def test_cli_train_with_hf_minilm(tiny_files, tmp_path, capsys):

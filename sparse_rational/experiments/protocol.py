@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from ..config import ModelOptions, StructureOptions, default
-from ..errors import UserError
+from ..errors import ParameterError, UserError
 
 FORMAT = "sparse-rational-sweep/1"
 
@@ -184,11 +184,13 @@ def configurations(embeddings: str, baselines=None, targets=None, reg_strengths=
         out.append(Configuration("baseline", p))
     for t in targets:
         if not 1 <= t <= most:
-            raise UserError(f"--targets {t}: must be between 1 and the {most} transitions of {start}")
+            raise ParameterError(
+                "targets", "{targets} " + f"{t}: must be between 1 and the {most} transitions of {start}"
+            )
         out.append(Configuration("sparse", start, target_transitions=int(t)))
     for lam in reg_strengths:
         if not (lam > 0 and math.isfinite(lam)):
-            raise UserError(f"--reg-strengths {lam}: must be a finite number > 0")
+            raise ParameterError("reg_strengths", "{reg_strengths} " + f"{lam}: must be a finite number > 0")
         out.append(Configuration("sparse", start, reg_strength=float(lam)))
     labels = [c.label for c in out]
     dup = {x for x in labels if labels.count(x) > 1}
@@ -393,16 +395,20 @@ class Plan:
             ("structure_search", STRUCTURE_SEARCHES),
         ):
             if getattr(self, name) not in allowed:
-                raise UserError(f"--{name.replace('_', '-')} {getattr(self, name)}: use one of {', '.join(allowed)}")
+                raise ParameterError(name, f"{{{name}}} {getattr(self, name)}: use one of {', '.join(allowed)}")
         if self.structure_search == "path" and not self.targets:
-            raise UserError(
-                "--structure-search path yields the target sizes (--targets) from one run per "
-                "assignment; this sweep has no targets"
+            raise ParameterError(
+                "structure_search",
+                "{structure_search} path yields the target sizes ({targets}) from one run per "
+                "assignment; this sweep has no targets",
+                "targets",
             )
         if self.penalty_update != "gradient" and not any(c.method == "sparse" for c in self.configs):
-            raise UserError(
-                f"--penalty-update {self.penalty_update} changes structure learning only; this sweep "
-                "has no targets and no --reg-strengths"
+            raise ParameterError(
+                "penalty_update",
+                "{penalty_update} " + f"{self.penalty_update} changes structure learning only; this sweep "
+                "has no targets and no {reg_strengths}",
+                "reg_strengths",
             )
 
     @property
