@@ -359,6 +359,16 @@ class RationalClassifier(nn.Module):
     depth_discount: float = 0.0  # set by the run: the group of the i-th state of a WFSA weighs i^-discount
     tune_rows_after_pruning: bool = False  # set by the run (--vectors finetune): the pruned model tunes its rows
 
+    def freeze_rows_(self) -> RationalClassifier:
+        """The rows, tuned or not, as a frozen buffer again (a trained model predicts, and reads
+        like a loaded one); ``embeddings_start`` goes."""
+        if self.tuned_rows:
+            rows = cast(Tensor, self.embeddings).detach().clone()
+            del self._parameters["embeddings"]
+            self.register_buffer("embeddings", rows)
+            del self._buffers["embeddings_start"]
+        return self
+
     def penalty_weights(self) -> Tensor:
         """``[N]`` (every layer's states, in :meth:`wfsa_layers` order): the weight of each
         state's group in the penalty, ``i ** -depth_discount`` for the ``i``-th state of its

@@ -709,6 +709,7 @@ def _finish(
         metrics.vectors = "tuned" if model.tuned_rows else "frozen"
         if model.tuned_rows:
             metrics.tuned_vector_parameters = int(cast(Tensor, model.embeddings).numel())
+    model.freeze_rows_()  # trained: the tuned rows are the model's rows, as a loaded model holds them
     metrics.embeddings, metrics.train_size, metrics.dev_size = (
         run.embeddings,
         len(run.splits.train),
