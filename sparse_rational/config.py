@@ -110,9 +110,10 @@ class StructureOptions:
     reg_epochs: int = _opt(30, "epochs of the penalised phase (with the path: its longest length)", kind="positive")
     epsilon: float = _opt(0.1, "prune states whose group norm is below this", kind="nonneg")
     depth_discount: float = _opt(
-        0.0,
+        1.0,
         "the penalty of the i-th state of a WFSA is weighted i^-D (0: every state alike, the paper's); "
-        "D > 0 lets patterns of several words survive a small budget",
+        "D > 0 lets patterns of several words survive a small budget (1: chosen on dev accuracy, "
+        "docs/results/defaults.md)",
         kind="nonneg",
     )
     penalty_update: str = _opt(

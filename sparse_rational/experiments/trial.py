@@ -126,6 +126,7 @@ def _train(spec: TrialSpec) -> dict:
         epsilon=spec.epsilon,
         search_tolerance=spec.tolerance,
         penalty_update=spec.penalty_update,
+        depth_discount=0.0,  # the paper's penalty: every state alike, whatever the library's default
         **cast(
             "dict[str, Any]",
             {"structure_search": "path", **(spec.path or {})} if spec.uses_path else {"structure_search": "lambda"},
