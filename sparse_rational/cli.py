@@ -16,7 +16,7 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
-from .commandline import Parser, add_verbosity_args, run_command
+from .commandline import Parser, add_verbosity_args, check_output, run_command
 from .device import DEVICE_HELP, PRECISIONS
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
@@ -365,6 +365,7 @@ def _report(m, indent: str = "") -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .pipeline import TextClassifier
 
+    check_output(args.json, "--json", inputs={"--test": args.test}, model_dir=args.model)
     argtypes.use_threads(args.threads)
     contrast_only = args.contrast is not None and not (args.dataset or args.test)
     if args.contrast is not None:
@@ -578,6 +579,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_json
     from .pipeline import TextClassifier
 
+    check_output(args.out, "--out", model_dir=args.model)
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device="cpu")
     export_json(clf, args.out)
     print(f"wrote {args.out}")

@@ -14,10 +14,11 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 from .config import flag
-from .errors import ParameterError, TrainingDiverged, UserError
+from .errors import ParameterError, TrainingDiverged, UserError, one_line
 
 __all__ = [
     "EXIT_DIVERGED",
@@ -25,6 +26,7 @@ __all__ = [
     "Parser",
     "Terminated",
     "add_verbosity_args",
+    "check_output",
     "run_command",
     "set_verbosity_for",
 ]
@@ -61,6 +63,55 @@ def set_verbosity_for(args: argparse.Namespace) -> int:
     before = logging.getLogger(ROOT).level
     set_verbosity("notice" if getattr(args, "quiet", False) else "debug" if args.verbose else "info")
     return before
+
+
+PathArg = str | os.PathLike | None
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    """``path`` absolute, with links and ``..`` resolved as far as it exists."""
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """One file under two names: ``os.path.samefile`` when both exist (links, hard links),
+    else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is not there yet
+        return _resolved(a) == _resolved(b)
+
+
+def check_output(
+    path: PathArg,
+    option: str,
+    inputs: Mapping[str, PathArg] | Iterable[PathArg] = (),
+    model_dir: PathArg = None,
+) -> None:
+    """Refuse, in one line (a :class:`UserError`, exit 2) and before any work, an output
+    ``path`` given as ``option`` that would overwrite what the command reads: one of
+    ``inputs`` (the same file, also through a link; a mapping names each input's option), or
+    anything inside the model folder ``model_dir``. None and ``-`` (standard output) pass."""
+    if path is None or str(path) == "-":
+        return
+    if model_dir is not None and str(model_dir) != "-":
+        folder, target = _resolved(model_dir), _resolved(path)
+        inside = target == folder or folder in target.parents
+        if not inside and os.path.isfile(path) and os.path.isdir(model_dir):
+            with os.scandir(os.fspath(model_dir)) as entries:  # a hard link to one of the model's files
+                inside = any(entry.is_file() and _same_file(entry.path, path) for entry in entries)
+        if inside:
+            where = f"{option} {one_line(path)} is inside the model folder {one_line(model_dir)}"
+            raise UserError(f"{where}: it would overwrite the model")
+    named = inputs.items() if isinstance(inputs, Mapping) else ((None, source) for source in inputs)
+    for name, source in named:
+        if source is None or str(source) == "-":
+            continue
+        if _same_file(path, source):
+            what = f" ({name})" if name else ""
+            raise UserError(
+                f"{option} {one_line(path)} is the input file {one_line(source)}{what}: it would be overwritten"
+            )
 
 
 class Terminated(KeyboardInterrupt):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparse_rational.config import ModelOptions, RunOptions
 from sparse_rational.data import Example, Splits
 from sparse_rational.learn import StructureOptions
 from sparse_rational.pipeline import train_text_classifier
@@ -48,8 +49,9 @@ def make_task(kind: str, n: int, seed: int) -> list[Example]:
 def learn(kind, vectors, reg, patterns="4x3", seed=0):
     splits = Splits(make_task(kind, 400, 1), make_task(kind, 100, 2), make_task(kind, 100, 3))
     cfg = TrainConfig(epochs=40, patience=10, batch_size=32, lr=0.05, seed=seed)
-    # the paper's method: the penalty's gradient, scores read at the document's end
-    opts = StructureOptions(reg_epochs=40, penalty_update="gradient")
+    # the paper's method: the penalty's gradient (every state alike), scores read at the
+    # document's end, frozen vectors
+    opts = StructureOptions(reg_epochs=40, penalty_update="gradient", depth_discount=0.0)
     return train_text_classifier(
         splits,
         vectors,
@@ -61,6 +63,7 @@ def learn(kind, vectors, reg, patterns="4x3", seed=0):
         input_dropout=0.0,
         readout="final",
         verbose=False,
+        options=RunOptions(model=ModelOptions(vectors="frozen")),
     )
 
 

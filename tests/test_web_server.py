@@ -67,7 +67,7 @@ def clf(baseline):
     return TextClassifier.load(baseline)
 
 
-def _same(got: list[dict], clf, texts, tol=1e-6):
+def _same(got: list[dict], clf, texts, tol=1e-5):  # the agreement the README promises (float32 paths)
     probs = clf.predict_proba(texts)
     assert len(got) == len(texts)
     for g, row in zip(got, probs):

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..argtypes import add_threads_argument, use_threads
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
+from ..commandline import check_output
 from ..errors import UserError
 
 
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace, out=None) -> int:
     if args.doc is not None and not args.doc.strip():
         raise UserError("explain: --doc is empty")
     if args.html:
+        check_output(args.html, "--html", inputs={"--train": args.train, "--dev": args.dev}, model_dir=args.model)
         parent = Path(args.html).resolve().parent
         if not parent.is_dir():
             raise UserError(f"--html {args.html}: folder {parent} does not exist")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import config
 from ..argtypes import nonneg_int, positive_int, seed
+from ..commandline import check_output
 from ..errors import UserError
 from .server import ServeOptions
 from .tables import TableSource, table_for
@@ -54,8 +55,8 @@ def add_parsers(subparsers) -> None:
         help="write one self-contained HTML page that runs the model in the browser",
         description="One HTML file with the model embedded: type a text, see the label, the probabilities, "
         "each WFSA's best path and its contribution to each class. No network request; static word vectors "
-        "only (serve a transformer model with `sparse-rational serve`). Without --dataset/--train, Table 1 "
-        "comes from the dataset recorded in the model's metrics.json when it can be read.",
+        "only (serve a transformer model with `sparse-rational serve`). Table 1 needs --dataset or --train: "
+        "the model folder is never followed to training data.",
     )
     d.add_argument("--model", required=True, help="model folder")
     d.add_argument("--out", required=True, help="HTML file to write")
@@ -169,13 +170,16 @@ def table_source(args: argparse.Namespace) -> TableSource:
 def run_demo(args: argparse.Namespace, out=None) -> int:
     from ..fileio import atomic_write_text
     from ..pipeline import TextClassifier
-    from .demo import render_page
+    from .demo import render_page, say
 
     out = out or sys.stdout
+    check_output(args.out, "--out", inputs={"--train": args.train}, model_dir=args.model)
     _check_html_out(args.out)
     refuse_transformer(args.model, "demo")
     clf = TextClassifier.load(args.model)
     patterns, note = table_for(table_source(args), clf)
+    if patterns is None and not args.no_table:
+        say("note: Table 1 is left out of the page: give --dataset or --train to include it")
     cfg = clf.model.config
     html = render_page(
         clf,

@@ -272,7 +272,7 @@ class Model:
         from .demo import render_page, say
 
         try:
-            patterns, note = table_for(self.options.table_source(), self.clf, explicit_only=True)
+            patterns, note = table_for(self.options.table_source(), self.clf)
         except UserError as exc:
             say(f"warning: Table 1 left out ({exc})")
             patterns, note = None, f"Table 1 left out: {exc}"

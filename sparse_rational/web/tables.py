@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import UserError
-
 if TYPE_CHECKING:
     from ..explain.phrases import PatternSummary
     from ..pipeline import TextClassifier
@@ -35,14 +33,12 @@ class TableSource:
     no_table: bool = False  # leave Table 1 out
 
 
-def table_for(
-    source: TableSource, clf: TextClassifier, explicit_only: bool = False
-) -> tuple[list[PatternSummary] | None, str]:
-    """``(patterns, note)`` for Table 1: from ``source.dataset``/``source.train``, else from the
-    dataset the model's metrics.json records (unless ``explicit_only``); None and the reason
-    otherwise."""
+def table_for(source: TableSource, clf: TextClassifier) -> tuple[list[PatternSummary] | None, str]:
+    """``(patterns, note)`` for Table 1: from ``source.dataset`` or ``source.train`` (the
+    command line) only; None and the reason otherwise. A model folder is data, never a
+    pointer that is followed: the dataset its metrics.json records is not read."""
     from ..data import load_dataset, load_files
-    from .demo import say, table_one
+    from .demo import table_one
 
     if source.no_table:
         return None, "Table 1 was left out (--no-table)."
@@ -51,18 +47,4 @@ def table_for(
         return table_one(clf, splits, source.top_k, source.dataset)
     if source.train:
         return table_one(clf, load_files(source.train), source.top_k, source.train)
-    recorded = clf.metrics.get("dataset")
-    if explicit_only or not recorded:
-        return None, NEEDS_DOCUMENTS
-    try:
-        if isinstance(recorded, str):
-            splits, name = load_dataset(recorded, source.data_dir, source.split_seed), recorded
-        elif isinstance(recorded, dict) and recorded.get("train"):
-            splits, name = load_files(recorded["train"], recorded.get("dev")), str(recorded["train"])
-        else:
-            return None, NEEDS_DOCUMENTS
-        say(f"Table 1 from {name} (recorded in the model's metrics.json; --no-table leaves it out)")
-        return table_one(clf, splits, source.top_k, name)
-    except UserError as exc:
-        say(f"warning: Table 1 left out: the recorded training data cannot be read ({exc})")
-        return None, NEEDS_DOCUMENTS
+    return None, NEEDS_DOCUMENTS
