@@ -321,7 +321,8 @@ class RationalClassifier(nn.Module):
                 raise ValueError("this model reads vectors: call forward_vectors, or read ids through reading(rows)")
             return self.forward_vectors(read_rows(self.embeddings, ids, mask, self.wfsa.w.dtype), mask)
         assert self.embeddings is not None  # a buffer whenever vocab_size is set
-        return self.forward_vectors(self.embeddings[ids], mask)
+        # embedding(), not embeddings[ids]: its backward (tuned rows) sums in a fixed order
+        return self.forward_vectors(nn.functional.embedding(ids, self.embeddings), mask)
 
     def reading(self, rows: Any) -> nn.Module:
         """This model taking documents as row ids of ``rows`` (``rows[ids] -> [..., e]``):

@@ -411,30 +411,14 @@ def test_explain_a_stacked_model(stacked_model, tiny_files, capsys):
     )
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_stacked_structure_learning_resumes_to_the_uninterrupted_result(tmp_path_factory, one_thread):
     """Penalise -> prune -> finetune a 2-layer bidirectional model, interrupted after a
     checkpoint in the penalised phase and in finetuning, resumes to the same weights."""
-    from test_reliability_helpers import SPLITS, onehot_vectors, same_result
+    from test_reliability_helpers import SPLITS, Interrupt, StopAfter, onehot_vectors, same_result
 
     from sparse_rational.checkpoint import Checkpointer
     from sparse_rational.config import ModelOptions, RunOptions
     from sparse_rational.pipeline import train_text_classifier
-
-    class StopAfter(Checkpointer):
-        def __init__(self, *args, stop_after: int, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.left, self.saves = stop_after, 0
-
-        def save(self, *args, **kwargs):
-            super().save(*args, **kwargs)
-            self.saves += 1
-            self.left -= 1
-            if self.left == 0:
-                raise _Stop
 
     vectors = onehot_vectors(tmp_path_factory)
     options = RunOptions(
@@ -461,7 +445,7 @@ def test_stacked_structure_learning_resumes_to_the_uninterrupted_result(tmp_path
         return clf
 
     for stop in (2, counter.saves - 1):
-        with pytest.raises(_Stop):
+        with pytest.raises(Interrupt):
             run(StopAfter(root / f"ck{stop}", "h", stop_after=stop, verbose=False))
         resumed = run(Checkpointer(root / f"ck{stop}", "h", resume=True, verbose=False))
         same_result(no_seconds(reference), no_seconds(resumed))

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_reliability_helpers import Interrupt, StopAfter
 from test_structure_learning import make_task, one_hot_vectors  # noqa: F401 (fixture)
 
 from sparse_rational.checkpoint import Checkpointer
@@ -245,23 +246,6 @@ def test_bad_path_options_are_one_line_errors(args, needle, one_hot_vectors, tmp
     assert not (tmp_path / "o").exists()
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAfter(Checkpointer):
-    def __init__(self, *a, stop_after: int, **kw):
-        super().__init__(*a, **kw)
-        self.left, self.saves = stop_after, 0
-
-    def save(self, *a, **kw):
-        super().save(*a, **kw)
-        self.saves += 1
-        self.left -= 1
-        if self.left == 0:
-            raise _Stop
-
-
 def test_a_path_killed_midway_resumes_to_the_same_snapshots(one_hot_vectors, tmp_path):  # noqa: F811
     def go(ck):
         return train_structure_path(
@@ -274,12 +258,12 @@ def test_a_path_killed_midway_resumes_to_the_same_snapshots(one_hot_vectors, tmp
             checkpoint=ck,
         )
 
-    counter = _StopAfter(tmp_path / "count", "h", stop_after=-1, verbose=False)
+    counter = StopAfter(tmp_path / "count", "h", stop_after=-1, verbose=False)
     reference = go(counter)
     path_epochs = len(reference.path)
     for stop in sorted({2, path_epochs - 1, path_epochs + 1, counter.saves - 1}):
-        ck = _StopAfter(tmp_path / f"ck{stop}", "h", stop_after=stop, verbose=False)
-        with pytest.raises(_Stop):
+        ck = StopAfter(tmp_path / f"ck{stop}", "h", stop_after=stop, verbose=False)
+        with pytest.raises(Interrupt):
             go(ck)
         resumed = go(Checkpointer(tmp_path / f"ck{stop}", "h", resume=True, verbose=False))
         assert resumed.snapshots == reference.snapshots, stop

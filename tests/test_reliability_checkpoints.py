@@ -26,7 +26,16 @@ from conftest import tiny_args
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from test_reliability_helpers import _train_cli, one_line, one_torch_thread, onehot_vectors, run_api, same_result
+from test_reliability_helpers import (
+    Interrupt,
+    StopAfter,
+    _train_cli,
+    one_line,
+    one_torch_thread,
+    onehot_vectors,
+    run_api,
+    same_result,
+)
 
 from sparse_rational.checkpoint import FILE, Checkpointer, checkpoint_dir, read_checkpoint
 from sparse_rational.cli import main
@@ -172,26 +181,6 @@ def test_sigkill_while_writing_leaves_the_old_or_the_new_checkpoint(tmp_path):
     assert epochs, "no checkpoint was ever completed"
     Checkpointer(directory, "run", verbose=False)  # a new run clears the killed writers' temporaries
     assert [p.name for p in directory.iterdir()] == [FILE]
-
-
-class Interrupt(Exception):
-    pass
-
-
-class StopAfter(Checkpointer):
-    """Raises right after the n-th checkpoint of this process, like a kill would."""
-
-    def __init__(self, *args, stop_after: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.left = stop_after
-        self.saves = 0
-
-    def save(self, *args, **kwargs):
-        super().save(*args, **kwargs)
-        self.saves += 1
-        self.left -= 1
-        if self.left == 0:
-            raise Interrupt
 
 
 @pytest.mark.parametrize("kind", ["train", "penalised", "search"])

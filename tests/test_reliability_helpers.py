@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparse_rational.checkpoint import Checkpointer
 from sparse_rational.data import Example, Splits
 from sparse_rational.learn import StructureOptions
 from sparse_rational.pipeline import TextClassifier, train_text_classifier
@@ -131,3 +132,24 @@ def _train_cli(tiny_files, out, *extra):
         "1",
         *extra,
     ]
+
+
+class Interrupt(Exception):
+    """What :class:`StopAfter` raises: the run stopped as a kill would stop it."""
+
+
+class StopAfter(Checkpointer):
+    """Raises :class:`Interrupt` right after the n-th checkpoint of this process, like a kill
+    would (``stop_after=-1``: never; ``saves`` counts them)."""
+
+    def __init__(self, *args, stop_after: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.left = stop_after
+        self.saves = 0
+
+    def save(self, *args, **kwargs):
+        super().save(*args, **kwargs)
+        self.saves += 1
+        self.left -= 1
+        if self.left == 0:
+            raise Interrupt

@@ -292,28 +292,20 @@ def test_the_depth_discount_weighs_deeper_states_less():
     assert prune(model, 0.0).model.depth_discount == 1.0
 
 
-def test_a_tuned_and_taught_run_resumes_to_the_same_result(small, tmp_path):
-    from test_reliability_helpers import same_result
+def test_a_tuned_and_taught_run_resumes_to_the_same_result(small, tuned, tmp_path, monkeypatch):
+    from test_reliability_helpers import Interrupt, StopAfter, same_result
 
     from sparse_rational.checkpoint import Checkpointer
 
-    class StopAfter(Checkpointer):
-        def __init__(self, *args, stop_after: int, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.left, self.saves = stop_after, 0
-
-        def save(self, *args, **kwargs):
-            super().save(*args, **kwargs)
-            self.saves += 1
-            self.left -= 1
-            if self.left == 0:
-                raise KeyboardInterrupt
-
+    # a folder teacher: its probabilities are the same numbers on every run (a TF-IDF teacher's
+    # logistic regression may differ in the last bit with the BLAS threads, and so would the run)
+    monkeypatch.setenv("SPARSE_RATIONAL_CACHE", str(tmp_path / "cache" / "vectors"))
+    tuned.save(tmp_path / "teacher")
     options = RunOptions(
         model=ModelOptions(patterns="3x2", vectors="tuned"),
         train=TrainConfig(epochs=3, patience=3, lr=0.05, vector_lr=0.05, vector_pull=1.0),
         structure=StructureOptions(reg_strength=0.003, reg_epochs=3),
-        teach=TeachOptions("tfidf", augment=1),
+        teach=TeachOptions(str(tmp_path / "teacher"), augment=1),
     )
     counter = StopAfter(tmp_path / "count", "h", stop_after=-1, verbose=False)
     reference = train_text_classifier(small, options=options, verbose=False, checkpoint=counter)
@@ -321,7 +313,7 @@ def test_a_tuned_and_taught_run_resumes_to_the_same_result(small, tmp_path):
     assert counter.saves >= 4  # three penalised epochs, then finetuning
     for stop in (2, 4):  # inside the penalised phase, inside finetuning (tuned rows are weights: saved)
         ck = StopAfter(tmp_path / f"ck{stop}", "h", stop_after=stop, verbose=False)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(Interrupt):
             train_text_classifier(small, options=options, verbose=False, checkpoint=ck)
         again = Checkpointer(tmp_path / f"ck{stop}", "h", resume=True, verbose=False)
         same_result(reference, train_text_classifier(small, options=options, verbose=False, checkpoint=again))
@@ -394,3 +386,17 @@ def test_the_estimator_warns_of_a_tiny_dev_set(small, capsys):
     everything = [e.text for e in small.train], [e.label for e in small.train]
     SparseRationalClassifier(patterns="2x1", epochs=1, dev_fraction=0.5).fit(*everything)
     assert "the dev set is" not in capsys.readouterr().err
+
+
+def test_tuned_rows_train_the_same_on_two_threads(small):
+    """The rows' gradient is summed in a fixed order (embedding's backward, not index_put's),
+    so two runs give the same bits, and a resumed run the uninterrupted one's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        options = RunOptions(model=ModelOptions(patterns="3x2", vectors="tuned"), train=FAST_TRAIN)
+        a, b = (train_text_classifier(small, options=options, verbose=False) for _ in range(2))
+    finally:
+        torch.set_num_threads(before)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
