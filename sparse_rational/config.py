@@ -170,7 +170,7 @@ class TeachOptions:
         0, "augmented copies of each training text the teacher labels (Tang et al. 2019)", kind="nonneg_int"
     )
     teacher_weight: float = _opt(
-        0.5, "the teacher's share of the loss on labelled texts (unlabelled ones: the teacher only)", kind="probability"
+        0.5, "the teacher's share of the loss on labelled texts (unlabelled ones: the teacher only)", kind="unit"
     )
     temperature: float = _opt(2.0, "softens the teacher's and the student's probabilities", kind="positive_float")
 
@@ -192,6 +192,45 @@ def default(cls, name: str) -> Any:
     """The default of field ``name`` of the config class ``cls``."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc,operator]
+
+
+def check(options: Any) -> None:
+    """Check every field of a config dataclass (``ModelOptions``, ``TrainConfig``, ...) that
+    has a ``kind`` as the command line checks it (the same parsers, :mod:`.argtypes`), so the
+    API and the estimator refuse what the command line refuses, with a
+    :class:`~sparse_rational.errors.ParameterError` naming the parameter."""
+    import argparse
+
+    from . import argtypes
+    from .errors import ParameterError
+
+    parsers = {
+        "positive": argtypes.positive_int,
+        "nonneg": argtypes.nonneg_float,
+        "probability": argtypes.probability,
+        "seed": argtypes.seed,
+        "nonneg_int": argtypes.nonneg_int,
+        "positive_float": argtypes.positive_float,
+        "growth": argtypes.growth,
+    }
+    for f in dataclasses.fields(options):
+        parse = parsers.get(f.metadata.get("kind", ""))
+        value = getattr(options, f.name)
+        if parse is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ParameterError(f.name, f"expected a number, got {value!r}")
+        integer = f.metadata["kind"] in ("positive", "seed", "nonneg_int")
+        if integer and not isinstance(value, int):
+            raise ParameterError(f.name, f"expected an integer, got {value!r}")
+        try:
+            parse(repr(value))
+        except argparse.ArgumentTypeError as exc:
+            raise ParameterError(f.name, str(exc)) from None
+    choices = {f.name: f.metadata["choices"] for f in dataclasses.fields(options) if "choices" in f.metadata}
+    for name, allowed in choices.items():
+        if getattr(options, name) not in allowed:
+            raise ParameterError(name, f"{getattr(options, name)!r} is not one of {', '.join(allowed)}")
 
 
 def flag(name: str) -> str:

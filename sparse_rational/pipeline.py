@@ -33,6 +33,7 @@ from . import validate
 from .callbacks import notify
 from .card import CARD_MARKER, model_card
 from .config import VECTORS, RunOptions, StructureOptions, TrainConfig, default
+from .config import check as check_options
 from .data import Example, Splits, examples_from, splits_from, texts_from
 from .device import check_precision, resolve_device
 from .embeddings.featurizer import (
@@ -578,6 +579,8 @@ def _prepare(
         **({"target_transitions": target_transitions} if target_transitions is not None else {}),
     )
     teach_opts = options.teach
+    for part in (mopts, cfg, opts, teach_opts):  # the command line's checks, for the API and the estimator
+        check_options(part)
     if (teach_opts.transfer or teach_opts.augment) and not teach_opts.teacher:
         raise ParameterError("teacher", "transfer texts and augmented copies need a teacher to label them")
     if isinstance(teach_opts.augment, bool) or not isinstance(teach_opts.augment, int) or teach_opts.augment < 0:

@@ -400,3 +400,35 @@ def test_tuned_rows_train_the_same_on_two_threads(small):
         torch.set_num_threads(before)
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
+
+
+@pytest.mark.parametrize(
+    "part, name, value",
+    [
+        ("train", "batch_size", 0),
+        ("train", "epochs", 0),
+        ("train", "epochs", -1),
+        ("train", "patience", -1),
+        ("train", "lr", float("nan")),
+        ("train", "batch_size", 2.5),
+        ("model", "dropout", 1.5),
+        ("model", "vectors", "melted"),
+        ("structure", "path_growth", 1.0),
+        ("teach", "augment", -2),
+    ],
+)
+def test_the_api_refuses_what_the_command_line_refuses(small, part, name, value):
+    """Issue 29, items 10 and 14: one set of checks (the config tree's) for every entry."""
+    options = RunOptions()
+    options = replace(options, **{part: replace(getattr(options, part), **{name: value})})
+    with pytest.raises(ParameterError, match=f"^{name}: "):
+        train_text_classifier(small, options=options, verbose=False)
+
+
+def test_the_estimator_refuses_what_the_command_line_refuses(small):
+    from sparse_rational.estimator import SparseRationalClassifier
+
+    texts, labels = [e.text for e in small.train], [e.label for e in small.train]
+    for kwargs in ({"epochs": 0}, {"patience": -1}, {"batch_size": -3}):
+        with pytest.raises(ParameterError, match=f"^{next(iter(kwargs))}: "):
+            SparseRationalClassifier(**kwargs).fit(texts, labels)
