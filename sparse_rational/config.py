@@ -212,6 +212,7 @@ def check(options: Any) -> None:
         "nonneg_int": argtypes.nonneg_int,
         "positive_float": argtypes.positive_float,
         "growth": argtypes.growth,
+        "unit": argtypes.nonneg_float,  # and <= 1, which the run checks
     }
     for f in dataclasses.fields(options):
         parse = parsers.get(f.metadata.get("kind", ""))
