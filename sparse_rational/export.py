@@ -48,7 +48,7 @@ from .model import WFSALayer
 from .pipeline import TextClassifier
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from .embeddings.featurizer import StaticVectors
 
 FORMAT = "sparse-rational-automata/3"
 
@@ -75,7 +75,11 @@ def export_dict(clf: TextClassifier) -> dict:
         "classes": list(clf.classes),
         "tokens": clf.vocab.token_settings(),
         "vocab": list(clf.vocab.tokens),
-        "embeddings": cast("Tensor", model.embeddings).detach().double().cpu().tolist(),
+        "embeddings": cast("StaticVectors", clf.featurizer)
+        .matrix.detach()
+        .double()
+        .cpu()
+        .tolist(),  # the rows the model reads
         **automata,
         "classifier": {
             "weight": model.classifier.weight.detach().double().cpu().tolist(),
