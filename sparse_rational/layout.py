@@ -76,6 +76,11 @@ class StateLayout:
         return perm, inverse, sizes
 
     @cached_property
+    def depths(self) -> tuple[int, ...]:
+        """``i`` for the ``q_i`` of its WFSA, every state (the depth discount's weights)."""
+        return tuple(i for n in self.structure for i in range(1, n + 1))
+
+    @cached_property
     def starts(self) -> tuple[int, ...]:
         """The flat index of every WFSA's ``q_1``."""
         return tuple(a for a, _ in self.slices)
@@ -100,6 +105,10 @@ class StateLayout:
     def owner(self, device: torch.device | str = "cpu") -> Tensor:
         """``[N]`` long: the WFSA of every state, on ``device`` (cached)."""
         return self._tensor("owner", device, self.owners, "long")
+
+    def depth(self, device: torch.device | str = "cpu") -> Tensor:
+        """:attr:`depths` as a ``[N]`` float32 tensor on ``device`` (cached)."""
+        return self._tensor("depth", device, self.depths, "float32")
 
     def perm(self, device: torch.device | str = "cpu") -> Tensor:
         """The level order of :attr:`levels` as a ``[N]`` long tensor on ``device`` (cached)."""

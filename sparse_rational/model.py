@@ -349,8 +349,9 @@ class RationalClassifier(nn.Module):
         state's group in the penalty, ``i ** -depth_discount`` for the ``i``-th state of its
         WFSA (all ones at 0, the paper's penalty). A discount above 0 makes a longer pattern
         cheaper to keep than a new one-word one, so n-grams can survive a small budget."""
-        depths = [i for _, _, m in self.wfsa_layers() for a, b in m.layout.slices for i in range(1, b - a + 1)]
-        d = torch.tensor(depths, dtype=self.wfsa.b.dtype, device=self.wfsa.b.device)
+        device, dtype = self.wfsa.b.device, self.wfsa.b.dtype
+        layers = [m.layout.depth(device) for _, _, m in self.wfsa_layers()]  # cached per structure and device
+        d = (layers[0] if len(layers) == 1 else torch.cat(layers)).to(dtype)
         return d.pow(-float(self.depth_discount)) if self.depth_discount else torch.ones_like(d)
 
     def penalty(self) -> Tensor:

@@ -14,14 +14,12 @@ import contextlib
 import multiprocessing as mp
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
-from urllib.parse import urlparse
 
 from ..errors import UserError
+from ..raycluster import connect, import_ray, runtime_env
 from .protocol import TrialSpec
 
 EXECUTORS = ("local", "ray")
@@ -153,24 +151,6 @@ class LocalExecutor:
             p.join(timeout=5)
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """One-line error for an address nobody answers at (before ray.init's long retries)."""
-    if address in ("auto", "local"):
-        return
-    parsed = urlparse(address if "://" in address else f"tcp://{address}")
-    try:
-        host, port = parsed.hostname, parsed.port
-    except ValueError:
-        host, port = None, None
-    if not host or not port:
-        raise UserError(f"--ray-address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise UserError(f"--ray-address {address}: cannot connect ({exc.strerror or exc})") from None
-
-
 class RayExecutor:
     """Trials as Ray tasks (``num_cpus=threads``, ``num_gpus=gpus_per_trial``, no retries).
     Without an address a local Ray instance is started with ``workers`` CPUs (default: all).
@@ -192,36 +172,12 @@ class RayExecutor:
         gpus_per_trial: float = 0.0,
         install: bool = False,
     ):
-        try:
-            import ray
-        except ImportError:
-            raise UserError("--executor ray needs Ray: pip install 'sparse-rational[ray]'") from None
-        import logging
-
+        ray = import_ray("--executor ray")
         self.ray = ray
         self.threads = threads
         self._in_flight: set = set()
         env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        if os.environ.get("SPARSE_RATIONAL_DATA"):
-            env["SPARSE_RATIONAL_DATA"] = os.environ["SPARSE_RATIONAL_DATA"]
-        runtime_env: dict[str, Any] = {"env_vars": env}
-        if address:
-            runtime_env.update(ray_runtime_env(install))
-        kwargs: dict[str, Any] = dict(
-            include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env
-        )
-        self._started = False
-        if not ray.is_initialized():
-            if address:
-                _check_reachable(address)
-                try:
-                    ray.init(address=address, **kwargs)
-                except Exception as exc:  # ConnectionError, RuntimeError, ValueError, ...
-                    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise UserError(f"--ray-address {address}: cannot connect to Ray ({msg})") from None
-            else:
-                ray.init(num_cpus=workers or os.cpu_count() or 1, **kwargs)
-            self._started = True
+        self._started = connect(address, workers, env, install)
         resources = ray.cluster_resources()
         cpus = int(resources.get("CPU", 1))
         self.capacity = max(1, min(workers, cpus // threads) if workers else cpus // threads)
@@ -270,25 +226,8 @@ class RayExecutor:
 
 
 def ray_runtime_env(install: bool = False) -> dict:
-    """Ray's runtime environment that carries this package to a cluster's workers (as a
-    ``py_modules`` entry: the code, not an installed copy) and, with ``install``, its
-    dependencies (``pip``: the base requirements, torch pinned to the driver's version)."""
-    from pathlib import Path
-
-    import sparse_rational
-
-    env: dict[str, Any] = {"py_modules": [str(Path(sparse_rational.__file__).resolve().parent)]}
-    if install:
-        from importlib.metadata import PackageNotFoundError, requires
-
-        import torch
-
-        try:
-            reqs = [r for r in requires("sparse-rational") or [] if "extra ==" not in r]
-        except PackageNotFoundError:
-            reqs = []
-        env["pip"] = [f"torch=={torch.__version__.split('+')[0]}"] + [r for r in reqs if not r.startswith("torch")]
-    return env
+    """:func:`sparse_rational.raycluster.runtime_env` (the earlier name)."""
+    return runtime_env(install)
 
 
 def make_executor(
