@@ -28,7 +28,7 @@ from .callbacks import notify
 from .checkpoint import Checkpoint, Checkpointer, model_tensors, restore_module_state, to_jsonable
 from .errors import TrainingDiverged
 from .model import RationalClassifier
-from .train import EncodedData, EpochLog, FitResult, TrainConfig, fit
+from .train import EncodedData, EpochLog, FitResult, FitState, TrainConfig, fit
 
 HISTORY_KEYS = ("epoch", "loss", "penalty", "dev_accuracy", "dev_loss", "lr", "seconds", "reg_strength", "transitions")
 
@@ -101,16 +101,17 @@ class Phases:
             if name in self.kept:
                 model.load_state_dict(self._state_dict(model, name))
             return FitResult.from_dict(self.finished[name]["fit"])
-        resume = None
-        if self.pending is not None:
+        state = FitState.start(model, cfg)
+        if self.pending is not None:  # the phase that was running: its state at its last epoch
             if self.pending.phase != name:
                 raise self.pending.bad(f"holds phase {self.pending.phase!r} but the run is at phase {name!r}")
-            resume, self.pending = self.pending, None
+            state.load_state_dict(self.pending)
+            self.pending = None
         on_epoch = None
         if self.checkpointer is not None:
 
-            def on_epoch(epoch: int, tensors: dict, state: dict) -> None:
-                self._save(name, epoch, tensors, state)
+            def on_epoch(st: FitState) -> None:
+                self._save(name, st.epoch, *st.state_dict())
 
         desc = kwargs.pop("desc", name)
         verbose = kwargs.pop("verbose", True) and self.verbose
@@ -128,7 +129,7 @@ class Phases:
                 cfg,
                 desc=desc,
                 verbose=verbose,
-                resume=resume,
+                state=state,
                 on_epoch=on_epoch,
                 on_log=on_log,
                 **kwargs,

@@ -216,57 +216,98 @@ def truncate_docs(docs: list[Tensor], max_tokens: int) -> list[Tensor]:
     return [d if len(d) <= keep else torch.cat([d[: keep - 1], d[-1:]]) for d in docs]
 
 
-def _fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history, elapsed):
-    """The tensors and JSON of a checkpoint at the end of an epoch (see :mod:`.checkpoint`)."""
-    from .checkpoint import model_tensors, numpy_rng_state, optimizer_state, to_jsonable
+@dataclass(eq=False)
+class FitState:
+    """What :func:`fit` carries from one epoch to the next: the model, Adam, the schedule, the
+    batch generator and early stopping. Its owner (the phase runner, :mod:`.phases`) saves it
+    at the end of every epoch (:meth:`state_dict`) and, to resume, builds it again and loads
+    a checkpoint into it (:meth:`load_state_dict`) before handing it to :func:`fit`, which
+    then continues after :attr:`epoch` and holds no resume logic of its own."""
 
-    opt_tensors, opt_json = optimizer_state(opt)
-    tensors = {**model_tensors(model, "model."), **opt_tensors, "rng.torch": torch.get_rng_state()}
-    device = model.classifier.bias.device
-    if device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
-    if best_state is not None:
-        tensors.update(model_tensors(model, "best.", best_state))
-    state = {
-        "optimizer": to_jsonable(opt_json),
-        "scheduler": to_jsonable(sched.state_dict()),
-        "numpy_rng": numpy_rng_state(rng),
-        "fit": {
-            "best_acc": best_acc,
-            "best_epoch": best_epoch,
-            "bad": bad,
-            "elapsed": elapsed,
-            "history": to_jsonable(history),
-            "has_best": best_state is not None,
-        },
-    }
-    return tensors, state
+    model: RationalClassifier
+    opt: torch.optim.Optimizer
+    sched: Any
+    rng: np.random.Generator
+    rows: Tensor | None = None  # tuned word vectors: their own Adam group and clipping
+    best_state: dict | None = None
+    best_acc: float = -math.inf
+    best_epoch: int = 0
+    bad: int = 0
+    history: list[EpochLog] = field(default_factory=list)
+    elapsed: float = 0.0  # training seconds before this process took over
 
+    @classmethod
+    def start(cls, model: RationalClassifier, cfg: TrainConfig) -> FitState:
+        """The state before the first epoch: seeded generators, a new Adam and schedule."""
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        emb = model.embeddings
+        rows = emb.weight if isinstance(emb, StaticRows) and emb.tuned else None
+        params = [p for p in model.parameters() if p.requires_grad and p is not rows]
+        groups: list[dict] = [{"params": params}]
+        if rows is not None:  # tuned word vectors: their own learning rate, no weight decay (the pull instead)
+            groups.append({"params": [rows], "lr": cfg.vector_lr, "weight_decay": 0.0})
+        opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.lr_patience)
+        return cls(model, opt, sched, rng, rows)
 
-def _restore_fit(ck, model, opt, sched, rng):
-    """Load a checkpoint taken at the end of an epoch into the model, Adam, the schedule and
-    both generators; returns the early-stopping state."""
-    from .checkpoint import restore_module_state, restore_numpy_rng, restore_optimizer, restore_torch_rng
+    @property
+    def epoch(self) -> int:
+        """The epochs done."""
+        return len(self.history)
 
-    model.load_state_dict(restore_module_state(model, ck, "model."))
-    restore_optimizer(opt, ck)
-    try:
-        sched.load_state_dict(ck.state["scheduler"])
-        f = ck.state["fit"]
-        history = [EpochLog(**h) for h in f["history"]]
-        best_acc, best_epoch = float(f["best_acc"]), int(f["best_epoch"])
-        bad, elapsed = int(f["bad"]), float(f["elapsed"])
-        has_best = bool(f["has_best"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ck.bad(f"bad training state ({exc})") from None
-    if len(history) != ck.epoch:
-        raise ck.bad(f"history of {len(history)} epochs at epoch {ck.epoch}")
-    best_state = None
-    if has_best:
-        best_state = {k: v.clone() for k, v in restore_module_state(model, ck, "best.").items()}
-    restore_numpy_rng(rng, ck)
-    restore_torch_rng(ck, model.classifier.bias.device)
-    return best_state, best_acc, best_epoch, bad, history, elapsed
+    def state_dict(self) -> tuple[dict, dict]:
+        """The tensors and JSON of a checkpoint at the end of an epoch (see :mod:`.checkpoint`)."""
+        from .checkpoint import model_tensors, numpy_rng_state, optimizer_state, to_jsonable
+
+        opt_tensors, opt_json = optimizer_state(self.opt)
+        tensors = {**model_tensors(self.model, "model."), **opt_tensors, "rng.torch": torch.get_rng_state()}
+        device = self.model.classifier.bias.device
+        if device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+        if self.best_state is not None:
+            tensors.update(model_tensors(self.model, "best.", self.best_state))
+        state = {
+            "optimizer": to_jsonable(opt_json),
+            "scheduler": to_jsonable(self.sched.state_dict()),
+            "numpy_rng": numpy_rng_state(self.rng),
+            "fit": {
+                "best_acc": self.best_acc,
+                "best_epoch": self.best_epoch,
+                "bad": self.bad,
+                "elapsed": self.elapsed,
+                "history": to_jsonable(self.history),
+                "has_best": self.best_state is not None,
+            },
+        }
+        return tensors, state
+
+    def load_state_dict(self, ck: Any) -> None:
+        """Load a checkpoint taken at the end of an epoch into the model, Adam, the schedule,
+        both generators and early stopping."""
+        from .checkpoint import restore_module_state, restore_numpy_rng, restore_optimizer, restore_torch_rng
+
+        model = self.model
+        model.load_state_dict(restore_module_state(model, ck, "model."))
+        restore_optimizer(self.opt, ck)
+        try:
+            self.sched.load_state_dict(ck.state["scheduler"])
+            f = ck.state["fit"]
+            history = [EpochLog(**h) for h in f["history"]]
+            best_acc, best_epoch = float(f["best_acc"]), int(f["best_epoch"])
+            bad, elapsed = int(f["bad"]), float(f["elapsed"])
+            has_best = bool(f["has_best"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ck.bad(f"bad training state ({exc})") from None
+        if len(history) != ck.epoch:
+            raise ck.bad(f"history of {len(history)} epochs at epoch {ck.epoch}")
+        self.best_state = None
+        if has_best:
+            self.best_state = {k: v.clone() for k, v in restore_module_state(model, ck, "best.").items()}
+        restore_numpy_rng(self.rng, ck)
+        restore_torch_rng(ck, model.classifier.bias.device)
+        self.best_acc, self.best_epoch, self.bad = best_acc, best_epoch, bad
+        self.history, self.elapsed = history, elapsed
 
 
 def _selection_score(history: list[EpochLog], select_on: str) -> float:
@@ -291,7 +332,7 @@ def _diverged(what: str, desc: str, epoch: int) -> Exception:
     return TrainingDiverged(f"{desc} epoch {epoch}: {what}; training stopped; try a smaller lr or clip")
 
 
-EpochCallback = Callable[[int, dict, dict], None]  # (epoch, tensors, state) at the end of each epoch
+EpochCallback = Callable[[FitState], None]  # the state at the end of each epoch
 
 
 def fit(
@@ -307,7 +348,7 @@ def fit(
     keep_best: bool = True,
     desc: str = "train",
     verbose: bool = True,
-    resume=None,
+    state: FitState | None = None,
     on_epoch: EpochCallback | None = None,
     penalty_update: str = "gradient",
     epsilon: float | None = None,
@@ -333,37 +374,26 @@ def fit(
     ``on_log(epoch_log)`` receives each epoch's :class:`EpochLog` (the user's callbacks).
     ``verbose`` shows a progress bar per epoch and, with ``epoch_lines``, a line per epoch.
 
-    ``resume``: a :class:`~sparse_rational.checkpoint.Checkpoint` taken at the end of an
-    epoch of this same call; training continues exactly where it stopped (same batches,
-    same dropout masks, same metrics). ``on_epoch(epoch, tensors, state)`` receives the
-    whole training state at the end of every epoch (what a checkpoint stores). A NaN or
+    ``state``: a :class:`FitState` of this same call (default: a new one,
+    :meth:`FitState.start`); training continues after its epochs exactly as it would have
+    gone on (same batches, same dropout masks, same metrics). ``on_epoch(state)`` receives
+    it at the end of every epoch (:meth:`FitState.state_dict` is what a checkpoint stores). A NaN or
     infinite loss, gradient or weight raises :class:`~sparse_rational.errors.TrainingDiverged`.
     Training documents are cut to ``cfg.max_tokens`` tokens and batches to
     ``cfg.batch_tokens`` padded tokens (memory stays bounded whatever the input).
     """
     epochs = cfg.epochs if epochs is None else epochs
     lr_schedule = cfg.lr_schedule if lr_schedule is None else lr_schedule
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    rows = model.embeddings.weight if isinstance(model.embeddings, StaticRows) and model.embeddings.tuned else None
-    params = [p for p in model.parameters() if p.requires_grad and p is not rows]
-    groups: list[dict] = [{"params": params}]
-    if rows is not None:  # tuned word vectors: their own learning rate, no weight decay (the pull instead)
-        groups.append({"params": [rows], "lr": cfg.vector_lr, "weight_decay": 0.0})
-    opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=cfg.lr_patience)
+    st = FitState.start(model, cfg) if state is None else state
+    opt, sched, rng, rows = st.opt, st.sched, st.rng, st.rows
+    params = [p for g in opt.param_groups[:1] for p in g["params"]]
     loss_fn = nn.CrossEntropyLoss()
     device = model.classifier.bias.device
     has_dev = len(dev) > 0
-    best_acc, best_epoch, best_state, bad = -math.inf, 0, None, 0
-    history: list[EpochLog] = []
-    elapsed_before = 0.0
-    first_epoch = 1
-    if resume is not None:
-        best_state, best_acc, best_epoch, bad, history, elapsed_before = _restore_fit(resume, model, opt, sched, rng)
-        first_epoch = resume.epoch + 1
-        if verbose:
-            _log.info(f"{desc}: resumed after epoch {resume.epoch}")
+    elapsed_before = st.elapsed
+    first_epoch = st.epoch + 1
+    if first_epoch > 1 and verbose:
+        _log.info(f"{desc}: resumed after epoch {st.epoch}")
     start = time.perf_counter()
     docs = truncate_docs(train.docs, cfg.max_tokens)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
@@ -377,7 +407,7 @@ def fit(
         raise ParameterError("penalty_update", f"{penalty_update!r} is not one of gradient, proximal")
     step = sum(1 for _ in bucket_batches(lengths, cfg.batch_size, None, cfg.batch_tokens)) * (first_epoch - 1)
     for epoch in range(first_epoch, epochs + 1):
-        if (early_stopping and bad >= cfg.patience) or (stop is not None and stop()):
+        if (early_stopping and st.bad >= cfg.patience) or (stop is not None and stop()):
             break
         t0 = time.perf_counter()
         model.train()
@@ -442,17 +472,17 @@ def fit(
             structure,
             dev_loss,
         )
-        history.append(log)
+        st.history.append(log)
         if on_log is not None:
             on_log(log)
-        score = _selection_score(history, cfg.select_on)  # what early stopping and the schedule follow
-        improved = score > best_acc
+        score = _selection_score(st.history, cfg.select_on)  # what early stopping and the schedule follow
+        improved = score > st.best_acc
         if improved:
-            best_acc, best_epoch, bad = score, epoch, 0
+            st.best_acc, st.best_epoch, st.bad = score, epoch, 0
             if keep_best:
-                best_state = copy.deepcopy(model.state_dict())
+                st.best_state = copy.deepcopy(model.state_dict())
         else:
-            bad += 1
+            st.bad += 1
         if verbose and epoch_lines:
             pen_txt = f" penalty {log.penalty:.2f} lambda {lam:.3g}" if penalised else ""
             if structure is not None:
@@ -464,11 +494,9 @@ def fit(
             )
         if lr_schedule:
             sched.step(score)
+        st.elapsed = elapsed_before + time.perf_counter() - start
         if on_epoch is not None:
-            elapsed = elapsed_before + time.perf_counter() - start
-            on_epoch(
-                epoch, *_fit_state(model, opt, sched, rng, best_state, best_acc, best_epoch, bad, history, elapsed)
-            )
-    if keep_best and best_state is not None:
-        model.load_state_dict(best_state)
-    return FitResult(best_acc, best_epoch, len(history), elapsed_before + time.perf_counter() - start, history)
+            on_epoch(st)
+    if keep_best and st.best_state is not None:
+        model.load_state_dict(st.best_state)
+    return FitResult(st.best_acc, st.best_epoch, st.epoch, elapsed_before + time.perf_counter() - start, st.history)
