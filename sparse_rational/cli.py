@@ -18,6 +18,7 @@ from .argtypes import probability as _prob
 from .argtypes import seed as _seed
 from .commandline import Parser, add_verbosity_args, check_output, run_command
 from .device import DEVICE_HELP, PRECISIONS
+from .embeddings.hf_options import LAYERS, TransformerOptions  # light: no PyTorch (embeddings/__init__)
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
@@ -95,15 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     h = t.add_argument_group("transformer vectors (--embeddings hf:...)")
     h.add_argument(
         "--hf-layers",
-        choices=["last4sum", "last"],
-        default="last4sum",
+        choices=LAYERS,
+        default=TransformerOptions.layers,
         help="sum of the last 4 hidden states (the authors' choice, default) or the last one",
     )
     h.add_argument(
         "--hf-segment-length",
         type=_positive_int,
-        default=128,
-        help="word pieces per encoder call, documents split at sentences (default 128)",
+        default=TransformerOptions.segment_length,
+        help="word pieces per encoder call, documents split at sentences "
+        f"(default {TransformerOptions.segment_length})",
     )
     h.add_argument("--hf-fp16", action="store_true", help="store the cached vectors as float16")
     h.add_argument("--hf-normalize", action="store_true", help="L2-normalise the transformer vectors")
@@ -256,8 +258,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     hf_options = None
     if args.embeddings.startswith("hf:"):
-        from .embeddings import TransformerOptions
-
         hf_options = TransformerOptions(args.hf_layers, args.hf_segment_length, args.hf_fp16, args.hf_normalize)
     checkpoint = _checkpointer(args, splits)  # locks --out's work area: one run per --out
     resumed = checkpoint.pending is not None

@@ -1,8 +1,31 @@
-"""Frozen input vectors for the WFSA layer."""
+"""Input vectors for the WFSA layer: static word vectors, transformer vectors, and the
+featurizer that owns the rows a model reads.
 
-from .encoder import ContextualEncoder  # transformers imported lazily
-from .hf_options import TransformerOptions, is_contextual
-from .static import BOS, EOS, SPECIALS, UNK, WordVectors, build_vocabulary, load_word_vectors
+The names below are loaded on first use (PEP 562), so that importing one light submodule
+(``hf_options``, which the command line reads for its defaults) does not import PyTorch."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the same names, for type checkers
+    from .encoder import ContextualEncoder
+    from .hf_options import TransformerOptions, is_contextual
+    from .static import BOS, EOS, SPECIALS, UNK, WordVectors, build_vocabulary, load_word_vectors
+
+_WHERE = {
+    "ContextualEncoder": ".encoder",  # transformers imported lazily there
+    "TransformerOptions": ".hf_options",
+    "is_contextual": ".hf_options",
+    "BOS": ".static",
+    "EOS": ".static",
+    "SPECIALS": ".static",
+    "UNK": ".static",
+    "WordVectors": ".static",
+    "build_vocabulary": ".static",
+    "load_word_vectors": ".static",
+}
 
 __all__ = [
     "BOS",
@@ -16,3 +39,9 @@ __all__ = [
     "TransformerOptions",
     "is_contextual",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)
