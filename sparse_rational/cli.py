@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from . import argtypes, config  # cheap: import no torch
 from .argtypes import nonneg_float as _nonneg_float
@@ -152,10 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
         "transformer vectors: torch threads (default: torch's choice)",
     )
 
-    x = sub.add_parser("export", help="write the whole model as plain JSON")
+    x = sub.add_parser("export", help="write the whole model as plain JSON, or as an ONNX graph and its tokenizer")
     x.add_argument("--model", required=True)
     _add_model_args(x)
-    x.add_argument("--out", required=True)
+    x.add_argument(
+        "--format",
+        choices=["json", "onnx"],
+        default="json",
+        help="json (default): one file, the automata as plain data; onnx: a folder with model.onnx and "
+        "tokenizer.json, for onnxruntime (one-layer models on static word vectors; "
+        "pip install 'sparse-rational[onnx]')",
+    )
+    x.add_argument("--out", required=True, help="the JSON file, or the ONNX export's folder")
 
     explain_cli.add_parser(sub)
     experiments_cli.add_parser(sub)
@@ -576,13 +585,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_json
+    from .export import export_json, export_onnx
+    from .export.onnx_graph import MODEL_FILE, TOKENIZER_FILE, check_out, require_onnx
     from .pipeline import TextClassifier
 
     check_output(args.out, "--out", model_dir=args.model)
+    if args.format == "onnx":
+        require_onnx()  # before loading the model
+        check_out(Path(args.out))
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device="cpu")
-    export_json(clf, args.out)
-    print(f"wrote {args.out}")
+    if args.format == "onnx":
+        export_onnx(clf, args.out)
+        print(f"wrote {os.path.join(args.out, MODEL_FILE)} and {os.path.join(args.out, TOKENIZER_FILE)}")
+    else:
+        export_json(clf, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
