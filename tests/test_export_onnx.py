@@ -90,8 +90,11 @@ def test_tuned_rows_are_in_the_graph(models, tmp_path):
     from onnx import numpy_helper
 
     graph = onnx.load(str(out / "model.onnx")).graph
-    table = {t.name: numpy_helper.to_array(t) for t in graph.initializer}["fu"]
-    assert np.array_equal(table, folded.model._fu)
+    tables = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    n = folded.model.transitions
+    vocab = len(folded.tokens)
+    assert np.array_equal(tables["f_table"][:vocab, :n], folded.model._fu[:, :n])
+    assert np.array_equal(tables["u_table"][:vocab, :n], folded.model._fu[:, n:])
 
 
 def test_padded_batches_of_mixed_lengths(models, reviews, tmp_path):

@@ -1,23 +1,31 @@
 """A one-layer model as an ONNX graph (``model.onnx``) with its tokenizer beside it
 (``tokenizer.json``), for onnxruntime in any language, in the browser and on phones.
 
-The graph is the folded form of :mod:`sparse_rational.folded`: one row of ``2N`` numbers per
-vocabulary entry, ``f`` of every state then ``u`` of every state (``f = sigmoid(w.x + ...)``
-already applied: ``fu[t] = (f(x_t), u(x_t))``, N = the transitions, states numbered WFSA
-after WFSA), then the recurrence as an ONNX ``Scan`` over the time axis::
+The graph is the folded form of :mod:`sparse_rational.folded`: per vocabulary entry, ``f``
+and ``u`` of every state (N = the transitions, states numbered WFSA after WFSA; ``f =
+sigmoid(v.x + b)``, ``u = (w.x)(1 - f)`` already computed, the same float32 numbers the
+compiled path reads), then the recurrence as an ONNX ``Scan`` over the time axis::
 
     inputs   input_ids      int64   [batch, time]  token ids, each row padded on the right
                                                    (any id; the pads are never read)
              lengths        int64   [batch]        real tokens per row (<s> and </s> included)
     output   probabilities  float32 [batch, C]     softmax over the classes (tokenizer.json's order)
 
-    rows     = fu[input_ids]                                    [batch, time, 2N]
-    c_s(t)   = f_s c_s(t-1) + u_s p_s(t-1)   for t < lengths,   c_s(t-1) after it
-               (p_s = 1 for the first state of a WFSA, else c_{s-1}; c(0) = 0)
-    states   = c(T) ("final"), the mean of c(t) over the real tokens ("mean") or their max
-               ("max"; 0 for an empty row)
-    logits   = states @ combine + bias   (combine [N, C]: the linear layer's column of each
-               state's WFSA, so the sum per WFSA and the layer are one product)
+    per step t (the Scan's body), for the tokens x_t = input_ids[:, t]:
+    f, u     = f_table[x_t], u_table[x_t]                       [batch, M] each
+    c        = f * c + u * (c @ shift)                          [batch, M]
+    pool     = max(pool, c) ("max") or pool + c * real_t ("mean")
+
+    M = N + 1 columns: the N states, then a constant 1 (f = 1, u = 0 there) that ``shift``
+    (0/1, [M, M]) hands to each WFSA's first state as its predecessor (the others read the
+    state before them: c_s <- f_s c_s + u_s c_{s-1}). A pad position reads the extra row V
+    of the tables (f = 1, u = 0: c stays as it is), so neither the update nor the max needs
+    the mask; the mean adds only real steps. c starts at 0 (1 in column N).
+
+    states   = c after the last step ("final"), pool / lengths ("mean") or pool ("max"; 0 for
+               an empty row)
+    logits   = states @ combine + bias   (combine [M, C]: the linear layer's column of each
+               state's WFSA, so the sum per WFSA and the layer are one product; 0 for column N)
 
 The tokenizer (``tokenizer.json``, ``"format": "sparse-rational-onnx/1"``) holds what a
 reader needs to make ``input_ids`` from text as ``sparse-rational predict`` does: the
@@ -91,106 +99,102 @@ def onnx_graph(folded: Any) -> Any:
             helper.make_node("Expand", ["bias", "out_shape"], ["logits"]),
         ]
     else:
-        prev = np.maximum(np.arange(n) - 1, 0).astype(np.int64)  # state s reads c_{s-1} ...
-        first = folded._first.astype(bool)  # ... except a WFSA's first state, which reads 1
-        const("fu", folded._fu)  # [V, 2N] float32, exactly the table the compiled path reads
-        const("combine", folded._combine)  # [N, C]
+        # Every state and its predecessor in one row of M = N + 1 columns: column N is a constant
+        # 1 (f = 1, u = 0 there), the predecessor of a WFSA's first state; a pad token (id V)
+        # is a row of f = 1, u = 0 everywhere, so a step on it leaves c as it was.
+        m_cols = n + 1
+        vocab = folded._fu.shape[0]
+        table = np.zeros((vocab + 1, 2 * m_cols), np.float32)  # (f of M columns, u of M columns) per token
+        table[:vocab, :n], table[:vocab, m_cols : m_cols + n] = folded._fu[:, :n], folded._fu[:, n:]
+        table[:vocab, n] = 1.0
+        table[vocab, :m_cols] = 1.0
+        prev = np.where(folded._first.astype(bool), n, np.arange(n) - 1).astype(np.int64)
+        prev = np.concatenate([prev, [n]])  # column N reads itself (times u = 0)
+        shift = np.zeros((m_cols, m_cols), np.float32)  # p = c @ shift: p[:, k] = c[:, prev[k]]
+        shift[prev, np.arange(m_cols)] = 1.0
+        start_row = np.zeros((1, m_cols), np.float32)
+        start_row[0, n] = 1.0
+        const("f_table", table[:, :m_cols])  # [V + 1, M] float32: the compiled path's f, the pad row last
+        const("u_table", table[:, m_cols:])  # [V + 1, M]: and its u
+        const("combine", np.concatenate([folded._combine, np.zeros((1, classes), np.float32)]))  # [M, C]
+        const("start_row", start_row)
+        const("pad_id", np.array(vocab, np.int64))
         const("zero_i", np.array(0, np.int64))
         const("one_i", np.array(1, np.int64))
         const("axis_0", np.array([0], np.int64))
         const("axis_1", np.array([1], np.int64))
-        const("state_width", np.array([n], np.int64))
+        const("one_col", np.array([1], np.int64))
         nodes += [
-            helper.make_node("Gather", ["fu", "input_ids"], ["rows"], axis=0),  # [B, T, 2N]
-            # mask [B, T]: position < length
+            # mask [B, T]: position < length; the pads become the pad row's id
             helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
             helper.make_node("Gather", ["ids_shape", "one_i"], ["time"], axis=0),
             helper.make_node("Range", ["zero_i", "time", "one_i"], ["positions"]),
             helper.make_node("Unsqueeze", ["positions", "axis_0"], ["positions_row"]),
             helper.make_node("Unsqueeze", ["lengths", "axis_1"], ["lengths_col"]),
             helper.make_node("Less", ["positions_row", "lengths_col"], ["mask"]),
-            # the states' start [B, N]
+            helper.make_node("Where", ["mask", "input_ids", "pad_id"], ["ids"]),
+            # the states' start [B, M]: 0, and 1 in column N
             helper.make_node("Shape", ["lengths"], ["batch"]),
-            helper.make_node("Concat", ["batch", "state_width"], ["state_shape"], axis=0),
-            helper.make_node(
-                "ConstantOfShape",
-                ["state_shape"],
-                ["c0"],
-                value=helper.make_tensor("zero_f", TensorProto.FLOAT, [1], [0.0]),
-            ),
+            helper.make_node("Concat", ["batch", "one_col"], ["tile"], axis=0),
+            helper.make_node("Tile", ["start_row", "tile"], ["c0"]),
         ]
         body_init = [
-            numpy_helper.from_array(prev, "prev"),
-            numpy_helper.from_array(first, "first"),
-            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
-            numpy_helper.from_array(np.array([n, n], np.int64), "halves"),
-            numpy_helper.from_array(np.array([1], np.int64), "axis"),
+            numpy_helper.from_array(shift, "shift"),
         ]
-        body = [
-            helper.make_node("Split", ["fu_t", "halves"], ["f", "u"], axis=1),
-            helper.make_node("Gather", ["c", "prev"], ["c_prev"], axis=1),
-            helper.make_node("Where", ["first", "one", "c_prev"], ["p"]),
+        body = [  # one step: the rows of this step's tokens, then the update of every state
+            helper.make_node("Gather", ["f_table", "ids_t"], ["f"], axis=0),  # [B, M] (the tables: the outer graph's)
+            helper.make_node("Gather", ["u_table", "ids_t"], ["u"], axis=0),
+            helper.make_node("MatMul", ["c", "shift"], ["p"]),
             helper.make_node("Mul", ["f", "c"], ["fc"]),
             helper.make_node("Mul", ["u", "p"], ["up"]),
-            helper.make_node("Add", ["fc", "up"], ["c_new"]),
-            helper.make_node("Unsqueeze", ["m_t", "axis"], ["m"]),
-            helper.make_node("Where", ["m", "c_new", "c"], ["c_out"]),
+            helper.make_node("Add", ["fc", "up"], ["c_out"]),
         ]
-        state_in = [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["batch", n])]
-        state_out = [helper.make_tensor_value_info("c_out", TensorProto.FLOAT, ["batch", n])]
-        scan_in, scan_out, start = ["c0"], ["c_last"], []
-        if readout == "mean":
-            body_init.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+        scan_inputs = [helper.make_tensor_value_info("ids_t", TensorProto.INT64, ["batch"])]
+        state_in = [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["batch", m_cols])]
+        state_out = [helper.make_tensor_value_info("c_out", TensorProto.FLOAT, ["batch", m_cols])]
+        scan_in, scan_out, outer = ["c0"], ["c_last"], ["ids"]
+        if readout == "mean":  # pool += c at the real tokens only (a pad step repeats c)
             body += [
-                helper.make_node("Where", ["m", "c_new", "zero"], ["added"]),
+                helper.make_node("Mul", ["c_out", "m_t"], ["added"]),
                 helper.make_node("Add", ["pool", "added"], ["pool_out"]),
             ]
-        elif readout == "max":
-            body += [
-                helper.make_node("Max", ["pool", "c_new"], ["larger"]),
-                helper.make_node("Where", ["m", "larger", "pool"], ["pool_out"]),
+            scan_inputs.append(helper.make_tensor_value_info("m_t", TensorProto.FLOAT, ["batch", 1]))
+            nodes += [
+                helper.make_node("Cast", ["mask"], ["mask_f"], to=TensorProto.FLOAT),
+                helper.make_node("Unsqueeze", ["mask_f", const("axis_2", np.array([2], np.int64))], ["mask_steps"]),
             ]
+            outer.append("mask_steps")
+        elif readout == "max":  # a pad step repeats c, which the max holds already
+            body.append(helper.make_node("Max", ["pool", "c_out"], ["pool_out"]))
         if readout != "final":
-            state_in.append(helper.make_tensor_value_info("pool", TensorProto.FLOAT, ["batch", n]))
-            state_out.append(helper.make_tensor_value_info("pool_out", TensorProto.FLOAT, ["batch", n]))
-            fill = -np.inf if readout == "max" else 0.0
-            start.append(
-                helper.make_node(
-                    "ConstantOfShape",
-                    ["state_shape"],
-                    ["pool0"],
-                    value=helper.make_tensor("pool_fill", TensorProto.FLOAT, [1], [fill]),
-                )
-            )
+            state_in.append(helper.make_tensor_value_info("pool", TensorProto.FLOAT, ["batch", m_cols]))
+            state_out.append(helper.make_tensor_value_info("pool_out", TensorProto.FLOAT, ["batch", m_cols]))
+            if readout == "max":
+                fill = helper.make_tensor("pool_fill", TensorProto.FLOAT, [1], [-np.inf])
+                nodes += [
+                    helper.make_node("Concat", ["batch", const("m_cols", np.array([m_cols], np.int64))], ["pool_shape"], axis=0),
+                    helper.make_node("ConstantOfShape", ["pool_shape"], ["pool0"], value=fill),
+                ]
+            else:
+                nodes.append(helper.make_node("Mul", ["c0", const("zero_f", np.array(0.0, np.float32))], ["pool0"]))
             scan_in.append("pool0")
             scan_out.append("pool_last")
-        graph_body = helper.make_graph(
-            body,
-            "step",
-            [
-                *state_in,
-                helper.make_tensor_value_info("fu_t", TensorProto.FLOAT, ["batch", 2 * n]),
-                helper.make_tensor_value_info("m_t", TensorProto.BOOL, ["batch"]),
-            ],
-            state_out,
-            body_init,
-        )
-        nodes += start
+        graph_body = helper.make_graph(body, "step", [*state_in, *scan_inputs], state_out, body_init)
         nodes.append(
             helper.make_node(
                 "Scan",
-                [*scan_in, "rows", "mask"],
+                [*scan_in, *outer],
                 scan_out,
                 body=graph_body,
-                num_scan_inputs=2,
-                scan_input_axes=[1, 1],
+                num_scan_inputs=len(outer),
+                scan_input_axes=[1] * len(outer),
             )
         )
         if readout == "final":
             states = "c_last"
         elif readout == "mean":  # the sum over the real tokens / their number (at least 1)
             nodes += [
-                helper.make_node("Max", ["lengths_col", const("one_col", np.array([[1]], np.int64))], ["count"]),
+                helper.make_node("Max", ["lengths_col", const("one_2d", np.array([[1]], np.int64))], ["count"]),
                 helper.make_node("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT),
                 helper.make_node("Div", ["pool_last", "count_f"], ["states"]),
             ]
