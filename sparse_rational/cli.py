@@ -25,6 +25,7 @@ from .explain import cli as explain_cli  # cheap: imports no torch
 from .web import cli as web_cli  # cheap: imports no torch
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
+MAX_WORKERS = 256  # predict --workers (sparse_rational.workers.MAX_WORKERS, without importing it)
 
 
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
@@ -151,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         p,
         "static word vectors: score up to N batches at once while reading on (default 1); "
         "transformer vectors: torch threads (default: torch's choice)",
+    )
+    p.add_argument(
+        "--workers",
+        type=argtypes.int_between(1, MAX_WORKERS),
+        default=1,
+        metavar="N",
+        help="static word vectors: score in N processes (1-%d), lines still in input order, memory "
+        "bounded by 2 batches per process (default 1: in this process)" % MAX_WORKERS,
     )
 
     x = sub.add_parser("export", help="write the whole model as plain JSON, or as an ONNX graph and its tokenizer")
@@ -525,7 +534,14 @@ def _static_predictor(args: argparse.Namespace):
 def cmd_predict(args: argparse.Namespace) -> int:
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
+    if args.workers > 1 and (args.threads or 1) > 1:
+        raise UserError("predict: give --workers or --threads, not both (each worker scores one batch at a time)")
     fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
+    if fast is None and args.workers > 1:
+        raise UserError(
+            "predict --workers: only the PyTorch-free path of one-layer models on static word vectors runs in "
+            "worker processes; this model (or --device, or $SPARSE_RATIONAL_IMPL) needs PyTorch: use --threads"
+        )
     if fast is None:  # transformer vectors (or --device cuda): the PyTorch model
         from .pipeline import TextClassifier
 
@@ -547,7 +563,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _json_lines(classes, probs, known, chunk if args.with_text else None)
 
     batches = _line_batches(args.input, args.batch_size)
-    if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
+    truncated = 0
+    if args.workers > 1 and fast is not None:
+        unknown, truncated = _predict_in_workers(args, fast, batches, out)
+    elif (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
@@ -573,7 +592,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{unknown} text{'s' if unknown != 1 else ''} had no word the model knows "
             '("known_tokens": 0): their labels are close to the class prior, not a reading of the text'
         )
-    truncated = (fast if fast is not None else clf).truncated_texts
+    truncated += (fast if fast is not None else clf).truncated_texts
     if truncated:
         print(
             f"sparse-rational: warning: {truncated} texts longer than {args.max_tokens} tokens "
@@ -582,6 +601,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[int, int]:
+    """``predict --workers N``: the batches scored and formatted in N forked processes
+    (:func:`sparse_rational.workers.ordered_map`), written here in input order, batch by
+    batch; returns the texts with no known word and the texts cut."""
+    from . import native
+    from .workers import ordered_map
+
+    if fast.model.compiled:
+        native.library()  # built or loaded once, before the fork, not once per worker
+    classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
+
+    def job(chunk: list[str]) -> tuple[str, int, int]:
+        before = fast.truncated_texts
+        probs, known = fast.predict_details(chunk, max_tokens)
+        text = _json_lines(classes, probs, known, chunk if with_text else None)
+        return text, int((known == 0).sum()), fast.truncated_texts - before
+
+    unknown = truncated = 0
+    for text, no_word, cut in ordered_map(job, batches, args.workers):
+        out.write(text)
+        out.flush()
+        unknown += no_word
+        truncated += cut
+    return unknown, truncated
 
 
 def cmd_export(args: argparse.Namespace) -> int:
