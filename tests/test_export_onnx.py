@@ -164,3 +164,19 @@ def test_a_missing_tokenizer_file_is_one_line(models, tmp_path):
     (out / "tokenizer.json").unlink()
     with pytest.raises(UserError, match="tokenizer.json"):
         onnx_predict_proba(out / "model.onnx", ["fine"])
+
+
+def test_readme_onnx_example_runs(models, tmp_path, monkeypatch, capsys):
+    """The README's onnxruntime block runs as written on an exported model."""
+    import re
+
+    from conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--model", str(models["max"]), "--format", "onnx", "--out", "mine-onnx"]) == 0
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    block = next(b for b in blocks if "onnx_predict_proba" in b)
+    capsys.readouterr()
+    exec(compile(block, "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert printed.count("'positive'") == 2 and printed.count("'negative'") == 2
