@@ -89,7 +89,10 @@ def main(argv=None) -> int:
 
         return run
 
-    systems = {"compiled (C recurrence, 1 thread)": folded_path(True), "numpy (no compiled kernels)": folded_path(False)}
+    systems = {
+        "compiled (C recurrence, 1 thread)": folded_path(True),
+        "numpy (no compiled kernels)": folded_path(False),
+    }
     for name, session in sessions.items():
         systems[name] = lambda s=session: s.proba_of_rows(flat, lengths, args.onnx_batch)
     reference = systems["compiled (C recurrence, 1 thread)"]()

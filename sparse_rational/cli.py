@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=argtypes.int_between(1, MAX_WORKERS),
         default=1,
         metavar="N",
-        help="static word vectors: score in N processes (1-%d), lines still in input order, memory "
-        "bounded by 2 batches per process (default 1: in this process)" % MAX_WORKERS,
+        help=f"static word vectors: score in N processes (1-{MAX_WORKERS}), lines still in input order, memory "
+        "bounded by 2 batches per process (default 1: in this process)",
     )
 
     x = sub.add_parser("export", help="write the whole model as plain JSON, or as an ONNX graph and its tokenizer")

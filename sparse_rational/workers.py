@@ -172,16 +172,16 @@ def ordered_map(
                 conn.send(None)
             except OSError:
                 pass
-        for process in procs:
-            process.join()
+        for proc in procs:
+            proc.join()
     finally:
         for conn in (*to_worker, *from_worker):
             conn.close()
-        for process in procs:  # Ctrl-C, an error, a reader that went away: no worker is left behind
-            if process.is_alive():
-                process.kill()
-        for process in procs:
-            process.join()
+        for proc in procs:  # Ctrl-C, an error, a reader that went away: no worker is left behind
+            if proc.is_alive():
+                proc.kill()
+        for proc in procs:
+            proc.join()
 
 
 def _child(tasks: Connection, results: Connection, job: Callable, parent: int, others: list[Connection]) -> None:

@@ -9,10 +9,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FAST, tiny_args
 
 from sparse_rational.cli import main
-
-from conftest import FAST, tiny_args
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -114,7 +113,9 @@ def test_padded_batches_of_mixed_lengths(models, reviews, tmp_path):
     for i in range(len(picks)):
         padded[i, : lengths[i]] = flat[starts[i] : starts[i + 1]]
     batch = onnx_clf.run(padded, lengths)
-    alone = np.concatenate([onnx_clf.run(padded[i : i + 1, : lengths[i]], lengths[i : i + 1]) for i in range(len(picks))])
+    alone = np.concatenate(
+        [onnx_clf.run(padded[i : i + 1, : lengths[i]], lengths[i : i + 1]) for i in range(len(picks))]
+    )
     assert np.abs(batch - alone).max() <= 1e-6
     assert np.abs(batch - folded.model.proba(flat, lengths)).max() <= 1e-5
     # the pads matter if the mask is ignored: reading them changes the answer
@@ -143,7 +144,9 @@ def test_bad_input_is_one_line(baseline, tmp_path, capsys, monkeypatch):
     assert "refusing" in err and (busy / "notes.txt").read_text() == "mine"
     # the extra missing: one line naming the install command (no model is read)
     monkeypatch.setitem(sys.modules, "onnx", None)
-    err = _one_line_error(capsys, ["export", "--model", str(baseline), "--format", "onnx", "--out", str(tmp_path / "o")])
+    err = _one_line_error(
+        capsys, ["export", "--model", str(baseline), "--format", "onnx", "--out", str(tmp_path / "o")]
+    )
     assert "sparse-rational[onnx]" in err
     assert not (tmp_path / "o").exists()
 

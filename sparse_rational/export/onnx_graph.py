@@ -95,7 +95,9 @@ def onnx_graph(folded: Any) -> Any:
     if n == 0:  # every WFSA pruned away: the class prior, for every row
         nodes += [
             helper.make_node("Shape", ["lengths"], ["batch"]),
-            helper.make_node("Concat", ["batch", const("classes", np.array([classes], np.int64))], ["out_shape"], axis=0),
+            helper.make_node(
+                "Concat", ["batch", const("classes", np.array([classes], np.int64))], ["out_shape"], axis=0
+            ),
             helper.make_node("Expand", ["bias", "out_shape"], ["logits"]),
         ]
     else:
@@ -172,7 +174,9 @@ def onnx_graph(folded: Any) -> Any:
             if readout == "max":
                 fill = helper.make_tensor("pool_fill", TensorProto.FLOAT, [1], [-np.inf])
                 nodes += [
-                    helper.make_node("Concat", ["batch", const("m_cols", np.array([m_cols], np.int64))], ["pool_shape"], axis=0),
+                    helper.make_node(
+                        "Concat", ["batch", const("m_cols", np.array([m_cols], np.int64))], ["pool_shape"], axis=0
+                    ),
                     helper.make_node("ConstantOfShape", ["pool_shape"], ["pool0"], value=fill),
                 ]
             else:
@@ -202,7 +206,9 @@ def onnx_graph(folded: Any) -> Any:
         else:  # an empty row reads 0, not -inf
             nodes += [
                 helper.make_node("Greater", ["lengths_col", const("none", np.array([[0]], np.int64))], ["read"]),
-                helper.make_node("Where", ["read", "pool_last", const("zero_col", np.zeros((1, 1), np.float32))], ["states"]),
+                helper.make_node(
+                    "Where", ["read", "pool_last", const("zero_col", np.zeros((1, 1), np.float32))], ["states"]
+                ),
             ]
             states = "states"
         nodes += [
@@ -239,7 +245,12 @@ def _folded_classifier(clf: Any) -> Any:
     config = clf.model.config
     if config.deep:
         what = " and ".join(
-            w for w in (f"{config.layers} stacked layers" if config.layers > 1 else "", "a backward direction" if config.bidirectional else "") if w
+            w
+            for w in (
+                f"{config.layers} stacked layers" if config.layers > 1 else "",
+                "a backward direction" if config.bidirectional else "",
+            )
+            if w
         )
         raise UserError(
             f"export --format onnx: this model has {what}; the ONNX graph holds one left-to-right layer "
