@@ -183,3 +183,14 @@ def test_readme_onnx_example_runs(models, tmp_path, monkeypatch, capsys):
     exec(compile(block, "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert printed.count("'positive'") == 2 and printed.count("'negative'") == 2
+
+
+def test_importing_the_export_package_loads_neither_torch_nor_onnx():
+    import subprocess
+
+    from conftest import REPO
+
+    code = "import sys, sparse_rational.export; print('torch' in sys.modules, 'onnx' in sys.modules)"
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "False"], out.stderr
