@@ -125,7 +125,8 @@ print(f"imports={t1 - t0} load={t2 - t1} read={t3 - t2} {stages}", file=sys.stde
 
 
 def run_child(cmd: list[str], env: dict | None = None, stdout=subprocess.DEVNULL) -> dict:
-    """Run ``cmd`` to its end: wall seconds, peak resident MB, its stderr's ``predict_s=``."""
+    """Run ``cmd`` to its end: wall seconds, CPU seconds (user + system, its workers included),
+    peak resident MB, its stderr's ``predict_s=``."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, text=True)
     assert proc.stderr is not None
@@ -135,7 +136,11 @@ def run_child(cmd: list[str], env: dict | None = None, stdout=subprocess.DEVNULL
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-500:]}")
-    row = {"wall_s": round(wall, 3), "peak_mb": round(usage.ru_maxrss / 1024, 1)}
+    row = {
+        "wall_s": round(wall, 3),
+        "peak_mb": round(usage.ru_maxrss / 1024, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),  # the process and the children it waited for
+    }
     for line in err.splitlines():
         if line.startswith("predict_s="):
             row["predict_s"] = round(float(line.split("=")[1]), 3)
@@ -159,6 +164,7 @@ def median_runs(jobs: list[tuple[str, list[str], dict]], repeat: int) -> dict[st
             "wall_s": round(statistics.median(r["wall_s"] for r in rs), 3),
             "peak_mb": max(r["peak_mb"] for r in rs),
             "wall_s_runs": [r["wall_s"] for r in rs],
+            "cpu_s": round(statistics.median(r["cpu_s"] for r in rs), 3),
         }
         if all("predict_s" in r for r in rs):
             row["predict_s"] = round(statistics.median(r["predict_s"] for r in rs), 3)
