@@ -461,15 +461,7 @@ def _print_confusion(confusion: dict, out) -> None:
 
 def _line_batches(source: str, size: int):
     """Lists of at most ``size`` texts, read one line at a time (the input is streamed)."""
-    if source == "-":
-        if sys.stdin is None:
-            raise UserError("predict: standard input is closed; give a file or pipe texts in")
-        fh, name = sys.stdin.buffer, "<stdin>"
-    else:
-        try:
-            fh, name = open(source, "rb"), source
-        except OSError as exc:
-            raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    fh, name = _open_input(source)
     batch: list[str] = []
     try:
         for number, raw in enumerate(fh, 1):
@@ -487,6 +479,66 @@ def _line_batches(source: str, size: int):
             fh.close()
     if batch:
         yield batch
+
+
+def _open_input(source: str):
+    """``(binary file, name for messages)`` of ``predict``'s input (``-``: standard input)."""
+    if source == "-":
+        if sys.stdin is None:
+            raise UserError("predict: standard input is closed; give a file or pipe texts in")
+        return sys.stdin.buffer, "<stdin>"
+    try:
+        return open(source, "rb"), source
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+
+
+def _byte_batches(source: str, size: int, block: int = 1 << 20):
+    """``(number of the first line, bytes of at most size whole lines)``, read in blocks of
+    ``block`` bytes (whatever a pipe has ready: lines are not held back); the bytes are not
+    decoded here (a worker decodes them: :func:`_decode_lines`)."""
+    fh, name = _open_input(source)
+    buf = bytearray()
+    number = 1
+    try:
+        while True:
+            data = fh.read1(block)
+            if not data:
+                break
+            buf += data
+            while buf.count(b"\n") >= size:
+                end = -1
+                for _ in range(size):
+                    end = buf.index(b"\n", end + 1)
+                yield number, bytes(buf[: end + 1])
+                del buf[: end + 1]
+                number += size
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+    if buf:
+        yield number, bytes(buf)
+
+
+def _line_count(batch: tuple[int, bytes]) -> int:
+    data = batch[1]
+    return data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+def _decode_lines(name: str, number: int, data: bytes) -> list[str]:
+    """The texts of a block of :func:`_byte_batches`: its lines, UTF-8, without their ``\\n``
+    (as :func:`_line_batches` reads them)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = number + data.count(b"\n", 0, exc.start)
+        raise UserError(f"{name}:{line}: not UTF-8 text") from None
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return lines
 
 
 def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
@@ -562,17 +614,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             unknown += int((known == 0).sum())
         return _json_lines(classes, probs, known, chunk if args.with_text else None)
 
-    batches = _line_batches(args.input, args.batch_size)
     truncated = 0
     if args.workers > 1 and fast is not None:
-        unknown, truncated = _predict_in_workers(args, fast, batches, out)
+        unknown, truncated = _predict_in_workers(args, fast, out)
     elif (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(args.threads) as pool:
             pending: deque = deque()
-            for chunk in batches:
+            for chunk in _line_batches(args.input, args.batch_size):
                 pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
                 if len(pending) > args.threads:
                     done, job = pending.popleft()
@@ -582,7 +633,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 done, job = pending.popleft()
                 out.write(lines(done, job.result()))
     else:
-        for chunk in batches:
+        for chunk in _line_batches(args.input, args.batch_size):
             out.write(lines(chunk, score(chunk, args.max_tokens)))
             out.flush()  # lines come out batch by batch, also into a pipe
     if unknown:
@@ -603,27 +654,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[int, int]:
-    """``predict --workers N``: the batches scored and formatted in N forked processes
-    (:func:`sparse_rational.workers.ordered_map`), written here in input order, batch by
-    batch; returns the texts with no known word and the texts cut."""
+def _predict_in_workers(args: argparse.Namespace, fast, out) -> tuple[int, int]:
+    """``predict --workers N``: the input read here in blocks of ``--batch-size`` lines, left
+    as bytes; each block decoded, scored and formatted in one of N forked processes
+    (:func:`sparse_rational.workers.ordered_map`); the lines written here in input order,
+    block by block. Returns the texts with no known word and the texts cut."""
     from . import native
     from .workers import ordered_map
 
     if fast.model.compiled:
         native.library()  # built or loaded once, before the fork, not once per worker
     classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
+    name = "<stdin>" if args.input == "-" else args.input
 
-    def job(chunk: list[str]) -> tuple[str, int, int]:
+    def job(batch: tuple[int, bytes]) -> tuple[bytes, int, int]:
+        chunk = _decode_lines(name, *batch)
         before = fast.truncated_texts
         probs, known = fast.predict_details(chunk, max_tokens)
         text = _json_lines(classes, probs, known, chunk if with_text else None)
-        return text, int((known == 0).sum()), fast.truncated_texts - before
+        return text.encode("utf-8"), int((known == 0).sum()), fast.truncated_texts - before
 
+    raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
     unknown = truncated = 0
-    for text, no_word, cut in ordered_map(job, batches, args.workers):
-        out.write(text)
-        out.flush()
+    for data, no_word, cut in ordered_map(job, _byte_batches(args.input, args.batch_size), args.workers, _line_count):
+        if raw is not None:
+            out.flush()
+            raw.write(data)
+            raw.flush()
+        else:
+            out.write(data.decode("utf-8"))
+            out.flush()
         unknown += no_word
         truncated += cut
     return unknown, truncated

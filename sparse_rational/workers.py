@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .errors import WorkerFailed, one_line
+from .errors import UserError, WorkerFailed, one_line
 
 MAX_WORKERS = 256
 
@@ -75,6 +75,8 @@ def _serve(tasks: Connection, results: Connection, job: Callable[[Any], Any], pa
             return
         try:
             answer: tuple[str, Any] = ("ok", job(item))
+        except UserError as exc:  # bad input (a line that is not UTF-8): the parent says it, exit 2
+            answer = ("user", str(exc))
         except BaseException as exc:  # told to the parent, which stops the run in one line
             answer = ("error", f"{type(exc).__name__}: {one_line(exc, 300)}")
         try:
@@ -148,6 +150,8 @@ def ordered_map(
                 status, value = from_worker[k].recv()
             except (EOFError, OSError):
                 raise failed(k, _describe(procs[k])) from None
+            if status == "user":
+                raise UserError(value)
             if status != "ok":
                 raise failed(k, f"failed ({value})")
             return value, count
