@@ -100,7 +100,10 @@ def test_padded_batches_of_mixed_lengths(models, reviews, tmp_path):
     """Rows of very different lengths in one batch, padded with random ids (not zeros): each
     row equals the same document scored alone (no padding) and the compiled path."""
     out = tmp_path / "mean"
+    assert main(["export", "--model", str(models["final"]), "--format", "onnx", "--out", str(out)]) == 0
+    # an earlier export is replaced
     assert main(["export", "--model", str(models["mean"]), "--format", "onnx", "--out", str(out)]) == 0
+    assert json.loads((out / "tokenizer.json").read_text())["readout"] == "mean"
     onnx_clf = OnnxClassifier(out / "model.onnx")
     folded = load_folded(models["mean"])
     texts = reviews.read_text(encoding="utf-8").splitlines()

@@ -367,8 +367,7 @@ class OnnxClassifier:
         """Probabilities ``[n, C]`` float32 of ``texts`` (columns in the order of ``classes``)."""
         if not len(texts):
             return np.zeros((0, len(self.classes)), np.float32)
-        with self.encoder._lock:
-            flat, lengths, _ = self.encoder._encode(list(texts), self.max_tokens)
+        flat, lengths = self.encoder.encode(texts, self.max_tokens)
         return self.proba_of_rows(flat, lengths, batch_size)
 
 
