@@ -45,6 +45,7 @@ import numpy as np
 from . import native
 from .data.tokenize import CHARS_PER_TOKEN, BatchTokenizer
 from .errors import UserError, one_line
+from .layout import StateLayout
 
 READOUTS = ("final", "mean", "max")  # those the recurrence below implements (the model's)
 FORMAT = "sparse-rational/1"  # pipeline.FORMAT (checked equal in the tests), without importing PyTorch
@@ -81,16 +82,16 @@ class FoldedModel:
         if self.readout not in READOUTS:
             raise ValueError(f"readout must be one of {', '.join(READOUTS)}, got {self.readout!r}")
         self.structure = tuple(int(n) for n in self.structure)
-        n, d = sum(self.structure), len(self.structure)
+        n = sum(self.structure)
         if self.table.ndim != 2 or self.table.shape[1] != 2 * n:
             raise ValueError(f"table of shape {self.table.shape} for {n} transitions")
         f, one_minus_f = _sigmoid_pair(self.table[:, n:].astype(np.float64))
         self._fu = np.empty_like(self.table, np.float32)  # a token's f and u side by side: one read
         self._fu[:, :n], self._fu[:, n:] = f, self.table[:, :n].astype(np.float64) * one_minus_f
         del f, one_minus_f
-        self._first = np.zeros(n, np.int32)
-        self._first[np.cumsum([0, *self.structure])[:-1]] = 1  # (no WFSA left: no state)
-        owner = np.repeat(np.arange(d), self.structure)
+        layout = StateLayout.of(self.structure)
+        self._first = np.asarray(layout.flags, np.int32).reshape(n)  # (no WFSA left: no state)
+        owner = np.asarray(layout.owners, np.int64).reshape(n)
         self._combine = np.ascontiguousarray(self.weight.astype(np.float32)[:, owner].T)  # [N, C]
 
     def _padded(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -144,7 +145,7 @@ class FoldedModel:
         if not model.config.vocab_size:
             raise ValueError("only a model on static word vectors (vocab_size > 0) can be folded")
         return cls.fold(
-            arr(model.embeddings),
+            arr(model.embeddings.weight),  # the static rows the model reads (StaticRows)
             arr(model.wfsa.w),
             arr(model.wfsa.v),
             arr(model.wfsa.b),

@@ -6,15 +6,20 @@ begins and ends (the kernels' level tables, the model's score sums, pruning, exp
 explanations) reads it from one :class:`StateLayout`, made by :meth:`StateLayout.of` and
 cached by structure; device tensors are cached per device, so a forward pass never copies
 the layout from the GPU to the host (docs/DESIGN.md, "The model").
+
+The layout itself is pure Python, so that the PyTorch-free predictor (folded.py) and the
+explanations read the same one; only its tensor views import torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,34 +75,49 @@ class StateLayout:
             inverse[s] = pos
         return perm, inverse, sizes
 
-    def _cached(self, name: str, device: torch.device | str, make) -> Tensor:
+    @cached_property
+    def starts(self) -> tuple[int, ...]:
+        """The flat index of every WFSA's ``q_1``."""
+        return tuple(a for a, _ in self.slices)
+
+    def _cached(self, name: str, device: torch.device | str, make: Any) -> Tensor:
+        import torch  # the tensor views only: the layout is read without torch (folded.py)
+
         key = (name, str(torch.device(device)))
         if key not in self._tensors:
             self._tensors[key] = make().to(device)
         return self._tensors[key]
 
+    def _tensor(self, name: str, device: torch.device | str, values: Any, kind: str) -> Tensor:
+        import torch  # the tensor views only: the layout is read without torch (folded.py)
+
+        return self._cached(name, device, lambda: torch.tensor(values, dtype=getattr(torch, kind)))
+
     def is_first(self, device: torch.device | str = "cpu") -> Tensor:
         """``[N]`` bool on ``device`` (cached)."""
-        return self._cached("is_first", device, lambda: torch.tensor(self.flags, dtype=torch.bool))
+        return self._tensor("is_first", device, self.flags, "bool")
 
     def owner(self, device: torch.device | str = "cpu") -> Tensor:
         """``[N]`` long: the WFSA of every state, on ``device`` (cached)."""
-        return self._cached("owner", device, lambda: torch.tensor(self.owners, dtype=torch.long))
+        return self._tensor("owner", device, self.owners, "long")
 
     def perm(self, device: torch.device | str = "cpu") -> Tensor:
         """The level order of :attr:`levels` as a ``[N]`` long tensor on ``device`` (cached)."""
-        return self._cached("perm", device, lambda: torch.tensor(self.levels[0], dtype=torch.long))
+        return self._tensor("perm", device, self.levels[0], "long")
 
     def inverse(self, device: torch.device | str = "cpu") -> Tensor:
         """The inverse of :meth:`perm` (level order back to the flat layout), cached per device."""
-        return self._cached("inverse", device, lambda: torch.tensor(self.levels[1], dtype=torch.long))
+        return self._tensor("inverse", device, self.levels[1], "long")
 
     @staticmethod
-    def from_is_first(is_first: Tensor | StateLayout) -> StateLayout:
-        """The layout of an ``is_first`` tensor (one host copy; kernels given a layout skip it)."""
+    def from_is_first(is_first: Any) -> StateLayout:
+        """The layout of ``is_first`` flags: a tensor (one host copy; kernels given a layout
+        skip it), an array or a sequence of booleans."""
         if isinstance(is_first, StateLayout):
             return is_first
-        flags = [bool(f) for f in is_first.detach().cpu().tolist()]
+        if hasattr(is_first, "detach"):
+            is_first = is_first.detach().cpu()
+        flags = [bool(f) for f in is_first.tolist()] if hasattr(is_first, "tolist") else [bool(f) for f in is_first]
         if flags and not flags[0]:
             raise ValueError("is_first[0] must be True: state 0 is the q_1 of the first WFSA")
         starts = [s for s, first in enumerate(flags) if first]
@@ -108,6 +128,8 @@ def is_first_tensor(is_first: Tensor | StateLayout, device: torch.device | str) 
     """The ``[N]`` bool tensor of a layout or of a tensor, on ``device``."""
     if isinstance(is_first, StateLayout):
         return is_first.is_first(device)
+    import torch  # a tensor in, a tensor out: the layout is read without torch (folded.py)
+
     return is_first.to(device=device, dtype=torch.bool)
 
 

@@ -9,6 +9,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from .embeddings.rows import RowTable, StaticRows
 from .layout import StateLayout
 from .ops import rational_forward, rational_steps, reverse_documents
 
@@ -209,36 +210,49 @@ class WFSALayer(nn.Module):
 
 
 class RationalClassifier(nn.Module):
-    """Frozen input vectors -> variational dropout -> WFSA layer -> dropout -> linear.
+    """Input vectors -> variational dropout -> WFSA layer -> dropout -> linear.
 
     The model computes on vectors: :meth:`forward_vectors` (``[B, T, e]``, right-padded,
     ``mask [B, T]``) -> logits ``[B, C]``. :meth:`forward` takes documents as row ids
-    ``[B, T]`` of its ``embeddings``, the frozen rows it is built over, fixed at
-    construction:
+    ``[B, T]`` of ``embeddings``, the rows it reads (``rows.lookup(ids, mask, dtype)``),
+    which belong to the featurizer (:mod:`sparse_rational.embeddings.featurizer`):
 
-    * ``vocab_size > 0``: a frozen copy ``[V, e]`` of the static word vectors, a buffer saved
-      with the model;
-    * ``vocab_size == 0``: a read-only lookup ``rows[ids] -> [..., e]`` that is not saved
-      (the transformer vectors of the training corpus,
-      :class:`~sparse_rational.embeddings.transformer.RowTable`), or None (the model then
-      reads vectors only, or ids through :meth:`reading`).
+    * ``vocab_size > 0``: :class:`~sparse_rational.embeddings.rows.StaticRows`, the word
+      vectors ``[V, e]`` of a static vocabulary, frozen or tuned; a submodule, saved with the
+      model as ``embeddings`` (given a tensor, the model wraps a copy of it);
+    * ``vocab_size == 0``: a :class:`~sparse_rational.embeddings.rows.RowTable` of
+      transformer vectors that is never saved, or None (the model then reads vectors only,
+      or ids of rows passed to :meth:`forward`).
 
-    Which rows texts become is the featurizer's business
-    (:mod:`sparse_rational.embeddings.featurizer`), not the model's.
+    Which rows texts become is the featurizer's business, not the model's.
     """
 
+    embeddings: StaticRows | RowTable | None
+
     def __init__(
-        self, config: ModelConfig, embeddings: Tensor | None = None, impl: str = "auto", self_loop_bias: float = 0.0
+        self,
+        config: ModelConfig,
+        embeddings: StaticRows | RowTable | Tensor | None = None,
+        impl: str = "auto",
+        self_loop_bias: float = 0.0,
     ):
         super().__init__()
         self.config = config
         if config.vocab_size:
-            emb = torch.zeros(config.vocab_size, config.embedding_dim) if embeddings is None else embeddings
-            if tuple(emb.shape) != (config.vocab_size, config.embedding_dim):
-                raise ValueError(f"embeddings of shape {tuple(emb.shape)} for config {config}")
-            self.register_buffer("embeddings", emb.detach().clone().float())
-        else:
-            self.embeddings = embeddings  # None, or a read-only row lookup (never saved)
+            if isinstance(embeddings, RowTable):
+                raise ValueError("a model with a vocabulary reads static rows (StaticRows or a tensor), not a RowTable")
+            if not isinstance(embeddings, StaticRows):
+                embeddings = StaticRows(
+                    torch.zeros(config.vocab_size, config.embedding_dim) if embeddings is None else embeddings
+                )
+            if (len(embeddings), embeddings.dim) != (config.vocab_size, config.embedding_dim):
+                raise ValueError(f"embeddings of shape {tuple(embeddings.weight.shape)} for config {config}")
+        elif isinstance(embeddings, (Tensor, StaticRows)):
+            raise ValueError("a model with vocab_size 0 reads rows it does not save: a RowTable, or None")
+        self.embeddings = embeddings
+        # saved as "embeddings" (not "embeddings.weight"): the files of every earlier version
+        self._register_state_dict_hook(_rows_saved_as_embeddings)
+        self.register_load_state_dict_pre_hook(_rows_loaded_from_embeddings)
         self.wfsa = WFSALayer(
             config.structure, config.embedding_dim, impl=impl, readout=config.readout, self_loop_bias=self_loop_bias
         )
@@ -315,60 +329,20 @@ class RationalClassifier(nn.Module):
     def forward_vectors(self, vectors: Tensor, mask: Tensor) -> Tensor:
         return self.classifier(self.dropout(self.scores(vectors, mask)))
 
-    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        if not self.config.vocab_size:  # ids are rows of a lookup the model does not save
-            if self.embeddings is None:
-                raise ValueError("this model reads vectors: call forward_vectors, or read ids through reading(rows)")
-            return self.forward_vectors(read_rows(self.embeddings, ids, mask, self.wfsa.w.dtype), mask)
-        assert self.embeddings is not None  # a buffer whenever vocab_size is set
-        # embedding(), not embeddings[ids]: its backward (tuned rows) sums in a fixed order
-        return self.forward_vectors(nn.functional.embedding(ids, self.embeddings), mask)
-
-    def reading(self, rows: Any) -> nn.Module:
-        """This model taking documents as row ids of ``rows`` (``rows[ids] -> [..., e]``):
-        the model itself when ``rows`` is None or its own ``embeddings``, else a
-        :class:`RowsReader` (nothing of the model is changed)."""
-        if rows is None or rows is self.embeddings:
-            return self
-        return RowsReader(self, rows)
+    def forward(self, ids: Tensor, mask: Tensor, rows: Any = None) -> Tensor:
+        """Logits of documents given as row ids of ``rows`` (default: :attr:`embeddings`; a
+        featurizer's table of texts met at prediction, say), which the model does not hold."""
+        rows = self.embeddings if rows is None else rows
+        if rows is None:
+            raise ValueError("this model reads vectors: call forward_vectors, or pass the rows the ids index")
+        return self.forward_vectors(rows.lookup(ids, mask, self.wfsa.w.dtype), mask)
 
     @property
     def tuned_rows(self) -> bool:
-        """The static rows are trained (parameters), not frozen (a buffer): see :meth:`tune_rows_`."""
-        return isinstance(self.embeddings, nn.Parameter)
-
-    def tune_rows_(self, start: Tensor | None = None) -> RationalClassifier:
-        """Make the model's own static rows ``embeddings [V, e]`` trainable, in place.
-
-        They become a parameter with the same name (a saved model holds the tuned rows where
-        a frozen one holds the frozen rows, so loading, export and the folded predictor read
-        them unchanged), and ``embeddings_start``, the rows they started from (``start``,
-        default: their current values), is kept beside them, unsaved, for the pull that
-        regularises them (:func:`~sparse_rational.train.fit`, ``vector_pull``). The group
-        lasso never acts on the rows. Transformer vectors are not the model's to tune."""
-        if not self.config.vocab_size or not isinstance(self.embeddings, Tensor):
-            raise ValueError("only a model that holds its own static word vectors can tune them")
-        rows = self.embeddings.detach().clone()
-        start = rows.clone() if start is None else start.detach().to(rows).clone()
-        if start.shape != rows.shape:
-            raise ValueError(f"start rows of shape {tuple(start.shape)} for rows of shape {tuple(rows.shape)}")
-        del self._buffers["embeddings"]
-        self.embeddings = nn.Parameter(rows)
-        self.register_buffer("embeddings_start", start, persistent=False)
-        return self
+        """The model's static rows are trained (parameters), not frozen: see :meth:`StaticRows.tune_`."""
+        return bool(getattr(self.embeddings, "tuned", False))
 
     depth_discount: float = 0.0  # set by the run: the group of the i-th state of a WFSA weighs i^-discount
-    tune_rows_after_pruning: bool = False  # set by the run (--vectors finetune): the pruned model tunes its rows
-
-    def freeze_rows_(self) -> RationalClassifier:
-        """The rows, tuned or not, as a frozen buffer again (a trained model predicts, and reads
-        like a loaded one); ``embeddings_start`` goes."""
-        if self.tuned_rows:
-            rows = cast(Tensor, self.embeddings).detach().clone()
-            del self._parameters["embeddings"]
-            self.register_buffer("embeddings", rows)
-            del self._buffers["embeddings_start"]
-        return self
 
     def penalty_weights(self) -> Tensor:
         """``[N]`` (every layer's states, in :meth:`wfsa_layers` order): the weight of each
@@ -393,38 +367,14 @@ class RationalClassifier(nn.Module):
 
     def num_model_parameters(self) -> int:
         """The WFSAs' and the classifier's numbers, without any word vectors."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad and p is not self.embeddings)
+        return sum(p.numel() for n, p in self.named_parameters() if p.requires_grad and not n.startswith("embeddings."))
 
 
-def read_rows(rows: Any, ids: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """``rows[ids]`` (looked up where the rows live) on the device of ``mask``, as ``dtype``."""
-    device = getattr(rows, "device", ids.device)
-    return rows[ids.to(device)].to(device=mask.device, dtype=dtype)
+def _rows_saved_as_embeddings(module: nn.Module, state: dict, prefix: str, _meta: Any) -> None:
+    if prefix + "embeddings.weight" in state:
+        state[prefix + "embeddings"] = state.pop(prefix + "embeddings.weight")
 
 
-class RowsReader(nn.Module):
-    """``model`` reading documents as row ids of ``rows``, a frozen lookup it does not hold
-    (e.g. the transformer vectors of texts met at prediction):
-    ``forward(ids, mask) = model.forward_vectors(rows[ids], mask)``. It has no state of its
-    own: parameters, training mode and device are the model's."""
-
-    def __init__(self, model: RationalClassifier, rows: Any) -> None:
-        super().__init__()
-        self.model = model
-        self.rows = rows
-        self.train(model.training)
-
-    @property
-    def config(self) -> ModelConfig:
-        return self.model.config
-
-    @property
-    def classifier(self) -> nn.Linear:
-        return self.model.classifier
-
-    @property
-    def wfsa(self) -> WFSALayer:
-        return self.model.wfsa
-
-    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
-        return self.model.forward_vectors(read_rows(self.rows, ids, mask, self.model.wfsa.w.dtype), mask)
+def _rows_loaded_from_embeddings(module: nn.Module, state: dict, prefix: str, *_: Any) -> None:
+    if prefix + "embeddings" in state:
+        state[prefix + "embeddings.weight"] = state.pop(prefix + "embeddings")

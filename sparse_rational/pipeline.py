@@ -26,7 +26,6 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from safetensors.torch import save as save_tensors
-from torch import Tensor
 
 from . import validate
 from .callbacks import notify
@@ -43,7 +42,7 @@ from .embeddings.featurizer import (
     build_featurizer,
 )
 from .embeddings.hf_options import is_contextual
-from .embeddings.rows import RowTable
+from .embeddings.rows import RowTable, StaticRows
 from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from .errors import ParameterError, UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
@@ -163,12 +162,14 @@ class TextClassifier:
             featurizer = StaticVectors(
                 cast(Vocabulary, vocab if vocab is not None else featurizer),
                 embeddings_source or "",
-                cast(Tensor, model.embeddings),
+                cast(StaticRows, model.embeddings),
             )
         elif featurizer is None and encoder is not None:
             featurizer = ContextualVectors(encoder, cast(RowTable | None, model.embeddings))
         elif featurizer is None:
             raise TypeError("TextClassifier needs a featurizer (or a vocabulary, or a transformer encoder)")
+        if isinstance(featurizer, StaticVectors) and isinstance(model.embeddings, StaticRows):
+            featurizer = featurizer.owning(model.embeddings)  # the rows the model reads are the featurizer's
         self.model = model
         self.featurizer = cast(Featurizer, featurizer)
         self.classes = list(classes)
@@ -203,15 +204,16 @@ class TextClassifier:
 
     def _read(
         self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True, max_tokens: int = 0
-    ) -> tuple[EncodedData, torch.nn.Module]:
-        """The documents as row ids, and the model reading them. Texts longer than
+    ) -> tuple[EncodedData, Any]:
+        """The documents as row ids, and the rows they index (the featurizer's). Texts longer than
         ``max_tokens`` tokens are cut like training documents (first ``max_tokens - 1``
         tokens and ``</s>``; the text is cut to ``max_tokens * CHARS_PER_TOKEN``
         characters first, so memory stays bounded); ``truncated_texts`` counts them."""
         labels = self._labels(examples, strict_labels)
         features = self.featurizer.encode([ex if isinstance(ex, str) else ex.text for ex in examples], max_tokens)
         self.truncated_texts += features.truncated
-        return EncodedData(features.docs, labels), self.model.reading(features.rows)
+        own = features.rows is self.featurizer.rows  # None: the rows the model reads (the same object)
+        return EncodedData(features.docs, labels), None if own else features.rows
 
     def encode(
         self, examples: Sequence[Example] | Sequence[str], strict_labels: bool = True, max_tokens: int = 0
@@ -244,8 +246,8 @@ class TextClassifier:
             return probs, counts if known else None
         if not texts:
             return np.zeros((0, len(self.classes)), np.float32), self._known([]) if known else None
-        data, model = self._read(texts, max_tokens=max_tokens)
-        probs = predict_proba(cast(RationalClassifier, model), data).numpy()  # or a RowsReader
+        data, rows = self._read(texts, max_tokens=max_tokens)
+        probs = predict_proba(self.model, data, rows=rows).numpy()
         return probs, self._known(data.docs) if known else None
 
     def folded(self) -> FoldedClassifier | None:
@@ -310,8 +312,8 @@ class TextClassifier:
             examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
-        data, model = self._read(examples, strict_labels=False)
-        return accuracy(cast(RationalClassifier, model), data)  # or a RowsReader
+        data, rows = self._read(examples, strict_labels=False)
+        return accuracy(self.model, data, rows)
 
     def evaluate_report(self, examples: Sequence[Example]) -> dict:
         """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion
@@ -321,8 +323,8 @@ class TextClassifier:
             examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
-        data, model = self._read(examples, strict_labels=False)
-        predicted = predict_proba(cast(RationalClassifier, model), data).argmax(1).numpy()
+        data, rows = self._read(examples, strict_labels=False)
+        predicted = predict_proba(self.model, data, rows=rows).argmax(1).numpy()
         return classification_report(data.labels.numpy(), predicted, self.classes)
 
     # -- folders ---------------------------------------------------------------------------
@@ -419,7 +421,7 @@ class TextClassifier:
             except (KeyError, TypeError, ValueError) as exc:
                 raise UserError(f"{path / VOCAB} does not fit the token settings of {path / CONFIG} ({exc})") from None
             featurizer = StaticVectors(
-                vocab, cfg.get("embeddings", {}).get("source", ""), cast(Tensor, model.embeddings)
+                vocab, cfg.get("embeddings", {}).get("source", ""), cast(StaticRows, model.embeddings)
             )
         else:  # a model that reads vectors needs its transformer (loaded on first use)
             encoder = ContextualEncoder.from_config(
@@ -453,9 +455,10 @@ def _seeded_model(
 ):
     def make() -> RationalClassifier:
         torch.manual_seed(seed)  # the weights are drawn on the CPU: the same model on every device
-        model = RationalClassifier(config, rows, self_loop_bias=self_loop_bias)
+        # rows of its own (a copy of the featurizer's static rows; a table is shared, read-only)
+        model = RationalClassifier(config, rows.copy() if rows is not None else None, self_loop_bias=self_loop_bias)
         if tuned:  # the static rows become parameters (--vectors tuned)
-            model.tune_rows_()
+            cast(StaticRows, model.embeddings).tune_()
         model = model.to(device)
         model.precision = precision
         return model
@@ -642,10 +645,11 @@ def _prepare(
         def make() -> RationalClassifier:
             model = seeded()
             model.depth_discount = opts.depth_discount  # the penalty's weights by depth (penalty_weights)
-            if mopts.vectors == "finetune":  # frozen while the structure is learned, tuned from pruning on
-                model.tune_rows_after_pruning = True
-                if not learns_structure:  # no structure phase: tuned all along
-                    model.tune_rows_()
+            if mopts.vectors == "finetune" and isinstance(model.embeddings, StaticRows):
+                if learns_structure:  # frozen while the structure is learned, tuned from pruning on
+                    model.embeddings.tune_when_copied = True
+                else:  # no structure phase: tuned all along
+                    model.embeddings.tune_()
             return model
 
     initial = clf.model.config.structure_record()
@@ -692,11 +696,11 @@ def _finish(
     metrics.transitions, metrics.wfsas = final.transitions, len(final.all_lengths)
     metrics.parameters = model.num_model_parameters()
     metrics.long_wfsas = sum(1 for n in final.all_lengths if n >= 2)
-    if final.vocab_size:
-        metrics.vectors = "tuned" if model.tuned_rows else "frozen"
-        if model.tuned_rows:
-            metrics.tuned_vector_parameters = int(cast(Tensor, model.embeddings).numel())
-    model.freeze_rows_()  # trained: the tuned rows are the model's rows, as a loaded model holds them
+    if isinstance(model.embeddings, StaticRows):
+        metrics.vectors = "tuned" if model.embeddings.tuned else "frozen"
+        if model.embeddings.tuned:
+            metrics.tuned_vector_parameters = int(model.embeddings.weight.numel())
+        model.embeddings.freeze_()  # trained: the tuned rows are the model's rows, as a loaded model holds them
     metrics.embeddings, metrics.train_size, metrics.dev_size = (
         run.embeddings,
         len(run.splits.train),

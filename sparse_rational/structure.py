@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import cast
 
 import torch
-from torch import Tensor
 
 from .config import StructureOptions, default
 from .errors import ParameterError
 from .log import get_logger
-from .model import RationalClassifier, WFSALayer
+from .model import ModelConfig, RationalClassifier, WFSALayer
 
 _PATTERN = re.compile(r"^\s*(\d{1,18})\s*x\s*(\d{1,18})\s*$")
 MAX_TRANSITIONS = 100_000
@@ -224,7 +222,7 @@ def prune(model: RationalClassifier, epsilon: float = default(StructureOptions, 
             kept_states.extend(range(start, start + k))
     structure = tuple(k for k in keep_len if k > 0)
     config = replace(model.config, structure=structure)
-    new = _with_rows_of(model, RationalClassifier(config, model.embeddings, impl=model.wfsa.impl))
+    new = _with_rows_of(model, config)
     new.to(device=model.wfsa.w.device, dtype=model.wfsa.w.dtype).train(model.training)
     new.precision = model.precision
     idx = torch.tensor(kept_states, dtype=torch.long, device=model.wfsa.w.device)
@@ -237,14 +235,13 @@ def prune(model: RationalClassifier, epsilon: float = default(StructureOptions, 
     return PruneResult(new, kept_states, kept_wfsas, norms)
 
 
-def _with_rows_of(model: RationalClassifier, new: RationalClassifier) -> RationalClassifier:
-    """``new`` (built over ``model``'s rows) tuning them as ``model`` does, from the same start,
-    with the same penalty weights."""
+def _with_rows_of(model: RationalClassifier, config: ModelConfig) -> RationalClassifier:
+    """A new model of ``config`` over rows of its own copied from ``model``'s (tuned as they
+    are tuned, see :meth:`~sparse_rational.embeddings.rows.StaticRows.copy`), with the same
+    penalty weights."""
+    rows = model.embeddings.copy() if model.embeddings is not None else None
+    new = RationalClassifier(config, rows, impl=model.wfsa.impl)
     new.depth_discount = model.depth_discount
-    if model.tuned_rows:
-        new.tune_rows_(start=cast(Tensor, model.embeddings_start))
-    elif model.tune_rows_after_pruning and model.config.vocab_size:  # --vectors finetune: tuned from here on
-        new.tune_rows_()
     return new
 
 
@@ -261,7 +258,7 @@ def _prune_stack(model: RationalClassifier, epsilon: float) -> PruneResult:
     ndir = len(cfg.directions)
     stack = tuple(tuple(tuple(n for n in kept[k * ndir + d] if n > 0) for d in range(ndir)) for k in range(cfg.layers))
     config = replace(cfg, structure=stack[0][0], stack=stack)
-    new = _with_rows_of(model, RationalClassifier(config, model.embeddings, impl=model.wfsa.impl))
+    new = _with_rows_of(model, config)
     device = model.wfsa.w.device
     new.to(device=device, dtype=model.wfsa.w.dtype).train(model.training)
     new_layers = new.wfsa_layers()

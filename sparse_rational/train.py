@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
+from .embeddings.rows import StaticRows
 from .log import get_logger, progress_disable
 from .model import RationalClassifier
 from .structure import proximal_step_, surviving_structure
@@ -140,9 +141,14 @@ def collate(docs: list[Tensor], idx: np.ndarray, device: torch.device | str = "c
 
 @torch.no_grad()
 def predict_proba(
-    model: RationalClassifier, data: EncodedData, batch_size: int = 128, batch_tokens: int = 2**19
+    model: RationalClassifier,
+    data: EncodedData,
+    batch_size: int = 128,
+    batch_tokens: int = 2**19,
+    rows: Any = None,
 ) -> Tensor:
-    """Class probabilities ``[n, C]`` in the order of ``data.docs``.
+    """Class probabilities ``[n, C]`` in the order of ``data.docs`` (row ids of ``rows``,
+    default the model's own, see :meth:`RationalClassifier.forward`).
 
     Documents are read whole (no gradient is kept, so memory grows with the length of the
     longest document only linearly, with a small constant); batches hold at most
@@ -154,21 +160,21 @@ def predict_proba(
     out = torch.empty(len(data), model.config.num_classes)
     for idx in bucket_batches(data.lengths, batch_size, None, batch_tokens):
         ids, mask = collate(data.docs, idx, device)
-        out[torch.as_tensor(idx)] = torch.softmax(model(ids, mask).float(), -1).cpu()
+        out[torch.as_tensor(idx)] = torch.softmax(model(ids, mask, rows).float(), -1).cpu()
     model.train(was_training)
     return out
 
 
-def accuracy(model: RationalClassifier, data: EncodedData) -> float:
-    return evaluate(model, data)[0]
+def accuracy(model: RationalClassifier, data: EncodedData, rows: Any = None) -> float:
+    return evaluate(model, data, rows)[0]
 
 
-def evaluate(model: RationalClassifier, data: EncodedData) -> tuple[float, float]:
+def evaluate(model: RationalClassifier, data: EncodedData, rows: Any = None) -> tuple[float, float]:
     """Accuracy and mean cross-entropy on labelled ``data`` (NaN, NaN when empty); a label
     the model does not know (-1) counts as an error and is left out of the loss."""
     if len(data) == 0:
         return float("nan"), float("nan")
-    probs = predict_proba(model, data)
+    probs = predict_proba(model, data, rows=rows)
     acc = float((probs.argmax(-1) == data.labels).float().mean())
     known = data.labels >= 0
     if not bool(known.any()):
@@ -263,14 +269,6 @@ def _restore_fit(ck, model, opt, sched, rng):
     return best_state, best_acc, best_epoch, bad, history, elapsed
 
 
-@torch.no_grad()
-def _pull_rows_(model: RationalClassifier, rate: float) -> None:
-    """Tuned rows a step back toward where they started: ``rows -= rate * (rows - start)``
-    (decoupled, like AdamW's decay, but toward the pretrained vectors instead of zero)."""
-    rows, start = cast(Tensor, model.embeddings), cast(Tensor, model.embeddings_start)
-    rows.sub_(min(rate, 1.0) * (rows - start))
-
-
 def _selection_score(history: list[EpochLog], select_on: str) -> float:
     """The number early stopping, model selection and the schedule follow (larger is
     better): dev accuracy (``"accuracy"``), minus the dev cross-entropy (``"loss"``: smooth,
@@ -347,7 +345,7 @@ def fit(
     lr_schedule = cfg.lr_schedule if lr_schedule is None else lr_schedule
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    rows = model.embeddings if getattr(model, "tuned_rows", False) else None
+    rows = model.embeddings.weight if isinstance(model.embeddings, StaticRows) and model.embeddings.tuned else None
     params = [p for p in model.parameters() if p.requires_grad and p is not rows]
     groups: list[dict] = [{"params": params}]
     if rows is not None:  # tuned word vectors: their own learning rate, no weight decay (the pull instead)
@@ -412,7 +410,7 @@ def fit(
                 raise _diverged(f"the gradient became {grad_norm.item()} at batch {n_batches + 1}", desc, epoch)
             opt.step()
             if rows is not None and cfg.vector_pull > 0:
-                _pull_rows_(model, opt.param_groups[1]["lr"] * cfg.vector_pull)
+                cast(StaticRows, model.embeddings).pull_(opt.param_groups[1]["lr"] * cfg.vector_pull)
             if proximal and lam > 0:
                 proximal_step_(model, opt, lam)
             step += 1

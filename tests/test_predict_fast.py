@@ -124,7 +124,9 @@ def test_folded_model_equals_the_torch_model(structure, readout):
     got = folded.proba(torch.cat(docs).numpy(), lengths)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     # the table is the projection: (E w, E v + b)
-    table = model.embeddings @ torch.cat([model.wfsa.w, model.wfsa.v], 1) + torch.cat([0 * model.wfsa.b, model.wfsa.b])
+    table = model.embeddings.weight @ torch.cat([model.wfsa.w, model.wfsa.v], 1) + torch.cat(
+        [0 * model.wfsa.b, model.wfsa.b]
+    )
     np.testing.assert_allclose(folded.table, table.detach().numpy(), atol=1e-5)
 
 

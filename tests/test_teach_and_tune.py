@@ -34,11 +34,21 @@ def tuned(small):
     return train_text_classifier(small, options=options, verbose=False)
 
 
-def test_tuned_rows_move_and_the_frozen_start_does_not(tuned, small):
-    start = tuned.featurizer.rows  # the featurizer keeps the pretrained rows it was built from
-    rows = tuned.model.embeddings
+@pytest.fixture(scope="module")
+def glove(small):
+    """The pretrained rows the tuned model started from (its featurizer, built again)."""
+    from sparse_rational.embeddings.featurizer import StaticVectors
+
+    return StaticVectors.build(small, "glove-6b-50d", seed=FAST_TRAIN.seed, verbose=False).matrix
+
+
+def test_tuned_rows_move_and_the_frozen_start_does_not(tuned, glove):
+    start = glove
+    rows = tuned.model.embeddings.weight
+    assert tuned.featurizer.rows is tuned.model.embeddings  # the featurizer owns the rows the model reads
     assert not isinstance(rows, torch.nn.Parameter) and not tuned.model.tuned_rows  # trained: frozen again
-    assert "embeddings_start" not in dict(tuned.model.named_buffers())
+    assert "embeddings.start" not in dict(tuned.model.named_buffers())
+    assert not torch.equal(tuned.featurizer.matrix, start)
     moved = (rows - start).norm(dim=1) > 1e-6
     assert moved.sum() > 100  # the training words' rows were trained
     assert not moved[len(tuned.vocab) - 1 :].all() or moved.sum() < len(tuned.vocab)
@@ -52,7 +62,7 @@ def test_a_saved_tuned_model_predicts_exactly_as_trained(tuned, small, tmp_path)
     before = tuned.predict_proba(texts)
     tuned.save(tmp_path / "m")
     loaded = TextClassifier.load(tmp_path / "m")
-    assert torch.equal(loaded.model.embeddings, tuned.model.embeddings)
+    assert torch.equal(loaded.model.embeddings.weight, tuned.model.embeddings.weight)
     np.testing.assert_allclose(loaded.predict_proba(texts), before, atol=1e-6)
     assert "tuned in training" in (tmp_path / "m" / "README.md").read_text()
     # the PyTorch path and the folded one agree on the tuned rows
@@ -66,28 +76,30 @@ def test_export_carries_the_tuned_rows(tuned, tmp_path):
     tuned.save(tmp_path / "m")
     assert main(["export", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "m.json")]) == 0
     exported = np.array(json.loads((tmp_path / "m.json").read_text())["embeddings"])
-    np.testing.assert_allclose(exported, tuned.model.embeddings.detach().double().numpy(), atol=1e-6)
+    np.testing.assert_allclose(exported, tuned.model.embeddings.weight.double().numpy(), atol=1e-6)
 
 
-def _tuning(tuned):
+def _tuning(tuned, glove):
     """A copy of the trained model tuning its rows again, from the GloVe start."""
     import copy
 
     model = copy.deepcopy(tuned.model)
-    model.tune_rows_(start=tuned.featurizer.rows)
+    model.embeddings.tune_(start=glove)
     return model
 
 
-def test_pruning_keeps_tuning_the_rows_from_the_same_start(tuned):
-    model = _tuning(tuned)
+def test_pruning_keeps_tuning_the_rows_from_the_same_start(tuned, glove):
+    model = _tuning(tuned, glove)
     pruned = prune(model, 0.0).model
     assert pruned.tuned_rows
-    assert torch.equal(pruned.embeddings.detach(), model.embeddings.detach())
-    assert torch.equal(pruned.embeddings_start, model.embeddings_start)
-    assert "embeddings_start" not in pruned.state_dict()  # never saved
+    assert pruned.embeddings is not model.embeddings  # rows of its own, with the same values and start
+    assert torch.equal(pruned.embeddings.weight.detach(), model.embeddings.weight.detach())
+    assert torch.equal(pruned.embeddings.start, model.embeddings.start)
+    assert list(pruned.state_dict()) == list(model.state_dict())  # "embeddings": the start is never saved
+    assert "embeddings" in pruned.state_dict() and not any("start" in k for k in pruned.state_dict())
 
 
-def test_the_pull_brings_rows_back_to_their_start(small):
+def test_the_pull_brings_rows_back_to_their_start(small, glove):
     far = RunOptions(
         model=ModelOptions(patterns="2x1", vectors="tuned"),
         train=TrainConfig(epochs=2, patience=2, lr=0.05, vector_lr=0.05, vector_pull=0.0),
@@ -96,7 +108,7 @@ def test_the_pull_brings_rows_back_to_their_start(small):
     dist = []
     for options in (far, near):
         clf = train_text_classifier(small, options=options, verbose=False)
-        dist.append(float((clf.model.embeddings.detach() - clf.featurizer.rows).norm()))
+        dist.append(float((clf.featurizer.matrix - glove).norm()))
     assert dist[1] < 0.5 * dist[0]
 
 
@@ -108,13 +120,14 @@ def test_tuned_vectors_and_students_need_static_vectors(small):
         train_text_classifier(small, options=RunOptions("hf:minilm", teach=TeachOptions("tfidf")), verbose=False)
 
 
-def test_the_group_lasso_never_touches_the_rows(tuned):
-    model = _tuning(tuned)
-    before = model.embeddings.detach().clone()
+def test_the_group_lasso_never_touches_the_rows(tuned, glove):
+    model = _tuning(tuned, glove)
+    rows = model.embeddings.weight
+    before = rows.detach().clone()
     model.penalty().backward()
     assert model.wfsa.w.grad is not None and model.wfsa.w.grad.any()
-    assert model.embeddings.grad is None or not model.embeddings.grad.any()
-    assert torch.equal(model.embeddings.detach(), before)
+    assert rows.grad is None or not rows.grad.any()
+    assert torch.equal(rows.detach(), before)
 
 
 # -- the distillation loss ------------------------------------------------------------------
@@ -319,17 +332,17 @@ def test_a_tuned_and_taught_run_resumes_to_the_same_result(small, tuned, tmp_pat
         same_result(reference, train_text_classifier(small, options=options, verbose=False, checkpoint=again))
 
 
-def test_snapshots_and_kept_phases_carry_tuned_rows(tuned):
+def test_snapshots_and_kept_phases_carry_tuned_rows(tuned, glove):
     from sparse_rational.phases import Phases
 
     phases = Phases()
-    model = _tuning(tuned)
-    rows = model.embeddings.detach().clone()
+    model = _tuning(tuned, glove)
+    rows = model.embeddings.weight.detach().clone()
     phases.stash("path/t3", model, {"epoch": 1})
     with torch.no_grad():
-        model.embeddings.add_(1.0)
+        model.embeddings.weight.add_(1.0)
     phases.load_stashed(model, "path/t3")
-    assert torch.equal(model.embeddings.detach(), rows)  # the snapshot held the tuned rows
+    assert torch.equal(model.embeddings.weight.detach(), rows)  # the snapshot held the tuned rows
 
 
 def test_the_readme_scorer_reads_an_exported_tuned_taught_model(tiny_files, tmp_path, monkeypatch):
@@ -367,9 +380,9 @@ def test_finetune_vectors_are_frozen_while_the_structure_is_learned(small):
     assert not run.make().tuned_rows
     res = learn_structure(run.make, run.train, run.dev, run.cfg, run.opts, verbose=False)
     assert res.model.tuned_rows  # the pruned model tuned its rows while finetuning
-    start = run.clf.featurizer.rows
-    assert torch.equal(res.model.embeddings_start, start)
-    assert (res.model.embeddings.detach() - start).abs().max() > 1e-4
+    start = run.clf.featurizer.matrix  # the featurizer's pretrained rows: every model trains a copy
+    assert torch.equal(res.model.embeddings.start, start)
+    assert (res.model.embeddings.weight.detach() - start).abs().max() > 1e-4
     # without structure learning there is no structure phase: tuned all along
     plain = train_text_classifier(small, options=replace(options, structure=StructureOptions()), verbose=False)
     assert plain.metrics["vectors"] == "tuned" and plain.metrics["hyperparameters"]["vectors"] == "finetune"

@@ -59,7 +59,7 @@ def _rescored(clf, tokens, wfsa: int, states) -> float:
     """The product of the weights along a path the page reported, in float64 from the model's numbers."""
     m = clf.model
     ids = clf.vocab.ids(tokens).numpy()
-    x = m.embeddings.double().numpy()[ids]
+    x = m.embeddings.weight.double().numpy()[ids]
     w, v, b = (t.detach().double().numpy() for t in (m.wfsa.w, m.wfsa.v, m.wfsa.b))
     f = 1 / (1 + np.exp(-(x @ v + b)))
     u = (x @ w) * (1 - f)

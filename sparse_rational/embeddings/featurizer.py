@@ -4,10 +4,13 @@
 A featurizer turns texts into documents, one tensor of row ids per text, and owns the rows
 those ids stand for; the model only ever computes on vectors. Two featurizers:
 
-* :class:`StaticVectors`: a vocabulary and its frozen matrix ``[V, e]`` (GloVe and other
-  word-vector files). The ids are rows of the matrix; a model built over it keeps a frozen
-  copy as its ``embeddings`` buffer, which is saved with it (``model.safetensors``, with the
-  tokens in ``vocab.txt``), so a loaded model reads its own rows.
+* :class:`StaticVectors`: a vocabulary and its word vectors, :class:`StaticRows` ``[V, e]``
+  (GloVe and other word-vector files), frozen or tuned. The ids are rows of the matrix; the
+  model a classifier holds reads the featurizer's rows (the same object, its ``embeddings``
+  submodule), and saves them with itself (``model.safetensors``, with the tokens in
+  ``vocab.txt``), so a loaded model reads its own rows. Training gives each candidate
+  model rows of its own (a copy); the finished classifier's featurizer owns the rows of
+  the model it keeps.
 * :class:`ContextualVectors`: a frozen transformer encoder and the :class:`RowTable` of the
   texts it has encoded (the training corpus, memory-mapped from the disk cache). The ids
   are rows of that table, which a model built over it reads but never saves. Texts the
@@ -33,7 +36,7 @@ from ..data.tokenize import CHARS_PER_TOKEN
 from ..log import get_logger
 from .encoder import ContextualEncoder
 from .hf_options import TransformerOptions, is_contextual
-from .rows import RowTable
+from .rows import RowTable, StaticRows
 
 _log = get_logger(__name__)
 
@@ -54,9 +57,9 @@ def cut_text(text: str, max_tokens: int) -> tuple[str, bool]:
 class Features:
     """Texts as a model reads them.
 
-    ``docs``: one ``[T_i]`` long tensor of row ids per text. ``rows``: what the ids index,
-    ``rows[ids] -> [..., e]`` vectors; None: the rows of the model's own frozen matrix
-    (static vectors, saved with the model). ``truncated``: texts cut by ``max_tokens``."""
+    ``docs``: one ``[T_i]`` long tensor of row ids per text. ``rows``: what the ids index
+    (``rows.lookup(ids, mask, dtype) -> [..., e]``), the featurizer's :class:`StaticRows`
+    or a :class:`RowTable` that extends its table. ``truncated``: texts cut by ``max_tokens``."""
 
     docs: list[Tensor]
     rows: Any
@@ -81,9 +84,10 @@ class Featurizer(Protocol):
 
     @property
     def rows(self) -> Any:
-        """What a new model is built over (``RationalClassifier(config, featurizer.rows)``):
-        the frozen matrix ``[V, e]``, or the row table of the encoded corpus (None when no
-        text has been encoded yet)."""
+        """The rows the ids index, which a model built over this featurizer reads
+        (``RationalClassifier(config, featurizer.rows)``): the :class:`StaticRows` of the
+        vocabulary, or the row table of the encoded corpus (None when no text has been
+        encoded yet)."""
 
     @property
     def vocab(self) -> Vocabulary | None:
@@ -106,18 +110,28 @@ class Featurizer(Protocol):
 
 
 class StaticVectors:
-    """A vocabulary and its frozen word vectors ``matrix [V, e]`` (row ``i``: token ``i``).
+    """A vocabulary and its word vectors ``rows`` (:class:`StaticRows` ``[V, e]``, row ``i``:
+    token ``i``; given a tensor, frozen rows over a copy of it).
 
     Documents are ``<s> w_1 .. w_n </s>`` as token ids; ``max_tokens`` keeps the first
     ``max_tokens - 1`` tokens and ``</s>``, as :func:`~sparse_rational.train.truncate_docs`
     does in training."""
 
-    def __init__(self, vocab: Vocabulary, source: str, matrix: Tensor):
-        if tuple(matrix.shape[:1]) != (len(vocab),):
-            raise ValueError(f"a matrix of {matrix.shape[0]} rows for a vocabulary of {len(vocab)} tokens")
+    def __init__(self, vocab: Vocabulary, source: str, rows: StaticRows | Tensor):
+        if len(rows) != len(vocab):
+            raise ValueError(f"a matrix of {len(rows)} rows for a vocabulary of {len(vocab)} tokens")
         self._vocab = vocab
         self.source = source
-        self.matrix = matrix
+        self._rows = rows if isinstance(rows, StaticRows) else StaticRows(rows)
+
+    def owning(self, rows: StaticRows) -> StaticVectors:
+        """This featurizer over ``rows`` (self when they are already its own)."""
+        return self if rows is self._rows else StaticVectors(self._vocab, self.source, rows)
+
+    @property
+    def matrix(self) -> Tensor:
+        """The rows' values ``[V, e]``."""
+        return self._rows.weight
 
     @property
     def vocab(self) -> Vocabulary:
@@ -132,8 +146,8 @@ class StaticVectors:
         return len(self._vocab)
 
     @property
-    def rows(self) -> Tensor:
-        return self.matrix
+    def rows(self) -> StaticRows:
+        return self._rows
 
     def encode(self, texts: Sequence[str], max_tokens: int = 0) -> Features:
         docs, truncated = [], 0
@@ -146,10 +160,10 @@ class StaticVectors:
                 cut = True
             truncated += cut
             docs.append(self._vocab.ids(words))
-        return Features(docs, None, truncated)
+        return Features(docs, self._rows, truncated)
 
     def vectors(self, ids: Tensor) -> Tensor:
-        return self.matrix[ids]
+        return self._rows[ids]
 
     def describe(self) -> dict:
         return {"source": self.source, "normalized": True}

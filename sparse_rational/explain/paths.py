@@ -36,12 +36,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..layout import StateLayout
 from ..ops.reference import semiring_dp
 from ..semiring import MAX_TIMES, MIN_TIMES, MaxMinTimes
 
@@ -118,11 +119,9 @@ def path_score(u: Tensor, f: Tensor, states: tuple[int, ...]) -> float:
     return score
 
 
-def wfsa_slices(is_first: Tensor) -> list[tuple[int, int]]:
-    """``(start, n)`` of each WFSA in the flat state layout."""
-    starts = torch.nonzero(is_first).flatten().tolist()
-    ends = starts[1:] + [int(is_first.numel())]
-    return [(s, e - s) for s, e in zip(starts, ends)]
+def wfsa_slices(is_first: Any) -> list[tuple[int, int]]:
+    """``(start, n)`` of each WFSA in the flat state layout (:class:`StateLayout` of the flags)."""
+    return [(a, b - a) for a, b in StateLayout.from_is_first(is_first).slices]
 
 
 def _backpointers(hi: np.ndarray, lo: np.ndarray, u: np.ndarray, f: np.ndarray, is_first: np.ndarray) -> np.ndarray:

@@ -50,7 +50,7 @@ from ..fileio import atomic_write_json
 from .onnx_graph import ONNX_FORMAT, export_onnx, onnx_predict_proba
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from .embeddings.featurizer import StaticVectors
 
     from ..model import WFSALayer
     from ..pipeline import TextClassifier
@@ -82,7 +82,11 @@ def export_dict(clf: TextClassifier) -> dict:
         "classes": list(clf.classes),
         "tokens": clf.vocab.token_settings(),
         "vocab": list(clf.vocab.tokens),
-        "embeddings": cast("Tensor", model.embeddings).detach().double().cpu().tolist(),
+        "embeddings": cast("StaticVectors", clf.featurizer)
+        .matrix.detach()
+        .double()
+        .cpu()
+        .tolist(),  # the rows the model reads
         **automata,
         "classifier": {
             "weight": model.classifier.weight.detach().double().cpu().tolist(),

@@ -40,8 +40,7 @@ from ..data.tokenize import CHARS_PER_TOKEN
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
+    from ..embeddings.featurizer import StaticVectors
     from ..explain.contributions import DocExplanation
     from ..pipeline import TextClassifier
 
@@ -77,7 +76,9 @@ def model_payload(clf: TextClassifier, max_tokens: int) -> dict:
         "vocab": "\n".join(clf.vocab.tokens),
         "dim": model.config.embedding_dim,
         "structure": list(model.config.structure),
-        "embeddings": _b64(cast("Tensor", model.embeddings).detach().cpu().numpy()),
+        "embeddings": _b64(
+            cast("StaticVectors", clf.featurizer).matrix.detach().cpu().numpy()
+        ),  # the rows the model reads
         "w": _b64(model.wfsa.w.detach().cpu().numpy().T),
         "v": _b64(model.wfsa.v.detach().cpu().numpy().T),
         "b": [float(x) for x in model.wfsa.b.detach().cpu().numpy()],
