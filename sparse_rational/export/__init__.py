@@ -50,8 +50,7 @@ from ..fileio import atomic_write_json
 from .onnx_graph import ONNX_FORMAT, export_onnx, onnx_predict_proba
 
 if TYPE_CHECKING:
-    from .embeddings.featurizer import StaticVectors
-
+    from ..embeddings.featurizer import StaticVectors
     from ..model import WFSALayer
     from ..pipeline import TextClassifier
 
