@@ -13,7 +13,8 @@ start to its exit (``wall_s``; docs/s = documents / wall_s) with its peak reside
   (the compiled kernels of ``sparse_rational/native``), with ``--threads 2``, with
   ``SPARSE_RATIONAL_NATIVE=0`` (the numpy recurrence and the Python tokenizer), and with
   ``SPARSE_RATIONAL_IMPL=cpp`` (the PyTorch path with the C++ kernel, i.e. the path
-  prediction took before the folded table);
+  prediction took before the folded table); with ``--workers N`` (for each N given to
+  ``--workers``; ``--workers-only`` keeps only these rows and the default one);
 * ``fastText supervised`` (bigrams; trained here on the kitchen training split of the
   Blitzer release, pre-tokenised with :func:`sparse_rational.data.tokenize`; prediction
   through the Python API on pre-tokenised text, tokenisation not timed), if ``fasttext``
@@ -124,7 +125,8 @@ print(f"imports={t1 - t0} load={t2 - t1} read={t3 - t2} {stages}", file=sys.stde
 
 
 def run_child(cmd: list[str], env: dict | None = None, stdout=subprocess.DEVNULL) -> dict:
-    """Run ``cmd`` to its end: wall seconds, peak resident MB, its stderr's ``predict_s=``."""
+    """Run ``cmd`` to its end: wall seconds, CPU seconds (user + system, its workers included),
+    peak resident MB, its stderr's ``predict_s=``."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=env, text=True)
     assert proc.stderr is not None
@@ -134,7 +136,11 @@ def run_child(cmd: list[str], env: dict | None = None, stdout=subprocess.DEVNULL
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-500:]}")
-    row = {"wall_s": round(wall, 3), "peak_mb": round(usage.ru_maxrss / 1024, 1)}
+    row = {
+        "wall_s": round(wall, 3),
+        "peak_mb": round(usage.ru_maxrss / 1024, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),  # the process and the children it waited for
+    }
     for line in err.splitlines():
         if line.startswith("predict_s="):
             row["predict_s"] = round(float(line.split("=")[1]), 3)
@@ -158,6 +164,7 @@ def median_runs(jobs: list[tuple[str, list[str], dict]], repeat: int) -> dict[st
             "wall_s": round(statistics.median(r["wall_s"] for r in rs), 3),
             "peak_mb": max(r["peak_mb"] for r in rs),
             "wall_s_runs": [r["wall_s"] for r in rs],
+            "cpu_s": round(statistics.median(r["cpu_s"] for r in rs), 3),
         }
         if all("predict_s" in r for r in rs):
             row["predict_s"] = round(statistics.median(r["predict_s"] for r in rs), 3)
@@ -190,6 +197,12 @@ def main(argv=None) -> int:
     ap.add_argument("--split-seed", type=int, default=0, help="kitchen split the baselines train on")
     ap.add_argument("--no-torch-path", action="store_true", help="skip the SPARSE_RATIONAL_IMPL=cpp rows")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per system (the median is reported)")
+    ap.add_argument("--workers", type=int, nargs="+", help="also rows of predict --workers N for each N given")
+    ap.add_argument(
+        "--workers-only",
+        action="store_true",
+        help="only the default row and the --workers rows of each model (no baselines, no other variants)",
+    )
     ap.add_argument("--breakdown", action="store_true", help="also time the stages of predict inside one process")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write the table here")
@@ -224,9 +237,13 @@ def main(argv=None) -> int:
         transitions[folder.name] = sum(cfg["model"]["structure"])
         name = f"sparse-rational predict {folder.name} ({transitions[folder.name]} transitions)"
         cmd = [sys.executable, "-m", "sparse_rational.cli", "predict", "--model", str(folder), str(docs)]
-        variants = [(name, cmd, env), (name + " --threads 2", [*cmd, "--threads", "2"], env)]
-        variants.append((name + " [numpy, no compiled kernels]", cmd, {**env, "SPARSE_RATIONAL_NATIVE": "0"}))
-        if not args.no_torch_path:
+        variants = [(name, cmd, env)]
+        if not args.workers_only:
+            variants.append((name + " --threads 2", [*cmd, "--threads", "2"], env))
+            variants.append((name + " [numpy, no compiled kernels]", cmd, {**env, "SPARSE_RATIONAL_NATIVE": "0"}))
+        for count in args.workers or ():
+            variants.append((name + f" --workers {count}", [*cmd, "--workers", str(count)], env))
+        if not args.no_torch_path and not args.workers_only:
             variants.append((name + " [PyTorch path, cpp kernel]", cmd, {**env, "SPARSE_RATIONAL_IMPL": "cpp"}))
         if args.breakdown:
             code = [sys.executable, "-c", BREAKDOWN_CHILD, str(folder), str(docs), "2048"]
@@ -235,10 +252,13 @@ def main(argv=None) -> int:
             sizes[v[0]] = folder_mb(folder)
         jobs += variants
 
-    splits = load_dataset("amazon:kitchen", None, args.split_seed)
-    train_texts = [ex.text for ex in splits.train]
-    train_labels = [ex.label for ex in splits.train]
-    if importlib.util.find_spec("fasttext") is None:
+    if not args.workers_only:  # the baselines' training data
+        splits = load_dataset("amazon:kitchen", None, args.split_seed)
+        train_texts = [ex.text for ex in splits.train]
+        train_labels = [ex.label for ex in splits.train]
+    if args.workers_only:
+        pass
+    elif importlib.util.find_spec("fasttext") is None:
         print("fastText not installed: skipped (pip install fasttext-wheel)", file=sys.stderr)
     else:
         train_file = tmp / "ft_train.txt"
@@ -254,7 +274,9 @@ def main(argv=None) -> int:
         sizes[name] = folder_mb(model_path)
         cmd = [sys.executable, "-c", FASTTEXT_CHILD, str(model_path), str(pre), str(tmp / "ft_out.txt")]
         jobs.append((name, cmd, env))
-    if importlib.util.find_spec("sklearn") is None:
+    if args.workers_only:
+        pass
+    elif importlib.util.find_spec("sklearn") is None:
         print("scikit-learn not installed: skipped", file=sys.stderr)
     else:
         train_json = tmp / "tfidf_train.json"

@@ -21,6 +21,21 @@ def int_at_least(minimum: int):
     return parse
 
 
+def int_between(minimum: int, maximum: int):
+    """An argparse type: an integer from ``minimum`` to ``maximum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer from {minimum} to {maximum}, got {text[:40]!r}")
+        return value
+
+    return parse
+
+
 positive_int = int_at_least(1)
 nonneg_int = int_at_least(0)
 

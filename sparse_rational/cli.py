@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from . import argtypes, config  # cheap: import no torch
 from .argtypes import nonneg_float as _nonneg_float
@@ -25,6 +26,7 @@ from .explain import cli as explain_cli  # cheap: imports no torch
 from .web import cli as web_cli  # cheap: imports no torch
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
+MAX_WORKERS = 256  # predict --workers (sparse_rational.workers.MAX_WORKERS, without importing it)
 
 
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
@@ -153,11 +155,27 @@ def build_parser() -> argparse.ArgumentParser:
         "static word vectors: score up to N batches at once while reading on (default 1); "
         "transformer vectors: torch threads (default: torch's choice)",
     )
+    p.add_argument(
+        "--workers",
+        type=argtypes.int_between(1, MAX_WORKERS),
+        default=1,
+        metavar="N",
+        help=f"static word vectors: score in N processes (1-{MAX_WORKERS}), lines still in input order, memory "
+        "bounded by 2 batches per process (default 1: in this process)",
+    )
 
-    x = sub.add_parser("export", help="write the whole model as plain JSON")
+    x = sub.add_parser("export", help="write the whole model as plain JSON, or as an ONNX graph and its tokenizer")
     x.add_argument("--model", required=True)
     _add_model_args(x)
-    x.add_argument("--out", required=True)
+    x.add_argument(
+        "--format",
+        choices=["json", "onnx"],
+        default="json",
+        help="json (default): one file, the automata as plain data; onnx: a folder with model.onnx and "
+        "tokenizer.json, for onnxruntime (one-layer models on static word vectors; "
+        "pip install 'sparse-rational[onnx]')",
+    )
+    x.add_argument("--out", required=True, help="the JSON file, or the ONNX export's folder")
 
     explain_cli.add_parser(sub)
     experiments_cli.add_parser(sub)
@@ -443,15 +461,7 @@ def _print_confusion(confusion: dict, out) -> None:
 
 def _line_batches(source: str, size: int):
     """Lists of at most ``size`` texts, read one line at a time (the input is streamed)."""
-    if source == "-":
-        if sys.stdin is None:
-            raise UserError("predict: standard input is closed; give a file or pipe texts in")
-        fh, name = sys.stdin.buffer, "<stdin>"
-    else:
-        try:
-            fh, name = open(source, "rb"), source
-        except OSError as exc:
-            raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    fh, name = _open_input(source)
     batch: list[str] = []
     try:
         for number, raw in enumerate(fh, 1):
@@ -469,6 +479,66 @@ def _line_batches(source: str, size: int):
             fh.close()
     if batch:
         yield batch
+
+
+def _open_input(source: str):
+    """``(binary file, name for messages)`` of ``predict``'s input (``-``: standard input)."""
+    if source == "-":
+        if sys.stdin is None:
+            raise UserError("predict: standard input is closed; give a file or pipe texts in")
+        return sys.stdin.buffer, "<stdin>"
+    try:
+        return open(source, "rb"), source
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+
+
+def _byte_batches(source: str, size: int, block: int = 1 << 20):
+    """``(number of the first line, bytes of at most size whole lines)``, read in blocks of
+    ``block`` bytes (whatever a pipe has ready: lines are not held back); the bytes are not
+    decoded here (a worker decodes them: :func:`_decode_lines`)."""
+    fh, name = _open_input(source)
+    buf = bytearray()
+    number = 1
+    try:
+        while True:
+            data = fh.read1(block)
+            if not data:
+                break
+            buf += data
+            while buf.count(b"\n") >= size:
+                end = -1
+                for _ in range(size):
+                    end = buf.index(b"\n", end + 1)
+                yield number, bytes(buf[: end + 1])
+                del buf[: end + 1]
+                number += size
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+    if buf:
+        yield number, bytes(buf)
+
+
+def _line_count(batch: tuple[int, bytes]) -> int:
+    data = batch[1]
+    return data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+def _decode_lines(name: str, number: int, data: bytes) -> list[str]:
+    """The texts of a block of :func:`_byte_batches`: its lines, UTF-8, without their ``\\n``
+    (as :func:`_line_batches` reads them)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = number + data.count(b"\n", 0, exc.start)
+        raise UserError(f"{name}:{line}: not UTF-8 text") from None
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return lines
 
 
 def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
@@ -516,7 +586,14 @@ def _static_predictor(args: argparse.Namespace):
 def cmd_predict(args: argparse.Namespace) -> int:
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
+    if args.workers > 1 and (args.threads or 1) > 1:
+        raise UserError("predict: give --workers or --threads, not both (each worker scores one batch at a time)")
     fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
+    if fast is None and args.workers > 1:
+        raise UserError(
+            "predict --workers: only the PyTorch-free path of one-layer models on static word vectors runs in "
+            "worker processes; this model (or --device, or $SPARSE_RATIONAL_IMPL) needs PyTorch: use --threads"
+        )
     if fast is None:  # transformer vectors (or --device cuda): the PyTorch model
         from .pipeline import TextClassifier
 
@@ -537,14 +614,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             unknown += int((known == 0).sum())
         return _json_lines(classes, probs, known, chunk if args.with_text else None)
 
-    batches = _line_batches(args.input, args.batch_size)
-    if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
+    truncated = 0
+    if args.workers > 1 and fast is not None:
+        unknown, truncated = _predict_in_workers(args, fast, out)
+    elif (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(args.threads) as pool:
             pending: deque = deque()
-            for chunk in batches:
+            for chunk in _line_batches(args.input, args.batch_size):
                 pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
                 if len(pending) > args.threads:
                     done, job = pending.popleft()
@@ -554,7 +633,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 done, job = pending.popleft()
                 out.write(lines(done, job.result()))
     else:
-        for chunk in batches:
+        for chunk in _line_batches(args.input, args.batch_size):
             out.write(lines(chunk, score(chunk, args.max_tokens)))
             out.flush()  # lines come out batch by batch, also into a pipe
     if unknown:
@@ -564,7 +643,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"{unknown} text{'s' if unknown != 1 else ''} had no word the model knows "
             '("known_tokens": 0): their labels are close to the class prior, not a reading of the text'
         )
-    truncated = (fast if fast is not None else clf).truncated_texts
+    truncated += (fast if fast is not None else clf).truncated_texts
     if truncated:
         print(
             f"sparse-rational: warning: {truncated} texts longer than {args.max_tokens} tokens "
@@ -575,14 +654,57 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_in_workers(args: argparse.Namespace, fast, out) -> tuple[int, int]:
+    """``predict --workers N``: the input read here in blocks of ``--batch-size`` lines, left
+    as bytes; each block decoded, scored and formatted in one of N forked processes
+    (:func:`sparse_rational.workers.ordered_map`); the lines written here in input order,
+    block by block. Returns the texts with no known word and the texts cut."""
+    from . import native
+    from .workers import ordered_map
+
+    if fast.model.compiled:
+        native.library()  # built or loaded once, before the fork, not once per worker
+    classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
+    name = "<stdin>" if args.input == "-" else args.input
+
+    def job(batch: tuple[int, bytes]) -> tuple[bytes, int, int]:
+        chunk = _decode_lines(name, *batch)
+        before = fast.truncated_texts
+        probs, known = fast.predict_details(chunk, max_tokens)
+        text = _json_lines(classes, probs, known, chunk if with_text else None)
+        return text.encode("utf-8"), int((known == 0).sum()), fast.truncated_texts - before
+
+    raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
+    unknown = truncated = 0
+    for data, no_word, cut in ordered_map(job, _byte_batches(args.input, args.batch_size), args.workers, _line_count):
+        if raw is not None:
+            out.flush()
+            raw.write(data)
+            raw.flush()
+        else:
+            out.write(data.decode("utf-8"))
+            out.flush()
+        unknown += no_word
+        truncated += cut
+    return unknown, truncated
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_json
+    from .export import export_json, export_onnx
+    from .export.onnx_graph import MODEL_FILE, TOKENIZER_FILE, check_out, require_onnx
     from .pipeline import TextClassifier
 
     check_output(args.out, "--out", model_dir=args.model)
+    if args.format == "onnx":
+        require_onnx()  # before loading the model
+        check_out(Path(args.out))
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device="cpu")
-    export_json(clf, args.out)
-    print(f"wrote {args.out}")
+    if args.format == "onnx":
+        export_onnx(clf, args.out)
+        print(f"wrote {os.path.join(args.out, MODEL_FILE)} and {os.path.join(args.out, TOKENIZER_FILE)}")
+    else:
+        export_json(clf, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 

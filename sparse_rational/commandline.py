@@ -4,7 +4,8 @@
 (``python -m sparse_rational.experiments.cli``).
 
 Every error caused by the user's input is one line on stderr and exit status 2
-(:data:`EXIT_USAGE`); a run whose loss or weights became NaN, 3 (:data:`EXIT_DIVERGED`).
+(:data:`EXIT_USAGE`); a run whose loss or weights became NaN, 3 (:data:`EXIT_DIVERGED`); a
+worker process that died (``predict --workers``), one line and 1.
 Importing this module imports no torch.
 """
 
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .config import flag
-from .errors import ParameterError, TrainingDiverged, UserError, one_line
+from .errors import ParameterError, TrainingDiverged, UserError, WorkerFailed, one_line
 
 __all__ = [
     "EXIT_DIVERGED",
@@ -155,6 +156,9 @@ def run_command(
     except UserError as exc:
         _say(f"error: {exc}")
         return EXIT_USAGE
+    except WorkerFailed as exc:  # a worker process died: what was written is whole, the message says how much
+        _say(f"error: {exc}")
+        return 1
     except BrokenPipeError:  # a reader that went away (| head): stop quietly
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

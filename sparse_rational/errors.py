@@ -32,6 +32,11 @@ class TrainingDiverged(UserError):
     """The loss or the weights became NaN or infinite; training stopped (one-line message)."""
 
 
+class WorkerFailed(Exception):
+    """A worker process died or failed (``predict --workers``); the one-line message says how
+    many results were written before it. Not the user's input: exit status 1."""
+
+
 class ParameterError(UserError):
     """A bad value of a named parameter. The library's message names the parameter as the
     API spells it (``reg_strength``); the command line shows the option (``--reg-strength``).

@@ -225,28 +225,21 @@ class FoldedModel:
         return z / z.sum(axis=1, keepdims=True)
 
 
-class FoldedClassifier:
-    """Raw text to probabilities for a model on static word vectors, without PyTorch:
-    the tokenizer of the model's vocabulary (:class:`~sparse_rational.data.tokenize.BatchTokenizer`)
-    and its :class:`FoldedModel`."""
+class TokenEncoder:
+    """Raw text to the token rows a model reads, as ``predict`` reads them: the tokenizer of
+    the vocabulary ``tokens`` (:class:`~sparse_rational.data.tokenize.BatchTokenizer`),
+    ``<s>``/``</s>`` around each document and ``unk`` for a word the vocabulary lacks.
+    :class:`FoldedClassifier` and the ONNX export's reader
+    (:func:`sparse_rational.export.onnx_predict_proba`) share it."""
 
-    def __init__(
-        self,
-        model: FoldedModel,
-        tokens: Sequence[str],
-        classes: Sequence[str],
-        bos: str | None,
-        eos: str | None,
-        unk: str,
-    ):
+    def __init__(self, tokens: Sequence[str], bos: str | None, eos: str | None, unk: str):
         index = {t: i for i, t in enumerate(tokens)}
         for name, tok in (("unk", unk), ("bos", bos), ("eos", eos)):
             if tok is not None and tok not in index:
                 raise ValueError(f"vocabulary has no {name} token {tok!r}")
-        if model.table.shape[0] != len(index):
-            raise ValueError(f"a table of {model.table.shape[0]} rows for a vocabulary of {len(index)} tokens")
-        self.model = model
-        self.classes = list(classes)
+        self.vocab_size = len(index)
+        self.tokens = tokens  # the vocabulary (id i is tokens[i]) and the special tokens, as given
+        self.bos_token, self.eos_token, self.unk_token = bos, eos, unk
         self.bos = index[bos] if bos is not None else None
         self.eos = index[eos] if eos is not None else None
         unk_id = self.unk = index[unk]
@@ -303,6 +296,26 @@ class FoldedClassifier:
         owner = np.repeat(np.arange(len(texts)), lengths)
         known = np.bincount(owner, weights=known_id, minlength=len(texts)).astype(np.int64)
         return ids, lengths, known
+
+
+class FoldedClassifier(TokenEncoder):
+    """Raw text to probabilities for a model on static word vectors, without PyTorch:
+    the tokenizer of the model's vocabulary (:class:`TokenEncoder`) and its :class:`FoldedModel`."""
+
+    def __init__(
+        self,
+        model: FoldedModel,
+        tokens: Sequence[str],
+        classes: Sequence[str],
+        bos: str | None,
+        eos: str | None,
+        unk: str,
+    ):
+        super().__init__(tokens, bos, eos, unk)
+        if model.table.shape[0] != self.vocab_size:
+            raise ValueError(f"a table of {model.table.shape[0]} rows for a vocabulary of {self.vocab_size} tokens")
+        self.model = model
+        self.classes = list(classes)
 
     def predict_proba(self, texts: Sequence[str], max_tokens: int = 0) -> np.ndarray:
         """Probabilities ``[n, C]`` float32 (columns in the order of ``classes``)."""

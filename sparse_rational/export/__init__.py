@@ -1,4 +1,7 @@
-"""Export a model as plain JSON (``sparse-rational-automata/3``) to run it outside PyTorch.
+"""Export a model to run it outside PyTorch: as plain JSON (``sparse-rational-automata/3``,
+this module) or as an ONNX graph with its tokenizer beside it (:mod:`.onnx_graph`:
+:func:`export_onnx`, read back by :func:`onnx_predict_proba`). Importing this package
+imports neither PyTorch nor onnx.
 
 Schema::
 
@@ -42,13 +45,16 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, cast
 
-from .errors import UserError
-from .fileio import atomic_write_json
-from .model import WFSALayer
-from .pipeline import TextClassifier
+from ..errors import UserError
+from ..fileio import atomic_write_json
+from .onnx_graph import ONNX_FORMAT, export_onnx, onnx_predict_proba
 
 if TYPE_CHECKING:
-    from .embeddings.featurizer import StaticVectors
+    from ..embeddings.featurizer import StaticVectors
+    from ..model import WFSALayer
+    from ..pipeline import TextClassifier
+
+__all__ = ["FORMAT", "ONNX_FORMAT", "export_dict", "export_json", "export_onnx", "onnx_predict_proba"]
 
 FORMAT = "sparse-rational-automata/3"
 
@@ -59,7 +65,7 @@ def export_dict(clf: TextClassifier) -> dict:
             f"export: this model reads {clf.embeddings_source} transformer vectors; the JSON "
             "automata format holds models on static word vectors only"
         )
-    from .folded import FoldedModel
+    from ..folded import FoldedModel
 
     model = clf.model
     if model.config.deep:
