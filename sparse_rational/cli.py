@@ -291,20 +291,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged:  # its message says where the last good checkpoint is
         checkpoint.release()
         raise
-    except (KeyboardInterrupt, OSError):  # a rerun with --resume continues
+    except BaseException:  # a checkpoint is never deleted after a failure: --resume continues
         if checkpoint.last_saved is not None:
             print(
                 f"sparse-rational: {checkpoint.describe_last()}; rerun the same command with --resume to continue",
                 file=sys.stderr,
             )
             checkpoint.release()
-        else:
-            checkpoint.remove()
-        raise
-    except BaseException:  # bad input or an unreachable target: resuming would fail the same way
-        if resumed:  # but a checkpoint this run did not write is never deleted
+        elif resumed:  # a checkpoint this run did not write is never deleted
             checkpoint.release()
-        else:
+        else:  # nothing saved yet (bad input found before the first epoch)
             checkpoint.remove()
         raise
     checkpoint.remove()

@@ -127,6 +127,16 @@ def _say(text: str) -> None:
         print(f"sparse-rational: {text}", file=sys.stderr)
 
 
+def _lossless_stdout() -> None:
+    """A file name that is not UTF-8 (``os.fsdecode`` keeps its bytes as lone surrogates)
+    is printed as its own bytes, as ``ls`` does, not a UnicodeEncodeError after the work."""
+    try:
+        if sys.stdout is not None and sys.stdout.errors == "strict":
+            sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # not a text wrapper: leave it
+        pass
+
+
 def run_command(
     parser: argparse.ArgumentParser,
     commands: Mapping[str, Callable[[argparse.Namespace], int]],
@@ -141,6 +151,7 @@ def run_command(
         previous, restore = signal.signal(signal.SIGTERM, _on_sigterm), True
     except ValueError:  # not the main thread: leave signals alone
         previous, restore = None, False
+    _lossless_stdout()
     try:
         args = parser.parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # the provenance of what it makes

@@ -45,7 +45,7 @@ from .embeddings.hf_options import is_contextual
 from .embeddings.rows import RowTable, StaticRows
 from .embeddings.transformer import ContextualEncoder, TransformerOptions
 from .errors import ParameterError, UserError
-from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
+from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, is_inside_cwd
 from .folded import FoldedClassifier
 from .learn import learn_structure, regularisation_path
 from .log import NOTICE, get_logger
@@ -350,7 +350,7 @@ class TextClassifier:
             atomic_write_json(tmp / CONFIG, self.config_dict())
             atomic_write_bytes(tmp / VOCAB, vocab.encode("utf-8"))
             atomic_write_json(tmp / METRICS, rounded(self.metrics.to_dict()))
-            atomic_write_bytes(tmp / CARD, model_card(self.config_dict(), self.metrics).encode("utf-8"))
+            atomic_write_text(tmp / CARD, model_card(self.config_dict(), self.metrics))
         if replacing and verbose:
             _log.log(NOTICE, f"replaced the earlier model folder {path}")
         return Path(path)
