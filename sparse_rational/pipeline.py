@@ -13,7 +13,6 @@ A saved model is a folder (Hugging Face layout, no pickle anywhere)::
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from . import validate
@@ -61,9 +60,9 @@ from .vocab import Vocabulary
 
 _log = get_logger(__name__)
 
-FORMAT = "sparse-rational/1"
+FORMAT = validate.FORMAT
 DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts read at prediction are cut like training ones
-CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
+CONFIG, WEIGHTS, VOCAB, METRICS = validate.CONFIG, validate.WEIGHTS, validate.VOCAB, validate.METRICS
 CARD = "README.md"  # the model card (card.py); folders written before it existed have none
 MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS, CARD})
 PATH_JSON = "path.json"
@@ -80,16 +79,16 @@ def is_model_folder(path: str | os.PathLike) -> bool:
             others = names - {PATH_JSON, "path.png"}
             return (
                 all(n.startswith("t") and is_model_folder(path / n) for n in others)
-                and json.loads((path / PATH_JSON).read_text(encoding="utf-8")).get("format") == "sparse-rational-path/1"
+                and (validate.peek_json(path / PATH_JSON) or {}).get("format") == "sparse-rational-path/1"
             )
         if CONFIG not in names or not names <= MODEL_FILES:
             return False
         if CARD in names and not _is_our_card(path / CARD):  # the user's notes are not ours to replace
             return False
-        cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+    except OSError:
         return False
-    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
+    cfg = validate.peek_config(path)
+    return cfg is not None and cfg.get("format") == FORMAT
 
 
 def _texts(texts) -> list[str]:
@@ -102,10 +101,10 @@ def _texts(texts) -> list[str]:
 def _is_our_card(path: Path) -> bool:
     """True if ``path`` is a model card this package wrote (its first line is the marker)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().rstrip("\n") == CARD_MARKER
-    except (OSError, UnicodeDecodeError):
+        first = validate.read_file(path, validate.MAX_JSON_BYTES).split(b"\n", 1)[0]
+    except UserError:
         return False
+    return first == CARD_MARKER.encode("utf-8")
 
 
 def check_out_folder(path: str | os.PathLike, option: str = "out") -> bool:
@@ -385,24 +384,18 @@ class TextClassifier:
         to ``device`` (``auto``: CUDA when available; a saved model holds CPU tensors, so it
         loads anywhere)."""
         target = resolve_device(device)
-        path = Path(path)
-        if not path.is_dir():
-            raise ParameterError("model", f"{path} is not a model folder")
-        for name in (CONFIG, WEIGHTS, VOCAB):
-            if not (path / name).is_file():
-                raise UserError(f"{path / name}: missing (a model folder holds {CONFIG}, {WEIGHTS}, {VOCAB})")
-        # every field is checked before anything is built from it (see validate.py)
-        cfg = validate.read_json(path / CONFIG)
-        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-            raise UserError(f"{path / CONFIG}: not a {FORMAT} model config")
+        # every file is read by the one model-folder reader, and every field is checked
+        # before anything is built from it (see validate.py)
+        folder = validate.open_model_folder(path)
+        path, cfg = folder.path, folder.config
         if not isinstance(cfg.get("embeddings", {}), dict):
             raise UserError(f'{path / CONFIG}: "embeddings" must be a JSON object')
         config = validate.model_config(cfg.get("model"), path / CONFIG)
         classes = validate.classes_list(cfg.get("classes"), path / CONFIG)
         tok = validate.token_settings(cfg.get("tokens"), path / CONFIG) if config.vocab_size else cfg.get("tokens")
-        tokens = validate.vocab_tokens(path / VOCAB, config.vocab_size)
+        tokens = folder.vocab(config.vocab_size)
         try:
-            tensors = load_file(str(path / WEIGHTS))
+            tensors = load_tensors(folder.weights(validate.expected_shapes(config)))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise UserError(f"{path / WEIGHTS}: cannot read safetensors ({validate.one_line(exc)})") from None
         if len(classes) != config.num_classes:
@@ -433,14 +426,10 @@ class TextClassifier:
                     f"the model reads {config.embedding_dim}-d"
                 )
             featurizer = ContextualVectors(encoder)
-        metrics = Metrics()
-        if (path / METRICS).is_file():
-            try:
-                metrics = Metrics.from_dict(
-                    validate.finite_metrics(json.loads((path / METRICS).read_text(encoding="utf-8")))
-                )
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError):
-                metrics = Metrics()
+        try:
+            metrics = Metrics.from_dict(folder.metrics())
+        except (TypeError, ValueError, RecursionError):  # informational: a damaged one is left out
+            metrics = Metrics()
         return cls(model, featurizer, classes, metrics=metrics).to(target)
 
 

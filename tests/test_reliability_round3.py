@@ -4,8 +4,11 @@ test_outputs_over_inputs.py and test_sklearn_api.py / test_reliability_inputs.py
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +69,7 @@ def _error(capsys) -> str:
 # -- 3. a file name that is not UTF-8 -----------------------------------------------------
 
 
-def test_a_file_name_that_is_not_utf8_is_recorded_losslessly_and_the_run_is_kept(
-    onehot, files, tmp_path, capsysbinary
-):
+def test_a_file_name_that_is_not_utf8_is_recorded_losslessly_and_the_run_is_kept(onehot, files, tmp_path, capsysbinary):
     train = os.fsdecode(os.fsencode(str(tmp_path)) + b"/tr\xffain.tsv")
     out = os.fsdecode(os.fsencode(str(tmp_path)) + b"/O\xff9")
     _tsv(train, 64, 1)
@@ -98,3 +99,125 @@ def test_a_checkpoint_is_never_deleted_after_a_failure(onehot, files, tmp_path, 
     assert "--resume" in capsys.readouterr().err
     assert main(_train(onehot, files["train"], files["dev"], out, "--resume")) == 0  # and finishes the run
     assert Path(out, "model.safetensors").is_file() and not checkpoint_dir(out).exists()
+
+
+# -- 4. model files are read only if they are regular files under a size cap --------------
+
+
+def _commands(model: str, tmp_path: Path, texts: str) -> dict[str, list[str]]:
+    return {
+        "predict": ["predict", "--model", model, texts],
+        "evaluate": ["evaluate", "--model", model, "--test", texts.replace("texts.txt", "test.tsv")],
+        "export": ["export", "--model", model, "--out", str(tmp_path / "export.json")],
+        "demo": ["demo", "--model", model, "--out", str(tmp_path / "page.html"), "--no-table"],
+        "explain": ["explain", "--model", model, "--doc", "w0 w2 w3"],
+    }
+
+
+@pytest.fixture
+def inputs(tmp_path) -> str:
+    Path(tmp_path, "texts.txt").write_text("w0 w2 w3\n", encoding="utf-8")
+    _tsv(tmp_path / "test.tsv", 8, 5)
+    return str(tmp_path / "texts.txt")
+
+
+@contextlib.contextmanager
+def _within(seconds: int):
+    """Fail (not hang) when the body blocks longer than ``seconds``."""
+
+    def expired(signum, frame):
+        raise TimeoutError(f"blocked for more than {seconds}s")
+
+    before = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+COMMANDS = ("predict", "evaluate", "export", "demo", "explain")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+def test_a_model_file_that_is_not_a_small_regular_file_is_refused_by_every_command(
+    model, tmp_path, inputs, capsys, command, kind
+):
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    name = "vocab.txt" if kind == "huge" else "config.json"
+    target = folder / name
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "dev-zero":
+        target.symlink_to("/dev/zero")
+    else:  # a sparse file of a terabyte: never read into memory
+        with open(target, "wb") as fh:
+            fh.truncate(1 << 40)
+    with _within(30):
+        assert main(_commands(str(folder), tmp_path, inputs)[command]) == 2
+    line = _error(capsys)
+    assert name in line
+    assert ("bytes, more than" if kind == "huge" else "not a regular file") in line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_the_model_folder_reader_is_one_function_used_by_every_command(
+    model, tmp_path, inputs, monkeypatch, capsys, command
+):
+    from sparse_rational import validate
+
+    opened, read = [], []
+    real_open, real_read = validate.open_model_folder, validate.read_file
+
+    def open_model_folder(path):
+        opened.append(Path(path).name)
+        return real_open(path)
+
+    def read_file(path, limit):
+        read.append(Path(path).name)
+        return real_read(path, limit)
+
+    monkeypatch.setattr(validate, "open_model_folder", open_model_folder)
+    monkeypatch.setattr(validate, "read_file", read_file)
+    assert main(_commands(model, tmp_path, inputs)[command]) == 0, capsys.readouterr().err
+    assert Path(model).name in opened
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= set(read)
+
+
+# -- 8. numbers of thousands of digits and deep nesting: one line -------------------------
+
+DIGITS, NESTING = "9" * 5000, "[" * 100_000 + "]" * 100_000
+DAMAGE = {
+    "5000 digits": lambda text: text.replace('"embedding_dim": ', f'"embedding_dim": {DIGITS}, "x": ', 1),
+    "deep nesting": lambda text: text.replace('"tokens": ', f'"tokens": {NESTING}, "y": ', 1),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_config_json_gives_one_line_on_every_command(model, tmp_path, inputs, capsys, command, damage):
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    config = folder / "config.json"
+    config.write_text(DAMAGE[damage](config.read_text(encoding="utf-8")), encoding="utf-8")
+    assert main(_commands(str(folder), tmp_path, inputs)[command]) == 2
+    assert "config.json" in _error(capsys)
+
+
+@pytest.mark.parametrize("impl", ["auto", "scan"])
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_metrics_json_is_left_out_and_the_model_still_predicts(
+    model, tmp_path, inputs, capsys, monkeypatch, impl, damage
+):
+    monkeypatch.setenv("SPARSE_RATIONAL_IMPL", impl)
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    metrics = folder / "metrics.json"
+    text = metrics.read_text(encoding="utf-8")
+    metrics.write_text(text.replace("{", '{"big": ' + ("9" * 5000 if "digits" in damage else "[" * 100_000), 1))
+    assert main(["predict", "--model", str(folder), inputs]) == 0, capsys.readouterr().err
+    assert '"label"' in capsys.readouterr().out

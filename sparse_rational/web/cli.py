@@ -7,7 +7,6 @@ Wired into :mod:`sparse_rational.cli` with ``add_parsers(sub)`` and ``"demo": ru
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -142,11 +141,13 @@ def _check_html_out(path: str) -> None:
 def refuse_transformer(model: str, what: str) -> None:
     """A one-line refusal before loading anything, when ``model``'s config names transformer
     vectors (its vocabulary is empty)."""
+    from ..validate import peek_config
+
+    cfg = peek_config(model)  # read as every model-folder reader reads it
     try:
-        cfg = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-        size = cfg["model"]["vocab_size"]
-        source = (cfg.get("embeddings") or {}).get("source", "transformer")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        size = cfg["model"]["vocab_size"] if cfg is not None else None
+        source = (cfg.get("embeddings") or {}).get("source", "transformer") if cfg is not None else ""
+    except (KeyError, TypeError, AttributeError):
         return  # TextClassifier.load says what is wrong
     if size == 0:
         raise UserError(
