@@ -75,8 +75,8 @@ def parse_json(data: bytes | str, path: str | os.PathLike, what: str = "JSON"):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: not valid {what} ({one_line(exc.msg)})") from None
-    except ValueError as exc:  # int() of thousands of digits
-        raise UserError(f"{path}: not valid {what} ({one_line(exc)[:80]})") from None
+    except ValueError:  # int() of thousands of digits
+        raise UserError(f"{path}: not valid {what} (a number too long to read)") from None
     except RecursionError:
         raise UserError(f"{path}: not valid {what} (nested too deeply)") from None
 

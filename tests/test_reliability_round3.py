@@ -221,3 +221,20 @@ def test_a_damaged_metrics_json_is_left_out_and_the_model_still_predicts(
     metrics.write_text(text.replace("{", '{"big": ' + ("9" * 5000 if "digits" in damage else "[" * 100_000), 1))
     assert main(["predict", "--model", str(folder), inputs]) == 0, capsys.readouterr().err
     assert '"label"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_sweep_file_gives_one_line_and_a_damaged_trial_runs_again(tmp_path, capsys, damage):
+    from sparse_rational.experiments.cli import main as reproduce
+    from sparse_rational.experiments.store import TrialStore
+
+    out = tmp_path / "sweep"
+    (out / "trials").mkdir(parents=True)
+    good = {"key": "good", "status": "ok", "seconds": 1.0}
+    (out / "trials" / "good.json").write_text(json.dumps(good), encoding="utf-8")
+    bad = DIGITS if "digits" in damage else NESTING
+    (out / "trials" / "bad.json").write_text(f'{{"key": "bad", "status": "ok", "seconds": {bad}}}', encoding="utf-8")
+    assert TrialStore(out).load_all() == {"good": good}  # the damaged one is left out: its trial runs again
+    (out / "sweep.json").write_text(f'{{"identity": {bad}, "command": "x"}}', encoding="utf-8")
+    assert reproduce(["--report-only", "--out", str(out)]) == 2
+    assert "sweep.json: not valid JSON" in _error(capsys)
