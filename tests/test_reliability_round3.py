@@ -4,11 +4,13 @@ test_outputs_over_inputs.py and test_sklearn_api.py / test_reliability_inputs.py
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -238,3 +240,119 @@ def test_a_damaged_sweep_file_gives_one_line_and_a_damaged_trial_runs_again(tmp_
     (out / "sweep.json").write_text(f'{{"identity": {bad}, "command": "x"}}', encoding="utf-8")
     assert reproduce(["--report-only", "--out", str(out)]) == 2
     assert "sweep.json: not valid JSON" in _error(capsys)
+
+
+# -- 9 and 7. serve: a lone surrogate, clients that leave, a bounded explain queue --------
+
+
+@pytest.fixture(scope="module")
+def served(model):
+    pytest.importorskip("starlette")
+    pytest.importorskip("httpx")
+    from sparse_rational.pipeline import TextClassifier
+
+    return TextClassifier.load(model)
+
+
+def _app(served, model, **options):
+    from sparse_rational.web.server import ServeOptions, create_app
+
+    return create_app(ServeOptions(model=model, no_table=True, **options), served)
+
+
+@pytest.mark.parametrize("endpoint", ["/explain", "/predict"])
+def test_a_lone_surrogate_gets_a_clean_422_on_explain_and_predict(served, model, endpoint):
+    from starlette.testclient import TestClient
+
+    body = '{"text": "go \\ud800"}' if endpoint == "/explain" else '{"texts": ["go \\ud800"]}'
+    with TestClient(_app(served, model)) as client:  # a server error would be raised here
+        r = client.post(endpoint, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "lone surrogate" in r.json()["error"]
+        ok = client.post(endpoint, json={"text": "go w0 😀"} if endpoint == "/explain" else {"texts": ["go 😀"]})
+        assert ok.status_code == 200  # a real pair (an emoji) is fine
+
+
+async def _call(app, body: bytes, *, leave: asyncio.Event | None = None) -> tuple[int, dict, bytes]:
+    """POST ``body`` to /explain straight through ASGI; with ``leave``, the client
+    disconnects once that event is set (before the answer)."""
+    sent: list[dict] = []
+    parts = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        if parts:
+            return parts.pop()
+        if leave is not None:
+            await leave.wait()
+        else:
+            await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/explain",
+        "raw_path": b"/explain",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_serve_drops_the_explain_work_of_clients_that_left_and_bounds_the_queue(served, model, monkeypatch):
+    from sparse_rational.web import server
+
+    ran, gate = [], threading.Event()
+    real = server.Model.explain
+
+    def slow_explain(self, text):
+        gate.wait(30)  # the first request holds the explain thread until the test lets it go
+        ran.append(text)
+        return real(self, text)
+
+    monkeypatch.setattr(server.Model, "explain", slow_explain)
+    app = _app(served, model, max_explain_queue=4)
+
+    async def scenario():
+        leave = asyncio.Event()
+        first = asyncio.ensure_future(_call(app, b'{"text": "first w0"}'))
+        await asyncio.sleep(0.2)
+        gone = [asyncio.ensure_future(_call(app, b'{"text": "gone w1"}', leave=leave)) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        full = await _call(app, b'{"text": "one too many"}')  # 4 queued: the limit
+        leave.set()  # three clients disconnect while their work waits
+        await asyncio.gather(*gone)
+        gate.set()
+        answered = await first
+        await asyncio.sleep(0.2)
+        after = await _call(app, b'{"text": "after w0"}')
+        return full, answered, after
+
+    async def main_():
+        async with app.router.lifespan_context(app):
+            return await scenario()
+
+    full, answered, after = asyncio.run(main_())
+    status, headers, body = full
+    assert status == 503 and int(headers["retry-after"]) >= 1 and b"--max-explain-queue" in body
+    assert answered[0] == 200 and after[0] == 200
+    assert ran == ["first w0", "after w0"]  # the work of the clients that left was dropped
+
+
+def test_serve_refuses_a_batch_wait_that_is_not_a_number(model, capsys, monkeypatch):
+    from sparse_rational.web import server
+
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)  # never listens
+    assert main(["serve", "--model", model, "--batch-wait-ms", "nan"]) == 2
+    assert "--batch-wait-ms" in _error(capsys)

@@ -22,6 +22,7 @@ DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (c
 DEFAULT_MAX_BODY = config.default(ServeOptions, "max_body_bytes")
 DEFAULT_MAX_TEXTS = config.default(ServeOptions, "max_texts")
 DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
+DEFAULT_MAX_EXPLAIN_QUEUE = config.default(ServeOptions, "max_explain_queue")
 DEFAULT_MAX_BATCH = config.default(ServeOptions, "max_batch")
 DEFAULT_THREADS = config.default(ServeOptions, "threads")
 
@@ -106,6 +107,13 @@ def add_parsers(subparsers) -> None:
         type=nonneg_int,
         default=DEFAULT_MAX_EXPLAIN_TOKENS,
         help=f"POST /explain explains the first this many tokens (0: all; default {DEFAULT_MAX_EXPLAIN_TOKENS})",
+    )
+    s.add_argument(
+        "--max-explain-queue",
+        type=positive_int,
+        default=DEFAULT_MAX_EXPLAIN_QUEUE,
+        help="most POST /explain requests waiting or running; more get 503 with Retry-After "
+        f"(default {DEFAULT_MAX_EXPLAIN_QUEUE}); the queued work of a client that disconnects is dropped",
     )
     s.add_argument(
         "--max-batch",
@@ -200,7 +208,7 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    if args.batch_wait_ms < 0 or args.batch_wait_ms > 1000:
+    if not 0 <= args.batch_wait_ms <= 1000:  # also NaN
         raise UserError(f"--batch-wait-ms: must be between 0 and 1000, got {args.batch_wait_ms}")
     options = ServeOptions(
         model=args.model,
@@ -209,6 +217,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_texts=args.max_texts,
         max_tokens=args.max_tokens,
         max_explain_tokens=args.max_explain_tokens,
+        max_explain_queue=args.max_explain_queue,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
         threads=args.threads,
