@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -43,7 +44,7 @@ from .embeddings.featurizer import (
 from .embeddings.hf_options import is_contextual
 from .embeddings.rows import RowTable, StaticRows
 from .embeddings.transformer import ContextualEncoder, TransformerOptions
-from .errors import ParameterError, UserError
+from .errors import ParameterError, UserError, one_line
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, is_inside_cwd
 from .folded import FoldedClassifier
 from .learn import learn_structure, regularisation_path
@@ -57,6 +58,7 @@ from .structure import format_structure, parse_stack
 from .teach import teach
 from .train import EncodedData, accuracy, predict_proba, soften
 from .vocab import Vocabulary
+from .warn import warn
 
 _log = get_logger(__name__)
 
@@ -311,8 +313,28 @@ class TextClassifier:
             examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
+        self._check_labels(examples)
         data, rows = self._read(examples, strict_labels=False)
         return accuracy(self.model, data, rows)
+
+    def _check_labels(self, examples: Sequence[Example]) -> None:
+        """Labels the model does not know count as errors: a warning names them and their
+        counts; when the model knows none of the data's labels, a one-line UserError."""
+        known = set(self.classes)
+        unseen = Counter(str(ex.label) for ex in examples if ex.label not in known)
+        if not unseen:
+            return
+        shown = ", ".join(f"{one_line(label)[:40]!r} x{n}" for label, n in unseen.most_common(10))
+        more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+        classes = one_line(", ".join(self.classes), 200)
+        if sum(unseen.values()) == len(examples):
+            raise UserError(
+                f"none of the data's labels is one the model knows (its classes: {classes}); the data has {shown}{more}"
+            )
+        warn(
+            f"{sum(unseen.values())} of {len(examples)} examples have labels the model does not know, "
+            f"counted as errors: {shown}{more} (its classes: {classes})"
+        )
 
     def evaluate_report(self, examples: Sequence[Example]) -> dict:
         """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion
@@ -322,6 +344,7 @@ class TextClassifier:
             examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
+        self._check_labels(examples)
         data, rows = self._read(examples, strict_labels=False)
         predicted = predict_proba(self.model, data, rows=rows).argmax(1).numpy()
         return classification_report(data.labels.numpy(), predicted, self.classes)

@@ -356,3 +356,25 @@ def test_serve_refuses_a_batch_wait_that_is_not_a_number(model, capsys, monkeypa
     monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)  # never listens
     assert main(["serve", "--model", model, "--batch-wait-ms", "nan"]) == 2
     assert "--batch-wait-ms" in _error(capsys)
+
+
+# -- 12. evaluate: labels the model does not know -----------------------------------------
+
+
+def test_evaluate_warns_about_labels_the_model_does_not_know_with_their_counts(model, tmp_path, capsys):
+    rows = [f"{ex.label}\t{ex.text}\n" for ex in task(12, 7)]
+    rows[:5] = [row.replace("pos\t", "Pos\t", 1).replace("neg\t", "Pos\t", 1) for row in rows[:5]]
+    test = tmp_path / "test.tsv"
+    test.write_text("".join(rows), encoding="utf-8")
+    assert main(["evaluate", "--model", model, "--test", str(test), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 5 of 12 examples have labels the model does not know" in err and "'Pos' x5" in err
+    assert all(line.startswith("sparse-rational: warning: ") for line in err.strip().splitlines())
+
+
+def test_evaluate_refuses_data_none_of_whose_labels_the_model_knows(model, tmp_path, capsys):
+    test = tmp_path / "test.tsv"
+    test.write_text("".join(f"{k % 2}\t{ex.text}\n" for k, ex in enumerate(task(10, 7))), encoding="utf-8")
+    assert main(["evaluate", "--model", model, "--test", str(test)]) == 2
+    line = _error(capsys)
+    assert "none of the data's labels" in line and "'0' x5" in line and "'1' x5" in line
