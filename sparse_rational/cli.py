@@ -37,7 +37,8 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument(
         "--strict",
         action="store_true",
-        help="refuse lines with a label and no text (default: skip them with one warning)",
+        help="refuse lines with a label and no text, and bytes that are not UTF-8 "
+        "(default: skip such lines, and read a few bad bytes as U+FFFD, with one warning each)",
     )
 
 

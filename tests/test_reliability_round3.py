@@ -378,3 +378,38 @@ def test_evaluate_refuses_data_none_of_whose_labels_the_model_knows(model, tmp_p
     assert main(["evaluate", "--model", model, "--test", str(test)]) == 2
     line = _error(capsys)
     assert "none of the data's labels" in line and "'0' x5" in line and "'1' x5" in line
+
+
+# -- 13. UTF-8, never a silent guess of another encoding ----------------------------------
+
+
+def _cafe_file(path: Path, corrupt: bool, n: int = 300) -> Path:
+    lines = [f"{'pos' if k % 2 else 'neg'}\tplain words number {k}\n".encode() for k in range(n)]
+    lines[3] = "pos\tun café au lait\n".encode()
+    if corrupt:
+        lines[200] = b"neg\ta corrupt \xff byte\n"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+def test_one_corrupt_byte_keeps_a_utf8_file_utf8_and_says_where(tmp_path, caplog):
+    from sparse_rational.data import load_file
+
+    path = _cafe_file(tmp_path / "train.tsv", corrupt=True)
+    examples = load_file(path)
+    assert examples[3].text == "un café au lait"  # not cp1252's "cafÃ©"
+    assert examples[200].text == "a corrupt \ufffd byte"
+    warned = [r.getMessage() for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert len(warned) == 1 and f"{path}:201:" in warned[0] and "0xff" in warned[0]
+
+
+def test_a_file_that_is_not_utf8_is_refused_with_its_line_not_guessed(tmp_path):
+    from sparse_rational.data import load_file
+    from sparse_rational.errors import DataError
+
+    cp1252 = tmp_path / "cp1252.tsv"
+    cp1252.write_bytes("pos\tgood\nneg\tun café\npos\tune crème brûlée\n".encode("cp1252"))
+    with pytest.raises(DataError, match=r"cp1252\.tsv:2: cannot decode the text: byte 0xe9 is not UTF-8"):
+        load_file(cp1252)
+    with pytest.raises(DataError, match=r"train\.tsv:201: .*not UTF-8"):  # --strict: any bad byte
+        load_file(_cafe_file(tmp_path / "train.tsv", corrupt=True), strict=True)
