@@ -413,3 +413,21 @@ def test_a_file_that_is_not_utf8_is_refused_with_its_line_not_guessed(tmp_path):
         load_file(cp1252)
     with pytest.raises(DataError, match=r"train\.tsv:201: .*not UTF-8"):  # --strict: any bad byte
         load_file(_cafe_file(tmp_path / "train.tsv", corrupt=True), strict=True)
+
+
+# -- 15. the estimator takes any hashable labels, as scikit-learn does --------------------
+
+
+@pytest.mark.parametrize("kind", ["float", "numpy float32"])
+def test_the_estimator_accepts_float_labels_and_classes_keep_their_type(onehot, kind):
+    from sparse_rational.estimator import SparseRationalClassifier
+
+    examples = task(48, 11)
+    values = {"float": (0.0, 1.0), "numpy float32": (np.float32(-1.0), np.float32(2.0))}[kind]
+    y = np.array([values[ex.label == "pos"] for ex in examples])
+    est = SparseRationalClassifier(embeddings=onehot, patterns="2x1", epochs=2, patience=2, threads=1)
+    est.fit([ex.text for ex in examples], y)
+    assert est.classes_.dtype == y.dtype and list(est.classes_) == sorted(values)
+    predicted = est.predict(["w0 w2 w3", "w1 w4 w5"])
+    assert predicted.dtype == y.dtype and set(predicted) <= set(values)
+    assert 0.0 <= est.score([ex.text for ex in examples], y) <= 1.0
