@@ -195,7 +195,7 @@ def _check_out(path: str) -> bool:
     """Refuse an --out whose replacement could lose anything; True if it replaces a model."""
     from .pipeline import check_out_folder
 
-    return check_out_folder(path, "--out")
+    return check_out_folder(path, "--out", probe=True)
 
 
 # options that do not change what a run computes: a resumed run may change them

@@ -87,6 +87,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 
     The caller decides whether an existing ``path`` may be replaced (see
     :func:`sparse_rational.pipeline.check_out_folder`)."""
+    if os.path.islink(path):  # written through: the folder the link points to is replaced
+        path = os.path.realpath(path)
     path = Path(os.path.abspath(path))  # "runs/x/." or "." resolve to a name that can be renamed
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ A saved model is a folder (Hugging Face layout, no pickle anywhere)::
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -109,24 +110,67 @@ def _is_our_card(path: Path) -> bool:
     return first == CARD_MARKER.encode("utf-8")
 
 
-def check_out_folder(path: str | os.PathLike, option: str = "out") -> bool:
+def check_out_folder(path: str | os.PathLike, option: str = "out", probe: bool = False) -> bool:
     """Refuse an output folder whose replacement could lose anything that this package did
-    not write; True if ``path`` is an earlier model folder that will be replaced."""
-    path = Path(path)
-    if not path.exists():
-        return False
-    if not path.is_dir():
-        raise UserError(f"{option} {path}: exists and is not a folder; refusing to overwrite it")
-    if is_inside_cwd(path):
-        raise UserError(f"{option} {path}: is the current folder or one of its parents; choose a new folder")
-    if not any(path.iterdir()):
-        return False
-    if not is_model_folder(path):
+    not write; True if ``path`` is an earlier model folder that will be replaced.
+
+    A link is written through: the folder it points to is the one replaced (said once, at
+    NOTICE). With ``probe`` (before a run that saves at its end), what saving will do is
+    tried now: a mount point, which cannot be renamed, is refused, and so is a folder whose
+    parent refuses new entries; an empty folder is replaced by an empty one, as saving will."""
+    link = Path(path)
+    path = Path(os.path.realpath(link)) if os.path.islink(link) else link
+    if path is not link and probe:
+        _log.log(NOTICE, f"{option} {link} is a link: the model is written into its target {path}")
+    replacing = False
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{option} {link}: exists and is not a folder; refusing to overwrite it")
+        if is_inside_cwd(path):
+            raise UserError(f"{option} {link}: is the current folder or one of its parents; choose a new folder")
+        if any(path.iterdir()):
+            if not is_model_folder(path):
+                raise UserError(
+                    f"{option} {link}: exists and is not a sparse-rational model folder (or holds other "
+                    "files); refusing to replace it"
+                )
+            replacing = True
+    if probe:
+        _probe_replace(path, option)
+    return replacing
+
+
+def _probe_replace(path: Path, option: str) -> None:
+    """Try now the renames that :func:`~sparse_rational.fileio.atomic_directory` will do at
+    the end of a run (see :func:`check_out_folder`); a one-line UserError if they would fail."""
+    import tempfile
+
+    path = Path(os.path.abspath(path))
+    if os.path.ismount(path):
         raise UserError(
-            f"{option} {path}: exists and is not a sparse-rational model folder (or holds other "
-            "files); refusing to replace it"
+            f"{option} {path}: is a mount point, which saving cannot replace (it renames a new folder "
+            "into place); give a folder inside it"
         )
-    return True
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # atomic_directory makes the missing ones
+        parent = parent.parent
+    try:
+        probe = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot write into {parent} ({exc.strerror or exc})") from None
+    try:
+        if parent == path.parent and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            os.chmod(probe, mode)
+            os.replace(probe, path)  # the rename saving will do, onto the empty folder
+    except OSError as exc:
+        raise UserError(
+            f"{option} {path}: saving could not replace this folder ({exc.strerror or exc}); "
+            "give a folder inside it or a new one"
+        ) from None
+    finally:
+        if os.path.isdir(probe):
+            os.rmdir(probe)
 
 
 @dataclass(init=False)

@@ -431,3 +431,56 @@ def test_the_estimator_accepts_float_labels_and_classes_keep_their_type(onehot, 
     predicted = est.predict(["w0 w2 w3", "w1 w4 w5"])
     assert predicted.dtype == y.dtype and set(predicted) <= set(values)
     assert 0.0 <= est.score([ex.text for ex in examples], y) <= 1.0
+
+
+# -- 16. --out a link to a model folder; 11. an --out that saving could not replace ---------
+
+
+def test_out_naming_a_link_to_a_model_folder_writes_through_the_link_and_says_so(
+    onehot, files, model, tmp_path, capsys
+):
+    real = tmp_path / "models" / "v1"
+    real.parent.mkdir()
+    shutil.copytree(model, real)
+    before = Path(real, "model.safetensors").read_bytes()
+    link = tmp_path / "latest"
+    link.symlink_to(real, target_is_directory=True)
+    assert main(_train(onehot, files["train"], files["dev"], str(link), "--patterns", "3x1")) == 0
+    assert link.is_symlink() and os.path.realpath(link) == str(real)  # the link is kept
+    assert Path(real, "model.safetensors").read_bytes() != before  # and the model it names replaced
+    assert json.loads(Path(real, "config.json").read_text())["model"]["structure"] == [1, 1, 1]
+    assert f"is a link: the model is written into its target {real}" in capsys.readouterr().err
+
+
+def test_an_out_folder_saving_cannot_replace_is_refused_before_training(onehot, files, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import sparse_rational.pipeline as pipeline
+
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    real_replace = os.replace
+
+    def busy(src, dst, *args, **kwargs):  # what renaming onto a mount point gives
+        if os.fspath(dst) == str(mount):
+            raise OSError(errno.EBUSY, "Device or resource busy", str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    def never(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(os, "replace", busy)
+    monkeypatch.setattr(pipeline, "train_text_classifier", never)
+    for extra in ([], ["--resume"]):
+        assert main(_train(onehot, files["train"], files["dev"], str(mount), *extra)) == 2
+        line = _error(capsys)
+        assert f"--out {mount}: saving could not replace this folder (Device or resource busy)" in line
+    assert mount.is_dir() and not any(tmp_path.glob(".mnt.*"))  # nothing left behind
+
+
+def test_a_mount_point_as_out_is_refused_before_training(onehot, files, tmp_path, monkeypatch, capsys):
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(mount))
+    assert main(_train(onehot, files["train"], files["dev"], str(mount))) == 2
+    assert "is a mount point" in _error(capsys)
