@@ -243,7 +243,9 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         if self.threads:
             import torch
 
-            torch.set_num_threads(int(self.threads))
+            from .argtypes import capped_threads
+
+            torch.set_num_threads(capped_threads(int(self.threads), "threads"))
         model = train_text_classifier(
             self._splits(texts, labels), options=options, verbose=self.verbose, callbacks=tuple(self.callbacks)
         )

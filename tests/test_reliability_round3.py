@@ -484,3 +484,39 @@ def test_a_mount_point_as_out_is_refused_before_training(onehot, files, tmp_path
     monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(mount))
     assert main(_train(onehot, files["train"], files["dev"], str(mount))) == 2
     assert "is a mount point" in _error(capsys)
+
+
+# -- 17. --threads is capped at the machine's cores ----------------------------------------
+
+
+def test_threads_beyond_the_machine_cores_are_capped_with_a_warning(model, inputs, monkeypatch, capsys):
+    import torch
+
+    from sparse_rational import argtypes
+
+    monkeypatch.setattr(argtypes, "machine_cores", lambda: 2)
+    pools = []
+    import concurrent.futures
+
+    real_pool = concurrent.futures.ThreadPoolExecutor
+
+    def pool(max_workers=None, *args, **kwargs):
+        pools.append(max_workers)
+        return real_pool(max_workers, *args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", pool)
+    before = torch.get_num_threads()
+    try:
+        assert main(["predict", "--model", model, "--threads", "100000", inputs]) == 0
+        assert (
+            main(
+                ["evaluate", "--model", model, "--threads", "100000", "--test", inputs.replace("texts.txt", "test.tsv")]
+            )
+            == 0
+        )
+        assert torch.get_num_threads() <= 2
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert err.count("warning: --threads 100000: this machine has 2 cores; using 2 threads") == 2
+    assert all(n is None or n <= 2 for n in pools)

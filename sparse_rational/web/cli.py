@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import config
-from ..argtypes import nonneg_int, positive_int, seed
+from ..argtypes import nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output
 from ..errors import UserError
 from .server import ServeOptions
@@ -130,7 +130,7 @@ def add_parsers(subparsers) -> None:
     )
     s.add_argument(
         "--threads",
-        type=positive_int,
+        type=threads_int,
         default=DEFAULT_THREADS,
         help=f"torch threads per server process (default {DEFAULT_THREADS}: requests are small; scale with --workers)",
     )
