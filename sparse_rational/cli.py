@@ -264,6 +264,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = checkpoint.pending is not None
     dataset = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
     several = len(options.structure.targets) > 1
+    trained = False  # set once training is over: a failure to save never deletes its checkpoint
     try:
         if several:
             run = train_structure_path(
@@ -274,6 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 checkpoint=checkpoint,
                 hf_options=hf_options,
             )
+            trained = True
             for clf in run.models.values():
                 _set_origin(clf.metrics, args, dataset)
             if run.models:
@@ -287,13 +289,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                 clf = train_text_classifier(
                     splits, options=options, verbose=not args.quiet, checkpoint=checkpoint, hf_options=hf_options
                 )
+            trained = True
             _set_origin(clf.metrics, args, dataset)
             clf.save(args.out)
     except TrainingDiverged:  # its message says where the last good checkpoint is
         checkpoint.release()
         raise
-    except BaseException:  # a checkpoint is never deleted after a failure: --resume continues
-        if checkpoint.last_saved is not None:
+    except BaseException as exc:  # a rerun with --resume continues from the checkpoint
+        # kept after any failure, but bad input or an unreachable target found while training
+        # (a resumed run would fail the same way)
+        if checkpoint.last_saved is not None and (trained or not isinstance(exc, UserError)):
             print(
                 f"sparse-rational: {checkpoint.describe_last()}; rerun the same command with --resume to continue",
                 file=sys.stderr,
@@ -301,7 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             checkpoint.release()
         elif resumed:  # a checkpoint this run did not write is never deleted
             checkpoint.release()
-        else:  # nothing saved yet (bad input found before the first epoch)
+        else:  # nothing saved yet, or a failure that resuming would repeat
             checkpoint.remove()
         raise
     checkpoint.remove()

@@ -154,10 +154,7 @@ def _probe_replace(path: Path, option: str) -> None:
     parent = path.parent
     while not parent.exists() and parent != parent.parent:  # atomic_directory makes the missing ones
         parent = parent.parent
-    try:
-        probe = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-    except OSError as exc:
-        raise UserError(f"{option} {path}: cannot write into {parent} ({exc.strerror or exc})") from None
+    probe = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)  # an OSError names parent
     try:
         if parent == path.parent and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
             mode = stat.S_IMODE(path.stat().st_mode)

@@ -54,12 +54,12 @@ def read_file(path: str | os.PathLike, limit: int) -> bytes:
             if not stat.S_ISREG(st.st_mode):
                 raise UserError(f"{path}: not a regular file (a FIFO, a device or a folder is never read)")
             if st.st_size > limit:
-                raise UserError(f"{path}: {st.st_size} bytes, more than the {limit} such a file may hold")
+                raise UserError(f"{path}: {st.st_size} bytes, too large (such a file holds at most {limit})")
             data = fh.read(limit + 1)
         except OSError as exc:
             raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
     if len(data) > limit:  # it grew while being read
-        raise UserError(f"{path}: more than the {limit} bytes such a file may hold")
+        raise UserError(f"{path}: too large (such a file holds at most {limit} bytes)")
     return data
 
 
