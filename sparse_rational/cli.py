@@ -224,9 +224,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .ops import forced_impl
     from .pipeline import train_structure_path, train_text_classifier, tune_text_classifier
-    from .structure import parse_stack
+    from .structure import check_size, parse_stack
 
-    parse_stack(args.patterns, args.layers)  # fail before reading any data
+    check_size(parse_stack(args.patterns, args.layers), args.bidirectional, spec=args.patterns)  # before any data
     forced_impl()
     targets = args.target_transitions
     if getattr(args, "structure_search", None) == "path" and targets is None:

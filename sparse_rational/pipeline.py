@@ -55,7 +55,7 @@ from .model import ModelConfig, RationalClassifier
 from .ops import forced_impl
 from .phases import Phases
 from .provenance import provenance
-from .structure import format_structure, parse_stack
+from .structure import check_size, format_structure, parse_stack, repeat_layers
 from .teach import teach
 from .train import EncodedData, accuracy, predict_proba, soften
 from .vocab import Vocabulary
@@ -542,6 +542,7 @@ def _prepare_data(
         extra_texts=extra,
     )
     ndir = 2 if mopts.bidirectional else 1
+    check_size(stack, mopts.bidirectional, featurizer.dim, spec=format_structure(stack[0]))  # now with vectors' size
     config = ModelConfig(
         stack[0],
         featurizer.dim,
@@ -652,14 +653,22 @@ def _prepare(
         raise ParameterError("reg_strength", "give either reg_strength or target_transitions, not both")
     if isinstance(mopts.patterns, str):
         stack = parse_stack(mopts.patterns, mopts.layers)
+        spec = mopts.patterns
     else:
-        stack = (tuple(mopts.patterns),) * mopts.layers
+        stack = repeat_layers(tuple(mopts.patterns), mopts.layers)
+        spec = format_structure(tuple(mopts.patterns))
+    check_size(stack, mopts.bidirectional, spec=spec)
     structure = stack[0]
     total = sum(map(sum, stack)) * (2 if mopts.bidirectional else 1)
     for t in opts.targets:
         if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= total:
+            of = f"{{patterns}} {spec}" + (f" in {{layers}} {len(stack)}" if len(stack) > 1 else "")
+            of += " and both directions" if mopts.bidirectional else ""
             raise ParameterError(
-                "target_transitions", f"{t}: must be between 1 and the {total} transitions of patterns"
+                "target_transitions",
+                f"{t}: must be between 1 and the {total} transitions of {of}",
+                "patterns",
+                "layers",
             )
     if len(opts.targets) > 1 and opts.structure_search != "path":
         raise ParameterError(

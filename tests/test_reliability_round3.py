@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_reliability_helpers import WORDS, task
+from test_reliability_helpers import SPLITS, WORDS, task
 
 from sparse_rational.checkpoint import checkpoint_dir
 from sparse_rational.cli import main
@@ -524,3 +524,54 @@ def test_threads_beyond_the_machine_cores_are_capped_with_a_warning(model, input
     err = capsys.readouterr().err
     assert err.count("warning: --threads 100000: this machine has 2 cores; using 2 threads") == 2
     assert all(n is None or n <= 2 for n in pools)
+
+
+# -- 5. --layers: the same up-front size bound as --patterns -------------------------------
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        (["--layers", "100000", "--patterns", "4x2"], "'4x2' in each of --layers 100000 asks for 800000 transitions"),
+        (["--layers", "99999999999", "--patterns", "4x2"], "asks for 799999999992 transitions; at most 100000"),
+        (["--patterns", "100000x1", "--layers", "3"], "asks for 300000 transitions; at most 100000"),
+        (["--patterns", "30000x1", "--layers", "2"], "needs 1800000000 weights"),
+        (["--patterns", "60000x1", "--bidirectional"], "asks for 120000 transitions and 2 directions"),
+    ],
+)
+def test_layers_have_the_same_up_front_size_bound_as_patterns(
+    onehot, files, tmp_path, monkeypatch, capsys, options, words
+):
+    import sparse_rational.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "train_text_classifier", lambda *a, **k: pytest.fail("training started"))
+    with _within(20):  # at once: nothing of that size is built
+        code = main(_train(onehot, files["train"], files["dev"], str(tmp_path / "m"), *options))
+    assert code == 2
+    line = _error(capsys)
+    assert "--patterns" in line and words in line
+
+
+def test_the_api_has_the_same_size_bound(onehot):
+    from sparse_rational.config import ModelOptions, RunOptions
+    from sparse_rational.errors import ParameterError
+    from sparse_rational.pipeline import train_text_classifier
+
+    options = RunOptions(embeddings=onehot, model=ModelOptions(patterns=(1,) * 100_000, layers=3))
+    with _within(20), pytest.raises(ParameterError, match="asks for 300000 transitions"):
+        train_text_classifier(SPLITS, options=options, verbose=False)
+
+
+def test_small_messages_name_the_option_and_the_spec(onehot, files, tmp_path, capsys):
+    from sparse_rational.experiments.cli import main as reproduce
+
+    assert main(_train(onehot, files["train"], files["dev"], str(tmp_path / "m"), "--target-transitions", "999")) == 2
+    assert "the 4 transitions of --patterns 2x2" in _error(capsys)
+    assert (
+        reproduce(
+            ["--baselines", "0x1", "--embeddings", onehot, "--out", str(tmp_path / "r"), "--train", files["train"]]
+        )
+        == 2
+    )
+    line = _error(capsys)
+    assert line.startswith("sparse-rational: error: --baselines: cannot read '0x1'")
