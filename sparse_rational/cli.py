@@ -6,6 +6,7 @@ Every error caused by the user's input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
@@ -443,8 +444,12 @@ def _print_confusion(confusion: dict, out) -> None:
         print(f"  {name:<{width}}" + "".join(f"  {v:>{width}}" for v in row), file=out)
 
 
-def _line_batches(source: str, size: int):
-    """Lists of at most ``size`` texts, read one line at a time (the input is streamed)."""
+def _line_batches(source: str, size: int, max_chars: int = 0):
+    """Lists of at most ``size`` texts, read one line at a time (the input is streamed).
+    With ``max_chars``, a line is read in bounded chunks and only its first ``max_chars + 1``
+    characters are kept (the model cuts it to ``max_chars`` and counts it as cut): memory
+    stays bounded whatever the input, a line of gigabytes or /dev/zero alike. A line's
+    ending (``\n`` or ``\r\n``) is not part of its text."""
     if source == "-":
         if sys.stdin is None:
             raise UserError("predict: standard input is closed; give a file or pipe texts in")
@@ -454,13 +459,27 @@ def _line_batches(source: str, size: int):
             fh, name = open(source, "rb"), source
         except OSError as exc:
             raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    limit = 4 * (max_chars + 1) if max_chars > 0 else -1  # bytes: UTF-8 takes at most 4 per character
     batch: list[str] = []
+    number = 0
     try:
-        for number, raw in enumerate(fh, 1):
-            try:
-                batch.append(raw.decode("utf-8").removesuffix("\n"))
+        while True:
+            raw = fh.readline(limit)
+            if not raw:
+                break
+            number += 1
+            cut = limit > 0 and len(raw) == limit and not raw.endswith(b"\n")
+            while cut:  # the rest of a long line, skipped in bounded chunks
+                rest = fh.readline(1 << 16)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            try:  # a cut line may end inside a character: that part is left out
+                text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
             except UnicodeDecodeError:
                 raise UserError(f"{name}:{number}: not UTF-8 text") from None
+            if cut:
+                text = text[: max_chars + 1]
+            batch.append(text.removesuffix("\n").removesuffix("\r"))
             if len(batch) == size:
                 yield batch
                 batch = []
@@ -529,7 +548,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
         score = clf.predict_details
     else:
         classes, score = fast.classes, fast.predict_details
-    out = sys.stdout
     unknown = 0
 
     def lines(chunk, result) -> str:
@@ -539,26 +557,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
             unknown += int((known == 0).sum())
         return _json_lines(classes, probs, known, chunk if args.with_text else None)
 
-    batches = _line_batches(args.input, args.batch_size)
-    if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+    from .data.tokenize import CHARS_PER_TOKEN
 
-        with ThreadPoolExecutor(args.threads) as pool:
-            pending: deque = deque()
-            for chunk in batches:
-                pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
-                if len(pending) > args.threads:
-                    done, job = pending.popleft()
-                    out.write(lines(done, job.result()))
-                    out.flush()
-            while pending:
-                done, job = pending.popleft()
-                out.write(lines(done, job.result()))
-    else:
-        for chunk in batches:
-            out.write(lines(chunk, score(chunk, args.max_tokens)))
-            out.flush()  # lines come out batch by batch, also into a pipe
+    batches = _line_batches(args.input, args.batch_size, args.max_tokens * CHARS_PER_TOKEN)
+    try:
+        _write_predictions(args, fast, score, lines, batches, sys.stdout)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # /dev/full, a closed pipe's other errors: name where it was writing
+        raise OSError(exc.errno, exc.strerror or str(exc), "standard output") from None
     if unknown:
         from .warn import warn
 
@@ -575,6 +582,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _write_predictions(args: argparse.Namespace, fast, score, lines, batches, out) -> None:
+    """Score ``batches`` and write their JSON lines to ``out``, batch by batch."""
+    if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.threads) as pool:
+            pending: deque = deque()
+            for chunk in batches:
+                pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
+                if len(pending) > args.threads:
+                    done, job = pending.popleft()
+                    out.write(lines(done, job.result()))
+                    out.flush()
+            while pending:
+                done, job = pending.popleft()
+                out.write(lines(done, job.result()))
+            out.flush()
+    else:
+        for chunk in batches:
+            out.write(lines(chunk, score(chunk, args.max_tokens)))
+            out.flush()  # lines come out batch by batch, also into a pipe
 
 
 def cmd_export(args: argparse.Namespace) -> int:

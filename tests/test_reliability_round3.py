@@ -575,3 +575,58 @@ def test_small_messages_name_the_option_and_the_spec(onehot, files, tmp_path, ca
     )
     line = _error(capsys)
     assert line.startswith("sparse-rational: error: --baselines: cannot read '0x1'")
+
+
+# -- 6. predict reads a line in bounded chunks, whatever its length -------------------------
+
+
+class _HugeLine:
+    """A binary stream of one line of ``size`` bytes of ``fill`` (nothing held in memory), then
+    ``tail``; it refuses any read that is unbounded or larger than a megabyte."""
+
+    def __init__(self, size: int, fill: bytes, tail: bytes):
+        self.left, self.fill, self.tail, self.largest = size, fill, tail, 0
+
+    def readline(self, size: int = -1) -> bytes:
+        assert 0 < size <= 1 << 20, f"a read of {size} bytes"
+        self.largest = max(self.largest, size)
+        if self.left:
+            n = min(size, self.left)
+            self.left -= n
+            return self.fill * n
+        end = min(size, self.tail.find(b"\n") + 1 or len(self.tail))
+        out, self.tail = self.tail[:end], self.tail[end:]
+        return out
+
+
+def test_predict_reads_a_gigabyte_line_in_bounded_chunks(model, monkeypatch, capsysbinary):
+    import sys
+
+    stream = _HugeLine(1 << 30, b"a", b" w0 w2\nw1 w3\r\n")
+
+    class Stdin:
+        buffer = stream
+
+    monkeypatch.setattr(sys, "stdin", Stdin())
+    assert main(["predict", "--model", model, "--max-tokens", "100", "--with-text", "-"]) == 0
+    out, err = capsysbinary.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 2 and rows[0]["text"] == "a" * 6401  # cut at 100 x 64 characters (+1: counted as cut)
+    assert rows[1]["text"] == "w1 w3"  # a Windows line end is not part of the text
+    assert stream.largest <= 1 << 16 and b"1 texts longer than 100 tokens" in err
+
+
+def test_predict_to_a_full_disk_names_standard_output(model, inputs, monkeypatch, capsys):
+    import errno
+    import sys
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", Full())
+    assert main(["predict", "--model", model, inputs]) == 1
+    assert _error(capsys) == "sparse-rational: error: standard output: No space left on device"
