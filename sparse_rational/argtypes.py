@@ -58,7 +58,10 @@ def seed(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    value = nonneg_float(text)
+    try:
+        value = nonneg_float(text)
+    except argparse.ArgumentTypeError:  # one message for every value refused (-1, nan, x)
+        value = 0.0
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value

@@ -204,12 +204,24 @@ def _check_out(path: str) -> bool:
 _NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "verbose", "threads", "argv", "device"}
 
 
+# options that name a file or folder: one file is one option value, however it is spelled
+_PATH_OPTIONS = {"train", "dev", "test", "data_dir", "embeddings", "teacher", "transfer"}
+
+
+def _same_path(name: str, value):
+    """``value`` of option ``name``, a path in the form that does not depend on its spelling
+    (``./train.tsv``, ``train.tsv``, the same file from another folder): its real path."""
+    if name in _PATH_OPTIONS and isinstance(value, str) and value != "-" and os.path.exists(value):
+        return os.path.realpath(value)
+    return value
+
+
 def _checkpointer(args: argparse.Namespace, splits):
     """The run's checkpoints, in the hidden sibling ``.<out>.checkpoint`` of ``--out``; the
     fingerprint covers every option that changes the computation and the data itself."""
     from .checkpoint import Checkpointer, checkpoint_dir, examples_digest, fingerprint, source_fingerprint
 
-    options = {k: v for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
+    options = {k: _same_path(k, v) for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
     run = fingerprint(
         {
             "options": options,

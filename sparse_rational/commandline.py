@@ -14,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -127,6 +128,13 @@ def _say(text: str) -> None:
         print(f"sparse-rational: {text}", file=sys.stderr)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: ``sparse-rational: warning: MESSAGE``,
+    one line (Python's shows the file, the line and the source line: two lines)."""
+    text = one_line(message).removeprefix("sparse_rational: ")
+    _say(f"warning: {text}" if issubclass(category, RuntimeWarning) else f"warning: {category.__name__}: {text}")
+
+
 def _lossless_stdout() -> None:
     """A file name that is not UTF-8 (``os.fsdecode`` keeps its bytes as lone surrogates)
     is printed as its own bytes, as ``ls`` does, not a UnicodeEncodeError after the work."""
@@ -156,7 +164,9 @@ def run_command(
         args = parser.parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # the provenance of what it makes
         level = set_verbosity_for(args)
-        return commands[args.command](args)
+        with warnings.catch_warnings():  # a warning (the kernel's fallback, a library's) is one line
+            warnings.showwarning = _one_line_warning
+            return commands[args.command](args)
     except TrainingDiverged as exc:  # not bad input, but the same one line
         _say(f"error: {exc}")
         return EXIT_DIVERGED

@@ -630,3 +630,115 @@ def test_predict_to_a_full_disk_names_standard_output(model, inputs, monkeypatch
     monkeypatch.setattr(sys, "stdout", Full())
     assert main(["predict", "--model", model, inputs]) == 1
     assert _error(capsys) == "sparse-rational: error: standard output: No space left on device"
+
+
+# -- the small ones -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_path_start_gives_one_message_for_every_value_it_refuses(onehot, files, tmp_path, capsys, value):
+    assert main(_train(onehot, files["train"], files["dev"], str(tmp_path / "m"), f"--path-start={value}")) == 2
+    assert f"--path-start: expected a finite number > 0, got '{value}'" in _error(capsys)
+
+
+def test_a_jsonl_label_of_5000_digits_is_named_for_what_it_is(tmp_path):
+    from sparse_rational.data import load_file
+    from sparse_rational.errors import DataError
+
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"text": "fine", "label": 1}\n{"text": "long", "label": ' + DIGITS + "}\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"x\.jsonl:2: not valid JSON \(a number too long to read\)"):
+        load_file(path)
+
+
+def test_a_crlf_vocab_txt_is_named_for_what_it_is(model, tmp_path, inputs, capsys):
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    vocab = folder / "vocab.txt"
+    vocab.write_bytes(vocab.read_bytes().replace(b"\n", b"\r\n"))
+    assert main(["predict", "--model", str(folder), inputs]) == 2
+    line = _error(capsys)
+    assert "vocab.txt:1: a carriage return (Windows line ends?)" in line and "unk" not in line
+
+
+def test_a_warning_on_the_command_line_is_one_line(capsys):
+    import argparse
+    import warnings
+
+    from sparse_rational.commandline import run_command
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command")
+    parser.add_argument("--verbose", action="store_true")
+
+    def command(args):
+        warnings.warn(
+            "sparse_rational: C++ kernel unavailable (BuildLockTimeout: another process (pid 7) kept\\n"
+            "building the C++ kernel for 2 s); using the pure-PyTorch scan",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return 0
+
+    assert run_command(parser, {"go": command}, ["go"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sparse-rational: warning: C++ kernel unavailable (BuildLock")
+
+
+def test_resume_accepts_the_same_file_spelled_another_way(onehot, files, tmp_path, monkeypatch, capsys):
+    from sparse_rational.checkpoint import Checkpointer
+
+    monkeypatch.chdir(Path(files["train"]).parent)
+    out = str(tmp_path / "m")
+    real_save = Checkpointer.save
+
+    def stop_after_first(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Checkpointer, "save", stop_after_first)
+        assert main(_train(onehot, "train.tsv", "dev.tsv", out)) == 130
+    capsys.readouterr()
+    assert main(_train(onehot, "./train.tsv", "./dev.tsv", out, "--resume")) == 0, capsys.readouterr().err
+    assert "resuming from" in capsys.readouterr().err
+
+
+def test_an_offline_download_of_a_model_folders_encoder_is_one_line_naming_the_model(
+    model, tmp_path, inputs, monkeypatch, capsys
+):
+    transformers = pytest.importorskip("transformers")
+    import logging
+
+    folder = tmp_path / "m"
+    shutil.copytree(model, folder)
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    cfg["model"]["vocab_size"] = 0
+    cfg["embeddings"] = {
+        "kind": "transformer",
+        "source": "hf:nobody/not-cached-encoder",
+        "options": {},
+        "encoder": {"fingerprint": "0" * 64},
+    }
+    (folder / "config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    (folder / "vocab.txt").write_text("", encoding="utf-8")
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    del tensors["embeddings"]  # a model on transformer vectors holds no rows of its own
+    save_file(tensors, folder / "model.safetensors")
+
+    def offline(*args, **kwargs):
+        hub = logging.getLogger("huggingface_hub.utils._http")
+        for k in range(12):  # what the hub says while it retries
+            hub.warning(f"'(MaxRetryError('HTTPSConnectionPool(host=huggingface.co)'))' Retrying [Retry {k}/5]")
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    code = main(["predict", "--model", str(folder), "--allow-download", inputs])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Retry" not in err and len(err.strip().splitlines()) == 1, err
+    assert "config.json: the encoder hf:nobody/not-cached-encoder: cannot load" in err and "--embeddings" not in err

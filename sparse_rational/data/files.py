@@ -80,7 +80,12 @@ def _parse_jsonl(path, text: str, *, empty: list | None = None) -> list[Example]
         try:
             record = json.loads(line)
         except (ValueError, RecursionError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "too deeply nested"
+            if isinstance(exc, json.JSONDecodeError):
+                reason = exc.msg
+            elif isinstance(exc, RecursionError):
+                reason = "too deeply nested"
+            else:  # int() of thousands of digits
+                reason = "a number too long to read"
             raise _error(path, number, f"not valid JSON ({reason})") from None
         if not isinstance(record, dict):
             raise _error(path, number, f'expected a JSON object with "text" and "label", got {type(record).__name__}')
