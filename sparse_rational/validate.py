@@ -66,11 +66,14 @@ def read_file(path: str | os.PathLike, limit: int) -> bytes:
 def parse_json(data: bytes | str, path: str | os.PathLike, what: str = "JSON"):
     """Parse JSON; any failure (bytes, syntax, a number of thousands of digits, nesting
     too deep) is a one-line UserError naming ``path``."""
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    else:
+        text = data
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -377,9 +377,9 @@ def create_app(options: ServeOptions, clf=None):
             explain_done(time.monotonic() - start if ran else 0.0)
 
         work.add_done_callback(finished)
-        left = asyncio.ensure_future(client_gone(request))
+        left: asyncio.Future = asyncio.ensure_future(client_gone(request))
         try:
-            await asyncio.wait({work, left}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([work, left], return_when=asyncio.FIRST_COMPLETED)
         finally:
             left.cancel()
         if not work.done():  # nobody to answer: drop the work if it has not started
