@@ -87,6 +87,20 @@ def test_a_file_name_that_is_not_utf8_is_recorded_losslessly_and_the_run_is_kept
     assert main(["predict", "--model", out, str(text)]) == 0, capsysbinary.readouterr().err
 
 
+def test_every_json_and_text_output_records_a_path_that_is_not_utf8(tmp_path):
+    from sparse_rational.experiments.store import TrialStore
+    from sparse_rational.fileio import atomic_write_json, atomic_write_text
+
+    odd = os.fsdecode(b"/data/tr\xffain.tsv")  # as reproduce's sweep.json and trials keep the files
+    atomic_write_json(tmp_path / "a.json", {"files": [odd]})
+    assert os.fsencode(json.loads((tmp_path / "a.json").read_text(encoding="utf-8"))["files"][0]) == os.fsencode(odd)
+    atomic_write_text(tmp_path / "summary.md", f"Command: `reproduce --train {odd}`\n")
+    assert "tr\\udcffain.tsv" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+    store = TrialStore(tmp_path / "sweep")
+    store.save({"key": "k", "status": "ok", "dataset": odd})
+    assert os.fsencode(store.load_all()["k"]["dataset"]) == os.fsencode(odd)
+
+
 @pytest.mark.parametrize("error", [ValueError, UserError, OSError])
 def test_a_checkpoint_is_never_deleted_after_a_failure_to_save(onehot, files, tmp_path, monkeypatch, capsys, error):
     from sparse_rational.pipeline import TextClassifier
