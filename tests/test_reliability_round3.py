@@ -255,6 +255,10 @@ def test_a_damaged_sweep_file_gives_one_line_and_a_damaged_trial_runs_again(tmp_
     bad = DIGITS if "digits" in damage else NESTING
     (out / "trials" / "bad.json").write_text(f'{{"key": "bad", "status": "ok", "seconds": {bad}}}', encoding="utf-8")
     assert TrialStore(out).load_all() == {"good": good}  # the damaged one is left out: its trial runs again
+    from sparse_rational.experiments import references
+
+    (out / references.REFERENCES).write_text(f'{{"format": {bad}}}', encoding="utf-8")
+    assert references.load(out) == {}  # the reference rows are computed again
     (out / "sweep.json").write_text(f'{{"identity": {bad}, "command": "x"}}', encoding="utf-8")
     assert reproduce(["--report-only", "--out", str(out)]) == 2
     assert "sweep.json: not valid JSON" in _error(capsys)
