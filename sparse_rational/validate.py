@@ -55,11 +55,11 @@ def read_file(path: str | os.PathLike, limit: int) -> bytes:
                 raise UserError(f"{path}: not a regular file (a FIFO, a device or a folder is never read)")
             if st.st_size > limit:
                 raise UserError(f"{path}: {st.st_size} bytes, too large (such a file holds at most {limit})")
-            data = fh.read(limit + 1)
+            data = fh.read(st.st_size + 1)  # (read(n) allocates n bytes: never the cap itself)
         except OSError as exc:
             raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
-    if len(data) > limit:  # it grew while being read
-        raise UserError(f"{path}: too large (such a file holds at most {limit} bytes)")
+    if len(data) > st.st_size:  # it grew while being read
+        raise UserError(f"{path}: changed while it was read")
     return data
 
 
