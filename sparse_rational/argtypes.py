@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 def int_at_least(minimum: int):
@@ -72,7 +73,10 @@ def seed(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    value = nonneg_float(text)
+    try:
+        value = nonneg_float(text)
+    except argparse.ArgumentTypeError:  # one message for every value refused (-1, nan, x)
+        value = 0.0
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
@@ -104,10 +108,35 @@ def targets(text: str) -> int | tuple[int, ...]:
     return values[0] if len(values) == 1 else tuple(sorted(values, reverse=True))
 
 
+def machine_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def capped_threads(threads: int, option: str = "--threads") -> int:
+    """``threads``, at most the machine's cores: more only add memory and contention
+    (each thread has its buffers), so a larger value is cut with a one-line warning."""
+    cores = machine_cores()
+    if threads > cores:
+        from .warn import warn
+
+        warn(f"{option} {threads}: this machine has {cores} cores; using {cores} threads")
+        return cores
+    return threads
+
+
+def threads_int(text: str) -> int:
+    """An argparse type: a positive integer, capped at the machine's cores (:func:`capped_threads`)."""
+    return capped_threads(positive_int(text))
+
+
 def add_threads_argument(parser: argparse.ArgumentParser, help: str = "torch threads (default: torch's choice)"):
-    """``--threads N`` (a positive integer), the one definition that every subcommand
-    taking it shares; :func:`use_threads` applies it to PyTorch."""
-    parser.add_argument("--threads", type=positive_int, help=help)
+    """``--threads N`` (a positive integer, at most the machine's cores), the one definition
+    that every subcommand taking it shares; :func:`use_threads` applies it to PyTorch."""
+    parser.add_argument("--threads", type=threads_int, help=help + "; more than the machine's cores are cut to them")
 
 
 def use_threads(threads: int | None) -> None:

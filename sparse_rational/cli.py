@@ -6,6 +6,7 @@ Every error caused by the user's input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
@@ -40,7 +41,8 @@ def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
     p.add_argument(
         "--strict",
         action="store_true",
-        help="refuse lines with a label and no text (default: skip them with one warning)",
+        help="refuse lines with a label and no text, and bytes that are not UTF-8 "
+        "(default: skip such lines, and read a few bad bytes as U+FFFD, with one warning each)",
     )
 
 
@@ -214,7 +216,7 @@ def _check_out(path: str) -> bool:
     """Refuse an --out whose replacement could lose anything; True if it replaces a model."""
     from .pipeline import check_out_folder
 
-    return check_out_folder(path, "--out")
+    return check_out_folder(path, "--out", probe=True)
 
 
 # options that do not change what a run computes: a resumed run may change them
@@ -222,12 +224,24 @@ def _check_out(path: str) -> bool:
 _NOT_IN_FINGERPRINT = {"command", "out", "resume", "quiet", "verbose", "threads", "argv", "device"}
 
 
+# options that name a file or folder: one file is one option value, however it is spelled
+_PATH_OPTIONS = {"train", "dev", "test", "data_dir", "embeddings", "teacher", "transfer"}
+
+
+def _same_path(name: str, value):
+    """``value`` of option ``name``, a path in the form that does not depend on its spelling
+    (``./train.tsv``, ``train.tsv``, the same file from another folder): its real path."""
+    if name in _PATH_OPTIONS and isinstance(value, str) and value != "-" and os.path.exists(value):
+        return os.path.realpath(value)
+    return value
+
+
 def _checkpointer(args: argparse.Namespace, splits):
     """The run's checkpoints, in the hidden sibling ``.<out>.checkpoint`` of ``--out``; the
     fingerprint covers every option that changes the computation and the data itself."""
     from .checkpoint import Checkpointer, checkpoint_dir, examples_digest, fingerprint, source_fingerprint
 
-    options = {k: v for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
+    options = {k: _same_path(k, v) for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
     run = fingerprint(
         {
             "options": options,
@@ -243,9 +257,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from .ops import forced_impl
     from .pipeline import train_structure_path, train_text_classifier, tune_text_classifier
-    from .structure import parse_stack
+    from .structure import check_size, parse_stack
 
-    parse_stack(args.patterns, args.layers)  # fail before reading any data
+    check_size(parse_stack(args.patterns, args.layers), args.bidirectional, spec=args.patterns)  # before any data
     forced_impl()
     targets = args.target_transitions
     if getattr(args, "structure_search", None) == "path" and targets is None:
@@ -281,6 +295,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = checkpoint.pending is not None
     dataset = args.dataset or {"train": args.train, "dev": args.dev, "test": args.test}
     several = len(options.structure.targets) > 1
+    trained = False  # set once training is over: a failure to save never deletes its checkpoint
     try:
         if several:
             run = train_structure_path(
@@ -291,6 +306,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 checkpoint=checkpoint,
                 hf_options=hf_options,
             )
+            trained = True
             for clf in run.models.values():
                 _set_origin(clf.metrics, args, dataset)
             if run.models:
@@ -304,25 +320,24 @@ def cmd_train(args: argparse.Namespace) -> int:
                 clf = train_text_classifier(
                     splits, options=options, verbose=not args.quiet, checkpoint=checkpoint, hf_options=hf_options
                 )
+            trained = True
             _set_origin(clf.metrics, args, dataset)
             clf.save(args.out)
     except TrainingDiverged:  # its message says where the last good checkpoint is
         checkpoint.release()
         raise
-    except (KeyboardInterrupt, OSError):  # a rerun with --resume continues
-        if checkpoint.last_saved is not None:
+    except BaseException as exc:  # a rerun with --resume continues from the checkpoint
+        # kept after any failure, but bad input or an unreachable target found while training
+        # (a resumed run would fail the same way)
+        if checkpoint.last_saved is not None and (trained or not isinstance(exc, UserError)):
             print(
                 f"sparse-rational: {checkpoint.describe_last()}; rerun the same command with --resume to continue",
                 file=sys.stderr,
             )
             checkpoint.release()
-        else:
-            checkpoint.remove()
-        raise
-    except BaseException:  # bad input or an unreachable target: resuming would fail the same way
-        if resumed:  # but a checkpoint this run did not write is never deleted
+        elif resumed:  # a checkpoint this run did not write is never deleted
             checkpoint.release()
-        else:
+        else:  # nothing saved yet, or a failure that resuming would repeat
             checkpoint.remove()
         raise
     checkpoint.remove()
@@ -459,16 +474,34 @@ def _print_confusion(confusion: dict, out) -> None:
         print(f"  {name:<{width}}" + "".join(f"  {v:>{width}}" for v in row), file=out)
 
 
-def _line_batches(source: str, size: int):
-    """Lists of at most ``size`` texts, read one line at a time (the input is streamed)."""
+def _line_batches(source: str, size: int, max_chars: int = 0):
+    """Lists of at most ``size`` texts, read one line at a time (the input is streamed).
+    With ``max_chars``, a line is read in bounded chunks and only its first ``max_chars + 1``
+    characters are kept (the model cuts it to ``max_chars`` and counts it as cut): memory
+    stays bounded whatever the input, a line of gigabytes or /dev/zero alike. A line's
+    ending (``\n`` or ``\r\n``) is not part of its text."""
     fh, name = _open_input(source)
+    limit = 4 * (max_chars + 1) if max_chars > 0 else -1  # bytes: UTF-8 takes at most 4 per character
     batch: list[str] = []
+    number = 0
     try:
-        for number, raw in enumerate(fh, 1):
-            try:
-                batch.append(raw.decode("utf-8").removesuffix("\n"))
+        while True:
+            raw = fh.readline(limit)
+            if not raw:
+                break
+            number += 1
+            cut = limit > 0 and len(raw) == limit and not raw.endswith(b"\n")
+            while cut:  # the rest of a long line, skipped in bounded chunks
+                rest = fh.readline(1 << 16)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            try:  # a cut line may end inside a character: that part is left out
+                text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
             except UnicodeDecodeError:
                 raise UserError(f"{name}:{number}: not UTF-8 text") from None
+            if cut:
+                text = text[: max_chars + 1]
+            batch.append(text.removesuffix("\n").removesuffix("\r"))
             if len(batch) == size:
                 yield batch
                 batch = []
@@ -491,54 +524,6 @@ def _open_input(source: str):
         return open(source, "rb"), source
     except OSError as exc:
         raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
-
-
-def _byte_batches(source: str, size: int, block: int = 1 << 20):
-    """``(number of the first line, bytes of at most size whole lines)``, read in blocks of
-    ``block`` bytes (whatever a pipe has ready: lines are not held back); the bytes are not
-    decoded here (a worker decodes them: :func:`_decode_lines`)."""
-    fh, name = _open_input(source)
-    buf = bytearray()
-    number = 1
-    try:
-        while True:
-            data = fh.read1(block)
-            if not data:
-                break
-            buf += data
-            while buf.count(b"\n") >= size:
-                end = -1
-                for _ in range(size):
-                    end = buf.index(b"\n", end + 1)
-                yield number, bytes(buf[: end + 1])
-                del buf[: end + 1]
-                number += size
-    except OSError as exc:
-        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
-    if buf:
-        yield number, bytes(buf)
-
-
-def _line_count(batch: tuple[int, bytes]) -> int:
-    data = batch[1]
-    return data.count(b"\n") + (not data.endswith(b"\n"))
-
-
-def _decode_lines(name: str, number: int, data: bytes) -> list[str]:
-    """The texts of a block of :func:`_byte_batches`: its lines, UTF-8, without their ``\\n``
-    (as :func:`_line_batches` reads them)."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = number + data.count(b"\n", 0, exc.start)
-        raise UserError(f"{name}:{line}: not UTF-8 text") from None
-    lines = text.split("\n")
-    if text.endswith("\n"):
-        lines.pop()
-    return lines
 
 
 def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
@@ -604,8 +589,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         score = clf.predict_details
     else:
         classes, score = fast.classes, fast.predict_details
-    out = sys.stdout
     unknown = 0
+    out = sys.stdout
 
     def lines(chunk, result) -> str:
         nonlocal unknown
@@ -614,28 +599,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
             unknown += int((known == 0).sum())
         return _json_lines(classes, probs, known, chunk if args.with_text else None)
 
-    truncated = 0
-    if args.workers > 1 and fast is not None:
-        unknown, truncated = _predict_in_workers(args, fast, out)
-    elif (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
+    from .data.tokenize import CHARS_PER_TOKEN
 
-        with ThreadPoolExecutor(args.threads) as pool:
-            pending: deque = deque()
-            for chunk in _line_batches(args.input, args.batch_size):
-                pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
-                if len(pending) > args.threads:
-                    done, job = pending.popleft()
-                    out.write(lines(done, job.result()))
-                    out.flush()
-            while pending:
-                done, job = pending.popleft()
-                out.write(lines(done, job.result()))
-    else:
-        for chunk in _line_batches(args.input, args.batch_size):
-            out.write(lines(chunk, score(chunk, args.max_tokens)))
-            out.flush()  # lines come out batch by batch, also into a pipe
+    batches = _line_batches(args.input, args.batch_size, args.max_tokens * CHARS_PER_TOKEN)
+    truncated = 0
+    try:
+        if args.workers > 1 and fast is not None:
+            unknown, truncated = _predict_in_workers(args, fast, batches, out)
+        else:
+            _write_predictions(args, fast, score, lines, batches, out)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # /dev/full, a closed pipe's other errors: name where it was writing
+        raise OSError(exc.errno, exc.strerror or str(exc), "standard output") from None
     if unknown:
         from .warn import warn
 
@@ -654,21 +630,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_in_workers(args: argparse.Namespace, fast, out) -> tuple[int, int]:
-    """``predict --workers N``: the input read here in blocks of ``--batch-size`` lines, left
-    as bytes; each block decoded, scored and formatted in one of N forked processes
-    (:func:`sparse_rational.workers.ordered_map`); the lines written here in input order,
-    block by block. Returns the texts with no known word and the texts cut."""
+def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[int, int]:
+    """``predict --workers N``: the input read here in batches of ``--batch-size`` lines
+    (:func:`_line_batches`: bounded memory whatever a line's length); each batch scored and
+    formatted in one of N forked processes (:func:`sparse_rational.workers.ordered_map`); the
+    lines written here in input order, batch by batch. Returns the texts with no known word
+    and the texts cut."""
     from . import native
     from .workers import ordered_map
 
     if fast.model.compiled:
         native.library()  # built or loaded once, before the fork, not once per worker
     classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
-    name = "<stdin>" if args.input == "-" else args.input
 
-    def job(batch: tuple[int, bytes]) -> tuple[bytes, int, int]:
-        chunk = _decode_lines(name, *batch)
+    def job(chunk: list[str]) -> tuple[bytes, int, int]:
         before = fast.truncated_texts
         probs, known = fast.predict_details(chunk, max_tokens)
         text = _json_lines(classes, probs, known, chunk if with_text else None)
@@ -676,7 +651,7 @@ def _predict_in_workers(args: argparse.Namespace, fast, out) -> tuple[int, int]:
 
     raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
     unknown = truncated = 0
-    for data, no_word, cut in ordered_map(job, _byte_batches(args.input, args.batch_size), args.workers, _line_count):
+    for data, no_word, cut in ordered_map(job, batches, args.workers, len):
         if raw is not None:
             out.flush()
             raw.write(data)
@@ -687,6 +662,30 @@ def _predict_in_workers(args: argparse.Namespace, fast, out) -> tuple[int, int]:
         unknown += no_word
         truncated += cut
     return unknown, truncated
+
+
+def _write_predictions(args: argparse.Namespace, fast, score, lines, batches, out) -> None:
+    """Score ``batches`` and write their JSON lines to ``out``, batch by batch."""
+    if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(args.threads) as pool:
+            pending: deque = deque()
+            for chunk in batches:
+                pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
+                if len(pending) > args.threads:
+                    done, job = pending.popleft()
+                    out.write(lines(done, job.result()))
+                    out.flush()
+            while pending:
+                done, job = pending.popleft()
+                out.write(lines(done, job.result()))
+            out.flush()
+    else:
+        for chunk in batches:
+            out.write(lines(chunk, score(chunk, args.max_tokens)))
+            out.flush()  # lines come out batch by batch, also into a pipe
 
 
 def cmd_export(args: argparse.Namespace) -> int:

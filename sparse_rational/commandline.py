@@ -15,6 +15,7 @@ import argparse
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -128,6 +129,23 @@ def _say(text: str) -> None:
         print(f"sparse-rational: {text}", file=sys.stderr)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """``warnings.showwarning`` of the command line: ``sparse-rational: warning: MESSAGE``,
+    one line (Python's shows the file, the line and the source line: two lines)."""
+    text = one_line(message).removeprefix("sparse_rational: ")
+    _say(f"warning: {text}" if issubclass(category, RuntimeWarning) else f"warning: {category.__name__}: {text}")
+
+
+def _lossless_stdout() -> None:
+    """A file name that is not UTF-8 (``os.fsdecode`` keeps its bytes as lone surrogates)
+    is printed as its own bytes, as ``ls`` does, not a UnicodeEncodeError after the work."""
+    try:
+        if sys.stdout is not None and sys.stdout.errors == "strict":
+            sys.stdout.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):  # not a text wrapper: leave it
+        pass
+
+
 def run_command(
     parser: argparse.ArgumentParser,
     commands: Mapping[str, Callable[[argparse.Namespace], int]],
@@ -142,11 +160,14 @@ def run_command(
         previous, restore = signal.signal(signal.SIGTERM, _on_sigterm), True
     except ValueError:  # not the main thread: leave signals alone
         previous, restore = None, False
+    _lossless_stdout()
     try:
         args = parser.parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # the provenance of what it makes
         level = set_verbosity_for(args)
-        return commands[args.command](args)
+        with warnings.catch_warnings():  # a warning (the kernel's fallback, a library's) is one line
+            warnings.showwarning = _one_line_warning
+            return commands[args.command](args)
     except TrainingDiverged as exc:  # not bad input, but the same one line
         _say(f"error: {exc}")
         return EXIT_DIVERGED

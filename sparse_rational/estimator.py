@@ -44,6 +44,23 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 __all__ = ["SparseRationalClassifier"]
 
 
+def class_names(classes: np.ndarray) -> list[str]:
+    """The string the model folder keeps for each class: a string or an integer as a
+    data file would hold it (:func:`label_text`), any other hashable label (a float, a
+    numpy scalar) as ``str`` writes it (``0.0``); ``classes_`` keeps the values and their type."""
+    names = []
+    for c in classes:
+        try:
+            names.append(label_text(c, "class"))
+        except DataError:
+            value = c.item() if hasattr(c, "item") else c
+            name = str(value).strip()
+            if not name:
+                raise ValueError(f"y has the label {value!r}, which prints as nothing") from None
+            names.append(name)
+    return names
+
+
 def _texts(X: Any) -> list[str]:
     """The texts of ``X``; anything else is a ValueError (scikit-learn's convention), with
     the library's one-line message naming the item."""
@@ -217,7 +234,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {len(texts)} texts but y has {len(y_array)} labels")
         check_classification_targets(y_array)
         classes = np.unique(y_array)
-        names = [label_text(c, f"y class {c!r}") for c in classes]
+        names = class_names(classes)
         if len(set(names)) != len(names):
             raise ValueError(f"y has labels that print the same ({names}); use distinct strings")
         by_value = {c.item() if hasattr(c, "item") else c: n for c, n in zip(classes, names)}
@@ -226,7 +243,9 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         if self.threads:
             import torch
 
-            torch.set_num_threads(int(self.threads))
+            from .argtypes import capped_threads
+
+            torch.set_num_threads(capped_threads(int(self.threads), "threads"))
         model = train_text_classifier(
             self._splits(texts, labels), options=options, verbose=self.verbose, callbacks=tuple(self.callbacks)
         )
@@ -237,7 +256,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
     def _set_model(self, model, classes: np.ndarray) -> None:
         self.model_ = model
         self.classes_ = classes
-        names = [label_text(c, "class") for c in classes]
+        names = class_names(classes)
         position = {name: i for i, name in enumerate(model.classes)}
         self._columns_ = np.array([position[n] for n in names])  # model column of classes_[k]
         self.metrics_ = model.metrics

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -50,13 +51,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             raise
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """``text`` as UTF-8; a lone surrogate (a file name's undecodable byte, as
+    ``os.fsdecode`` gives it) is written as the escape ``\\udcff``: text, not a crash."""
+    atomic_write_bytes(path, text.encode("utf-8", errors="backslashreplace"))
+
+
+def json_text(obj, indent: int | None = 2) -> str:
+    """``obj`` as JSON (non-ASCII kept as it is), with every lone surrogate written as a JSON
+    escape: a path holding bytes that are not UTF-8 (``os.fsdecode``'s ``surrogateescape``)
+    is recorded losslessly, and ``os.fsencode(json.loads(...))`` gives its bytes back."""
+    separators = None if indent else (",", ":")
+    text = json.dumps(obj, indent=indent, separators=separators, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
 
 
 def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
-    separators = None if indent else (",", ":")
-    atomic_write_text(path, json.dumps(obj, indent=indent, separators=separators, ensure_ascii=False) + "\n")
+    atomic_write_text(path, json_text(obj, indent) + "\n")
 
 
 def is_inside_cwd(path: str | os.PathLike) -> bool:
@@ -73,6 +87,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
 
     The caller decides whether an existing ``path`` may be replaced (see
     :func:`sparse_rational.pipeline.check_out_folder`)."""
+    if os.path.islink(path):  # written through: the folder the link points to is replaced
+        path = os.path.realpath(path)
     path = Path(os.path.abspath(path))  # "runs/x/." or "." resolve to a name that can be renamed
     with _naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)

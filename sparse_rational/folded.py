@@ -32,7 +32,6 @@ memory (what :class:`~sparse_rational.pipeline.TextClassifier` uses).
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Sequence
@@ -370,29 +369,28 @@ def _check_config(cfg: Any, path: Path) -> dict | None:
 def load_folded(path: str | os.PathLike) -> FoldedClassifier | None:
     """See :meth:`FoldedClassifier.load`."""
     from safetensors import SafetensorError
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
     from . import validate
 
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"model: {path} is not a model folder")
-    config_path, weights, vocab = path / "config.json", path / "model.safetensors", path / "vocab.txt"
-    for name in (config_path, weights, vocab):
-        if not name.is_file():
-            raise UserError(f"{name}: missing (a model folder holds config.json, model.safetensors, vocab.txt)")
-    cfg = validate.read_json(config_path)
+    folder = validate.open_model_folder(path)  # the one model-folder reader
+    cfg = folder.config
+    config_path, weights, vocab = (
+        folder.path / validate.CONFIG,
+        folder.path / validate.WEIGHTS,
+        folder.path / validate.VOCAB,
+    )
     raw = _check_config(cfg, config_path)
     if raw is None:
         return None
     model = validate.model_fields(raw, config_path)
     classes = validate.classes_list(cfg.get("classes"), config_path)
     tok = validate.token_settings(cfg.get("tokens"), config_path)
-    tokens = validate.vocab_tokens(vocab, model["vocab_size"])
+    tokens = folder.vocab(model["vocab_size"])
     if len(classes) != model["num_classes"]:
         raise UserError(f"{config_path}: {len(classes)} classes but num_classes={model['num_classes']}")
     try:
-        tensors = load_file(str(weights))
+        tensors = load(folder.weights(validate.static_shapes(model)))
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
         raise UserError(f"{weights}: cannot read safetensors ({one_line(exc)})") from None
     validate.check_arrays(tensors, model, weights)
@@ -416,8 +414,10 @@ def load_folded(path: str | os.PathLike) -> FoldedClassifier | None:
 def is_static_model(path: str | os.PathLike) -> bool:
     """Whether the folder's config names a model on static word vectors (cheap; False when
     the config cannot be read: the full loader then says what is wrong)."""
+    from . import validate
+
+    cfg = validate.peek_config(path)
     try:
-        cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-        return bool(cfg["model"]["vocab_size"]) and _one_layer(cfg["model"])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return cfg is not None and bool(cfg["model"]["vocab_size"]) and _one_layer(cfg["model"])
+    except (KeyError, TypeError):
         return False

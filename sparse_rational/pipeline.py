@@ -13,9 +13,10 @@ A saved model is a folder (Hugging Face layout, no pickle anywhere)::
 
 from __future__ import annotations
 
-import json
 import os
+import stat
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from . import validate
@@ -44,8 +45,8 @@ from .embeddings.featurizer import (
 from .embeddings.hf_options import is_contextual
 from .embeddings.rows import RowTable, StaticRows
 from .embeddings.transformer import ContextualEncoder, TransformerOptions
-from .errors import ParameterError, UserError
-from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, is_inside_cwd
+from .errors import ParameterError, UserError, one_line
+from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, is_inside_cwd
 from .folded import FoldedClassifier
 from .learn import learn_structure, regularisation_path
 from .log import NOTICE, get_logger
@@ -54,16 +55,17 @@ from .model import ModelConfig, RationalClassifier
 from .ops import forced_impl
 from .phases import Phases
 from .provenance import provenance
-from .structure import format_structure, parse_stack
+from .structure import check_size, format_structure, parse_stack, repeat_layers
 from .teach import teach
 from .train import EncodedData, accuracy, predict_proba, soften
 from .vocab import Vocabulary
+from .warn import warn
 
 _log = get_logger(__name__)
 
-FORMAT = "sparse-rational/1"
+FORMAT = validate.FORMAT
 DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts read at prediction are cut like training ones
-CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
+CONFIG, WEIGHTS, VOCAB, METRICS = validate.CONFIG, validate.WEIGHTS, validate.VOCAB, validate.METRICS
 CARD = "README.md"  # the model card (card.py); folders written before it existed have none
 MODEL_FILES = frozenset({CONFIG, WEIGHTS, VOCAB, METRICS, CARD})
 PATH_JSON = "path.json"
@@ -80,16 +82,16 @@ def is_model_folder(path: str | os.PathLike) -> bool:
             others = names - {PATH_JSON, "path.png"}
             return (
                 all(n.startswith("t") and is_model_folder(path / n) for n in others)
-                and json.loads((path / PATH_JSON).read_text(encoding="utf-8")).get("format") == "sparse-rational-path/1"
+                and (validate.peek_json(path / PATH_JSON) or {}).get("format") == "sparse-rational-path/1"
             )
         if CONFIG not in names or not names <= MODEL_FILES:
             return False
         if CARD in names and not _is_our_card(path / CARD):  # the user's notes are not ours to replace
             return False
-        cfg = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+    except OSError:
         return False
-    return isinstance(cfg, dict) and cfg.get("format") == FORMAT
+    cfg = validate.peek_config(path)
+    return cfg is not None and cfg.get("format") == FORMAT
 
 
 def _texts(texts) -> list[str]:
@@ -102,30 +104,70 @@ def _texts(texts) -> list[str]:
 def _is_our_card(path: Path) -> bool:
     """True if ``path`` is a model card this package wrote (its first line is the marker)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().rstrip("\n") == CARD_MARKER
-    except (OSError, UnicodeDecodeError):
+        first = validate.read_file(path, validate.MAX_JSON_BYTES).split(b"\n", 1)[0]
+    except UserError:
         return False
+    return first == CARD_MARKER.encode("utf-8")
 
 
-def check_out_folder(path: str | os.PathLike, option: str = "out") -> bool:
+def check_out_folder(path: str | os.PathLike, option: str = "out", probe: bool = False) -> bool:
     """Refuse an output folder whose replacement could lose anything that this package did
-    not write; True if ``path`` is an earlier model folder that will be replaced."""
-    path = Path(path)
-    if not path.exists():
-        return False
-    if not path.is_dir():
-        raise UserError(f"{option} {path}: exists and is not a folder; refusing to overwrite it")
-    if is_inside_cwd(path):
-        raise UserError(f"{option} {path}: is the current folder or one of its parents; choose a new folder")
-    if not any(path.iterdir()):
-        return False
-    if not is_model_folder(path):
+    not write; True if ``path`` is an earlier model folder that will be replaced.
+
+    A link is written through: the folder it points to is the one replaced (said once, at
+    NOTICE). With ``probe`` (before a run that saves at its end), what saving will do is
+    tried now: a mount point, which cannot be renamed, is refused, and so is a folder whose
+    parent refuses new entries; an empty folder is replaced by an empty one, as saving will."""
+    link = Path(path)
+    path = Path(os.path.realpath(link)) if os.path.islink(link) else link
+    if path is not link and probe:
+        _log.log(NOTICE, f"{option} {link} is a link: the model is written into its target {path}")
+    replacing = False
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{option} {link}: exists and is not a folder; refusing to overwrite it")
+        if is_inside_cwd(path):
+            raise UserError(f"{option} {link}: is the current folder or one of its parents; choose a new folder")
+        if any(path.iterdir()):
+            if not is_model_folder(path):
+                raise UserError(
+                    f"{option} {link}: exists and is not a sparse-rational model folder (or holds other "
+                    "files); refusing to replace it"
+                )
+            replacing = True
+    if probe:
+        _probe_replace(path, option)
+    return replacing
+
+
+def _probe_replace(path: Path, option: str) -> None:
+    """Try now the renames that :func:`~sparse_rational.fileio.atomic_directory` will do at
+    the end of a run (see :func:`check_out_folder`); a one-line UserError if they would fail."""
+    import tempfile
+
+    path = Path(os.path.abspath(path))
+    if os.path.ismount(path):
         raise UserError(
-            f"{option} {path}: exists and is not a sparse-rational model folder (or holds other "
-            "files); refusing to replace it"
+            f"{option} {path}: is a mount point, which saving cannot replace (it renames a new folder "
+            "into place); give a folder inside it"
         )
-    return True
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # atomic_directory makes the missing ones
+        parent = parent.parent
+    probe = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)  # an OSError names parent
+    try:
+        if parent == path.parent and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            mode = stat.S_IMODE(path.stat().st_mode)
+            os.chmod(probe, mode)
+            os.replace(probe, path)  # the rename saving will do, onto the empty folder
+    except OSError as exc:
+        raise UserError(
+            f"{option} {path}: saving could not replace this folder ({exc.strerror or exc}); "
+            "give a folder inside it or a new one"
+        ) from None
+    finally:
+        if os.path.isdir(probe):
+            os.rmdir(probe)
 
 
 @dataclass(init=False)
@@ -312,8 +354,28 @@ class TextClassifier:
             examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
+        self._check_labels(examples)
         data, rows = self._read(examples, strict_labels=False)
         return accuracy(self.model, data, rows)
+
+    def _check_labels(self, examples: Sequence[Example]) -> None:
+        """Labels the model does not know count as errors: a warning names them and their
+        counts; when the model knows none of the data's labels, a one-line UserError."""
+        known = set(self.classes)
+        unseen = Counter(str(ex.label) for ex in examples if ex.label not in known)
+        if not unseen:
+            return
+        shown = ", ".join(f"{one_line(label)[:40]!r} x{n}" for label, n in unseen.most_common(10))
+        more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+        classes = one_line(", ".join(self.classes), 200)
+        if sum(unseen.values()) == len(examples):
+            raise UserError(
+                f"none of the data's labels is one the model knows (its classes: {classes}); the data has {shown}{more}"
+            )
+        warn(
+            f"{sum(unseen.values())} of {len(examples)} examples have labels the model does not know, "
+            f"counted as errors: {shown}{more} (its classes: {classes})"
+        )
 
     def evaluate_report(self, examples: Sequence[Example]) -> dict:
         """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion
@@ -323,6 +385,7 @@ class TextClassifier:
             examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
+        self._check_labels(examples)
         data, rows = self._read(examples, strict_labels=False)
         predicted = predict_proba(self.model, data, rows=rows).argmax(1).numpy()
         return classification_report(data.labels.numpy(), predicted, self.classes)
@@ -350,7 +413,7 @@ class TextClassifier:
             atomic_write_json(tmp / CONFIG, self.config_dict())
             atomic_write_bytes(tmp / VOCAB, vocab.encode("utf-8"))
             atomic_write_json(tmp / METRICS, rounded(self.metrics.to_dict()))
-            atomic_write_bytes(tmp / CARD, model_card(self.config_dict(), self.metrics).encode("utf-8"))
+            atomic_write_text(tmp / CARD, model_card(self.config_dict(), self.metrics))
         if replacing and verbose:
             _log.log(NOTICE, f"replaced the earlier model folder {path}")
         return Path(path)
@@ -385,24 +448,18 @@ class TextClassifier:
         to ``device`` (``auto``: CUDA when available; a saved model holds CPU tensors, so it
         loads anywhere)."""
         target = resolve_device(device)
-        path = Path(path)
-        if not path.is_dir():
-            raise ParameterError("model", f"{path} is not a model folder")
-        for name in (CONFIG, WEIGHTS, VOCAB):
-            if not (path / name).is_file():
-                raise UserError(f"{path / name}: missing (a model folder holds {CONFIG}, {WEIGHTS}, {VOCAB})")
-        # every field is checked before anything is built from it (see validate.py)
-        cfg = validate.read_json(path / CONFIG)
-        if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-            raise UserError(f"{path / CONFIG}: not a {FORMAT} model config")
+        # every file is read by the one model-folder reader, and every field is checked
+        # before anything is built from it (see validate.py)
+        folder = validate.open_model_folder(path)
+        path, cfg = folder.path, folder.config
         if not isinstance(cfg.get("embeddings", {}), dict):
             raise UserError(f'{path / CONFIG}: "embeddings" must be a JSON object')
         config = validate.model_config(cfg.get("model"), path / CONFIG)
         classes = validate.classes_list(cfg.get("classes"), path / CONFIG)
         tok = validate.token_settings(cfg.get("tokens"), path / CONFIG) if config.vocab_size else cfg.get("tokens")
-        tokens = validate.vocab_tokens(path / VOCAB, config.vocab_size)
+        tokens = folder.vocab(config.vocab_size)
         try:
-            tensors = load_file(str(path / WEIGHTS))
+            tensors = load_tensors(folder.weights(validate.expected_shapes(config)))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise UserError(f"{path / WEIGHTS}: cannot read safetensors ({validate.one_line(exc)})") from None
         if len(classes) != config.num_classes:
@@ -433,14 +490,10 @@ class TextClassifier:
                     f"the model reads {config.embedding_dim}-d"
                 )
             featurizer = ContextualVectors(encoder)
-        metrics = Metrics()
-        if (path / METRICS).is_file():
-            try:
-                metrics = Metrics.from_dict(
-                    validate.finite_metrics(json.loads((path / METRICS).read_text(encoding="utf-8")))
-                )
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, TypeError):
-                metrics = Metrics()
+        try:
+            metrics = Metrics.from_dict(folder.metrics())
+        except (TypeError, ValueError, RecursionError):  # informational: a damaged one is left out
+            metrics = Metrics()
         return cls(model, featurizer, classes, metrics=metrics).to(target)
 
 
@@ -489,6 +542,7 @@ def _prepare_data(
         extra_texts=extra,
     )
     ndir = 2 if mopts.bidirectional else 1
+    check_size(stack, mopts.bidirectional, featurizer.dim, spec=format_structure(stack[0]))  # now with vectors' size
     config = ModelConfig(
         stack[0],
         featurizer.dim,
@@ -599,14 +653,22 @@ def _prepare(
         raise ParameterError("reg_strength", "give either reg_strength or target_transitions, not both")
     if isinstance(mopts.patterns, str):
         stack = parse_stack(mopts.patterns, mopts.layers)
+        spec = mopts.patterns
     else:
-        stack = (tuple(mopts.patterns),) * mopts.layers
+        stack = repeat_layers(tuple(mopts.patterns), mopts.layers)
+        spec = format_structure(tuple(mopts.patterns))
+    check_size(stack, mopts.bidirectional, spec=spec)
     structure = stack[0]
     total = sum(map(sum, stack)) * (2 if mopts.bidirectional else 1)
     for t in opts.targets:
         if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= total:
+            of = f"{{patterns}} {spec}" + (f" in {{layers}} {len(stack)}" if len(stack) > 1 else "")
+            of += " and both directions" if mopts.bidirectional else ""
             raise ParameterError(
-                "target_transitions", f"{t}: must be between 1 and the {total} transitions of patterns"
+                "target_transitions",
+                f"{t}: must be between 1 and the {total} transitions of {of}",
+                "patterns",
+                "layers",
             )
     if len(opts.targets) > 1 and opts.structure_search != "path":
         raise ParameterError(

@@ -41,20 +41,71 @@ def parse_patterns(spec: str) -> tuple[int, ...]:
     return tuple(length for count, length in parts for _ in range(count))
 
 
+MAX_WEIGHTS = 1 << 30  # the WFSAs' weights of all layers and directions (4 GiB in float32)
+
+
 def parse_stack(spec: str, layers: int = 1) -> tuple[tuple[int, ...], ...]:
     """Per-layer structures of ``--patterns``: one spec for every layer (``"24x4"``), or a
-    ``/``-separated spec per layer (``"24x4/12x2"``: as many as ``layers``)."""
+    ``/``-separated spec per layer (``"24x4/12x2"``: as many as ``layers``). The size is
+    bounded up front (:func:`check_size`, without the embedding size, which is not known yet)."""
     parts = str(spec).split("/")
     if len(parts) == 1:
-        return tuple(parse_patterns(spec) for _ in range(layers))
+        return repeat_layers(parse_patterns(spec), layers, spec)
     if len(parts) != layers:
         raise ParameterError(
             "patterns", f"{spec!r} gives {len(parts)} layers ('/'-separated) but {{layers}} is {layers}", "layers"
         )
     stack = tuple(parse_patterns(p) for p in parts)
-    if sum(map(sum, stack)) > MAX_TRANSITIONS:
-        raise ParameterError("patterns", f"{spec!r} asks for more than {MAX_TRANSITIONS} transitions")
+    check_size(stack, spec=spec)
     return stack
+
+
+def repeat_layers(structure: tuple[int, ...], layers: int, spec: object = None) -> tuple[tuple[int, ...], ...]:
+    """``structure`` for each of ``layers`` layers, its size checked before the stack is built."""
+    shown = spec if spec is not None else format_structure(structure)
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ParameterError("layers", f"must be a positive integer, got {layers!r}")
+    if sum(structure) * layers > MAX_TRANSITIONS:  # before a tuple of `layers` items exists
+        raise ParameterError(
+            "patterns",
+            f"{shown!r} in each of {{layers}} {layers} asks for {sum(structure) * layers} transitions; "
+            f"at most {MAX_TRANSITIONS}",
+            "layers",
+        )
+    stack = (tuple(structure),) * layers
+    check_size(stack, spec=shown)
+    return stack
+
+
+def check_size(
+    stack: tuple[tuple[int, ...], ...],
+    bidirectional: bool = False,
+    embedding_dim: int | None = None,
+    spec: object = None,
+) -> None:
+    """The bound of ``--patterns``, on every layer and direction: at most
+    :data:`MAX_TRANSITIONS` transitions in all, and at most :data:`MAX_WEIGHTS` weights,
+    ``2 x inputs x transitions`` per layer and direction, where layer 1 reads
+    ``embedding_dim`` (when known) and layer ``k + 1`` the scores of layer ``k``'s WFSAs
+    of both directions. A :class:`ParameterError` naming ``patterns``."""
+    ndir = 2 if bidirectional else 1
+    shown = f"{spec!r}" if spec is not None else "the structure"
+    where = f" over {len(stack)} layers" if len(stack) > 1 else ""
+    where += " and 2 directions" if ndir == 2 else ""
+    transitions = sum(map(sum, stack)) * ndir
+    if transitions > MAX_TRANSITIONS:
+        raise ParameterError(
+            "patterns", f"{shown} asks for {transitions} transitions{where}; at most {MAX_TRANSITIONS}"
+        )
+    weights = 2 * (embedding_dim or 0) * sum(stack[0]) * ndir if stack else 0
+    for below, layer in zip(stack, stack[1:]):
+        weights += 2 * len(below) * ndir * sum(layer) * ndir
+    if weights > MAX_WEIGHTS:
+        size = f" on {embedding_dim}-d vectors" if embedding_dim else ""
+        raise ParameterError(
+            "patterns",
+            f"{shown}{where}{size} needs {weights} weights (2 x inputs x transitions per layer); at most {MAX_WEIGHTS}",
+        )
 
 
 def format_structure(structure: tuple[int, ...] | list[int] | dict) -> str:

@@ -48,6 +48,7 @@ from .data import tokenize
 from .errors import ParameterError, UserError
 from .fileio import atomic_write_bytes
 from .log import get_logger
+from .validate import read_file
 
 _log = get_logger(__name__)
 
@@ -150,8 +151,8 @@ class FolderTeacher:
             raise ParameterError("teacher", f"{path}: {exc}") from None
         self.classes = list(self.clf.classes)
         h = hashlib.sha256()
-        for name in ("config.json", "model.safetensors", "vocab.txt"):
-            h.update(name.encode() + b"\0" + (p / name).read_bytes())
+        for name in ("config.json", "model.safetensors", "vocab.txt"):  # the loader bounded their sizes
+            h.update(name.encode() + b"\0" + read_file(p / name, 1 << 40))
         self.identity = h.hexdigest()
         self.source = str(path)
         self.describe = {

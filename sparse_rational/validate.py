@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,21 +29,128 @@ MAX_WFSAS = 100_000
 MAX_TRANSITIONS = 100_000
 MAX_EMBEDDING_DIM = 1 << 16
 MAX_CLASSES = 100_000
+FORMAT = "sparse-rational/1"  # pipeline.FORMAT (the marker of a model folder's config.json)
 
 
-def read_json(path: str | os.PathLike, what: str = "JSON"):
-    """Parse a JSON file; any failure (bytes, syntax, nesting) is a one-line UserError."""
+MAX_JSON_BYTES = 16 << 20  # config.json, metrics.json, path.json: kilobytes in any real folder
+MAX_WEIGHT_HEADER = 1 << 20  # a safetensors header: names, dtypes, shapes, offsets
+CONFIG, WEIGHTS, VOCAB, METRICS = "config.json", "model.safetensors", "vocab.txt", "metrics.json"
+
+
+def read_file(path: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of one untrusted file: opened only if it is a regular file (a FIFO, a
+    device such as /dev/zero, a folder are refused in one line, without blocking) of at
+    most ``limit`` bytes. Every file of a model folder is read through this."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid {what} ({one_line(exc)})") from None
-    except RecursionError:
-        raise UserError(f"{path}: not valid {what} (nested too deeply)") from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UserError(f"{path}: not a regular file (a FIFO, a device or a folder is never read)")
+            if st.st_size > limit:
+                raise UserError(f"{path}: {st.st_size} bytes, too large (such a file holds at most {limit})")
+            data = fh.read(st.st_size + 1)  # (read(n) allocates n bytes: never the cap itself)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
+    if len(data) > st.st_size:  # it grew while being read
+        raise UserError(f"{path}: changed while it was read")
+    return data
+
+
+def parse_json(data: bytes | str, path: str | os.PathLike, what: str = "JSON"):
+    """Parse JSON; any failure (bytes, syntax, a number of thousands of digits, nesting
+    too deep) is a one-line UserError naming ``path``."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data[: exc.start].count(b"\n") + 1
+            raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    else:
+        text = data
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}:{exc.lineno}: not valid {what} ({one_line(exc.msg)})") from None
+    except ValueError:  # int() of thousands of digits
+        raise UserError(f"{path}: not valid {what} (a number too long to read)") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid {what} (nested too deeply)") from None
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON", limit: int = MAX_JSON_BYTES):
+    """Parse a JSON file read with :func:`read_file`; any failure is a one-line UserError."""
+    return parse_json(read_file(path, limit), path, what)
+
+
+class ModelFolder:
+    """The files of one model folder, each read through :func:`read_file` (regular files
+    under a size cap) and parsed with every failure a one-line UserError naming the file.
+    Made by :func:`open_model_folder`, which every command's loader uses: the PyTorch model
+    (``TextClassifier.load``), the folded predictor (``load_folded``), and the checks that
+    only peek at a folder (:func:`peek_config`)."""
+
+    def __init__(self, path: Path, config: dict):
+        self.path, self.config = path, config
+
+    def vocab(self, expected: int | None) -> list[str]:
+        """The tokens of ``vocab.txt`` (see :func:`vocab_tokens`)."""
+        return vocab_tokens(self.path / VOCAB, expected)
+
+    def weights(self, shapes: dict[str, tuple[int, ...]]) -> bytes:
+        """The bytes of ``model.safetensors``, at most what tensors of ``shapes`` take in
+        float64 plus a header."""
+        elements = sum(math.prod(shape) for shape in shapes.values())
+        return read_file(self.path / WEIGHTS, 8 * elements + MAX_WEIGHT_HEADER)
+
+    def metrics(self) -> dict:
+        """``metrics.json``, informational: missing, unreadable or damaged gives ``{}``."""
+        if not os.path.lexists(self.path / METRICS):
+            return {}
+        try:
+            return finite_metrics(read_json(self.path / METRICS))
+        except (UserError, RecursionError):
+            return {}
+
+
+def open_model_folder(path: str | os.PathLike) -> ModelFolder:
+    """The one reader of model folders: ``path`` must be a folder holding ``config.json``,
+    ``model.safetensors`` and ``vocab.txt``; ``config.json`` is read (a regular file of at
+    most :data:`MAX_JSON_BYTES`), parsed and its format marker checked."""
+    from .errors import ParameterError
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ParameterError("model", f"{path} is not a model folder")
+    for name in (CONFIG, WEIGHTS, VOCAB):
+        if not os.path.lexists(path / name):
+            raise UserError(f"{path / name}: missing (a model folder holds {CONFIG}, {WEIGHTS}, {VOCAB})")
+    cfg = read_json(path / CONFIG)
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        raise UserError(f"{path / CONFIG}: not a {FORMAT} model config")
+    return ModelFolder(path, cfg)
+
+
+def peek_json(path: str | os.PathLike) -> dict | None:
+    """A JSON object read as :func:`read_json` reads it, or None when it cannot be read."""
+    try:
+        obj = read_json(path)
+    except UserError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def peek_config(path: str | os.PathLike) -> dict | None:
+    """A folder's ``config.json`` for a cheap look (which loader, which encoder), read as
+    :func:`open_model_folder` reads it; None when it cannot be read (the loader then says
+    why in one line)."""
+    return peek_json(Path(path) / CONFIG)
 
 
 def _int(value, name: str, lo: int, hi: int) -> int:
@@ -212,12 +320,8 @@ def vocab_tokens(path, expected: int | None = None) -> list[str]:
     """The lines of ``vocab.txt`` (UTF-8, one token per line, no duplicates); with
     ``expected``, a file of another number of lines is refused before it is decoded."""
     path = Path(path)
-    try:
-        if expected is not None and path.stat().st_size > (expected + 1) * MAX_TOKEN_BYTES:
-            raise UserError(f"{path}: {path.stat().st_size} bytes, too large for the {expected} tokens of the config")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
+    limit = (expected + 1) * MAX_TOKEN_BYTES if expected is not None else MAX_JSON_BYTES * 64
+    data = read_file(path, limit)
     lines = data.count(b"\n")
     if expected is not None and lines != expected:
         raise UserError(f"{path}: {lines} lines, the config says vocab_size={expected}")
@@ -228,6 +332,9 @@ def vocab_tokens(path, expected: int | None = None) -> list[str]:
         raise UserError(f"{path}:{line}: not UTF-8 text") from None
     if text and not text.endswith("\n"):
         raise UserError(f"{path}: truncated (the last line has no newline)")
+    if "\r" in text:
+        line = text[: text.index("\r")].count("\n") + 1
+        raise UserError(f"{path}:{line}: a carriage return (Windows line ends?); one token per line ending in \\n")
     tokens = text.split("\n")[:-1]
     seen: dict[str, int] = {}
     for i, tok in enumerate(tokens, 1):
@@ -261,6 +368,12 @@ __all__ = [
     "classes_list",
     "expected_shapes",
     "model_config",
+    "ModelFolder",
+    "open_model_folder",
+    "parse_json",
+    "peek_config",
+    "peek_json",
+    "read_file",
     "one_line",
     "read_json",
     "token_settings",

@@ -80,7 +80,12 @@ def _parse_jsonl(path, text: str, *, empty: list | None = None) -> list[Example]
         try:
             record = json.loads(line)
         except (ValueError, RecursionError) as exc:
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "too deeply nested"
+            if isinstance(exc, json.JSONDecodeError):
+                reason = exc.msg
+            elif isinstance(exc, RecursionError):
+                reason = "too deeply nested"
+            else:  # int() of thousands of digits
+                reason = "a number too long to read"
             raise _error(path, number, f"not valid JSON ({reason})") from None
         if not isinstance(record, dict):
             raise _error(path, number, f'expected a JSON object with "text" and "label", got {type(record).__name__}')
@@ -167,7 +172,11 @@ def load_file(path, *, strict: bool = False) -> list[Example]:
 
     Labels and texts are stripped; blank lines are skipped. A line with a label and no
     text (real corpora such as CR and MPQA hold a few) is skipped with one warning that
-    counts them and names the first; with ``strict`` it is a DataError. Labels are kept
+    counts them and names the first; with ``strict`` it is a DataError. The file is
+    UTF-8, never guessed to be another encoding (but an FDU-MTL ``*.task.*`` file is read
+    as ``load_dataset("fdu:...")`` reads it, in its known encodings): a few bytes that are not (on at most 1 %
+    of the lines) are read as U+FFFD with a warning naming the first line; more, or any
+    with ``strict``, are a DataError naming it. Labels are kept
     verbatim; labels that differ only in case or spaces (``pos`` / ``Pos``) get a
     warning, as they are different classes. Anything else (a missing or unreadable file,
     undecodable bytes, a lone surrogate, a malformed line, an empty label, no examples at
@@ -182,7 +191,8 @@ def load_file(path, *, strict: bool = False) -> list[Example]:
         parser = _parse_csv
     else:
         raise _error(path, None, f"unknown file type; supported: {SUPPORTED_FILES}")
-    text = _decode(_read_bytes(path), path, lenient=False)
+    # an FDU-MTL file (*.task.*) is read as the fdu: loader reads it (its MR files are cp1252)
+    text = _decode(_read_bytes(path), path, lenient=".task." in name, strict=strict)
     empty: list | None = None if strict else []
     examples = parser(path, text, empty=empty)
     if not examples:

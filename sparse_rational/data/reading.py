@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sparse_rational.errors import DataError
 from sparse_rational.errors import one_line as _one_line
+from sparse_rational.warn import warn
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,19 @@ def _line_of(data: bytes | str, offset: int) -> int:
     return data.count("\n", 0, offset) + 1
 
 
-def _decode(data: bytes, path, *, lenient: bool) -> str:
-    """Bytes -> text, choosing the encoding per file.
+def _decode(data: bytes, path, *, lenient: bool, strict: bool = False) -> str:
+    """Bytes -> text.
 
-    UTF-8 first (a BOM is dropped). A file that is UTF-8 apart from a few corrupt bytes
-    (FDU-MTL's ``dvd.task.train``) stays UTF-8 with U+FFFD for the bad bytes. Otherwise
-    cp1252 (FDU-MTL's ``MR`` files), then, if ``lenient``, latin-1, which never fails;
-    without ``lenient`` an undecodable file is a DataError. A NUL byte means "not a text
-    file" (UTF-16, a compressed file, ...) and is a DataError either way.
+    The user's files (``lenient=False``) are UTF-8 (a BOM is dropped), never guessed to be
+    another encoding: a file whose bytes are not all UTF-8 is a DataError ``FILE:LINE``
+    naming the first bad line, unless the bad bytes sit on at most 1 % of its lines (a
+    few corrupt bytes in a UTF-8 file): those become U+FFFD, with a warning that names
+    the file, the first line and the count. ``strict`` refuses any bad byte.
+
+    The benchmarks' files (``lenient=True``), whose encodings are known: UTF-8, where a
+    few corrupt bytes (FDU-MTL's ``dvd.task.train``) become U+FFFD; otherwise cp1252
+    (FDU-MTL's ``MR`` files), then latin-1, which never fails. A NUL byte means "not a
+    text file" (UTF-16, a compressed file, ...) and is a DataError either way.
     """
     nul = data.find(b"\x00")
     if nul >= 0:
@@ -100,6 +106,23 @@ def _decode(data: bytes, path, *, lenient: bool) -> str:
     except UnicodeDecodeError as exc:
         first_bad = exc.start
     replaced = data.decode("utf-8", errors="replace")
+    if not lenient:
+        lines = data.split(b"\n")
+        bad = [k for k, line in enumerate(lines, 1) if _not_utf8(line)]
+        first = _line_of(data, first_bad)
+        byte = data[first_bad : first_bad + 1].hex()
+        if strict or len(bad) > len(lines) // 100:
+            raise _error(
+                path,
+                first,
+                f"cannot decode the text: byte 0x{byte} is not UTF-8 ({len(bad)} line(s) hold such bytes); "
+                "save the file as UTF-8 (e.g. iconv -f cp1252 -t utf-8)",
+            )
+        warn(
+            f"{_show(path)}:{first}: byte 0x{byte} is not UTF-8; the bad bytes of {len(bad)} line(s) "
+            "were read as U+FFFD (save the file as UTF-8, or use --strict to refuse such a file)"
+        )
+        return replaced
     n_bad = replaced.count("\ufffd") - data.count(b"\xef\xbf\xbd")
     n_non_ascii = len(replaced) - len(replaced.encode("ascii", "ignore"))
     n_good = n_non_ascii - replaced.count("\ufffd")
@@ -108,10 +131,15 @@ def _decode(data: bytes, path, *, lenient: bool) -> str:
     try:
         return data.decode("cp1252")
     except UnicodeDecodeError:
-        pass
-    if lenient:
         return data.decode("latin-1")
-    raise _error(path, _line_of(data, first_bad), "cannot decode the text: neither UTF-8 nor cp1252 (save it as UTF-8)")
+
+
+def _not_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def _lines(text: str) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -115,8 +116,12 @@ class ContextualEncoder:
                     "Hugging Face cache (offline); give the folder of a transformers encoder"
                 )
 
-    def _bad(self, text: str) -> ParameterError:
-        """The one-line error ``embeddings SOURCE: TEXT`` (``--embeddings`` on the command line)."""
+    def _bad(self, text: str) -> UserError:
+        """The one-line error ``embeddings SOURCE: TEXT`` (``--embeddings`` on the command line);
+        for an encoder a model folder names, ``CONFIG: the encoder SOURCE: TEXT`` (the user
+        gave ``--model``, not ``--embeddings``)."""
+        if self.named_by:
+            return UserError(f"{self.named_by}: the encoder {self.source}: {text}")
         return _bad(self.source, text)
 
     # -- identity --------------------------------------------------------------------------
@@ -488,9 +493,13 @@ def _quiet_transformers(transformers) -> Iterator[None]:
     level, bars = log.get_verbosity(), log.is_progress_bar_enabled()
     log.set_verbosity_error()
     log.disable_progress_bar()
+    hub = logging.getLogger("huggingface_hub")  # its retry lines when offline: the error says it once
+    hub_level = hub.level
+    hub.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        hub.setLevel(hub_level)
         log.set_verbosity(level)
         if bars:
             log.enable_progress_bar()

@@ -180,7 +180,10 @@ def configurations(embeddings: str, baselines=None, targets=None, reg_strengths=
     most = sum(parse_patterns(start))
     out = []
     for p in baselines:
-        parse_patterns(p)  # one-line error for a bad pattern
+        try:
+            parse_patterns(p)  # one-line error for a bad pattern
+        except ParameterError as exc:  # named as the option that gave it
+            raise ParameterError("baselines", exc.message) from None
         out.append(Configuration("baseline", p))
     for t in targets:
         if not 1 <= t <= most:

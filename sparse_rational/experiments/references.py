@@ -18,7 +18,6 @@ and kept in ``references.json`` in the sweep folder, each with one flag per test
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -132,10 +131,9 @@ def compute(dataset: DatasetRef, embeddings: str) -> dict[str, dict]:
 
 
 def load(out: Path) -> dict:
-    try:
-        data = json.loads((Path(out) / REFERENCES).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    from ..validate import peek_json
+
+    data = peek_json(Path(out) / REFERENCES)  # missing or damaged (digits, nesting): computed again
     return data.get("datasets", {}) if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 

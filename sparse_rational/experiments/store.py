@@ -4,10 +4,14 @@ JSON file per finished trial, ``trials/<key>.json``, written atomically as it fi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ..errors import UserError
 from ..fileio import atomic_write_json
+from ..validate import read_json
+
+MAX_RECORD_BYTES = 64 << 20  # sweep.json or one trial's record: kilobytes in practice
 
 SWEEP = "sweep.json"
 TRIALS = "trials"
@@ -29,9 +33,9 @@ class TrialStore:
         manifest = root / SWEEP
         if manifest.is_file():
             try:
-                old = json.loads(manifest.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise UserError(f"--out {root}: {SWEEP} is not valid JSON; not a sweep folder") from None
+                old = read_json(manifest, limit=MAX_RECORD_BYTES)
+            except UserError as exc:
+                raise UserError(f"--out {root}: {exc}; not a sweep folder") from None
             old_id = old.get("identity") if isinstance(old, dict) else None
             if old_id != identity:
                 raise UserError(
@@ -48,7 +52,7 @@ class TrialStore:
     def add_invocation(self, entry: dict) -> list[dict]:
         """Append one invocation (wall time, trials run, executor) to ``sweep.json``; returns all."""
         manifest = self.root / SWEEP
-        data = json.loads(manifest.read_text(encoding="utf-8"))
+        data = read_json(manifest, limit=MAX_RECORD_BYTES)
         data.setdefault("invocations", []).append(entry)
         atomic_write_json(manifest, data)
         return data["invocations"]
@@ -71,12 +75,12 @@ class TrialStore:
     @staticmethod
     def read_identity(out: str | Path) -> dict:
         manifest = Path(out) / SWEEP
-        try:
-            return json.loads(manifest.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"--out {out}: no {SWEEP}; not a sweep folder") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise UserError(f"--out {out}: {SWEEP} is not valid JSON") from None
+        if not os.path.lexists(manifest):
+            raise UserError(f"--out {out}: no {SWEEP}; not a sweep folder")
+        data = read_json(manifest, limit=MAX_RECORD_BYTES)  # a damaged one: one line naming it
+        if not isinstance(data, dict):
+            raise UserError(f"{manifest}: not a JSON object; not a sweep folder")
+        return data
 
     # -- trials ---------------------------------------------------------------------------
     def path(self, key: str) -> Path:
@@ -94,8 +98,8 @@ class TrialStore:
             return out
         for p in sorted(self.trials_dir.glob("*.json")):
             try:
-                rec = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+                rec = read_json(p, limit=MAX_RECORD_BYTES)
+            except UserError:  # damaged (bytes, digits, nesting): its trial runs again
                 continue
             if isinstance(rec, dict) and rec.get("key") == p.stem and rec.get("status") in ("ok", "failed"):
                 out[p.stem] = rec

@@ -7,13 +7,12 @@ Wired into :mod:`sparse_rational.cli` with ``add_parsers(sub)`` and ``"demo": ru
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from .. import config
-from ..argtypes import nonneg_int, positive_int, seed
+from ..argtypes import nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output
 from ..errors import UserError
 from .server import ServeOptions
@@ -23,6 +22,7 @@ DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (c
 DEFAULT_MAX_BODY = config.default(ServeOptions, "max_body_bytes")
 DEFAULT_MAX_TEXTS = config.default(ServeOptions, "max_texts")
 DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
+DEFAULT_MAX_EXPLAIN_QUEUE = config.default(ServeOptions, "max_explain_queue")
 DEFAULT_MAX_BATCH = config.default(ServeOptions, "max_batch")
 DEFAULT_THREADS = config.default(ServeOptions, "threads")
 
@@ -109,6 +109,13 @@ def add_parsers(subparsers) -> None:
         help=f"POST /explain explains the first this many tokens (0: all; default {DEFAULT_MAX_EXPLAIN_TOKENS})",
     )
     s.add_argument(
+        "--max-explain-queue",
+        type=positive_int,
+        default=DEFAULT_MAX_EXPLAIN_QUEUE,
+        help="most POST /explain requests waiting or running; more get 503 with Retry-After "
+        f"(default {DEFAULT_MAX_EXPLAIN_QUEUE}); the queued work of a client that disconnects is dropped",
+    )
+    s.add_argument(
         "--max-batch",
         type=positive_int,
         default=DEFAULT_MAX_BATCH,
@@ -123,7 +130,7 @@ def add_parsers(subparsers) -> None:
     )
     s.add_argument(
         "--threads",
-        type=positive_int,
+        type=threads_int,
         default=DEFAULT_THREADS,
         help=f"torch threads per server process (default {DEFAULT_THREADS}: requests are small; scale with --workers)",
     )
@@ -142,11 +149,13 @@ def _check_html_out(path: str) -> None:
 def refuse_transformer(model: str, what: str) -> None:
     """A one-line refusal before loading anything, when ``model``'s config names transformer
     vectors (its vocabulary is empty)."""
+    from ..validate import peek_config
+
+    cfg = peek_config(model)  # read as every model-folder reader reads it
     try:
-        cfg = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
-        size = cfg["model"]["vocab_size"]
-        source = (cfg.get("embeddings") or {}).get("source", "transformer")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        size = cfg["model"]["vocab_size"] if cfg is not None else None
+        source = (cfg.get("embeddings") or {}).get("source", "transformer") if cfg is not None else ""
+    except (KeyError, TypeError, AttributeError):
         return  # TextClassifier.load says what is wrong
     if size == 0:
         raise UserError(
@@ -199,7 +208,7 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    if args.batch_wait_ms < 0 or args.batch_wait_ms > 1000:
+    if not 0 <= args.batch_wait_ms <= 1000:  # also NaN
         raise UserError(f"--batch-wait-ms: must be between 0 and 1000, got {args.batch_wait_ms}")
     options = ServeOptions(
         model=args.model,
@@ -208,6 +217,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_texts=args.max_texts,
         max_tokens=args.max_tokens,
         max_explain_tokens=args.max_explain_tokens,
+        max_explain_queue=args.max_explain_queue,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
         threads=args.threads,

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -62,6 +64,7 @@ class ServeOptions:
     max_texts: int = 1000
     max_tokens: int = config.default(config.TrainConfig, "max_tokens")  # as predict
     max_explain_tokens: int = 2000
+    max_explain_queue: int = 8  # /explain requests waiting or running; more get 503 + Retry-After
     max_batch: int = 256
     batch_wait_ms: float = 0.0
     threads: int = 1  # torch threads per server process
@@ -90,10 +93,11 @@ def _require():
 class Problem(Exception):
     """A request the server refuses: an HTTP status and a one-line reason."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 class Batcher:
@@ -192,6 +196,24 @@ async def read_json(request, limit: int) -> Any:
         raise Problem(400, f"the body is not valid JSON ({one_line(exc, 120)})") from None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(text: str, field: str) -> str:
+    """``text``, unless it holds a lone surrogate (JSON's ``"\\ud800"`` escape parses to
+    one), which is not Unicode text and could not be written back as UTF-8: a 422."""
+    found = _SURROGATE.search(text)
+    if found:
+        raise Problem(422, f"{field} holds a lone surrogate (\\u{ord(found[0]):04x}), which is not Unicode text")
+    return text
+
+
+async def client_gone(request) -> None:
+    """Returns when the client of ``request`` (whose body was read) disconnects."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _texts(body: Any, max_texts: int) -> list[str]:
     if not isinstance(body, dict) or "texts" not in body:
         raise Problem(422, 'send a JSON object {"texts": [text, ...]}')
@@ -200,13 +222,15 @@ def _texts(body: Any, max_texts: int) -> list[str]:
         raise Problem(422, '"texts" must be a list of strings')
     if len(texts) > max_texts:
         raise Problem(422, f"{len(texts)} texts in one request; the limit is {max_texts} (split the request)")
+    for k, text in enumerate(texts):
+        _unicode(text, f'"texts"[{k}]')
     return texts
 
 
 def _text(body: Any) -> str:
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         raise Problem(422, 'send a JSON object {"text": "..."}')
-    return body["text"]
+    return _unicode(body["text"], '"text"')
 
 
 class Model:
@@ -320,11 +344,48 @@ def create_app(options: ServeOptions, clf=None):
         rows = await batcher.submit(texts)
         return JSONResponse({"predictions": list(rows)})
 
+    explaining = {"pending": 0, "seconds": 1.0}  # in the explain queue; a moving mean of one's time
+
+    def explain_done(seconds: float) -> None:
+        explaining["pending"] -= 1
+        if seconds > 0:
+            explaining["seconds"] = 0.8 * explaining["seconds"] + 0.2 * seconds
+
     async def explain(request: Request):
         body = await read_json(request, options.max_body_bytes)
         text = _text(body)
-        result = await asyncio.get_running_loop().run_in_executor(explainer, model.explain, text)
-        return JSONResponse(result)
+        if explaining["pending"] >= options.max_explain_queue:
+            wait = math.ceil(explaining["seconds"] * explaining["pending"])
+            raise Problem(
+                503,
+                f"{explaining['pending']} explanations are queued, the limit of --max-explain-queue; retry later",
+                {"Retry-After": str(max(1, wait))},
+            )
+        gone = threading.Event()  # set when the client disconnects: its queued work is dropped
+
+        def job() -> dict | None:
+            if gone.is_set():
+                return None
+            return model.explain(text)
+
+        explaining["pending"] += 1
+        start = time.monotonic()
+        work = asyncio.get_running_loop().run_in_executor(explainer, job)
+
+        def finished(f: asyncio.Future) -> None:
+            ran = not f.cancelled() and f.exception() is None and f.result() is not None
+            explain_done(time.monotonic() - start if ran else 0.0)
+
+        work.add_done_callback(finished)
+        left: asyncio.Future = asyncio.ensure_future(client_gone(request))
+        try:
+            await asyncio.wait([work, left], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+        if not work.done():  # nobody to answer: drop the work if it has not started
+            gone.set()
+            return JSONResponse({"error": "the client went away"}, status_code=503)
+        return JSONResponse(work.result())
 
     async def page(request: Request):
         async with page_lock:
@@ -354,7 +415,9 @@ def create_app(options: ServeOptions, clf=None):
 
     async def on_problem(request: Request, exc: Exception):
         assert isinstance(exc, Problem)
-        return error(exc.status, exc.message)
+        response = error(exc.status, exc.message)
+        response.headers.update(exc.headers or {})
+        return response
 
     async def on_http(request: Request, exc: Exception):
         assert isinstance(exc, HTTPException)
