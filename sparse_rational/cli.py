@@ -643,7 +643,9 @@ def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[i
         native.library()  # built or loaded once, before the fork, not once per worker
     classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
 
-    def job(chunk: list[str]) -> tuple[bytes, int, int]:
+    def job(chunk: list[str] | UserError) -> tuple[bytes, int, int]:
+        if isinstance(chunk, UserError):  # the input's error, raised in its turn: the batches before it are written
+            raise chunk
         before = fast.truncated_texts
         probs, known = fast.predict_details(chunk, max_tokens)
         text = _json_lines(classes, probs, known, chunk if with_text else None)
@@ -651,7 +653,7 @@ def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[i
 
     raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
     unknown = truncated = 0
-    for data, no_word, cut in ordered_map(job, batches, args.workers, len):
+    for data, no_word, cut in ordered_map(job, _in_turn(batches), args.workers, _count):
         if raw is not None:
             out.flush()
             raw.write(data)
@@ -662,6 +664,18 @@ def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[i
         unknown += no_word
         truncated += cut
     return unknown, truncated
+
+
+def _in_turn(batches):
+    """The batches, then the reader's error (a line that is not UTF-8) as one more item."""
+    try:
+        yield from batches
+    except UserError as exc:
+        yield exc
+
+
+def _count(chunk) -> int:
+    return len(chunk) if isinstance(chunk, list) else 0
 
 
 def _write_predictions(args: argparse.Namespace, fast, score, lines, batches, out) -> None:
