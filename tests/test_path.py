@@ -246,14 +246,15 @@ def test_bad_path_options_are_one_line_errors(args, needle, one_hot_vectors, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_a_path_killed_midway_resumes_to_the_same_snapshots(one_hot_vectors, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("tolerance", [None, 10])  # 10: each target's nearest step so far is pending for epochs
+def test_a_path_killed_midway_resumes_to_the_same_snapshots(tolerance, one_hot_vectors, tmp_path):  # noqa: F811
     def go(ck):
         return train_structure_path(
             _splits(),
             [9, 6, 3],
             embeddings=one_hot_vectors,
             patterns="4x3",
-            options=_path_options(),
+            options=_path_options(search_tolerance=tolerance),
             verbose=False,
             checkpoint=ck,
         )
