@@ -97,6 +97,12 @@ class TrainConfig:
     batch_tokens: int = _opt(2**19, "at most this many padded tokens per batch (0: no limit)", cli=False)
 
 
+#: Where the regularisation path takes a target's snapshot: at the step nearest to the target
+#: within its tolerance (the path before this rule took the first step inside the band, its upper
+#: edge). Part of a path trial's identity in ``reproduce``, so records of the old rule are not reused.
+PATH_SNAPSHOT = "nearest"
+
+
 @dataclass(frozen=True)
 class StructureOptions:
     """Structure learning: the group-lasso penalty, pruning, and the authors' lambda search."""

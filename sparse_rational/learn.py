@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .config import StructureOptions
+from .config import PATH_SNAPSHOT, StructureOptions
 from .errors import ParameterError
 from .log import get_logger
 from .model import RationalClassifier
@@ -198,35 +198,70 @@ class PathResult:
 
 
 class _PathTracker:
-    """Watches the surviving structure after every step of the path and snapshots the model
-    the first time it is within the tolerance of each target (largest first)."""
+    """Watches the surviving structure after every step of the path and snapshots, for each
+    target, the point of the path nearest to it within the tolerance (the band the authors
+    accepted: ``target +- 10`` in ``reproduce``), not merely the first point inside the band
+    (which is always the band's upper edge on a path that sheds states one by one).
+
+    A target is *settled* once the path reaches or passes it (``n <= target``): the nearest
+    point seen so far becomes its snapshot (``path/t<target>``); a path that jumped from above
+    the band to below it misses the target. Until then the nearest point so far is kept as
+    ``path/near<target>`` (saved with every checkpoint, so a resumed path settles alike); a
+    path that ends inside a band without reaching its target settles it at the nearest point
+    (:meth:`finish`). Ties go to the earlier point (the smaller lambda)."""
 
     def __init__(self, phases: Phases, opts: StructureOptions, steps_per_epoch: int):
         self.phases, self.opts, self.steps_per_epoch = phases, opts, steps_per_epoch
-        self.left = [t for t in opts.targets if f"path/t{t}" not in phases.stashed]
-        self.missed = [t for t in opts.targets if f"path/missed{t}" in phases.stashed]
-        self.left = [t for t in self.left if t not in self.missed]
+        stashed = phases.stashed
+        self.missed = [t for t in opts.targets if f"path/missed{t}" in stashed]
+        self.left = [t for t in opts.targets if f"path/t{t}" not in stashed and t not in self.missed]
+        # the nearest point so far of each unsettled target (from the checkpoint on a resume)
+        self.nearest = {t: stashed[f"path/near{t}"][1]["transitions"] for t in self.left if f"path/near{t}" in stashed}
+
+    def band(self, target: int) -> tuple[int, int]:
+        tol = self.opts.tolerance(target)
+        return max(0, target - tol), target + tol
 
     def after_step(self, model: RationalClassifier, step: int, lam: float) -> None:
         if not self.left:
             return
         structure = surviving_structure(model, self.opts.epsilon)
         n = sum(structure)
-        while self.left and n <= self.left[0] + self.opts.tolerance(self.left[0]):
-            target = self.left.pop(0)
-            info = {
-                "target": target,
-                "step": step,
-                "epoch": (step - 1) // self.steps_per_epoch + 1,
-                "reg_strength": lam,
-                "transitions": n,
-                "structure": list(structure),
-            }
-            if n >= target - self.opts.tolerance(target):
-                self.phases.stash(f"path/t{target}", model, info)
-            else:  # one step removed more than the tolerance allows: recorded, no snapshot
-                self.missed.append(target)
-                self.phases.stash(f"path/missed{target}", model, info)
+        info = {
+            "step": step,
+            "epoch": (step - 1) // self.steps_per_epoch + 1,
+            "reg_strength": lam,
+            "transitions": n,
+            "structure": list(structure),
+        }
+        for target in list(self.left):
+            low, high = self.band(target)
+            if n > high:
+                continue
+            best = self.nearest.get(target)
+            if n >= low and (best is None or abs(n - target) < abs(best - target)):
+                self.nearest[target] = n
+                here = {"target": target, **info, "band": [low, high], "rule": PATH_SNAPSHOT}
+                self.phases.stash(f"path/near{target}", model, here)
+            if n <= target:  # reached or passed: the path only moves away from it from here on
+                self._settle(target, model, info)
+
+    def _settle(self, target: int, model: RationalClassifier | None = None, info: dict | None = None) -> None:
+        self.left.remove(target)
+        if target in self.nearest:
+            self.phases.rename_stash(f"path/near{target}", f"path/t{target}")
+        else:  # one step went from above the band to below it: recorded, no snapshot
+            assert model is not None and info is not None
+            self.missed.append(target)
+            self.phases.stash(
+                f"path/missed{target}", model, {"target": target, **info, "band": list(self.band(target))}
+            )
+
+    def finish(self) -> None:
+        """The path has ended: a target whose band it entered without reaching the target
+        itself is settled at the nearest point; the others stay missed."""
+        for target in [t for t in self.left if t in self.nearest]:
+            self._settle(target)
 
     def done(self) -> bool:
         return not self.left
@@ -243,10 +278,11 @@ def regularisation_path(
 ) -> PathResult:
     """One penalised run for every target: after ``path_warmup`` epochs without penalty,
     lambda grows geometrically, step by step (``path_start * path_growth ** (step /
-    steps_per_epoch)``), the model warm-started all along; the model is
-    snapshotted the first time its surviving structure is within the tolerance of each
-    target; each snapshot is then pruned and finetuned (phase ``finetune:t<target>``).
-    The run ends when the smallest target is passed or after ``reg_epochs`` epochs."""
+    steps_per_epoch)``), the model warm-started all along; for each target the model is
+    snapshotted at the step whose surviving structure is nearest to the target within its
+    tolerance (:class:`_PathTracker`); each snapshot is then pruned and finetuned (phase
+    ``finetune:t<target>``). The run ends when the smallest target is reached or passed, or
+    after ``reg_epochs`` epochs."""
     steps = batches_per_epoch(train, cfg)
     tracker = _PathTracker(phases, opts, steps)
 
@@ -270,6 +306,7 @@ def regularisation_path(
         stop=tracker.done,
         epochs=opts.path_warmup + opts.reg_epochs,
     )
+    tracker.finish()
     missed = sorted(set(tracker.missed) | set(tracker.left), reverse=True)
     path = [
         {

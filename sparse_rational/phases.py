@@ -175,6 +175,10 @@ class Phases:
         weights = {k: v.detach().clone() for k, v in model_tensors(model).items()}
         self.stashed[key] = (weights, to_jsonable(info))
 
+    def rename_stash(self, key: str, new: str) -> None:
+        """Keep the weights and info stashed under ``key`` under ``new`` instead."""
+        self.stashed[new] = self.stashed.pop(key)
+
     def load_stashed(self, model: RationalClassifier, key: str) -> dict:
         """Load the weights stashed under ``key`` into ``model``; returns their info."""
         weights, info = self.stashed[key]

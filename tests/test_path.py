@@ -246,14 +246,15 @@ def test_bad_path_options_are_one_line_errors(args, needle, one_hot_vectors, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_a_path_killed_midway_resumes_to_the_same_snapshots(one_hot_vectors, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("tolerance", [None, 10])  # 10: each target's nearest step so far is pending for epochs
+def test_a_path_killed_midway_resumes_to_the_same_snapshots(tolerance, one_hot_vectors, tmp_path):  # noqa: F811
     def go(ck):
         return train_structure_path(
             _splits(),
             [9, 6, 3],
             embeddings=one_hot_vectors,
             patterns="4x3",
-            options=_path_options(),
+            options=_path_options(search_tolerance=tolerance),
             verbose=False,
             checkpoint=ck,
         )
@@ -299,3 +300,76 @@ def test_a_single_target_along_the_path_is_one_model_folder(one_hot_vectors, tmp
     np.testing.assert_allclose(
         TextClassifier.load(tmp_path / "one").predict_proba(["w0 w4"]), clf.predict_proba(["w0 w4"]), atol=1e-6
     )
+
+
+# -- where the path takes a target's snapshot ---------------------------------------------------
+
+
+def _scripted_tracker(monkeypatch, targets, tolerance):
+    """A tracker fed a scripted sequence of surviving sizes (one per step)."""
+    import sparse_rational.learn as learn
+    from sparse_rational.phases import Phases
+
+    sizes: list[int] = []
+    monkeypatch.setattr(learn, "surviving_structure", lambda model, eps: [sizes[-1]])
+    opts = StructureOptions(target_transitions=tuple(targets), search_tolerance=tolerance)
+    phases = Phases(verbose=False)
+    tracker = learn._PathTracker(phases, opts, steps_per_epoch=4)
+    model = RationalClassifier(ModelConfig((1,), 3, 2, vocab_size=4))
+
+    def walk(path):
+        for step, n in enumerate(path, 1):
+            sizes.append(n)
+            tracker.after_step(model, step, 1e-3 * step)
+            if tracker.done():
+                break
+        tracker.finish()
+        return {t: info["transitions"] for t, (_, info) in phases.stashed.items() if t.startswith("path/t")}
+
+    return tracker, phases, walk
+
+
+def test_the_snapshot_is_the_step_nearest_to_the_target_not_the_bands_upper_edge(monkeypatch):
+    # a path that sheds states one by one enters each band at its upper edge (30 for 20): the
+    # earlier rule snapshotted there; the snapshot is now the step at the target itself
+    tracker, phases, walk = _scripted_tracker(monkeypatch, (80, 60, 40, 20), 10)
+    got = walk(list(range(96, 0, -1)))
+    assert got == {"path/t80": 80, "path/t60": 60, "path/t40": 40, "path/t20": 20}
+    assert not tracker.missed and not any(k.startswith("path/near") for k in phases.stashed)
+    info = phases.stashed["path/t20"][1]
+    assert info["band"] == [10, 30] and info["rule"] == "nearest" and info["step"] == 96 - 20 + 1
+
+
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        ([35, 27, 23, 18, 12], {"path/t20": 18}),  # passed between 23 and 18: 18 is nearer
+        ([35, 22, 17, 5], {"path/t20": 22}),  # 22 is nearer than 17
+        ([35, 21, 19, 5], {"path/t20": 21}),  # a tie goes to the earlier step (smaller lambda)
+        ([35, 28, 26, 25], {"path/t20": 25}),  # the path ends inside the band: its nearest step
+        ([35, 31, 8], {}),  # jumped over the whole band: missed
+    ],
+)
+def test_the_nearest_step_along_a_path_that_jumps(monkeypatch, path, expected):
+    tracker, _, walk = _scripted_tracker(monkeypatch, (20,), 10)
+    assert walk(path) == expected
+    assert tracker.missed == ([] if expected else [20])
+
+
+def test_a_band_wider_than_the_model_still_snapshots_near_each_target(one_hot_vectors):  # noqa: F811
+    # +-10 around 9, 6 and 3 holds all 12 transitions of 4x3: the earlier rule took the first
+    # step for every target (12 transitions each); the path now goes on to each target
+    run = train_structure_path(
+        _splits(),
+        [9, 6, 3],
+        embeddings=one_hot_vectors,
+        patterns="4x3",
+        options=_path_options(search_tolerance=10),
+        verbose=False,
+    )
+    assert not run.missed, run.missed
+    for t in (9, 6, 3):
+        snap = run.snapshots[t]
+        assert abs(snap["transitions"] - t) <= 1, (t, snap)
+        assert run.models[t].model.config.transitions == snap["transitions"]
+        assert snap["band"] == [max(0, t - 10), t + 10]

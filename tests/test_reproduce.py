@@ -934,3 +934,85 @@ def test_summary_of_two_datasets_pools_them(tmp_path):
     assert "| all 2 pooled | holds (" in text  # +10 points over 24x1, the same on each dataset
     one = summary_markdown([r for r in rows if r["dataset"] == "d1"], "t", [], [])
     assert "pooled" not in one
+
+
+def test_path_records_of_the_earlier_snapshot_rule_are_run_again_and_baselines_reused(tmp_path):
+    """The path now snapshots each target at its nearest step (not at the band's upper edge):
+    a sweep folder holding path records of the earlier rule runs its path trials again under
+    new keys, reuses its baselines, and reports the new rows only, with the band beside them."""
+    from sparse_rational.experiments.report import placement_lines
+
+    ds = DatasetRef("tiny", files=("/x/train.tsv", None, None))
+    budget = Budget("t", assignments=1, reruns=2, epochs=1, patience=1, reg_epochs=1, path_epochs=9)
+    plan = Plan(
+        [ds], "glove-6b-50d", budget, configurations("glove-6b-50d", ("2x1",), (40, 20)), structure_search="path"
+    )
+
+    def result(n):
+        return {"dev_accuracy": 0.5, "test_accuracy": 0.5, "transitions": n, "structure": [n], "wfsas": 1,
+                "parameters": 10, "reg_strength": 0.01}  # fmt: skip
+
+    def metrics(edge):  # the earlier rule: the band's upper edge; the current one: the target
+        def m(spec):
+            if spec.config.method == "baseline":
+                return result(2)
+            if spec.phase == "rerun":
+                return result(spec.target + edge)
+            return {"targets": {str(t): result(t + edge) for t in (40, 20)}, "missed": [], "path": [], "snapshots": {}}
+
+        return m
+
+    store = TrialStore(tmp_path / "sweep")
+    run_sweep(plan, Fabricated(metrics(10)), store, progress=False)
+    # make the path records those of the code before the rule: no "snapshot" in their identity
+    for key, rec in store.load_all().items():
+        if rec["config"].get("structure_search") == "path":
+            assert rec["config"].pop("snapshot") == "nearest"
+            rec["key"] = hashlib.sha256(
+                json.dumps(rec["config"], sort_keys=True, separators=(",", ":")).encode()
+            ).hexdigest()[:20]
+            store.path(key).unlink()
+            store.save(rec)
+    old = store.load_all()
+    assert len(old) == (1 + 2) + (1 + 2 * 2)  # the baseline; the path, rerun for each target
+    executor = Fabricated(metrics(0))
+    run_sweep(plan, executor, store, progress=False)
+    baselines = [k for k, r in old.items() if r["config"]["method"] == "baseline"]
+    assert len(executor.submitted) == 1 + 2 * 2 and not set(executor.submitted) & set(old)  # paths only
+    assert all(k in store.load_all() for k in baselines)
+    rows = rows_from_records(store.load_all())
+    learned = [r for r in rows if r["method"] == "sparse"]
+    assert len(learned) == 2 * (1 + 2)  # the old path rows are left out
+    assert all(r["transitions"] == r["target_transitions"] for r in learned)
+    assert {r["snapshot"] for r in learned} == {"nearest to the target"}
+    assert {r["target_transitions"]: r["band"] for r in learned} == {40: "30-50", 20: "10-30"}
+    lines = placement_lines(aggregate(rows)["tiny"])
+    line = "- target 20: 20.0 ± 0.0 transitions, +0.0 (the authors' band 10-30; snapshot nearest to the target)"
+    assert line in lines
+    # the old records alone (a folder not yet continued) report the earlier rule as such
+    old_rows = [r for r in rows_from_records(old) if r["method"] == "sparse"]
+    assert {r["snapshot"] for r in old_rows} == {"first in band"} and {r["transitions"] for r in old_rows} == {30, 50}
+
+
+def test_path_trial_keys_changed_with_the_snapshot_rule_and_baseline_keys_did_not():
+    ds = DatasetRef("amazon:kitchen", spec="amazon:kitchen", data_dir="/a")
+    plan = Plan(
+        [ds],
+        "glove-6b-50d",
+        BUDGETS["smoke"],
+        configurations("glove-6b-50d", ("24x1",), (40, 20)),
+        structure_search="path",
+        penalty_update="proximal",
+    )
+    base, t40, t20 = plan.configs
+    (path,) = plan.search_trials(ds, t40)
+    rerun = plan.rerun_trials(path, 0.5, t20)[0]
+    # the keys of the code before the rule ("4b307f...", "9df598...") are not reused
+    assert (path.key, rerun.key) == ("7fdc27de78227c766c6e", "1d8d389cdd70dee88dde")
+    assert path.identity()["snapshot"] == rerun.identity()["snapshot"] == "nearest"
+    assert plan.search_trials(ds, base)[0].key == "fffda90bc7a56d4aea7c"  # as before: reused
+    assert "snapshot" not in plan.search_trials(ds, base)[0].identity()
+    # and the sweep's identity is the one of before: a folder of the earlier code resumes
+    assert hashlib.sha256(json.dumps(plan.identity(), sort_keys=True).encode()).hexdigest()[:20] == (
+        "91ff67f5cc767a8b0670"
+    )

@@ -379,7 +379,10 @@ def _method_lines(plan) -> list[str]:
         lines.append(
             f"Targets by the regularisation path (column `search`: path): one penalised run per assignment "
             f"(lambda from {p['path_start']:g}, x{p['path_growth']:g} per epoch after {p['path_warmup']} epochs "
-            f"without penalty, at most {plan.budget.path_epochs} epochs) yields every target; a target the path "
+            f"without penalty, at most {plan.budget.path_epochs} epochs) yields every target: its model is the "
+            f"path's step nearest to the target within the band of +-{plan.tolerance} transitions the authors "
+            "accepted (records of the earlier rule, the first step inside the band, say `first in band` in "
+            "the column `snapshot`); a target the path "
             "missed is a failed attempt for that target, replaced by a new assignment. Each target's best of its "
             f"first {plan.budget.assignments} successful assignment(s) is rerun as a single-target path with a "
             "new seed (the path is walked again until that target; the found lambda is not reused), so reruns "

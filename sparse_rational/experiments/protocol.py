@@ -22,7 +22,10 @@ that target only (replaced by a new assignment, as a failed lambda search is). E
 target's best assignment is then rerun as a single-target path with seeds 1..R: the path is
 walked again until that target (the same trajectory a path to every target takes up to it),
 rather than reusing the snapshot's lambda, which belongs to a warm-started, growing
-schedule and means nothing for a run from scratch.
+schedule and means nothing for a run from scratch. A target's model is the path's step
+nearest to the target within the tolerance (the authors' band, +-10), not the first step
+inside the band (its upper edge); path trials carry ``snapshot: nearest`` in their identity,
+so the records of the earlier rule are not reused (baselines keep their keys).
 
 ``readout``, ``penalty_update`` and ``structure_search`` are part of a trial's identity
 only when they differ from the paper's (``final``, ``gradient``, ``lambda``), so a sweep
@@ -39,7 +42,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..config import ModelOptions, StructureOptions, default
+from ..config import PATH_SNAPSHOT, ModelOptions, StructureOptions, default
 from ..errors import ParameterError, UserError
 
 FORMAT = "sparse-rational-sweep/1"
@@ -339,6 +342,9 @@ class TrialSpec:
                 d["penalty_update"] = self.penalty_update
             if self.uses_path:
                 d.update(structure_search="path", path=dict(sorted((self.path or path_defaults()).items())))
+                # where the path takes each target's snapshot: records of the earlier rule (the
+                # first step inside the band) have no "snapshot" and are not reused
+                d["snapshot"] = PATH_SNAPSHOT
         if self.readout != PAPER["readout"]:
             d["readout"] = self.readout
         return d

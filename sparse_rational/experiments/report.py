@@ -52,7 +52,12 @@ COLUMNS = [
     "search",
     "readout",
     "penalty_update",
+    "band",
+    "snapshot",
 ]
+#: where a path took a target's snapshot (the ``snapshot`` column): a record without a rule in
+#: its identity was made by the earlier rule, the first step inside the band
+SNAPSHOT_NAMES = {"nearest": "nearest to the target", None: "first in band"}
 #: how a sparse row's size was reached (the ``search`` column)
 SEARCH_NAMES = {"lambda": "lambda search", "path": "path", "fixed": "fixed lambda"}
 
@@ -68,6 +73,43 @@ def _search(c: dict) -> str:
     if c.get("structure_search") == "path":
         return SEARCH_NAMES["path"]
     return SEARCH_NAMES["fixed" if c["configuration"].startswith("sparse lambda") else "lambda"]
+
+
+def _is_path(c: dict) -> bool:
+    return c["method"] == "sparse" and c.get("structure_search") == "path"
+
+
+def _band(c: dict) -> str:
+    """The sizes a target's search accepts (the authors': the target +- 10), ``low-high``."""
+    t, tol = c.get("target_transitions"), c.get("tolerance")
+    if c["method"] != "sparse" or t in (None, "") or tol in (None, ""):
+        return ""
+    return f"{max(0, int(t) - int(tol))}-{int(t) + int(tol)}"
+
+
+def _current_rule(records: dict[str, dict]) -> dict[str, dict]:
+    """Without the path trials of an earlier snapshot rule where a dataset also has path
+    trials of the current one (a sweep folder continued after the rule changed: the path
+    trials were run again under new keys, the baselines were reused)."""
+    from ..config import PATH_SNAPSHOT
+
+    def dataset(rec):
+        return (rec.get("config") or {}).get("dataset", {}).get("name")
+
+    current = {
+        dataset(r)
+        for r in records.values()
+        if _is_path(r.get("config") or {"method": ""}) and r["config"].get("snapshot") == PATH_SNAPSHOT
+    }
+    return {
+        k: r
+        for k, r in records.items()
+        if not (
+            _is_path(r.get("config") or {"method": ""})
+            and dataset(r) in current
+            and r["config"].get("snapshot") != PATH_SNAPSHOT
+        )
+    }
 
 
 def _row(key: str, rec: dict, c: dict, m: dict, status: str, error: str) -> dict:
@@ -105,6 +147,8 @@ def _row(key: str, rec: dict, c: dict, m: dict, status: str, error: str) -> dict
         "search": _search(c),
         "readout": c.get("readout", "final"),
         "penalty_update": c.get("penalty_update", "gradient") if c["method"] == "sparse" else "",
+        "band": _band(c),
+        "snapshot": SNAPSHOT_NAMES.get(c.get("snapshot"), str(c.get("snapshot"))) if _is_path(c) else "",
         # not in results.csv: for the intervals over test documents
         "test_correct": m.get("test_correct", ""),
         "test_size": m.get("test_size", ""),
@@ -128,9 +172,10 @@ def _missed(target: int, c: dict, m: dict) -> str:
 
 def rows_from_records(records: dict[str, dict]) -> list[dict]:
     """One row per run: per trial, or for a path trial per target (a target the path missed
-    is a failed row of that target)."""
+    is a failed row of that target). Path trials of an earlier snapshot rule are left out
+    where the same dataset has path trials of the current one."""
     rows = []
-    for key, rec in records.items():
+    for key, rec in _current_rule(records).items():
         c, m = rec["config"], rec.get("metrics") or {}
         if "targets" not in c:
             rows.append(_row(key, rec, c, m, rec["status"], rec.get("error", "")))
@@ -234,6 +279,8 @@ def aggregate(rows: list[dict]) -> dict[str, list[dict]]:
                 "patterns": first["patterns"],
                 "search": first.get("search", ""),
                 "target": first["target_transitions"],
+                "band": first.get("band", ""),
+                "snapshot": first.get("snapshot", ""),
                 "runs": len(rs),
                 "reg_strength": statistics.fmean(float(r["reg_strength"] or 0) for r in rs),
                 "transitions": tr,
@@ -307,6 +354,27 @@ def comparisons(entries: list[dict]) -> list[str]:
             f"(paper: +1 to +2 in 4 of 5 cases)"
         )
     return lines
+
+
+def placement_lines(entries: list[dict]) -> list[str]:
+    """Where the learned rows sit: each target's mean transitions over its reruns, beside
+    the band the authors accepted and the rule that placed the snapshot."""
+    learned = [e for e in entries if e["method"] == "sparse" and e.get("target") not in ("", None)]
+    if not learned:
+        return []
+    out = []
+    for e in sorted(learned, key=lambda e: -int(e["target"])):
+        m, sd = e["transitions"]
+        t = int(e["target"])
+        how = f"; snapshot {e['snapshot']}" if e.get("snapshot") else ""
+        band = f" (the authors' band {e['band']}{how})" if e.get("band") else ""
+        out.append(f"target {t}: {m:.1f} ± {sd:.1f} transitions, {m - t:+.1f}{band}")
+    return [
+        "Where the learned rows sit (mean ± std of the reruns' transitions, minus the target):",
+        "",
+        *(f"- {x}" for x in out),
+        "",
+    ]
 
 
 def reference_lines(refs: dict[str, dict] | None, entries: list[dict]) -> list[str]:
@@ -463,6 +531,7 @@ def summary_markdown(
                 f"{float(hp['input_dropout']):.2f} | {float(hp['weight_decay']):.2g} |"
             )
         out.append("")
+        out += placement_lines(entries)
         out += reference_lines(references.get(ds), entries)
         out += ["Against the paper's claims (means):", ""] + comparisons(entries) + [""]
         lines, table = significance_lines(entries)
