@@ -19,7 +19,7 @@ _LAZY = {
     "TextClassifier": "pipeline",
     "train_text_classifier": "pipeline",
     "train_structure_path": "pipeline",
-    "tune_text_classifier": "pipeline",
+    "tune_text_classifier": "tuning",
     "SparseRationalClassifier": "estimator",
     "RunOptions": "config",
     "Callback": "callbacks",
@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     from .data import Example, Splits, splits_from
     from .estimator import SparseRationalClassifier
     from .metrics import Metrics
-    from .pipeline import TextClassifier, train_structure_path, train_text_classifier, tune_text_classifier
+    from .pipeline import TextClassifier, train_structure_path, train_text_classifier
+    from .tuning import tune_text_classifier
 
 
 def __getattr__(name: str) -> Any:

@@ -256,8 +256,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from .ops import forced_impl
-    from .pipeline import train_structure_path, train_text_classifier, tune_text_classifier
+    from .pipeline import train_structure_path, train_text_classifier
     from .structure import check_size, parse_stack
+    from .tuning import tune_text_classifier
 
     check_size(parse_stack(args.patterns, args.layers), args.bidirectional, spec=args.patterns)  # before any data
     forced_impl()
