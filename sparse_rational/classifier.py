@@ -341,13 +341,18 @@ class TextClassifier:
     def evaluate(self, examples: Sequence[Example]) -> float:
         """Accuracy on labelled examples (a label unseen in training counts as an error):
         :class:`Example` objects, ``(text, label)`` pairs, a DataFrame or a Dataset."""
+        data, rows = self._labelled(examples)
+        return accuracy(self.model, data, rows)
+
+    def _labelled(self, examples: Sequence[Example]) -> tuple[EncodedData, Any]:
+        """Labelled examples in any accepted form, their labels checked (:meth:`_check_labels`),
+        read as the model reads them."""
         if not isinstance(examples, list) or not all(isinstance(ex, Example) for ex in examples):
             examples = examples_from(examples, name="examples")
         if not examples:
             raise UserError("no examples to evaluate")
         self._check_labels(examples)
-        data, rows = self._read(examples, strict_labels=False)
-        return accuracy(self.model, data, rows)
+        return self._read(examples, strict_labels=False)
 
     def _check_labels(self, examples: Sequence[Example]) -> None:
         """Labels the model does not know count as errors: a warning names them and their
@@ -372,12 +377,7 @@ class TextClassifier:
         """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion
         matrix (``[true][predicted]`` in the order of ``classes``; a label unseen in training
         is an error that no column holds, counted under ``unseen_labels``)."""
-        if not isinstance(examples, list) or not all(isinstance(ex, Example) for ex in examples):
-            examples = examples_from(examples, name="examples")
-        if not examples:
-            raise UserError("no examples to evaluate")
-        self._check_labels(examples)
-        data, rows = self._read(examples, strict_labels=False)
+        data, rows = self._labelled(examples)
         predicted = predict_proba(self.model, data, rows=rows).argmax(1).numpy()
         return classification_report(data.labels.numpy(), predicted, self.classes)
 
