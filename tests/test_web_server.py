@@ -33,12 +33,17 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(baseline, tiny_files, tmp_path_factory):
-    """``sparse-rational serve`` in its own process; yields its base URL."""
+    """``sparse-rational serve`` in its own process (the default parser and loop: httptools and
+    uvloop when installed); yields its base URL."""
+    args = ["--max-body-bytes", str(MAX_BODY), "--max-texts", str(MAX_TEXTS), "--batch-wait-ms", "20"]
+    yield from _serving(
+        baseline, tmp_path_factory.mktemp("serve") / "serve.log", args + ["--train", str(tiny_files["train"])]
+    )
+
+
+def _serving(baseline, log, args):
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [sys.executable, "-m", "sparse_rational.cli", "serve", "--model", str(baseline), "--port", str(port)]
-    cmd += ["--max-body-bytes", str(MAX_BODY), "--max-texts", str(MAX_TEXTS), "--batch-wait-ms", "20"]
-    cmd += ["--train", str(tiny_files["train"])]
+    cmd = [sys.executable, "-m", "sparse_rational.cli", "serve", "--model", str(baseline), "--port", str(port), *args]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -189,6 +194,24 @@ def test_page_scores_through_the_api(server, clf, tmp_path):
     page = open_with_text(url + "/", text, tmp_path / "profile")
     _same([page], clf, [text], tol=1e-5)
     assert page["rows"] == len(clf.model.config.structure)
+
+
+def test_the_plain_parser_and_loop_answer_as_the_fast_ones(server, baseline, clf, kitchen, tmp_path):
+    """``--http h11 --loop asyncio`` (no httptools, no uvloop) gives the same answers as the
+    default server (to float32 rounding: either may still be serving through the PyTorch scan
+    while its fused kernel loads); an unknown parser is refused by the command line."""
+    texts = [ex.text for ex in kitchen.test[:5]]
+    fast = httpx.post(server["url"] + "/predict", json={"texts": texts}, timeout=60)
+    plain_server = _serving(baseline, tmp_path / "plain.log", ["--http", "h11", "--loop", "asyncio"])
+    plain = next(plain_server)
+    try:
+        got = httpx.post(plain["url"] + "/predict", json={"texts": texts}, timeout=60)
+    finally:
+        plain_server.close()
+    assert fast.status_code == got.status_code == 200
+    _same(fast.json()["predictions"], clf, texts)
+    _same(got.json()["predictions"], clf, texts)
+    assert main(["serve", "--model", str(baseline), "--http", "fast"]) == 2
 
 
 def test_serve_refuses(baseline, tmp_path, capsys):

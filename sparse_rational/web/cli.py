@@ -135,6 +135,18 @@ def add_parsers(subparsers) -> None:
         help=f"torch threads per server process (default {DEFAULT_THREADS}: requests are small; scale with --workers)",
     )
     s.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
+    s.add_argument(
+        "--http",
+        choices=("auto", "httptools", "h11"),
+        default="auto",
+        help="uvicorn's HTTP parser (default auto: httptools when installed, the serve extra's, else h11)",
+    )
+    s.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="the event loop (default auto: uvloop when installed, the serve extra's, else asyncio)",
+    )
     _table_args(s)
 
 
@@ -223,4 +235,12 @@ def run_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         **asdict(table_source(args)),
     )
-    return serve(options, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log)
+    return serve(
+        options,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=args.access_log,
+        http=args.http,
+        loop=args.loop,
+    )
