@@ -55,8 +55,6 @@ class RowTable:
         self.lengths: dict[str, int] = {}
         self.rows = 0
 
-    device = torch.device("cpu")
-
     def __deepcopy__(self, memo) -> RowTable:
         return self
 

@@ -95,8 +95,8 @@ def batch_vectors(model, docs: Sequence[Document]) -> tuple[Tensor, Tensor]:
     for k, d in enumerate(docs):
         if d.vectors is not None:
             v = d.vectors.to(device=device, dtype=x.dtype)
-        elif d.ids is not None and model.embeddings is not None:
-            v = model.embeddings[d.ids.to(device)]
+        elif d.ids is not None and model.embeddings is not None:  # the one call a model makes on its rows
+            v = model.embeddings.lookup(d.ids, mask, x.dtype)
         else:
             raise ValueError("a document needs vectors, or ids and a model with embeddings")
         x[k, : len(d)] = v
