@@ -122,6 +122,7 @@ def score_files(
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows out in input order
         ctx.enable_progress_bars = False
+        _import_fsspec_http()
         ray_files = [str(Path(f).resolve()) for f in files]
         if kind == "text":  # lines split as predict splits them (at "\n" only), not read_text's splitlines
             ds = ray.data.read_binary_files(ray_files, include_paths=True).flat_map(_lines)
@@ -157,6 +158,16 @@ def score_files(
 
 
 _WORKER_ERROR = re.compile(r"^sparse_rational\.errors\.(\w*Error): (.+)$", re.M)
+
+
+def _import_fsspec_http() -> None:
+    """Import fsspec's HTTP filesystem once, here, before Ray Data lists the inputs: its file
+    listing imports it from several threads at once, and one of them can see the module half
+    initialised ("cannot import name 'HTTPFileSystem'", seen once in a clean-clone test run)."""
+    try:
+        import fsspec.implementations.http  # noqa: F401  (optional: Ray Data falls back without it)
+    except ImportError:
+        pass
 
 
 def _own_error(exc: BaseException) -> UserError | None:
