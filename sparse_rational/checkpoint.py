@@ -403,6 +403,24 @@ def model_tensors(model: torch.nn.Module, prefix: str = "", state_dict: dict | N
     return module_tensors(model.state_dict() if state_dict is None else state_dict, prefix, skip)
 
 
+def snapshot_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model``'s weights (:func:`model_tensors`: frozen word vectors left
+    out, tuned rows kept), to load back with :func:`load_weights`."""
+    return {k: v.detach().clone() for k, v in model_tensors(model).items()}
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``weights`` (a :func:`snapshot_weights` of a model of the same structure) into
+    ``model``; its own values stay for what the snapshot left out (frozen word vectors).
+    ``what`` names the snapshot in the error of a mismatch."""
+    out = dict(model.state_dict())
+    for k, t in weights.items():
+        if k not in out or tuple(out[k].shape) != tuple(t.shape):
+            raise ValueError(f"the weights of {what} do not fit the model ({k})")
+        out[k] = t.to(out[k].dtype)
+    model.load_state_dict(out)
+
+
 def restore_module_state(model: torch.nn.Module, ck: Checkpoint, prefix: str, base: dict | None = None) -> dict:
     """The state dict ``base`` (default: the model's) with the tensors ``prefix.*`` of ``ck``;
     every tensor must exist with the same shape (frozen buffers left out of the checkpoint

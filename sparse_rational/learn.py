@@ -4,8 +4,12 @@
 epochs (no LR schedule), prunes it at ``epsilon`` and finetunes the smaller model without
 the penalty. With a target size, ``search_reg_strength`` repeats the penalised phase with
 the authors' search over lambda until the pruned model has the target number of
-transitions. Every training run goes through the phase runner (:mod:`.phases`), which
-checkpoints and resumes; nothing here knows about checkpoints.
+transitions; with several targets, ``regularisation_path`` grows lambda along one
+penalised run and snapshots the model near each target. Each of the three lambda
+strategies (fixed, search, path) gives a :class:`Penalised` model, and one shared tail
+prunes and finetunes it (:func:`prune_and_finetune`). Every training run goes through the
+phase runner (:mod:`.phases`), which checkpoints and resumes; nothing here knows about
+checkpoints.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from typing import Any
 
 import torch
 
+from .checkpoint import load_weights, snapshot_weights
 from .config import PATH_SNAPSHOT, StructureOptions
 from .errors import ParameterError
 from .log import get_logger
 from .model import RationalClassifier
 from .phases import Phases
-from .structure import PruneResult, format_structure, prune, surviving_structure
+from .structure import format_structure, prune, surviving_structure
 from .train import EncodedData, FitResult, TrainConfig, accuracy, batches_per_epoch
 
 _log = get_logger(__name__)
@@ -39,6 +44,17 @@ class LearnResult:
     search: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class Penalised:
+    """What a lambda strategy gives the shared tail: a model trained with the penalty at
+    ``reg_strength`` (the search: the try that reached the target; the path: a snapshot)."""
+
+    reg_strength: float
+    model: RationalClassifier
+    fit: FitResult
+    search: list[dict] = field(default_factory=list)
+
+
 def penalise(
     phases: Phases,
     name: str,
@@ -51,7 +67,7 @@ def penalise(
     verbose: bool = True,
     epoch_lines: bool = True,
     **kwargs,
-) -> tuple[RationalClassifier, FitResult]:
+) -> Penalised:
     """A fresh model trained with the penalty for ``opts.reg_epochs`` epochs, no early
     stopping, no schedule, ending with its last weights (not its best dev epoch)."""
     model = make_model()
@@ -74,7 +90,7 @@ def penalise(
         epoch_lines=epoch_lines,
         **kwargs,
     )
-    return model, result
+    return Penalised(reg_strength if not callable(reg_strength) else 0.0, model, result)
 
 
 def search_reg_strength(
@@ -85,23 +101,22 @@ def search_reg_strength(
     cfg: TrainConfig,
     opts: StructureOptions,
     verbose: bool = True,
-) -> tuple[float, PruneResult, FitResult, list[dict]]:
+) -> Penalised:
     """The authors' search: start at 8e-6, multiply (too many transitions) or divide (too
     few) by ``rate`` (2 at first); on each change of direction ``rate = (rate + 1) / 2``;
     stay within ``[1e-9, 1e2]``; give up after 25 tries. Each try is a full penalised run
     (phase ``search:k``). Succeeds when the pruned model is within ``opts.tolerance()``
-    transitions of the target (``max(2, 10 %)`` by default).
+    transitions of the target (``max(2, 10 %)`` by default): that try's model, its lambda
+    and the log of every try.
     """
-    target, tol = opts.target_transitions, opts.tolerance()
-    assert target is not None
+    target, tol = opts.targets[0], opts.tolerance()
     lam, rate, last_dir = opts.search_start, 2.0, 0
     lo_bound, hi_bound = opts.search_bounds
     log: list[dict] = []
     for attempt in range(1, opts.search_max_tries + 1):
-        name = f"search:{attempt}"
-        model, fit_result = penalise(
+        tried = penalise(
             phases,
-            name,
+            f"search:{attempt}",
             make_model,
             train,
             dev,
@@ -112,11 +127,7 @@ def search_reg_strength(
             epoch_lines=False,
             desc=f"search try {attempt} (lambda {lam:.3g})",
         )
-
-        def pruned_structure(model: RationalClassifier = model) -> tuple[int, ...]:
-            return prune(model, opts.epsilon).model.config.all_lengths
-
-        structure = phases.record(name, "structure", pruned_structure)
+        structure = surviving_structure(tried.model, opts.epsilon)
         n = sum(structure)
         log.append({"try": attempt, "reg_strength": lam, "transitions": n, "structure": list(structure)})
         if verbose:
@@ -124,8 +135,9 @@ def search_reg_strength(
                 f"search try {attempt:2d}: lambda {lam:.3g} -> {n} transitions "
                 f"({format_structure(tuple(structure))}), target {target} +- {tol}",
             )
-        if abs(n - target) <= tol:  # the last finished phase: its weights are at hand
-            return lam, prune(model, opts.epsilon), fit_result, log
+        if abs(n - target) <= tol:
+            tried.search = log
+            return tried
         direction = 1 if n > target else -1  # +1: more penalty needed
         if last_dir and direction != last_dir:
             rate = (rate + 1) / 2
@@ -154,14 +166,14 @@ def learn_structure(
     verbose: bool = True,
     phases: Phases | None = None,
 ) -> LearnResult:
-    """Penalised phase (fixed or searched lambda) -> prune -> finetune without penalty.
+    """Penalised phase (a fixed lambda, the authors' search for one, or a path to the
+    target) -> prune -> finetune without penalty.
 
     If every state is pruned, nothing is left to finetune: the classifier's bias is set to
     the log class prior of the training labels (the exact minimiser of the training loss
     of a model without WFSAs), so the model predicts the class prior.
     """
     phases = phases or Phases(verbose=verbose)
-    search: list[dict] = []
     if opts.structure_search == "path" and opts.targets:  # one target, reached along a path
         result = regularisation_path(phases, make_model, train, dev, cfg, opts, verbose)
         if result.missed:
@@ -170,11 +182,26 @@ def learn_structure(
         learned.search = result.path
         return learned
     if opts.target_transitions is not None:
-        lam, pruned, pen_fit, search = search_reg_strength(phases, make_model, train, dev, cfg, opts, verbose)
+        penalised = search_reg_strength(phases, make_model, train, dev, cfg, opts, verbose)
     else:
-        lam = opts.reg_strength
-        model, pen_fit = penalise(phases, "penalised", make_model, train, dev, cfg, opts, lam, verbose)
-        pruned = prune(model, opts.epsilon)
+        penalised = penalise(phases, "penalised", make_model, train, dev, cfg, opts, opts.reg_strength, verbose)
+    return prune_and_finetune(phases, "finetune", penalised, train, dev, cfg, opts, verbose)
+
+
+def prune_and_finetune(
+    phases: Phases,
+    name: str,
+    penalised: Penalised,
+    train: EncodedData,
+    dev: EncodedData,
+    cfg: TrainConfig,
+    opts: StructureOptions,
+    verbose: bool = True,
+) -> LearnResult:
+    """The shared tail of every lambda strategy: prune the penalised model at ``epsilon``,
+    then finetune the smaller model without the penalty as phase ``name`` (a model left
+    without WFSAs is set to the class prior instead)."""
+    pruned = prune(penalised.model, opts.epsilon)
     model, norms = pruned.model, pruned.group_norms
     before = tuple(len(s) for s in norms)
     if verbose:
@@ -182,8 +209,8 @@ def learn_structure(
             f"pruned at {opts.epsilon}: {sum(before)} -> {model.config.transitions} transitions, "
             f"structure {format_structure(model.config.structure_record())}",
         )
-    finetune = _finetune(phases, "finetune", model, train, dev, cfg, verbose)
-    return LearnResult(model, lam, before, norms, pen_fit, finetune, search)
+    finetune = _finetune(phases, name, model, train, dev, cfg, verbose)
+    return LearnResult(model, penalised.reg_strength, before, norms, penalised.fit, finetune, penalised.search)
 
 
 @dataclass
@@ -204,26 +231,31 @@ class _PathTracker:
     (which is always the band's upper edge on a path that sheds states one by one).
 
     A target is *settled* once the path reaches or passes it (``n <= target``): the nearest
-    point seen so far becomes its snapshot (``path/t<target>``); a path that jumped from above
-    the band to below it misses the target. Until then the nearest point so far is kept as
-    ``path/near<target>`` (saved with every checkpoint, so a resumed path settles alike); a
-    path that ends inside a band without reaching its target settles it at the nearest point
-    (:meth:`finish`). Ties go to the earlier point (the smaller lambda)."""
+    point seen so far becomes its snapshot (:attr:`snapshots`); a path that jumped from
+    above the band to below it misses the target (:attr:`missed`). Until then the nearest
+    point so far is kept in :attr:`near`; a path that ends inside a band without reaching
+    its target settles it at the nearest point (:meth:`finish`). Ties go to the earlier
+    point (the smaller lambda). Its state belongs to the path's phase
+    (:class:`~sparse_rational.phases.Stateful`): saved with it, restored on resume."""
 
-    def __init__(self, phases: Phases, opts: StructureOptions, steps_per_epoch: int):
-        self.phases, self.opts, self.steps_per_epoch = phases, opts, steps_per_epoch
-        stashed = phases.stashed
-        self.missed = [t for t in opts.targets if f"path/missed{t}" in stashed]
-        self.left = [t for t in opts.targets if f"path/t{t}" not in stashed and t not in self.missed]
-        # the nearest point so far of each unsettled target (from the checkpoint on a resume)
-        self.nearest = {t: stashed[f"path/near{t}"][1]["transitions"] for t in self.left if f"path/near{t}" in stashed}
+    def __init__(self, opts: StructureOptions, steps_per_epoch: int):
+        self.opts, self.steps_per_epoch = opts, steps_per_epoch
+        self.snapshots: dict[int, tuple[dict[str, torch.Tensor], dict]] = {}  # target -> (weights, info)
+        self.near: dict[int, tuple[dict[str, torch.Tensor], dict]] = {}  # unsettled target -> nearest so far
+        self.missed: dict[int, dict] = {}  # target -> the step that jumped over its band
+
+    @property
+    def left(self) -> list[int]:
+        """The targets not yet settled nor missed."""
+        return [t for t in self.opts.targets if t not in self.snapshots and t not in self.missed]
 
     def band(self, target: int) -> tuple[int, int]:
         tol = self.opts.tolerance(target)
         return max(0, target - tol), target + tol
 
     def after_step(self, model: RationalClassifier, step: int, lam: float) -> None:
-        if not self.left:
+        left = self.left
+        if not left:
             return
         structure = surviving_structure(model, self.opts.epsilon)
         n = sum(structure)
@@ -234,37 +266,59 @@ class _PathTracker:
             "transitions": n,
             "structure": list(structure),
         }
-        for target in list(self.left):
+        for target in left:
             low, high = self.band(target)
             if n > high:
                 continue
-            best = self.nearest.get(target)
-            if n >= low and (best is None or abs(n - target) < abs(best - target)):
-                self.nearest[target] = n
+            best = self.near.get(target)
+            if n >= low and (best is None or abs(n - target) < abs(best[1]["transitions"] - target)):
                 here = {"target": target, **info, "band": [low, high], "rule": PATH_SNAPSHOT}
-                self.phases.stash(f"path/near{target}", model, here)
+                self.near[target] = (snapshot_weights(model), here)
             if n <= target:  # reached or passed: the path only moves away from it from here on
-                self._settle(target, model, info)
+                self._settle(target, info)
 
-    def _settle(self, target: int, model: RationalClassifier | None = None, info: dict | None = None) -> None:
-        self.left.remove(target)
-        if target in self.nearest:
-            self.phases.rename_stash(f"path/near{target}", f"path/t{target}")
+    def _settle(self, target: int, info: dict | None = None) -> None:
+        if target in self.near:
+            self.snapshots[target] = self.near.pop(target)
         else:  # one step went from above the band to below it: recorded, no snapshot
-            assert model is not None and info is not None
-            self.missed.append(target)
-            self.phases.stash(
-                f"path/missed{target}", model, {"target": target, **info, "band": list(self.band(target))}
-            )
+            assert info is not None
+            self.missed[target] = {"target": target, **info, "band": list(self.band(target))}
 
     def finish(self) -> None:
         """The path has ended: a target whose band it entered without reaching the target
         itself is settled at the nearest point; the others stay missed."""
-        for target in [t for t in self.left if t in self.nearest]:
+        for target in [t for t in self.left if t in self.near]:
             self._settle(target)
 
     def done(self) -> bool:
         return not self.left
+
+    # -- Stateful: saved with the path's phase -----------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = {
+            f"{kind}{t}/{k}": v
+            for kind, group in (("t", self.snapshots), ("near", self.near))
+            for t, (weights, _) in group.items()
+            for k, v in weights.items()
+        }
+        info = {
+            "snapshots": {str(t): i for t, (_, i) in self.snapshots.items()},
+            "near": {str(t): i for t, (_, i) in self.near.items()},
+            "missed": {str(t): i for t, i in self.missed.items()},
+        }
+        return tensors, info
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        def group(kind: str) -> dict[int, tuple[dict[str, torch.Tensor], dict]]:
+            out: dict[int, tuple[dict[str, torch.Tensor], dict]] = {}
+            for t, i in info[kind].items():
+                prefix = f"{'t' if kind == 'snapshots' else kind}{int(t)}/"
+                weights = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+                out[int(t)] = (weights, dict(i))
+            return out
+
+        self.snapshots, self.near = group("snapshots"), group("near")
+        self.missed = {int(t): dict(i) for t, i in info["missed"].items()}
 
 
 def regularisation_path(
@@ -280,18 +334,18 @@ def regularisation_path(
     lambda grows geometrically, step by step (``path_start * path_growth ** (step /
     steps_per_epoch)``), the model warm-started all along; for each target the model is
     snapshotted at the step whose surviving structure is nearest to the target within its
-    tolerance (:class:`_PathTracker`); each snapshot is then pruned and finetuned (phase
-    ``finetune:t<target>``). The run ends when the smallest target is reached or passed, or
-    after ``reg_epochs`` epochs."""
+    tolerance (:class:`_PathTracker`); each snapshot then goes through the shared tail
+    (:func:`prune_and_finetune`, phase ``finetune:t<target>``). The run ends when the
+    smallest target is reached or passed, or after ``reg_epochs`` epochs."""
     steps = batches_per_epoch(train, cfg)
-    tracker = _PathTracker(phases, opts, steps)
+    tracker = _PathTracker(opts, steps)
 
     warmup = opts.path_warmup * steps
 
     def schedule(step: int) -> float:
         return 0.0 if step < warmup else opts.path_start * opts.path_growth ** ((step - warmup) / steps)
 
-    _, pen_fit = penalise(
+    pen = penalise(
         phases,
         "path",
         make_model,
@@ -304,6 +358,7 @@ def regularisation_path(
         desc="path",
         after_step=tracker.after_step,
         stop=tracker.done,
+        stateful=(tracker,),
         epochs=opts.path_warmup + opts.reg_epochs,
     )
     tracker.finish()
@@ -317,32 +372,25 @@ def regularisation_path(
             "dev_accuracy": h.dev_accuracy,
             "loss": h.loss,
         }
-        for h in pen_fit.history
+        for h in pen.fit.history
     ]
     models: dict[int, LearnResult] = {}
     snapshots: dict[int, dict] = {}
     for target in opts.targets:
-        if f"path/t{target}" not in phases.stashed:
+        if target not in tracker.snapshots:
             continue
+        weights, info = tracker.snapshots[target]
         model = make_model()
-        snapshots[target] = info = phases.load_stashed(model, f"path/t{target}")
-        pruned = prune(model, opts.epsilon)
+        load_weights(model, weights, f"the path's snapshot for {target}")
+        snapshots[target] = info
         if verbose:
             _log.info(
                 f"target {target}: snapshot at epoch {info['epoch']} (lambda {info['reg_strength']:.3g}), "
-                f"{pruned.model.config.transitions} transitions, structure "
-                f"{format_structure(pruned.model.config.structure_record())}",
+                f"{info['transitions']} transitions",
             )
-        finetune = _finetune(phases, f"finetune:t{target}", pruned.model, train, dev, cfg, verbose, keep=True)
-        models[target] = LearnResult(
-            pruned.model,
-            info["reg_strength"],
-            tuple(len(g) for g in pruned.group_norms),
-            pruned.group_norms,
-            pen_fit,
-            finetune,
-        )
-    return PathResult(models, path, snapshots, missed, pen_fit)
+        snapshot = Penalised(info["reg_strength"], model, pen.fit)
+        models[target] = prune_and_finetune(phases, f"finetune:t{target}", snapshot, train, dev, cfg, opts, verbose)
+    return PathResult(models, path, snapshots, missed, pen.fit)
 
 
 def _finetune(
@@ -353,7 +401,6 @@ def _finetune(
     dev: EncodedData,
     cfg: TrainConfig,
     verbose: bool,
-    keep: bool = False,
 ) -> FitResult:
     """Finetune a pruned model without the penalty (or set it to the class prior if empty)."""
     if not model.config.transitions:
@@ -363,7 +410,7 @@ def _finetune(
                 "of the training labels",
             )
         return _class_prior(model, train, dev)
-    return phases.fit(name, model, train, dev, cfg, desc=name, keep=keep)
+    return phases.fit(name, model, train, dev, cfg, desc=name)
 
 
 @torch.no_grad()
@@ -390,6 +437,7 @@ def path_missed(result: PathResult | Any, opts: StructureOptions) -> ParameterEr
 
 
 __all__ = [
+    "Penalised",
     "PathResult",
     "path_missed",
     "regularisation_path",
@@ -397,5 +445,6 @@ __all__ = [
     "StructureOptions",
     "learn_structure",
     "penalise",
+    "prune_and_finetune",
     "search_reg_strength",
 ]

@@ -101,9 +101,9 @@ def test_proximal_training_makes_exact_zeros_and_pruning_keeps_the_logits(one_ho
     from sparse_rational.pipeline import _prepare
 
     run = _prepare(_splits(), one_hot_vectors, "4x3", None, None, cfg, opts, 0.0, 0.0, False, None, None)
-    model, _ = penalise(
+    model = penalise(
         Phases(verbose=False), "penalised", run.make, run.train, run.dev, cfg, opts, 0.003, verbose=False
-    )
+    ).model
     norms = model.wfsa.group_norms().detach()
     assert (norms == 0).sum() >= 6, norms  # removed groups are exactly zero, not small
     assert ((norms > 0) & (norms < 0.1)).sum() == 0, norms
@@ -308,13 +308,11 @@ def test_a_single_target_along_the_path_is_one_model_folder(one_hot_vectors, tmp
 def _scripted_tracker(monkeypatch, targets, tolerance):
     """A tracker fed a scripted sequence of surviving sizes (one per step)."""
     import sparse_rational.learn as learn
-    from sparse_rational.phases import Phases
 
     sizes: list[int] = []
     monkeypatch.setattr(learn, "surviving_structure", lambda model, eps: [sizes[-1]])
     opts = StructureOptions(target_transitions=tuple(targets), search_tolerance=tolerance)
-    phases = Phases(verbose=False)
-    tracker = learn._PathTracker(phases, opts, steps_per_epoch=4)
+    tracker = learn._PathTracker(opts, steps_per_epoch=4)
     model = RationalClassifier(ModelConfig((1,), 3, 2, vocab_size=4))
 
     def walk(path):
@@ -324,19 +322,19 @@ def _scripted_tracker(monkeypatch, targets, tolerance):
             if tracker.done():
                 break
         tracker.finish()
-        return {t: info["transitions"] for t, (_, info) in phases.stashed.items() if t.startswith("path/t")}
+        return {f"path/t{t}": info["transitions"] for t, (_, info) in tracker.snapshots.items()}
 
-    return tracker, phases, walk
+    return tracker, walk
 
 
 def test_the_snapshot_is_the_step_nearest_to_the_target_not_the_bands_upper_edge(monkeypatch):
     # a path that sheds states one by one enters each band at its upper edge (30 for 20): the
     # earlier rule snapshotted there; the snapshot is now the step at the target itself
-    tracker, phases, walk = _scripted_tracker(monkeypatch, (80, 60, 40, 20), 10)
+    tracker, walk = _scripted_tracker(monkeypatch, (80, 60, 40, 20), 10)
     got = walk(list(range(96, 0, -1)))
     assert got == {"path/t80": 80, "path/t60": 60, "path/t40": 40, "path/t20": 20}
-    assert not tracker.missed and not any(k.startswith("path/near") for k in phases.stashed)
-    info = phases.stashed["path/t20"][1]
+    assert not tracker.missed and not tracker.near
+    info = tracker.snapshots[20][1]
     assert info["band"] == [10, 30] and info["rule"] == "nearest" and info["step"] == 96 - 20 + 1
 
 
@@ -351,9 +349,9 @@ def test_the_snapshot_is_the_step_nearest_to_the_target_not_the_bands_upper_edge
     ],
 )
 def test_the_nearest_step_along_a_path_that_jumps(monkeypatch, path, expected):
-    tracker, _, walk = _scripted_tracker(monkeypatch, (20,), 10)
+    tracker, walk = _scripted_tracker(monkeypatch, (20,), 10)
     assert walk(path) == expected
-    assert tracker.missed == ([] if expected else [20])
+    assert list(tracker.missed) == ([] if expected else [20])
 
 
 def test_a_band_wider_than_the_model_still_snapshots_near_each_target(one_hot_vectors):  # noqa: F811
