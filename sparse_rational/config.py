@@ -147,6 +147,11 @@ class StructureOptions:
     search_tolerance: int | None = _opt(None, "accepted distance to the target (None: max(2, 10 %))", cli=False)
 
     @property
+    def learns_structure(self) -> bool:
+        """A penalised phase runs: a positive lambda, or a target size."""
+        return self.reg_strength > 0 or self.target_transitions is not None
+
+    @property
     def targets(self) -> tuple[int, ...]:
         """The target sizes, largest first (empty without a target)."""
         t = self.target_transitions
@@ -192,6 +197,32 @@ class RunOptions:
     teach: TeachOptions = field(default_factory=TeachOptions)
     device: str = "auto"  # where the model computes: auto, cpu, cuda, cuda:N (see device.py)
     precision: str = "fp32"  # fp32; on CUDA also bf16 / fp16 for the input projection
+
+    def override(self, **explicit: Any) -> RunOptions:
+        """These options with the explicit arguments of a call written over them; ``None``
+        means "not given" and keeps the option. A name is a field of ``RunOptions``
+        (``embeddings``, ``device``, ``precision``, or a whole group: ``model``, ``train``,
+        ``structure``, ``teach``) or a field of one group (``patterns``, ``dropout``,
+        ``readout``, ``reg_strength``, ``target_transitions``, ``seed``, ...: the groups'
+        field names are distinct). Groups are replaced first, then single fields, so
+        ``override(structure=s, reg_strength=0.1)`` is ``s`` with lambda 0.1."""
+        given = {k: v for k, v in explicit.items() if v is not None}
+        top = {f.name for f in dataclasses.fields(self)}
+        out = dataclasses.replace(self, **{k: v for k, v in given.items() if k in top})
+        groups = {name: {f.name for f in dataclasses.fields(getattr(out, name))} for name in _GROUPS}
+        for key in given.keys() - top:
+            owner = next((g for g, names in groups.items() if key in names), None)
+            if owner is None:
+                raise TypeError(f"RunOptions.override: unknown option {key!r}")
+        for group, names in groups.items():
+            fields = {k: v for k, v in given.items() if k in names}
+            if fields:
+                out = dataclasses.replace(out, **{group: dataclasses.replace(getattr(out, group), **fields)})
+        return out
+
+
+#: the option groups of :class:`RunOptions`, whose field names :meth:`RunOptions.override` takes
+_GROUPS = ("model", "train", "structure", "teach")
 
 
 def default(cls, name: str) -> Any:

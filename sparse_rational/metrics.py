@@ -11,9 +11,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .config import RunOptions
+    from .learn import LearnResult
+    from .prepare import Prepared
+    from .train import FitResult
 
 
 @dataclass(eq=False)
@@ -80,6 +86,65 @@ class Metrics(Mapping):
             **{k: v for k, v in raw.items() if k in names}, extra={k: v for k, v in raw.items() if k not in names}
         )
 
+    @classmethod
+    def of_run(
+        cls,
+        model: Any,
+        options: RunOptions,
+        data: Prepared,
+        last: FitResult,
+        learned: LearnResult | None = None,
+        history: list[dict] | None = None,
+        sizes: tuple[int, int] = (0, 0),
+    ) -> Metrics:
+        """What a training run says of its result ``model`` (a ``RationalClassifier``):
+        its structure and size, the options it ran with, the epochs of ``last`` (the fit
+        that made it) and, after structure learning, what ``learned`` found. ``sizes``: the
+        training and dev examples. The accuracies, the provenance and the run's time are
+        measured by the caller (they need the classifier and the clock), and so is how its
+        static word vectors trained (``vectors``), which the caller reads before freezing them."""
+        train, mopts, opts = options.train, options.model, options.structure
+        final = model.config
+        m = cls(structure_initial=data.initial, encoding=data.prep.get("encoding"), reg_strength=0.0)
+        m.teacher = data.prep.get("teacher") or None
+        if learned is not None:
+            m.reg_strength = learned.reg_strength
+            m.structure_before_finetune = final.structure_record()
+            m.transitions_before_pruning = sum(learned.structure_before_pruning)
+            m.group_norms = learned.group_norms
+            m.epsilon = opts.epsilon
+            m.penalised_epochs = learned.penalised.epochs_run
+            m.finetune_epochs = learned.finetune.epochs_run
+            m.search = learned.search or None
+            if opts.targets:
+                m.target_transitions = opts.targets[0] if len(opts.targets) == 1 else None
+        m.epochs, m.best_epoch, m.seconds_per_epoch = last.epochs_run, last.best_epoch, last.seconds_per_epoch
+        m.structure = final.structure_record()
+        m.structure_summary = _summary(m.structure)
+        m.transitions, m.wfsas = final.transitions, len(final.all_lengths)
+        m.parameters = model.num_model_parameters()
+        m.long_wfsas = sum(1 for n in final.all_lengths if n >= 2)
+        m.embeddings, (m.train_size, m.dev_size) = options.embeddings, sizes
+        m.hyperparameters = {
+            **dataclasses.asdict(train),
+            "dropout": mopts.dropout,
+            "input_dropout": mopts.input_dropout,
+            "readout": mopts.readout,
+            **({"layers": mopts.layers, "bidirectional": mopts.bidirectional} if data.clf.model.config.deep else {}),
+            "self_loop_bias": mopts.self_loop_bias,
+            "vectors": mopts.vectors,
+            "reg_epochs": opts.reg_epochs,
+            "penalty_update": opts.penalty_update,
+            "depth_discount": opts.depth_discount,
+            "structure_search": opts.structure_search,
+        }
+        if opts.structure_search == "path" and opts.targets:
+            m.hyperparameters.update(
+                path_start=opts.path_start, path_growth=opts.path_growth, path_warmup=opts.path_warmup
+            )
+        m.history = history
+        return m
+
     # -- reads like the saved dictionary -------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
         d = self.to_dict()
@@ -106,6 +171,12 @@ class Metrics(Mapping):
 
 
 __all__ = ["Metrics"]
+
+
+def _summary(structure: Any) -> str:
+    from .structure import format_structure  # lazy: start-up (torch; metrics.json is read without it)
+
+    return format_structure(structure)
 
 
 def rounded(value: Any, digits: int = 6) -> Any:

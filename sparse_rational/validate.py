@@ -1,4 +1,6 @@
-"""Validating untrusted model files before anything is built from them.
+"""Validating untrusted model files before anything is built from them, and a training
+run's options and data before anything is trained (:func:`check_run`,
+:func:`check_training_data`).
 
 A model folder may come from anyone: every field of ``config.json`` is checked for type
 and range, the tensors' names, shapes and dtypes are compared with what the config
@@ -9,6 +11,7 @@ PyTorch's ``meta`` device, which allocates nothing), and every problem is a one-
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -16,11 +19,16 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError, one_line
+from .config import check
+from .embeddings.hf_options import is_contextual
+from .errors import ParameterError, UserError, one_line
 
 if TYPE_CHECKING:  # torch is imported where tensors are checked: the rest serves folded.py too
     import numpy as np
     import torch
+
+    from .config import RunOptions
+    from .data import Splits
 
 READOUTS = ("final", "mean", "max")  # model.READOUTS (checked equal in the tests), without torch
 
@@ -380,3 +388,77 @@ __all__ = [
     "vocab_tokens",
     "finite_metrics",
 ]
+
+
+# -- a training run -----------------------------------------------------------------------------
+
+
+def check_run(options: RunOptions) -> tuple[RunOptions, tuple[tuple[int, ...], ...]]:
+    """The checks of a training run's options, before any data is read: each field as the
+    command line checks it, then how the options combine (a teacher, tuned vectors, a
+    target size and the structure it must fit in). Returns the options as the run uses them
+    (``--vectors finetune`` on transformer vectors, the default, is ``frozen``: they stay
+    frozen) and the structure per layer. Every problem is a
+    :class:`~sparse_rational.errors.ParameterError` naming its parameter."""
+    from .structure import check_size, format_structure, parse_stack, repeat_layers  # lazy: start-up (torch)
+
+    mopts, opts, teach = options.model, options.structure, options.teach
+    for part in (mopts, options.train, opts, teach):  # the command line's checks, for the API and the estimator
+        check(part)
+    if (teach.transfer or teach.augment) and not teach.teacher:
+        raise ParameterError("teacher", "transfer texts and augmented copies need a teacher to label them")
+    if not 0 <= teach.teacher_weight <= 1:  # [0, 1]: the other kinds' checks are check()'s
+        raise ParameterError("teacher_weight", f"must be in [0, 1], got {teach.teacher_weight}")
+    contextual = is_contextual(options.embeddings)
+    if mopts.vectors == "finetune" and contextual:  # the default: transformer vectors stay frozen
+        mopts = dataclasses.replace(mopts, vectors="frozen")
+        options = dataclasses.replace(options, model=mopts)
+    if mopts.vectors == "tuned" and contextual:
+        raise ParameterError(
+            "vectors", f"{mopts.vectors!r} needs static word vectors; {options.embeddings} are a transformer's"
+        )
+    if teach.teacher and contextual:
+        raise ParameterError("teacher", "the student must read static word vectors (its teacher may read any)")
+    if opts.target_transitions is not None and opts.reg_strength > 0:
+        raise ParameterError("reg_strength", "give either reg_strength or target_transitions, not both")
+    if isinstance(mopts.patterns, str):
+        stack = parse_stack(mopts.patterns, mopts.layers)
+        spec = mopts.patterns
+    else:
+        stack = repeat_layers(tuple(mopts.patterns), mopts.layers)
+        spec = format_structure(tuple(mopts.patterns))
+    check_size(stack, mopts.bidirectional, spec=spec)
+    total = sum(map(sum, stack)) * (2 if mopts.bidirectional else 1)
+    for t in opts.targets:
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= total:
+            of = f"{{patterns}} {spec}" + (f" in {{layers}} {len(stack)}" if len(stack) > 1 else "")
+            of += " and both directions" if mopts.bidirectional else ""
+            raise ParameterError(
+                "target_transitions",
+                f"{t}: must be between 1 and the {total} transitions of {of}",
+                "patterns",
+                "layers",
+            )
+    if len(opts.targets) > 1 and opts.structure_search != "path":
+        raise ParameterError(
+            "target_transitions", "several targets need structure_search 'path' (one penalised run for all of them)"
+        )
+    return options, stack
+
+
+def check_training_data(splits: Splits) -> list:
+    """The classes of the training split (sorted), once the splits are known to be usable:
+    a training set with at least two classes, every text and label encodable as UTF-8 (a
+    text that could not be saved fails now, not after training)."""
+    if not splits.train:
+        raise UserError("the training set is empty")
+    for name in ("train", "dev", "test"):
+        for k, ex in enumerate(getattr(splits, name)):
+            try:
+                ex.text.encode("utf-8"), str(ex.label).encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(f"{name} example {k + 1}: not valid Unicode text (a lone surrogate)") from None
+    classes = sorted({ex.label for ex in splits.train})
+    if len(classes) < 2:
+        raise UserError(f"the training data has only one class ({classes[0]!r}); a classifier needs at least two")
+    return classes

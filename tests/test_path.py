@@ -98,9 +98,10 @@ def test_proximal_training_makes_exact_zeros_and_pruning_keeps_the_logits(one_ho
     opts = StructureOptions(reg_epochs=30, penalty_update="proximal", reg_strength=0.003)
     from sparse_rational.learn import penalise
     from sparse_rational.phases import Phases
-    from sparse_rational.pipeline import _prepare
+    from sparse_rational.pipeline import prepare_run
 
-    run = _prepare(_splits(), one_hot_vectors, "4x3", None, None, cfg, opts, 0.0, 0.0, False, None, None)
+    options = RunOptions(embeddings=one_hot_vectors, train=cfg, structure=opts)
+    _, _, run = prepare_run(_splits(), options.override(patterns="4x3", dropout=0.0, input_dropout=0.0), False)
     model = penalise(
         Phases(verbose=False), "penalised", run.make, run.train, run.dev, cfg, opts, 0.003, verbose=False
     ).model

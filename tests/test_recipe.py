@@ -59,13 +59,13 @@ def test_selection_scores():
 
 
 def test_the_schedule_acts_before_early_stopping(vectors):
-    from sparse_rational.config import TrainConfig
-    from sparse_rational.pipeline import _prepare
+    from sparse_rational.config import RunOptions, TrainConfig
+    from sparse_rational.pipeline import prepare_run
     from sparse_rational.train import fit
 
     splits = Splits(order_task(200, 1), order_task(100, 2), [])
     cfg = TrainConfig(epochs=60, patience=6, lr_patience=2, lr=0.3, batch_size=32, seed=0)
-    run = _prepare(splits, vectors, "2x1", None, None, cfg, None, None, None, False, None, None)
+    _, _, run = prepare_run(splits, RunOptions(embeddings=vectors, train=cfg).override(patterns="2x1"), False)
     result = fit(run.make(), run.train, run.dev, cfg, verbose=False)
     lrs = [h.lr for h in result.history]
     assert result.epochs_run < 60, "early stopping should end this run"

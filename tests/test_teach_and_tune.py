@@ -368,16 +368,16 @@ def test_the_readme_scorer_reads_an_exported_tuned_taught_model(tiny_files, tmp_
 
 def test_finetune_vectors_are_frozen_while_the_structure_is_learned(small):
     from sparse_rational.learn import learn_structure
-    from sparse_rational.pipeline import _prepare
+    from sparse_rational.pipeline import prepare_run
 
     options = RunOptions(
         model=ModelOptions(patterns="3x2", vectors="finetune"),
         train=FAST_TRAIN,
         structure=StructureOptions(reg_strength=0.003, reg_epochs=2),
     )
-    run = _prepare(small, None, None, None, None, None, None, None, None, False, None, options)
+    _, checked, run = prepare_run(small, options, verbose=False)
     assert not run.make().tuned_rows
-    res = learn_structure(run.make, run.train, run.dev, run.cfg, run.opts, verbose=False)
+    res = learn_structure(run.make, run.train, run.dev, checked.train, checked.structure, verbose=False)
     assert res.model.tuned_rows  # the pruned model tuned its rows while finetuning
     start = run.clf.featurizer.matrix  # the featurizer's pretrained rows: every model trains a copy
     assert torch.equal(res.model.embeddings.start, start)
