@@ -372,3 +372,15 @@ def test_a_band_wider_than_the_model_still_snapshots_near_each_target(one_hot_ve
         assert abs(snap["transitions"] - t) <= 1, (t, snap)
         assert run.models[t].model.config.transitions == snap["transitions"]
         assert snap["band"] == [max(0, t - 10), t + 10]
+
+
+def test_a_checkpoint_of_the_earlier_path_snapshots_is_refused_in_one_line(tmp_path):
+    from sparse_rational.errors import UserError
+    from sparse_rational.phases import Phases
+
+    ck = Checkpointer(tmp_path / "ck", "h", verbose=False)
+    old = {"finished": {}, "last_finished": None, "stashed": {"path/near9": {"transitions": 9}}}
+    ck.save("path", 1, {"rng.torch": torch.get_rng_state()}, old)  # snapshots kept apart from their phase
+    with pytest.raises(UserError, match="earlier version") as err:
+        Phases(Checkpointer(tmp_path / "ck", "h", resume=True, verbose=False))
+    assert "\n" not in str(err.value)
