@@ -1057,6 +1057,76 @@ def test_pooled_figure3_draws_the_summarys_pooling_with_its_legend_clear(tmp_pat
     assert figure3_pooled(rows[: len(rows) // 2 + 1], tmp_path / "none") == []
 
 
+def _fake_sweep(folder: Path, docs: dict[str, int], tfidf_right: int) -> Path:
+    """A sweep folder whose trial records and reference rows hold :func:`_figure_rows`."""
+    (folder / "trials").mkdir(parents=True)
+    command = f"sparse-rational reproduce --dataset {' --dataset '.join(docs)} --out {folder.name}"
+    (folder / "sweep.json").write_text(json.dumps({"identity": {"datasets": list(docs)}, "command": command}))
+    refs = {ds: {"identity": {}, "rows": _tfidf(tfidf_right * n // 200, n)} for ds, n in docs.items()}
+    (folder / "references.json").write_text(json.dumps({"format": "sparse-rational-references/1", "datasets": refs}))
+    for r in _figure_rows(docs):
+        key = hashlib.sha1(f"{r['dataset']} {r['configuration']} {r['phase']} {r['index']}".encode()).hexdigest()[:20]
+        config = {
+            "dataset": {"name": r["dataset"]}, "embeddings": "glove-6b-50d", "method": r["method"],
+            "configuration": r["configuration"], "patterns": r["patterns"], "phase": r["phase"],
+            "index": r["index"], "seed": r["index"], "epochs": 3, "patience": 1, "batch_size": 8,
+            "hyperparameters": {k: r[k] for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+        }  # fmt: skip
+        metrics = {k: r[k] for k in ("dev_accuracy", "test_accuracy", "transitions", "parameters", "test_correct")}
+        record = {"key": key, "config": config, "metrics": {**metrics, "test_size": r["test_size"]}, "status": "ok"}
+        (folder / "trials" / f"{key}.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_report_only_draws_the_pooled_figure_from_one_or_several_sweep_folders(tmp_path, capsys):
+    a = _fake_sweep(tmp_path / "a", {"d1": 200}, 180)
+    b = _fake_sweep(tmp_path / "b", {"d2": 400, "d3": 200}, 150)
+    # one dataset: Figure 3 without a pooled one (a stale one goes: it would contradict the summary)
+    (a / "figure3-pooled.png").write_bytes(b"stale")
+    assert reproduce("--report-only", "--out", a) == 0
+    assert (a / "figure3.png").is_file() and not (a / "figure3-pooled.png").exists()
+    assert reproduce("--report-only", "--out", b) == 0
+    assert "## All 2 datasets pooled" in (b / "summary.md").read_text()
+    assert "d2, d3 pooled" in (b / "figure3-pooled.svg").read_text()
+    # two folders' trials together, into a folder of its own (again: it holds outputs only)
+    capsys.readouterr()
+    for _ in range(2):
+        assert reproduce("--report-only", "--trials-from", a, "--trials-from", b, "--out", tmp_path / "all") == 0
+    assert "figure3-pooled.png" in capsys.readouterr().out
+    summary = (tmp_path / "all" / "summary.md").read_text()
+    assert "stored trials of 2 sweep folder(s)" in summary and f"`{a}`, 16 trial records" in summary
+    assert "## All 3 datasets pooled" in summary and "one test set of 800 test documents" in summary
+    svg = (tmp_path / "all" / "figure3-pooled.svg").read_text()
+    assert "d1, d2, d3 pooled" in svg and "TF-IDF 1-2-gram + LR" in svg
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "figure3-pooled.png", "figure3-pooled.svg", "figure3.png", "figure3.svg", "results.csv", "summary.md"
+    ]  # fmt: skip
+
+
+def test_report_only_errors_are_one_line(tmp_path, capsys):
+    a = _fake_sweep(tmp_path / "a", {"d1": 200}, 180)
+    empty = tmp_path / "empty"
+    (empty / "trials").mkdir(parents=True)
+    (empty / "sweep.json").write_text(json.dumps({"identity": {}, "command": "x"}))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    for argv, message in (
+        (["--trials-from", a, "--out", tmp_path / "o"], "--trials-from goes with --report-only"),
+        (["--report-only", "--out", tmp_path / "missing"], "no sweep.json; not a sweep folder"),
+        (["--report-only", "--out", empty], "no trial records in"),
+        (["--report-only", "--trials-from", tmp_path / "missing", "--out", tmp_path / "o"], "no such folder"),
+        (["--report-only", "--trials-from", tmp_path / "plain", "--out", tmp_path / "o"], "not a sweep folder"),
+        (["--report-only", "--trials-from", a, "--trials-from", empty, "--out", tmp_path / "o"], "no trial records"),
+        (["--report-only", "--trials-from", a, "--out", a], "a sweep folder; --trials-from writes into a folder"),
+        (["--report-only", "--trials-from", a, "--out", tmp_path / "busy"], "refusing to write into it"),
+    ):
+        assert reproduce(*argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert not (tmp_path / "o").exists() and (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
 def test_path_records_of_the_earlier_snapshot_rule_are_run_again_and_baselines_reused(tmp_path):
     """The path now snapshots each target at its nearest step (not at the band's upper edge):
     a sweep folder holding path records of the earlier rule runs its path trials again under
