@@ -1008,6 +1008,9 @@ def test_figure3_has_one_legend_clear_of_every_panel(n, tmp_path):
     plt.close(fig)
     paths = figure3(_figure_rows(docs), tmp_path / "figure3", references=refs)
     assert [p.name for p in paths] == ["figure3.png", "figure3.svg"]
+    drawn = [p.read_bytes() for p in paths]
+    figure3(_figure_rows(docs), tmp_path / "figure3", references=refs)
+    assert [p.read_bytes() for p in paths] == drawn  # the same rows, the same bytes (SVG ids included)
 
 
 def test_pooled_figure3_draws_the_summarys_pooling_with_its_legend_clear(tmp_path):

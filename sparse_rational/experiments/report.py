@@ -676,15 +676,17 @@ def _legend_below(fig, axes, ncol_max: int) -> None:
 
 
 def _save(fig, base: Path) -> list[Path]:
-    """``base.png`` (150 dpi) and ``base.svg`` (without a date: the same trials, the same bytes)."""
+    """``base.png`` (150 dpi) and ``base.svg`` (without a date, with fixed element ids: the same
+    trials, the same bytes)."""
     import matplotlib.pyplot as plt
 
     written = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        fig.savefig(
-            buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None
-        )
+        with plt.rc_context({"svg.hashsalt": base.name}):  # the SVG's element ids, else random
+            fig.savefig(
+                buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None
+            )
         path = base.with_suffix(f".{ext}")
         atomic_write_bytes(path, buf.getvalue())
         written.append(path)
