@@ -936,6 +936,200 @@ def test_summary_of_two_datasets_pools_them(tmp_path):
     assert "pooled" not in one
 
 
+# -- Figure 3, per dataset and pooled ------------------------------------------------------
+#: (configuration, method, patterns, transitions, documents right of 200 in the search trial)
+_FIG_CONFIGS = (
+    ("baseline 24x1", "baseline", "24x1", 24, 150),
+    ("baseline 24x4", "baseline", "24x4", 96, 160),
+    ("sparse target 20", "sparse", "24x4", 30, 170),
+    ("sparse target 80", "sparse", "24x4", 90, 165),
+)
+
+
+def _figure_rows(docs: dict[str, int], learned=True) -> list[dict]:
+    """Rows of a sweep over the datasets of ``docs`` (name: test documents): a search trial and
+    reruns 1-3 of each configuration (without the learned ones where ``learned`` is False)."""
+    from sparse_rational.experiments.report import COLUMNS
+
+    rows = []
+    for ds, n in docs.items():
+        for conf, method, patterns, t, right in _FIG_CONFIGS:
+            if method == "sparse" and not learned:
+                continue
+            for phase, i in (("search", 0), ("rerun", 1), ("rerun", 2), ("rerun", 3)):
+                flags = _flags(round((right - i) * n / 200), n)
+                r = dict.fromkeys(COLUMNS, "")
+                r.update(
+                    dataset=ds, method=method, configuration=conf, patterns=patterns, phase=phase, index=i,
+                    lr=0.01, clip=2, dropout=0.1, input_dropout=0.1, weight_decay=1e-6, status="ok",
+                    transitions=t, parameters=10, dev_accuracy=0.8, test_accuracy=flags.count("1") / n,
+                    structure="x", test_correct=flags, test_size=n,
+                )  # fmt: skip
+                rows.append(r)
+    return rows
+
+
+def _tfidf(right: int, n: int) -> dict:
+    """A TF-IDF reference row with ``right`` of ``n`` test documents right."""
+    acc = right / n
+    return {"tfidf": {"status": "ok", "test_accuracy": acc, "dev_accuracy": acc, "C": 1.0, "features": 9,
+                      "test_correct": _flags(right, n)}}  # fmt: skip
+
+
+def _assert_one_legend_clear_of_the_panels(fig):
+    """One legend for the figure, inside it, overlapping no panel's data, ticks or labels."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert axes and not any(ax.get_legend() for ax in fig.axes)
+    for ax in axes:
+        panel = ax.get_tightbbox(renderer)  # the plot area with its tick labels, axis labels and title
+        assert not box.overlaps(panel), (box, panel)
+        assert panel.x0 >= -1 and panel.y0 >= -1 and panel.x1 <= fig.bbox.x1 + 1 and panel.y1 <= fig.bbox.y1 + 1
+    assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.x1 and box.y1 <= fig.bbox.y1
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[:2] == ["baseline (fixed structure)", "group lasso (learned structure)"]
+    return labels
+
+
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_figure3_has_one_legend_clear_of_every_panel(n, tmp_path):
+    import matplotlib.pyplot as plt
+
+    from sparse_rational.experiments.report import draw_figure3, figure3
+
+    docs = {f"d{i}": 200 for i in range(n)}
+    refs = {ds: _tfidf(180, 200) for ds in docs}
+    fig = draw_figure3(_figure_rows(docs), references=refs)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == n
+    assert _assert_one_legend_clear_of_the_panels(fig)[2:] == ["TF-IDF 1-2-gram + LR"]
+    plt.close(fig)
+    paths = figure3(_figure_rows(docs), tmp_path / "figure3", references=refs)
+    assert [p.name for p in paths] == ["figure3.png", "figure3.svg"]
+    drawn = [p.read_bytes() for p in paths]
+    figure3(_figure_rows(docs), tmp_path / "figure3", references=refs)
+    assert [p.read_bytes() for p in paths] == drawn  # the same rows, the same bytes (SVG ids included)
+
+
+def test_pooled_figure3_draws_the_summarys_pooling_with_its_legend_clear(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from sparse_rational.experiments.report import (
+        aggregate,
+        draw_figure3_pooled,
+        figure3_pooled,
+        pooled_datasets,
+        summary_markdown,
+    )
+    from sparse_rational.experiments.significance import pool
+
+    # d3 has no learned rows: its claims are not judged, so neither the summary nor the figure pools it
+    rows = _figure_rows({"d1": 200, "d2": 400}) + _figure_rows({"d3": 300}, learned=False)
+    refs = {"d1": _tfidf(180, 200), "d2": _tfidf(300, 400), "d3": _tfidf(150, 300)}
+    per = pooled_datasets(aggregate(rows))
+    assert list(per) == ["d1", "d2"]
+    pooled = {e["configuration"]: e for e in pool(per)}
+    text = summary_markdown(rows, "t", [], [], refs)
+    assert "## All 2 datasets pooled" in text and "one test set of 600 test documents" in text
+    fig = draw_figure3_pooled(rows, references=refs)
+    (ax,) = fig.axes
+    assert "d1, d2 pooled" in ax.get_title() and "600 test documents" in ax.get_title()
+    curves = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: the data line of each curve
+    curves.update((c.get_label(), c) for c in ax.get_lines() if not c.get_label().startswith("_"))  # references
+    for label, confs in (
+        ("baseline (fixed structure)", ["baseline 24x1", "baseline 24x4"]),
+        ("group lasso (learned structure)", ["sparse target 20", "sparse target 80"]),
+    ):
+        line = curves[label]
+        assert list(line.get_xdata()) == [pooled[c]["transitions"][0] for c in confs]
+        assert list(line.get_ydata()) == pytest.approx([pooled[c]["test"][0] for c in confs])
+        for c in confs:  # the numbers of the summary's pooled table
+            e = pooled[c]
+            assert f"| {c} | 3 | {e['transitions'][0]:.1f} ± 0.0 | {e['test'][0]:.1f} ± {e['test'][1]:.1f} |" in text
+    # the reference row pooled as the configurations are: all test documents of d1 and d2
+    assert curves["TF-IDF 1-2-gram + LR"].get_ydata()[0] == pytest.approx(100 * (180 + 300) / 600)
+    assert _assert_one_legend_clear_of_the_panels(fig)[2:] == ["TF-IDF 1-2-gram + LR"]
+    plt.close(fig)
+    paths = figure3_pooled(rows, tmp_path / "figure3-pooled", references=refs)
+    assert [p.name for p in paths] == ["figure3-pooled.png", "figure3-pooled.svg"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "d1, d2 pooled" in paths[1].read_text()
+    # one dataset, or two of which one has no learned rows: nothing to pool, no figure
+    assert draw_figure3_pooled(_figure_rows({"d1": 200})) is None
+    assert figure3_pooled(rows[: len(rows) // 2 + 1], tmp_path / "none") == []
+
+
+def _fake_sweep(folder: Path, docs: dict[str, int], tfidf_right: int) -> Path:
+    """A sweep folder whose trial records and reference rows hold :func:`_figure_rows`."""
+    (folder / "trials").mkdir(parents=True)
+    command = f"sparse-rational reproduce --dataset {' --dataset '.join(docs)} --out {folder.name}"
+    (folder / "sweep.json").write_text(json.dumps({"identity": {"datasets": list(docs)}, "command": command}))
+    refs = {ds: {"identity": {}, "rows": _tfidf(tfidf_right * n // 200, n)} for ds, n in docs.items()}
+    (folder / "references.json").write_text(json.dumps({"format": "sparse-rational-references/1", "datasets": refs}))
+    for r in _figure_rows(docs):
+        key = hashlib.sha1(f"{r['dataset']} {r['configuration']} {r['phase']} {r['index']}".encode()).hexdigest()[:20]
+        config = {
+            "dataset": {"name": r["dataset"]}, "embeddings": "glove-6b-50d", "method": r["method"],
+            "configuration": r["configuration"], "patterns": r["patterns"], "phase": r["phase"],
+            "index": r["index"], "seed": r["index"], "epochs": 3, "patience": 1, "batch_size": 8,
+            "hyperparameters": {k: r[k] for k in ("lr", "clip", "dropout", "input_dropout", "weight_decay")},
+        }  # fmt: skip
+        metrics = {k: r[k] for k in ("dev_accuracy", "test_accuracy", "transitions", "parameters", "test_correct")}
+        record = {"key": key, "config": config, "metrics": {**metrics, "test_size": r["test_size"]}, "status": "ok"}
+        (folder / "trials" / f"{key}.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_report_only_draws_the_pooled_figure_from_one_or_several_sweep_folders(tmp_path, capsys):
+    a = _fake_sweep(tmp_path / "a", {"d1": 200}, 180)
+    b = _fake_sweep(tmp_path / "b", {"d2": 400, "d3": 200}, 150)
+    # one dataset: Figure 3 without a pooled one (a stale one goes: it would contradict the summary)
+    (a / "figure3-pooled.png").write_bytes(b"stale")
+    assert reproduce("--report-only", "--out", a) == 0
+    assert (a / "figure3.png").is_file() and not (a / "figure3-pooled.png").exists()
+    assert reproduce("--report-only", "--out", b) == 0
+    assert "## All 2 datasets pooled" in (b / "summary.md").read_text()
+    assert "d2, d3 pooled" in (b / "figure3-pooled.svg").read_text()
+    # two folders' trials together, into a folder of its own (again: it holds outputs only)
+    capsys.readouterr()
+    for _ in range(2):
+        assert reproduce("--report-only", "--trials-from", a, "--trials-from", b, "--out", tmp_path / "all") == 0
+    assert "figure3-pooled.png" in capsys.readouterr().out
+    summary = (tmp_path / "all" / "summary.md").read_text()
+    assert "stored trials of 2 sweep folder(s)" in summary and f"`{a}`, 16 trial records" in summary
+    assert "## All 3 datasets pooled" in summary and "one test set of 800 test documents" in summary
+    svg = (tmp_path / "all" / "figure3-pooled.svg").read_text()
+    assert "d1, d2, d3 pooled" in svg and "TF-IDF 1-2-gram + LR" in svg
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == [
+        "figure3-pooled.png", "figure3-pooled.svg", "figure3.png", "figure3.svg", "results.csv", "summary.md"
+    ]  # fmt: skip
+
+
+def test_report_only_errors_are_one_line(tmp_path, capsys):
+    a = _fake_sweep(tmp_path / "a", {"d1": 200}, 180)
+    empty = tmp_path / "empty"
+    (empty / "trials").mkdir(parents=True)
+    (empty / "sweep.json").write_text(json.dumps({"identity": {}, "command": "x"}))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    for argv, message in (
+        (["--trials-from", a, "--out", tmp_path / "o"], "--trials-from goes with --report-only"),
+        (["--report-only", "--out", tmp_path / "missing"], "no sweep.json; not a sweep folder"),
+        (["--report-only", "--out", empty], "no trial records in"),
+        (["--report-only", "--trials-from", tmp_path / "missing", "--out", tmp_path / "o"], "no such folder"),
+        (["--report-only", "--trials-from", tmp_path / "plain", "--out", tmp_path / "o"], "not a sweep folder"),
+        (["--report-only", "--trials-from", a, "--trials-from", empty, "--out", tmp_path / "o"], "no trial records"),
+        (["--report-only", "--trials-from", a, "--out", a], "a sweep folder; --trials-from writes into a folder"),
+        (["--report-only", "--trials-from", a, "--out", tmp_path / "busy"], "refusing to write into it"),
+    ):
+        assert reproduce(*argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, (argv, err)
+    assert not (tmp_path / "o").exists() and (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
 def test_path_records_of_the_earlier_snapshot_rule_are_run_again_and_baselines_reused(tmp_path):
     """The path now snapshots each target at its nearest step (not at the band's upper edge):
     a sweep folder holding path records of the earlier rule runs its path trials again under

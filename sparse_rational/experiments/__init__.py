@@ -7,6 +7,6 @@ summary.md, Figure 3).
     executors.py  LocalExecutor (spawned process pool), RayExecutor (optional extra)
     store.py      the --out folder: sweep.json + trials/<key>.json, written atomically
     sweep.py      search -> best by dev -> reruns, at most `capacity` trials in flight
-    report.py     results.csv, summary.md, figure3.png/.svg
+    report.py     results.csv, summary.md, figure3.png/.svg, figure3-pooled.png/.svg
     cli.py        `sparse-rational reproduce`
 """

@@ -26,6 +26,8 @@ from ..errors import UserError
 from .protocol import PAPER, PENALTY_UPDATES, READOUTS, STRUCTURE_SEARCHES  # torch-free (config.py's choices)
 
 BUDGET_NAMES = ("smoke", "medium", "paper")
+#: the pooled Figure 3's file name, without .png / .svg
+POOLED_FIGURE = "figure3-pooled"
 
 
 def _positive_float(text: str) -> float:
@@ -45,8 +47,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="run the paper's experiments (baselines, structure learning, random search, reruns) and Figure 3",
         description="Fixed-size baselines and group-lasso structure learning for target sizes, each with a "
         "random hyperparameter search and reruns of its best assignment; writes results.csv, "
-        "summary.md and figure3.png/.svg into --out. Resumable: rerun the same command to "
-        "continue a sweep.",
+        "summary.md and figure3.png/.svg (with several datasets also figure3-pooled.png/.svg) into --out. "
+        "Resumable: rerun the same command to continue a sweep.",
     )
     d = p.add_argument_group("data")
     d.add_argument(
@@ -174,7 +176,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     x.add_argument("--retry-failed", action="store_true", help="run failed trials again")
     x.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, run nothing")
     x.add_argument("--report-only", action="store_true", help="rewrite the outputs from the stored trials")
-    p.add_argument("--out", required=True, help="sweep folder: trials/, results.csv, summary.md, figure3.*")
+    x.add_argument(
+        "--trials-from",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="with --report-only: the outputs of these sweep folders' stored trials and reference rows "
+        "together (their datasets pooled), written into --out, a folder of its own; repeat per folder",
+    )
+    p.add_argument(
+        "--out", required=True, help="sweep folder: trials/, results.csv, summary.md, figure3.*, figure3-pooled.*"
+    )
     return p
 
 
@@ -396,24 +408,40 @@ def _method_lines(plan) -> list[str]:
     return [*lines, ""]
 
 
-def _write_outputs(out: Path, header: list[str], notes: list[str], datasets=(), embeddings: str = "") -> list[Path]:
-    """results.csv, summary.md and figure3.*; the reference rows of ``datasets`` are computed
-    first where ``references.json`` lacks them (:mod:`.references`)."""
+def _write_outputs(
+    out: Path, header: list[str], notes: list[str], datasets=(), embeddings: str = "", records: dict | None = None
+) -> list[Path]:
+    """results.csv, summary.md, figure3.* and figure3-pooled.* of ``out``'s trials (or of
+    ``records``, read from it already); the reference rows of ``datasets`` are computed first
+    where ``references.json`` lacks them (:mod:`.references`)."""
     from . import references as refs
-    from .report import figure3, rows_from_records, summary_markdown, write_csv
     from .store import TrialStore
 
-    rows = rows_from_records(TrialStore(out).load_all())
+    records = TrialStore(out).load_all() if records is None else records
     reference_rows = refs.ensure(out, list(datasets), embeddings) if datasets and embeddings else {}
-    write_csv(rows, out / "results.csv")
-    from ..fileio import atomic_write_text
+    return _write_report(out, records, header, notes, reference_rows)
 
+
+def _write_report(
+    out: Path, records: dict[str, dict], header: list[str], notes: list[str], reference_rows: dict[str, dict]
+) -> list[Path]:
+    """The outputs of ``records`` into ``out``. The pooled Figure 3 needs two datasets whose
+    claims the summary judges; without them a stale one is removed (it would contradict the summary)."""
+    from ..fileio import atomic_write_text
+    from .report import figure3, figure3_pooled, rows_from_records, summary_markdown, write_csv
+
+    rows = rows_from_records(records)
+    write_csv(rows, out / "results.csv")
     atomic_write_text(
         out / "summary.md",
         summary_markdown(rows, "sparse-rational reproduce: summary", header, notes, reference_rows),
     )
     figs = figure3(rows, out / "figure3", references=reference_rows)
-    return [out / "results.csv", out / "summary.md", *figs]
+    pooled = figure3_pooled(rows, out / POOLED_FIGURE, references=reference_rows)
+    if not pooled:
+        for ext in ("png", "svg"):
+            (out / f"{POOLED_FIGURE}.{ext}").unlink(missing_ok=True)
+    return [out / "results.csv", out / "summary.md", *figs, *pooled]
 
 
 def _header(command: str, plan, invocations: list[dict], trial_cpu: float) -> list[str]:
@@ -491,20 +519,70 @@ def _plan_from_manifest(manifest: dict, data_dir: str | None):
 
 
 def _report_only(args: argparse.Namespace, out: Path, say) -> int:
-    from .store import TrialStore
+    from .store import TRIALS, TrialStore
 
+    if args.trials_from:
+        return _report_of_folders(args.trials_from, out, say)
     manifest = TrialStore.read_identity(out)
+    records = TrialStore(out).load_all()
+    if not records:
+        raise UserError(f"--out {out}: no trial records in {out / TRIALS}; nothing to report")
     data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     plan = _plan_from_manifest(manifest, data_dir)
     if plan is None:
         header, datasets, embeddings = [f"Outputs rewritten from the stored trials of `{out}`."], [], ""
     else:
-        trial_cpu = sum(r.get("seconds", 0.0) for r in TrialStore(out).load_all().values())
+        trial_cpu = sum(r.get("seconds", 0.0) for r in records.values())
         invocations = manifest.get("invocations") or []
         header = _header(str(manifest.get("command", "?")), plan, invocations, trial_cpu) if invocations else []
         header += ["", f"Outputs rewritten from the stored trials of `{out}` (`--report-only`)."]
         datasets, embeddings = plan.datasets, plan.embeddings
-    paths = _write_outputs(out, header, [], datasets, embeddings)
+    paths = _write_outputs(out, header, [], datasets, embeddings, records)
+    print("wrote " + ", ".join(str(p) for p in paths), file=say)
+    return 0
+
+
+def _report_of_folders(folders: list[str], out: Path, say) -> int:
+    """``--report-only --trials-from``: the outputs of the stored trials and reference rows
+    of several sweep folders together (a trial two of them hold, by its key, counts once),
+    written into ``out``, which is not a sweep folder. Runs nothing, computes nothing."""
+    from . import references as refs
+    from .store import OUTPUTS, SWEEP, TRIALS, TrialStore
+
+    if (out / SWEEP).exists():
+        raise UserError(
+            f"--out {out}: a sweep folder; --trials-from writes into a folder of its own "
+            f"(name {out} in --trials-from to include its trials)"
+        )
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(p.name not in OUTPUTS and not p.name.startswith(".") for p in out.iterdir()):
+        raise UserError(f"--out {out}: holds files that are not a report's; refusing to write into it")
+    records: dict[str, dict] = {}
+    reference_rows: dict[str, dict] = {}
+    lines = []
+    for folder in dict.fromkeys(Path(f) for f in folders):
+        if not folder.is_dir():
+            raise UserError(f"--trials-from {folder}: no such folder")
+        if not (folder / SWEEP).is_file():
+            raise UserError(f"--trials-from {folder}: no {SWEEP}; not a sweep folder")
+        manifest = TrialStore.read_identity(folder)
+        found = TrialStore(folder).load_all()
+        if not found:
+            raise UserError(f"--trials-from {folder}: no trial records in {folder / TRIALS}")
+        records.update(found)
+        for ds, entry in refs.load(folder).items():
+            if isinstance(entry, dict) and isinstance(entry.get("rows"), dict):
+                reference_rows.setdefault(ds, entry["rows"])
+        lines.append(f"- `{folder}`, {len(found)} trial records, made by `{manifest.get('command', '?')}`")
+    header = [
+        f"Outputs written from the stored trials of {len(lines)} sweep folder(s) (`--report-only --trials-from`), "
+        "running none:",
+        "",
+        *lines,
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    paths = _write_report(out, records, header, [], reference_rows)
     print("wrote " + ", ".join(str(p) for p in paths), file=say)
     return 0
 
@@ -602,6 +680,8 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     say = out_stream or sys.stdout
     out = Path(args.out)
     store = TrialStore(out)
+    if args.trials_from and not args.report_only:
+        raise UserError("--trials-from goes with --report-only")
     if args.report_only:
         return _report_only(args, out, say)
     if not args.embeddings:

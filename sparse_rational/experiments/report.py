@@ -1,7 +1,9 @@
 """A sweep's outputs from its stored trials: ``results.csv`` (every run), ``summary.md``
 (mean +- std per configuration over the reruns, as the paper reports, the reference rows,
-and the paper's claims with 95 % intervals) and Figure 3 (test accuracy against
-transitions, error bars on both axes, the reference rows as horizontal lines)."""
+and the paper's claims with 95 % intervals), Figure 3 (test accuracy against transitions,
+error bars on both axes, the reference rows as horizontal lines; one panel per dataset) and,
+with two or more datasets, the pooled Figure 3 (one panel: their test documents pooled as the
+summary's pooled section pools them)."""
 
 from __future__ import annotations
 
@@ -538,7 +540,7 @@ def summary_markdown(
         out += lines
         if table:
             verdicts[ds] = table
-    out += pooled_lines({ds: agg[ds] for ds in verdicts}, verdicts)
+    out += pooled_lines(pooled_datasets(agg), verdicts)
     if verdicts:
         names = [claim for claim, _, _ in next(iter(verdicts.values()))]
         out += [
@@ -567,15 +569,49 @@ _FIGURE_METHODS = (
     ("baseline", "-", "tab:blue", "baseline (fixed structure)"),
     ("sparse", "--", "tab:orange", "group lasso (learned structure)"),
 )
+#: (line style, colour) of the reference rows' horizontal lines, in the order of ``references.NAMES``
+_REFERENCE_STYLES = ((":", "tab:green"), ("-.", "tab:gray"))
 
 
-def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str, dict] | None = None) -> list[Path]:
-    """``base.png`` and ``base.svg``: one panel per dataset, test accuracy against the
-    number of transitions; baselines solid, sparse models dashed, one standard deviation of
-    both on the error bars; the reference rows of ``references`` (per dataset name) as
-    horizontal lines."""
+def pooled_datasets(agg: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The datasets a report pools, in name order: those whose claims can be judged
+    (:func:`.significance.judgeable`). The summary's pooled section and claims and the
+    pooled Figure 3 pool these, with :func:`.significance.pool`."""
+    from .significance import judgeable
+
+    return {ds: agg[ds] for ds in sorted(agg) if judgeable(agg[ds])}
+
+
+def pooled_references(per_dataset: dict[str, list[dict]], references: dict[str, dict] | None) -> dict[str, dict]:
+    """The reference rows of ``per_dataset`` pooled as their configurations are
+    (:func:`.significance.pool`: the test documents concatenated, so each dataset weighs by
+    its test documents); only a reference row that every dataset has, and none unless all of
+    them have one."""
     from .references import NAMES
+    from .significance import pool
 
+    per: dict[str, list[dict]] = {}
+    for ds, entries in per_dataset.items():
+        sizes = [int(e["n_docs"]) for e in entries if e.get("n_docs")]
+        per[ds] = [
+            {
+                "configuration": key,
+                "method": "reference",
+                "patterns": "",
+                "transitions": (0.0, 0.0),
+                "accuracies": [float(r["test_accuracy"])],
+                "flags": [r.get("test_correct") or ""],
+                "n_docs": max(sizes) if sizes else None,
+            }
+            for key in NAMES
+            if (r := ((references or {}).get(ds) or {}).get(key) or {}).get("status") == "ok"
+        ]
+    if len(per) < 2 or not all(per.values()):
+        return {}
+    return {e["configuration"]: {"status": "ok", "test_accuracy": e["accuracies"][0]} for e in pool(per)}
+
+
+def _pyplot():
     try:
         import matplotlib
     except ImportError:
@@ -585,65 +621,145 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    agg = aggregate(rows)
-    references = references or {}
-    names = sorted(set(agg) | set(references)) or ["(no finished reruns)"]
-    ncols = min(len(names), 4)
-    nrows = math.ceil(len(names) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in axes.flat[len(names) :]:
-        ax.set_visible(False)
-    for ax, ds in zip(axes.flat, names):
-        entries = agg.get(ds, [])
-        for method, style, color, label in _FIGURE_METHODS:
-            es = sorted(
-                (e for e in entries if e["method"] == method and not math.isnan(e["test"][0])),
-                key=lambda e: e["transitions"][0],
-            )
-            if not es:
-                continue
-            ax.errorbar(
-                [e["transitions"][0] for e in es],
-                [e["test"][0] for e in es],
-                xerr=[e["transitions"][1] for e in es],
-                yerr=[e["test"][1] for e in es],
-                fmt="o",
-                linestyle=style,
-                color=color,
-                capsize=3,
-                markersize=4,
-                label=label,
-            )
-        for (key, name), (style, color) in zip(NAMES.items(), ((":", "tab:green"), ("-.", "tab:gray"))):
-            r = references.get(ds, {}).get(key) or {}
-            if r.get("status") == "ok":
-                ax.axhline(100 * r["test_accuracy"], linestyle=style, color=color, linewidth=1.2, label=name)
-        ax.set_title(ds)
-        ax.set_xlabel("number of WFSA transitions")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-    legend: dict[str, Any] = {}  # one entry per label over all panels, below them (not over the data)
-    for ax in axes.flat:
+    return plt
+
+
+def _panel(ax, entries: list[dict], refs: dict, title: str, xlabel: str, ylabel: str) -> None:
+    """One panel: the two curves of ``entries`` with error bars of one standard deviation on
+    both axes, and the reference rows of ``refs`` (by key of ``references.NAMES``) as lines."""
+    from .references import NAMES
+
+    for method, style, color, label in _FIGURE_METHODS:
+        es = sorted(
+            (e for e in entries if e["method"] == method and not math.isnan(e["test"][0])),
+            key=lambda e: e["transitions"][0],
+        )
+        if not es:
+            continue
+        ax.errorbar(
+            [e["transitions"][0] for e in es],
+            [e["test"][0] for e in es],
+            xerr=[e["transitions"][1] for e in es],
+            yerr=[e["test"][1] for e in es],
+            fmt="o",
+            linestyle=style,
+            color=color,
+            capsize=3,
+            markersize=4,
+            label=label,
+        )
+    for (key, name), (style, color) in zip(NAMES.items(), _REFERENCE_STYLES):
+        r = refs.get(key) or {}
+        if r.get("status") == "ok":
+            ax.axhline(100 * r["test_accuracy"], linestyle=style, color=color, linewidth=1.2, label=name)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _legend_below(fig, axes, ncol_max: int) -> None:
+    """One legend for all panels, one entry per label (the models first, then the reference
+    rows), outside the panels below them: constrained layout keeps it clear of the data, the
+    tick labels and the axis labels."""
+    legend: dict[str, Any] = {}
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             legend.setdefault(label, handle)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    if legend:
-        models = {m[3] for m in _FIGURE_METHODS}
-        order = sorted(legend, key=lambda label: label not in models)  # the models first, then the references
-        ncol = min(len(order), 2 if ncols == 1 else 4)  # one panel is too narrow for four entries in a row
-        fig.legend([legend[k] for k in order], order, loc="lower center", ncol=ncol, fontsize=8)
-        fig.tight_layout(rect=(0, (0.1 + 0.22 * math.ceil(len(order) / ncol)) / (3.6 * nrows), 1, 1))
-    else:
-        fig.tight_layout()
+    if not legend:
+        return
+    models = {m[3] for m in _FIGURE_METHODS}
+    order = sorted(legend, key=lambda label: label not in models)
+    fig.legend(
+        [legend[k] for k in order], order, loc="outside lower center", ncol=min(len(order), ncol_max), fontsize=8
+    )
+
+
+def _save(fig, base: Path) -> list[Path]:
+    """``base.png`` (150 dpi) and ``base.svg`` (without a date, with fixed element ids: the same
+    trials, the same bytes)."""
+    import matplotlib.pyplot as plt
+
     written = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        fig.savefig(
-            buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None
-        )
+        with plt.rc_context({"svg.hashsalt": base.name}):  # the SVG's element ids, else random
+            fig.savefig(
+                buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None
+            )
         path = base.with_suffix(f".{ext}")
         atomic_write_bytes(path, buf.getvalue())
         written.append(path)
     plt.close(fig)
     return written
+
+
+def draw_figure3(rows: list[dict], title: str = "", references: dict[str, dict] | None = None):
+    """Figure 3 as a matplotlib figure (:func:`figure3` saves it): one panel per dataset,
+    four to a row, and one legend below the panels."""
+    plt = _pyplot()
+    agg = aggregate(rows)
+    references = references or {}
+    names = sorted(set(agg) | set(references)) or ["(no finished reruns)"]
+    ncols = min(len(names), 4)
+    nrows = math.ceil(len(names) / ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows + 0.5), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, ds in zip(axes.flat, names):
+        _panel(ax, agg.get(ds, []), references.get(ds, {}), ds, "number of WFSA transitions", "test accuracy (%)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _legend_below(fig, axes.flat, 2 if ncols == 1 else 4)  # one panel is too narrow for four entries in a row
+    return fig
+
+
+def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str, dict] | None = None) -> list[Path]:
+    """``base.png`` and ``base.svg``: one panel per dataset, test accuracy against the
+    number of transitions; baselines solid, sparse models dashed, one standard deviation of
+    both on the error bars; the reference rows of ``references`` (per dataset name) as
+    horizontal lines; one legend below the panels."""
+    return _save(draw_figure3(rows, title, references), base)
+
+
+def draw_figure3_pooled(rows: list[dict], title: str = "", references: dict[str, dict] | None = None):
+    """The pooled Figure 3 as a matplotlib figure, or None when fewer than two datasets
+    pool: one panel, the datasets of :func:`pooled_datasets` as one test set
+    (:func:`.significance.pool`, as the summary's pooled section has them), their reference
+    rows pooled the same way (:func:`pooled_references`)."""
+    from .significance import pool
+
+    per_dataset = pooled_datasets(aggregate(rows))
+    pooled = pool(per_dataset) if len(per_dataset) >= 2 else []
+    if not pooled:
+        return None
+    plt = _pyplot()
+    n = pooled[0]["n_docs"]
+    runs = sorted({e["runs"] for e in pooled})
+    reruns = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+    docs = f"{n} test documents" if n else "their test documents"
+    heading = f"{', '.join(per_dataset)} pooled\n{docs}, {reruns} pooled reruns per configuration"
+    fig, ax = plt.subplots(figsize=(6.4, 5.0), layout="constrained")
+    _panel(
+        ax,
+        pooled,
+        pooled_references(per_dataset, references),
+        heading,
+        "number of WFSA transitions (mean over the datasets)",
+        "pooled test accuracy (%)",
+    )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _legend_below(fig, [ax], 2)
+    return fig
+
+
+def figure3_pooled(
+    rows: list[dict], base: Path, title: str = "", references: dict[str, dict] | None = None
+) -> list[Path]:
+    """``base.png`` and ``base.svg`` of :func:`draw_figure3_pooled`; none (an empty list)
+    when fewer than two datasets pool."""
+    fig = draw_figure3_pooled(rows, title, references)
+    return [] if fig is None else _save(fig, base)

@@ -143,14 +143,20 @@ CLAIM_NAMES = (
 )
 
 
+def judgeable(entries: list[dict]) -> bool:
+    """Whether :func:`judge` can judge the claims on these entries: both baselines and
+    learned structures with test accuracies (the datasets a summary pools)."""
+    return all(any(e["method"] == m and e["accuracies"] for e in entries) for m in ("baseline", "sparse"))
+
+
 def judge(entries: list[dict], seed: int = 0) -> Claims | None:
     """The paper's three claims on one dataset's aggregated entries (with ``accuracies``,
     ``flags`` and ``n_docs``, as :func:`.report.aggregate` gives them); None without both
-    baselines and learned structures."""
+    baselines and learned structures (:func:`judgeable`)."""
+    if not judgeable(entries):
+        return None
     base = [e for e in entries if e["method"] == "baseline" and e["accuracies"]]
     sparse = [e for e in entries if e["method"] == "sparse" and e["accuracies"]]
-    if not base or not sparse:
-        return None
     sparse = sorted(sparse, key=lambda e: e["transitions"][0])
     pairs = []
     for e in sparse:

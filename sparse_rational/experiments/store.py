@@ -15,7 +15,15 @@ MAX_RECORD_BYTES = 64 << 20  # sweep.json or one trial's record: kilobytes in pr
 
 SWEEP = "sweep.json"
 TRIALS = "trials"
-OUTPUTS = ("results.csv", "summary.md", "figure3.png", "figure3.svg", "README.md")
+OUTPUTS = (
+    "results.csv",
+    "summary.md",
+    "figure3.png",
+    "figure3.svg",
+    "figure3-pooled.png",
+    "figure3-pooled.svg",
+    "README.md",
+)
 
 
 class TrialStore:
