@@ -66,7 +66,17 @@ CONFIGS: dict[str, dict] = {
     "minilm-teacher": {"embeddings": "hf:minilm", "vectors": "frozen", "readout": "max", "teacher_model": True},
 }
 BASELINES = ("tfidf", "fasttext")
-KNOBS = ("vectors", "readout", "vector_lr", "vector_pull", "teacher_weight", "temperature", "augment", "depth_discount")
+KNOBS = (
+    "vectors",
+    "readout",
+    "vector_lr",
+    "vector_pull",
+    "teacher_weight",
+    "temperature",
+    "augment",
+    "depth_discount",
+    "contrast_pairs",
+)
 
 
 def options_for(name: str, seed: int, minilm: str | None, domain: str, sets: dict):
@@ -76,7 +86,9 @@ def options_for(name: str, seed: int, minilm: str | None, domain: str, sets: dic
     o = RunOptions()
     embeddings = spec.get("embeddings", o.embeddings)
     model = replace(o.model, **{k: spec[k] for k in ("vectors", "readout", "patterns") if k in spec})
-    train = replace(o.train, seed=seed, **{k: spec[k] for k in ("vector_lr", "vector_pull", "lr") if k in spec})
+    train = replace(
+        o.train, seed=seed, **{k: spec[k] for k in ("vector_lr", "vector_pull", "lr", "contrast_pairs") if k in spec}
+    )
     structure = replace(
         o.structure, target_transitions=spec.get("target"), **{k: spec[k] for k in ("depth_discount",) if k in spec}
     )
@@ -260,7 +272,7 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         sets[key] = float(value) if key not in ("vectors", "readout", "teacher", "transfer") else value
-        if key == "augment":
+        if key in ("augment", "contrast_pairs"):
             sets[key] = int(float(value))
     done = {(r["dataset"], r["seed"], r["config"]) for r in read_rows(out)}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ ties it to the model and the classifier, which the embeddings layer does not imp
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from .classifier import TextClassifier
 from .config import RunOptions
 from .data import Splits
+from .data.augment import contrast_pairs
 from .embeddings.featurizer import build_featurizer
 from .embeddings.rows import StaticRows
 from .embeddings.transformer import TransformerOptions
@@ -55,6 +57,9 @@ def prepare(
     """The featurizer of ``options.embeddings``, the documents as row ids and the model
     factory of a run whose options :func:`~sparse_rational.validate.check_run` accepted."""
     mopts, seed, teach_opts = options.model, options.train.seed, options.teach
+    if options.train.contrast_pairs:  # labelled texts, as the training split's own (a teacher scores them too)
+        pairs = contrast_pairs(splits.train, options.train.contrast_pairs, seed)
+        splits = dataclasses.replace(splits, train=[*splits.train, *pairs])
     taught = None
     if teach_opts.teacher:
         taught = teach(splits, teach_opts, classes, TextClassifier.load, seed, str(device), verbose)

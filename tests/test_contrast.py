@@ -420,3 +420,24 @@ def test_score_rejects_mismatched_lengths():
         score(["positive"] * 9, examples)
     with pytest.raises(ValueError):
         score([], [])
+
+
+def test_contrast_pairs_end_with_the_texts_own_sentence_and_label():
+    from sparse_rational.data import Example
+    from sparse_rational.data.augment import contrast_pairs, sentences
+
+    train = [
+        Example("Great pan. It heats evenly!", "pos"),
+        Example("Works well and cleans up fast.", "pos"),
+        Example("It broke after a week. Avoid it.", "neg"),
+    ]
+    pairs = contrast_pairs(train, 2, seed=3)
+    assert len(pairs) == 6 and [p.label for p in pairs] == ["pos"] * 4 + ["neg"] * 2
+    for ex, pair in zip([e for e in train for _ in range(2)], pairs):
+        opening, ending = pair.text.split(", but ")
+        own = [s[:1].lower() + s[1:] for s in sentences(ex.text)]
+        assert ending in own  # the turn ends with the text's own sentence, hence its label
+        others = [s for e in train if e.label != ex.label for s in sentences(e.text)]
+        assert opening in others  # and opens with a sentence of the other label
+    assert contrast_pairs(train, 2, seed=3) == pairs and contrast_pairs(train, 2, seed=4) != pairs
+    assert contrast_pairs(train, 0) == [] and contrast_pairs(train[:2], 1) == []  # one label: no pair
