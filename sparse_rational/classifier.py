@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -134,8 +135,6 @@ def check_out_folder(path: str | os.PathLike, option: str = "out", probe: bool =
 def _probe_replace(path: Path, option: str) -> None:
     """Try now the renames that :func:`~sparse_rational.fileio.atomic_directory` will do at
     the end of a run (see :func:`check_out_folder`); a one-line UserError if they would fail."""
-    import tempfile
-
     path = Path(os.path.abspath(path))
     if os.path.ismount(path):
         raise UserError(

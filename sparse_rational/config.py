@@ -19,6 +19,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import argtypes
+from .errors import ParameterError
+
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
@@ -242,11 +245,6 @@ def check(options: Any) -> None:
     has a ``kind`` as the command line checks it (the same parsers, :mod:`.argtypes`), so the
     API and the estimator refuse what the command line refuses, with a
     :class:`~sparse_rational.errors.ParameterError` naming the parameter."""
-    import argparse
-
-    from . import argtypes
-    from .errors import ParameterError
-
     parsers = {
         "positive": argtypes.positive_int,
         "nonneg": argtypes.nonneg_float,

@@ -37,6 +37,7 @@ from .log import get_logger
 from .metrics import Metrics
 from .model import RationalClassifier
 from .phases import Phases
+from .plots import plot_path
 from .prepare import Prepared, prepare
 from .provenance import provenance
 from .train import accuracy
@@ -197,8 +198,6 @@ class PathRun:
     def save(self, path: str | os.PathLike) -> Path:
         """``path/t<target>/`` (a model folder each), ``path.json`` and ``path.png``, written
         atomically as one folder (an earlier path folder of ours is replaced at the end)."""
-        from .plots import plot_path
-
         check_out_folder(path, "save")
         with atomic_directory(path) as tmp:
             for target, clf in self.models.items():

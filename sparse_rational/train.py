@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -21,8 +21,19 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .checkpoint import (
+    model_tensors,
+    numpy_rng_state,
+    optimizer_state,
+    restore_module_state,
+    restore_numpy_rng,
+    restore_optimizer,
+    restore_torch_rng,
+    to_jsonable,
+)
 from .config import TrainConfig
 from .embeddings.rows import StaticRows
+from .errors import ParameterError, TrainingDiverged
 from .log import get_logger, progress_disable
 from .model import RationalClassifier
 from .structure import proximal_step_, surviving_structure
@@ -76,8 +87,6 @@ class FitResult:
         return self.seconds / max(self.epochs_run, 1)
 
     def to_dict(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self)
 
     @classmethod
@@ -258,8 +267,6 @@ class FitState:
 
     def state_dict(self) -> tuple[dict, dict]:
         """The tensors and JSON of a checkpoint at the end of an epoch (see :mod:`.checkpoint`)."""
-        from .checkpoint import model_tensors, numpy_rng_state, optimizer_state, to_jsonable
-
         opt_tensors, opt_json = optimizer_state(self.opt)
         tensors = {**model_tensors(self.model, "model."), **opt_tensors, "rng.torch": torch.get_rng_state()}
         device = self.model.classifier.bias.device
@@ -285,8 +292,6 @@ class FitState:
     def load_state_dict(self, ck: Any) -> None:
         """Load a checkpoint taken at the end of an epoch into the model, Adam, the schedule,
         both generators and early stopping."""
-        from .checkpoint import restore_module_state, restore_numpy_rng, restore_optimizer, restore_torch_rng
-
         model = self.model
         model.load_state_dict(restore_module_state(model, ck, "model."))
         restore_optimizer(self.opt, ck)
@@ -327,8 +332,6 @@ def _selection_score(history: list[EpochLog], select_on: str) -> float:
 
 
 def _diverged(what: str, desc: str, epoch: int) -> Exception:
-    from .errors import TrainingDiverged
-
     return TrainingDiverged(f"{desc} epoch {epoch}: {what}; training stopped; try a smaller lr or clip")
 
 
@@ -402,8 +405,6 @@ def fit(
     penalised = callable(reg_strength) or reg_strength > 0
     proximal = penalised and penalty_update == "proximal"
     if penalty_update not in ("gradient", "proximal"):
-        from .errors import ParameterError
-
         raise ParameterError("penalty_update", f"{penalty_update!r} is not one of gradient, proximal")
     step = sum(1 for _ in bucket_batches(lengths, cfg.batch_size, None, cfg.batch_tokens)) * (first_epoch - 1)
     for epoch in range(first_epoch, epochs + 1):

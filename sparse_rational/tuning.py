@@ -11,6 +11,7 @@ from .config import RunOptions
 from .data import Splits, splits_from
 from .embeddings.hf_options import TransformerOptions
 from .errors import ParameterError, UserError
+from .experiments.protocol import sample_assignments
 from .log import get_logger
 from .pipeline import train_text_classifier
 
@@ -30,8 +31,6 @@ def tune_text_classifier(
     with ``options`` otherwise; the model with the best dev accuracy is returned, with every
     assignment and its dev accuracy in ``metrics["tuning"]`` (the test set is never looked at
     to choose)."""
-    from .experiments.protocol import sample_assignments
-
     options = options or RunOptions()
     if n < 1:
         raise ParameterError("tune", f"expected a number of assignments >= 1, got {n}")

@@ -19,12 +19,13 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .config import check
 from .embeddings.hf_options import is_contextual
 from .errors import ParameterError, UserError, one_line
 
 if TYPE_CHECKING:  # torch is imported where tensors are checked: the rest serves folded.py too
-    import numpy as np
     import torch
 
     from .config import RunOptions
@@ -131,7 +132,6 @@ def open_model_folder(path: str | os.PathLike) -> ModelFolder:
     """The one reader of model folders: ``path`` must be a folder holding ``config.json``,
     ``model.safetensors`` and ``vocab.txt``; ``config.json`` is read (a regular file of at
     most :data:`MAX_JSON_BYTES`), parsed and its format marker checked."""
-    from .errors import ParameterError
 
     path = Path(path)
     if not path.is_dir():
@@ -176,7 +176,7 @@ def _prob(value, name: str) -> float:
 def model_config(raw, path: str | os.PathLike):
     """A :class:`~sparse_rational.model.ModelConfig` from the ``"model"`` object of a
     config file, every field checked (unknown fields are an error)."""
-    from .model import ModelConfig
+    from .model import ModelConfig  # lazy: start-up (torch)
 
     fields = model_fields(raw, path)
     try:
@@ -235,9 +235,9 @@ def model_fields(raw, path: str | os.PathLike) -> dict:
 
 def expected_shapes(config) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the state dict of a model of ``config`` (allocates nothing)."""
-    import torch
+    import torch  # lazy: start-up (torch)
 
-    from .model import RationalClassifier
+    from .model import RationalClassifier  # lazy: start-up (torch)
 
     with torch.device("meta"):
         model = RationalClassifier(config)
@@ -247,7 +247,7 @@ def expected_shapes(config) -> dict[str, tuple[int, ...]]:
 def check_tensors(tensors: dict[str, torch.Tensor], config, path: str | os.PathLike) -> None:
     """The tensors of a weights file against ``config``: same names, shapes, floating
     dtypes, finite values."""
-    import torch
+    import torch  # lazy: start-up (torch)
 
     expected = expected_shapes(config)
     for name in sorted(expected):
@@ -282,8 +282,6 @@ def static_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
 
 def check_arrays(arrays: dict[str, Any], fields: dict, path: str | os.PathLike) -> None:
     """:func:`check_tensors` for numpy arrays (a weights file read without PyTorch)."""
-    import numpy as np
-
     expected = static_shapes(fields)
     for name in sorted(expected):
         if name not in arrays:
