@@ -13,8 +13,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..config import PATH_SNAPSHOT
+from ..errors import UserError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from ..structure import format_structure
+from .references import NAMES
+from .significance import GAIN_POINTS, N_BOOT, SIMILAR_POINTS, judge, pool, reference_gap
 
 COLUMNS = [
     "dataset",
@@ -91,7 +95,6 @@ def _current_rule(records: dict[str, dict]) -> dict[str, dict]:
     """Without the path trials of an earlier snapshot rule where a dataset also has path
     trials of the current one (a sweep folder continued after the rule changed: the path
     trials were run again under new keys, the baselines were reused)."""
-    from ..config import PATH_SNAPSHOT
 
     def dataset(rec):
         return (rec.get("config") or {}).get("dataset", {}).get("name")
@@ -380,9 +383,6 @@ def placement_lines(entries: list[dict]) -> list[str]:
 def reference_lines(refs: dict[str, dict] | None, entries: list[dict]) -> list[str]:
     """The reference rows of one dataset, and how the best learned structure and the best
     baseline compare with them (95 % intervals)."""
-    from .references import NAMES
-    from .significance import reference_gap
-
     if not refs:
         return []
     out = [
@@ -419,8 +419,6 @@ def reference_lines(refs: dict[str, dict] | None, entries: list[dict]) -> list[s
 def significance_lines(entries: list[dict]) -> tuple[list[str], list[tuple[str, str, str]]]:
     """The learned structures against the nearest-size baselines, and the paper's claims,
     with 95 % intervals; also ``(claim, verdict, interval)`` for the claims table."""
-    from .significance import GAIN_POINTS, N_BOOT, SIMILAR_POINTS, judge
-
     claims = judge(entries)
     if claims is None:
         return [], []
@@ -465,8 +463,6 @@ def pooled_lines(per_dataset: dict[str, list[dict]], verdicts: dict[str, list[tu
     difference of 1-2 points, the size the paper reports, needs more documents than one
     domain has to be decided), the pooled accuracies, the differences and the claims; adds
     the pooled row to ``verdicts``."""
-    from .significance import pool
-
     pooled = pool(per_dataset) if len(per_dataset) >= 2 else []
     lines, table = significance_lines(pooled) if pooled else ([], [])
     if not table:
@@ -574,16 +570,12 @@ def figure3(rows: list[dict], base: Path, title: str = "", references: dict[str,
     number of transitions; baselines solid, sparse models dashed, one standard deviation of
     both on the error bars; the reference rows of ``references`` (per dataset name) as
     horizontal lines."""
-    from .references import NAMES
-
     try:
-        import matplotlib
+        import matplotlib  # lazy: optional (matplotlib)
     except ImportError:
-        from ..errors import UserError
-
         raise UserError("the figure needs matplotlib: pip install 'sparse-rational[reproduce]'") from None
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: optional (matplotlib)
 
     agg = aggregate(rows)
     references = references or {}
