@@ -1,6 +1,6 @@
 """Import cycles between the modules of sparse_rational (standard library only).
 
-    python benchmarks/import_cycles.py [--root sparse_rational] [--edges]
+    python benchmarks/import_cycles.py [--root sparse_rational] [--edges] [--unexplained]
 
 Reads every ``sparse_rational/**/*.py`` with :mod:`ast` and collects each ``import`` and
 ``from ... import`` of a sparse_rational module, at module level and inside functions alike
@@ -17,19 +17,33 @@ one module are the cycles (a package's ``from . import name`` of one of its own 
 is no edge): each is printed with one
 closed path through it and the file:line of every import on that path. Then the count of
 cycles, and of function-local imports of sparse_rational modules and of third-party
-modules (neither sparse_rational nor the standard library). Exits 0 whatever it finds.
+modules (neither sparse_rational nor the standard library).
+
+A function-local import says why it is not at module level with a comment on one of its
+lines, in one of two forms (:data:`LAZY_REASON`)::
+
+    import onnx  # lazy: optional (onnx)       keeps an optional extra optional
+    import torch  # lazy: start-up (torch)     keeps a light module (the CLI's --help) light
+
+The statements without one are counted (``--unexplained`` lists them as file:line); they
+should be hoisted to the module's imports, or given their reason. Exits 0 whatever it finds
+(tests/test_import_cycles.py is the check that fails).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 PACKAGE = "sparse_rational"
+
+# the reason comment of a function-local import: "# lazy: optional (onnx)", "# lazy: start-up (torch)"
+LAZY_REASON = re.compile(r"#\s*lazy:\s*(optional|start-up)\s*\([^)]+\)")
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,7 @@ class Import:
     line: int
     local: bool  # inside a function
     type_checking: bool  # under `if TYPE_CHECKING:`
+    reason: str | None = None  # "optional" or "start-up": the `# lazy:` comment on the statement's lines
 
 
 def module_name(path: Path, root: Path) -> tuple[str, bool]:
@@ -90,8 +105,13 @@ def collect(root: Path) -> tuple[list[Import], set[str]]:
     imports: list[Import] = []
     for path in files:
         source, is_package = names[path]
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        tree = ast.parse(text, filename=str(path))
         for node, local, type_checking in _walk(tree, False, False):
+            statement = "\n".join(lines[node.lineno - 1 : node.end_lineno or node.lineno])
+            found = LAZY_REASON.search(statement)
+            reason = found.group(1) if found else None
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
@@ -112,9 +132,33 @@ def collect(root: Path) -> tuple[list[Import], set[str]]:
                     target = _resolve_target(target, modules)
                 else:
                     target = target.split(".")[0]
-                imports.append(Import(source, target, node.lineno, local, type_checking))
+                imports.append(Import(source, target, node.lineno, local, type_checking, reason))
     imports = list(dict.fromkeys(imports))  # `import a.b, a.c` of one third-party package is one import
     return imports, modules
+
+
+def runtime_imports(imports: list[Import], modules: set[str]) -> list[Import]:
+    """The imports of sparse_rational modules that run (not under TYPE_CHECKING), less a
+    package's ``from . import name`` of its own attribute."""
+    return [i for i in imports if i.target in modules and not i.type_checking and i.source != i.target]
+
+
+def module_graph(imports: list[Import], modules: set[str]) -> dict[str, set[str]]:
+    """Each module's set of the sparse_rational modules it imports (at module level or in a function)."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for imp in runtime_imports(imports, modules):
+        graph[imp.source].add(imp.target)
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module: the import cycles."""
+    return [c for c in tarjan(graph) if len(c) > 1]
+
+
+def unexplained(imports: list[Import]) -> list[tuple[str, int]]:
+    """``(module, line)`` of every function-local import statement without a ``# lazy:`` reason."""
+    return sorted({(i.source, i.line) for i in imports if i.local and i.reason is None})
 
 
 def tarjan(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -186,16 +230,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent / PACKAGE)
     ap.add_argument("--edges", action="store_true", help="also print every edge of the graph")
+    ap.add_argument(
+        "--unexplained",
+        action="store_true",
+        help="also list (file:line) the function-local imports without a '# lazy:' reason comment",
+    )
     args = ap.parse_args(argv)
     root = args.root.resolve()
 
     imports, modules = collect(root)
     ours = [i for i in imports if i.target in modules]
-    runtime = [i for i in ours if not i.type_checking and i.source != i.target]  # `from . import name` in p
-    graph: dict[str, set[str]] = {name: set() for name in modules}
+    runtime = runtime_imports(imports, modules)
+    graph = module_graph(imports, modules)
     where: dict[tuple[str, str], list[Import]] = {}
     for imp in runtime:
-        graph[imp.source].add(imp.target)
         where.setdefault((imp.source, imp.target), []).append(imp)
 
     def rel(module: str) -> str:
@@ -216,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rel(source)} -> {rel(target)}: " + ", ".join(site(s) for s in sites))
         print()
 
-    cycles = [c for c in tarjan(graph) if len(c) > 1]
+    cycles = find_cycles(graph)
     print(f"{len(modules)} modules, {len(where)} edges ({len(runtime)} imports of {PACKAGE} modules)")
     for n, component in enumerate(cycles, 1):
         print(f"\ncycle {n}: {len(component)} modules: {', '.join(rel(m) for m in component)}")
@@ -237,6 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"function-local imports of third-party modules: {len(local_third)} ({', '.join(third)})")
     print(f"function-local imports of standard-library modules: {len(local_std)}")
     print(f"imports of {PACKAGE} modules under TYPE_CHECKING (not in the graph): {len(type_checking)}")
+    statements = {(i.source, i.line): i.reason for i in imports if i.local}
+    reasons = {kind: sum(r == kind for r in statements.values()) for kind in ("optional", "start-up")}
+    missing = unexplained(imports)
+    print(
+        f"function-local import statements with a '# lazy:' reason: {sum(reasons.values())} "
+        f"(optional {reasons['optional']}, start-up {reasons['start-up']}); without one: {len(missing)}"
+    )
+    if args.unexplained:
+        for source, line in missing:
+            print(f"  {module_path(source)}:{line}")
     return 0
 
 

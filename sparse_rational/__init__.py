@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # importlib.metadata costs 30 ms: not for every `predict`
-        from .provenance import package_version
+        from .provenance import package_version  # lazy: start-up (importlib.metadata)
 
         globals()[name] = version = package_version()
         return version

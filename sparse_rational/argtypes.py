@@ -6,6 +6,8 @@ import argparse
 import math
 import os
 
+from .warn import warn
+
 
 def int_at_least(minimum: int):
     """An argparse type: an integer >= ``minimum``."""
@@ -121,8 +123,6 @@ def capped_threads(threads: int, option: str = "--threads") -> int:
     (each thread has its buffers), so a larger value is cut with a one-line warning."""
     cores = machine_cores()
     if threads > cores:
-        from .warn import warn
-
         warn(f"{option} {threads}: this machine has {cores} cores; using {cores} threads")
         return cores
     return threads
@@ -142,6 +142,6 @@ def add_threads_argument(parser: argparse.ArgumentParser, help: str = "torch thr
 def use_threads(threads: int | None) -> None:
     """Apply ``--threads`` to PyTorch (imported only when it was given)."""
     if threads:
-        import torch
+        import torch  # lazy: start-up (torch)
 
         torch.set_num_threads(threads)

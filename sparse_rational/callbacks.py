@@ -19,6 +19,8 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .errors import UserError
+
 if TYPE_CHECKING:
     from .metrics import Metrics
     from .train import EpochLog
@@ -57,10 +59,8 @@ class TensorBoardCallback(Callback):
 
     def __init__(self, log_dir: str | os.PathLike):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # lazy: optional (tensorboard)
         except ImportError:
-            from .errors import UserError
-
             raise UserError(
                 "TensorBoardCallback needs the tensorboard package: pip install 'sparse-rational[tensorboard]'"
             ) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import TrainConfig, default
+from .structure import format_structure
 
 __all__ = ["CARD_MARKER", "model_card"]
 
@@ -30,9 +31,7 @@ def _data(metrics: Any) -> str:
 
 def model_card(config: dict, metrics: Any) -> str:
     """The card's Markdown for a model of ``config`` (config.json) and ``metrics``."""
-    import jinja2
-
-    from .structure import format_structure
+    import jinja2  # lazy: start-up (jinja2); classifier.py imports this module, a card is only written on save
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("sparse_rational", "templates"), autoescape=False)
     model = config.get("model", {})

@@ -241,7 +241,7 @@ class Checkpointer:
         an advisory lock on it until :meth:`remove` or :meth:`release`: a second run with
         the same output is a one-line error instead of a silent share of one checkpoint."""
         try:
-            import fcntl
+            import fcntl  # lazy: optional (fcntl: POSIX only)
         except ImportError:  # pragma: no cover - not POSIX: no lock
             self.directory.mkdir(parents=True, exist_ok=True)
             return

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import concurrent.futures
 import json
 import os
+import shlex
 import sys
+from collections import deque
 from pathlib import Path
 
 from . import argtypes, config  # cheap: import no torch
@@ -19,11 +22,12 @@ from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
 from .commandline import Parser, add_verbosity_args, check_output, run_command
-from .device import DEVICE_HELP, PRECISIONS
+from .device import DEVICE_HELP, PRECISIONS, check_precision, resolve_device
 from .embeddings.hf_options import LAYERS, TransformerOptions  # light: no PyTorch (embeddings/__init__)
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
+from .warn import warn
 from .web import cli as web_cli  # cheap: imports no torch
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
@@ -196,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _splits_for(args: argparse.Namespace, train: bool):
-    from .data import Splits, load_dataset, load_file, load_files
+    from .data import Splits, load_dataset, load_file, load_files  # lazy: start-up (data readers)
 
     if args.dataset:
         if args.test or (train and (args.train or args.dev)):
@@ -214,7 +218,7 @@ def _splits_for(args: argparse.Namespace, train: bool):
 
 def _check_out(path: str) -> bool:
     """Refuse an --out whose replacement could lose anything; True if it replaces a model."""
-    from .pipeline import check_out_folder
+    from .pipeline import check_out_folder  # lazy: start-up (torch)
 
     return check_out_folder(path, "--out", probe=True)
 
@@ -239,7 +243,13 @@ def _same_path(name: str, value):
 def _checkpointer(args: argparse.Namespace, splits):
     """The run's checkpoints, in the hidden sibling ``.<out>.checkpoint`` of ``--out``; the
     fingerprint covers every option that changes the computation and the data itself."""
-    from .checkpoint import Checkpointer, checkpoint_dir, examples_digest, fingerprint, source_fingerprint
+    from .checkpoint import (  # lazy: start-up (torch)
+        Checkpointer,
+        checkpoint_dir,
+        examples_digest,
+        fingerprint,
+        source_fingerprint,
+    )
 
     options = {k: _same_path(k, v) for k, v in vars(args).items() if k not in _NOT_IN_FINGERPRINT}
     run = fingerprint(
@@ -253,12 +263,12 @@ def _checkpointer(args: argparse.Namespace, splits):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # lazy: start-up (torch)
 
-    from .ops import forced_impl
-    from .pipeline import train_structure_path, train_text_classifier
-    from .structure import check_size, parse_stack
-    from .tuning import tune_text_classifier
+    from .ops import forced_impl  # lazy: start-up (torch)
+    from .pipeline import train_structure_path, train_text_classifier  # lazy: start-up (torch)
+    from .structure import check_size, parse_stack  # lazy: start-up (torch)
+    from .tuning import tune_text_classifier  # lazy: start-up (torch)
 
     check_size(parse_stack(args.patterns, args.layers), args.bidirectional, spec=args.patterns)  # before any data
     forced_impl()
@@ -273,8 +283,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if args.tune and isinstance(targets, tuple):
         raise UserError("--tune chooses one model: give one --target-transitions (or none)")
-    from .device import check_precision, resolve_device
-
     check_precision(args.precision, resolve_device(args.device))  # before reading any data
     replacing = _check_out(args.out)
     if args.threads:
@@ -363,7 +371,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"the penalised path took {run.penalised_seconds:.0f}s"
         )
     if run.missed:
-        from .learn import path_missed
+        from .learn import path_missed  # lazy: start-up (torch)
 
         raise path_missed(run, options.structure)
     return 0
@@ -371,8 +379,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _set_origin(metrics, args: argparse.Namespace, dataset) -> None:
     """The data and the command line in metrics.json."""
-    import shlex
-
     metrics.dataset = dataset
     metrics.provenance = {
         **(metrics.provenance or {}),
@@ -382,7 +388,7 @@ def _set_origin(metrics, args: argparse.Namespace, dataset) -> None:
 
 
 def _report(m, indent: str = "") -> None:
-    from .structure import format_structure
+    from .structure import format_structure  # lazy: start-up (torch)
 
     test = f"  test accuracy {m['test_accuracy']:.4f}" if m.get("test_accuracy") is not None else ""
     dev = f"dev accuracy {m['dev_accuracy']:.4f}" if m.get("dev_accuracy") is not None else "no dev set"
@@ -397,13 +403,13 @@ def _report(m, indent: str = "") -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .pipeline import TextClassifier
+    from .pipeline import TextClassifier  # lazy: start-up (torch)
 
     check_output(args.json, "--json", inputs={"--test": args.test}, model_dir=args.model)
     argtypes.use_threads(args.threads)
     contrast_only = args.contrast is not None and not (args.dataset or args.test)
     if args.contrast is not None:
-        from .data.contrast import resolve_domain
+        from .data.contrast import resolve_domain  # lazy: start-up (data readers)
 
         if args.contrast != "auto" and ":" not in args.contrast and resolve_domain(args.contrast) == "generic":
             if args.contrast.strip().lower() != "generic":
@@ -430,7 +436,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.json == "-":
             sys.stdout.write(text)
         else:
-            from .fileio import atomic_write_text
+            from .fileio import atomic_write_text  # lazy: start-up (tempfile)
 
             atomic_write_text(args.json, text)
     return 0
@@ -439,7 +445,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _contrast(clf, args: argparse.Namespace, out) -> dict:
     """Accuracy on the negation/contrast sentences (:mod:`sparse_rational.data.contrast`) of
     the domain asked for, or of ``--dataset``'s, or of the data the model was trained on."""
-    from .data.contrast import contrast_set, label_map, resolve_domain, score
+    from .data.contrast import contrast_set, label_map, resolve_domain, score  # lazy: start-up (data readers)
 
     domain = args.contrast
     if domain == "auto":
@@ -531,7 +537,7 @@ def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
     """One JSON object per row of ``probs`` (``{"label": ..., "probabilities": {...}}``, then
     ``"known_tokens"`` when ``known`` is given and ``"text"`` with ``texts``), as
     ``json.dumps`` writes it, formatted for all rows at once."""
-    import numpy as np
+    import numpy as np  # lazy: start-up (numpy)
 
     if not np.isfinite(probs).all():  # json.dumps's NaN/Infinity
         rows = []
@@ -562,7 +568,7 @@ def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
 def _static_predictor(args: argparse.Namespace):
     """The folded, PyTorch-free predictor of a model on static vectors (None: the model reads
     transformer vectors, or $SPARSE_RATIONAL_IMPL asks for a PyTorch kernel)."""
-    from .folded import is_static_model, load_folded
+    from .folded import is_static_model, load_folded  # lazy: start-up (numpy)
 
     if os.environ.get("SPARSE_RATIONAL_IMPL", "").strip() not in ("", "auto") or not is_static_model(args.model):
         return None
@@ -581,7 +587,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             "worker processes; this model (or --device, or $SPARSE_RATIONAL_IMPL) needs PyTorch: use --threads"
         )
     if fast is None:  # transformer vectors (or --device cuda): the PyTorch model
-        from .pipeline import TextClassifier
+        from .pipeline import TextClassifier  # lazy: start-up (torch)
 
         argtypes.use_threads(args.threads)
         clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
@@ -600,7 +606,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             unknown += int((known == 0).sum())
         return _json_lines(classes, probs, known, chunk if args.with_text else None)
 
-    from .data.tokenize import CHARS_PER_TOKEN
+    from .data.tokenize import CHARS_PER_TOKEN  # lazy: start-up (data readers)
 
     batches = _line_batches(args.input, args.batch_size, args.max_tokens * CHARS_PER_TOKEN)
     truncated = 0
@@ -614,8 +620,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OSError as exc:  # /dev/full, a closed pipe's other errors: name where it was writing
         raise OSError(exc.errno, exc.strerror or str(exc), "standard output") from None
     if unknown:
-        from .warn import warn
-
         warn(
             f"{unknown} text{'s' if unknown != 1 else ''} had no word the model knows "
             '("known_tokens": 0): their labels are close to the class prior, not a reading of the text'
@@ -637,8 +641,8 @@ def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[i
     formatted in one of N forked processes (:func:`sparse_rational.workers.ordered_map`); the
     lines written here in input order, batch by batch. Returns the texts with no known word
     and the texts cut."""
-    from . import native
-    from .workers import ordered_map
+    from . import native  # lazy: start-up (tempfile)
+    from .workers import ordered_map  # lazy: start-up (multiprocessing)
 
     if fast.model.compiled:
         native.library()  # built or loaded once, before the fork, not once per worker
@@ -682,10 +686,7 @@ def _count(chunk) -> int:
 def _write_predictions(args: argparse.Namespace, fast, score, lines, batches, out) -> None:
     """Score ``batches`` and write their JSON lines to ``out``, batch by batch."""
     if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(args.threads) as pool:
+        with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:  # looked up now: tests count the pools
             pending: deque = deque()
             for chunk in batches:
                 pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
@@ -704,9 +705,9 @@ def _write_predictions(args: argparse.Namespace, fast, score, lines, batches, ou
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_json, export_onnx
-    from .export.onnx_graph import MODEL_FILE, TOKENIZER_FILE, check_out, require_onnx
-    from .pipeline import TextClassifier
+    from .export import export_json, export_onnx  # lazy: start-up (numpy)
+    from .export.onnx_graph import MODEL_FILE, TOKENIZER_FILE, check_out, require_onnx  # lazy: start-up (numpy)
+    from .pipeline import TextClassifier  # lazy: start-up (torch)
 
     check_output(args.out, "--out", model_dir=args.model)
     if args.format == "onnx":

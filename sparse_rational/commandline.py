@@ -12,6 +12,7 @@ Importing this module imports no torch.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from .config import flag
 from .errors import ParameterError, TrainingDiverged, UserError, WorkerFailed, one_line
+from .log import ROOT, set_verbosity
 
 __all__ = [
     "EXIT_DIVERGED",
@@ -58,10 +60,6 @@ def add_verbosity_args(p: argparse.ArgumentParser) -> None:
 
 def set_verbosity_for(args: argparse.Namespace) -> int:
     """Set the library's level for this command; returns the level it had."""
-    import logging
-
-    from .log import ROOT, set_verbosity
-
     before = logging.getLogger(ROOT).level
     set_verbosity("notice" if getattr(args, "quiet", False) else "debug" if args.verbose else "info")
     return before
@@ -200,6 +198,4 @@ def run_command(
         if restore:
             signal.signal(signal.SIGTERM, previous)
         if level is not None:  # called in a process that goes on (tests, notebooks)
-            from .log import set_verbosity
-
             set_verbosity(level)

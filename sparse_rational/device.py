@@ -33,7 +33,7 @@ _SPEC = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     """The :class:`torch.device` of ``spec``; a CUDA device this machine lacks, or a name
     that is no device, is a :class:`~sparse_rational.errors.ParameterError` (``device``)."""
-    import torch
+    import torch  # lazy: start-up (torch)
 
     if isinstance(spec, torch.device):
         spec = str(spec)
@@ -68,6 +68,6 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 def autocast_dtype(precision: str):
     """The autocast dtype of ``precision`` (None for fp32)."""
-    import torch
+    import torch  # lazy: start-up (torch)
 
     return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

@@ -20,6 +20,7 @@ pickle), so ``joblib`` and ``copy.deepcopy`` work; ``clone`` gives an unfitted c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -27,10 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from .argtypes import capped_threads
 from .config import ModelOptions, RunOptions, StructureOptions, TeachOptions, TrainConfig, default
 from .data import Splits, examples_from, texts_from
 from .data.files import _carve_dev
 from .data.memory import label_text
+from .data.splitting import _carve
 from .errors import DataError, ParameterError, UserError
 from .log import get_logger
 
@@ -175,8 +178,6 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         params = self.get_params(deep=False)
 
         def part(cls):
-            import dataclasses
-
             return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls) if f.name in params})
 
         if not isinstance(self.target_transitions, (int, type(None))) or isinstance(self.target_transitions, bool):
@@ -210,8 +211,6 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         if self.dev_fraction == 0.1:  # as the command line and load_files carve it
             train, dev = _carve_dev(examples, "fit data")
         else:
-            from .data.splitting import _carve
-
             n_dev = max(1, round(self.dev_fraction * len(examples)))
             train, dev = _carve(examples, [n_dev], seed=0)
         if len(dev) < SMALL_DEV:
@@ -224,7 +223,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> SparseRationalClassifier:
         """Train on texts ``X`` and labels ``y`` (10 % of the rows, stratified, become the
         dev set unless ``dev_fraction`` says otherwise)."""
-        from .pipeline import train_text_classifier
+        from .pipeline import train_text_classifier  # lazy: start-up (torch)
 
         texts = _texts(X)
         if not texts:
@@ -243,9 +242,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         labels = [by_value[v.item() if hasattr(v, "item") else v] for v in y_array]
         options = self.run_options()
         if self.threads:
-            import torch
-
-            from .argtypes import capped_threads
+            import torch  # lazy: start-up (torch)
 
             torch.set_num_threads(capped_threads(int(self.threads), "threads"))
         model = train_text_classifier(
@@ -298,7 +295,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **params: Any) -> SparseRationalClassifier:
         """A fitted estimator from a model folder (its classes are the folder's label strings)."""
-        from .pipeline import TextClassifier
+        from .pipeline import TextClassifier  # lazy: start-up (torch)
 
         model = TextClassifier.load(path)
         est = cls(**params)
@@ -319,7 +316,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         files = state.pop("_model_files_", None)
         self.__dict__.update(state)
         if files is not None:
-            from .pipeline import TextClassifier
+            from .pipeline import TextClassifier  # lazy: start-up (torch)
 
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp) / "model"

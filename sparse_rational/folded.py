@@ -40,8 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load
 
-from . import native
+from . import native, validate
 from .data.tokenize import CHARS_PER_TOKEN, BatchTokenizer
 from .errors import UserError, one_line
 from .layout import StateLayout
@@ -368,11 +370,6 @@ def _check_config(cfg: Any, path: Path) -> dict | None:
 
 def load_folded(path: str | os.PathLike) -> FoldedClassifier | None:
     """See :meth:`FoldedClassifier.load`."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    from . import validate
-
     folder = validate.open_model_folder(path)  # the one model-folder reader
     cfg = folder.config
     config_path, weights, vocab = (
@@ -414,8 +411,6 @@ def load_folded(path: str | os.PathLike) -> FoldedClassifier | None:
 def is_static_model(path: str | os.PathLike) -> bool:
     """Whether the folder's config names a model on static word vectors (cheap; False when
     the config cannot be read: the full loader then says what is wrong)."""
-    from . import validate
-
     cfg = validate.peek_config(path)
     try:
         return cfg is not None and bool(cfg["model"]["vocab_size"]) and _one_layer(cfg["model"])

@@ -86,7 +86,7 @@ class StateLayout:
         return tuple(a for a, _ in self.slices)
 
     def _cached(self, name: str, device: torch.device | str, make: Any) -> Tensor:
-        import torch  # the tensor views only: the layout is read without torch (folded.py)
+        import torch  # lazy: start-up (torch): the tensor views only; folded.py reads the layout without torch
 
         key = (name, str(torch.device(device)))
         if key not in self._tensors:
@@ -94,7 +94,7 @@ class StateLayout:
         return self._tensors[key]
 
     def _tensor(self, name: str, device: torch.device | str, values: Any, kind: str) -> Tensor:
-        import torch  # the tensor views only: the layout is read without torch (folded.py)
+        import torch  # lazy: start-up (torch): the tensor views only; folded.py reads the layout without torch
 
         return self._cached(name, device, lambda: torch.tensor(values, dtype=getattr(torch, kind)))
 
@@ -137,7 +137,7 @@ def is_first_tensor(is_first: Tensor | StateLayout, device: torch.device | str) 
     """The ``[N]`` bool tensor of a layout or of a tensor, on ``device``."""
     if isinstance(is_first, StateLayout):
         return is_first.is_first(device)
-    import torch  # a tensor in, a tensor out: the layout is read without torch (folded.py)
+    import torch  # lazy: start-up (torch): a tensor in, a tensor out; folded.py reads the layout without torch
 
     return is_first.to(device=device, dtype=torch.bool)
 

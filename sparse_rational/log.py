@@ -66,7 +66,7 @@ class _StderrHandler(logging.Handler):
         if stream is None:
             return
         try:
-            from tqdm import tqdm
+            from tqdm import tqdm  # lazy: start-up (tqdm)
 
             tqdm.write(self.format(record), file=stream)
             stream.flush()

@@ -23,12 +23,12 @@ def plot_path(path: list[dict], snapshots: dict[int, dict], out: Path) -> Path:
     is marked where it was taken. Without matplotlib (the ``reproduce`` extra) no picture
     is drawn: a warning says so, and path.json holds the same numbers."""
     try:
-        import matplotlib  # optional dependency (the `reproduce` extra): imported here, when a figure is drawn
+        import matplotlib  # lazy: optional (matplotlib: the `reproduce` extra)
     except ImportError:
         warn(f"{out.name} not drawn: it needs matplotlib (pip install 'sparse-rational[reproduce]')")
         return out
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: optional (matplotlib)
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     lam = [p["reg_strength"] for p in path]

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import datetime
 import platform
+from importlib.metadata import PackageNotFoundError, version
 
 __all__ = ["package_version", "provenance"]
 
 
 def package_version() -> str:
     """The installed version of sparse-rational ("0+unknown" when run from a bare source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("sparse-rational")
     except PackageNotFoundError:
@@ -25,13 +24,13 @@ def provenance(call: str, embedding_dim: int | None = None, device=None, precisi
     --dataset amazon:kitchen"`` or ``"sparse_rational.train_text_classifier"``) on
     ``device`` (default: the CPU); the kernel is the one ``impl="auto"`` picks there for
     ``embedding_dim``-d input."""
-    import numpy
-    import torch
+    import numpy  # lazy: start-up (numpy)
+    import torch  # lazy: start-up (torch)
 
     device = torch.device(device or "cpu")
     kernel = None
     if embedding_dim:
-        from .ops import choose_impl
+        from .ops import choose_impl  # lazy: start-up (torch)
 
         kernel = choose_impl(torch.empty(1, 1, embedding_dim, device=device))
     return {

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import sparse_rational
+
 from .errors import UserError
 
 
@@ -37,13 +39,11 @@ def runtime_env(install: bool = False) -> dict:
     """Ray's runtime environment that carries this package to a cluster's workers (as a
     ``py_modules`` entry: the code, not an installed copy) and, with ``install``, its
     dependencies (``pip``: the base requirements, torch pinned to the driver's version)."""
-    import sparse_rational
-
     env: dict[str, Any] = {"py_modules": [str(Path(sparse_rational.__file__).resolve().parent)]}
     if install:
-        from importlib.metadata import PackageNotFoundError, requires
+        from importlib.metadata import PackageNotFoundError, requires  # lazy: start-up (importlib.metadata)
 
-        import torch  # the workers get the driver's torch version
+        import torch  # lazy: start-up (torch); the workers get the driver's torch version
 
         try:
             reqs = [r for r in requires("sparse-rational") or [] if "extra ==" not in r]
@@ -56,7 +56,7 @@ def runtime_env(install: bool = False) -> dict:
 def import_ray(what: str) -> Any:
     """The ``ray`` module, or a one-line error saying how to install it."""
     try:
-        import ray  # optional extra
+        import ray  # lazy: optional (ray)
     except ImportError:
         raise UserError(f"{what} needs Ray: pip install 'sparse-rational[ray]'") from None
     return ray

@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import TrainConfig, default
 from .errors import ParameterError, UserError
+from .folded import is_static_model, load_folded
 from .raycluster import connect, import_ray
 
 DEFAULT_MAX_TOKENS = default(TrainConfig, "max_tokens")  # texts are cut as predict cuts them
@@ -39,8 +40,6 @@ class Scorer:
     one per worker, so the model is loaded once per worker."""
 
     def __init__(self, model_dir: str, text_column: str = "text", max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
-        from .folded import is_static_model, load_folded
-
         self.text_column, self.max_tokens = text_column, max_tokens
         if os.environ.get("SPARSE_RATIONAL_IMPL", "").strip() in ("", "auto") and is_static_model(model_dir):
             folded = load_folded(model_dir)
@@ -48,7 +47,7 @@ class Scorer:
                 raise UserError(f"{model_dir}: not a model folder")
             self.classes, self._proba = list(folded.classes), folded.predict_proba
         else:  # transformer vectors: the PyTorch model
-            from .pipeline import TextClassifier
+            from .pipeline import TextClassifier  # lazy: start-up (torch)
 
             clf = TextClassifier.load(model_dir, device="cpu")
             self.classes, self._proba = list(clf.classes), clf.predict_proba
@@ -165,7 +164,7 @@ def _import_fsspec_http() -> None:
     listing imports it from several threads at once, and one of them can see the module half
     initialised ("cannot import name 'HTTPFileSystem'", seen once in a clean-clone test run)."""
     try:
-        import fsspec.implementations.http  # noqa: F401  (optional: Ray Data falls back without it)
+        import fsspec.implementations.http  # noqa: F401  # lazy: optional (fsspec: Ray Data falls back without it)
     except ImportError:
         pass
 
@@ -203,7 +202,7 @@ def _lines(row: dict[str, Any]) -> list[dict[str, str]]:
 def _rows_written(out: Path, output: str) -> Any:
     for f in sorted(out.iterdir()):
         if output == "parquet" and f.suffix == ".parquet":
-            import pyarrow.parquet as pq  # an extra of Ray Data, present where Ray is
+            import pyarrow.parquet as pq  # lazy: optional (pyarrow: an extra of Ray Data, present where Ray is)
 
             yield from range(pq.read_metadata(f).num_rows)
         elif output == "jsonl" and f.suffix == ".json":

@@ -204,7 +204,7 @@ class TfidfTeacher:
 
     def __init__(self, splits, seed: int = 0):
         try:
-            from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: F401
+            from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: F401  # lazy: optional (sklearn)
         except ImportError:
             raise ParameterError(
                 "teacher", "'tfidf' needs scikit-learn: pip install 'sparse-rational[sklearn]'"
@@ -220,9 +220,9 @@ class TfidfTeacher:
         self.describe = {"kind": TFIDF, "C": self.C, "dev_accuracy": self.dev_accuracy}
 
     def _fit(self, texts, labels, c: float | None = None):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
+        from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: optional (sklearn)
+        from sklearn.linear_model import LogisticRegression  # lazy: optional (sklearn)
+        from sklearn.pipeline import make_pipeline  # lazy: optional (sklearn)
 
         vec = TfidfVectorizer(
             tokenizer=tokenize, lowercase=False, token_pattern=None, ngram_range=(1, 2), min_df=2, sublinear_tf=True

@@ -143,7 +143,7 @@ def _amazon(domain: str, root: Path, split_seed: int) -> Splits:
     roots = [root] if root == cache else [root, cache]
     where = _find_blitzer(roots, folder)
     if where is None:
-        from sparse_rational.data import download
+        from sparse_rational.data import download  # lazy: start-up (urllib, ssl, tarfile)
 
         where = download.fetch_blitzer(cache, searched=roots) / folder
     examples = read_reviews(where / "positive.review", "positive") + read_reviews(where / "negative.review", "negative")
@@ -206,7 +206,7 @@ def _hatn(domain: str, root: Path, split_seed: int) -> Splits:
     roots = [root] if root == cache else [root, cache]
     where = _find_hatn(roots, domain)
     if where is None:
-        from sparse_rational.data import download
+        from sparse_rational.data import download  # lazy: start-up (urllib, ssl, tarfile)
 
         where = download.fetch_hatn(cache, domain, searched=roots)
     examples = _dedup([ex for label, name in HATN_FILES.items() for ex in read_hatn_lines(where / name, label)])

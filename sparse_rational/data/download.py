@@ -24,7 +24,11 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
+from tqdm import tqdm
+
 from sparse_rational.errors import UserError
+
+from ..log import progress_disable
 
 __all__ = ["BLITZER_MD5", "BLITZER_URL", "HATN_SHA256", "HATN_URL", "fetch_blitzer", "fetch_hatn"]
 
@@ -165,10 +169,6 @@ def _complete(root: Path) -> bool:
 
 
 def _download(url: str, target: Path) -> None:
-    from tqdm import tqdm
-
-    from ..log import progress_disable
-
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
         length = response.headers.get("Content-Length") if response.headers else None
         total = int(length) if length and length.isdigit() else None

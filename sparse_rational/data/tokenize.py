@@ -199,7 +199,7 @@ class BatchTokenizer:
     @staticmethod
     def _c_memo(required: bool) -> Any:
         """A new C memo, or None when the compiled kernels cannot be built (``required``: raise)."""
-        from .. import native as compiled
+        from .. import native as compiled  # lazy: start-up (subprocess, tempfile)
 
         lib = compiled.library()
         if lib is None and required:

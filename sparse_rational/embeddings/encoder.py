@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import ParameterError, UserError, one_line
 from ..log import get_logger, progress_disable
@@ -241,7 +242,7 @@ class ContextualEncoder:
         if self._model is not None:
             return
         try:
-            import transformers
+            import transformers  # lazy: optional (transformers)
         except ImportError:
             need = f"{self.source} needs transformers: pip install 'sparse-rational[hf]'"
             raise ParameterError("embeddings", "{embeddings} " + need) from None
@@ -334,8 +335,6 @@ class ContextualEncoder:
         self, texts: list[str], plans, vectors: np.ndarray, offsets: np.ndarray, starts: np.ndarray
     ) -> None:
         """Encode ``texts`` into rows ``starts[i] ..`` of ``vectors [R, e]`` / ``offsets [R, 2]``."""
-        from tqdm.auto import tqdm
-
         P, S = len(self._prefix), len(self._suffix)
         segs = []  # (length with specials, text index, segment index)
         for i, (ids, offs, segments) in enumerate(plans):

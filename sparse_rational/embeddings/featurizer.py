@@ -34,15 +34,16 @@ from torch import Tensor
 
 from ..data.tokenize import CHARS_PER_TOKEN
 from ..log import get_logger
+from ..vocab import Vocabulary
 from .encoder import ContextualEncoder
 from .hf_options import TransformerOptions, is_contextual
 from .rows import RowTable, StaticRows
+from .static import SPECIALS, build_vocabulary, load_word_vectors
 
 _log = get_logger(__name__)
 
-if TYPE_CHECKING:  # vocab.py imports this package: no import of it at module level
+if TYPE_CHECKING:
     from ..data import Splits
-    from ..vocab import Vocabulary
 
 
 def cut_text(text: str, max_tokens: int) -> tuple[str, bool]:
@@ -188,9 +189,6 @@ class StaticVectors:
         :func:`~sparse_rational.embeddings.static.build_vocabulary`): every word of train,
         dev, test and ``extra_texts`` (a teacher's transfer texts) that has a vector, every
         training word (a random vector if it has none)."""
-        from ..vocab import Vocabulary
-        from .static import SPECIALS, build_vocabulary, load_word_vectors
-
         words = Vocabulary(list(SPECIALS))  # tokenizer and specials, before the vocabulary exists
         tokenized = {name: [words.words(ex.text) for ex in getattr(splits, name)] for name in ("train", "dev", "test")}
         corpus = [doc for docs in tokenized.values() for doc in docs] + [words.words(t) for t in extra_texts]

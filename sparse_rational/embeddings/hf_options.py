@@ -123,7 +123,7 @@ def resolve_location(source: str) -> str:
 def _hub_folder(repo_id: str) -> Path | None:
     """The local Hugging Face cache's snapshot of ``repo_id`` (never the network), or None."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: optional (huggingface_hub)
     except ImportError:
         return None
     try:

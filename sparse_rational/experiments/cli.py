@@ -22,8 +22,22 @@ from typing import Any, cast
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
 from ..commandline import Parser, add_verbosity_args, run_command
-from ..errors import UserError
-from .protocol import PAPER, PENALTY_UPDATES, READOUTS, STRUCTURE_SEARCHES  # torch-free (config.py's choices)
+from ..device import resolve_device
+from ..errors import ParameterError, UserError
+from .protocol import (  # torch-free (config.py's choices)
+    BUDGETS,
+    PAPER,
+    PENALTY_UPDATES,
+    READOUTS,
+    STRUCTURE_SEARCHES,
+    Budget,
+    DatasetRef,
+    Plan,
+    configurations,
+    is_contextual,
+    sparse_start,
+    trial_seconds,
+)
 
 BUDGET_NAMES = ("smoke", "medium", "paper")
 #: the pooled Figure 3's file name, without .png / .svg
@@ -240,8 +254,7 @@ def _resolved(files: tuple[str, str | None, str | None]) -> tuple[str, str | Non
 def _datasets(args: argparse.Namespace):
     """DatasetRefs and their sizes; reading each once here turns a bad name or file into a
     one-line error before anything starts."""
-    from ..data import load_dataset, load_files
-    from .protocol import DatasetRef
+    from ..data import load_dataset, load_files  # lazy: start-up (data readers)
 
     if args.dataset and (args.train or args.dev or args.test):
         raise UserError("give either --dataset SPEC (repeatable) or --train/--dev/--test, not both")
@@ -286,11 +299,9 @@ def _datasets(args: argparse.Namespace):
 
 
 def _check_embeddings(name: str) -> None:
-    from .protocol import is_contextual
-
     if is_contextual(name):
         return  # loaded by the trials' library; nothing cheap to check here
-    from ..embeddings.static import PACKAGED, load_word_vectors
+    from ..embeddings.static import PACKAGED, load_word_vectors  # lazy: start-up (gzip)
 
     if name in PACKAGED:
         load_word_vectors(name)  # the package is there (memory-mapped, cheap)
@@ -299,8 +310,6 @@ def _check_embeddings(name: str) -> None:
 
 
 def build_plan(args: argparse.Namespace):
-    from .protocol import BUDGETS, Plan, configurations
-
     if args.budget not in BUDGETS:
         raise UserError(f"unknown budget {args.budget!r}; use one of {', '.join(BUDGETS)}")
     budget = BUDGETS[args.budget]
@@ -356,8 +365,6 @@ def _fmt_seconds(s: float) -> str:
 def estimate(plan, cells, sizes: dict, records: dict, workers: int) -> tuple[float, str]:
     """Seconds of wall time left (rough): the cost model over unfinished trials, scaled by
     how the finished trials of this sweep compared with it."""
-    from .protocol import trial_seconds
-
     left, ratios, seen = 0.0, [], set()
     for cell in cells:
         n = sizes[cell.dataset.name]
@@ -414,8 +421,8 @@ def _write_outputs(
     """results.csv, summary.md, figure3.* and figure3-pooled.* of ``out``'s trials (or of
     ``records``, read from it already); the reference rows of ``datasets`` are computed first
     where ``references.json`` lacks them (:mod:`.references`)."""
-    from . import references as refs
-    from .store import TrialStore
+    from . import references as refs  # lazy: start-up (tempfile)
+    from .store import TrialStore  # lazy: start-up (tempfile)
 
     records = TrialStore(out).load_all() if records is None else records
     reference_rows = refs.ensure(out, list(datasets), embeddings) if datasets and embeddings else {}
@@ -427,8 +434,14 @@ def _write_report(
 ) -> list[Path]:
     """The outputs of ``records`` into ``out``. The pooled Figure 3 needs two datasets whose
     claims the summary judges; without them a stale one is removed (it would contradict the summary)."""
-    from ..fileio import atomic_write_text
-    from .report import figure3, figure3_pooled, rows_from_records, summary_markdown, write_csv
+    from ..fileio import atomic_write_text  # lazy: start-up (tempfile)
+    from .report import (  # lazy: start-up (torch)
+        figure3,
+        figure3_pooled,
+        rows_from_records,
+        summary_markdown,
+        write_csv,
+    )
 
     rows = rows_from_records(records)
     write_csv(rows, out / "results.csv")
@@ -446,8 +459,6 @@ def _write_report(
 
 def _header(command: str, plan, invocations: list[dict], trial_cpu: float) -> list[str]:
     """The summary's header: the command, the budget, how the models were made, wall time."""
-    from .protocol import sparse_start
-
     b = plan.budget
     runs = [r for r in invocations if r.get("trials_run")] or invocations[-1:]  # resumes that ran nothing
     wall = (
@@ -473,8 +484,6 @@ def _header(command: str, plan, invocations: list[dict], trial_cpu: float) -> li
 def _plan_from_manifest(manifest: dict, data_dir: str | None):
     """The plan a sweep folder was made by, rebuilt from its ``sweep.json`` (for
     ``--report-only``); None if the manifest is too old or odd to tell."""
-    from .protocol import BUDGETS, Budget, DatasetRef, Plan, configurations
-
     try:
         ident = manifest["identity"]
         budget = Budget(
@@ -519,7 +528,7 @@ def _plan_from_manifest(manifest: dict, data_dir: str | None):
 
 
 def _report_only(args: argparse.Namespace, out: Path, say) -> int:
-    from .store import TRIALS, TrialStore
+    from .store import TRIALS, TrialStore  # lazy: start-up (tempfile)
 
     if args.trials_from:
         return _report_of_folders(args.trials_from, out, say)
@@ -546,8 +555,8 @@ def _report_of_folders(folders: list[str], out: Path, say) -> int:
     """``--report-only --trials-from``: the outputs of the stored trials and reference rows
     of several sweep folders together (a trial two of them hold, by its key, counts once),
     written into ``out``, which is not a sweep folder. Runs nothing, computes nothing."""
-    from . import references as refs
-    from .store import OUTPUTS, SWEEP, TRIALS, TrialStore
+    from . import references as refs  # lazy: start-up (tempfile)
+    from .store import OUTPUTS, SWEEP, TRIALS, TrialStore  # lazy: start-up (tempfile)
 
     if (out / SWEEP).exists():
         raise UserError(
@@ -615,7 +624,7 @@ def _interrupted(
     terminated: bool = False,
 ) -> int:
     """One line on stderr: what is saved and how to go on; exit status 130 (143 for SIGTERM)."""
-    from .sweep import count_trials, prepare_cells, usable_records
+    from .sweep import count_trials, prepare_cells, usable_records  # lazy: start-up (tqdm)
 
     records = usable_records(store, args.retry_failed)
     cells, finished = prepare_cells(plan, records)
@@ -645,8 +654,6 @@ def _interrupted(
 def _devices(args: argparse.Namespace) -> tuple[int, float]:
     """Where the trials run: sets ``args.trial_device`` ("cpu" or "cuda"); returns the
     driver's GPUs for the local executor and the GPUs a Ray trial requests."""
-    from ..errors import ParameterError
-
     spec = (args.device or "auto").strip().lower()
     if spec not in ("auto", "cpu", "cuda"):
         raise ParameterError("device", f"{spec!r}: reproduce runs trials on auto, cpu or cuda")
@@ -656,8 +663,6 @@ def _devices(args: argparse.Namespace) -> tuple[int, float]:
     if args.executor == "ray" and (args.gpus_per_trial or spec == "cuda"):
         cuda = spec != "cpu"  # the cluster's GPUs, not the driver's
     elif spec != "cpu":
-        from ..device import resolve_device
-
         cuda = resolve_device(spec).type == "cuda"  # a one-line error for cuda without CUDA
     if args.trials_per_gpu != 1 and not cuda:
         raise ParameterError("trials_per_gpu", "needs trials on CUDA (--device cuda or auto with a GPU)")
@@ -666,16 +671,16 @@ def _devices(args: argparse.Namespace) -> tuple[int, float]:
         return 0, 0.0
     if args.executor == "ray":
         return 0, args.gpus_per_trial or 1.0 / args.trials_per_gpu
-    import torch
+    import torch  # lazy: start-up (torch)
 
     return torch.cuda.device_count(), 0.0
 
 
 def run(args: argparse.Namespace, out_stream=None) -> int:
     """Plan, print the trial count and an estimate, run the sweep, write the outputs."""
-    from .executors import make_executor
-    from .store import SWEEP, TrialStore
-    from .sweep import count_trials, prepare_cells, run_sweep, usable_records
+    from .executors import make_executor  # lazy: start-up (multiprocessing)
+    from .store import SWEEP, TrialStore  # lazy: start-up (tempfile)
+    from .sweep import count_trials, prepare_cells, run_sweep, usable_records  # lazy: start-up (tqdm)
 
     say = out_stream or sys.stdout
     out = Path(args.out)
@@ -692,7 +697,7 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     plan, sizes = build_plan(args)
     _check_embeddings(args.embeddings)
     try:
-        import matplotlib  # noqa: F401  (Figure 3; fail now, not after the sweep)
+        import matplotlib  # noqa: F401  # lazy: optional (matplotlib); Figure 3: fail now, not after the sweep
     except ImportError:
         raise UserError("reproduce draws Figure 3 with matplotlib: pip install 'sparse-rational[reproduce]'") from None
     identity = plan.identity()

@@ -18,9 +18,13 @@ import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 
+from tqdm import tqdm
+
 from ..errors import UserError
 from ..raycluster import connect, import_ray, runtime_env
+from ..warn import warn
 from .protocol import TrialSpec
+from .trial import limit_threads, run_trial
 
 EXECUTORS = ("local", "ray")
 
@@ -53,14 +57,9 @@ def _init_worker(threads: int, parent: int, counter=None, gpus: int = 0) -> None
     # Ctrl-C reaches the whole process group: the driver stops the sweep and ends the
     # workers itself, so a worker must not die with its own KeyboardInterrupt traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:  # tqdm's default lock is a multiprocessing semaphore; a worker ended by the driver
-        from tqdm import tqdm  # could not unlink it, and the resource tracker would warn
-
-        tqdm.set_lock(threading.RLock())
-    except ImportError:
-        pass
-    from .trial import limit_threads
-
+    # tqdm's default lock is a multiprocessing semaphore; a worker ended by the driver
+    # could not unlink it, and the resource tracker would warn
+    tqdm.set_lock(threading.RLock())
     limit_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
@@ -110,8 +109,6 @@ class LocalExecutor:
         return self._pool
 
     def submit(self, spec: TrialSpec):
-        from .trial import run_trial
-
         pool = self._new_pool() if self._pool is None or self._broken else self._pool
         with _sigint_blocked():  # workers are started by submit
             try:
@@ -187,13 +184,9 @@ class RayExecutor:
                 self.close()
                 raise UserError("--gpus-per-trial: the local Ray instance has no GPU; use --device cpu")
             if gpus == 0:
-                from ..warn import warn
-
                 warn("the Ray cluster has no GPU now: the trials wait for its autoscaler to add GPU nodes")
             self.capacity = max(1, min(self.capacity, int(gpus / gpus_per_trial + 1e-9)))
         self.queue_depth = max(2 * self.capacity, 4)
-        from .trial import run_trial
-
         self._remote = ray.remote(num_cpus=threads, num_gpus=gpus_per_trial, max_retries=0)(run_trial)
 
     def submit(self, spec: TrialSpec):

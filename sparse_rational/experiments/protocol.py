@@ -40,8 +40,6 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-import numpy as np
-
 from ..config import PATH_SNAPSHOT, ModelOptions, StructureOptions, default
 from ..errors import ParameterError, UserError
 
@@ -175,7 +173,7 @@ class Configuration:
 
 
 def configurations(embeddings: str, baselines=None, targets=None, reg_strengths=()) -> list[Configuration]:
-    from ..structure import parse_patterns
+    from ..structure import parse_patterns  # lazy: start-up (torch)
 
     baselines = default_baselines(embeddings) if baselines is None else tuple(baselines)
     targets = default_targets(embeddings) if targets is None else tuple(targets)
@@ -212,6 +210,8 @@ def _sig(x: float, digits: int = 6) -> float:
 def sample_assignments(n: int, embeddings: str, seed_text: str) -> list[dict]:
     """``n`` assignments from the authors' space, reproducible from ``seed_text`` (the
     sweep's search seed, the dataset and the configuration)."""
+    import numpy as np  # lazy: start-up (numpy)
+
     seed = int.from_bytes(hashlib.sha256(seed_text.encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
     lo, hi = lr_range(embeddings)
@@ -577,7 +577,7 @@ PATH_EPOCHS = 20
 def trial_seconds(spec: TrialSpec, n_docs: int, expected_failures: bool = True) -> float:
     """Rough seconds of one trial on one free core; ``expected_failures`` adds the expected
     cost of failed lambda searches (replaced assignments) to a target search."""
-    from ..structure import parse_patterns
+    from ..structure import parse_patterns  # lazy: start-up (torch)
 
     start = sum(parse_patterns(spec.config.patterns))
     typical = min(spec.epochs, 3 * spec.patience)  # early stopping usually ends it here

@@ -22,8 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import tokenize
+from ..embeddings.static import load_word_vectors
 from ..fileio import atomic_write_json
+from ..validate import peek_json
 from .protocol import DatasetRef, is_contextual
+from .trial import _load_splits
 
 REFERENCES = "references.json"
 FORMAT = "sparse-rational-references/1"
@@ -40,7 +44,7 @@ def _flags(predicted, gold) -> str:
 def fit_on_dev(x_train, y_train, x_dev, y_dev, x_test, y_test) -> dict:
     """Logistic regressions for every C of :data:`C_GRID`; the best by dev accuracy (ties:
     the smaller C) is evaluated on test."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # lazy: optional (sklearn)
 
     best = None
     for c in C_GRID:
@@ -61,9 +65,7 @@ def fit_on_dev(x_train, y_train, x_dev, y_dev, x_test, y_test) -> dict:
 
 
 def tfidf_reference(splits) -> dict:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from ..data import tokenize
+    from sklearn.feature_extraction.text import TfidfVectorizer  # lazy: optional (sklearn)
 
     vec = TfidfVectorizer(
         tokenizer=tokenize, lowercase=False, token_pattern=None, ngram_range=(1, 2), min_df=2, sublinear_tf=True
@@ -78,8 +80,6 @@ def tfidf_reference(splits) -> dict:
 def mean_vectors(texts, vectors) -> np.ndarray:
     """``[n, e]``: per text, the mean of its tokens' L2-normalised vectors (tokens without
     one are left out; a text with none gets zeros)."""
-    from ..data import tokenize
-
     out = np.zeros((len(texts), vectors.dim), np.float64)
     for i, text in enumerate(texts):
         rows = [vectors.index[w] for w in tokenize(text) if w in vectors.index]
@@ -91,10 +91,7 @@ def mean_vectors(texts, vectors) -> np.ndarray:
 
 
 def mean_vector_reference(splits, embeddings: str) -> dict:
-    from sklearn.preprocessing import StandardScaler
-
-    from ..data import tokenize
-    from ..embeddings.static import load_word_vectors
+    from sklearn.preprocessing import StandardScaler  # lazy: optional (sklearn)
 
     words = {w for p in (splits.train, splits.dev, splits.test) for e in p for w in tokenize(e.text)}
     vectors = load_word_vectors(embeddings, restrict_to=words)
@@ -109,10 +106,8 @@ def mean_vector_reference(splits, embeddings: str) -> dict:
 def compute(dataset: DatasetRef, embeddings: str) -> dict[str, dict]:
     """Both reference rows of one dataset (``status`` ``ok``, ``failed`` or ``unavailable``).
     TF-IDF on 4660 HATN reviews takes about 40 s on one busy core."""
-    from .trial import _load_splits
-
     try:
-        import sklearn  # noqa: F401
+        import sklearn  # noqa: F401  # lazy: optional (sklearn)
     except ImportError:
         return {k: {"status": "unavailable", "error": INSTALL} for k in NAMES}
     splits = _load_splits(dataset)
@@ -131,8 +126,6 @@ def compute(dataset: DatasetRef, embeddings: str) -> dict[str, dict]:
 
 
 def load(out: Path) -> dict:
-    from ..validate import peek_json
-
     data = peek_json(Path(out) / REFERENCES)  # missing or damaged (digits, nesting): computed again
     return data.get("datasets", {}) if isinstance(data, dict) and data.get("format") == FORMAT else {}
 

@@ -15,8 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..config import PATH_SNAPSHOT
+from ..errors import UserError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from ..structure import format_structure
+from .references import NAMES
+from .significance import GAIN_POINTS, N_BOOT, SIMILAR_POINTS, judge, judgeable, pool, reference_gap
 
 COLUMNS = [
     "dataset",
@@ -93,7 +97,6 @@ def _current_rule(records: dict[str, dict]) -> dict[str, dict]:
     """Without the path trials of an earlier snapshot rule where a dataset also has path
     trials of the current one (a sweep folder continued after the rule changed: the path
     trials were run again under new keys, the baselines were reused)."""
-    from ..config import PATH_SNAPSHOT
 
     def dataset(rec):
         return (rec.get("config") or {}).get("dataset", {}).get("name")
@@ -382,9 +385,6 @@ def placement_lines(entries: list[dict]) -> list[str]:
 def reference_lines(refs: dict[str, dict] | None, entries: list[dict]) -> list[str]:
     """The reference rows of one dataset, and how the best learned structure and the best
     baseline compare with them (95 % intervals)."""
-    from .references import NAMES
-    from .significance import reference_gap
-
     if not refs:
         return []
     out = [
@@ -421,8 +421,6 @@ def reference_lines(refs: dict[str, dict] | None, entries: list[dict]) -> list[s
 def significance_lines(entries: list[dict]) -> tuple[list[str], list[tuple[str, str, str]]]:
     """The learned structures against the nearest-size baselines, and the paper's claims,
     with 95 % intervals; also ``(claim, verdict, interval)`` for the claims table."""
-    from .significance import GAIN_POINTS, N_BOOT, SIMILAR_POINTS, judge
-
     claims = judge(entries)
     if claims is None:
         return [], []
@@ -467,8 +465,6 @@ def pooled_lines(per_dataset: dict[str, list[dict]], verdicts: dict[str, list[tu
     difference of 1-2 points, the size the paper reports, needs more documents than one
     domain has to be decided), the pooled accuracies, the differences and the claims; adds
     the pooled row to ``verdicts``."""
-    from .significance import pool
-
     pooled = pool(per_dataset) if len(per_dataset) >= 2 else []
     lines, table = significance_lines(pooled) if pooled else ([], [])
     if not table:
@@ -577,7 +573,6 @@ def pooled_datasets(agg: dict[str, list[dict]]) -> dict[str, list[dict]]:
     """The datasets a report pools, in name order: those whose claims can be judged
     (:func:`.significance.judgeable`). The summary's pooled section and claims and the
     pooled Figure 3 pool these, with :func:`.significance.pool`."""
-    from .significance import judgeable
 
     return {ds: agg[ds] for ds in sorted(agg) if judgeable(agg[ds])}
 
@@ -587,8 +582,6 @@ def pooled_references(per_dataset: dict[str, list[dict]], references: dict[str, 
     (:func:`.significance.pool`: the test documents concatenated, so each dataset weighs by
     its test documents); only a reference row that every dataset has, and none unless all of
     them have one."""
-    from .references import NAMES
-    from .significance import pool
 
     per: dict[str, list[dict]] = {}
     for ds, entries in per_dataset.items():
@@ -613,13 +606,11 @@ def pooled_references(per_dataset: dict[str, list[dict]], references: dict[str, 
 
 def _pyplot():
     try:
-        import matplotlib
+        import matplotlib  # lazy: optional (matplotlib)
     except ImportError:
-        from ..errors import UserError
-
         raise UserError("the figure needs matplotlib: pip install 'sparse-rational[reproduce]'") from None
     matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: optional (matplotlib)
 
     return plt
 
@@ -627,7 +618,6 @@ def _pyplot():
 def _panel(ax, entries: list[dict], refs: dict, title: str, xlabel: str, ylabel: str) -> None:
     """One panel: the two curves of ``entries`` with error bars of one standard deviation on
     both axes, and the reference rows of ``refs`` (by key of ``references.NAMES``) as lines."""
-    from .references import NAMES
 
     for method, style, color, label in _FIGURE_METHODS:
         es = sorted(
@@ -678,7 +668,7 @@ def _legend_below(fig, axes, ncol_max: int) -> None:
 def _save(fig, base: Path) -> list[Path]:
     """``base.png`` (150 dpi) and ``base.svg`` (without a date, with fixed element ids: the same
     trials, the same bytes)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: optional (matplotlib)
 
     written = []
     for ext in ("png", "svg"):
@@ -729,7 +719,6 @@ def draw_figure3_pooled(rows: list[dict], title: str = "", references: dict[str,
     pool: one panel, the datasets of :func:`pooled_datasets` as one test set
     (:func:`.significance.pool`, as the summary's pooled section has them), their reference
     rows pooled the same way (:func:`pooled_references`)."""
-    from .significance import pool
 
     per_dataset = pooled_datasets(aggregate(rows))
     pooled = pool(per_dataset) if len(per_dataset) >= 2 else []

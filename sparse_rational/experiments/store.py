@@ -69,7 +69,7 @@ class TrialStore:
         """Hold ``out/.lock`` while a sweep runs there: a second sweep into the same folder
         is a one-line error (where the OS has advisory locks). Returns the open lock file."""
         try:
-            import fcntl
+            import fcntl  # lazy: optional (fcntl: POSIX only)
         except ImportError:  # not POSIX: no lock
             return None
         fh = open(self.root / ".lock", "a")

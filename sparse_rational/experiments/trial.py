@@ -20,6 +20,8 @@ import time
 import traceback
 from typing import Any, cast
 
+from ..config import ModelOptions, RunOptions, StructureOptions, TrainConfig
+from ..data import Splits, load_dataset, load_files
 from .protocol import DatasetRef, TrialSpec
 
 RECORD_FORMAT = "sparse-rational-trial/1"
@@ -58,8 +60,6 @@ def limit_threads(threads: int = 1) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _load_splits(dataset: DatasetRef):
-    from ..data import Splits, load_dataset, load_files
-
     if dataset.paths:
         splits = load_files(*dataset.paths)
     else:
@@ -98,11 +98,9 @@ def correct_flags(clf, test) -> str:
 
 
 def _train(spec: TrialSpec) -> dict:
-    import torch
+    import torch  # lazy: start-up (torch)
 
-    from ..config import ModelOptions, RunOptions, StructureOptions
-    from ..pipeline import train_structure_path, train_text_classifier
-    from ..train import TrainConfig
+    from ..pipeline import train_structure_path, train_text_classifier  # lazy: start-up (torch)
 
     torch.set_num_threads(max(1, spec.threads))
     splits = _load_splits(spec.dataset)

@@ -14,6 +14,7 @@ from ..argtypes import add_threads_argument, use_threads
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
 from ..commandline import check_output
+from ..device import DEVICE_HELP
 from ..errors import UserError
 
 
@@ -31,8 +32,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="let a model that reads transformer vectors download its encoder (default: local files only)",
     )
-    from ..device import DEVICE_HELP
-
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     g = p.add_mutually_exclusive_group()
     g.add_argument(
@@ -56,7 +55,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _splits(args: argparse.Namespace):
-    from ..data import load_dataset, load_files
+    from ..data import load_dataset, load_files  # lazy: start-up (data readers)
 
     if args.dev and not args.train:
         raise UserError("explain: --dev goes with --train")
@@ -70,9 +69,15 @@ def _splits(args: argparse.Namespace):
 def run(args: argparse.Namespace, out=None) -> int:
     """Print Table 1 (needs --dataset or --train), then the ``--doc`` explanation; write
     ``--html``. Returns the exit status."""
-    from ..fileio import atomic_write_text
-    from ..pipeline import TextClassifier
-    from .table import encode_documents, explain_documents, format_explanation, format_table, summarize_patterns
+    from ..fileio import atomic_write_text  # lazy: start-up (tempfile)
+    from ..pipeline import TextClassifier  # lazy: start-up (torch)
+    from .table import (  # lazy: start-up (torch)
+        encode_documents,
+        explain_documents,
+        format_explanation,
+        format_table,
+        summarize_patterns,
+    )
 
     out = out or sys.stdout
     if not (args.dataset or args.train) and not args.doc:
@@ -113,14 +118,14 @@ def run(args: argparse.Namespace, out=None) -> int:
         out.write("\n")
     if args.doc is not None:
         if deep:
-            from .stacked import explain_stacked, format_stacked_explanation
+            from .stacked import explain_stacked, format_stacked_explanation  # lazy: start-up (torch)
 
             out.write(format_stacked_explanation(explain_stacked(clf, encode_documents(clf, [args.doc]))[0]))
         else:
             exp = explain_documents(clf, encode_documents(clf, [args.doc]))[0]
             out.write(format_explanation(exp, structure))
     if args.html:
-        from .report import render_report
+        from .report import render_report  # lazy: start-up (torch)
 
         dev_docs = encode_documents(clf, splits.dev)
         source = f"model {args.model}; patterns from " + (

@@ -21,9 +21,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import jinja2
 import torch
 
-from ..errors import ParameterError
 from ..structure import format_structure
 from .table import (
     DocExplanation,
@@ -56,10 +56,6 @@ _METRIC_KEYS = [
 
 
 def _jinja():
-    try:
-        import jinja2
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ParameterError("html", "needs jinja2: pip install jinja2") from None
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         autoescape=True,

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, cast
 
 from ..errors import UserError
 from ..fileio import atomic_write_json
+from ..folded import FoldedModel
 from .onnx_graph import ONNX_FORMAT, export_onnx, onnx_predict_proba
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ def export_dict(clf: TextClassifier) -> dict:
             f"export: this model reads {clf.embeddings_source} transformer vectors; the JSON "
             "automata format holds models on static word vectors only"
         )
-    from ..folded import FoldedModel
-
     model = clf.model
     if model.config.deep:
         layers: list[dict] = [{} for _ in range(model.config.layers)]

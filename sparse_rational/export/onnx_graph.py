@@ -41,6 +41,7 @@ imported only here, when a graph is built or run.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -49,7 +50,11 @@ from typing import Any
 
 import numpy as np
 
+from .. import config
+from ..data.tokenize import CHARS_PER_TOKEN
 from ..errors import UserError, one_line
+from ..fileio import atomic_directory, atomic_write_bytes, atomic_write_json
+from ..folded import FoldedClassifier, TokenEncoder
 
 ONNX_FORMAT = "sparse-rational-onnx/1"
 MODEL_FILE = "model.onnx"
@@ -60,8 +65,6 @@ INSTALL = "pip install 'sparse-rational[onnx]'"
 
 def _require(module: str) -> Any:
     """Import ``onnx`` or ``onnxruntime``, or say in one line how to install them."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -77,7 +80,7 @@ def onnx_graph(folded: Any) -> Any:
     """The ``onnx.ModelProto`` of a :class:`~sparse_rational.folded.FoldedModel` (module doc:
     inputs, output and equations)."""
     onnx = _require("onnx")
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # lazy: optional (onnx)
 
     n, classes = folded.transitions, len(folded.bias)
     readout = folded.readout
@@ -233,8 +236,6 @@ def _folded_classifier(clf: Any) -> Any:
     """A :class:`~sparse_rational.folded.FoldedClassifier` of ``clf`` (one of them already, or
     a :class:`~sparse_rational.pipeline.TextClassifier`); a model the graph cannot hold is
     refused in one line naming what is missing."""
-    from ..folded import FoldedClassifier
-
     if isinstance(clf, FoldedClassifier):
         return clf
     if clf.vocab is None:
@@ -261,8 +262,6 @@ def _folded_classifier(clf: Any) -> Any:
 
 def tokenizer_settings(clf: Any, max_tokens: int) -> dict:
     """``tokenizer.json``'s contents (module doc)."""
-    from ..data.tokenize import CHARS_PER_TOKEN
-
     return {
         "format": ONNX_FORMAT,
         "model": MODEL_FILE,
@@ -283,11 +282,7 @@ def export_onnx(clf: Any, out: str | os.PathLike, max_tokens: int | None = None)
     ``max_tokens``: the cut ``predict`` applies by default (default: ``predict``'s default).
     ``out`` is built in a temporary folder and renamed into place; an existing ``out`` is
     replaced only if it is empty or an earlier ONNX export."""
-    from ..fileio import atomic_directory, atomic_write_bytes, atomic_write_json
-
     if max_tokens is None:
-        from .. import config
-
         max_tokens = int(config.default(config.TrainConfig, "max_tokens"))
     check_out(Path(out))
     folded = _folded_classifier(clf)
@@ -319,8 +314,6 @@ class OnnxClassifier:
     ``tokenizer.json``)."""
 
     def __init__(self, onnx_path: str | os.PathLike, session_options: Any = None):
-        from ..folded import TokenEncoder
-
         ort = _require("onnxruntime")
         path = Path(onnx_path)
         sidecar = path.parent / TOKENIZER_FILE

@@ -15,6 +15,8 @@ from .. import config
 from ..argtypes import nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output
 from ..errors import UserError
+from ..validate import peek_config
+from . import server
 from .server import ServeOptions
 from .tables import TableSource, table_for
 
@@ -161,8 +163,6 @@ def _check_html_out(path: str) -> None:
 def refuse_transformer(model: str, what: str) -> None:
     """A one-line refusal before loading anything, when ``model``'s config names transformer
     vectors (its vocabulary is empty)."""
-    from ..validate import peek_config
-
     cfg = peek_config(model)  # read as every model-folder reader reads it
     try:
         size = cfg["model"]["vocab_size"] if cfg is not None else None
@@ -189,9 +189,9 @@ def table_source(args: argparse.Namespace) -> TableSource:
 
 
 def run_demo(args: argparse.Namespace, out=None) -> int:
-    from ..fileio import atomic_write_text
-    from ..pipeline import TextClassifier
-    from .demo import render_page, say
+    from ..fileio import atomic_write_text  # lazy: start-up (tempfile)
+    from ..pipeline import TextClassifier  # lazy: start-up (torch)
+    from .demo import render_page, say  # lazy: start-up (torch)
 
     out = out or sys.stdout
     check_output(args.out, "--out", inputs={"--train": args.train}, model_dir=args.model)
@@ -218,8 +218,6 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import serve
-
     if not 0 <= args.batch_wait_ms <= 1000:  # also NaN
         raise UserError(f"--batch-wait-ms: must be between 0 and 1000, got {args.batch_wait_ms}")
     options = ServeOptions(
@@ -235,7 +233,7 @@ def run_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         **asdict(table_source(args)),
     )
-    return serve(
+    return server.serve(
         options,
         host=args.host,
         port=args.port,

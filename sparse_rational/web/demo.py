@@ -25,9 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import jinja2
+
 from ..config import TrainConfig, default
 from ..errors import ParameterError, UserError
-from ..explain.report import LIGHT, PALETTE
+from ..explain.documents import encode_documents
+from ..explain.phrases import summarize_patterns
+from ..explain.report import LIGHT, PALETTE, pattern_view
+from ..structure import format_structure
 from .payload import model_payload, script_json, static_only
 
 if TYPE_CHECKING:
@@ -47,8 +52,6 @@ def _asset(name: str) -> str:
 
 
 def _jinja():
-    import jinja2
-
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(HERE / "templates")),
         autoescape=True,
@@ -66,8 +69,6 @@ def _fmt(x) -> str:
 
 def model_facts(clf: TextClassifier) -> list[tuple[str, str]]:
     """The model's structure and recorded figures, as (name, value) rows."""
-    from ..structure import format_structure
-
     cfg = clf.model.config
     rows = [
         ("structure", format_structure(cfg.structure) if cfg.structure else "(no WFSA left)"),
@@ -113,8 +114,6 @@ def render_page(
 ) -> str:
     """The HTML text of the page (module doc). ``patterns``: Table 1 (None: not shown, with
     ``table_note`` saying why); ``max_tokens``: longer texts are cut as ``predict`` cuts them."""
-    from ..explain.report import pattern_view
-
     if mode not in MODES:
         raise ParameterError("mode", f"{mode!r} is not one of {', '.join(MODES)}")
     if mode == "embedded":
@@ -142,9 +141,6 @@ def render_page(
 
 def table_one(clf: TextClassifier, splits, top_k: int, source: str) -> tuple[list[PatternSummary], str]:
     """Table 1 over the training split of ``splits``, and the line that says where from."""
-    from ..explain.documents import encode_documents
-    from ..explain.phrases import summarize_patterns
-
     if not splits.train:
         raise UserError(f"demo: {source} has no training documents for Table 1")
     docs = encode_documents(clf, splits.train)

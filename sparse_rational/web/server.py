@@ -83,8 +83,8 @@ class ServeOptions:
 def _require():
     """starlette and uvicorn, or a one-line error naming the install command."""
     try:
-        import starlette  # noqa: F401
-        import uvicorn
+        import starlette  # noqa: F401  # lazy: optional (starlette)
+        import uvicorn  # lazy: optional (uvicorn)
     except ImportError:
         raise UserError(f"serve needs starlette and uvicorn: {INSTALL}") from None
     return uvicorn
@@ -94,7 +94,7 @@ def _json_bytes() -> Callable[[Any], bytes]:
     """orjson's ``dumps`` when installed (the serve extra's: several times faster on the
     responses' many floats), else the standard library's, as compact UTF-8 bytes."""
     try:
-        import orjson  # optional: the serve extra
+        import orjson  # lazy: optional (orjson: the serve extra)
     except ImportError:
         return lambda content: json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return orjson.dumps
@@ -247,8 +247,8 @@ class Model:
     """The loaded classifier and what the endpoints compute with it (on the model thread)."""
 
     def __init__(self, options: ServeOptions, clf=None):
-        from ..ops import forced_impl
-        from ..pipeline import TextClassifier
+        from ..ops import forced_impl  # lazy: start-up (torch)
+        from ..pipeline import TextClassifier  # lazy: start-up (torch)
 
         self.options = options
         # serve with the pure-PyTorch scan at once, the fused kernel once it is loaded (load_kernel)
@@ -264,7 +264,7 @@ class Model:
         pure-PyTorch scan serves (the same numbers to float32 rounding)."""
         if not self.kernel_later:
             return
-        from ..ops.cpu import cpp_available
+        from ..ops.cpu import cpp_available  # lazy: start-up (torch)
 
         if cpp_available():
             self.clf.model.wfsa.impl = "auto"
@@ -289,10 +289,10 @@ class Model:
         ]
 
     def explain(self, text: str) -> dict:
-        from ..embeddings.featurizer import cut_text
-        from ..explain.contributions import explain_documents
-        from ..explain.documents import Document, encode_documents
-        from .payload import explanation_payload
+        from ..embeddings.featurizer import cut_text  # lazy: start-up (torch)
+        from ..explain.contributions import explain_documents  # lazy: start-up (torch)
+        from ..explain.documents import Document, encode_documents  # lazy: start-up (torch)
+        from .payload import explanation_payload  # lazy: start-up (data readers)
 
         clf, max_tokens = self.clf, self.options.max_explain_tokens
         text, truncated = cut_text(text, max_tokens)
@@ -310,7 +310,7 @@ class Model:
         return out
 
     def page(self) -> str:
-        from .demo import render_page, say
+        from .demo import render_page, say  # lazy: start-up (torch)
 
         try:
             patterns, note = table_for(self.options.table_source(), self.clf)
@@ -333,13 +333,13 @@ class Model:
 def create_app(options: ServeOptions, clf=None):
     """The ASGI app (module doc); loads the model now (a bad model folder is a UserError)."""
     _require()
-    import torch
-    from starlette.applications import Starlette
-    from starlette.exceptions import HTTPException
-    from starlette.middleware import Middleware
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse
-    from starlette.routing import Route
+    import torch  # lazy: start-up (torch)
+    from starlette.applications import Starlette  # lazy: optional (starlette)
+    from starlette.exceptions import HTTPException  # lazy: optional (starlette)
+    from starlette.middleware import Middleware  # lazy: optional (starlette)
+    from starlette.requests import Request  # lazy: optional (starlette)
+    from starlette.responses import HTMLResponse, JSONResponse  # lazy: optional (starlette)
+    from starlette.routing import Route  # lazy: optional (starlette)
 
     dumps = _json_bytes()
 

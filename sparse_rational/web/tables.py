@@ -37,8 +37,8 @@ def table_for(source: TableSource, clf: TextClassifier) -> tuple[list[PatternSum
     """``(patterns, note)`` for Table 1: from ``source.dataset`` or ``source.train`` (the
     command line) only; None and the reason otherwise. A model folder is data, never a
     pointer that is followed: the dataset its metrics.json records is not read."""
-    from ..data import load_dataset, load_files
-    from .demo import table_one
+    from ..data import load_dataset, load_files  # lazy: start-up (data readers)
+    from .demo import table_one  # lazy: start-up (torch)
 
     if source.no_table:
         return None, "Table 1 was left out (--no-table)."

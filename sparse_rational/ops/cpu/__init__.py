@@ -306,7 +306,7 @@ def _build() -> None:
                 torch.ops.load_library(str(library))
                 return
             _clear_stale_baton(build_dir, deadline)
-        from torch.utils import cpp_extension
+        from torch.utils import cpp_extension  # lazy: start-up (torch.utils.cpp_extension)
 
         cpp_extension.load(
             name=name,

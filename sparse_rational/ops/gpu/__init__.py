@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ...layout import StateLayout
+from ..reference import READOUTS, rational_forward_ref
 
 _lock = threading.Lock()
 _checked: dict[str, str | None] = {}  # device -> None (works) or the error
@@ -48,7 +49,7 @@ def rational_forward_triton(
     ``x``: ``[T, B, e]``; ``w, v``: ``[e, N]``; ``b``: ``[N]``; ``is_first``: ``[N]`` bool;
     ``mask``: ``[T, B]`` bool (True at real tokens) or None.
     """
-    from .triton_wfsa import rational_forward_triton as fn
+    from .triton_wfsa import rational_forward_triton as fn  # lazy: optional (triton)
 
     return fn(x, w, v, b, is_first, mask, readout=readout)
 
@@ -63,7 +64,7 @@ def rational_steps_triton(
 ) -> Tensor:
     """Every step's WFSA scores ``[T, B, d]`` (Triton, CUDA; see
     :func:`..reference.rational_steps_ref`)."""
-    from .triton_wfsa import rational_steps_triton as fn
+    from .triton_wfsa import rational_steps_triton as fn  # lazy: optional (triton)
 
     return fn(x, w, v, b, is_first, mask)
 
@@ -103,8 +104,6 @@ def _self_test(device: torch.device) -> str | None:
 
 
 def _self_test_body(device: torch.device) -> str | None:
-    from ..reference import READOUTS, rational_forward_ref
-
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 2, 3, generator=g)
     w, v = torch.randn(3, 3, generator=g), torch.randn(3, 3, generator=g)

@@ -49,6 +49,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.interpreter import InterpretedFunction
 
 from ...layout import StateLayout
 from ..reference import FINAL, MAX, MEAN, readout_code, wfsa_sums
@@ -235,8 +236,6 @@ def _wfsa_bwd(  # type: ignore[no-untyped-def]  # a triton kernel: triton.jit re
 def _kernels(interpret: bool) -> tuple[Any, Any]:
     """``(forward, backward)`` kernels, compiled (``triton.jit``) or interpreted."""
     if interpret:
-        from triton.runtime.interpreter import InterpretedFunction
-
         return InterpretedFunction(_wfsa_fwd), InterpretedFunction(_wfsa_bwd)
     # integer arguments are not specialized (T == 1, multiples of 16): fewer compilations
     ints_fwd = ["T", "N", "s_pt", "s_pb", "s_mt", "s_mb", "s_ht", "s_hb"]
