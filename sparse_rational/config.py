@@ -158,7 +158,7 @@ class StructureOptions:
     @property
     def learns_structure(self) -> bool:
         """A penalised phase runs: a positive lambda, or a target size."""
-        return self.reg_strength > 0 or self.target_transitions is not None
+        return self.reg_strength > 0 or bool(self.targets)
 
     @property
     def targets(self) -> tuple[int, ...]:
