@@ -272,7 +272,7 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         sets[key] = float(value) if key not in ("vectors", "readout", "teacher", "transfer") else value
-        if key in ("augment", "contrast_pairs"):
+        if key == "augment":
             sets[key] = int(float(value))
     done = {(r["dataset"], r["seed"], r["config"]) for r in read_rows(out)}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -98,11 +98,11 @@ class TrainConfig:
         20_000, "cut training documents to this many tokens, bounding memory (0: never)", kind="nonneg_int"
     )
     batch_tokens: int = _opt(2**19, "at most this many padded tokens per batch (0: no limit)", cli=False)
-    contrast_pairs: int = _opt(
-        0,
-        "labelled 'S1, but S2' texts per training text, S2 one of its sentences, S1 one of a text of "
-        "another label (teaches that what follows 'but' decides; sparse_rational.data.augment)",
-        kind="nonneg_int",
+    contrast_pairs: float = _opt(
+        0.0,
+        "labelled 'S1, but S2' texts per training text (a fraction: for that share of the texts), S2 one "
+        "of its sentences, S1 one of a text of another label (what follows 'but' decides; data/augment.py)",
+        kind="nonneg",
     )
 
 

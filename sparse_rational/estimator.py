@@ -105,7 +105,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         max_tokens: int = default(_T, "max_tokens"),
         vector_lr: float = default(_T, "vector_lr"),
         vector_pull: float = default(_T, "vector_pull"),
-        contrast_pairs: int = default(_T, "contrast_pairs"),
+        contrast_pairs: float = default(_T, "contrast_pairs"),
         reg_strength: float = default(_S, "reg_strength"),
         target_transitions: int | None = default(_S, "target_transitions"),
         reg_epochs: int = default(_S, "reg_epochs"),

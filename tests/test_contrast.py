@@ -441,3 +441,12 @@ def test_contrast_pairs_end_with_the_texts_own_sentence_and_label():
         assert opening in others  # and opens with a sentence of the other label
     assert contrast_pairs(train, 2, seed=3) == pairs and contrast_pairs(train, 2, seed=4) != pairs
     assert contrast_pairs(train, 0) == [] and contrast_pairs(train[:2], 1) == []  # one label: no pair
+
+
+def test_a_fraction_of_contrast_pairs_is_that_share_of_the_texts():
+    from sparse_rational.data import Example
+    from sparse_rational.data.augment import contrast_pairs
+
+    train = [Example(f"text {k} is fine.", "pos" if k % 2 else "neg") for k in range(40)]
+    assert len(contrast_pairs(train, 0.25, seed=1)) == 10 and len(contrast_pairs(train, 1.5, seed=1)) == 60
+    assert contrast_pairs(train, 0.25, seed=1) == contrast_pairs(train, 0.25, seed=1)
