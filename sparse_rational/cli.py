@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -32,6 +33,15 @@ from .web import cli as web_cli  # cheap: imports no torch
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
 MAX_WORKERS = 256  # predict --workers (sparse_rational.workers.MAX_WORKERS, without importing it)
+RAY_WORKERS = 2  # predict --ray-address: default --workers (score_files's default)
+RAY_OUTPUTS = ("jsonl", "parquet")  # predict --format (sparse_rational.scoring.OUTPUTS, without importing it)
+
+
+def _ray_address(text: str) -> str:
+    """An argparse type: ``predict --ray-address``, not empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected HOST:PORT, ray://HOST:PORT, auto or local")
+    return text.strip()
 
 
 def _add_data_args(p: argparse.ArgumentParser, train: bool) -> None:
@@ -139,10 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     argtypes.add_threads_argument(e)
 
-    p = sub.add_parser("predict", help="classify texts, one per line; JSON lines out")
+    p = sub.add_parser(
+        "predict",
+        help="classify texts, one per line; JSON lines out (many files on a Ray cluster: --ray-address)",
+        description="Classify texts, one per line, into JSON lines on standard output; with --ray-address, "
+        "score many files (text, JSON-lines or Parquet) with Ray Data into the folder --out.",
+    )
     p.add_argument("--model", required=True)
     _add_model_args(p)
-    p.add_argument("input", nargs="?", default="-", help="file with one text per line, or - (stdin)")
+    p.add_argument(
+        "input",
+        nargs="*",
+        metavar="FILE",
+        help="file with one text per line, or - (stdin, the default); with --ray-address: one or more "
+        "text (.txt, one text per line), JSON-lines (.jsonl) or Parquet (.parquet) files, folders of them, "
+        "or quoted globs, all of one format",
+    )
     p.add_argument("--with-text", action="store_true", help='echo each input text in its JSON line ("text")')
     p.add_argument(
         "--batch-size",
@@ -164,10 +186,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=argtypes.int_between(1, MAX_WORKERS),
-        default=1,
         metavar="N",
         help=f"static word vectors: score in N processes (1-{MAX_WORKERS}), lines still in input order, memory "
-        "bounded by 2 batches per process (default 1: in this process)",
+        "bounded by 2 batches per process (default 1: in this process); with --ray-address: N scorers, "
+        f"each loading the model once (default {RAY_WORKERS})",
+    )
+    r = p.add_argument_group(
+        "many files with Ray Data (pip install 'sparse-rational[ray]')",
+        "FILE... scored on a Ray cluster into the folder --out, in input order: the input's columns, "
+        "label and p_<class> per row; --batch-size, --max-tokens and --workers apply, the model runs "
+        "on the CPU (PyTorch-free for static word vectors); --with-text, --threads, --allow-download "
+        "and --device cuda are refused",
+    )
+    r.add_argument(
+        "--ray-address",
+        type=_ray_address,
+        metavar="ADDR",
+        help="HOST:PORT or ray://HOST:PORT of a running cluster, auto (the cluster this machine is part of), "
+        "or local (a Ray instance started here: N scorers and one CPU for the reads, shut down after)",
+    )
+    r.add_argument("--out", metavar="DIR", help="with --ray-address: the output folder, new or empty")
+    r.add_argument(
+        "--format",
+        choices=RAY_OUTPUTS,
+        help="with --ray-address: jsonl (default: JSON-lines files named *.json) or parquet",
+    )
+    r.add_argument(
+        "--text-column",
+        metavar="NAME",
+        help="with --ray-address: the column of JSON-lines or Parquet inputs holding the text (default text)",
     )
 
     x = sub.add_parser("export", help="write the whole model as plain JSON, or as an ONNX graph and its tokenizer")
@@ -575,7 +622,79 @@ def _static_predictor(args: argparse.Namespace):
     return load_folded(args.model)
 
 
+# predict --ray-address: the options of plain predict that Ray scoring refuses, and why
+_NOT_WITH_RAY = {
+    "with_text": "the output keeps every input column, the text among them",
+    "threads": "each scorer is one process: scale with --workers",
+    "allow_download": "the scorers load the model from local files only",
+}
+# predict's options that go with --ray-address only
+_RAY_ONLY = ("out", "format", "text_column")
+# score_files's parameters as predict spells them
+_RAY_SPELLING = {"model_dir": "--model", "out_dir": "--out", "output": "--format", "address": "--ray-address"}
+
+
+def _check_ray_options(args: argparse.Namespace) -> None:
+    """One line (exit 2) for an option that does not go with ``--ray-address``, or with plain
+    ``predict``: before the model is loaded, before Ray starts."""
+    if args.ray_address is None:
+        for name in _RAY_ONLY:
+            if getattr(args, name) is not None:
+                raise UserError(f"predict: {config.flag(name)} goes with --ray-address (predict writes to stdout)")
+        if len(args.input) > 1:
+            raise UserError("predict: one input (a file or -); several files are scored with --ray-address")
+        return
+    for name, why in _NOT_WITH_RAY.items():
+        if getattr(args, name):
+            raise UserError(f"predict --ray-address: {config.flag(name)} does not apply: {why}")
+    if args.device not in ("auto", "cpu"):
+        raise UserError(f"predict --ray-address: --device {args.device} does not apply: the scorers run on the CPU")
+    if args.out is None:
+        raise UserError("predict --ray-address: give --out DIR, the output folder")
+    if not args.input or "-" in args.input:
+        raise UserError("predict --ray-address: give the input files (standard input is not read)")
+    check_output(args.out, "--out", inputs=args.input, model_dir=args.model)
+
+
+def _predict_with_ray(args: argparse.Namespace) -> int:
+    """``predict --ray-address``: :func:`sparse_rational.scoring.score_files`, its parameters
+    named as options in its one-line errors; a one-line summary on stderr."""
+    from .scoring import input_files, score_files  # lazy: start-up (numpy)
+
+    start = time.monotonic()
+    output = args.format or RAY_OUTPUTS[0]
+    try:
+        files, _ = input_files(args.input)
+        rows = score_files(
+            args.model,
+            args.input,
+            args.out,
+            address=None if args.ray_address == "local" else args.ray_address,
+            workers=args.workers or RAY_WORKERS,
+            text_column=args.text_column or "text",
+            output=output,
+            batch_size=args.batch_size,
+            max_tokens=args.max_tokens,
+        )
+    except ParameterError as exc:
+        if exc.param == "inputs":  # FILE...: the message names the file
+            raise UserError(f"predict: {exc.message}") from None
+        raise UserError(exc.render(lambda name: _RAY_SPELLING.get(name) or config.flag(name))) from None
+    seconds = time.monotonic() - start
+    print(
+        f"sparse-rational: scored {rows} row{'s' if rows != 1 else ''} of {len(files)} "
+        f"file{'s' if len(files) != 1 else ''} in {seconds:.1f}s into {args.out} ({output})",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    _check_ray_options(args)
+    if args.ray_address is not None:
+        return _predict_with_ray(args)
+    args.input = args.input[0] if args.input else "-"
+    args.workers = args.workers or 1
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
     if args.workers > 1 and (args.threads or 1) > 1:

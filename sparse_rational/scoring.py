@@ -16,6 +16,7 @@ Without an address a local Ray instance of ``workers`` CPUs is started (and shut
 from __future__ import annotations
 
 import glob
+import importlib
 import logging
 import os
 import re
@@ -62,8 +63,10 @@ class Scorer:
         return out
 
 
-def _inputs(patterns: Sequence[str]) -> tuple[list[str], str]:
-    """The files that ``patterns`` name (globs, files, or folders of files) and their one format."""
+def input_files(patterns: Sequence[str]) -> tuple[list[str], str]:
+    """The files that ``patterns`` name (globs, files, or folders of files) and their one format
+    (``text``, ``json`` or ``parquet``); a pattern that names nothing, an unknown suffix or a
+    mix of formats is a :class:`ParameterError` of ``inputs``."""
     files: list[str] = []
     for pattern in patterns:
         path = Path(pattern)
@@ -75,7 +78,7 @@ def _inputs(patterns: Sequence[str]) -> tuple[list[str], str]:
             raise ParameterError("inputs", f"{pattern}: no such file")
         for f in found:
             if not Path(f).is_file():
-                raise ParameterError("inputs", f"{f}: not a file")
+                raise ParameterError("inputs", f"{f}: {'not a file' if Path(f).exists() else 'no such file'}")
         files += found
     kinds = {FORMATS.get(Path(f).suffix.lower()) for f in files}
     if None in kinds:
@@ -109,14 +112,23 @@ def score_files(
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ParameterError("out_dir", f"{out}: exists and is not an empty folder")
-    files, kind = _inputs(inputs)
+    files, kind = input_files(inputs)
     model = str(Path(model_dir).resolve())
     Scorer(model, text_column, max_tokens)  # a bad model folder fails here, in one line, before Ray starts
     ray = import_ray("scoring with Ray")
     # a local instance gets a CPU beyond the scorers' for the reads: actors holding every CPU starve them
-    started = connect(address, workers + 1, what="address")
-    logger, level = logging.getLogger("ray.data"), logging.getLogger("ray.data").level
-    logger.setLevel(logging.WARNING)  # not Ray Data's progress lines
+    try:
+        started = connect(address, workers + 1, what="{address}")
+    except UserError as exc:  # the address named as the caller spells it (the CLI: --ray-address)
+        if not str(exc).startswith("{address}"):
+            raise
+        raise ParameterError("address", str(exc)) from None
+    importlib.import_module("ray.data")  # its import configures its logger: first, then quieted here
+    # not Ray Data's progress lines, nor its warning that the progress bars are off
+    quiet = {"ray.data": logging.WARNING, "ray.data._internal.progress": logging.ERROR}
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name, quieter in quiet.items():
+        logging.getLogger(name).setLevel(quieter)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows out in input order
@@ -151,7 +163,8 @@ def score_files(
             raise
         raise own from None
     finally:
-        logger.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         if started:
             ray.shutdown()
 
