@@ -90,6 +90,8 @@ class Phases:
                 group[int(index)][tensor] = t
             if not set(kept) | set(carried) <= set(finished):
                 raise ValueError("weights of a phase that did not finish")
+            if set(finished) - set(kept):  # an earlier version kept only the latest phase's weights
+                raise ValueError("it was made by an earlier version; start again without resuming")
             last = ck.state.get("last_finished")
             if last is not None and last not in finished:
                 raise ValueError(f"last finished phase {str(last)[:40]!r} is unknown")

@@ -384,3 +384,16 @@ def test_a_checkpoint_of_the_earlier_path_snapshots_is_refused_in_one_line(tmp_p
     with pytest.raises(UserError, match="earlier version") as err:
         Phases(Checkpointer(tmp_path / "ck", "h", resume=True, verbose=False))
     assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_without_every_finished_phases_weights_is_refused_in_one_line(tmp_path):
+    from sparse_rational.errors import UserError
+    from sparse_rational.phases import Phases
+
+    ck = Checkpointer(tmp_path / "ck", "h", verbose=False)
+    old = {"finished": {"search:1": {"fit": {}}, "search:2": {"fit": {}}}, "last_finished": "search:2"}
+    weights = {"rng.torch": torch.get_rng_state(), "kept.search:2/classifier.bias": torch.zeros(2)}
+    ck.save("search:3", 1, weights, old)  # the earlier version kept the latest phase's weights only
+    with pytest.raises(UserError, match="earlier version") as err:
+        Phases(Checkpointer(tmp_path / "ck", "h", resume=True, verbose=False))
+    assert "\n" not in str(err.value)
