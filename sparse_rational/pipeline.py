@@ -226,11 +226,14 @@ def train_structure_path(
     jumped over or never reached are listed in ``missed`` (no exception: the others are
     kept)."""
     start = time.perf_counter()
-    options = (options or RunOptions()).override(
-        embeddings=embeddings, train=train_config, structure=structure_options, patterns=patterns
+    options = (options or RunOptions()).override(  # the groups first, then the path's fields over them
+        embeddings=embeddings,
+        train=train_config,
+        structure=structure_options,
+        patterns=patterns,
+        target_transitions=tuple(sorted(set(target_transitions), reverse=True)),
+        structure_search="path",
     )
-    targets = tuple(sorted(set(target_transitions), reverse=True))
-    options = options.override(target_transitions=targets, structure_search="path")
     splits, options, data = prepare_run(splits, options, verbose, hf_options)
     opts = options.structure
     phases = Phases(checkpoint, verbose=verbose, callbacks=callbacks)
