@@ -76,6 +76,7 @@ KNOBS = (
     "augment",
     "depth_discount",
     "contrast_pairs",
+    "negation_pairs",
 )
 
 
@@ -87,7 +88,9 @@ def options_for(name: str, seed: int, minilm: str | None, domain: str, sets: dic
     embeddings = spec.get("embeddings", o.embeddings)
     model = replace(o.model, **{k: spec[k] for k in ("vectors", "readout", "patterns") if k in spec})
     train = replace(
-        o.train, seed=seed, **{k: spec[k] for k in ("vector_lr", "vector_pull", "lr", "contrast_pairs") if k in spec}
+        o.train,
+        seed=seed,
+        **{k: spec[k] for k in ("vector_lr", "vector_pull", "lr", "contrast_pairs", "negation_pairs") if k in spec},
     )
     structure = replace(
         o.structure, target_transitions=spec.get("target"), **{k: spec[k] for k in ("depth_discount",) if k in spec}

@@ -104,6 +104,13 @@ class TrainConfig:
         "of its sentences, S1 one of a text of another label (what follows 'but' decides; data/augment.py)",
         kind="nonneg",
     )
+    negation_pairs: float = _opt(
+        0.0,
+        "labelled negation pairs per training text (a fraction: for that share of the texts): one of its "
+        "sentences and the same sentence negated ('is great' -> 'is not great', 'not good' -> 'good') "
+        "with the other label; two classes only (data/augment.py)",
+        kind="nonneg",
+    )
 
 
 #: Where the regularisation path takes a target's snapshot: at the step nearest to the target

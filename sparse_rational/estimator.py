@@ -106,6 +106,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         vector_lr: float = default(_T, "vector_lr"),
         vector_pull: float = default(_T, "vector_pull"),
         contrast_pairs: float = default(_T, "contrast_pairs"),
+        negation_pairs: float = default(_T, "negation_pairs"),
         reg_strength: float = default(_S, "reg_strength"),
         target_transitions: int | None = default(_S, "target_transitions"),
         reg_epochs: int = default(_S, "reg_epochs"),
@@ -150,6 +151,7 @@ class SparseRationalClassifier(ClassifierMixin, BaseEstimator):
         self.vector_lr = vector_lr
         self.vector_pull = vector_pull
         self.contrast_pairs = contrast_pairs
+        self.negation_pairs = negation_pairs
         self.reg_strength = reg_strength
         self.target_transitions = target_transitions
         self.reg_epochs = reg_epochs

@@ -19,10 +19,11 @@ import torch
 from .classifier import TextClassifier
 from .config import RunOptions
 from .data import Splits
-from .data.augment import contrast_pairs
+from .data.augment import contrast_pairs, negation_pairs
 from .embeddings.featurizer import build_featurizer
 from .embeddings.rows import StaticRows
 from .embeddings.transformer import TransformerOptions
+from .errors import ParameterError
 from .model import ModelConfig, RationalClassifier
 from .structure import check_size, format_structure
 from .teach import teach
@@ -57,8 +58,16 @@ def prepare(
     """The featurizer of ``options.embeddings``, the documents as row ids and the model
     factory of a run whose options :func:`~sparse_rational.validate.check_run` accepted."""
     mopts, seed, teach_opts = options.model, options.train.seed, options.teach
-    if options.train.contrast_pairs:  # labelled texts, as the training split's own (a teacher scores them too)
-        pairs = contrast_pairs(splits.train, options.train.contrast_pairs, seed)
+    pairs = []  # labelled texts, as the training split's own (a teacher scores them too)
+    if options.train.contrast_pairs:
+        pairs += contrast_pairs(splits.train, options.train.contrast_pairs, seed)
+    if options.train.negation_pairs:
+        if len(classes) != 2:
+            raise ParameterError(
+                "negation_pairs", f"a negated sentence takes the other label: needs 2 classes, not {len(classes)}"
+            )
+        pairs += negation_pairs(splits.train, options.train.negation_pairs, seed)
+    if pairs:
         splits = dataclasses.replace(splits, train=[*splits.train, *pairs])
     taught = None
     if teach_opts.teacher:

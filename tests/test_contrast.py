@@ -450,3 +450,49 @@ def test_a_fraction_of_contrast_pairs_is_that_share_of_the_texts():
     train = [Example(f"text {k} is fine.", "pos" if k % 2 else "neg") for k in range(40)]
     assert len(contrast_pairs(train, 0.25, seed=1)) == 10 and len(contrast_pairs(train, 1.5, seed=1)) == 60
     assert contrast_pairs(train, 0.25, seed=1) == contrast_pairs(train, 0.25, seed=1)
+
+
+def _polar_ratio():
+    # the first label (sorted) is "neg": a positive ratio leans negative
+    return {"great": -1.5, "broken": 1.5, "flimsy": 1.2, "problem": 1.0, "good": -0.8}
+
+
+@pytest.mark.parametrize(
+    "sentence, sign, turned",
+    [
+        ("This pan is great", -1, "This pan is not great"),  # an auxiliary, then a word of the text's label
+        ("The lid was flimsy and broken", 1, "The lid was not flimsy and broken"),
+        ("It is not good at all", 1, "It is good at all"),  # a negator before a word of the other label
+        ("I never had a problem with it", -1, "I had a problem with it"),
+        ("The handle isn't flimsy", -1, "The handle is flimsy"),  # a contraction gives its auxiliary back
+        ("I have had no problem", -1, "I have had problem"),
+        ("We had a great time with it", -1, "We never had a great time with it"),  # main-verb have
+        ("This pan is great", 1, None),  # the sentence leans the other way
+        ("It is a pan", -1, None),  # no word of either label
+        ("It is not a pan that is great", -1, None),  # the negator governs no word of the other label
+        ("For what it is, great", -1, None),  # no "not" after "is,"
+    ],
+)
+def test_negate_turns_the_sentence(sentence, sign, turned):
+    from sparse_rational.data.augment import negate
+
+    assert negate(sentence, _polar_ratio(), sign, 0.7) == turned
+
+
+def test_negation_pairs_are_a_sentence_and_its_negation_with_the_other_label():
+    from sparse_rational.data import Example
+    from sparse_rational.data.augment import negation_pairs, sentences
+
+    good = ["This pan is great. We love it.", "The kettle is great and quiet.", "It is great value."]
+    bad = ["The lid is flimsy. It was broken in a week.", "The handle is flimsy.", "It was broken on arrival."]
+    train = [Example(t, "pos") for t in good * 3] + [Example(t, "neg") for t in bad * 3]
+    pairs = negation_pairs(train, 1, seed=2)
+    assert len(pairs) == 2 * len(train)  # every text has a sentence that turns
+    for ex, (kept, turned) in zip(train, zip(pairs[::2], pairs[1::2])):
+        assert kept.label == ex.label and kept.text in sentences(ex.text)
+        assert turned.label != ex.label and " not " in f" {turned.text} "
+        assert turned.text.replace(" not", "", 1) == kept.text
+    assert negation_pairs(train, 1, seed=2) == pairs and negation_pairs(train, 0) == []
+    assert len(negation_pairs(train, 0.5, seed=1)) == 2 * 9  # a fraction: that share of the texts
+    with pytest.raises(ValueError, match="two classes"):
+        negation_pairs([*train, Example("It is great.", "meh")], 1)

@@ -444,3 +444,21 @@ def test_the_estimator_refuses_what_the_command_line_refuses(small):
     for kwargs in ({"epochs": 0}, {"patience": -1}, {"batch_size": -3}):
         with pytest.raises(ParameterError, match=f"^{next(iter(kwargs))}: "):
             SparseRationalClassifier(**kwargs).fit(texts, labels)
+
+
+def test_negation_pairs_train_and_bad_values_are_one_line_errors(small, tiny_files, tmp_path, capsys):
+    options = RunOptions(model=ModelOptions(patterns="2x2"), train=replace(FAST_TRAIN, epochs=1, negation_pairs=0.5))
+    from sparse_rational.pipeline import prepare_run
+
+    _, _, data = prepare_run(small, options, verbose=False)
+    assert len(small.train) + 20 < len(data.train) <= 2 * len(small.train)  # the pairs joined the training split
+    clf = train_text_classifier(small, options=options, verbose=False)
+    assert clf.metrics["hyperparameters"]["negation_pairs"] == 0.5  # and the card says so
+    base = ["train", *tiny_args(tiny_files), "--patterns", "2x1", *FAST, "--out", str(tmp_path / "o")]
+    assert "--negation-pairs" in _cli_error([*base, "--negation-pairs", "-1"], capsys)
+    three = tmp_path / "three.tsv"
+    three.write_text("".join(f"{lab}\tit is word {k}\n" for k in range(10) for lab in "abc"), encoding="utf-8")
+    args = ["train", "--train", str(three), "--embeddings", "glove-6b-50d", "--patterns", "2x1", *FAST]
+    err = _cli_error([*args, "--negation-pairs", "1", "--out", str(tmp_path / "o3")], capsys)
+    assert "--negation-pairs" in err and "2 classes" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o3").exists()
