@@ -496,3 +496,16 @@ def test_negation_pairs_are_a_sentence_and_its_negation_with_the_other_label():
     assert len(negation_pairs(train, 0.5, seed=1)) == 2 * 9  # a fraction: that share of the texts
     with pytest.raises(ValueError, match="two classes"):
         negation_pairs([*train, Example("It is great.", "meh")], 1)
+
+
+def test_the_held_out_set_is_labelled_by_family_and_shares_no_sentence_with_the_templates():
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "data" / "heldout_negation.tsv"
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+    assert len(rows) == 120 and all(len(r) == 3 for r in rows)
+    assert all(contrast.FAMILY_LABELS[family] == label for label, family, _ in rows)
+    texts = {text for *_, text in rows}
+    assert len(texts) == 120
+    templated = {e.text.lower() for d in (*contrast.DOMAINS, contrast.GENERIC) for e in contrast._all_examples(d)}
+    assert not texts & templated

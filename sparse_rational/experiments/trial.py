@@ -118,6 +118,8 @@ def _train(spec: TrialSpec) -> dict:
         lr_schedule=True,
         lr_patience=10,
         select_on="accuracy",
+        contrast_pairs=0.0,  # the paper's training texts only, whatever the library's default
+        negation_pairs=0.0,
     )
     opts = StructureOptions(
         reg_epochs=spec.reg_epochs,
