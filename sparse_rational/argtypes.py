@@ -53,6 +53,11 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def nonneg_or_auto(text: str) -> float | str:
+    """``auto``, or a finite number >= 0."""
+    return "auto" if text.strip().lower() == "auto" else nonneg_float(text)
+
+
 def probability(text: str) -> float:
     value = nonneg_float(text)
     if value >= 1:

@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     types = {
         "positive": _positive_int,
         "nonneg": _nonneg_float,
+        "nonneg_or_auto": argtypes.nonneg_or_auto,
         "probability": _prob,
         "seed": _seed,
         "nonneg_int": _nonneg_int,

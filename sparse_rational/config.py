@@ -27,6 +27,11 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+#: ``negation_pairs="auto"``: this many pairs per training text when the two classes are named
+#: positive/negative or pos/neg (a sentiment task; a negated sentence of another task need not
+#: change class), none otherwise. Chosen on dev accuracy, four HATN domains x 3 seeds
+#: (docs/results/accuracy/README.md).
+AUTO_NEGATION_PAIRS = 0.25
 VECTORS = ("frozen", "tuned", "finetune")  # what training does to static word vectors (--vectors)
 
 
@@ -104,12 +109,13 @@ class TrainConfig:
         "of its sentences, S1 one of a text of another label (what follows 'but' decides; data/augment.py)",
         kind="nonneg",
     )
-    negation_pairs: float = _opt(
-        0.0,
+    negation_pairs: float | str = _opt(
+        "auto",
         "labelled negation pairs per training text (a fraction: for that share of the texts): one of its "
         "sentences and the same sentence negated ('is great' -> 'is not great', 'not good' -> 'good') "
-        "with the other label; two classes only (data/augment.py)",
-        kind="nonneg",
+        f"with the other label; two classes only; 'auto': {AUTO_NEGATION_PAIRS} when the classes are "
+        "positive/negative or pos/neg, else none (data/augment.py)",
+        kind="nonneg_or_auto",
     )
 
 
@@ -255,6 +261,7 @@ def check(options: Any) -> None:
     parsers = {
         "positive": argtypes.positive_int,
         "nonneg": argtypes.nonneg_float,
+        "nonneg_or_auto": argtypes.nonneg_float,  # or "auto", let through below
         "probability": argtypes.probability,
         "seed": argtypes.seed,
         "nonneg_int": argtypes.nonneg_int,
@@ -265,7 +272,7 @@ def check(options: Any) -> None:
     for f in dataclasses.fields(options):
         parse = parsers.get(f.metadata.get("kind", ""))
         value = getattr(options, f.name)
-        if parse is None:
+        if parse is None or (f.metadata["kind"] == "nonneg_or_auto" and value == "auto"):
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ParameterError(f.name, f"expected a number, got {value!r}")

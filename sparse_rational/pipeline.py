@@ -41,7 +41,7 @@ from .plots import plot_path
 from .prepare import Prepared, prepare
 from .provenance import provenance
 from .train import accuracy
-from .validate import check_run, check_training_data
+from .validate import check_run, check_training_data, resolve_negation_pairs
 
 _log = get_logger(__name__)
 
@@ -102,6 +102,7 @@ def prepare_run(
     if not isinstance(splits, Splits):  # data in memory: a list of pairs, a DataFrame, a Dataset
         splits = splits_from(splits)
     classes = check_training_data(splits)
+    options = resolve_negation_pairs(options, classes)
     device = resolve_device(options.device)
     check_precision(options.precision, device)
     return splits, options, prepare(splits, options, stack, classes, device, verbose, hf_options)

@@ -23,7 +23,6 @@ from .data.augment import contrast_pairs, negation_pairs
 from .embeddings.featurizer import build_featurizer
 from .embeddings.rows import StaticRows
 from .embeddings.transformer import TransformerOptions
-from .errors import ParameterError
 from .model import ModelConfig, RationalClassifier
 from .structure import check_size, format_structure
 from .teach import teach
@@ -61,12 +60,8 @@ def prepare(
     pairs = []  # labelled texts, as the training split's own (a teacher scores them too)
     if options.train.contrast_pairs:
         pairs += contrast_pairs(splits.train, options.train.contrast_pairs, seed)
-    if options.train.negation_pairs:
-        if len(classes) != 2:
-            raise ParameterError(
-                "negation_pairs", f"a negated sentence takes the other label: needs 2 classes, not {len(classes)}"
-            )
-        pairs += negation_pairs(splits.train, options.train.negation_pairs, seed)
+    if options.train.negation_pairs:  # a number by now (validate.resolve_negation_pairs)
+        pairs += negation_pairs(splits.train, float(options.train.negation_pairs), seed)
     if pairs:
         splits = dataclasses.replace(splits, train=[*splits.train, *pairs])
     taught = None

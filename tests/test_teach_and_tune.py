@@ -462,3 +462,27 @@ def test_negation_pairs_train_and_bad_values_are_one_line_errors(small, tiny_fil
     err = _cli_error([*args, "--negation-pairs", "1", "--out", str(tmp_path / "o3")], capsys)
     assert "--negation-pairs" in err and "2 classes" in err
     assert not (tmp_path / "o").exists() and not (tmp_path / "o3").exists()
+
+
+@pytest.mark.parametrize(
+    "classes, given, used",
+    [
+        (["negative", "positive"], "auto", 0.25),
+        (["NEG", "Pos"], "auto", 0.25),
+        (["0", "1"], "auto", 0.0),  # 0/1 need not be sentiment: no pairs unless asked
+        (["objective", "subjective"], "auto", 0.0),
+        (["a", "b", "c"], "auto", 0.0),
+        (["0", "1"], 0.5, 0.5),
+        (["negative", "positive"], 0.0, 0.0),
+    ],
+)
+def test_negation_pairs_auto_means_pairs_for_sentiment_classes_only(classes, given, used):
+    from sparse_rational.config import AUTO_NEGATION_PAIRS, check
+    from sparse_rational.validate import resolve_negation_pairs
+
+    options = RunOptions(train=TrainConfig(negation_pairs=given))
+    expected = AUTO_NEGATION_PAIRS if given == "auto" and used else used
+    assert resolve_negation_pairs(options, classes).train.negation_pairs == expected
+    check(TrainConfig(negation_pairs=given))
+    with pytest.raises(ParameterError, match="negation_pairs"):
+        check(TrainConfig(negation_pairs="sometimes"))

@@ -137,7 +137,7 @@ def polarity(examples: Sequence[Example], min_count: int = 5) -> tuple[dict[str,
     labels = sorted({ex.label for ex in examples}, key=str)
     if len(labels) != 2:
         raise ValueError(f"negation pairs need two classes, not {len(labels)}")
-    counts = {lab: Counter() for lab in labels}
+    counts: dict[str, Counter[str]] = {lab: Counter() for lab in labels}
     sizes = Counter(ex.label for ex in examples)
     for ex in examples:
         counts[ex.label].update({_bare(w) for w in ex.text.split()})
