@@ -23,10 +23,13 @@ from .data.augment import contrast_pairs, negation_pairs
 from .embeddings.featurizer import build_featurizer
 from .embeddings.rows import StaticRows
 from .embeddings.transformer import TransformerOptions
+from .log import get_logger
 from .model import ModelConfig, RationalClassifier
 from .structure import check_size, format_structure
 from .teach import teach
 from .train import EncodedData, soften
+
+_log = get_logger(__name__)
 
 
 @dataclass
@@ -57,13 +60,18 @@ def prepare(
     """The featurizer of ``options.embeddings``, the documents as row ids and the model
     factory of a run whose options :func:`~sparse_rational.validate.check_run` accepted."""
     mopts, seed, teach_opts = options.model, options.train.seed, options.teach
-    pairs = []  # labelled texts, as the training split's own (a teacher scores them too)
-    if options.train.contrast_pairs:
-        pairs += contrast_pairs(splits.train, options.train.contrast_pairs, seed)
-    if options.train.negation_pairs:  # a number by now (validate.resolve_negation_pairs)
-        pairs += negation_pairs(splits.train, float(options.train.negation_pairs), seed)
-    if pairs:
-        splits = dataclasses.replace(splits, train=[*splits.train, *pairs])
+    # labelled texts, as the training split's own (a teacher scores them too)
+    but = contrast_pairs(splits.train, options.train.contrast_pairs, seed) if options.train.contrast_pairs else []
+    negated = (  # a number by now (validate.resolve_negation_pairs)
+        negation_pairs(splits.train, float(options.train.negation_pairs), seed) if options.train.negation_pairs else []
+    )
+    if but or negated:
+        if verbose:
+            _log.info(
+                f"pairs: {len(splits.train)} training texts + {len(negated)} of negation pairs"
+                f" (--negation-pairs {options.train.negation_pairs:g}) + {len(but)} of contrast pairs"
+            )
+        splits = dataclasses.replace(splits, train=[*splits.train, *but, *negated])
     taught = None
     if teach_opts.teacher:
         taught = teach(splits, teach_opts, classes, TextClassifier.load, seed, str(device), verbose)

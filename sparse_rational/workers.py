@@ -33,6 +33,7 @@ from typing import Any
 from .errors import UserError, WorkerFailed, one_line
 
 MAX_WORKERS = 256
+_STARTING = {signal.SIGINT, signal.SIGTERM}  # blocked while a worker is forked
 
 
 def _die_with_parent() -> None:
@@ -53,6 +54,7 @@ def _serve(tasks: Connection, results: Connection, job: Callable[[Any], Any], pa
     them in order. ``None`` or end-of-file on ``tasks`` ends it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends the workers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STARTING)  # blocked by the parent while it forked us
     _die_with_parent()
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(0)
@@ -128,7 +130,14 @@ def ordered_map(
                 args=(task_r, result_w, job, os.getpid(), [*to_worker, *from_worker, task_w, result_r]),
                 daemon=True,
             )
-            process.start()
+            # A Ctrl-C while the child is not yet ignoring it would raise KeyboardInterrupt in
+            # the child: block SIGINT/SIGTERM across the fork (the child inherits the mask and
+            # unblocks once it ignores them); the parent gets a pending one on unblocking.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _STARTING)
+            try:
+                process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, _STARTING)
             task_r.close()
             result_w.close()
             procs.append(process)

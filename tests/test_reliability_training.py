@@ -76,7 +76,7 @@ def test_nan_loss_stops_with_one_line_keeps_the_last_good_checkpoint(tiny_files,
     monkeypatch.setattr(torch.nn, "CrossEntropyLoss", NanAfter)
     NanAfter.calls, NanAfter.limit = 0, 2 * 3 + 1  # 3 batches an epoch: NaN in epoch 3
     out = tmp_path / "m"
-    args = _train_cli(tiny_files, out, "--batch-size", "64", "--epochs", "5")
+    args = _train_cli(tiny_files, out, "--batch-size", "64", "--epochs", "5", "--negation-pairs", "0")
     assert main(args) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err

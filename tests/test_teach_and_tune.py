@@ -20,7 +20,7 @@ from sparse_rational.structure import prune
 from sparse_rational.teach import MASK, augment, read_transfer
 from sparse_rational.train import distillation_loss, soften
 
-FAST_TRAIN = TrainConfig(epochs=3, patience=3, lr=0.05, vector_lr=0.05)
+FAST_TRAIN = TrainConfig(epochs=3, patience=3, lr=0.05, vector_lr=0.05, negation_pairs=0.0)
 
 
 @pytest.fixture(scope="module")
