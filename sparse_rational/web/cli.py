@@ -27,6 +27,7 @@ DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
 DEFAULT_MAX_EXPLAIN_QUEUE = config.default(ServeOptions, "max_explain_queue")
 DEFAULT_MAX_BATCH = config.default(ServeOptions, "max_batch")
 DEFAULT_THREADS = config.default(ServeOptions, "threads")
+DEFAULT_INLINE_CHARS = config.default(ServeOptions, "inline_chars")
 
 
 def _port(text: str) -> int:
@@ -131,6 +132,13 @@ def add_parsers(subparsers) -> None:
         "while the model is busy are batched anyway)",
     )
     s.add_argument(
+        "--inline-chars",
+        type=nonneg_int,
+        default=DEFAULT_INLINE_CHARS,
+        help="score a model call of at most this many characters on the event loop, a larger one on the "
+        f"model thread (default {DEFAULT_INLINE_CHARS}: about a millisecond; 0: every call on the thread)",
+    )
+    s.add_argument(
         "--threads",
         type=threads_int,
         default=DEFAULT_THREADS,
@@ -230,6 +238,7 @@ def run_serve(args: argparse.Namespace) -> int:
         max_explain_queue=args.max_explain_queue,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
+        inline_chars=args.inline_chars,
         threads=args.threads,
         **asdict(table_source(args)),
     )
