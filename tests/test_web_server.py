@@ -364,3 +364,12 @@ def test_serve_passes_and_checks_inline_chars(baseline, monkeypatch, capsys):
     assert [o.inline_chars for o in seen] == [123, 16000]
     assert main(["serve", "--model", str(baseline), "--inline-chars", "-1"]) == 2
     assert "--inline-chars" in capsys.readouterr().err
+
+
+def test_the_command_line_imports_no_server_until_serve_runs():
+    """``predict`` and the other commands start without asyncio and the server (``serve``'s
+    defaults come from ``web/options.py``): tens of milliseconds of every start."""
+    names = "{'asyncio', 'sparse_rational.web.server'}"
+    code = f"import sys, sparse_rational.cli; print(sorted({names} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -16,8 +16,7 @@ from ..argtypes import nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output
 from ..errors import UserError
 from ..validate import peek_config
-from . import server
-from .server import ServeOptions
+from .options import ServeOptions
 from .tables import TableSource, table_for
 
 DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (config.TrainConfig.max_tokens)
@@ -242,6 +241,8 @@ def run_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         **asdict(table_source(args)),
     )
+    from . import server  # lazy: start-up (asyncio, the server)
+
     return server.serve(
         options,
         host=args.host,
