@@ -326,10 +326,13 @@ def test_an_error_while_scoring_on_the_fast_path_is_the_routes_500(baseline, clf
     assert answers[0] == answers[1] and answers[0][0] == 500 and b"the model broke" in answers[0][2]
 
 
-@pytest.mark.parametrize(("inline_chars", "on_loop"), [(0, False), (7, False), (8, True), (16000, True)])
-def test_the_batcher_scores_small_calls_on_the_event_loop(inline_chars, on_loop):
+@pytest.mark.parametrize(
+    ("inline_chars", "cheap", "on_loop"),
+    [(0, True, False), (7, True, False), (8, True, True), (16000, True, True), (16000, False, False)],
+)
+def test_the_batcher_scores_small_calls_on_the_event_loop(inline_chars, cheap, on_loop):
     """A model call of at most ``inline_chars`` characters runs on the event loop's thread, a
-    larger one (any, with 0) on the model thread."""
+    larger one (any, with 0), or any when the scorer is not the cheap one, on the model thread."""
     import asyncio
     import threading
 
@@ -343,7 +346,7 @@ def test_the_batcher_scores_small_calls_on_the_event_loop(inline_chars, on_loop)
 
     async def run():
         with ThreadPoolExecutor(1) as pool:
-            batcher = Batcher(score, pool, inline_chars=inline_chars)
+            batcher = Batcher(score, pool, inline_chars=inline_chars, cheap=lambda: cheap)
             batcher.start()
             rows = await batcher.submit(["four", "five"])  # 8 characters
             await batcher.stop()
@@ -352,6 +355,19 @@ def test_the_batcher_scores_small_calls_on_the_event_loop(inline_chars, on_loop)
     rows, loop_thread = asyncio.run(run())
     assert rows == [4, 4] and len(ran_on) == 1
     assert (ran_on[0] == loop_thread) == on_loop
+
+
+def test_only_the_folded_predictor_counts_as_cheap(baseline, clf):
+    """The event loop scores only through the folded predictor: not a model without a
+    vocabulary (transformer vectors), nor the PyTorch scan while the fused kernel loads."""
+    from types import SimpleNamespace
+
+    from sparse_rational.web.server import Model, ServeOptions
+
+    options = ServeOptions(model=str(baseline))
+    for impl, vocab, cheap in (("auto", clf.vocab, True), ("scan", clf.vocab, False), ("auto", None, False)):
+        stub = SimpleNamespace(vocab=vocab, model=SimpleNamespace(wfsa=SimpleNamespace(impl=impl)))
+        assert Model(options, stub).folded() is cheap
 
 
 def test_serve_passes_and_checks_inline_chars(baseline, monkeypatch, capsys):

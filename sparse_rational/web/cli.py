@@ -135,7 +135,8 @@ def add_parsers(subparsers) -> None:
         type=nonneg_int,
         default=DEFAULT_INLINE_CHARS,
         help="score a model call of at most this many characters on the event loop, a larger one on the "
-        f"model thread (default {DEFAULT_INLINE_CHARS}: about a millisecond; 0: every call on the thread)",
+        f"model thread (default {DEFAULT_INLINE_CHARS}: about a millisecond; 0: every call on the thread); "
+        "static word vectors only: a transformer model scores on the thread",
     )
     s.add_argument(
         "--threads",

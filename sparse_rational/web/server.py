@@ -26,7 +26,9 @@ call, and hands each request its rows. Requests that arrive while the model is b
 therefore share the next call; ``batch_wait_ms`` can hold a call back to gather more. A
 call of at most ``inline_chars`` characters (a few reviews: about a millisecond) runs on
 the event loop itself, which costs less CPU than handing it to the model thread and back;
-a larger one runs on the model thread, so the loop goes on answering meanwhile.
+a larger one runs on the model thread, so the loop goes on answering meanwhile, and so does
+every call of a model that is not scored by the folded predictor (transformer vectors, or
+the PyTorch scan while the fused kernel loads).
 ``/explain`` runs on a thread of its own, so a long explanation does not hold up
 predictions (both only read the model).
 
@@ -103,7 +105,8 @@ class Batcher:
     """Scores the texts of concurrent requests together (module doc).
 
     ``score(texts) -> rows`` runs on ``executor``, or on the event loop itself when the batch
-    holds at most ``inline_chars`` characters; :meth:`submit` returns this request's rows."""
+    holds at most ``inline_chars`` characters and ``cheap()`` says the scorer is the fast one
+    (its cost per character known); :meth:`submit` returns this request's rows."""
 
     def __init__(
         self,
@@ -112,9 +115,10 @@ class Batcher:
         max_batch: int = 256,
         wait: float = 0.0,
         inline_chars: int = 0,
+        cheap: Callable[[], bool] = lambda: True,
     ):
         self.score, self.executor, self.max_batch, self.wait = score, executor, max_batch, wait
-        self.inline_chars = inline_chars
+        self.inline_chars, self.cheap = inline_chars, cheap
         self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
         self.batches = 0
         self.texts = 0
@@ -159,7 +163,7 @@ class Batcher:
                 continue
             texts = [t for ts, _ in items for t in ts]
             try:
-                if sum(map(len, texts)) <= self.inline_chars:  # small: cheaper than a hand-off to the thread
+                if sum(map(len, texts)) <= self.inline_chars and self.cheap():  # cheaper than a hand-off
                     rows = self.score(texts)
                 else:
                     rows = await loop.run_in_executor(self.executor, self.score, texts)
@@ -335,9 +339,16 @@ class Model:
 
     _fast: Any = None  # the folded predictor, once the model serves through it (static vectors)
 
+    def folded(self) -> bool:
+        """Whether :meth:`predict` scores through the folded predictor (static word vectors,
+        once the fused kernel is loaded): about a millisecond for a few reviews, cheap enough
+        for the event loop. A transformer model, or the PyTorch scan before the kernel loads,
+        costs far more per character."""
+        return self.impl == "auto" and self.clf.vocab is not None
+
     def predict(self, texts: list[str]) -> list[dict]:
         classes = self.clf.classes
-        if self._fast is None and self.impl == "auto" and self.clf.vocab is not None:
+        if self._fast is None and self.folded():
             self._fast = self.clf.folded()  # built once: the served model never changes
         if self._fast is not None:
             probs = self._fast.predict_proba(texts, self.options.max_tokens)
@@ -421,7 +432,8 @@ def create_app(options: ServeOptions, clf=None):
     executor = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-predict")
     explainer = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-explain")
     threading.Thread(target=model.load_kernel, name="sparse-rational-kernel", daemon=True).start()
-    batcher = Batcher(model.predict, executor, options.max_batch, options.batch_wait_ms / 1000, options.inline_chars)
+    wait = options.batch_wait_ms / 1000
+    batcher = Batcher(model.predict, executor, options.max_batch, wait, options.inline_chars, model.folded)
     started = time.time()
     page_lock = asyncio.Lock()
     page_html: list[str] = []
