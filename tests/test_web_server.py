@@ -269,6 +269,7 @@ def _requests():
     for ctype in ("application/json; charset=utf-8", "Application/JSON", "text/plain", "application/jsonx", ""):
         yield "POST", "/predict", bodies[0], {"content-type": ctype}
     yield "POST", "/predict", iter([big[:3000], big[3000:]]), j  # no Content-Length: the limit while reading
+    yield "POST", "/predict", iter([bodies[0][:9], bodies[0][9:20], bodies[0][20:]]), j  # in pieces, under it
     yield "GET", "/predict", b"", {}
     yield "PUT", "/predict", bodies[0], j
     yield "POST", "/predict/", bodies[0], j

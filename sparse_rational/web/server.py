@@ -269,19 +269,20 @@ class FastPredict:
             elif key == b"content-length" and length is None:
                 length = value
         limit = self.options.max_body_bytes
-        too_long = length is not None and length.isdigit() and int(length) > limit
-        if ctype is None or not _is_json(ctype.decode("latin-1")) or too_long:
+        fits = length is None or (length.isdigit() and len(length) < 16 and int(length) <= limit)
+        if ctype is None or not _is_json(ctype.decode("latin-1")) or not fits:
             return await self.app(scope, receive, send)
-        messages, body = [], b""
+        messages, chunks, size = [], [], 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":
                 break
-            body += message.get("body", b"")
-            if len(body) > limit or not message.get("more_body", False):
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit or not message.get("more_body", False):
                 break
-        texts = self._texts(body) if message["type"] == "http.request" and len(body) <= limit else None
+        texts = self._texts(b"".join(chunks)) if message["type"] == "http.request" and size <= limit else None
         if texts is None:
             return await self.app(scope, _replay(messages, receive), send)
         content = self.dumps({"predictions": list(await self.batcher.submit(texts))})
