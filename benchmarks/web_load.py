@@ -14,7 +14,10 @@ Starts the server in its own process (``--server-args`` are passed on), and meas
   connections of a lean asyncio HTTP/1.1 client, :func:`level`): throughput, latency
   p50/p90/p99/max, errors (any status but 200, any exception), and how many model calls the
   server made for them (its batching);
-* the server's resident memory (``VmRSS``) after a warm-up of 200 requests and after each
+* the CPU milliseconds per request of the server (its processes) and of this client: a
+  measure that other jobs on the machine do not change, unlike the wall-clock figures;
+* the server's resident memory (``VmRSS``) after a warm-up (200 requests, then waiting until
+  the server scores with its fused kernel, :func:`wait_kernel`) and after each
   level, over ``--rounds`` rounds of all the levels (memory must not grow).
 
 The client runs on the same machine as the server and takes CPU from it.
@@ -50,6 +53,21 @@ def cpu_s(pid: int) -> float:
     """User + system CPU seconds the process has used (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """:func:`cpu_s` of ``pid`` and of its living descendants (the worker processes of
+    ``--workers N``)."""
+    total, pids = 0.0, [pid]
+    while pids:
+        p = pids.pop()
+        try:
+            total += cpu_s(p)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
 
 
 def free_port() -> int:
@@ -127,12 +145,26 @@ def wait_healthy(server: subprocess.Popen, url: str, launched: float) -> None:
         time.sleep(0.02)
 
 
-def startup(cmd: list[str], url: str) -> dict:
+def wait_kernel(url: str, limit: float = 120) -> float:
+    """Seconds waited (at most ``limit``) until ``GET /health`` says the server scores with its
+    fused kernel (``impl`` other than ``scan``, which it serves with while the kernel loads):
+    the load is measured on the server as it runs from then on. With ``--workers N`` each
+    answer comes from one worker; five answers in a row must say so."""
+    import httpx
+
+    start, in_a_row = time.perf_counter(), 0
+    while in_a_row < 5 and time.perf_counter() - start < limit:
+        in_a_row = in_a_row + 1 if httpx.get(url + "/health").json()["impl"] != "scan" else 0
+        time.sleep(0.05 if in_a_row else 0.2)
+    return round(time.perf_counter() - start, 2)
+
+
+def startup(cmd: list[str], url: str, cwd: str | None = None) -> dict:
     """Launch the server, time ``GET /health`` and the first ``POST /predict``, stop it."""
     import httpx
 
     launched = time.perf_counter()
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(server, url, launched)
         health, cpu = time.perf_counter() - launched, cpu_s(server.pid)
@@ -153,6 +185,11 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("SPARSE_RATIONAL_DATA"))
     p.add_argument("--startup-runs", type=int, default=5, help="time this many start-ups first")
     p.add_argument("--server-args", default="", help="more options for sparse-rational serve")
+    p.add_argument(
+        "--server-cwd",
+        help="start the server in this folder: python -m finds the sparse_rational package there first "
+        "(a checkout of another commit, to compare against)",
+    )
     p.add_argument("--json")
     args = p.parse_args(argv)
     import httpx
@@ -164,9 +201,9 @@ def main(argv=None) -> int:
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "sparse_rational.cli", "serve", "--model", args.model, "--port", str(port)]
     cmd += args.server_args.split()
-    result: dict = {"model": args.model, "server": cmd[2:], "texts": len(texts)}
+    result: dict = {"model": args.model, "server": cmd[2:], "server_cwd": args.server_cwd, "texts": len(texts)}
     if args.startup_runs:
-        runs = [startup(cmd, url) for _ in range(args.startup_runs)]
+        runs = [startup(cmd, url, args.server_cwd) for _ in range(args.startup_runs)]
         result["startup"] = {
             "health_s_median": statistics.median(r["health_s"] for r in runs),
             "first_predict_s_median": statistics.median(r["first_predict_s"] for r in runs),
@@ -182,7 +219,7 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         return 0
     launched = time.perf_counter()
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(cmd, cwd=args.server_cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(server, url, launched)
         result["startup_health_s"] = round(time.perf_counter() - launched, 3)
@@ -190,6 +227,7 @@ def main(argv=None) -> int:
         result["startup_first_predict_s"] = round(time.perf_counter() - launched, 3)
         result["rss_mb_after_start"] = round(rss_mb(server.pid), 1)
         asyncio.run(level(url, texts, 200, 8))  # warm-up
+        result["kernel_wait_s"] = wait_kernel(url)
         memory = {"after_warmup": round(rss_mb(server.pid), 1)}
         levels = [int(c) for c in args.concurrency.split(",")]
         rounds = []
@@ -197,8 +235,13 @@ def main(argv=None) -> int:
             rows = []
             for c in levels:
                 before = httpx.get(url + "/health").json()
+                server_cpu, client_cpu = tree_cpu_s(server.pid), time.process_time()
                 row = asyncio.run(level(url, texts, args.requests, c))
+                client_cpu, server_cpu = time.process_time() - client_cpu, tree_cpu_s(server.pid) - server_cpu
                 after = httpx.get(url + "/health").json()
+                row["server_cpu_ms_per_request"] = round(server_cpu / row["requests"] * 1000, 3)
+                row["client_cpu_ms_per_request"] = round(client_cpu / row["requests"] * 1000, 3)
+                row["load_average_1min"] = os.getloadavg()[0]
                 row["model_calls"] = after["batches"] - before["batches"]
                 row["texts_per_model_call"] = round(row["requests"] / max(row["model_calls"], 1), 2)
                 row["rss_mb_after"] = round(rss_mb(server.pid), 1)

@@ -225,3 +225,168 @@ def test_serve_refuses(baseline, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("sparse-rational: error:") for line in err), err
     assert "cannot listen" in err[1]
+
+
+# -- the fast path of POST /predict, and scoring on the event loop (issue 30, item 4) ------
+
+
+@pytest.fixture(scope="module")
+def apps(baseline, clf):
+    """The app with its fast path for ``POST /predict`` and without (the routes only)."""
+    from sparse_rational.web.server import ServeOptions, create_app
+
+    options = {"model": str(baseline), "no_table": True, "max_body_bytes": 4000, "max_texts": 5}
+    return {fast: create_app(ServeOptions(**options, fast_path=fast), clf) for fast in (True, False)}
+
+
+def _requests():
+    """(method, path, content, headers) of good and bad requests (the route refuses most)."""
+    j, big = {"content-type": "application/json"}, json.dumps({"texts": ["a" * 5000]}).encode()
+    bodies = [
+        b'{"texts": ["great pan", "the lid rusted", ""]}',
+        b'{"texts": []}',
+        b'{"texts": 1, "texts": ["last key wins"]}',
+        b' {"texts": ["\\u00e9t\\u00e9 \\ud83d\\ude00"]} ',
+        b'{"texts": ["a", ',
+        b'{"texts": ["caf\xe9"]}',
+        b'\xef\xbb\xbf{"texts": ["a BOM"]}',
+        b'{"texts": [NaN]}',
+        b'{"texts": ["go \\ud800"]}',
+        b'{"texts": ["a\nb"]}',
+        b'{"texts": ["x", "x", "x", "x", "x", "x"]}',
+        b'{"texts": "just one"}',
+        b'{"texts": [1, 2]}',
+        b'["a", "b"]',
+        b'{"text": "a"}',
+        b"[" * 5000 + b"]" * 5000,
+        b"[" * 900 + b"]" * 900,
+        b'{"texts": [' + b"[" * 990 + b"]" * 990 + b"]}",
+        b"",
+        big,
+    ]
+    for body in bodies:
+        yield "POST", "/predict", body, j
+    for ctype in ("application/json; charset=utf-8", "Application/JSON", "text/plain", "application/jsonx", ""):
+        yield "POST", "/predict", bodies[0], {"content-type": ctype}
+    yield "POST", "/predict", iter([big[:3000], big[3000:]]), j  # no Content-Length: the limit while reading
+    yield "POST", "/predict", iter([bodies[0][:9], bodies[0][9:20], bodies[0][20:]]), j  # in pieces, under it
+    yield "GET", "/predict", b"", {}
+    yield "PUT", "/predict", bodies[0], j
+    yield "POST", "/predict/", bodies[0], j
+    yield "POST", "/nothing", bodies[0], j
+    yield "POST", "/explain", b'{"text": "great pan"}', j
+
+
+def test_the_fast_path_answers_byte_for_byte_as_the_routes(apps, monkeypatch):
+    """Every answer of the app with its fast path (status, headers, body) equals the answer of
+    the routes alone, for good and bad requests; the good ones do not reach the route."""
+    from starlette.testclient import TestClient
+
+    from sparse_rational.web import server
+
+    routed = {True: 0, False: 0}  # bodies read by the route, with and without the fast path
+    read_json = server.read_json
+
+    async def counted(request, limit):
+        routed[fast] += 1
+        return await read_json(request, limit)
+
+    monkeypatch.setattr(server, "read_json", counted)
+    answers = {}
+    for fast, app in apps.items():
+        with TestClient(app, follow_redirects=False) as client:
+            answers[fast] = []
+            for method, path, content, headers in _requests():
+                r = client.request(method, path, content=content, headers=headers)
+                answers[fast].append((method, path, r.status_code, r.headers.raw, r.content))
+            assert client.get("/health").json()["requests"] == len(answers[fast]) + 1  # each counted once
+    statuses = [a[2] for a in answers[True]]
+    assert statuses.count(200) >= 6 and {307, 400, 404, 405, 413, 415, 422} <= set(statuses), statuses
+    for got, want in zip(answers[True], answers[False], strict=True):
+        assert got == want
+    answered_fast = sum(1 for method, path, status, *_ in answers[True] if path == "/predict" and status == 200)
+    assert answered_fast >= 6 and routed[False] - routed[True] == answered_fast, (routed, answered_fast)
+
+
+def test_an_error_while_scoring_on_the_fast_path_is_the_routes_500(baseline, clf, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from sparse_rational.web import server
+
+    def broken(self, texts):
+        raise RuntimeError("the model broke\nbadly")
+
+    monkeypatch.setattr(server.Model, "predict", broken)
+    answers = []
+    for fast in (True, False):
+        app = server.create_app(server.ServeOptions(model=str(baseline), no_table=True, fast_path=fast), clf)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            r = client.post("/predict", json={"texts": ["great pan"]})
+            answers.append((r.status_code, r.headers.raw, r.content))
+            assert client.post("/predict", json={"texts": []}).status_code == 200  # still serving
+    assert answers[0] == answers[1] and answers[0][0] == 500 and b"the model broke" in answers[0][2]
+
+
+@pytest.mark.parametrize(
+    ("inline_chars", "cheap", "on_loop"),
+    [(0, True, False), (7, True, False), (8, True, True), (16000, True, True), (16000, False, False)],
+)
+def test_the_batcher_scores_small_calls_on_the_event_loop(inline_chars, cheap, on_loop):
+    """A model call of at most ``inline_chars`` characters runs on the event loop's thread, a
+    larger one (any, with 0), or any when the scorer is not the cheap one, on the model thread."""
+    import asyncio
+    import threading
+
+    from sparse_rational.web.server import Batcher
+
+    ran_on = []
+
+    def score(texts):
+        ran_on.append(threading.get_ident())
+        return [len(t) for t in texts]
+
+    async def run():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = Batcher(score, pool, inline_chars=inline_chars, cheap=lambda: cheap)
+            batcher.start()
+            rows = await batcher.submit(["four", "five"])  # 8 characters
+            await batcher.stop()
+        return rows, threading.get_ident()
+
+    rows, loop_thread = asyncio.run(run())
+    assert rows == [4, 4] and len(ran_on) == 1
+    assert (ran_on[0] == loop_thread) == on_loop
+
+
+def test_only_the_folded_predictor_counts_as_cheap(baseline, clf):
+    """The event loop scores only through the folded predictor: not a model without a
+    vocabulary (transformer vectors), nor the PyTorch scan while the fused kernel loads."""
+    from types import SimpleNamespace
+
+    from sparse_rational.web.server import Model, ServeOptions
+
+    options = ServeOptions(model=str(baseline))
+    for impl, vocab, cheap in (("auto", clf.vocab, True), ("scan", clf.vocab, False), ("auto", None, False)):
+        stub = SimpleNamespace(vocab=vocab, model=SimpleNamespace(wfsa=SimpleNamespace(impl=impl)))
+        assert Model(options, stub).folded() is cheap
+
+
+def test_serve_passes_and_checks_inline_chars(baseline, monkeypatch, capsys):
+    from sparse_rational.web import server
+
+    seen = []
+    monkeypatch.setattr(server, "serve", lambda options, **kwargs: seen.append(options) or 0)
+    assert main(["serve", "--model", str(baseline), "--inline-chars", "123"]) == 0
+    assert main(["serve", "--model", str(baseline)]) == 0
+    assert [o.inline_chars for o in seen] == [123, 16000]
+    assert main(["serve", "--model", str(baseline), "--inline-chars", "-1"]) == 2
+    assert "--inline-chars" in capsys.readouterr().err
+
+
+def test_the_command_line_imports_no_server_until_serve_runs():
+    """``predict`` and the other commands start without asyncio and the server (``serve``'s
+    defaults come from ``web/options.py``): tens of milliseconds of every start."""
+    names = "{'asyncio', 'sparse_rational.web.server'}"
+    code = f"import sys, sparse_rational.cli; print(sorted({names} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -16,8 +16,7 @@ from ..argtypes import nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output
 from ..errors import UserError
 from ..validate import peek_config
-from . import server
-from .server import ServeOptions
+from .options import ServeOptions
 from .tables import TableSource, table_for
 
 DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (config.TrainConfig.max_tokens)
@@ -27,6 +26,7 @@ DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
 DEFAULT_MAX_EXPLAIN_QUEUE = config.default(ServeOptions, "max_explain_queue")
 DEFAULT_MAX_BATCH = config.default(ServeOptions, "max_batch")
 DEFAULT_THREADS = config.default(ServeOptions, "threads")
+DEFAULT_INLINE_CHARS = config.default(ServeOptions, "inline_chars")
 
 
 def _port(text: str) -> int:
@@ -131,6 +131,14 @@ def add_parsers(subparsers) -> None:
         "while the model is busy are batched anyway)",
     )
     s.add_argument(
+        "--inline-chars",
+        type=nonneg_int,
+        default=DEFAULT_INLINE_CHARS,
+        help="score a model call of at most this many characters on the event loop, a larger one on the "
+        f"model thread (default {DEFAULT_INLINE_CHARS}: about a millisecond; 0: every call on the thread); "
+        "static word vectors only: a transformer model scores on the thread",
+    )
+    s.add_argument(
         "--threads",
         type=threads_int,
         default=DEFAULT_THREADS,
@@ -230,9 +238,12 @@ def run_serve(args: argparse.Namespace) -> int:
         max_explain_queue=args.max_explain_queue,
         max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms,
+        inline_chars=args.inline_chars,
         threads=args.threads,
         **asdict(table_source(args)),
     )
+    from . import server  # lazy: start-up (asyncio, the server)
+
     return server.serve(
         options,
         host=args.host,

@@ -22,10 +22,18 @@ tokens, about 1 ms a token, where predicting is a fused kernel). An unexpected f
 
 Batching (:class:`Batcher`): every ``/predict`` request puts its texts on one queue; a
 single task takes everything waiting (up to ``max_batch`` texts), scores it in one model
-call on the model thread, and hands each request its rows. Requests that arrive while the
-model is busy therefore share the next call; ``batch_wait_ms`` can hold a call back to
-gather more. ``/explain`` runs on a thread of its own, so a long explanation does not hold
-up predictions (both only read the model).
+call, and hands each request its rows. Requests that arrive while the model is busy
+therefore share the next call; ``batch_wait_ms`` can hold a call back to gather more. A
+call of at most ``inline_chars`` characters (a few reviews: about a millisecond) runs on
+the event loop itself, which costs less CPU than handing it to the model thread and back;
+a larger one runs on the model thread, so the loop goes on answering meanwhile, and so does
+every call of a model that is not scored by the folded predictor (transformer vectors, or
+the PyTorch scan while the fused kernel loads).
+``/explain`` runs on a thread of its own, so a long explanation does not hold up
+predictions (both only read the model).
+
+A well-formed ``POST /predict`` is answered by :class:`FastPredict`, an ASGI middleware in
+front of Starlette's routing; everything else, every refusal included, by the routes.
 """
 
 from __future__ import annotations
@@ -42,42 +50,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from typing import Any
 
-from .. import config
 from ..errors import UserError, one_line
-from .tables import TableSource, table_for
+from .options import ServeOptions
+from .tables import table_for
 
 ENV = "SPARSE_RATIONAL_SERVE_OPTIONS"  # the options, as JSON, for the worker processes of --workers N
 INSTALL = "pip install 'sparse-rational[serve]'"
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """What ``serve`` needs besides where to listen (JSON-serialisable: the worker processes
-    of ``--workers N`` read it from the environment)."""
-
-    model: str
-    allow_download: bool = False
-    max_body_bytes: int = 2 * 1024 * 1024  # the defaults of serve's options (web/cli.py reads them here)
-    max_texts: int = 1000
-    max_tokens: int = config.default(config.TrainConfig, "max_tokens")  # as predict
-    max_explain_tokens: int = 2000
-    max_explain_queue: int = 8  # /explain requests waiting or running; more get 503 + Retry-After
-    max_batch: int = 256
-    batch_wait_ms: float = 0.0
-    threads: int = 1  # torch threads per server process
-    dataset: str | None = None  # Table 1 on the page: its training split
-    train: str | None = None
-    data_dir: str | None = None
-    split_seed: int = 0
-    top_k: int = 4
-    no_table: bool = False
-
-    def table_source(self) -> TableSource:
-        """Where Table 1 on the page comes from (the fields above that :class:`TableSource` holds)."""
-        return TableSource(**{f.name: getattr(self, f.name) for f in fields(TableSource)})
 
 
 def _require():
@@ -100,6 +81,16 @@ def _json_bytes() -> Callable[[Any], bytes]:
     return orjson.dumps
 
 
+def _json_loads() -> Callable[[bytes], Any]:
+    """orjson's ``loads`` when installed, else the standard library's on the body decoded as
+    UTF-8 (both raise a ValueError for what is not UTF-8 JSON)."""
+    try:
+        import orjson  # lazy: optional (orjson: the serve extra)
+    except ImportError:
+        return lambda body: json.loads(body.decode("utf-8"))
+    return orjson.loads
+
+
 class Problem(Exception):
     """A request the server refuses: an HTTP status and a one-line reason."""
 
@@ -113,7 +104,9 @@ class Problem(Exception):
 class Batcher:
     """Scores the texts of concurrent requests together (module doc).
 
-    ``score(texts) -> rows`` runs on ``executor``; :meth:`submit` returns this request's rows."""
+    ``score(texts) -> rows`` runs on ``executor``, or on the event loop itself when the batch
+    holds at most ``inline_chars`` characters and ``cheap()`` says the scorer is the fast one
+    (its cost per character known); :meth:`submit` returns this request's rows."""
 
     def __init__(
         self,
@@ -121,8 +114,11 @@ class Batcher:
         executor: ThreadPoolExecutor,
         max_batch: int = 256,
         wait: float = 0.0,
+        inline_chars: int = 0,
+        cheap: Callable[[], bool] = lambda: True,
     ):
         self.score, self.executor, self.max_batch, self.wait = score, executor, max_batch, wait
+        self.inline_chars, self.cheap = inline_chars, cheap
         self.queue: asyncio.Queue[tuple[list[str], asyncio.Future]] = asyncio.Queue()
         self.batches = 0
         self.texts = 0
@@ -167,7 +163,10 @@ class Batcher:
                 continue
             texts = [t for ts, _ in items for t in ts]
             try:
-                rows = await loop.run_in_executor(self.executor, self.score, texts)
+                if sum(map(len, texts)) <= self.inline_chars and self.cheap():  # cheaper than a hand-off
+                    rows = self.score(texts)
+                else:
+                    rows = await loop.run_in_executor(self.executor, self.score, texts)
             except Exception as exc:  # each request gets the error; the server goes on
                 for _, fut in items:
                     if not fut.done():
@@ -183,10 +182,14 @@ class Batcher:
                 k += len(ts)
 
 
+def _is_json(ctype: str) -> bool:
+    return ctype.split(";")[0].strip().lower() == "application/json"
+
+
 async def read_json(request, limit: int) -> Any:
     """The request's JSON body, or a :class:`Problem` (415, 413, 400)."""
     ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
+    if not _is_json(ctype):
         raise Problem(415, f"send the body as application/json (got content type {ctype or 'none'!r})")
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
@@ -243,6 +246,68 @@ def _text(body: Any) -> str:
     return _unicode(body["text"], '"text"')
 
 
+class FastPredict:
+    """ASGI middleware: answers a well-formed ``POST /predict`` itself, without Starlette's
+    routing, exception wrappers and request and response objects (about a third of the
+    server's CPU time per request; docs/results/web/fast_path.md). It reads the body, parses it
+    with ``loads`` (orjson's: stricter than the standard library's, never more lenient) and
+    checks it as the ``/predict`` route does. Every other request, and every ``/predict`` whose
+    headers or body are not what the fast path takes, goes on to ``app`` (the route) with the
+    body replayed, so each error answer is the route's own. An exception while scoring
+    propagates, as from the route, to Starlette's error handler (the same 500)."""
+
+    def __init__(self, app, batcher: Batcher, options: ServeOptions, loads: Callable[[bytes], Any], dumps):
+        self.app, self.batcher, self.options, self.loads, self.dumps = app, batcher, options, loads, dumps
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/predict" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        ctype = length = None
+        for key, value in scope["headers"]:  # the first of each, as the route's request.headers.get
+            if key == b"content-type" and ctype is None:
+                ctype = value
+            elif key == b"content-length" and length is None:
+                length = value
+        limit = self.options.max_body_bytes
+        fits = length is None or (length.isdigit() and len(length) < 16 and int(length) <= limit)
+        if ctype is None or not _is_json(ctype.decode("latin-1")) or not fits:
+            return await self.app(scope, receive, send)
+        messages, chunks, size = [], [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit or not message.get("more_body", False):
+                break
+        texts = self._texts(b"".join(chunks)) if message["type"] == "http.request" and size <= limit else None
+        if texts is None:
+            return await self.app(scope, _replay(messages, receive), send)
+        content = self.dumps({"predictions": list(await self.batcher.submit(texts))})
+        headers = [(b"content-length", str(len(content)).encode("latin-1")), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    def _texts(self, body: bytes) -> list[str] | None:
+        """The texts of a body that the route would take, else None (the route answers)."""
+        try:
+            return _texts(self.loads(body), self.options.max_texts)
+        except (ValueError, RecursionError, Problem):  # orjson's JSONDecodeError is a ValueError
+            return None
+
+
+def _replay(messages: list[dict], receive):
+    """An ASGI ``receive`` that gives ``messages`` again, then those of ``receive``."""
+    pending = list(messages)
+
+    async def again() -> dict:
+        return pending.pop(0) if pending else await receive()
+
+    return again
+
+
 class Model:
     """The loaded classifier and what the endpoints compute with it (on the model thread)."""
 
@@ -275,9 +340,16 @@ class Model:
 
     _fast: Any = None  # the folded predictor, once the model serves through it (static vectors)
 
+    def folded(self) -> bool:
+        """Whether :meth:`predict` scores through the folded predictor (static word vectors,
+        once the fused kernel is loaded): about a millisecond for a few reviews, cheap enough
+        for the event loop. A transformer model, or the PyTorch scan before the kernel loads,
+        costs far more per character."""
+        return self.impl == "auto" and self.clf.vocab is not None
+
     def predict(self, texts: list[str]) -> list[dict]:
         classes = self.clf.classes
-        if self._fast is None and self.impl == "auto" and self.clf.vocab is not None:
+        if self._fast is None and self.folded():
             self._fast = self.clf.folded()  # built once: the served model never changes
         if self._fast is not None:
             probs = self._fast.predict_proba(texts, self.options.max_tokens)
@@ -343,12 +415,15 @@ def create_app(options: ServeOptions, clf=None):
 
     dumps = _json_bytes()
 
+    def render(content: Any) -> bytes:  # orjson when it is there
+        try:
+            return dumps(content)
+        except TypeError:  # what orjson refuses (a lone surrogate in a class name): the standard library's
+            return bytes(JSONResponse(content).body)
+
     class FastJSON(JSONResponse):  # the same responses, rendered by orjson when it is there
         def render(self, content: Any) -> bytes:
-            try:
-                return dumps(content)
-            except TypeError:  # what orjson refuses (a lone surrogate in a class name): the standard library's
-                return super().render(content)
+            return render(content)
 
     # One request's texts are few: with more threads each model call pays for waking them
     # (measured: 2.9 ms a call with 1 thread, 12-60 ms with 2 on a loaded 2-core machine;
@@ -358,7 +433,8 @@ def create_app(options: ServeOptions, clf=None):
     executor = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-predict")
     explainer = ThreadPoolExecutor(1, thread_name_prefix="sparse-rational-explain")
     threading.Thread(target=model.load_kernel, name="sparse-rational-kernel", daemon=True).start()
-    batcher = Batcher(model.predict, executor, options.max_batch, options.batch_wait_ms / 1000)
+    wait = options.batch_wait_ms / 1000
+    batcher = Batcher(model.predict, executor, options.max_batch, wait, options.inline_chars, model.folded)
     started = time.time()
     page_lock = asyncio.Lock()
     page_html: list[str] = []
@@ -472,6 +548,7 @@ def create_app(options: ServeOptions, clf=None):
             executor.shutdown(wait=False, cancel_futures=True)
             explainer.shutdown(wait=False, cancel_futures=True)
 
+    fast = [Middleware(FastPredict, batcher, options, _json_loads(), render)] if options.fast_path else []
     app = Starlette(
         routes=[
             Route("/predict", predict, methods=["POST"]),
@@ -480,7 +557,7 @@ def create_app(options: ServeOptions, clf=None):
             Route("/health", health, methods=["GET"]),
         ],
         exception_handlers={Problem: on_problem, HTTPException: on_http, Exception: on_error},
-        middleware=[Middleware(Count)],
+        middleware=[Middleware(Count)] + fast,
         lifespan=lifespan,
     )
     app.state.batcher = batcher
