@@ -102,7 +102,7 @@ def prepare_run(
     if not isinstance(splits, Splits):  # data in memory: a list of pairs, a DataFrame, a Dataset
         splits = splits_from(splits)
     classes = check_training_data(splits)
-    options = resolve_negation_pairs(options, classes)
+    options = resolve_negation_pairs(options, classes, len(splits.train))
     device = resolve_device(options.device)
     check_precision(options.precision, device)
     return splits, options, prepare(splits, options, stack, classes, device, verbose, hf_options)

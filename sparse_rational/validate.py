@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import AUTO_NEGATION_PAIRS, check
+from .config import AUTO_NEGATION_MIN_TEXTS, AUTO_NEGATION_PAIRS, check
 from .embeddings.hf_options import is_contextual
 from .errors import ParameterError, UserError, one_line
 
@@ -462,15 +462,17 @@ def check_training_data(splits: Splits) -> list:
     return classes
 
 
-def resolve_negation_pairs(options: RunOptions, classes: list) -> RunOptions:
+def resolve_negation_pairs(options: RunOptions, classes: list, texts: int) -> RunOptions:
     """``options`` with ``negation_pairs`` as the run uses it: ``"auto"`` gives
     :data:`~sparse_rational.config.AUTO_NEGATION_PAIRS` when the two classes are named
-    positive/negative or pos/neg (any case), else 0; a number asks for two classes, since a
-    negated sentence takes the other one."""
+    positive/negative or pos/neg (any case) and there are ``AUTO_NEGATION_MIN_TEXTS``
+    training ``texts`` or more, else 0; a number asks for two classes, since a negated
+    sentence takes the other one."""
     pairs = options.train.negation_pairs
     if pairs == "auto":
         names = {str(c).strip().lower() for c in classes}
-        pairs = AUTO_NEGATION_PAIRS if names in ({"positive", "negative"}, {"pos", "neg"}) else 0.0
+        sentiment = names in ({"positive", "negative"}, {"pos", "neg"})
+        pairs = AUTO_NEGATION_PAIRS if sentiment and texts >= AUTO_NEGATION_MIN_TEXTS else 0.0
     elif pairs and len(classes) != 2:
         raise ParameterError(
             "negation_pairs", f"a negated sentence takes the other class: needs 2 classes, not {len(classes)}"

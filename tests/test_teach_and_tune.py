@@ -465,24 +465,25 @@ def test_negation_pairs_train_and_bad_values_are_one_line_errors(small, tiny_fil
 
 
 @pytest.mark.parametrize(
-    "classes, given, used",
+    "classes, texts, given, used",
     [
-        (["negative", "positive"], "auto", 0.25),
-        (["NEG", "Pos"], "auto", 0.25),
-        (["0", "1"], "auto", 0.0),  # 0/1 need not be sentiment: no pairs unless asked
-        (["objective", "subjective"], "auto", 0.0),
-        (["a", "b", "c"], "auto", 0.0),
-        (["0", "1"], 0.5, 0.5),
-        (["negative", "positive"], 0.0, 0.0),
+        (["negative", "positive"], 4000, "auto", 0.25),
+        (["NEG", "Pos"], 10**6, "auto", 0.25),
+        (["negative", "positive"], 3999, "auto", 0.0),  # too few texts to tell a word's label
+        (["0", "1"], 10**6, "auto", 0.0),  # 0/1 need not be sentiment: no pairs unless asked
+        (["objective", "subjective"], 10**6, "auto", 0.0),
+        (["a", "b", "c"], 10**6, "auto", 0.0),
+        (["0", "1"], 10, 0.5, 0.5),
+        (["negative", "positive"], 10**6, 0.0, 0.0),
     ],
 )
-def test_negation_pairs_auto_means_pairs_for_sentiment_classes_only(classes, given, used):
-    from sparse_rational.config import AUTO_NEGATION_PAIRS, check
+def test_negation_pairs_auto_means_pairs_for_large_sentiment_data_only(classes, texts, given, used):
+    from sparse_rational.config import AUTO_NEGATION_MIN_TEXTS, AUTO_NEGATION_PAIRS, check
     from sparse_rational.validate import resolve_negation_pairs
 
+    assert (AUTO_NEGATION_PAIRS, AUTO_NEGATION_MIN_TEXTS) == (0.25, 4000)
     options = RunOptions(train=TrainConfig(negation_pairs=given))
-    expected = AUTO_NEGATION_PAIRS if given == "auto" and used else used
-    assert resolve_negation_pairs(options, classes).train.negation_pairs == expected
+    assert resolve_negation_pairs(options, classes, texts).train.negation_pairs == used
     check(TrainConfig(negation_pairs=given))
     with pytest.raises(ParameterError, match="negation_pairs"):
         check(TrainConfig(negation_pairs="sometimes"))
