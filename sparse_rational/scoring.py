@@ -20,6 +20,7 @@ import importlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -175,11 +176,13 @@ _WORKER_ERROR = re.compile(r"^sparse_rational\.errors\.(\w*Error): (.+)$", re.M)
 def _import_fsspec_http() -> None:
     """Import fsspec's HTTP filesystem once, here, before Ray Data lists the inputs: its file
     listing imports it from several threads at once, and one of them can see the module half
-    initialised ("cannot import name 'HTTPFileSystem'", seen once in a clean-clone test run)."""
+    initialised ("cannot import name 'HTTPFileSystem'", seen in clean-clone test runs). Where it
+    cannot be imported (no aiohttp), it is marked missing, so that every thread gets the
+    ModuleNotFoundError Ray Data expects instead of importing it again, each on its own."""
     try:
         import fsspec.implementations.http  # noqa: F401  # lazy: optional (fsspec: Ray Data falls back without it)
     except ImportError:
-        pass
+        sys.modules["fsspec.implementations.http"] = None  # type: ignore[assignment]  # import raises ModuleNotFoundError
 
 
 def _own_error(exc: BaseException) -> UserError | None:

@@ -210,3 +210,39 @@ def test_a_line_that_is_not_utf8_names_its_file_and_line(baseline, tmp_path):
     with pytest.raises(UserError, match=r"b\.txt:2: not UTF-8 text$"):
         score_files(baseline, [str(tmp_path / "in")], tmp_path / "o", workers=1)
     assert not ray.is_initialized()
+
+
+def test_a_missing_fsspec_http_filesystem_is_missing_for_every_thread():
+    """Ray Data lists the inputs from several threads, each importing fsspec's HTTP filesystem,
+    and catches only ModuleNotFoundError; without aiohttp, a thread could see the module half
+    imported ("cannot import name"). Once marked missing, every import says ModuleNotFoundError."""
+    import importlib.util
+    import sys
+    import threading
+
+    from sparse_rational.scoring import _import_fsspec_http
+
+    if importlib.util.find_spec("aiohttp") is not None or importlib.util.find_spec("fsspec") is None:
+        pytest.skip("fsspec's HTTP filesystem imports here (aiohttp installed), or fsspec is missing")
+    saved = sys.modules.pop("fsspec.implementations.http", "absent")
+    try:
+        _import_fsspec_http()
+        assert sys.modules["fsspec.implementations.http"] is None  # marked missing: never imported again
+        errors: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                from fsspec.implementations.http import HTTPFileSystem  # noqa: F401
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=attempt) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 8 and all(type(e) is ModuleNotFoundError for e in errors), errors
+    finally:
+        sys.modules.pop("fsspec.implementations.http", None)
+        if saved != "absent":
+            sys.modules["fsspec.implementations.http"] = saved
