@@ -60,11 +60,9 @@ def prepare(
     """The featurizer of ``options.embeddings``, the documents as row ids and the model
     factory of a run whose options :func:`~sparse_rational.validate.check_run` accepted."""
     mopts, seed, teach_opts = options.model, options.train.seed, options.teach
-    # labelled texts, as the training split's own (a teacher scores them too)
-    but = contrast_pairs(splits.train, options.train.contrast_pairs, seed) if options.train.contrast_pairs else []
-    negated = (  # a number by now (validate.resolve_negation_pairs)
-        negation_pairs(splits.train, float(options.train.negation_pairs), seed) if options.train.negation_pairs else []
-    )
+    # labelled texts, as the training split's own (a teacher scores them too); none for 0
+    but = contrast_pairs(splits.train, options.train.contrast_pairs, seed)
+    negated = negation_pairs(splits.train, float(options.train.negation_pairs), seed)  # a number by now (validate)
     if but or negated:
         if verbose:
             _log.info(

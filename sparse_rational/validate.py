@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import AUTO_NEGATION_MIN_TEXTS, AUTO_NEGATION_PAIRS, check
+from .data.contrast import NAMED_SENTIMENT
 from .embeddings.hf_options import is_contextual
 from .errors import ParameterError, UserError, one_line
 
@@ -471,7 +472,7 @@ def resolve_negation_pairs(options: RunOptions, classes: list, texts: int) -> Ru
     pairs = options.train.negation_pairs
     if pairs == "auto":
         names = {str(c).strip().lower() for c in classes}
-        sentiment = names in ({"positive", "negative"}, {"pos", "neg"})
+        sentiment = any(names == set(pair) for pair in NAMED_SENTIMENT)
         pairs = AUTO_NEGATION_PAIRS if sentiment and texts >= AUTO_NEGATION_MIN_TEXTS else 0.0
     elif pairs and len(classes) != 2:
         raise ParameterError(

@@ -130,10 +130,10 @@ def _bare(word: str) -> str:
     return word.lower().replace("\u2019", "'").strip(_STRIP)
 
 
-def polarity(examples: Sequence[Example], min_count: int = 5) -> tuple[dict[str, float], str]:
+def polarity(examples: Sequence[Example], min_count: int = 5) -> tuple[dict[str, float], list[str]]:
     """Each word's log-count ratio between the two labels (Wang and Manning 2012) over the
     documents of ``examples``, for words in at least ``min_count`` of them: positive when the
-    word is more frequent in the first label's documents (sorted), which is returned too."""
+    word is more frequent in the first label's documents; and the two labels, sorted."""
     labels = sorted({ex.label for ex in examples}, key=str)
     if len(labels) != 2:
         raise ValueError(f"negation pairs need two classes, not {len(labels)}")
@@ -147,7 +147,7 @@ def polarity(examples: Sequence[Example], min_count: int = 5) -> tuple[dict[str,
         a, b = counts[first][word], counts[second][word]
         if word and a + b >= min_count:
             ratio[word] = math.log((a + 1) / (sizes[first] + 1)) - math.log((b + 1) / (sizes[second] + 1))
-    return ratio, first
+    return ratio, labels
 
 
 def negate(sentence: str, ratio: dict[str, float], sign: int, threshold: float) -> str | None:
@@ -194,9 +194,8 @@ def negation_pairs(
     word polarities come from ``examples`` themselves."""
     if copies <= 0:
         return []
-    ratio, first = polarity(examples)
-    labels = sorted({ex.label for ex in examples}, key=str)
-    other = {labels[0]: labels[1], labels[1]: labels[0]}
+    ratio, (first, second) = polarity(examples)
+    other = {first: second, second: first}
     rng = random.Random(f"negation-pairs:{seed}")
     whole, part = int(copies), copies - int(copies)
     extra = set(rng.sample(range(len(examples)), round(part * len(examples)))) if part > 0 else set()

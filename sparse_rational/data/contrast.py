@@ -48,6 +48,7 @@ __all__ = [
     "DOMAINS",
     "FAMILIES",
     "LABELS",
+    "NAMED_SENTIMENT",
     "ContrastExample",
     "contrast_set",
     "label_map",
@@ -58,6 +59,9 @@ __all__ = [
 POSITIVE = "positive"
 NEGATIVE = "negative"
 LABELS = (POSITIVE, NEGATIVE)
+#: class names (positive, negative), any case, that say a binary task is sentiment ("1"/"0"
+#: too in :func:`label_map`, where the caller says the model is one)
+NAMED_SENTIMENT = ((POSITIVE, NEGATIVE), ("pos", "neg"))
 
 DOMAINS = ("kitchen", "books", "dvd", "electronics")
 GENERIC = "generic"
@@ -675,7 +679,7 @@ def label_map(classes: Sequence[str]) -> dict[str, str]:
     names = [str(c) for c in classes]
     by_lower = {name.strip().lower(): name for name in names}
     if len(names) == 2 and len(by_lower) == 2:
-        for positive, negative in ((POSITIVE, NEGATIVE), ("pos", "neg"), ("1", "0")):
+        for positive, negative in (*NAMED_SENTIMENT, ("1", "0")):
             if set(by_lower) == {positive, negative}:
                 return {POSITIVE: by_lower[positive], NEGATIVE: by_lower[negative]}
     shown = ", ".join(repr(n) for n in names) or "none"
