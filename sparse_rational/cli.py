@@ -530,36 +530,23 @@ def _print_confusion(confusion: dict, out) -> None:
 
 
 def _line_batches(source: str, size: int, max_chars: int = 0):
-    """Lists of at most ``size`` texts, read one line at a time (the input is streamed).
-    With ``max_chars``, a line is read in bounded chunks and only its first ``max_chars + 1``
-    characters are kept (the model cuts it to ``max_chars`` and counts it as cut): memory
-    stays bounded whatever the input, a line of gigabytes or /dev/zero alike. A line's
-    ending (``\n`` or ``\r\n``) is not part of its text."""
+    """Lists of at most ``size`` texts, read in blocks (the input is streamed: a block is
+    what one read returns, at most 1 MiB). With ``max_chars``, a line of
+    ``4 * (max_chars + 1)`` bytes or more keeps only its first ``max_chars + 1`` characters
+    (the model cuts it to ``max_chars`` and counts it as cut) and the rest of it is skipped
+    as it is read: memory stays bounded whatever the input, a line of gigabytes or
+    /dev/zero alike. A line's ending (``\n`` or ``\r\n``) is not part of its text. A line
+    that is not UTF-8 is named ``FILE:LINE``; the batches before it are yielded first."""
     fh, name = _open_input(source)
-    limit = 4 * (max_chars + 1) if max_chars > 0 else -1  # bytes: UTF-8 takes at most 4 per character
     batch: list[str] = []
-    number = 0
     try:
-        while True:
-            raw = fh.readline(limit)
-            if not raw:
-                break
-            number += 1
-            cut = limit > 0 and len(raw) == limit and not raw.endswith(b"\n")
-            while cut:  # the rest of a long line, skipped in bounded chunks
-                rest = fh.readline(1 << 16)
-                if not rest or rest.endswith(b"\n"):
-                    break
-            try:  # a cut line may end inside a character: that part is left out
-                text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
-            except UnicodeDecodeError:
-                raise UserError(f"{name}:{number}: not UTF-8 text") from None
-            if cut:
-                text = text[: max_chars + 1]
-            batch.append(text.removesuffix("\n").removesuffix("\r"))
-            if len(batch) == size:
-                yield batch
-                batch = []
+        for texts in _text_blocks(fh, name, max_chars):
+            batch += texts
+            if len(batch) >= size:
+                whole = len(batch) - len(batch) % size
+                for start in range(0, whole, size):
+                    yield batch[start : start + size]
+                del batch[:whole]
     except OSError as exc:
         raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
     finally:
@@ -567,6 +554,72 @@ def _line_batches(source: str, size: int, max_chars: int = 0):
             fh.close()
     if batch:
         yield batch
+
+
+_BLOCK = 1 << 20  # bytes per read of predict's input
+
+
+def _text_blocks(fh, name: str, max_chars: int):
+    """The texts of ``fh``'s lines (:func:`_line_batches`), a list per block read: the
+    lines of a block are split and decoded at once, one line at a time only in a block that
+    holds a line to cut or a byte that is not UTF-8."""
+    limit = 4 * (max_chars + 1) if max_chars > 0 else 0  # bytes: UTF-8 takes at most 4 per character
+    read = getattr(fh, "read1", fh.read)  # what is there: a pipe's lines are scored as they come
+    number = 0  # lines before the block
+    pending = b""  # the start of a line whose end is not read yet
+    skipping = False  # in the rest of a line that was cut
+
+    def one_by_one(raws: list[bytes]):
+        texts: list[str] = []
+        for k, raw in enumerate(raws):
+            cut = 0 < limit <= len(raw)
+            try:  # a cut line may end inside a character: that part is left out
+                text = codecs.getincrementaldecoder("utf-8")().decode(raw[:limit] if cut else raw, final=not cut)
+            except UnicodeDecodeError:
+                yield texts
+                raise UserError(f"{name}:{number + k + 1}: not UTF-8 text") from None
+            texts.append((text[: max_chars + 1] if cut else text).removesuffix("\r"))
+        yield texts
+
+    def decoded(block: bytes) -> list[str] | None:
+        """The lines of ``block`` (joined by newlines, the last one without its own), or
+        None when one of them needs ``one_by_one``."""
+        if limit and len(block) >= limit and max(map(len, block.split(b"\n"))) >= limit:
+            return None
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        texts = text.split("\n")
+        if "\r" in text:
+            texts = [t.removesuffix("\r") for t in texts]
+        return texts
+
+    while True:
+        data = read(_BLOCK)
+        if not data:
+            break
+        if skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                continue
+            data, skipping = data[end + 1 :], False
+        data = pending + data if pending else data
+        end = data.rfind(b"\n")
+        head, pending = (data[:end], data[end + 1 :]) if end >= 0 else (b"", data)
+        if end >= 0:
+            texts = decoded(head)
+            if texts is None:
+                yield from one_by_one(head.split(b"\n"))
+            else:
+                yield texts
+            number += head.count(b"\n") + 1
+        if limit and len(pending) >= limit:  # a line too long to keep: its start, then skip the rest
+            yield from one_by_one([pending])
+            number += 1
+            pending, skipping = b"", True
+    if pending:
+        yield from one_by_one([pending])
 
 
 def _open_input(source: str):

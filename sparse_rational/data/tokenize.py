@@ -157,6 +157,31 @@ def chunk_tokens(chunk: str) -> list[str]:
     return [chunk] if chunk.isalnum() else _TOKEN_RE.findall(chunk)
 
 
+class _Growing:
+    """An int64 array that grows at its end (its capacity doubles): ``array`` is a view of
+    what it holds, without copying it again after every batch that learned a chunk."""
+
+    def __init__(self) -> None:
+        self._data = np.empty(1024, np.int64)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self._n + len(values)
+        if end > len(self._data):
+            grown = np.empty(max(end, 2 * len(self._data)), np.int64)
+            grown[: self._n] = self._data[: self._n]
+            self._data = grown
+        self._data[self._n : end] = values
+        self._n = end
+
+    @property
+    def array(self) -> np.ndarray:
+        return self._data[: self._n]
+
+
 class BatchTokenizer:
     """:func:`tokenize` for many texts at once, several times faster, with each token
     mapped to an integer id by ``lookup``: a function, or a mapping with ``default`` the
@@ -230,10 +255,11 @@ class BatchTokenizer:
         if self._native is not None:
             self._native.clear()
             self._native.put(_DOC.encode(), 0)
-        self._starts: list[int] = [0]  # code -> where its ids start in _flat
-        self._sizes: list[int] = [0]  # code -> how many tokens it has (none: no chunk is empty)
-        self._flat: list[int] = []
-        self._arrays: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._starts = _Growing()  # code -> where its ids start in _flat
+        self._sizes = _Growing()  # code -> how many tokens it has (none: no chunk is empty)
+        self._starts.extend(np.zeros(1, np.int64))  # code 0: the end of a text, no token
+        self._sizes.extend(np.zeros(1, np.int64))
+        self._flat = _Growing()
 
     def _size(self) -> int:
         return len(self._native) if self._native is not None else len(self._memo)
@@ -267,10 +293,9 @@ class BatchTokenizer:
         first = len(self._sizes)
         if self._native is None:
             self._memo.update(zip(chunks, range(first, first + n)))
-        self._starts.extend((starts + len(self._flat)).tolist())
-        self._sizes.extend(sizes.tolist())
-        self._flat.extend(ids.tolist())
-        self._arrays = None
+        self._starts.extend(starts + len(self._flat))
+        self._sizes.extend(sizes)
+        self._flat.extend(ids)
 
     def _codes(self, chunks: list[str]) -> np.ndarray:
         codes = np.fromiter(map(self._memo.get, chunks, repeat(-1)), np.int64, len(chunks))
@@ -297,9 +322,13 @@ class BatchTokenizer:
             if len(starts) and self._size() > self.max_chunks and held > 1:  # bounded memory: start again
                 self._reset()
                 codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
-            if len(starts):
-                pieces = zip(starts.tolist(), sizes.tolist())
-                self._learn([_normalized_chunk(buf[a : a + n].decode("utf-8", "surrogatepass")) for a, n in pieces])
+            if len(starts):  # the new chunks, decoded at once (no chunk holds a control character)
+                pieces = map(slice, starts.tolist(), (starts + sizes).tolist())
+                text = b"\x01".join(map(buf.__getitem__, pieces)).decode("utf-8", "surrogatepass")
+                new = text.split("\x01")
+                if not text.isascii():  # bytes.lower() lower-cased the ASCII ones already
+                    new = [c if c.isascii() else _normalized_chunk(c) for c in new]
+                self._learn(new)
         except BaseException:  # the C memo may hold chunks not learned here (Ctrl-C, memory): forget all
             self._reset()
             raise
@@ -315,13 +344,7 @@ class BatchTokenizer:
                 codes = self._native_codes(texts)
             else:
                 codes = self._codes(_normalized_chunks(texts))
-            if self._arrays is None:
-                self._arrays = (
-                    np.asarray(self._starts, np.int64),
-                    np.asarray(self._sizes, np.int64),
-                    np.asarray(self._flat, np.int64),
-                )
-            starts, sizes, flat = self._arrays
+            starts, sizes, flat = self._starts.array, self._sizes.array, self._flat.array
         size = sizes[codes]
         ends = np.cumsum(size)
         total = int(ends[-1]) if len(ends) else 0

@@ -1,0 +1,88 @@
+"""predict's input reader (``cli._line_batches``): lines read in blocks give the same texts,
+in the same batches, as reading them one at a time, wherever a block ends: across a line,
+a ``\\r\\n``, a character of several bytes, a line cut for being too long, a line that is
+not UTF-8."""
+
+from __future__ import annotations
+
+import codecs
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sparse_rational import cli
+from sparse_rational.errors import UserError
+
+
+def one_at_a_time(data: bytes, size: int, max_chars: int):
+    """The reference: every line decoded on its own; a line of ``4 * (max_chars + 1)`` bytes
+    or more keeps its first ``max_chars + 1`` characters. Returns ``(batches, error)``."""
+    limit = 4 * (max_chars + 1) if max_chars > 0 else 0
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    batches, batch = [], []
+    for number, raw in enumerate(lines, 1):
+        cut = 0 < limit <= len(raw)
+        try:
+            text = codecs.getincrementaldecoder("utf-8")().decode(raw[:limit] if cut else raw, final=not cut)
+        except UnicodeDecodeError:
+            return batches, f"in.txt:{number}: not UTF-8 text"
+        batch.append((text[: max_chars + 1] if cut else text).removesuffix("\r"))
+        if len(batch) == size:
+            batches.append(batch)
+            batch = []
+    return batches + ([batch] if batch else []), None
+
+
+def in_blocks(path, size: int, max_chars: int):
+    batches = []
+    try:
+        for batch in cli._line_batches(str(path), size, max_chars):
+            batches.append(batch)
+    except UserError as exc:
+        return batches, str(exc).replace(str(path), "in.txt")
+    return batches, None
+
+
+PIECES = [b"good", b" ", b"not bad", b"\n", b"\r\n", b"\r", "caf\u00e9".encode(), "\u2019".encode(), b"\xff", b"x" * 30]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(PIECES), max_size=40),
+    block=st.integers(1, 64),
+    size=st.integers(1, 5),
+    max_chars=st.sampled_from([0, 1, 3, 8]),
+)
+def test_blocks_read_like_lines(tmp_path_factory, monkeypatch_session, pieces, block, size, max_chars):
+    data = b"".join(pieces)
+    path = tmp_path_factory.mktemp("r") / "in.txt"
+    path.write_bytes(data)
+    monkeypatch_session.setattr(cli, "_BLOCK", block)
+    assert in_blocks(path, size, max_chars) == one_at_a_time(data, size, max_chars)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_session():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def test_a_long_line_among_others_is_cut_and_the_rest_is_read(tmp_path, monkeypatch):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"first\n" + b"ab" * 5000 + b"\nlast\r\n")
+    monkeypatch.setattr(cli, "_BLOCK", 4096)
+    assert list(cli._line_batches(str(path), 10, 10)) == [["first", "ab" * 5 + "a", "last"]]
+
+
+def test_a_line_that_is_not_utf8_is_named_after_the_batches_before_it(tmp_path, monkeypatch):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"".join(b"line %d\n" % k for k in range(1, 8)) + b"bad \xff\nafter\n")
+    monkeypatch.setattr(cli, "_BLOCK", 16)
+    got = []
+    with pytest.raises(UserError, match=r"in\.txt:8: not UTF-8 text$"):
+        for batch in cli._line_batches(str(path), 3, 0):
+            got.append(batch)
+    assert got == [["line 1", "line 2", "line 3"], ["line 4", "line 5", "line 6"]]
