@@ -6,7 +6,6 @@ Every error caused by the user's input is one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import codecs
 import concurrent.futures
 import json
 import os
@@ -28,6 +27,7 @@ from .embeddings.hf_options import LAYERS, TransformerOptions  # light: no PyTor
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
+from .lines import byte_batches, decode_lines, line_batches
 from .warn import warn
 from .web import cli as web_cli  # cheap: imports no torch
 
@@ -529,111 +529,6 @@ def _print_confusion(confusion: dict, out) -> None:
         print(f"  {name:<{width}}" + "".join(f"  {v:>{width}}" for v in row), file=out)
 
 
-def _line_batches(source: str, size: int, max_chars: int = 0):
-    """Lists of at most ``size`` texts, read in blocks (the input is streamed: a block is
-    what one read returns, at most 1 MiB). With ``max_chars``, a line of
-    ``4 * (max_chars + 1)`` bytes or more keeps only its first ``max_chars + 1`` characters
-    (the model cuts it to ``max_chars`` and counts it as cut) and the rest of it is skipped
-    as it is read: memory stays bounded whatever the input, a line of gigabytes or
-    /dev/zero alike. A line's ending (``\n`` or ``\r\n``) is not part of its text. A line
-    that is not UTF-8 is named ``FILE:LINE``; the batches before it are yielded first."""
-    fh, name = _open_input(source)
-    batch: list[str] = []
-    try:
-        for texts in _text_blocks(fh, name, max_chars):
-            batch += texts
-            if len(batch) >= size:
-                whole = len(batch) - len(batch) % size
-                for start in range(0, whole, size):
-                    yield batch[start : start + size]
-                del batch[:whole]
-    except OSError as exc:
-        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
-    if batch:
-        yield batch
-
-
-_BLOCK = 1 << 20  # bytes per read of predict's input
-
-
-def _text_blocks(fh, name: str, max_chars: int):
-    """The texts of ``fh``'s lines (:func:`_line_batches`), a list per block read: the
-    lines of a block are split and decoded at once, one line at a time only in a block that
-    holds a line to cut or a byte that is not UTF-8."""
-    limit = 4 * (max_chars + 1) if max_chars > 0 else 0  # bytes: UTF-8 takes at most 4 per character
-    read = getattr(fh, "read1", fh.read)  # what is there: a pipe's lines are scored as they come
-    number = 0  # lines before the block
-    pending = b""  # the start of a line whose end is not read yet
-    skipping = False  # in the rest of a line that was cut
-
-    def one_by_one(raws: list[bytes]):
-        texts: list[str] = []
-        for k, raw in enumerate(raws):
-            cut = 0 < limit <= len(raw)
-            try:  # a cut line may end inside a character: that part is left out
-                text = codecs.getincrementaldecoder("utf-8")().decode(raw[:limit] if cut else raw, final=not cut)
-            except UnicodeDecodeError:
-                yield texts
-                raise UserError(f"{name}:{number + k + 1}: not UTF-8 text") from None
-            texts.append((text[: max_chars + 1] if cut else text).removesuffix("\r"))
-        yield texts
-
-    def decoded(block: bytes) -> list[str] | None:
-        """The lines of ``block`` (joined by newlines, the last one without its own), or
-        None when one of them needs ``one_by_one``."""
-        if limit and len(block) >= limit and max(map(len, block.split(b"\n"))) >= limit:
-            return None
-        try:
-            text = block.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        texts = text.split("\n")
-        if "\r" in text:
-            texts = [t.removesuffix("\r") for t in texts]
-        return texts
-
-    while True:
-        data = read(_BLOCK)
-        if not data:
-            break
-        if skipping:
-            end = data.find(b"\n")
-            if end < 0:
-                continue
-            data, skipping = data[end + 1 :], False
-        data = pending + data if pending else data
-        end = data.rfind(b"\n")
-        head, pending = (data[:end], data[end + 1 :]) if end >= 0 else (b"", data)
-        if end >= 0:
-            texts = decoded(head)
-            if texts is None:
-                yield from one_by_one(head.split(b"\n"))
-            else:
-                yield texts
-            number += head.count(b"\n") + 1
-        if limit and len(pending) >= limit:  # a line too long to keep: its start, then skip the rest
-            yield from one_by_one([pending])
-            number += 1
-            pending, skipping = b"", True
-    if pending:
-        yield from one_by_one([pending])
-
-
-def _open_input(source: str):
-    """``(binary file, name for messages)`` of ``predict``'s input (``-``: standard input)."""
-    if source == "-":
-        if sys.stdin is None:
-            raise UserError("predict: standard input is closed; give a file or pipe texts in")
-        return sys.stdin.buffer, "<stdin>"
-    try:
-        return open(source, "rb"), source
-    except OSError as exc:
-        raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
-
-
 def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
     """One JSON object per row of ``probs`` (``{"label": ..., "probabilities": {...}}``, then
     ``"known_tokens"`` when ``known`` is given and ``"text"`` with ``texts``), as
@@ -781,13 +676,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from .data.tokenize import CHARS_PER_TOKEN  # lazy: start-up (data readers)
 
-    batches = _line_batches(args.input, args.batch_size, args.max_tokens * CHARS_PER_TOKEN)
+    max_chars = args.max_tokens * CHARS_PER_TOKEN
     truncated = 0
     try:
         if args.workers > 1 and fast is not None:
-            unknown, truncated = _predict_in_workers(args, fast, batches, out)
+            batches = byte_batches(args.input, args.batch_size, max_chars)
+            unknown, truncated = _predict_in_workers(args, fast, batches, max_chars, out)
         else:
-            _write_predictions(args, fast, score, lines, batches, out)
+            _write_predictions(args, fast, score, lines, line_batches(args.input, args.batch_size, max_chars), out)
     except BrokenPipeError:
         raise
     except OSError as exc:  # /dev/full, a closed pipe's other errors: name where it was writing
@@ -808,25 +704,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[int, int]:
-    """``predict --workers N``: the input read here in batches of ``--batch-size`` lines
-    (:func:`_line_batches`: bounded memory whatever a line's length); each batch scored and
-    formatted in one of N forked processes (:func:`sparse_rational.workers.ordered_map`); the
-    lines written here in input order, batch by batch. Returns the texts with no known word
-    and the texts cut."""
+def _predict_in_workers(args: argparse.Namespace, fast, batches, max_chars: int, out) -> tuple[int, int]:
+    """``predict --workers N``: the input read here in batches of ``--batch-size`` lines, not
+    decoded (:func:`sparse_rational.lines.byte_batches`: bounded memory whatever a line's
+    length); each batch decoded, scored and formatted in one of N forked processes
+    (:func:`sparse_rational.workers.ordered_map`); the lines written here in input order,
+    batch by batch. Returns the texts with no known word and the texts cut."""
     from . import native  # lazy: start-up (tempfile)
     from .workers import ordered_map  # lazy: start-up (multiprocessing)
 
     if fast.model.compiled:
         native.library()  # built or loaded once, before the fork, not once per worker
     classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
+    name = "<stdin>" if args.input == "-" else args.input
 
-    def job(chunk: list[str] | UserError) -> tuple[bytes, int, int]:
+    def job(chunk: tuple[int, bytes, int] | UserError) -> tuple[bytes, int, int]:
         if isinstance(chunk, UserError):  # the input's error, raised in its turn: the batches before it are written
             raise chunk
+        texts, error = decode_lines(chunk[1], chunk[0], name, max_chars)
+        if error is not None:  # a line that is not UTF-8: this batch is not written, those before it are
+            raise error
         before = fast.truncated_texts
-        probs, known = fast.predict_details(chunk, max_tokens)
-        text = _json_lines(classes, probs, known, chunk if with_text else None)
+        probs, known = fast.predict_details(texts, max_tokens)
+        text = _json_lines(classes, probs, known, texts if with_text else None)
         return text.encode("utf-8"), int((known == 0).sum()), fast.truncated_texts - before
 
     raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
@@ -845,7 +745,7 @@ def _predict_in_workers(args: argparse.Namespace, fast, batches, out) -> tuple[i
 
 
 def _in_turn(batches):
-    """The batches, then the reader's error (a line that is not UTF-8) as one more item."""
+    """The batches, then the reader's error (the input cannot be read) as one more item."""
     try:
         yield from batches
     except UserError as exc:
@@ -853,7 +753,7 @@ def _in_turn(batches):
 
 
 def _count(chunk) -> int:
-    return len(chunk) if isinstance(chunk, list) else 0
+    return chunk[2] if isinstance(chunk, tuple) else 0
 
 
 def _write_predictions(args: argparse.Namespace, fast, score, lines, batches, out) -> None:

@@ -1,5 +1,6 @@
-"""predict's input reader (``cli._line_batches``): lines read in blocks give the same texts,
-in the same batches, as reading them one at a time, wherever a block ends: across a line,
+"""predict's input reader (``sparse_rational.lines``): lines read in blocks give the same
+texts, in the same batches, as reading them one at a time (and so do the undecoded batches
+that ``predict --workers`` sends its workers, once decoded), wherever a block ends: across a line,
 a ``\\r\\n``, a character of several bytes, a line cut for being too long, a line that is
 not UTF-8."""
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sparse_rational import cli
+from sparse_rational import lines as reader
 from sparse_rational.errors import UserError
 
 
@@ -39,10 +40,22 @@ def one_at_a_time(data: bytes, size: int, max_chars: int):
 def in_blocks(path, size: int, max_chars: int):
     batches = []
     try:
-        for batch in cli._line_batches(str(path), size, max_chars):
+        for batch in reader.line_batches(str(path), size, max_chars):
             batches.append(batch)
     except UserError as exc:
         return batches, str(exc).replace(str(path), "in.txt")
+    return batches, None
+
+
+def in_byte_blocks(path, size: int, max_chars: int):
+    """``byte_batches``, each batch decoded as a worker decodes it; the line counts checked."""
+    batches = []
+    for before, data, count in reader.byte_batches(str(path), size, max_chars):
+        texts, error = reader.decode_lines(data, before, str(path), max_chars)
+        if error is not None:
+            return batches, str(error).replace(str(path), "in.txt")
+        assert len(texts) == count and before == size * len(batches)
+        batches.append(texts)
     return batches, None
 
 
@@ -60,8 +73,10 @@ def test_blocks_read_like_lines(tmp_path_factory, monkeypatch_session, pieces, b
     data = b"".join(pieces)
     path = tmp_path_factory.mktemp("r") / "in.txt"
     path.write_bytes(data)
-    monkeypatch_session.setattr(cli, "_BLOCK", block)
-    assert in_blocks(path, size, max_chars) == one_at_a_time(data, size, max_chars)
+    monkeypatch_session.setattr(reader, "BLOCK", block)
+    expected = one_at_a_time(data, size, max_chars)
+    assert in_blocks(path, size, max_chars) == expected
+    assert in_byte_blocks(path, size, max_chars) == expected
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +88,16 @@ def monkeypatch_session():
 def test_a_long_line_among_others_is_cut_and_the_rest_is_read(tmp_path, monkeypatch):
     path = tmp_path / "in.txt"
     path.write_bytes(b"first\n" + b"ab" * 5000 + b"\nlast\r\n")
-    monkeypatch.setattr(cli, "_BLOCK", 4096)
-    assert list(cli._line_batches(str(path), 10, 10)) == [["first", "ab" * 5 + "a", "last"]]
+    monkeypatch.setattr(reader, "BLOCK", 4096)
+    assert list(reader.line_batches(str(path), 10, 10)) == [["first", "ab" * 5 + "a", "last"]]
 
 
 def test_a_line_that_is_not_utf8_is_named_after_the_batches_before_it(tmp_path, monkeypatch):
     path = tmp_path / "in.txt"
     path.write_bytes(b"".join(b"line %d\n" % k for k in range(1, 8)) + b"bad \xff\nafter\n")
-    monkeypatch.setattr(cli, "_BLOCK", 16)
+    monkeypatch.setattr(reader, "BLOCK", 16)
     got = []
     with pytest.raises(UserError, match=r"in\.txt:8: not UTF-8 text$"):
-        for batch in cli._line_batches(str(path), 3, 0):
+        for batch in reader.line_batches(str(path), 3, 0):
             got.append(batch)
     assert got == [["line 1", "line 2", "line 3"], ["line 4", "line 5", "line 6"]]
