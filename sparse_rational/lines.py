@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 from .errors import UserError
 
-BLOCK = 1 << 16  # bytes per read (64 KiB: 7 % fewer instructions than 1 MiB blocks on the 24,000-review benchmark)
+BLOCK = 1 << 16  # bytes per read
 
 
 def open_input(source: str) -> tuple[BinaryIO, str]:
