@@ -303,3 +303,28 @@ def test_cli_train_with_hf_minilm(tiny_files, tmp_path, capsys):
     assert main(["export", "--model", str(out), "--out", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "transformer" in err
+
+
+def test_reference_row_of_contextual_vectors_is_the_mean_of_the_rows_a_model_reads(monkeypatch):
+    """reproduce's ``mean vectors`` row for ``hf:`` vectors: LR on the mean of each
+    document's rows, from the same featurizer (and disk cache) as the trials."""
+    pytest.importorskip("sklearn", reason="needs scikit-learn (the baselines extra)")
+    from sparse_rational.data import Example
+    from sparse_rational.experiments import references
+
+    pos = ["excellent , wonderful and great", "great great , i love it", "wonderful product , excellent value"]
+    neg = ["terrible , awful and horrible", "awful awful , i hate it", "horrible product , terrible value"]
+
+    def part(k):
+        return [Example(f"{t} {i}", "positive") for i, t in enumerate(pos * k)] + [
+            Example(f"{t} {i}", "negative") for i, t in enumerate(neg * k)
+        ]
+
+    toy = Splits(part(4), part(1), part(2))
+    ref = references.contextual_mean_reference(toy, "hf:minilm")
+    assert ref["features"] == 384 and ref["C"] in references.C_GRID
+    assert ref["test_accuracy"] == 1.0 and ref["test_correct"] == "1" * len(toy.test)
+    monkeypatch.setattr(references, "_load_splits", lambda dataset: toy)
+    rows = references.compute(None, "hf:minilm")  # both rows of a sweep on hf: vectors
+    assert {k: r["status"] for k, r in rows.items()} == {"tfidf": "ok", "mean_vectors": "ok"}
+    assert rows["mean_vectors"]["test_correct"] == ref["test_correct"]
