@@ -5,7 +5,8 @@
         [--workers 1 2] [--repeat 5] [--json OUT.json]
 
 Each variant (checkout x ``--workers``) runs ``python -m sparse_rational.cli predict`` in a
-fresh process with ``PYTHONPATH`` set to its checkout, output to /dev/null (bytecode is
+fresh process in its checkout's folder, with ``PYTHONPATH`` set to it (checked: the module
+imported is the checkout's), output to /dev/null (bytecode is
 written and used, as by an installed package: without it the checkout whose modules have no
 up-to-date bytecode compiles them in every run); the variants take turns, after one warm-up
 round, so that a slow minute of a shared machine slows them all.
@@ -40,23 +41,32 @@ def main(argv: list[str] | None = None) -> int:
         if not (Path(root) / "sparse_rational" / "cli.py").is_file():
             ap.error(f"{root}: not a checkout of sparse-rational (no sparse_rational/cli.py)")
     variants = {}
+    model, docs = str(Path(args.model).resolve()), str(Path(args.docs).resolve())
     for label, root in (("A", args.a), ("B", args.b)):
-        env = {**os.environ, "PYTHONPATH": str(Path(root).resolve())}
+        root = str(Path(root).resolve())
+        env = {**os.environ, "PYTHONPATH": root}
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # both checkouts run from bytecode, as an installed package
         for w in args.workers:
-            cmd = [sys.executable, "-m", "sparse_rational.cli", "predict", "--model", args.model, "--workers", str(w)]
-            variants[f"{label} --workers {w}"] = ([*cmd, args.docs], env)
-    digests = set()
-    for cmd, env in variants.values():  # warm-up, and the outputs compared
-        out = subprocess.run(cmd, env=env, capture_output=True, check=True).stdout
+            cmd = [sys.executable, "-m", "sparse_rational.cli", "predict", "--model", model, "--workers", str(w), docs]
+            # run in the checkout: `python -m` puts the working folder first on sys.path
+            variants[f"{label} --workers {w}"] = (cmd, env, root)
+    digests, used = set(), {}
+    for name, (cmd, env, root) in variants.items():  # warm-up, the outputs compared, the code checked
+        out = subprocess.run(cmd, env=env, cwd=root, capture_output=True, check=True).stdout
         digests.add(hashlib.sha256(out).hexdigest())
+        probe = "import sparse_rational.cli as c; print(c.__file__)"
+        used[name] = subprocess.run(
+            [sys.executable, "-c", probe], env=env, cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        if not used[name].startswith(root):
+            raise SystemExit(f"{name} ran {used[name]}, not the checkout {root}")
     if len(digests) != 1:
         raise SystemExit("the variants' outputs differ: not comparable")
     runs: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeat):
-        for name, (cmd, env) in variants.items():
+        for name, (cmd, env, root) in variants.items():
             start = time.perf_counter()
-            subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, check=True)
+            subprocess.run(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, check=True)
             runs[name].append(round(time.perf_counter() - start, 3))
     result = {
         "docs": args.docs,

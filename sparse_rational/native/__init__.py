@@ -31,7 +31,7 @@ import numpy as np
 
 from ..log import get_logger
 
-__all__ = ["ChunkMemo", "available", "build_error", "states"]
+__all__ = ["ChunkMemo", "available", "build_error", "states", "tokens"]
 
 ENV_VAR = "SPARSE_RATIONAL_NATIVE"
 SOURCE = Path(__file__).with_name("folded.c")
@@ -95,6 +95,7 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "sr_memo_put": (_I, [_P, ctypes.c_char_p, _I, _I]),
         "sr_count_chunks": (_I, [_P, _I]),
         "sr_chunks": (_I, [_P, _P, _I, _P, _P, _P, _I, _P, _I]),
+        "sr_tokens": (_I, [_P, _I, _P, _I]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -133,6 +134,20 @@ def build_error() -> str | None:
 
 def _ptr(a: np.ndarray) -> int:
     return a.ctypes.data
+
+
+def tokens(lib: ctypes.CDLL, text: str) -> list[str] | None:
+    """``_TOKEN_RE.findall(text)`` of :mod:`sparse_rational.data.tokenize`, found in C
+    (``sr_tokens``), or None when ``text`` is not ASCII or holds ``\x01`` (the regular
+    expression runs)."""
+    if not text.isascii():
+        return None
+    data = text.encode("ascii")
+    out = ctypes.create_string_buffer(2 * len(data) + 1)
+    size = lib.sr_tokens(data, len(data), out, len(out))
+    if size < 0:
+        return None
+    return out.raw[:size].decode("ascii").split("\x01")[:-1]
 
 
 def states(

@@ -354,3 +354,177 @@ int64_t sr_chunks(sr_memo *m, const char *buf, int64_t n, int64_t *codes, int64_
     *added = fresh;
     return count;
 }
+
+/* ---- 3. the tokenizer's regular expression, for ASCII text ------------------------------ */
+/* sr_tokens: the tokens that data/tokenize.py's _TOKEN_RE.findall finds in s[0:n], written
+ * to out one after another, each followed by the byte SEP (\x01, which no token holds: the
+ * tokenizer's text has none), when s is ASCII: the same alternatives tried in the same
+ * order at each position, each with the regular expression's greedy matching (worked out
+ * alternative by alternative in the comments below); whitespace (Python's \s: space,
+ * \t..\r, \x1c..\x1f) separates tokens and is never part of one. Returns the number of
+ * bytes written, -4 at a byte that is not ASCII or a SEP (the caller runs the regular
+ * expression), -1 when `cap` bytes are too few (2 n always suffice). tests/test_native.py checks it against
+ * findall on every distinct chunk of the shared corpora and on random text. */
+
+enum { SEP = 0x01 };
+
+static inline int is_alnum(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+static inline int is_letter(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static inline int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+static inline int is_wspace(unsigned char c) { return c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1c && c <= 0x1f); }
+
+/* the end of the run of letters and digits that starts at p (p itself if none) */
+static inline int64_t run_end(const unsigned char *s, int64_t n, int64_t p) {
+    while (p < n && is_alnum(s[p])) p++;
+    return p;
+}
+
+static inline int equals(const unsigned char *s, int64_t len, const char *word) {
+    return (int64_t)strlen(word) == len && memcmp(s, word, (size_t)len) == 0;
+}
+
+static int in_list(const unsigned char *s, int64_t len, const char *const *words) {
+    for (; *words; words++)
+        if (equals(s, len, *words)) return 1;
+    return 0;
+}
+
+static const char *const ABBREVIATIONS[] = {"mr",   "mrs", "ms",  "dr",  "jr",  "sr",  "st",  "vs",  "etc",
+                                            "inc",  "ltd", "co",  "corp", "mt", "prof", "gen", "jan", "feb",
+                                            "aug",  "sep", "sept", "oct", "nov", "dec", NULL};
+static const char *const CLITICS[] = {"s", "re", "ve", "ll", "d", "m", "em", "n", NULL}; /* and \d0s */
+static const char *const NOT_JOINED[] = {"s", "re", "ve", "ll", "d", "m", NULL};       /* words: o'clock */
+
+/* the length of the token that starts at p (s[p] is not whitespace): always >= 1 */
+static int64_t token_at(const unsigned char *s, int64_t n, int64_t p) {
+    int64_t w = run_end(s, n, p) - p; /* the run of letters and digits at p */
+    /* https?://[^\s<>"']+ */
+    int64_t scheme = (n - p >= 8 && memcmp(s + p, "https://", 8) == 0) ? 8
+                     : (n - p >= 7 && memcmp(s + p, "http://", 7) == 0) ? 7
+                                                                         : 0;
+    if (scheme) {
+        int64_t r = p + scheme;
+        while (r < n && !is_wspace(s[r]) && s[r] != '<' && s[r] != '>' && s[r] != '"' && s[r] != '\'') r++;
+        if (r > p + scheme) return r - p;
+    }
+    /* (?=[^\W_]++\.)(?:[^\W_]+\.)+(?:com|org|net|edu|gov)(?![^\W_]): after as many
+     * "run." groups as there are, then one fewer, ..., a domain ending */
+    if (w > 0 && p + w < n && s[p + w] == '.') {
+        int64_t ends[64], k = 0, r = p;
+        while (k < 64) {
+            int64_t e = run_end(s, n, r);
+            if (e == r || e >= n || s[e] != '.') break;
+            ends[k++] = r = e + 1;
+        }
+        if (k == 64) return -1; /* not reached on text without whitespace this long; the caller falls back */
+        for (int64_t j = k; j >= 1; j--) {
+            int64_t t = ends[j - 1];
+            if (n - t >= 3 &&
+                (memcmp(s + t, "com", 3) == 0 || memcmp(s + t, "org", 3) == 0 || memcmp(s + t, "net", 3) == 0 ||
+                 memcmp(s + t, "edu", 3) == 0 || memcmp(s + t, "gov", 3) == 0) &&
+                (t + 3 == n || !is_alnum(s[t + 3])))
+                return t + 3 - p;
+        }
+    }
+    /* (?:[^\W\d_]\.)+[^\W\d_](?![^\W_])\.? : u.s.  e.g.  i.e */
+    {
+        int64_t k = 0;
+        while (p + 2 * k + 1 < n && is_letter(s[p + 2 * k]) && s[p + 2 * k + 1] == '.') k++;
+        for (int64_t j = k; j >= 1; j--) {
+            int64_t t = p + 2 * j;
+            if (t < n && is_letter(s[t]) && (t + 1 == n || !is_alnum(s[t + 1]))) {
+                int64_t e = t + 1;
+                if (e < n && s[e] == '.') e++;
+                return e - p;
+            }
+        }
+    }
+    /* (?=[^\W_]++\.)(?:mr|...)\.(?![^\W_]) : the whole run is an abbreviation */
+    if (w > 0 && p + w < n && s[p + w] == '.' && in_list(s + p, w, ABBREVIATIONS) &&
+        (p + w + 1 == n || !is_alnum(s[p + w + 1])))
+        return w + 1;
+    /* (?=[^\W_]++')[^\W_]+(?=n't(?![^\W_])) : "do" of "don't" (the run minus its n) */
+    if (w >= 2 && s[p + w - 1] == 'n' && n - (p + w) >= 2 && s[p + w] == '\'' && s[p + w + 1] == 't' &&
+        (p + w + 2 == n || !is_alnum(s[p + w + 2])))
+        return w - 1;
+    /* n't(?![^\W_]) */
+    if (n - p >= 3 && memcmp(s + p, "n't", 3) == 0 && (p + 3 == n || !is_alnum(s[p + 3]))) return 3;
+    /* '(?:s|re|ve|ll|d|m|em|n|\d0s)(?![^\W_]) : the run after the apostrophe is one of them */
+    if (s[p] == '\'') {
+        int64_t r = run_end(s, n, p + 1) - (p + 1);
+        if (in_list(s + p + 1, r, CLITICS) ||
+            (r == 3 && is_digit(s[p + 1]) && s[p + 2] == '0' && s[p + 3] == 's'))
+            return 1 + r;
+    }
+    /* \d+(?:[.,:/]\d+)+ */
+    if (is_digit(s[p])) {
+        int64_t r = p, groups = 0;
+        while (r < n && is_digit(s[r])) r++;
+        while (r + 1 < n && (s[r] == '.' || s[r] == ',' || s[r] == ':' || s[r] == '/') && is_digit(s[r + 1])) {
+            r++;
+            while (r < n && is_digit(s[r])) r++;
+            groups++;
+        }
+        if (groups) return r - p;
+    }
+    /* (?=[^\W_]++/)[^\W_]+(?:/[^\W_]+)+(?![^\W_]) : and/or */
+    if (w > 0 && p + w + 1 < n && s[p + w] == '/' && is_alnum(s[p + w + 1])) {
+        int64_t r = p + w;
+        while (r + 1 < n && s[r] == '/' && is_alnum(s[r + 1])) r = run_end(s, n, r + 1);
+        return r - p;
+    }
+    /* [^\W_]+(?:(?:-|'(?!(?:s|re|ve|ll|d|m)(?![^\W_])))[^\W_]+)* : words, with inner hyphens
+     * and apostrophes that are not a clitic's */
+    if (w > 0) {
+        int64_t r = p + w;
+        for (;;) {
+            if (r + 1 >= n || !is_alnum(s[r + 1])) break;
+            if (s[r] == '-') {
+                r = run_end(s, n, r + 1);
+            } else if (s[r] == '\'') {
+                int64_t e = run_end(s, n, r + 1);
+                if (in_list(s + r + 1, e - (r + 1), NOT_JOINED)) break;
+                r = e;
+            } else {
+                break;
+            }
+        }
+        return r - p;
+    }
+    /* \.{2,} | -{2,} | [!?]{2,} | \*{2,} */
+    {
+        unsigned char c = s[p];
+        int64_t r = p + 1;
+        if (c == '.' || c == '-' || c == '*') {
+            while (r < n && s[r] == c) r++;
+        } else if (c == '!' || c == '?') {
+            while (r < n && (s[r] == '!' || s[r] == '?')) r++;
+        }
+        if (r - p >= 2) return r - p;
+    }
+    /* `` | '' */
+    if (n - p >= 2 && ((s[p] == '`' && s[p + 1] == '`') || (s[p] == '\'' && s[p + 1] == '\''))) return 2;
+    return 1; /* \S */
+}
+
+int64_t sr_tokens(const char *text, int64_t n, char *out, int64_t cap) {
+    const unsigned char *s = (const unsigned char *)text;
+    for (int64_t i = 0; i < n; i++)
+        if (s[i] >= 0x80 || s[i] == SEP) return -4;
+    int64_t k = 0, p = 0;
+    while (p < n) {
+        if (is_wspace(s[p])) {
+            p++;
+            continue;
+        }
+        int64_t m = token_at(s, n, p);
+        if (m < 0 || k + m + 1 > cap) return -1;
+        memcpy(out + k, s + p, (size_t)m);
+        out[k + m] = SEP;
+        k += m + 1;
+        p += m;
+    }
+    return k;
+}
