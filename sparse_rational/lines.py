@@ -47,7 +47,7 @@ def raw_blocks(fh: BinaryIO, max_chars: int) -> Iterator[tuple[int, bytes, int]]
     newlines (without the last one's), a line too long to keep cut to its first
     ``4 * (max_chars + 1)`` bytes (a block of its own; the rest of it is skipped)."""
     limit = _limit(max_chars)
-    read = getattr(fh, "read1", fh.read)  # what is there: a pipe's lines are scored as they come
+    read = getattr(fh, "read1", None) or fh.read  # what is there: a pipe's lines are scored as they come
     number = 0  # lines before the block
     pending = b""  # the start of a line whose end is not read yet
     skipping = False  # in the rest of a line that was cut

@@ -605,15 +605,14 @@ class _HugeLine:
     def __init__(self, size: int, fill: bytes, tail: bytes):
         self.left, self.fill, self.tail, self.largest = size, fill, tail, 0
 
-    def readline(self, size: int = -1) -> bytes:
+    def read1(self, size: int = -1) -> bytes:  # what one read of a buffered stream returns
         assert 0 < size <= 1 << 20, f"a read of {size} bytes"
         self.largest = max(self.largest, size)
         if self.left:
             n = min(size, self.left)
             self.left -= n
             return self.fill * n
-        end = min(size, self.tail.find(b"\n") + 1 or len(self.tail))
-        out, self.tail = self.tail[:end], self.tail[end:]
+        out, self.tail = self.tail[:size], self.tail[size:]
         return out
 
 
