@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from .errors import ParameterError, UserError
+from .errors import ParameterError, UserError, raise_if_terminated
 from .errors import one_line as _one_line
 from .fileio import atomic_write_bytes
 from .log import NOTICE, get_logger
@@ -305,6 +305,7 @@ class Checkpointer:
         except OSError:  # some file systems cannot fsync a folder: the rename is still atomic
             pass
         self.last_saved = (phase, int(epoch))
+        raise_if_terminated()  # a SIGTERM whose exception was lost stops the run here
 
     def remove(self) -> None:
         """Delete the work area (after the model folder has been saved) and release it."""

@@ -21,7 +21,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .config import flag
-from .errors import ParameterError, TrainingDiverged, UserError, WorkerFailed, one_line
+from .errors import (
+    ParameterError,
+    Terminated,
+    TrainingDiverged,
+    UserError,
+    WorkerFailed,
+    clear_terminated,
+    note_terminated,
+    one_line,
+)
 from .log import ROOT, set_verbosity
 
 __all__ = [
@@ -114,11 +123,8 @@ def check_output(
             )
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: what was saved is said, then exit 128 + 15."""
-
-
 def _on_sigterm(signum, frame):
+    note_terminated()  # checked again after each checkpoint, should this exception be lost
     raise Terminated()
 
 
@@ -195,6 +201,7 @@ def run_command(
         _say("interrupted")
         return 130
     finally:
+        clear_terminated()
         if restore:
             signal.signal(signal.SIGTERM, previous)
         if level is not None:  # called in a process that goes on (tests, notebooks)

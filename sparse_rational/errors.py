@@ -32,6 +32,31 @@ class TrainingDiverged(UserError):
     """The loss or the weights became NaN or infinite; training stopped (one-line message)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: what was saved is said, then exit 128 + 15."""
+
+
+_TERMINATING = [False]  # set by the command line's SIGTERM handler
+
+
+def note_terminated() -> None:
+    """Remember that SIGTERM arrived (the command line's handler calls it before raising)."""
+    _TERMINATING[0] = True
+
+
+def clear_terminated() -> None:
+    """Forget it (the command is over: in a process that goes on, tests or notebooks)."""
+    _TERMINATING[0] = False
+
+
+def raise_if_terminated() -> None:
+    """Raise :class:`Terminated` again if SIGTERM arrived: its first exception can be lost
+    (Python ignores an exception raised while a finaliser runs), so a long run checks here,
+    after each checkpoint, and stops then at the latest."""
+    if _TERMINATING[0]:
+        raise Terminated()
+
+
 class WorkerFailed(Exception):
     """A worker process died or failed (``predict --workers``); the one-line message says how
     many results were written before it. Not the user's input: exit status 1."""

@@ -465,6 +465,46 @@ def test_sigterm_during_training_says_what_was_saved(files, tmp_path):
     assert lines[-1] == "sparse-rational: terminated"
 
 
+def test_a_sigterm_whose_exception_was_lost_still_stops_training_at_the_next_checkpoint(files, tmp_path):
+    """Python ignores an exception raised while a finaliser (``__del__``) runs, the SIGTERM
+    handler's too: here the handler raises nothing at all, as if every such exception were
+    lost, and the run still stops, after the checkpoint of the epoch, saying what was saved."""
+    out = tmp_path / "m"
+    args = train_args(files, out, "--epochs", "100000", "--patience", "100000")
+    code = (
+        "import sys; from sparse_rational import commandline, errors; "
+        "commandline._on_sigterm = lambda signum, frame: errors.note_terminated(); "
+        "from sparse_rational.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", code, *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ck = checkpoint_dir(out) / checkpoint_module.FILE
+    end = time.monotonic() + 900  # a liveness bound, not a speed claim
+    while not ck.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = err.strip().splitlines()
+    assert any("--resume" in line and str(checkpoint_dir(out)) in line for line in lines), err
+    assert lines[-1] == "sparse-rational: terminated" and "Traceback" not in err
+
+
+def test_the_terminated_mark_is_forgotten_when_the_command_ends(tmp_path, capsys):
+    """In a process that goes on (tests, notebooks), a SIGTERM of one command does not stop
+    the next one."""
+    from sparse_rational import errors
+
+    errors.note_terminated()
+    with pytest.raises(errors.Terminated):
+        errors.raise_if_terminated()
+    assert main(["predict", "--model", str(tmp_path / "missing"), "-"]) == 2  # any command, ending
+    capsys.readouterr()
+    errors.raise_if_terminated()  # forgotten: nothing raised
+
+
 # -- 6. model files are bounded before they are read -------------------------------------------------
 
 
