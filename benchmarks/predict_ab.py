@@ -4,11 +4,12 @@
     nice -n 5 python benchmarks/predict_ab.py --model MODEL_DIR --docs FILE --a /tmp/before --b . \
         [--workers 1 2] [--repeat 5] [--json OUT.json]
 
-Each variant (checkout x ``--workers``) runs ``python -m sparse_rational.cli predict`` in a
-fresh process in its checkout's folder, with ``PYTHONPATH`` set to it (checked: the module
-imported is the checkout's), output to /dev/null (bytecode is
-written and used, as by an installed package: without it the checkout whose modules have no
-up-to-date bytecode compiles them in every run); the variants take turns, after one warm-up
+Each variant (checkout x ``--workers``) runs ``python -m sparse_rational predict`` (what the
+``sparse-rational`` script runs; ``python -m sparse_rational.cli`` in a checkout older than
+``sparse_rational/__main__.py``) in a fresh process in its checkout's folder, with
+``PYTHONPATH`` set to it (checked: the module imported is the checkout's), output to
+/dev/null (bytecode is written and used, as by an installed package: without it the
+checkout whose modules have no up-to-date bytecode compiles them in every run); the variants take turns, after one warm-up
 round, so that a slow minute of a shared machine slows them all.
 Prints, per variant, the median wall time and every run; the outputs of all variants are
 checked to be the same bytes once (a change that alters a prediction is not a speed-up).
@@ -46,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         root = str(Path(root).resolve())
         env = {**os.environ, "PYTHONPATH": root}
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # both checkouts run from bytecode, as an installed package
+        new = (Path(root) / "sparse_rational" / "__main__.py").is_file()
+        entry = "sparse_rational" if new else "sparse_rational.cli"
         for w in args.workers:
-            cmd = [sys.executable, "-m", "sparse_rational.cli", "predict", "--model", model, "--workers", str(w), docs]
+            cmd = [sys.executable, "-m", entry, "predict", "--model", model, "--workers", str(w), docs]
             # run in the checkout: `python -m` puts the working folder first on sys.path
             variants[f"{label} --workers {w}"] = (cmd, env, root)
     digests, used = set(), {}

@@ -9,7 +9,8 @@ start to its exit (``wall_s``; docs/s = documents / wall_s) with its peak reside
 (``os.wait4``'s ``ru_maxrss``); the model's size on disk is reported too. Rows:
 
 * ``sparse-rational predict``, per model folder given (``--models``): the command line
-  (``python -m sparse_rational.cli predict --model M DOCS > /dev/null``), default options
+  (``python -m sparse_rational predict --model M DOCS > /dev/null``, what the
+  ``sparse-rational`` script runs), default options
   (the compiled kernels of ``sparse_rational/native``), with ``--threads 2``, with
   ``SPARSE_RATIONAL_NATIVE=0`` (the numpy recurrence and the Python tokenizer), and with
   ``SPARSE_RATIONAL_IMPL=cpp`` (the PyTorch path with the C++ kernel, i.e. the path
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
         cfg = json.loads((folder / "config.json").read_text())
         transitions[folder.name] = sum(cfg["model"]["structure"])
         name = f"sparse-rational predict {folder.name} ({transitions[folder.name]} transitions)"
-        cmd = [sys.executable, "-m", "sparse_rational.cli", "predict", "--model", str(folder), str(docs)]
+        cmd = [sys.executable, "-m", "sparse_rational", "predict", "--model", str(folder), str(docs)]
         variants = [(name, cmd, env)]
         if not args.workers_only:
             variants.append((name + " --threads 2", [*cmd, "--threads", "2"], env))

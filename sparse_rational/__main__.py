@@ -1,0 +1,48 @@
+"""The command line's entry point: the ``sparse-rational`` script and ``python -m sparse_rational``.
+
+It does one thing before anything imports numpy: a scoring command (``predict``) asks
+numpy's OpenBLAS for one thread, unless the user chose a thread count for it. OpenBLAS
+starts its thread pool when numpy is imported, which cost ~90 ms of CPU here, 40 % of
+``predict``'s start-up (docs/results/predict_workers.md, follow-up 3), and ``predict``
+never multiplies a matrix large enough to need a second thread: its recurrence runs in C,
+one document at a time, and ``--workers`` uses processes, forked without the pool.
+The command itself is :func:`sparse_rational.cli.main`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, MutableMapping, Sequence
+
+SINGLE_THREADED_BLAS = frozenset({"predict"})
+# OpenBLAS reads these in this order; a user who set any of them has chosen.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand: the first argument that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def limit_blas_threads(argv: Sequence[str], environ: MutableMapping[str, str] | None = None) -> bool:
+    """Ask OpenBLAS for one thread when ``argv`` runs a command of
+    :data:`SINGLE_THREADED_BLAS` and ``environ`` sets no thread count; True if it did.
+    It acts only if numpy is imported afterwards."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    if command_of(argv) not in SINGLE_THREADED_BLAS or any(name in env for name in BLAS_THREAD_VARIABLES):
+        return False
+    (os.environ if environ is None else environ)["OPENBLAS_NUM_THREADS"] = "1"
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``sparse-rational``: :func:`sparse_rational.cli.main` after :func:`limit_blas_threads`."""
+    limit_blas_threads(sys.argv[1:] if argv is None else argv)
+    from .cli import main as cli_main  # lazy: start-up (after the line above: the CLI imports numpy)
+
+    return cli_main(None if argv is None else list(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The command line's entry point (``sparse_rational/__main__.py``): ``predict`` asks
+numpy's OpenBLAS for one thread before numpy is imported, unless the user chose a count;
+``python -m sparse_rational`` runs the same command line as the ``sparse-rational`` script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparse_rational.__main__ import BLAS_THREAD_VARIABLES, command_of, limit_blas_threads
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
+    return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["predict", "--model", "m"], "predict"),
+        (["-v", "train", "--out", "x"], "train"),
+        ([], None),
+        (["--help"], None),
+    ],
+)
+def test_command_of(argv, command):
+    assert command_of(argv) == command
+
+
+def test_predict_asks_for_one_thread_and_other_commands_do_not():
+    env: dict[str, str] = {}
+    assert limit_blas_threads(["predict", "--model", "m", "docs.txt"], env)
+    assert env == {"OPENBLAS_NUM_THREADS": "1"}
+    for argv in (["train", "--out", "x"], ["reproduce"], ["evaluate"], []):
+        env = {}
+        assert not limit_blas_threads(argv, env)
+        assert env == {}
+
+
+@pytest.mark.parametrize("name", BLAS_THREAD_VARIABLES)
+def test_a_thread_count_the_user_chose_is_kept(name):
+    env = {name: "2"}
+    assert not limit_blas_threads(["predict", "--model", "m"], env)
+    assert env == {name: "2"}
+
+
+def test_the_entry_point_imports_no_numpy():
+    """The variable acts only if numpy is imported after it is set."""
+    code = "import sys, sparse_rational.__main__; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS starts one thread on one core anyway")
+@pytest.mark.parametrize(("argv", "threads"), [(["predict"], 1), (["train"], None)])
+def test_openblas_runs_the_threads_asked_for(argv, threads):
+    pytest.importorskip("threadpoolctl")
+    code = (
+        "import sys; from sparse_rational.__main__ import limit_blas_threads; "
+        f"limit_blas_threads({argv!r}); import numpy, threadpoolctl; "
+        "print(max(i['num_threads'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=True)
+    if threads is None:
+        assert int(out.stdout) > 1  # numpy's default: the cores; so the check above can fail
+    else:
+        assert int(out.stdout) == threads
+
+
+def test_python_m_sparse_rational_predicts_as_the_cli_module(baseline, kitchen):
+    texts = "".join(" ".join(ex.text.split()) + "\n" for ex in kitchen.test[:50])
+    outputs = []
+    for module in ("sparse_rational", "sparse_rational.cli"):
+        run = subprocess.run(
+            [sys.executable, "-m", module, "predict", "--model", str(baseline), "-"],
+            input=texts,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stderr
+        outputs.append(run.stdout)
+    assert outputs[0] == outputs[1]
+    assert len([json.loads(line) for line in outputs[0].splitlines()]) == 50
