@@ -9,8 +9,9 @@ Each variant (checkout x ``--workers``) runs ``python -m sparse_rational predict
 ``sparse_rational/__main__.py``) in a fresh process in its checkout's folder, with
 ``PYTHONPATH`` set to it (checked: the module imported is the checkout's), output to
 /dev/null (bytecode is written and used, as by an installed package: without it the
-checkout whose modules have no up-to-date bytecode compiles them in every run); the variants take turns, after one warm-up
-round, so that a slow minute of a shared machine slows them all.
+checkout whose modules have no up-to-date bytecode compiles them in every run); the
+variants take turns, after one warm-up round, so that a slow minute of a shared machine
+slows them all.
 Prints, per variant, the median wall time and every run; the outputs of all variants are
 checked to be the same bytes once (a change that alters a prediction is not a speed-up).
 """

@@ -774,13 +774,19 @@ def test_claims_hold_and_fail_where_constructed_to():
     good = judge(entries(25))
     assert good is not None
     assert [b["configuration"] for _, b, _ in good.pairs] == ["baseline 24x1", "baseline 24x4"]
-    assert [v for _, v, _, _ in good.verdicts] == ["holds", "holds", "holds"]
+    # claim 5 compares the baselines alone: 24x4 (80 %) - 24x1 (76 %) holds in every case
+    assert [v for _, v, _, _ in good.verdicts] == ["holds", "holds", "holds", "holds", "holds"]
     assert good.verdicts[0][2].estimate == pytest.approx(5.0)
+    # claim 4: both learned structures (21, 85 transitions) are smaller than 24x4 (96), the best
+    assert good.verdicts[3][2].estimate == pytest.approx((81 - 80 + 85 - 80) / 2)
+    assert good.verdicts[4][2].estimate == pytest.approx(4.0)
     bad = judge(entries(-25))
-    assert [v for _, v, _, _ in bad.verdicts] == ["fails", "fails", "fails"]
+    assert [v for _, v, _, _ in bad.verdicts] == ["fails", "fails", "fails", "fails", "holds"]
     tie = judge(entries(0))
-    # no gain at all: claim 1 undecided, claim 2 fails (surely below +1), claim 3 holds (not worse)
-    assert [v for _, v, _, _ in tie.verdicts] == ["undecided", "fails", "holds"]
+    # no gain at all: claim 1 undecided, claim 2 fails (surely below +1), claim 3 holds (not
+    # worse), claim 4 fails (the smaller learned structures are 2 points worse on average)
+    assert [v for _, v, _, _ in tie.verdicts] == ["undecided", "fails", "holds", "fails", "holds"]
+    assert tie.verdicts[3][2].estimate == pytest.approx(-2.0)
     assert judge([e for e in entries(0) if e["method"] == "baseline"]) is None
 
 

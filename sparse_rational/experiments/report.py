@@ -453,8 +453,8 @@ def significance_lines(entries: list[dict]) -> tuple[list[str], list[tuple[str, 
         "",
         f"Rules: 1 holds when the interval lies above 0, fails below 0; 2 fails when the interval lies below "
         f"+{GAIN_POINTS:g} (a gain smaller than claimed), holds when it lies above 0 otherwise; 3 holds when the "
-        f"interval lies above -{SIMILAR_POINTS:g} (not worse by a point or more), fails below it; otherwise "
-        "undecided.",
+        f"interval lies above -{SIMILAR_POINTS:g} (not worse by a point or more), fails below it; 4 as 3; 5 as 1; "
+        "otherwise undecided.",
         "",
     ]
     return out, table
