@@ -1216,3 +1216,37 @@ def test_path_trial_keys_changed_with_the_snapshot_rule_and_baseline_keys_did_no
     assert hashlib.sha256(json.dumps(plan.identity(), sort_keys=True).encode()).hexdigest()[:20] == (
         "91ff67f5cc767a8b0670"
     )
+
+
+def test_cost_lines_count_a_path_trial_once_against_the_start_baseline():
+    from sparse_rational.experiments.report import cost_lines
+
+    def row(method, phase, patterns, transitions, seconds, key="", search="", target=""):
+        return {
+            "status": "ok",
+            "seconds": seconds,
+            "method": method,
+            "phase": phase,
+            "patterns": patterns,
+            "transitions": transitions,
+            "search": search,
+            "key": key,
+            "target_transitions": target,
+        }
+
+    rows = [
+        row("baseline", "search", "24x4", 96, 100.0),
+        row("baseline", "search", "24x4", 96, 100.0),
+        row("baseline", "search", "24x1", 24, 10.0),  # not the start: not the unit
+        row("baseline", "rerun", "24x4", 96, 900.0),  # reruns of baselines are not counted
+        *(row("sparse", "search", "24x4", t, 400.0, "k1", "path", t) for t in (20, 40)),
+        *(row("sparse", "search", "24x4", t, 200.0, "k2", "path", t) for t in (20, 40)),
+        row("sparse", "rerun", "24x4", 21, 150.0, "k3", "path", 20),
+        row("sparse", "rerun", "24x4", 40, 50.0, "k4", "path", 40),
+    ]
+    text = "\n".join(cost_lines(rows))
+    assert "baseline 24x4: 100 s, mean of 2 assignments" in text
+    assert "one path to all 2 targets with their 2 finetunings: 300 s (mean of 2): **3.0x** one baseline run" in text
+    assert "1.5x per target" in text
+    assert "100 s (mean of 2): **1.0x** one baseline run" in text
+    assert cost_lines([r for r in rows if r["method"] == "baseline"]) == []

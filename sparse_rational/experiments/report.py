@@ -382,6 +382,55 @@ def placement_lines(entries: list[dict]) -> list[str]:
     ]
 
 
+def cost_lines(rows: list[dict], label: str = "") -> list[str]:
+    """The paper's "two training runs" (§1): the mean time of a path trial (one penalised
+    run to every target and their finetunings) and of a sparse rerun (one target), against
+    one run of the baseline the sparse models start from (the largest baseline when that one
+    is not in the sweep). Rows of one or more datasets; a path trial's rows (one per target)
+    count once."""
+    ok = [r for r in rows if r["status"] == "ok" and r["seconds"] not in ("", None)]
+    sparse = [r for r in ok if r["method"] == "sparse"]
+    base = [r for r in ok if r["method"] == "baseline" and r["phase"] == "search"]
+    if not sparse or not base:
+        return []
+    starts = {r["patterns"] for r in sparse}
+    sizes = {r["patterns"]: float(r["transitions"]) for r in base}
+    start = max(sizes, key=lambda p: sizes[p])
+    if len(starts) == 1 and next(iter(starts)) in sizes:
+        start = next(iter(starts))
+    base_s = [float(r["seconds"]) for r in base if r["patterns"] == start]
+    per_trial: dict[str, tuple[float, set]] = {}
+    for r in sparse:
+        if r["phase"] == "search" and r["search"] == "path":
+            seconds, targets = per_trial.setdefault(r["key"], (float(r["seconds"]), set()))
+            targets.add(r["target_transitions"])
+    reruns = [float(r["seconds"]) for r in sparse if r["phase"] == "rerun"]
+    one = statistics.mean(base_s)
+    out = [
+        f'Cost of learning the structure{label} (the paper: "only two training runs: one to learn the structure, '
+        'and the other to estimate its parameters"), in runs of the baseline the sparse models start from '
+        f"(baseline {start}: {one:.0f} s, mean of {len(base_s)} assignments); trial times on a shared machine, "
+        "so rough:",
+        "",
+    ]
+    if per_trial:
+        path_s = [s for s, _ in per_trial.values()]
+        n_targets = max(len(t) for _, t in per_trial.values())
+        path_mean = statistics.mean(path_s)
+        out.append(
+            f"- one path to all {n_targets} targets with their {n_targets} finetunings: {path_mean:.0f} s "
+            f"(mean of {len(path_s)}): **{path_mean / one:.1f}x** one baseline run, "
+            f"{path_mean / one / n_targets:.1f}x per target"
+        )
+    if reruns:
+        rerun_mean = statistics.mean(reruns)
+        out.append(
+            f"- one target (a rerun: the path to that target and its finetuning): {rerun_mean:.0f} s (mean of "
+            f"{len(reruns)}): **{rerun_mean / one:.1f}x** one baseline run"
+        )
+    return [*out, ""]
+
+
 def reference_lines(refs: dict[str, dict] | None, entries: list[dict]) -> list[str]:
     """The reference rows of one dataset, and how the best learned structure and the best
     baseline compare with them (95 % intervals)."""
@@ -530,13 +579,17 @@ def summary_markdown(
             )
         out.append("")
         out += placement_lines(entries)
+        out += cost_lines([r for r in rows if r["dataset"] == ds])
         out += reference_lines(references.get(ds), entries)
         out += ["Against the paper's claims (means):", ""] + comparisons(entries) + [""]
         lines, table = significance_lines(entries)
         out += lines
         if table:
             verdicts[ds] = table
-    out += pooled_lines(pooled_datasets(agg), verdicts)
+    pooled = pooled_lines(pooled_datasets(agg), verdicts)
+    out += pooled
+    if pooled:
+        out += cost_lines(rows, ", all datasets")
     if verdicts:
         names = [claim for claim, _, _ in next(iter(verdicts.values()))]
         out += [
