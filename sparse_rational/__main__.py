@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 
 SINGLE_THREADED_BLAS = frozenset({"predict"})
 # OpenBLAS reads these in this order; a user who set any of them has chosen.
@@ -29,10 +29,10 @@ def limit_blas_threads(argv: Sequence[str], environ: MutableMapping[str, str] | 
     """Ask OpenBLAS for one thread when ``argv`` runs a command of
     :data:`SINGLE_THREADED_BLAS` and ``environ`` sets no thread count; True if it did.
     It acts only if numpy is imported afterwards."""
-    env: Mapping[str, str] = os.environ if environ is None else environ
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
     if command_of(argv) not in SINGLE_THREADED_BLAS or any(name in env for name in BLAS_THREAD_VARIABLES):
         return False
-    (os.environ if environ is None else environ)["OPENBLAS_NUM_THREADS"] = "1"
+    env["OPENBLAS_NUM_THREADS"] = "1"
     return True
 
 

@@ -27,7 +27,7 @@ from .embeddings.hf_options import LAYERS, TransformerOptions  # light: no PyTor
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
-from .lines import byte_batches, decode_lines, line_batches
+from .lines import byte_batches, decode_lines, input_name, line_batches
 from .warn import warn
 from .web import cli as web_cli  # cheap: imports no torch
 
@@ -716,7 +716,7 @@ def _predict_in_workers(args: argparse.Namespace, fast, batches, max_chars: int,
     if fast.model.compiled:
         native.library()  # built or loaded once, before the fork, not once per worker
     classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
-    name = "<stdin>" if args.input == "-" else args.input
+    name = input_name(args.input)
 
     def job(chunk: tuple[int, bytes, int] | UserError) -> tuple[bytes, int, int]:
         if isinstance(chunk, UserError):  # the input's error, raised in its turn: the batches before it are written

@@ -17,6 +17,7 @@ worker decoding its own (:func:`decode_lines`): the reading process only finds w
 from __future__ import annotations
 
 import codecs
+import contextlib
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -26,16 +27,35 @@ from .errors import UserError
 BLOCK = 1 << 16  # bytes per read
 
 
+def input_name(source: str) -> str:
+    """How messages name ``predict``'s input (``-``: standard input)."""
+    return "<stdin>" if source == "-" else source
+
+
 def open_input(source: str) -> tuple[BinaryIO, str]:
     """``(binary file, name for messages)`` of ``predict``'s input (``-``: standard input)."""
     if source == "-":
         if sys.stdin is None:
             raise UserError("predict: standard input is closed; give a file or pipe texts in")
-        return sys.stdin.buffer, "<stdin>"
+        return sys.stdin.buffer, input_name(source)
     try:
         return open(source, "rb"), source
     except OSError as exc:
         raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def reading(source: str) -> Iterator[tuple[BinaryIO, str]]:
+    """:func:`open_input` for a ``with`` block: a read error in it is one line naming the
+    input (:class:`UserError`), and the file is closed at its end (standard input is not)."""
+    fh, name = open_input(source)
+    try:
+        yield fh, name
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
 
 
 def _limit(max_chars: int) -> int:
@@ -107,9 +127,8 @@ def line_batches(source: str, size: int, max_chars: int = 0) -> Iterator[list[st
     """Lists of ``size`` texts (the last may hold fewer) of the lines of ``source`` (module
     doc). A line that is not UTF-8 raises :class:`UserError` naming it, after the batches
     before it."""
-    fh, name = open_input(source)
     batch: list[str] = []
-    try:
+    with reading(source) as (fh, name):
         for before, lines, _ in raw_blocks(fh, max_chars):
             texts, error = decode_lines(lines, before, name, max_chars)
             batch += texts
@@ -120,11 +139,6 @@ def line_batches(source: str, size: int, max_chars: int = 0) -> Iterator[list[st
                 del batch[:whole]
             if error is not None:
                 raise error
-    except OSError as exc:
-        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
     if batch:
         yield batch
 
@@ -136,10 +150,9 @@ def byte_batches(source: str, size: int, max_chars: int = 0) -> Iterator[tuple[i
     bytes). Only the ends of lines are looked for here."""
     import numpy as np  # lazy: start-up (numpy)
 
-    fh, name = open_input(source)
     pieces: list[bytes] = []  # the lines of the batch being filled
     filled = first = 0
-    try:
+    with reading(source) as (fh, _):
         for before, lines, count in raw_blocks(fh, max_chars):
             if not filled:
                 first = before
@@ -156,10 +169,5 @@ def byte_batches(source: str, size: int, max_chars: int = 0) -> Iterator[tuple[i
             if used < count:
                 pieces.append(lines[pos:] if pos else lines)
                 filled += count - used
-    except OSError as exc:
-        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
     if filled:
         yield first, b"\n".join(pieces), filled

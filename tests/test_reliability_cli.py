@@ -446,10 +446,10 @@ def test_strict_refuses_empty_documents_that_are_skipped_by_default(files, tmp_p
 # -- 5. signals -------------------------------------------------------------------------------------
 
 
-def test_sigterm_during_training_says_what_was_saved(files, tmp_path):
-    out = tmp_path / "m"
-    args = train_args(files, out, "--epochs", "100000", "--patience", "100000")
-    proc = subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _sigterm_after_first_checkpoint(command: list[str], out) -> tuple[int, str]:
+    """Run ``command`` (an endless training into ``out``), send SIGTERM once its first
+    checkpoint exists; its exit status and stderr."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ck = checkpoint_dir(out) / checkpoint_module.FILE
     end = time.monotonic() + 900  # a liveness bound, not a speed claim: a loaded 2-core machine is slow
     while not ck.exists():
@@ -458,7 +458,14 @@ def test_sigterm_during_training_says_what_was_saved(files, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 128 + signal.SIGTERM
+    return proc.returncode, err
+
+
+def test_sigterm_during_training_says_what_was_saved(files, tmp_path):
+    out = tmp_path / "m"
+    args = train_args(files, out, "--epochs", "100000", "--patience", "100000")
+    code, err = _sigterm_after_first_checkpoint(cli(*args), out)
+    assert code == 128 + signal.SIGTERM
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert any("--resume" in line and str(checkpoint_dir(out)) in line for line in lines), err
@@ -476,17 +483,8 @@ def test_a_sigterm_whose_exception_was_lost_still_stops_training_at_the_next_che
         "commandline._on_sigterm = lambda signum, frame: errors.note_terminated(); "
         "from sparse_rational.cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    command = [sys.executable, "-c", code, *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ck = checkpoint_dir(out) / checkpoint_module.FILE
-    end = time.monotonic() + 900  # a liveness bound, not a speed claim
-    while not ck.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < end
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    status, err = _sigterm_after_first_checkpoint([sys.executable, "-c", code, *args], out)
+    assert status == 128 + signal.SIGTERM, err
     lines = err.strip().splitlines()
     assert any("--resume" in line and str(checkpoint_dir(out)) in line for line in lines), err
     assert lines[-1] == "sparse-rational: terminated" and "Traceback" not in err
