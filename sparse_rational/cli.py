@@ -27,7 +27,7 @@ from .embeddings.hf_options import LAYERS, TransformerOptions  # light: no PyTor
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
-from .lines import byte_batches, decode_lines, input_name, line_batches
+from .lines import byte_batches, decode_lines, line_batches, open_input, read_spans, seekable
 from .warn import warn
 from .web import cli as web_cli  # cheap: imports no torch
 
@@ -680,8 +680,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     truncated = 0
     try:
         if args.workers > 1 and fast is not None:
-            batches = byte_batches(args.input, args.batch_size, max_chars)
-            unknown, truncated = _predict_in_workers(args, fast, batches, max_chars, out)
+            unknown, truncated = _predict_in_workers(args, fast, max_chars, out)
         else:
             _write_predictions(args, fast, score, lines, line_batches(args.input, args.batch_size, max_chars), out)
     except BrokenPipeError:
@@ -704,24 +703,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_in_workers(args: argparse.Namespace, fast, batches, max_chars: int, out) -> tuple[int, int]:
+def _predict_in_workers(args: argparse.Namespace, fast, max_chars: int, out) -> tuple[int, int]:
     """``predict --workers N``: the input read here in batches of ``--batch-size`` lines, not
     decoded (:func:`sparse_rational.lines.byte_batches`: bounded memory whatever a line's
     length); each batch decoded, scored and formatted in one of N forked processes
     (:func:`sparse_rational.workers.ordered_map`); the lines written here in input order,
-    batch by batch. Returns the texts with no known word and the texts cut."""
+    batch by batch. A regular file (standard input too) is not sent to the workers: each
+    batch says where its lines are, and its worker reads them from the file it inherited.
+    Returns the texts with no known word and the texts cut."""
     from . import native  # lazy: start-up (tempfile)
     from .workers import ordered_map  # lazy: start-up (multiprocessing)
 
     if fast.model.compiled:
         native.library()  # built or loaded once, before the fork, not once per worker
     classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
-    name = input_name(args.input)
+    source = open_input(args.input)  # opened before the fork: the workers read a regular file's lines themselves
+    fd = source[0].fileno() if seekable(source[0]) else -1
+    name = source[1]
 
-    def job(chunk: tuple[int, bytes, int] | UserError) -> tuple[bytes, int, int]:
+    def job(chunk: tuple[int, bytes | tuple, int] | UserError) -> tuple[bytes, int, int]:
         if isinstance(chunk, UserError):  # the input's error, raised in its turn: the batches before it are written
             raise chunk
-        texts, error = decode_lines(chunk[1], chunk[0], name, max_chars)
+        lines = chunk[1] if isinstance(chunk[1], bytes) else read_spans(fd, chunk[1], name)
+        texts, error = decode_lines(lines, chunk[0], name, max_chars)
         if error is not None:  # a line that is not UTF-8: this batch is not written, those before it are
             raise error
         before = fast.truncated_texts
@@ -731,16 +735,21 @@ def _predict_in_workers(args: argparse.Namespace, fast, batches, max_chars: int,
 
     raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
     unknown = truncated = 0
-    for data, no_word, cut in ordered_map(job, _in_turn(batches), args.workers, _count):
-        if raw is not None:
-            out.flush()
-            raw.write(data)
-            raw.flush()
-        else:
-            out.write(data.decode("utf-8"))
-            out.flush()
-        unknown += no_word
-        truncated += cut
+    batches = byte_batches(source, args.batch_size, max_chars, spans=fd >= 0)
+    try:
+        for data, no_word, cut in ordered_map(job, _in_turn(batches), args.workers, _count):
+            if raw is not None:
+                out.flush()
+                raw.write(data)
+                raw.flush()
+            else:
+                out.write(data.decode("utf-8"))
+                out.flush()
+            unknown += no_word
+            truncated += cut
+    finally:
+        if args.input != "-":
+            source[0].close()
     return unknown, truncated
 
 

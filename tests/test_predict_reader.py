@@ -7,6 +7,7 @@ not UTF-8."""
 from __future__ import annotations
 
 import codecs
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -47,15 +48,23 @@ def in_blocks(path, size: int, max_chars: int):
     return batches, None
 
 
-def in_byte_blocks(path, size: int, max_chars: int):
-    """``byte_batches``, each batch decoded as a worker decodes it; the line counts checked."""
+def in_byte_blocks(path, size: int, max_chars: int, spans: bool = False, skip: int = 0):
+    """``byte_batches``, each batch decoded as a worker decodes it; the line counts checked.
+    With ``spans``, the batches are read back from the file by offset (``read_spans``), as
+    a worker does, the file opened with its first ``skip`` bytes already read (standard
+    input handed over part-read): offsets are the file's, not the reader's."""
     batches = []
-    for before, data, count in reader.byte_batches(str(path), size, max_chars):
-        texts, error = reader.decode_lines(data, before, str(path), max_chars)
-        if error is not None:
-            return batches, str(error).replace(str(path), "in.txt")
-        assert len(texts) == count and before == size * len(batches)
-        batches.append(texts)
+    with open(path, "rb") as fh:
+        fh.read(skip)
+        for before, data, count in reader.byte_batches((fh, str(path)), size, max_chars, spans=spans):
+            if spans:
+                assert isinstance(data, tuple) and all(length >= 0 for _, length in data)
+                data = reader.read_spans(fh.fileno(), data, str(path))
+            texts, error = reader.decode_lines(data, before, str(path), max_chars)
+            if error is not None:
+                return batches, str(error).replace(str(path), "in.txt")
+            assert len(texts) == count and before == size * len(batches)
+            batches.append(texts)
     return batches, None
 
 
@@ -77,6 +86,48 @@ def test_blocks_read_like_lines(tmp_path_factory, monkeypatch_session, pieces, b
     expected = one_at_a_time(data, size, max_chars)
     assert in_blocks(path, size, max_chars) == expected
     assert in_byte_blocks(path, size, max_chars) == expected
+    assert in_byte_blocks(path, size, max_chars, spans=True) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(PIECES), max_size=30),
+    skip=st.integers(0, 40),
+    block=st.integers(1, 64),
+    size=st.integers(1, 5),
+    max_chars=st.sampled_from([0, 3]),
+)
+def test_spans_are_offsets_in_the_file(tmp_path_factory, monkeypatch_session, pieces, skip, block, size, max_chars):
+    """A file whose first bytes were read before (``predict --workers < file`` after a
+    ``read``): the spans point past them, and read back the batches of the rest."""
+    data = b"".join(pieces)
+    skip = min(skip, len(data))
+    path = tmp_path_factory.mktemp("r") / "in.txt"
+    path.write_bytes(data)
+    monkeypatch_session.setattr(reader, "BLOCK", block)
+    assert in_byte_blocks(path, size, max_chars, spans=True, skip=skip) == one_at_a_time(data[skip:], size, max_chars)
+
+
+def test_a_file_cut_short_while_read_is_one_line(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"good\nbad\n" * 100)
+    with open(path, "rb") as fh:
+        spans = [data for _, data, _ in reader.byte_batches((fh, str(path)), 50, spans=True)]
+        assert reader.read_spans(fh.fileno(), spans[1], str(path)).startswith(b"good\nbad")
+        os.truncate(path, 300)
+        with pytest.raises(UserError, match=r"in\.txt: the file changed while it was read") as err:
+            reader.read_spans(fh.fileno(), spans[1], str(path))
+    assert "\n" not in str(err.value)
+
+
+def test_only_regular_files_are_read_by_offset(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"x\n")
+    with open(path, "rb") as fh:
+        assert reader.seekable(fh)
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as pipe, os.fdopen(w, "wb"):
+        assert not reader.seekable(pipe)
 
 
 @pytest.fixture(scope="module")

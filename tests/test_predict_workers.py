@@ -93,6 +93,21 @@ def test_workers_write_the_lines_of_one_process_in_input_order(baseline, lines, 
     assert [r["text"] for r in rows] == lines  # in input order, the batches of 3 workers interleaved
 
 
+def test_standard_input_from_a_file_part_read_is_read_by_offset_from_where_it_stands(baseline, lines, tmp_path):
+    """``predict --workers 2 < file`` with the first line already read by someone else: the
+    workers read their lines from standard input's file by offset, from where it stood;
+    a pipe's lines (the test above, the tests below) are sent to them."""
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in lines[:300]), encoding="utf-8")
+    with open(src, "rb") as fh:
+        fh.readline()
+        os.lseek(fh.fileno(), fh.tell(), os.SEEK_SET)  # where a shell's `read` would leave it
+        proc = _predict(baseline, "-", "--batch-size", "32", "--with-text", "--workers", "2", stdin=fh)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert [json.loads(line)["text"] for line in out.decode().splitlines()] == lines[1:300]
+
+
 def test_a_killed_worker_ends_the_run_with_whole_lines_and_their_count(baseline, lines):
     proc = _predict(baseline, "-", "--batch-size", "50", "--workers", "2", stdin=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
