@@ -6,7 +6,12 @@ starts its thread pool when numpy is imported, which cost ~90 ms of CPU here, 40
 ``predict``'s start-up (docs/results/predict_workers.md, follow-up 3), and ``predict``
 never multiplies a matrix large enough to need a second thread: its recurrence runs in C,
 one document at a time, and ``--workers`` uses processes, forked without the pool.
-The command itself is :func:`sparse_rational.cli.main`.
+
+It also asks glibc's allocator to keep the memory a batch frees for the next batch
+(:func:`keep_batch_memory`): a batch's arrays of token ids (megabytes) were mapped from
+the kernel and given back after every batch, 170,000 page faults and ~8 % of the time of
+``predict`` on 240,000 reviews (docs/results/predict_workers.md, follow-up 4). The command
+itself is :func:`sparse_rational.cli.main`.
 """
 
 from __future__ import annotations
@@ -36,9 +41,34 @@ def limit_blas_threads(argv: Sequence[str], environ: MutableMapping[str, str] | 
     return True
 
 
+# glibc's mallopt parameters, and what predict sets them to: blocks up to MMAP_THRESHOLD come
+# from the heap (not one mapping each), and up to TRIM_THRESHOLD of freed heap stays mapped
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD, TRIM_THRESHOLD = 32 << 20, 256 << 20
+
+
+def keep_batch_memory(argv: Sequence[str]) -> bool:
+    """For a command of :data:`SINGLE_THREADED_BLAS` on glibc: blocks of up to 32 MiB come
+    from the heap and freed heap is kept (up to 256 MiB) for the next batch, instead of
+    being mapped and unmapped again batch after batch. True if it did. Memory stays bounded
+    by the largest batch, as before."""
+    if command_of(argv) not in SINGLE_THREADED_BLAS or not sys.platform.startswith("linux"):
+        return False
+    import ctypes  # lazy: start-up (other commands)
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``sparse-rational``: :func:`sparse_rational.cli.main` after :func:`limit_blas_threads`."""
-    limit_blas_threads(sys.argv[1:] if argv is None else argv)
+    """``sparse-rational``: :func:`sparse_rational.cli.main` after :func:`limit_blas_threads`
+    and :func:`keep_batch_memory`."""
+    args = sys.argv[1:] if argv is None else argv
+    limit_blas_threads(args)
+    keep_batch_memory(args)
     from .cli import main as cli_main  # lazy: start-up (after the line above: the CLI imports numpy)
 
     return cli_main(None if argv is None else list(argv))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sparse_rational.__main__ import BLAS_THREAD_VARIABLES, command_of, limit_blas_threads
+from sparse_rational.__main__ import BLAS_THREAD_VARIABLES, command_of, keep_batch_memory, limit_blas_threads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,3 +91,32 @@ def test_python_m_sparse_rational_predicts_as_the_cli_module(baseline, kitchen):
         outputs.append(run.stdout)
     assert outputs[0] == outputs[1]
     assert len([json.loads(line) for line in outputs[0].splitlines()]) == 50
+
+
+FAULTS = """
+import resource, sys
+from sparse_rational.__main__ import keep_batch_memory
+keep_batch_memory(sys.argv[1:])
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+before = faults()
+for _ in range(20):
+    batch = [bytearray(4 << 20) for _ in range(6)]  # a batch's arrays: zeroed, every page touched
+    del batch
+print(faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_predict_keeps_a_batchs_memory_for_the_next_batch():
+    """20 batches of six 4 MiB arrays, allocated and freed in turn: each batch's memory given
+    back to the kernel and mapped again (~6,000 page faults a batch) unless freed memory is
+    kept, as predict asks."""
+
+    def faults(command: str) -> int:
+        out = subprocess.run([sys.executable, "-c", FAULTS, command], env=_env(), capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout)
+
+    assert faults("predict") < 15000 < 60000 < faults("train")
+    assert not keep_batch_memory(["train", "--out", "x"]) and not keep_batch_memory([])
