@@ -21,9 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import AUTO_NEGATION_MIN_TEXTS, AUTO_NEGATION_PAIRS, check
-from .data.contrast import NAMED_SENTIMENT
-from .embeddings.hf_options import is_contextual
 from .errors import ParameterError, UserError, one_line
 
 if TYPE_CHECKING:  # torch is imported where tensors are checked: the rest serves folded.py too
@@ -399,6 +396,8 @@ def check_run(options: RunOptions) -> tuple[RunOptions, tuple[tuple[int, ...], .
     (``--vectors finetune`` on transformer vectors, the default, is ``frozen``: they stay
     frozen) and the structure per layer. Every problem is a
     :class:`~sparse_rational.errors.ParameterError` naming its parameter."""
+    from .config import check  # lazy: start-up (predict reads model folders, not run options)
+    from .embeddings.hf_options import is_contextual  # lazy: start-up (as above)
     from .structure import check_size, format_structure, parse_stack, repeat_layers  # lazy: start-up (torch)
 
     mopts, opts, teach = options.model, options.structure, options.teach
@@ -469,6 +468,9 @@ def resolve_negation_pairs(options: RunOptions, classes: list, texts: int) -> Ru
     positive/negative or pos/neg (any case) and there are ``AUTO_NEGATION_MIN_TEXTS``
     training ``texts`` or more, else 0; a number asks for two classes, since a negated
     sentence takes the other one."""
+    from .config import AUTO_NEGATION_MIN_TEXTS, AUTO_NEGATION_PAIRS  # lazy: start-up (predict)
+    from .data.contrast import NAMED_SENTIMENT  # lazy: start-up (predict)
+
     pairs = options.train.negation_pairs
     if pairs == "auto":
         names = {str(c).strip().lower() for c in classes}

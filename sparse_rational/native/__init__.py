@@ -21,9 +21,7 @@ import hashlib
 import os
 import platform
 import shlex
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -60,13 +58,20 @@ def _tag() -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
+class BuildFailed(Exception):
+    """The compiler could not build the library (the message says how)."""
+
+
 def _build() -> Path:
     """The compiled library, built now if the cache lacks it (raises OSError or
-    CalledProcessError when it cannot be built)."""
+    :class:`BuildFailed` when it cannot be built)."""
     folder = _cache_root() / _tag()
     lib = folder / ("folded.dll" if os.name == "nt" else "folded.so")
     if lib.is_file():
         return lib
+    import subprocess  # lazy: start-up (the library is built once, loaded every time)
+    import tempfile  # lazy: start-up (as above)
+
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".folded-", suffix=".so", dir=folder)
     os.close(fd)
@@ -79,6 +84,10 @@ def _build() -> Path:
             timeout=120,
         )
         os.replace(tmp, lib)
+    except subprocess.CalledProcessError as exc:
+        raise BuildFailed(f"{' '.join(exc.cmd[:1])} failed: {(exc.stderr or '').strip()[-300:]}") from None
+    except subprocess.SubprocessError as exc:  # the compiler ran past its time
+        raise BuildFailed(f"{type(exc).__name__}: {exc}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -113,9 +122,9 @@ def library() -> ctypes.CDLL | None:
             _state["tried"] = True
             try:
                 _state["lib"] = _bind(ctypes.CDLL(str(_build())))
-            except subprocess.CalledProcessError as exc:
-                _state["error"] = f"{' '.join(exc.cmd[:1])} failed: {(exc.stderr or '').strip()[-300:]}"
-            except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+            except BuildFailed as exc:
+                _state["error"] = str(exc)
+            except (OSError, AttributeError) as exc:
                 _state["error"] = f"{type(exc).__name__}: {exc}"
             if _state["error"]:
                 get_logger(__name__).debug("compiled prediction kernels unavailable (%s); numpy runs", _state["error"])
