@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,16 +41,15 @@ from .embeddings.featurizer import (
 )
 from .embeddings.rows import RowTable, StaticRows
 from .embeddings.transformer import ContextualEncoder
-from .errors import UserError, one_line
+from .errors import UserError
 from .fileio import atomic_directory, atomic_write_bytes, atomic_write_json, atomic_write_text, is_inside_cwd
 from .folded import FoldedClassifier
 from .log import NOTICE, get_logger
-from .metrics import Metrics, classification_report, rounded
+from .metrics import Metrics, check_labels, classification_report, rounded
 from .model import RationalClassifier
 from .ops import forced_impl
 from .train import EncodedData, accuracy, predict_proba
 from .vocab import Vocabulary
-from .warn import warn
 
 _log = get_logger(__name__)
 
@@ -354,23 +352,8 @@ class TextClassifier:
         return self._read(examples, strict_labels=False)
 
     def _check_labels(self, examples: Sequence[Example]) -> None:
-        """Labels the model does not know count as errors: a warning names them and their
-        counts; when the model knows none of the data's labels, a one-line UserError."""
-        known = set(self.classes)
-        unseen = Counter(str(ex.label) for ex in examples if ex.label not in known)
-        if not unseen:
-            return
-        shown = ", ".join(f"{one_line(label)[:40]!r} x{n}" for label, n in unseen.most_common(10))
-        more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
-        classes = one_line(", ".join(self.classes), 200)
-        if sum(unseen.values()) == len(examples):
-            raise UserError(
-                f"none of the data's labels is one the model knows (its classes: {classes}); the data has {shown}{more}"
-            )
-        warn(
-            f"{sum(unseen.values())} of {len(examples)} examples have labels the model does not know, "
-            f"counted as errors: {shown}{more} (its classes: {classes})"
-        )
+        """Labels the model does not know count as errors (:func:`~sparse_rational.metrics.check_labels`)."""
+        check_labels(self.classes, examples)
 
     def evaluate_report(self, examples: Sequence[Example]) -> dict:
         """Accuracy, macro-F1, per-class precision / recall / F1 / support and the confusion

@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default: the domain of --dataset or of the model's training data); alone, without --dataset/--test",
     )
     argtypes.add_threads_argument(e)
+    e.add_argument(
+        "--workers",
+        type=argtypes.int_between(1, MAX_WORKERS),
+        metavar="N",
+        help=f"static word vectors: score the test set in N processes (1-{MAX_WORKERS}) with the PyTorch-free "
+        "predictor, the same accuracy as one process (default 1: PyTorch, in this process)",
+    )
 
     p = sub.add_parser(
         "predict",
@@ -451,10 +458,10 @@ def _report(m, indent: str = "") -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .pipeline import TextClassifier  # lazy: start-up (torch)
-
     check_output(args.json, "--json", inputs={"--test": args.test}, model_dir=args.model)
-    argtypes.use_threads(args.threads)
+    workers = args.workers or 1
+    if workers > 1 and (args.threads or 1) > 1:
+        raise UserError("evaluate: give --workers or --threads, not both (each worker scores one batch at a time)")
     contrast_only = args.contrast is not None and not (args.dataset or args.test)
     if args.contrast is not None:
         from .data.contrast import resolve_domain  # lazy: start-up (data readers)
@@ -464,7 +471,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 raise ParameterError(
                     "contrast", f"{args.contrast!r}: give kitchen, books, dvd, electronics, generic or a dataset name"
                 )
-    clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
+    scorer = _evaluator(args, workers)
     result: dict = {"model": str(args.model)}
     # with --json -, stdout carries the JSON alone
     out = sys.stderr if args.json == "-" else sys.stdout
@@ -472,13 +479,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         splits = _splits_for(args, train=False)
         if not splits.test:
             raise UserError("evaluate: the test set is empty")
-        report = clf.evaluate_report(splits.test)
+        report = scorer.report(splits.test)
         result.update(report)
         print(f"accuracy {report['accuracy']:.4f} on {len(splits.test)} examples", file=out)
         print(f"macro-F1 {report['macro_f1']:.4f}", file=out)
         _print_confusion(report["confusion_matrix"], out)
     if args.contrast is not None:
-        result["contrast"] = _contrast(clf, args, out)
+        result["contrast"] = _contrast(scorer, args, out)
     if args.json:
         text = json.dumps(result, indent=2) + "\n"
         if args.json == "-":
@@ -490,24 +497,99 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _contrast(clf, args: argparse.Namespace, out) -> dict:
+class _TorchEvaluator:
+    """``evaluate`` in this process: the PyTorch model (every kind of model)."""
+
+    def __init__(self, args: argparse.Namespace):
+        from .pipeline import TextClassifier  # lazy: start-up (torch)
+
+        argtypes.use_threads(args.threads)
+        self.clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
+        self.classes = self.clf.classes
+        self.lengths = self.clf.model.config.all_lengths
+        recorded = self.clf.metrics.get("dataset")
+        self.dataset = recorded if isinstance(recorded, str) else None
+
+    def report(self, examples) -> dict:
+        return self.clf.evaluate_report(examples)
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return self.clf.predict(texts)
+
+
+class _WorkerEvaluator:
+    """``evaluate --workers N``: the PyTorch-free predictor of a one-layer model on static
+    word vectors (:mod:`sparse_rational.folded`, whose probabilities are the PyTorch
+    model's within 1e-5), the test set scored in N forked processes
+    (:func:`sparse_rational.workers.ordered_map`), texts read whole as the PyTorch path reads them."""
+
+    BATCH = 2048  # texts per batch sent to a worker
+
+    def __init__(self, args: argparse.Namespace, workers: int):
+        from . import native, validate  # lazy: start-up
+
+        fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
+        if fast is None:
+            raise UserError(
+                "evaluate --workers: only the PyTorch-free path of one-layer models on static word vectors runs in "
+                "worker processes; this model (or --device, or $SPARSE_RATIONAL_IMPL) needs PyTorch: use --threads"
+            )
+        if fast.model.compiled:
+            native.library()  # built or loaded once, before the fork, not once per worker
+        self.fast, self.workers = fast, workers
+        self.classes = fast.classes
+        self.lengths = list(fast.model.structure)
+        recorded = validate.open_model_folder(args.model).metrics().get("dataset")
+        self.dataset = recorded if isinstance(recorded, str) else None
+
+    def _labels(self, texts: list[str]):
+        import numpy as np  # lazy: start-up (numpy)
+
+        from .workers import ordered_map  # lazy: start-up (multiprocessing)
+
+        fast = self.fast
+
+        def job(batch: list[str]):
+            return fast.predict_details(batch, 0)[0].argmax(1).astype(np.int32)
+
+        batches = (texts[i : i + self.BATCH] for i in range(0, len(texts), self.BATCH))
+        done = f"evaluate stopped after {{done}} of {len(texts)} texts were scored; nothing was reported"
+        parts = list(ordered_map(job, batches, self.workers, progress=done))
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    def report(self, examples) -> dict:
+        from .metrics import check_labels, class_indices, classification_report  # lazy: start-up (numpy)
+
+        check_labels(self.classes, examples)
+        predicted = self._labels([ex.text for ex in examples])
+        return classification_report(class_indices(self.classes, examples), predicted, self.classes)
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [self.classes[int(k)] for k in self._labels(texts)]
+
+
+def _evaluator(args: argparse.Namespace, workers: int):
+    return _WorkerEvaluator(args, workers) if workers > 1 else _TorchEvaluator(args)
+
+
+def _contrast(scorer, args: argparse.Namespace, out) -> dict:
     """Accuracy on the negation/contrast sentences (:mod:`sparse_rational.data.contrast`) of
-    the domain asked for, or of ``--dataset``'s, or of the data the model was trained on."""
+    the domain asked for, or of ``--dataset``'s, or of the data the model was trained on
+    (``scorer``: :func:`_evaluator`'s)."""
     from .data.contrast import contrast_set, label_map, resolve_domain, score  # lazy: start-up (data readers)
 
     domain = args.contrast
     if domain == "auto":
-        recorded = clf.metrics.get("dataset")
-        domain = args.dataset or (recorded if isinstance(recorded, str) else "generic")
+        domain = args.dataset or scorer.dataset or "generic"
     try:
-        mapping = label_map(clf.classes)
+        mapping = label_map(scorer.classes)
         examples = contrast_set(domain)
     except ValueError as exc:
         raise ParameterError("contrast", str(exc)) from None
     inverse = {v: k for k, v in mapping.items()}
-    predicted = [inverse[c] for c in clf.predict([e.text for e in examples])]
+    predicted = [inverse[c] for c in scorer.predict([e.text for e in examples])]
     result = score(predicted, examples)
-    lengths = clf.model.config.all_lengths
+    lengths = scorer.lengths
     result.update(domain=resolve_domain(domain), long_wfsas=sum(1 for n in lengths if n >= 2), wfsas=len(lengths))
     print(
         f"contrast accuracy {result['accuracy']:.4f} on {result['n']} negation/contrast sentences "

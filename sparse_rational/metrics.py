@@ -9,14 +9,19 @@ produce are left out of the JSON.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import UserError, one_line
+from .warn import warn
+
 if TYPE_CHECKING:
     from .config import RunOptions
+    from .data import Example
     from .learn import LearnResult
     from .prepare import Prepared
     from .train import FitResult
@@ -189,6 +194,33 @@ def rounded(value: Any, digits: int = 6) -> Any:
     if isinstance(value, (list, tuple)):
         return [rounded(v, digits) for v in value]
     return value
+
+
+def check_labels(classes: Sequence[str], examples: Sequence[Example]) -> None:
+    """Labels the model does not know count as errors: a warning names them and their
+    counts; when the model knows none of the data's labels, a one-line UserError."""
+    known = set(classes)
+    unseen = Counter(str(ex.label) for ex in examples if ex.label not in known)
+    if not unseen:
+        return
+    shown = ", ".join(f"{one_line(label)[:40]!r} x{n}" for label, n in unseen.most_common(10))
+    more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+    names = one_line(", ".join(classes), 200)
+    if sum(unseen.values()) == len(examples):
+        raise UserError(
+            f"none of the data's labels is one the model knows (its classes: {names}); the data has {shown}{more}"
+        )
+    warn(
+        f"{sum(unseen.values())} of {len(examples)} examples have labels the model does not know, "
+        f"counted as errors: {shown}{more} (its classes: {names})"
+    )
+
+
+def class_indices(classes: Sequence[str], examples: Sequence[Example]) -> np.ndarray:
+    """The class index of every example's label, -1 for a label the model does not know
+    (:func:`classification_report` counts it as an error)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.fromiter((index.get(ex.label, -1) for ex in examples), np.int64, len(examples))
 
 
 def classification_report(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:

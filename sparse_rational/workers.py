@@ -33,6 +33,7 @@ from typing import Any
 from .errors import UserError, WorkerFailed, one_line
 
 MAX_WORKERS = 256
+PREDICT_PROGRESS = "{done} lines were written (whole lines only, in input order); the rest of the input was not scored"
 _STARTING = {signal.SIGINT, signal.SIGTERM}  # blocked while a worker is forked
 
 
@@ -106,12 +107,13 @@ def ordered_map(
     workers: int,
     size: Callable[[Any], int] = len,
     depth: int = 2,
-    what: str = "lines",
+    progress: str = PREDICT_PROGRESS,
 ) -> Iterator[Any]:
     """``job(batch)`` for every batch, computed in ``workers`` forked processes, yielded in
     the order of ``batches`` (module doc). The caller writes each result before asking for
-    the next; the count of written units in an error is the sum of ``size(batch)`` over the
-    batches whose results were yielded and asked past."""
+    the next; a worker that dies or fails ends it with :class:`WorkerFailed`, its one line
+    saying which worker and how, then ``progress`` with ``{done}``: the sum of
+    ``size(batch)`` over the batches whose results were yielded and asked past."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS}, got {workers}")
     context = multiprocessing.get_context("fork")
@@ -147,10 +149,7 @@ def ordered_map(
         done = 0
 
         def failed(k: int, why: str) -> WorkerFailed:
-            return WorkerFailed(
-                f"worker {k + 1} of {workers} {why}; {done} {what} were written (whole lines only, in input "
-                "order); the rest of the input was not scored"
-            )
+            return WorkerFailed(f"worker {k + 1} of {workers} {why}; " + progress.format(done=done))
 
         def answer() -> Any:
             nonlocal done

@@ -200,3 +200,53 @@ def test_workers_split_lines_and_name_bad_bytes_as_one_process_does(baseline, tm
         assert proc.returncode == 2, err
         assert err.decode().strip() == f"sparse-rational: error: {bad}:5: not UTF-8 text"
         assert out.count(b"\n") == 4  # the two whole batches before it
+
+
+def test_evaluate_in_workers_reports_what_one_process_reports(baseline, kitchen, tmp_path, monkeypatch, capsys):
+    """``evaluate --workers 3`` (batches of 50 texts, so that every worker scores several):
+    the same accuracy, per-class figures and confusion matrix as the PyTorch model in one
+    process, on 600 real reviews and 3 with a label the model does not know (a warning in
+    both, counted as errors in both)."""
+    from conftest import write_tsv
+
+    from sparse_rational import cli
+    from sparse_rational.data import Example
+    from sparse_rational.folded import load_folded
+
+    rows = [*kitchen.test, *kitchen.dev, *kitchen.train][:620]
+    fast = load_folded(baseline)
+    assert fast is not None
+    probs = fast.predict_proba([ex.text for ex in rows])
+    rows = [ex for ex, p in zip(rows, probs) if abs(p[0] - p[1]) > 1e-4][
+        :600
+    ]  # no near-tie: the two paths agree to 1e-5
+    rows += [Example(text=ex.text, label="neutral") for ex in rows[:3]]
+    test = write_tsv(tmp_path / "test.tsv", rows)
+    monkeypatch.setattr(cli._WorkerEvaluator, "BATCH", 50)
+    reports, errs = {}, {}
+    for workers in ("1", "3"):
+        out = tmp_path / f"eval{workers}.json"
+        argv = ["evaluate", "--model", str(baseline), "--test", str(test), "--json", str(out), "--workers", workers]
+        assert main([*argv, "--contrast", "kitchen"]) == 0
+        reports[workers] = json.loads(out.read_text())
+        errs[workers] = capsys.readouterr().err
+    one, three = reports["1"], reports["3"]
+    assert one.pop("model") == three.pop("model")
+    assert three == one
+    assert one["examples"] == 603 and one["unseen_labels"] == 3 and 0 < one["accuracy"] < 1
+    assert one["contrast"]["n"] == 400
+    assert all("3 of 603 examples have labels the model does not know" in e for e in errs.values())
+
+
+def test_evaluate_workers_refuses_what_needs_pytorch_in_one_line(baseline, tiny_files, monkeypatch, capsys):
+    argv = ["evaluate", "--model", str(baseline), "--test", str(tiny_files["test"]), "--workers", "2"]
+    assert main([*argv, "--threads", "2"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--workers or --threads" in err
+    monkeypatch.setenv("SPARSE_RATIONAL_IMPL", "python")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "needs PyTorch: use --threads" in err
+    for value in ("0", "257"):
+        assert main([*argv[:-1], value]) == 2
+        assert "--workers" in capsys.readouterr().err
