@@ -10,9 +10,9 @@ command line's ``--help``) stays cheap: torch loads with the first model.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from .lazy import loader
 from .log import set_verbosity
 
 _LAZY = {
@@ -58,17 +58,16 @@ if TYPE_CHECKING:
     from .tuning import tune_text_classifier
 
 
+_load = loader(__name__, _LAZY, globals())
+
+
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # importlib.metadata costs 30 ms: not for every `predict`
         from .provenance import package_version  # lazy: start-up (importlib.metadata)
 
         globals()[name] = version = package_version()
         return version
-    if name in _LAZY:
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'sparse_rational' has no attribute {name!r}")
+    return _load(name)
 
 
 def __dir__() -> list[str]:

@@ -4,8 +4,9 @@ decoding (reading.py), and the tokenizer; loaders.py keeps the names it always e
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from sparse_rational.lazy import loader
 
 # The names below are imported on first use: `predict` imports the tokenizer (data.tokenize)
 # and should not pay for the benchmark readers and their HTML parsing.
@@ -63,12 +64,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = loader(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:
