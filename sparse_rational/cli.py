@@ -526,7 +526,7 @@ class _WorkerEvaluator:
     BATCH = 2048  # texts per batch sent to a worker
 
     def __init__(self, args: argparse.Namespace, workers: int):
-        from . import native, validate  # lazy: start-up
+        from . import native, validate  # lazy: start-up (numpy, the model folder reader)
 
         fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
         if fast is None:
