@@ -16,6 +16,7 @@ from collections import deque
 from pathlib import Path
 
 from . import argtypes, config  # cheap: import no torch
+from . import lines as lines_module
 from .argtypes import nonneg_float as _nonneg_float
 from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
@@ -27,14 +28,17 @@ from .embeddings.hf_options import LAYERS, TransformerOptions  # light: no PyTor
 from .errors import ParameterError, TrainingDiverged, UserError
 from .experiments import cli as experiments_cli  # cheap: imports no torch
 from .explain import cli as explain_cli  # cheap: imports no torch
-from .lines import byte_batches, decode_lines, line_batches, open_input, read_spans, seekable
+from .lines import byte_batches, byte_ranges, decode_lines, line_batches, open_input, range_lines, seekable
 from .warn import warn
 from .web import cli as web_cli  # cheap: imports no torch
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
 MAX_WORKERS = 256  # predict --workers (sparse_rational.workers.MAX_WORKERS, without importing it)
 RAY_WORKERS = 2  # predict --ray-address: default --workers (score_files's default)
-RAY_OUTPUTS = ("jsonl", "parquet")  # predict --format (sparse_rational.scoring.OUTPUTS, without importing it)
+RAY_OUTPUTS = ("jsonl", "parquet")
+# predict --workers on a regular file: the bytes of a worker's task per --batch-size line (1 MiB for
+# the default 2048: a task holds about a batch of reviews, and memory stays bounded by it)
+RANGE_BYTES_PER_LINE = 512  # predict --format (sparse_rational.scoring.OUTPUTS, without importing it)
 
 
 def _ray_address(text: str) -> str:
@@ -786,40 +790,49 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_in_workers(args: argparse.Namespace, fast, max_chars: int, out) -> tuple[int, int]:
-    """``predict --workers N``: the input read here in batches of ``--batch-size`` lines, not
-    decoded (:func:`sparse_rational.lines.byte_batches`: bounded memory whatever a line's
-    length); each batch decoded, scored and formatted in one of N forked processes
-    (:func:`sparse_rational.workers.ordered_map`); the lines written here in input order,
-    batch by batch. A regular file (standard input too) is not sent to the workers: each
-    batch says where its lines are, and its worker reads them from the file it inherited.
-    Returns the texts with no known word and the texts cut."""
+    """``predict --workers N``: the input split into tasks, each read (a regular file's),
+    decoded, scored and formatted in one of N forked processes
+    (:func:`sparse_rational.workers.ordered_map`), and written here in input order, task by
+    task. A regular file (standard input redirected from one too) is split into ranges of
+    its bytes that the workers read themselves (:func:`sparse_rational.lines.range_lines`):
+    this process reads none of it. A pipe is read here in batches of ``--batch-size``
+    undecoded lines (:func:`sparse_rational.lines.byte_batches`). Memory is bounded
+    whatever a line's length. Returns the texts with no known word and the texts cut."""
     from . import native  # lazy: start-up (tempfile)
     from .workers import ordered_map  # lazy: start-up (multiprocessing)
 
     if fast.model.compiled:
         native.library()  # built or loaded once, before the fork, not once per worker
-    classes, with_text, max_tokens = fast.classes, args.with_text, args.max_tokens
-    source = open_input(args.input)  # opened before the fork: the workers read a regular file's lines themselves
-    fd = source[0].fileno() if seekable(source[0]) else -1
-    name = source[1]
+    classes, with_text, max_tokens, size = fast.classes, args.with_text, args.max_tokens, args.batch_size
+    fh, name = source = open_input(args.input)  # opened before the fork: the workers read a regular file through it
+    fd = fh.fileno() if seekable(fh) else -1
+    start = fh.tell() if fd >= 0 else 0  # standard input may have been read before
 
-    def job(chunk: tuple[int, bytes | tuple, int] | UserError) -> tuple[bytes, int, int]:
-        if isinstance(chunk, UserError):  # the input's error, raised in its turn: the batches before it are written
-            raise chunk
-        lines = chunk[1] if isinstance(chunk[1], bytes) else read_spans(fd, chunk[1], name)
-        texts, error = decode_lines(lines, chunk[0], name, max_chars)
-        if error is not None:  # a line that is not UTF-8: this batch is not written, those before it are
-            raise error
-        before = fast.truncated_texts
-        probs, known = fast.predict_details(texts, max_tokens)
-        text = _json_lines(classes, probs, known, texts if with_text else None)
-        return text.encode("utf-8"), int((known == 0).sum()), fast.truncated_texts - before
+    def job(task) -> tuple[bytes, int, int, int, int]:
+        """``(JSON lines, lines, texts with no known word, texts cut, the first line that
+        is not UTF-8 or -1)`` of a task: ``(a, b)``, a range of the file, or ``(lines
+        before, lines, count)``, a batch of a pipe's lines."""
+        if isinstance(task, UserError):  # the input's error, raised in its turn: the tasks before it are written
+            raise task
+        lines, count = range_lines(fd, task[0], task[1], start, name, max_chars) if len(task) == 2 else task[1:]
+        texts, error = decode_lines(lines, 0, name, max_chars) if count else ([], None)
+        before, parts, no_word = fast.truncated_texts, [], 0
+        for i in range(0, len(texts), size):  # the model's memory is bounded by --batch-size
+            probs, known = fast.predict_details(texts[i : i + size], max_tokens)
+            parts.append(_json_lines(classes, probs, known, texts[i : i + size] if with_text else None))
+            no_word += int((known == 0).sum())
+        # a line that is not UTF-8: the lines before it, then the parent (which knows its number) names it
+        bad = -1 if error is None else len(texts)
+        return "".join(parts).encode("utf-8"), count, no_word, fast.truncated_texts - before, bad
 
+    if fd >= 0:
+        tasks = byte_ranges(start, os.fstat(fd).st_size, max(size * RANGE_BYTES_PER_LINE, lines_module.BLOCK))
+    else:
+        tasks = _in_turn(byte_batches(source, size, max_chars))
     raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
-    unknown = truncated = 0
-    batches = byte_batches(source, args.batch_size, max_chars, spans=fd >= 0)
+    unknown = truncated = written = 0
     try:
-        for data, no_word, cut in ordered_map(job, _in_turn(batches), args.workers, _count):
+        for data, count, no_word, cut, bad in ordered_map(job, tasks, args.workers, count=_written):
             if raw is not None:
                 out.flush()
                 raw.write(data)
@@ -829,10 +842,17 @@ def _predict_in_workers(args: argparse.Namespace, fast, max_chars: int, out) -> 
                 out.flush()
             unknown += no_word
             truncated += cut
+            if bad >= 0:
+                raise UserError(f"{name}:{written + bad + 1}: not UTF-8 text")
+            written += count
     finally:
         if args.input != "-":
-            source[0].close()
+            fh.close()
     return unknown, truncated
+
+
+def _written(result) -> int:
+    return result[1] if result[4] < 0 else result[4]
 
 
 def _in_turn(batches):
@@ -843,25 +863,23 @@ def _in_turn(batches):
         yield exc
 
 
-def _count(chunk) -> int:
-    return chunk[2] if isinstance(chunk, tuple) else 0
-
-
 def _write_predictions(args: argparse.Namespace, fast, score, lines, batches, out) -> None:
     """Score ``batches`` and write their JSON lines to ``out``, batch by batch."""
     if (args.threads or 1) > 1 and fast is not None:  # numpy releases the GIL: score one batch, read the next
         with concurrent.futures.ThreadPoolExecutor(args.threads) as pool:  # looked up now: tests count the pools
             pending: deque = deque()
-            for chunk in batches:
-                pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
-                if len(pending) > args.threads:
+            try:
+                for chunk in batches:
+                    pending.append((chunk, pool.submit(score, chunk, args.max_tokens)))
+                    if len(pending) > args.threads:
+                        done, job = pending.popleft()
+                        out.write(lines(done, job.result()))
+                        out.flush()
+            finally:  # also when the input has a line that is not UTF-8: every line before it is written
+                while pending:
                     done, job = pending.popleft()
                     out.write(lines(done, job.result()))
-                    out.flush()
-            while pending:
-                done, job = pending.popleft()
-                out.write(lines(done, job.result()))
-            out.flush()
+                out.flush()
     else:
         for chunk in batches:
             out.write(lines(chunk, score(chunk, args.max_tokens)))

@@ -9,9 +9,11 @@ model cuts it to ``max_chars`` and counts it as cut) and the rest of it is skipp
 read: memory stays bounded, a line of gigabytes or /dev/zero alike. A line's ending (``\\n``
 or ``\\r\\n``) is not part of its text; a line that is not UTF-8 is named ``FILE:LINE``.
 
-Two readers: :func:`line_batches`, lists of texts (one process), and :func:`byte_batches`,
-batches of undecoded lines that ``predict --workers`` sends to its workers as they are, each
-worker decoding its own (:func:`decode_lines`): the reading process only finds where lines end.
+Two readers: :func:`line_batches`, lists of texts (one process), and, for ``predict
+--workers``, :func:`range_lines`: the lines that start in a range of a regular file's bytes,
+read by the worker that scores them, so that the parent reads nothing; a pipe's lines are
+read by the parent in batches of undecoded lines (:func:`byte_batches`) that it sends to
+the workers as they are, each decoding its own (:func:`decode_lines`).
 """
 
 from __future__ import annotations
@@ -66,16 +68,14 @@ def _limit(max_chars: int) -> int:
     return 4 * (max_chars + 1) if max_chars > 0 else 0  # bytes: UTF-8 takes at most 4 per character
 
 
-def raw_blocks(fh: BinaryIO, max_chars: int, offset: int = 0) -> Iterator[tuple[int, bytes, int, int]]:
-    """``(lines before, lines, count, where)`` per block read: ``count`` whole lines joined by
+def raw_blocks(fh: BinaryIO, max_chars: int) -> Iterator[tuple[int, bytes, int]]:
+    """``(lines before, lines, count)`` per block read: ``count`` whole lines joined by
     newlines (without the last one's), a line too long to keep cut to its first
-    ``4 * (max_chars + 1)`` bytes (a block of its own; the rest of it is skipped); ``where``
-    is the offset of their first byte in the file, ``offset`` being that of the first byte read."""
+    ``4 * (max_chars + 1)`` bytes (a block of its own; the rest of it is skipped)."""
     limit = _limit(max_chars)
     read = getattr(fh, "read1", None) or fh.read  # what is there: a pipe's lines are scored as they come
     number = 0  # lines before the block
     pending = b""  # the start of a line whose end is not read yet
-    where = offset  # the offset of pending's first byte (of the next byte read when there is none)
     skipping = False  # in the rest of a line that was cut
     while True:
         data = read(BLOCK)
@@ -84,26 +84,23 @@ def raw_blocks(fh: BinaryIO, max_chars: int, offset: int = 0) -> Iterator[tuple[
         if skipping:
             end = data.find(b"\n")
             if end < 0:
-                where += len(data)
                 continue
-            data, skipping, where = data[end + 1 :], False, where + end + 1
+            data, skipping = data[end + 1 :], False
         data = pending + data if pending else data
         end = data.rfind(b"\n")
         if end >= 0:
             head, pending = data[:end], data[end + 1 :]
             count = head.count(b"\n") + 1
-            yield number, head, count, where
+            yield number, head, count
             number += count
-            where += end + 1
         else:
             pending = data
         if limit and len(pending) >= limit:  # a line too long to keep: its start, then skip the rest
-            yield number, pending[:limit], 1, where
+            yield number, pending[:limit], 1
             number += 1
-            where += len(pending)
             pending, skipping = b"", True
     if pending:
-        yield number, pending, 1, where
+        yield number, pending, 1
 
 
 def decode_lines(lines: bytes, before: int, name: str, max_chars: int) -> tuple[list[str], UserError | None]:
@@ -134,15 +131,15 @@ def decode_lines(lines: bytes, before: int, name: str, max_chars: int) -> tuple[
 
 def line_batches(source: str, size: int, max_chars: int = 0) -> Iterator[list[str]]:
     """Lists of ``size`` texts (the last may hold fewer) of the lines of ``source`` (module
-    doc). A line that is not UTF-8 raises :class:`UserError` naming it, after the batches
-    before it."""
+    doc). A line that is not UTF-8 raises :class:`UserError` naming it, after the texts
+    of every line before it."""
     batch: list[str] = []
     with reading(source) as (fh, name):
-        for before, lines, _, _ in raw_blocks(fh, max_chars):
+        for before, lines, _ in raw_blocks(fh, max_chars):
             texts, error = decode_lines(lines, before, name, max_chars)
             batch += texts
-            if len(batch) >= size:
-                whole = len(batch) - len(batch) % size
+            if len(batch) >= size or (error is not None and batch):
+                whole = len(batch) - len(batch) % size if error is None else len(batch)
                 for start in range(0, whole, size):
                     yield batch[start : start + size]
                 del batch[:whole]
@@ -152,41 +149,17 @@ def line_batches(source: str, size: int, max_chars: int = 0) -> Iterator[list[st
         yield batch
 
 
-Span = tuple[int, int]  # (offset, length) of bytes in a file
-
-
-def byte_batches(
-    source: str | tuple[BinaryIO, str], size: int, max_chars: int = 0, spans: bool = False
-) -> Iterator[tuple[int, bytes | tuple[Span, ...], int]]:
+def byte_batches(source: str | tuple[BinaryIO, str], size: int, max_chars: int = 0) -> Iterator[tuple[int, bytes, int]]:
     """:func:`line_batches` undecoded: ``(lines before, lines, count)`` per batch of
     ``size`` lines (the last may hold fewer), the lines joined by newlines as
     :func:`decode_lines` reads them (a line too long to keep already cut to its first
-    bytes). Only the ends of lines are looked for here.
-
-    With ``spans`` (``source`` an open regular file, :func:`seekable`), a batch holds where its
-    lines are in the file instead of their bytes: ``(offset, length)`` pairs, one per run of
-    whole lines (more only around a line that was cut), which :func:`read_spans` reads back
-    as the bytes. ``predict --workers`` then sends its workers a few numbers per batch, and
-    each worker reads its own lines."""
+    bytes). Only the ends of lines are looked for here."""
     import numpy as np  # lazy: start-up (numpy)
 
     pieces: list[bytes] = []  # the lines of the batch being filled
-    runs: list[Span] = []  # the same, as spans of the file
     filled = first = 0
-
-    def add(block: bytes, where: int, start: int, end: int) -> None:
-        if not spans:
-            pieces.append(block[start:end] if start or end < len(block) else block)
-        elif runs and sum(runs[-1]) + 1 == where + start:  # the next line of the run: one span
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1 + end - start)
-        else:
-            runs.append((where + start, end - start))
-
-    def batch() -> bytes | tuple[Span, ...]:
-        return tuple(runs) if spans else b"\n".join(pieces)
-
     with reading(source) as (fh, _):
-        for before, lines, count, where in raw_blocks(fh, max_chars, fh.tell() if spans else 0):
+        for before, lines, count in raw_blocks(fh, max_chars):
             if not filled:
                 first = before
             used = pos = 0  # lines of this block in a batch already; where the next one starts
@@ -196,34 +169,85 @@ def byte_batches(
                     ends = np.flatnonzero(np.frombuffer(lines, np.uint8) == 10)
                 upto = used + size - filled  # lines [used, upto) of the block end the batch
                 end = int(ends[upto - 1]) if upto < count else len(lines)
-                add(lines, where, pos, end)
-                yield first, batch(), size
-                pieces, runs, filled, used, pos, first = [], [], 0, upto, end + 1, before + upto
+                pieces.append(lines[pos:end])
+                yield first, b"\n".join(pieces), size
+                pieces, filled, used, pos, first = [], 0, upto, end + 1, before + upto
             if used < count:
-                add(lines, where, pos, len(lines))
+                pieces.append(lines[pos:] if pos else lines)
                 filled += count - used
     if filled:
-        yield first, batch(), filled
+        yield first, b"\n".join(pieces), filled
 
 
 def seekable(fh: BinaryIO) -> bool:
-    """Whether ``fh`` is a regular file (its bytes can be read again at an offset: :func:`read_spans`)."""
+    """Whether ``fh`` is a regular file (its bytes can be read at an offset: :func:`range_lines`)."""
     try:
         return stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
     except (OSError, ValueError, io.UnsupportedOperation):
         return False
 
 
-def read_spans(fd: int, spans: tuple[Span, ...], name: str) -> bytes:
-    """The bytes of ``spans`` (:func:`byte_batches`) read from the file ``fd``, joined by
-    newlines; one line naming ``name`` if the file is shorter now than when they were found."""
-    parts = []
-    for offset, length in spans:
-        try:
-            data = os.pread(fd, length, offset)
-        except OSError as exc:
-            raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
-        if len(data) != length:
-            raise UserError(f"{name}: the file changed while it was read (it is shorter than at its start)")
-        parts.append(data)
-    return parts[0] if len(parts) == 1 else b"\n".join(parts)
+def byte_ranges(start: int, end: int, step: int) -> Iterator[tuple[int, int]]:
+    """``(a, b)``: ``[start, end)`` in ranges of ``step`` bytes, for :func:`range_lines`."""
+    for a in range(start, end, step):
+        yield a, min(a + step, end)
+
+
+def range_lines(fd: int, a: int, b: int, start: int, name: str, max_chars: int = 0) -> tuple[bytes, int]:
+    """``(lines, count)``: the lines of the regular file ``fd`` whose first byte is in
+    ``[a, b)``, joined by newlines as :func:`decode_lines` reads them, and how many there are.
+
+    Lines start at ``start`` (where the input begins: standard input may have been read
+    before) and after every newline. The last line is read on past ``b`` to its end, or to
+    its first ``4 * (max_chars + 1)`` bytes when it is longer (the length at which it is
+    cut). The ranges of :func:`byte_ranges` hand every line to exactly one range, so that
+    ``predict --workers`` reads a regular file in its workers, each its own ranges, and the
+    parent reads nothing. A read error, or a file cut short while it is read, is one line
+    naming ``name`` (:class:`UserError`)."""
+    try:
+        return _range_lines(fd, a, b, start, _limit(max_chars))
+    except OSError as exc:
+        raise UserError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    except EOFError:
+        raise UserError(f"{name}: the file changed while it was read (it is shorter than at its start)") from None
+
+
+def _range_lines(fd: int, a: int, b: int, start: int, limit: int) -> tuple[bytes, int]:
+    at = a - 1 if a > start else a  # one byte before: does a line start at a?
+    data = _pread(fd, b - at, at)
+    pos = 0
+    if at < a:
+        if data[:1] != b"\n":  # a's line started in an earlier range: it is that range's
+            pos = data.find(b"\n", 1)
+            if pos < 0:
+                return b"", 0
+        pos += 1
+    if pos >= len(data):
+        return b"", 0
+    body = data[pos:] if pos else data
+    if not body.endswith(b"\n"):  # the last line goes on past b: read it to its end (or its cut)
+        parts = [body]
+        line = len(body) - body.rfind(b"\n") - 1  # bytes of the last line so far
+        at = b
+        while not limit or line < limit:
+            more = os.pread(fd, BLOCK, at)
+            if not more:
+                break
+            end = more.find(b"\n")
+            if end >= 0:
+                parts.append(more[: end + 1])
+                break
+            parts.append(more)
+            line, at = line + len(more), at + len(more)
+        body = b"".join(parts)
+    count = body.count(b"\n")
+    if body.endswith(b"\n"):
+        return body[:-1], count
+    return body, count + 1
+
+
+def _pread(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise EOFError(offset + len(data))
+    return data

@@ -1,7 +1,8 @@
 """Scoring a stream of batches in N worker processes, the results in input order
-(``predict --workers N``).
+(``predict --workers N``, ``evaluate --workers N``).
 
-The parent reads the input, hands batch ``i`` to worker ``i mod N`` and writes the results
+The parent hands batch ``i`` to worker ``i mod N`` (a batch may be the lines themselves, or
+where they are in a file, which the worker reads: ``sparse_rational.cli``) and writes the results
 batch after batch, in the order it read them; each worker answers its batches in the order
 it got them, so the parent reads worker ``i mod N``'s next answer for batch ``i``. At most
 ``depth`` batches per worker are in flight: the parent's memory (and every worker's) is
@@ -13,7 +14,7 @@ ends, and on Linux a worker is also killed when its parent dies
 (``PR_SET_PDEATHSIG``). Ctrl-C and SIGTERM go to the parent, which ends every worker
 before it exits: nothing is left behind. A worker that dies (killed, out of memory) or
 fails ends the run with :class:`~sparse_rational.errors.WorkerFailed`, whose one line says
-how many results were written: only whole batches are ever written, so no line is cut.
+how many results were written: only a whole batch's results are ever written, so no line is cut.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def ordered_map(
     job: Callable[[Any], Any],
     batches: Iterable[Any],
     workers: int,
-    size: Callable[[Any], int] = len,
+    count: Callable[[Any], int] = len,
     depth: int = 2,
     progress: str = PREDICT_PROGRESS,
 ) -> Iterator[Any]:
@@ -113,7 +114,7 @@ def ordered_map(
     the order of ``batches`` (module doc). The caller writes each result before asking for
     the next; a worker that dies or fails ends it with :class:`WorkerFailed`, its one line
     saying which worker and how, then ``progress`` with ``{done}``: the sum of
-    ``size(batch)`` over the batches whose results were yielded and asked past."""
+    ``count(result)`` over the results that were yielded and asked past."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS}, got {workers}")
     context = multiprocessing.get_context("fork")
@@ -145,15 +146,14 @@ def ordered_map(
             procs.append(process)
             to_worker.append(task_w)
             from_worker.append(result_r)
-        pending: deque[tuple[int, int]] = deque()  # (worker, size) of every batch in flight, in order
+        pending: deque[int] = deque()  # the worker of every batch in flight, in order
         done = 0
 
         def failed(k: int, why: str) -> WorkerFailed:
             return WorkerFailed(f"worker {k + 1} of {workers} {why}; " + progress.format(done=done))
 
         def answer() -> Any:
-            nonlocal done
-            k, count = pending.popleft()
+            k = pending.popleft()
             try:
                 status, value = from_worker[k].recv()
             except (EOFError, OSError):
@@ -162,23 +162,23 @@ def ordered_map(
                 raise UserError(value)
             if status != "ok":
                 raise failed(k, f"failed ({value})")
-            return value, count
+            return value
 
         for index, batch in enumerate(batches):
             while len(pending) >= workers * depth:
-                value, count = answer()
+                value = answer()
                 yield value
-                done += count
+                done += count(value)
             k = index % workers
             try:
                 to_worker[k].send(batch)
             except (BrokenPipeError, ConnectionResetError, OSError):
                 raise failed(k, _describe(procs[k])) from None
-            pending.append((k, size(batch)))
+            pending.append(k)
         while pending:
-            value, count = answer()
+            value = answer()
             yield value
-            done += count
+            done += count(value)
         for conn in to_worker:
             try:
                 conn.send(None)

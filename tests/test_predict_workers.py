@@ -182,8 +182,8 @@ def test_workers_and_threads_together_are_one_line(baseline, capsys):
 
 def test_workers_split_lines_and_name_bad_bytes_as_one_process_does(baseline, tmp_path):
     """Carriage returns, empty lines, non-ASCII text and a last line with no newline come out
-    the same; a line that is not UTF-8 is named by its number (exit 2), after the whole
-    batches before it."""
+    the same; a line that is not UTF-8 is named by its number (exit 2), after every line
+    before it (batches of 2: the fifth line is not a batch's first)."""
     src = tmp_path / "odd.txt"
     src.write_bytes("works great\r\n\n\u00e9t\u00e9 parfait , love it\nbroke\n \n\u2019s ok".encode())
     outs = {}
@@ -193,13 +193,13 @@ def test_workers_split_lines_and_name_bad_bytes_as_one_process_does(baseline, tm
         assert proc.returncode == 0, err
     assert outs["2"] == outs["1"] and outs["1"].count(b"\n") == 6
     bad = tmp_path / "bad.txt"
-    bad.write_bytes(b"one\ntwo\nthree\nfour\n\xff five\nsix\n")
-    for workers in ("1", "2"):
-        proc = _predict(baseline, str(bad), "--batch-size", "2", "--workers", workers)
+    bad.write_bytes(b"one\ntwo\nthree\nfour\nfive\n\xff six\nseven\n")
+    for workers, threads in (("1", "1"), ("1", "2"), ("2", "1")):
+        proc = _predict(baseline, str(bad), "--batch-size", "2", "--workers", workers, "--threads", threads)
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 2, err
-        assert err.decode().strip() == f"sparse-rational: error: {bad}:5: not UTF-8 text"
-        assert out.count(b"\n") == 4  # the two whole batches before it
+        assert err.decode().strip() == f"sparse-rational: error: {bad}:6: not UTF-8 text"
+        assert out.count(b"\n") == 5  # every line before it
 
 
 def test_evaluate_in_workers_reports_what_one_process_reports(baseline, kitchen, tmp_path, monkeypatch, capsys):
