@@ -20,14 +20,11 @@ import os
 import sys
 from collections.abc import MutableMapping, Sequence
 
+from .commandline import command_of  # imports no numpy (tests/test_entry.py)
+
 SINGLE_THREADED_BLAS = frozenset({"predict"})
 # OpenBLAS reads these in this order; a user who set any of them has chosen.
 BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
-
-
-def command_of(argv: Sequence[str]) -> str | None:
-    """The subcommand: the first argument that is not an option."""
-    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def limit_blas_threads(argv: Sequence[str], environ: MutableMapping[str, str] | None = None) -> bool:

@@ -13,6 +13,8 @@ import shlex
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
 from . import argtypes, config  # cheap: import no torch
@@ -22,15 +24,11 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
-from .commandline import Parser, add_verbosity_args, check_output, run_command
+from .commandline import Parser, add_verbosity_args, check_output, command_of, run_command
 from .device import DEVICE_HELP, PRECISIONS, check_precision, resolve_device
-from .embeddings.hf_options import LAYERS, TransformerOptions  # light: no PyTorch (embeddings/__init__)
 from .errors import ParameterError, TrainingDiverged, UserError
-from .experiments import cli as experiments_cli  # cheap: imports no torch
-from .explain import cli as explain_cli  # cheap: imports no torch
 from .lines import byte_batches, byte_ranges, decode_lines, line_batches, open_input, range_lines, seekable
 from .warn import warn
-from .web import cli as web_cli  # cheap: imports no torch
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
 MAX_WORKERS = 256  # predict --workers (sparse_rational.workers.MAX_WORKERS, without importing it)
@@ -72,9 +70,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="sparse-rational", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+def _add_train(sub) -> None:
+    from .embeddings.hf_options import LAYERS, TransformerOptions  # lazy: start-up (other commands)
 
     t = sub.add_parser("train", help="train a model (and learn its structure with a penalty)")
     _add_data_args(t, train=True)
@@ -139,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the interrupted run of this same command from its last checkpoint",
     )
 
+    t.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="fp32 (default); on CUDA also bf16 or fp16 for the input projection, the recurrence in float32",
+    )
+
+
+def _add_evaluate(sub) -> None:
     e = sub.add_parser("evaluate", help="accuracy of a saved model")
     e.add_argument("--model", required=True)
     _add_model_args(e)
@@ -161,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         "predictor, the same accuracy as one process (default 1: PyTorch, in this process)",
     )
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="classify texts, one per line; JSON lines out (many files on a Ray cluster: --ray-address)",
@@ -229,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --ray-address: the column of JSON-lines or Parquet inputs holding the text (default text)",
     )
 
+
+def _add_export(sub) -> None:
     x = sub.add_parser("export", help="write the whole model as plain JSON, or as an ONNX graph and its tokenizer")
     x.add_argument("--model", required=True)
     _add_model_args(x)
@@ -242,19 +252,58 @@ def build_parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--out", required=True, help="the JSON file, or the ONNX export's folder")
 
+
+def _add_explain(sub) -> None:
+    from .explain import cli as explain_cli  # lazy: start-up (other commands)
+
     explain_cli.add_parser(sub)
+
+
+def _add_reproduce(sub) -> None:
+    from .experiments import cli as experiments_cli  # lazy: start-up (other commands)
+
     experiments_cli.add_parser(sub)
+
+
+def _add_web(sub) -> None:
+    from .web import cli as web_cli  # lazy: start-up (other commands)
+
     web_cli.add_parsers(sub)  # demo, serve
-    for name, command in sub.choices.items():
-        add_verbosity_args(command)
+
+
+# The subcommands, in the order of --help: name -> what registers its parser
+# (demo and serve are registered together).
+PARSERS = {
+    "train": _add_train,
+    "evaluate": _add_evaluate,
+    "predict": _add_predict,
+    "export": _add_export,
+    "explain": _add_explain,
+    "reproduce": _add_reproduce,
+    "demo": _add_web,
+    "serve": _add_web,
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. With ``command`` (the subcommand about to run), only its
+    options are built and only its modules imported; the other subcommands are there by
+    name (the usage line and argparse's "invalid choice" list them). Without it, or for a
+    name that is no subcommand, every one is built (``--help`` lists them with their help)."""
+    parser = Parser(prog="sparse-rational", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    only = command if command in PARSERS else None
+    for name, add in PARSERS.items():
+        if name in sub.choices:  # registered with another (demo and serve)
+            continue
+        if only is None or add is PARSERS[only]:
+            add(sub)
+        else:
+            sub.add_parser(name)  # by name only: this run does not parse its options
+    for name, parsed in sub.choices.items():
+        add_verbosity_args(parsed)
         if name in ("train", "evaluate", "predict"):  # explain's parser has its own
-            command.add_argument("--device", default="auto", help=DEVICE_HELP)
-    sub.choices["train"].add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="fp32 (default); on CUDA also bf16 or fp16 for the input projection, the recurrence in float32",
-    )
+            parsed.add_argument("--device", default="auto", help=DEVICE_HELP)
     return parser
 
 
@@ -358,6 +407,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     hf_options = None
     if args.embeddings.startswith("hf:"):
+        from .embeddings.hf_options import TransformerOptions  # lazy: start-up (other commands)
+
         hf_options = TransformerOptions(args.hf_layers, args.hf_segment_length, args.hf_fp16, args.hf_normalize)
     checkpoint = _checkpointer(args, splits)  # locks --out's work area: one run per --out
     resumed = checkpoint.pending is not None
@@ -905,22 +956,32 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lazy_command(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A subcommand whose module is imported when it runs (start-up: :func:`build_parser`)."""
+
+    def run(args: argparse.Namespace) -> int:
+        return getattr(import_module(module, __package__), name)(args)
+
+    run.__name__ = name
+    return run
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
-    "explain": explain_cli.run,
-    "reproduce": experiments_cli.run,
-    "demo": web_cli.run_demo,
-    "serve": web_cli.run_serve,
+    "explain": _lazy_command(".explain.cli", "run"),
+    "reproduce": _lazy_command(".experiments.cli", "run"),
+    "demo": _lazy_command(".web.cli", "run_demo"),
+    "serve": _lazy_command(".web.cli", "run_serve"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     """``sparse-rational``: every error the user caused is one line and exit status 2
     (:func:`~sparse_rational.commandline.run_command`)."""
-    return run_command(build_parser(), COMMANDS, argv)
+    return run_command(build_parser(command_of(sys.argv[1:] if argv is None else argv)), COMMANDS, argv)
 
 
 if __name__ == "__main__":

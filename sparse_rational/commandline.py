@@ -40,6 +40,7 @@ __all__ = [
     "Terminated",
     "add_verbosity_args",
     "check_output",
+    "command_of",
     "run_command",
     "set_verbosity_for",
 ]
@@ -65,6 +66,11 @@ def add_verbosity_args(p: argparse.ArgumentParser) -> None:
             help="no progress bars or per-epoch lines: only what was resumed or replaced, warnings and errors",
         )
     group.add_argument("--verbose", action="store_true", help="also debugging detail (kernels, threads, timings)")
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand: the first argument that is not an option."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def set_verbosity_for(args: argparse.Namespace) -> int:

@@ -120,3 +120,40 @@ def test_predict_keeps_a_batchs_memory_for_the_next_batch():
 
     assert faults("predict") < 15000 < 60000 < faults("train")
     assert not keep_batch_memory(["train", "--out", "x"]) and not keep_batch_memory([])
+
+
+PARSE_ONE = """
+import sys
+from sparse_rational.cli import build_parser
+args = build_parser(sys.argv[1]).parse_args([sys.argv[1], *sys.argv[2:]])
+print(args.command, sorted(m for m in sys.modules if m.split(".")[0] in ("sparse_rational", "torch")))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "imported"),
+    [
+        (["predict", "--model", "m", "in.txt"], set()),
+        (["reproduce", "--dry-run", "--out", "x"], {"sparse_rational.experiments.cli"}),
+        (["serve", "--model", "m"], {"sparse_rational.web.cli"}),
+        (["explain", "--model", "m"], {"sparse_rational.explain.cli"}),
+    ],
+)
+def test_a_command_builds_and_imports_its_own_parser_only(argv, imported):
+    """``predict`` does not build ``train``'s options nor import the modules of ``reproduce``,
+    ``serve``/``demo`` and ``explain`` (start-up); each of those imports its own; none imports torch."""
+    out = subprocess.run([sys.executable, "-c", PARSE_ONE, *argv], env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    command, modules = out.stdout.split(" ", 1)
+    loaded = set(eval(modules))
+    assert command == argv[0]
+    others = {"sparse_rational.experiments.cli", "sparse_rational.web.cli", "sparse_rational.explain.cli"}
+    assert loaded & others == imported and not any(m.split(".")[0] == "torch" for m in loaded)
+
+
+def test_every_command_still_answers_help():
+    for command in ("train", "evaluate", "predict", "export", "explain", "reproduce", "demo", "serve"):
+        out = subprocess.run(
+            [sys.executable, "-m", "sparse_rational", command, "--help"], env=_env(), capture_output=True, text=True
+        )
+        assert out.returncode == 0 and out.stdout.startswith(f"usage: sparse-rational {command}"), out.stderr
