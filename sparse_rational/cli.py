@@ -18,7 +18,6 @@ from importlib import import_module
 from pathlib import Path
 
 from . import argtypes, config  # cheap: import no torch
-from . import lines as lines_module
 from .argtypes import nonneg_float as _nonneg_float
 from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
@@ -27,16 +26,16 @@ from .argtypes import seed as _seed
 from .commandline import Parser, add_verbosity_args, check_output, command_of, run_command
 from .device import DEVICE_HELP, PRECISIONS, check_precision, resolve_device
 from .errors import ParameterError, TrainingDiverged, UserError
-from .lines import byte_batches, byte_ranges, decode_lines, line_batches, open_input, range_lines, seekable
+from .lines import BLOCK, byte_batches, byte_ranges, decode_lines, line_batches, open_input, range_lines, seekable
 from .warn import warn
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
 MAX_WORKERS = 256  # predict --workers (sparse_rational.workers.MAX_WORKERS, without importing it)
 RAY_WORKERS = 2  # predict --ray-address: default --workers (score_files's default)
-RAY_OUTPUTS = ("jsonl", "parquet")
+RAY_OUTPUTS = ("jsonl", "parquet")  # predict --format (sparse_rational.scoring.OUTPUTS, without importing it)
 # predict --workers on a regular file: the bytes of a worker's task per --batch-size line (1 MiB for
 # the default 2048: a task holds about a batch of reviews, and memory stays bounded by it)
-RANGE_BYTES_PER_LINE = 512  # predict --format (sparse_rational.scoring.OUTPUTS, without importing it)
+RANGE_BYTES_PER_LINE = 512
 
 
 def _ray_address(text: str) -> str:
@@ -514,9 +513,7 @@ def _report(m, indent: str = "") -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_output(args.json, "--json", inputs={"--test": args.test}, model_dir=args.model)
-    workers = args.workers or 1
-    if workers > 1 and (args.threads or 1) > 1:
-        raise UserError("evaluate: give --workers or --threads, not both (each worker scores one batch at a time)")
+    workers = _workers(args, "evaluate")
     contrast_only = args.contrast is not None and not (args.dataset or args.test)
     if args.contrast is not None:
         from .data.contrast import resolve_domain  # lazy: start-up (data readers)
@@ -581,16 +578,9 @@ class _WorkerEvaluator:
     BATCH = 2048  # texts per batch sent to a worker
 
     def __init__(self, args: argparse.Namespace, workers: int):
-        from . import native, validate  # lazy: start-up (numpy, the model folder reader)
+        from . import validate  # lazy: start-up (the model folder reader)
 
-        fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
-        if fast is None:
-            raise UserError(
-                "evaluate --workers: only the PyTorch-free path of one-layer models on static word vectors runs in "
-                "worker processes; this model (or --device, or $SPARSE_RATIONAL_IMPL) needs PyTorch: use --threads"
-            )
-        if fast.model.compiled:
-            native.library()  # built or loaded once, before the fork, not once per worker
+        fast = _worker_predictor(args, "evaluate")
         self.fast, self.workers = fast, workers
         self.classes = fast.classes
         self.lengths = list(fast.model.structure)
@@ -700,12 +690,39 @@ def _json_lines(classes: list[str], probs, known=None, texts=None) -> str:
 
 def _static_predictor(args: argparse.Namespace):
     """The folded, PyTorch-free predictor of a model on static vectors (None: the model reads
-    transformer vectors, or $SPARSE_RATIONAL_IMPL asks for a PyTorch kernel)."""
+    transformer vectors, ``--device`` is not the CPU, or $SPARSE_RATIONAL_IMPL asks for a
+    PyTorch kernel)."""
     from .folded import is_static_model, load_folded  # lazy: start-up (numpy)
 
+    if args.device not in ("auto", "cpu"):
+        return None
     if os.environ.get("SPARSE_RATIONAL_IMPL", "").strip() not in ("", "auto") or not is_static_model(args.model):
         return None
     return load_folded(args.model)
+
+
+def _workers(args: argparse.Namespace, command: str) -> int:
+    """``--workers`` (default 1); with ``--threads``, one line."""
+    workers = args.workers or 1
+    if workers > 1 and (args.threads or 1) > 1:
+        raise UserError(f"{command}: give --workers or --threads, not both (each worker scores one batch at a time)")
+    return workers
+
+
+def _worker_predictor(args: argparse.Namespace, command: str):
+    """:func:`_static_predictor` for ``--workers``, its compiled library loaded before the
+    fork (not once per worker); one line when the model needs PyTorch."""
+    from . import native  # lazy: start-up (tempfile)
+
+    fast = _static_predictor(args)
+    if fast is None:
+        raise UserError(
+            f"{command} --workers: only the PyTorch-free path of one-layer models on static word vectors runs in "
+            "worker processes; this model (or --device, or $SPARSE_RATIONAL_IMPL) needs PyTorch: use --threads"
+        )
+    if fast.model.compiled:
+        native.library()
+    return fast
 
 
 # predict --ray-address: the options of plain predict that Ray scoring refuses, and why
@@ -780,17 +797,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.ray_address is not None:
         return _predict_with_ray(args)
     args.input = args.input[0] if args.input else "-"
-    args.workers = args.workers or 1
     if sys.stdout is None:
         raise UserError("predict: standard output is closed; nothing could be written")
-    if args.workers > 1 and (args.threads or 1) > 1:
-        raise UserError("predict: give --workers or --threads, not both (each worker scores one batch at a time)")
-    fast = _static_predictor(args) if args.device in ("auto", "cpu") else None
-    if fast is None and args.workers > 1:
-        raise UserError(
-            "predict --workers: only the PyTorch-free path of one-layer models on static word vectors runs in "
-            "worker processes; this model (or --device, or $SPARSE_RATIONAL_IMPL) needs PyTorch: use --threads"
-        )
+    args.workers = _workers(args, "predict")
+    fast = _worker_predictor(args, "predict") if args.workers > 1 else _static_predictor(args)
     if fast is None:  # transformer vectors (or --device cuda): the PyTorch model
         from .pipeline import TextClassifier  # lazy: start-up (torch)
 
@@ -849,11 +859,8 @@ def _predict_in_workers(args: argparse.Namespace, fast, max_chars: int, out) -> 
     this process reads none of it. A pipe is read here in batches of ``--batch-size``
     undecoded lines (:func:`sparse_rational.lines.byte_batches`). Memory is bounded
     whatever a line's length. Returns the texts with no known word and the texts cut."""
-    from . import native  # lazy: start-up (tempfile)
     from .workers import ordered_map  # lazy: start-up (multiprocessing)
 
-    if fast.model.compiled:
-        native.library()  # built or loaded once, before the fork, not once per worker
     classes, with_text, max_tokens, size = fast.classes, args.with_text, args.max_tokens, args.batch_size
     fh, name = source = open_input(args.input)  # opened before the fork: the workers read a regular file through it
     fd = fh.fileno() if seekable(fh) else -1
@@ -877,7 +884,7 @@ def _predict_in_workers(args: argparse.Namespace, fast, max_chars: int, out) -> 
         return "".join(parts).encode("utf-8"), count, no_word, fast.truncated_texts - before, bad
 
     if fd >= 0:
-        tasks = byte_ranges(start, os.fstat(fd).st_size, max(size * RANGE_BYTES_PER_LINE, lines_module.BLOCK))
+        tasks = byte_ranges(start, os.fstat(fd).st_size, max(size * RANGE_BYTES_PER_LINE, BLOCK))
     else:
         tasks = _in_turn(byte_batches(source, size, max_chars))
     raw = getattr(out, "buffer", None)  # the lines are bytes already: no decoding and encoding again here
