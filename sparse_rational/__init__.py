@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .lazy import loader
+from .lazy import lazy_names
 from .log import set_verbosity
 
 _LAZY = {
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from .tuning import tune_text_classifier
 
 
-_load = loader(__name__, _LAZY, globals())
+_load, __dir__ = lazy_names(__name__, _LAZY, globals(), also=["__version__"])
 
 
 def __getattr__(name: str) -> Any:
@@ -68,7 +68,3 @@ def __getattr__(name: str) -> Any:
         globals()[name] = version = package_version()
         return version
     return _load(name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY, "__version__"})

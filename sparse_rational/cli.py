@@ -973,15 +973,30 @@ def _lazy_command(module: str, name: str) -> Callable[[argparse.Namespace], int]
     return run
 
 
+def _reads_model(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command that loads ``--model``: a folder that is not a model is one line at once
+    (:func:`~sparse_rational.validate.open_model_folder`), before PyTorch is imported (a
+    second of start-up for a typo)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from . import validate  # lazy: start-up (numpy)
+
+        validate.open_model_folder(args.model)
+        return command(args)
+
+    run.__name__ = command.__name__
+    return run
+
+
 COMMANDS = {
     "train": cmd_train,
-    "evaluate": cmd_evaluate,
-    "predict": cmd_predict,
-    "export": cmd_export,
-    "explain": _lazy_command(".explain.cli", "run"),
+    "evaluate": _reads_model(cmd_evaluate),
+    "predict": _reads_model(cmd_predict),
+    "export": _reads_model(cmd_export),
+    "explain": _reads_model(_lazy_command(".explain.cli", "run")),
     "reproduce": _lazy_command(".experiments.cli", "run"),
-    "demo": _lazy_command(".web.cli", "run_demo"),
-    "serve": _lazy_command(".web.cli", "run_serve"),
+    "demo": _reads_model(_lazy_command(".web.cli", "run_demo")),
+    "serve": _reads_model(_lazy_command(".web.cli", "run_serve")),
 }
 
 

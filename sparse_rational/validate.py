@@ -133,7 +133,7 @@ def open_model_folder(path: str | os.PathLike) -> ModelFolder:
 
     path = Path(path)
     if not path.is_dir():
-        raise ParameterError("model", f"{path} is not a model folder")
+        raise ParameterError("model", f"{path}: not a model folder")
     for name in (CONFIG, WEIGHTS, VOCAB):
         if not os.path.lexists(path / name):
             raise UserError(f"{path / name}: missing (a model folder holds {CONFIG}, {WEIGHTS}, {VOCAB})")

@@ -157,3 +157,34 @@ def test_every_command_still_answers_help():
             [sys.executable, "-m", "sparse_rational", command, "--help"], env=_env(), capture_output=True, text=True
         )
         assert out.returncode == 0 and out.stdout.startswith(f"usage: sparse-rational {command}"), out.stderr
+
+
+RUN_ONE = """
+import sys
+from sparse_rational.cli import main
+code = main(sys.argv[1:])
+print(code, 'torch' in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "--model", "{m}", "in.txt"],
+        ["evaluate", "--model", "{m}", "--dataset", "amazon:kitchen"],
+        ["export", "--model", "{m}", "--out", "{tmp}/x.json"],
+        ["explain", "--model", "{m}", "--dataset", "amazon:kitchen"],
+        ["demo", "--model", "{m}", "--out", "{tmp}/page.html"],
+        ["serve", "--model", "{m}"],
+    ],
+)
+def test_a_folder_that_is_no_model_is_one_line_before_torch_loads(argv, tmp_path):
+    """A typo in ``--model`` is said at once (exit 2), naming the folder and what it lacks,
+    without the second that importing PyTorch takes."""
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "config.json").write_text("{}")  # a folder, but no model in it
+    for folder, said in ((tmp_path / "missing", ": not a model folder"), (tmp_path / "notes", "missing")):
+        args = [a.format(m=folder, tmp=tmp_path) for a in argv]
+        out = subprocess.run([sys.executable, "-c", RUN_ONE, *args], env=_env(), capture_output=True, text=True)
+        assert out.stdout.split() == ["2", "False"], out.stderr
+        assert out.stderr.count("\n") == 1 and said in out.stderr and str(folder) in out.stderr

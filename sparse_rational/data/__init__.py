@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sparse_rational.lazy import loader
+from sparse_rational.lazy import lazy_names
 
 # The names below are imported on first use: `predict` imports the tokenizer (data.tokenize)
 # and should not pay for the benchmark readers and their HTML parsing.
@@ -64,8 +64,4 @@ __all__ = [
 ]
 
 
-__getattr__ = loader(__name__, _LAZY, globals())
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())

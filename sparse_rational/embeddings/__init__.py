@@ -6,8 +6,9 @@ The names below are loaded on first use (PEP 562), so that importing one light s
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_names
 
 if TYPE_CHECKING:  # the same names, for type checkers
     from .encoder import ContextualEncoder
@@ -15,16 +16,16 @@ if TYPE_CHECKING:  # the same names, for type checkers
     from .static import BOS, EOS, SPECIALS, UNK, WordVectors, build_vocabulary, load_word_vectors
 
 _WHERE = {
-    "ContextualEncoder": ".encoder",  # transformers imported lazily there
-    "TransformerOptions": ".hf_options",
-    "is_contextual": ".hf_options",
-    "BOS": ".static",
-    "EOS": ".static",
-    "SPECIALS": ".static",
-    "UNK": ".static",
-    "WordVectors": ".static",
-    "build_vocabulary": ".static",
-    "load_word_vectors": ".static",
+    "ContextualEncoder": "encoder",  # transformers imported lazily there
+    "TransformerOptions": "hf_options",
+    "is_contextual": "hf_options",
+    "BOS": "static",
+    "EOS": "static",
+    "SPECIALS": "static",
+    "UNK": "static",
+    "WordVectors": "static",
+    "build_vocabulary": "static",
+    "load_word_vectors": "static",
 }
 
 __all__ = [
@@ -40,8 +41,4 @@ __all__ = [
     "is_contextual",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name], __name__), name)
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

@@ -15,7 +15,7 @@ line's parser) does not import torch.
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_names
 
 _EXPORTS = {
     "NOT_READ": "paths",
@@ -40,8 +40,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS, globals())
