@@ -4,6 +4,7 @@ fallback when nothing can be compiled."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -234,3 +235,62 @@ def test_threads_may_share_a_tokenizer():
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda k: tokenize_batch(texts[k : k + 100], shared), range(0, 4000, 100)))
     assert [t for batch in got for t in batch] == expected
+
+
+# ------------------------------------------------------------------------------------------
+# New chunks learned in C with the vocabulary (sr_learn)
+
+
+def _vocabulary(texts: list[str]) -> dict[str, int]:
+    """A vocabulary of every other token of ``texts`` (and ``<unk>``), so that some tokens
+    are in it and some are not, non-ASCII ones too."""
+    tokens = sorted({t for doc in tokenize_batch(texts, BatchTokenizer(native=False)) for t in doc})
+    return {t: i for i, t in enumerate(["<unk>", *tokens[::2]])}
+
+
+def _same_ids_in_c(texts: list[str], monkeypatch, batch: int = 5000) -> BatchTokenizer:
+    """The ids of ``texts`` (in batches) with new chunks learned in C equal those of the
+    Python tokenizer, with a vocabulary; returns the C-learning tokenizer."""
+    module = importlib.import_module("sparse_rational.data.tokenize")  # (the package's `tokenize` is the function)
+    monkeypatch.setattr(module, "_C_VOCABULARY_FROM", 1)  # every batch learns in C
+    vocab = _vocabulary(texts)
+    fast, slow = BatchTokenizer(vocab, default=0), BatchTokenizer(vocab, default=0, native=False)
+    for k in range(0, len(texts), batch):
+        got, expected = fast.ids(texts[k : k + batch]), slow.ids(texts[k : k + batch])
+        assert got[0].tolist() == expected[0].tolist() and got[1].tolist() == expected[1].tolist()
+    return fast
+
+
+def test_new_chunks_learned_in_c_get_the_ids_of_python_for_every_character(monkeypatch):
+    texts = _every_character()
+    assert _same_ids_in_c(texts, monkeypatch)._vocab_memo is not None  # it did learn in C
+
+
+def test_new_chunks_learned_in_c_get_the_ids_of_python_on_a_corpus(data_dir, monkeypatch):
+    """Every review of the kitchen HATN domain (new chunks in every batch), then again (none)."""
+    lines = []
+    for part in ("review_positive", "review_negative"):
+        lines += (data_dir / "amazon-hatn" / "kitchen" / part).read_text(encoding="utf-8").splitlines()
+    assert len(lines) > 5000
+    assert _same_ids_in_c(lines + lines, monkeypatch, batch=700)._vocab_memo is not None
+
+
+@given(st.lists(st.lists(st.sampled_from([*_PIECES, "\u00e9", "Caf\u00c9", "\u2019s", "x" * 9]), max_size=30)))
+@settings(max_examples=300, deadline=None)
+def test_new_chunks_learned_in_c_get_the_ids_of_python_on_random_text(pieces):
+    texts = ["".join(p) for p in pieces]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _same_ids_in_c(texts, monkeypatch, batch=3)
+
+
+def test_the_vocabulary_goes_to_c_only_for_a_batch_with_many_new_chunks():
+    """A one-line ``predict`` does not pay for copying the vocabulary into C."""
+    vocab = {"<unk>": 0, "good": 1, "bad": 2}
+    tokenizer = BatchTokenizer(vocab, default=0)
+    assert tokenizer.ids(["good, not bad"])[0].tolist() == [1, 0, 0, 2]
+    assert tokenizer._vocab_memo is None
+    many = [" ".join(f"w{k}x{j}" for j in range(64)) for k in range(100)]  # 6,400 new chunks
+    ids, lengths = tokenizer.ids([*many, "good bad"])
+    assert tokenizer._vocab_memo is not None
+    assert lengths.tolist() == [64] * 100 + [2] and ids[-2:].tolist() == [1, 2] and not ids[:-2].any()
+    assert BatchTokenizer(dict(vocab), default=0).__getstate__().get("_vocab_memo", None) is None

@@ -182,6 +182,17 @@ class _Growing:
         return self._data[: self._n]
 
 
+# New chunks in one batch from which the vocabulary is copied into C (sr_learn): ~10,000
+# words cost ~3 ms to copy, ~0.7 us a chunk is saved (Python splits and looks up a new
+# chunk in ~0.9 us, C in ~0.2): a one-line `predict` does not pay for the copy.
+_C_VOCABULARY_FROM = 4096
+
+
+def _within(sizes: np.ndarray) -> np.ndarray:
+    """``[0, 1, .., sizes[0] - 1, 0, 1, .., sizes[1] - 1, ...]``: places within each run."""
+    return np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
 class BatchTokenizer:
     """:func:`tokenize` for many texts at once, several times faster, with each token
     mapped to an integer id by ``lookup``: a function, or a mapping with ``default`` the
@@ -207,6 +218,9 @@ class BatchTokenizer:
         self.tokens: list[str] = []
         self._index: dict[str, int] = {}
         self._default = None
+        # a plain dict vocabulary: new ASCII chunks are split and looked up in C (sr_learn)
+        self._vocabulary = lookup if type(lookup) is dict else None
+        self._vocab_memo: Any = None  # sparse_rational.native.ChunkMemo of _vocabulary, made when first needed
         if isinstance(lookup, Mapping):
             if default is None:
                 raise ValueError("a vocabulary lookup needs the default id of the tokens it lacks")
@@ -233,7 +247,7 @@ class BatchTokenizer:
 
     def __getstate__(self) -> dict:
         """Copies and pickles hold no C memo (nor the memo of chunks): they start it again."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_native", "_memo", "_lock")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_native", "_memo", "_lock", "_vocab_memo")}
         state["_native"] = self._native is not None
         return state
 
@@ -241,6 +255,7 @@ class BatchTokenizer:
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._native = self._c_memo(required=False) if self._native else None
+        self._vocab_memo = None
         self._reset()
 
     def _own_id(self, token: str) -> int:
@@ -266,12 +281,19 @@ class BatchTokenizer:
 
     def _learn(self, chunks: list[str]) -> None:
         """Split and look up new ``chunks`` and give them the next codes, in order (in the
-        Python memo too, unless the C memo is used: it has added them itself). The chunks
-        that are not a single word go through the regular expression together, joined by
-        ``_DOC`` (a token of its own, as no token spans whitespace)."""
-        n = len(chunks)
-        if not n:
+        Python memo too, unless the C memo is used: it has added them itself)."""
+        if not chunks:
             return
+        first = len(self._sizes)
+        if self._native is None:
+            self._memo.update(zip(chunks, range(first, first + len(chunks))))
+        self._store(*self._split(chunks))
+
+    def _split(self, chunks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(sizes, ids)``: how many tokens each chunk has, and their ids, chunk after chunk.
+        The chunks that are not a single word go through the regular expression together,
+        joined by ``_DOC`` (a token of its own, as no token spans whitespace)."""
+        n = len(chunks)
         simple = np.fromiter(map(str.isalnum, chunks), bool, n)  # one token: the chunk itself
         sizes = np.ones(n, np.int64)
         hard = list(compress(chunks, ~simple))
@@ -283,19 +305,53 @@ class BatchTokenizer:
         tokens[starts[simple]] = list(compress(chunks, simple))
         if hard:
             hard_sizes = sizes[~simple]
-            within = np.arange(int(hard_sizes.sum())) - np.repeat(np.cumsum(hard_sizes) - hard_sizes, hard_sizes)
-            tokens[np.repeat(starts[~simple], hard_sizes) + within] = np.delete(np.asarray(found, object), marks)
+            tokens[np.repeat(starts[~simple], hard_sizes) + _within(hard_sizes)] = np.delete(
+                np.asarray(found, object), marks
+            )
         words = tokens.tolist()
         if self._default is not None:  # a vocabulary (dict): its ids, the default for the rest
             ids = np.fromiter(map(self._lookup, words, repeat(self._default)), np.int64, len(words))
         else:
             ids = np.fromiter(map(self._lookup, words), np.int64, len(words))
-        first = len(self._sizes)
-        if self._native is None:
-            self._memo.update(zip(chunks, range(first, first + n)))
-        self._starts.extend(starts + len(self._flat))
+        return sizes, ids
+
+    def _store(self, sizes: np.ndarray, ids: np.ndarray) -> None:
+        """The next codes: chunks of ``sizes`` tokens, whose ids are ``ids`` one chunk after another."""
+        self._starts.extend(np.cumsum(sizes) - sizes + len(self._flat))
         self._sizes.extend(sizes)
         self._flat.extend(ids)
+
+    def _learn_in_c(self, buf: bytes, starts: np.ndarray, sizes: np.ndarray) -> bool:
+        """:meth:`_learn` of the new chunks ``buf[starts[j] : starts[j] + sizes[j]]`` with the
+        vocabulary in C (``sr_learn``; the chunks that are not ASCII in Python); False (and
+        nothing learned) when there is no vocabulary to use, or too few chunks to be worth
+        putting it in C."""
+        if self._vocabulary is None or self._default is None:
+            return False
+        if self._vocab_memo is None:
+            if len(starts) < _C_VOCABULARY_FROM:  # a few lines: the vocabulary's copy would cost more
+                return False
+            from .. import native as compiled  # lazy: start-up (subprocess, tempfile)
+
+            memo = compiled.ChunkMemo(compiled.library())
+            memo.put_many(list(self._vocabulary), list(self._vocabulary.values()))
+            self._vocab_memo = memo
+        counts, ids = self._vocab_memo.learn(buf, starts, sizes, self._default)
+        left = np.flatnonzero(counts < 0)
+        if len(left):  # chunks that are not ASCII: normalised and split here, then put in their places
+            pieces = map(slice, starts[left].tolist(), (starts[left] + sizes[left]).tolist())
+            text = b"\x01".join(map(buf.__getitem__, pieces)).decode("utf-8", "surrogatepass")
+            py_sizes, py_ids = self._split([c if c.isascii() else _normalized_chunk(c) for c in text.split("\x01")])
+            counts[left] = py_sizes
+            begin = np.cumsum(counts) - counts
+            merged = np.empty(int(counts.sum()), np.int64)
+            in_c = counts >= 0
+            in_c[left] = False
+            merged[np.repeat(begin[in_c], counts[in_c]) + _within(counts[in_c])] = ids
+            merged[np.repeat(begin[left], py_sizes) + _within(py_sizes)] = py_ids
+            ids = merged
+        self._store(counts, ids)
+        return True
 
     def _find(self, text: str) -> list[str]:
         """``_TOKEN_RE.findall(text)``: in C when the compiled kernels are used and the text
@@ -326,7 +382,8 @@ class BatchTokenizer:
         """:meth:`_codes` of :func:`_normalized_chunks`, computed in C: the joined text, its
         ASCII letters lower-cased, is split where the normalised text has whitespace and
         every chunk is looked up in the C memo, which adds the new ones with the next codes;
-        they are normalised and tokenised here, once each, in that order."""
+        they are tokenised once each, in that order: in C with the vocabulary
+        (:meth:`_learn_in_c`), or normalised and tokenised here."""
         buf = _joined(texts).encode("utf-8", "surrogatepass").lower()  # bytes.lower: ASCII only
         held = self._size()
         try:
@@ -334,7 +391,8 @@ class BatchTokenizer:
             if len(starts) and self._size() > self.max_chunks and held > 1:  # bounded memory: start again
                 self._reset()
                 codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
-            if len(starts):  # the new chunks, decoded at once (no chunk holds a control character)
+            if len(starts) and not self._learn_in_c(buf, starts, sizes):
+                # the new chunks, decoded at once (no chunk holds a control character)
                 pieces = map(slice, starts.tolist(), (starts + sizes).tolist())
                 text = b"\x01".join(map(buf.__getitem__, pieces)).decode("utf-8", "surrogatepass")
                 new = text.split("\x01")

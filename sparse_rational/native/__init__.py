@@ -23,6 +23,7 @@ import platform
 import shlex
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
         "sr_count_chunks": (_I, [_P, _I]),
         "sr_chunks": (_I, [_P, _P, _I, _P, _P, _P, _I, _P, _I]),
         "sr_tokens": (_I, [_P, _I, _P, _I]),
+        "sr_memo_put_many": (_I, [_P, _P, _P, _P, _I]),
+        "sr_learn": (_I, [_P, _P, _I, _P, _P, _I, _I, _P, _P, _I]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -239,3 +242,31 @@ class ChunkMemo:
             raise RuntimeError(f"sr_chunks: {count} chunks, {cap} counted")
         m = added.value
         return codes, starts[:m], sizes[:m]
+
+    def put_many(self, keys: Sequence[str], codes: Sequence[int]) -> None:
+        """:meth:`put` of every key (its UTF-8 bytes) with its code, in one call."""
+        data = [k.encode("utf-8", "surrogatepass") for k in keys]
+        offsets = np.zeros(len(data) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, data), np.int64, len(data)), out=offsets[1:])
+        values = np.ascontiguousarray(codes, np.int64)
+        if len(values) != len(data) or (len(values) and values.min() < 0):
+            raise ValueError("one code >= 0 per key")
+        if self._lib.sr_memo_put_many(self._memo, b"".join(data), _ptr(offsets), _ptr(values), len(data)) < 0:
+            raise MemoryError("sr_memo_put_many: out of memory")
+
+    def learn(self, buf: bytes, starts: np.ndarray, sizes: np.ndarray, missing: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts, ids)``: the tokens of the chunks ``buf[starts[j] : starts[j] + sizes[j]]``
+        looked up in this memo (a vocabulary; ``missing`` for a token it lacks): ``counts[j]``
+        tokens each, their ids one chunk after another; ``counts[j]`` is -1 for a chunk that
+        is not ASCII (it has no ids here: the caller tokenizes it), see ``sr_learn``."""
+        starts = np.ascontiguousarray(starts, np.int64)
+        sizes = np.ascontiguousarray(sizes, np.int64)
+        counts = np.empty(len(starts), np.int64)
+        cap = int(sizes.sum())
+        ids = np.empty(cap, np.int64)
+        total = self._lib.sr_learn(
+            self._memo, buf, len(buf), _ptr(starts), _ptr(sizes), len(starts), missing, _ptr(counts), _ptr(ids), cap
+        )
+        if total < 0:  # pragma: no cover - the chunks' bytes always suffice
+            raise RuntimeError(f"sr_learn: {cap} ids were too few")
+        return counts, ids[:total]

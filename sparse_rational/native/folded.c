@@ -528,3 +528,62 @@ int64_t sr_tokens(const char *text, int64_t n, char *out, int64_t cap) {
     }
     return k;
 }
+
+/* ---- 4. new chunks' tokens, looked up in the vocabulary ---------------------------------- */
+
+/* Put keys[offsets[i] : offsets[i + 1]] with code codes[i], for i < count (a key already
+ * there keeps its code): the vocabulary, token -> id. 0, -1 bad input, -2 out of memory. */
+int64_t sr_memo_put_many(sr_memo *m, const char *keys, const int64_t *offsets, const int64_t *codes, int64_t count) {
+    for (int64_t i = 0; i < count; i++) {
+        int64_t put = sr_memo_put(m, keys + offsets[i], offsets[i + 1] - offsets[i], codes[i]);
+        if (put < 0) return put;
+    }
+    return 0;
+}
+
+/* The code of s[0:n] (`end`: how far s may be read), `missing` if the memo lacks it. */
+static inline int64_t lookup(const sr_memo *m, const char *s, int64_t n, const char *end, int64_t missing) {
+    sr_slot slot = m->slot[find(m, s, n, hash_bytes(s, n, end), head_of(s, n, end))];
+    return slot.entry ? m->entry[slot.entry - 1].code : missing;
+}
+
+/* What data/tokenize.py's BatchTokenizer._learn makes of each new chunk j < m, the bytes
+ * buf[start[j] : start[j] + size[j]], with a vocabulary `vocab` (token -> id; `unk` for
+ * a token it lacks): sizes[j] tokens, the chunk itself when it is all ASCII letters and
+ * digits, else sr_tokens' tokens of it (no token spans whitespace, and a chunk has none,
+ * so a chunk alone splits as it does in the text), their ids appended to ids. A chunk with
+ * a byte that is not ASCII or a \x00 (or a domain name of 64 dots) gets sizes[j] = -1 and
+ * no ids: the caller learns it in Python. Returns the number of ids written, -1 when `cap`
+ * is too small (the chunks' bytes always suffice: a token is at least one byte). */
+int64_t sr_learn(const sr_memo *vocab, const char *buf, int64_t n, const int64_t *start, const int64_t *size,
+                 int64_t m, int64_t unk, int64_t *sizes, int64_t *ids, int64_t cap) {
+    const char *end = buf + n;
+    int64_t k = 0;
+    for (int64_t j = 0; j < m; j++) {
+        const unsigned char *s = (const unsigned char *)buf + start[j];
+        int64_t len = size[j], simple = 1, i = 0;
+        for (; i < len && s[i] < 0x80 && s[i] != 0; i++) simple &= is_alnum(s[i]);
+        sizes[j] = -1;
+        if (i < len) continue;
+        if (simple) {
+            if (k >= cap) return -1;
+            ids[k++] = lookup(vocab, (const char *)s, len, end, unk);
+            sizes[j] = 1;
+            continue;
+        }
+        int64_t first = k, p = 0;
+        while (p < len) {
+            int64_t t = token_at(s, len, p);
+            if (t < 0) break;
+            if (k >= cap) return -1;
+            ids[k++] = lookup(vocab, (const char *)s + p, t, end, unk);
+            p += t;
+        }
+        if (p < len) {
+            k = first; /* left to Python */
+            continue;
+        }
+        sizes[j] = k - first;
+    }
+    return k;
+}
