@@ -333,7 +333,10 @@ class BatchTokenizer:
                 return False
             from .. import native as compiled  # lazy: start-up (subprocess, tempfile)
 
-            memo = compiled.ChunkMemo(compiled.library())
+            lib = compiled.library()
+            if lib is None:  # pragma: no cover - the chunk memo is in C, so the library is loaded
+                return False
+            memo = compiled.ChunkMemo(lib)
             memo.put_many(list(self._vocabulary), list(self._vocabulary.values()))
             self._vocab_memo = memo
         counts, ids = self._vocab_memo.learn(buf, starts, sizes, self._default)
