@@ -294,3 +294,14 @@ def test_the_vocabulary_goes_to_c_only_for_a_batch_with_many_new_chunks():
     assert tokenizer._vocab_memo is not None
     assert lengths.tolist() == [64] * 100 + [2] and ids[-2:].tolist() == [1, 2] and not ids[:-2].any()
     assert BatchTokenizer(dict(vocab), default=0).__getstate__().get("_vocab_memo", None) is None
+
+
+def test_a_large_vocabulary_goes_to_c_once_python_has_learned_a_quarter_as_many_chunks():
+    vocab = {"<unk>": 0, **{f"v{k}": k + 1 for k in range(40_000)}}  # a quarter: 10,000
+    tokenizer = BatchTokenizer(vocab, default=0)
+    batch = [" ".join(f"v{k * 64 + j} w{k}x{j}" for j in range(32)) for k in range(100)]  # 6,400 new chunks
+    ids, _ = tokenizer.ids(batch)
+    assert tokenizer._vocab_memo is None and ids[0] == 1 and ids[1] == 0
+    more = [" ".join(f"v{20_000 + k * 64 + j} y{k}x{j}" for j in range(32)) for k in range(100)]
+    ids, _ = tokenizer.ids(more)  # 12,800 learned: the copy is made for this batch
+    assert tokenizer._vocab_memo is not None and ids[0] == 20_001 and ids[1] == 0

@@ -182,9 +182,12 @@ class _Growing:
         return self._data[: self._n]
 
 
-# New chunks in one batch from which the vocabulary is copied into C (sr_learn): 10,180
-# words cost 1.5-2.2 ms to copy, and a new chunk learned in C saves ~0.75 us (0.139 s over
-# the 185,000 of 23,094 distinct reviews): a one-line `predict` does not pay for the copy.
+# When the vocabulary is copied into C (sr_learn): once the new chunks learned in Python
+# (this batch's included) reach this many, or a quarter of the vocabulary's words if more.
+# 10,180 words cost 1.5-2.2 ms to copy (~0.17 us a word), and a new chunk learned in C saves
+# ~0.75 us (0.139 s over the 185,000 of 23,094 distinct reviews): the copy is made once
+# Python has spent about what it costs (as a skier rents until rent would have bought the
+# skis), so a one-line `predict` does not pay for it, nor a short run with a large vocabulary.
 _C_VOCABULARY_FROM = 4096
 
 
@@ -221,6 +224,7 @@ class BatchTokenizer:
         # a plain dict vocabulary: new ASCII chunks are split and looked up in C (sr_learn)
         self._vocabulary = lookup if type(lookup) is dict else None
         self._vocab_memo: Any = None  # sparse_rational.native.ChunkMemo of _vocabulary, made when first needed
+        self._learned_in_python = 0  # new chunks learned in Python while _vocab_memo was not made
         if isinstance(lookup, Mapping):
             if default is None:
                 raise ValueError("a vocabulary lookup needs the default id of the tokens it lacks")
@@ -325,11 +329,12 @@ class BatchTokenizer:
         """:meth:`_learn` of the new chunks ``buf[starts[j] : starts[j] + sizes[j]]`` with the
         vocabulary in C (``sr_learn``; the chunks that are not ASCII in Python); False (and
         nothing learned) when there is no vocabulary to use, or too few chunks to be worth
-        putting it in C."""
+        putting it in C (:data:`_C_VOCABULARY_FROM`)."""
         if self._vocabulary is None or self._default is None:
             return False
         if self._vocab_memo is None:
-            if len(starts) < _C_VOCABULARY_FROM:  # a few lines: the vocabulary's copy would cost more
+            self._learned_in_python += len(starts)
+            if self._learned_in_python < max(_C_VOCABULARY_FROM, len(self._vocabulary) // 4):
                 return False
             from .. import native as compiled  # lazy: start-up (subprocess, tempfile)
 
