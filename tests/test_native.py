@@ -305,3 +305,12 @@ def test_a_large_vocabulary_goes_to_c_once_python_has_learned_a_quarter_as_many_
     more = [" ".join(f"v{20_000 + k * 64 + j} y{k}x{j}" for j in range(32)) for k in range(100)]
     ids, _ = tokenizer.ids(more)  # 12,800 learned: the copy is made for this batch
     assert tokenizer._vocab_memo is not None and ids[0] == 20_001 and ids[1] == 0
+
+
+def test_a_vocabulary_c_cannot_hold_is_looked_up_in_python():
+    """Ids C cannot hold (negative) or keys that are not text: the Python lookup, as before."""
+    many = [" ".join(f"w{k}x{j}" for j in range(64)) for k in range(100)]
+    for vocab in ({"<unk>": 0, "good": -5}, {"<unk>": 0, "good": 1, 7: 2}):
+        tokenizer = BatchTokenizer(vocab, default=0)
+        ids, _ = tokenizer.ids([*many, "good"])
+        assert tokenizer._vocab_memo is None and ids[-1] == vocab["good"] and not ids[:-1].any()

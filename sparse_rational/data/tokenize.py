@@ -342,7 +342,11 @@ class BatchTokenizer:
             if lib is None:  # pragma: no cover - the chunk memo is in C, so the library is loaded
                 return False
             memo = compiled.ChunkMemo(lib)
-            memo.put_many(list(self._vocabulary), list(self._vocabulary.values()))
+            try:
+                memo.put_many(list(self._vocabulary), list(self._vocabulary.values()))
+            except (ValueError, TypeError, AttributeError, OverflowError):  # not str -> id >= 0: Python looks it up
+                self._vocabulary = None
+                return False
             self._vocab_memo = memo
         counts, ids = self._vocab_memo.learn(buf, starts, sizes, self._default)
         left = np.flatnonzero(counts < 0)
