@@ -161,7 +161,7 @@ COMMANDS = ("predict", "evaluate", "export", "demo", "explain")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder", "huge"])
 def test_a_model_file_that_is_not_a_small_regular_file_is_refused_by_every_command(
     model, tmp_path, inputs, capsys, command, kind
 ):
@@ -174,6 +174,8 @@ def test_a_model_file_that_is_not_a_small_regular_file_is_refused_by_every_comma
         os.mkfifo(target)
     elif kind == "dev-zero":
         target.symlink_to("/dev/zero")
+    elif kind == "folder":  # opened, then refused by Python's file object, naming only the descriptor
+        target.mkdir()
     else:  # a sparse file of a terabyte: never read into memory
         with open(target, "wb") as fh:
             fh.truncate(1 << 40)
