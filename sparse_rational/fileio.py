@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,9 +36,25 @@ def _naming(path: Path) -> Iterator[None]:
         raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path)) from None
 
 
+def _is_stream(path: Path) -> bool:
+    """``path`` (after its links) is a device, a FIFO or a socket: ``/dev/stdout``,
+    ``/dev/null``, a shell's ``>(command)``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # not there (yet), or not reachable: the rename says what is wrong
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file and a rename; a device or a FIFO
+    (``/dev/stdout``, ``>(command)``) is written into, never replaced by a file."""
     path = Path(path)
     with _naming(path):
+        if _is_stream(path):
+            with open(path, "wb") as fh:
+                fh.write(data)
+            return
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -201,6 +202,29 @@ def test_a_read_only_parent_fails_before_training(files, tmp_path, capsys):
         ro.chmod(0o755)
     assert code == 1
     one_line(err, str(ro))
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate --json", "demo"])
+def test_an_output_that_is_a_fifo_is_written_into_not_replaced(model, files, tmp_path, capsys, command):
+    # as /dev/stdout, /dev/null or a shell's >(jq .): renaming a file over it would replace
+    # the device (as root, /dev/null itself) and leave the reader waiting
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    args = {
+        "export": ["export", "--model", model, "--out", fifo],
+        "evaluate --json": ["evaluate", "--model", model, "--test", files["test"], "--json", fifo],
+        "demo": ["demo", "--model", model, "--no-table", "--out", fifo],
+    }[command]
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there: the write does not block
+    try:
+        code, _, err = run(args, capsys)
+        assert code == 0, err
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO
+        received = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+    assert received.lower().startswith(b"<!doctype" if command == "demo" else b"{"), received[:80]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]  # no temporary file left behind
 
 
 # -- 2. one run per output; resume refuses changed vectors ---------------------------------------
