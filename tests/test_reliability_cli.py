@@ -227,6 +227,23 @@ def test_an_output_that_is_a_fifo_is_written_into_not_replaced(model, files, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]  # no temporary file left behind
 
 
+@pytest.mark.parametrize("command", ["demo --out", "explain --html", "reproduce --train", "reproduce --test"])
+def test_a_symlink_loop_as_a_path_is_one_line(model, files, tmp_path, capsys, command):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # Path.resolve() raises RuntimeError on it (Python < 3.13)
+    vec, train, test = files["vec"], files["train"], files["test"]
+    sweep = ["reproduce", "--embeddings", vec, "--dry-run", "--budget", "smoke", "--out", tmp_path / "sweep"]
+    args = {
+        "demo --out": ["demo", "--model", model, "--no-table", "--out", loop / "page.html"],
+        "explain --html": ["explain", "--model", model, "--train", train, "--html", loop / "report.html"],
+        "reproduce --train": [*sweep, "--train", loop, "--test", test],
+        "reproduce --test": [*sweep, "--train", train, "--test", loop],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, str(loop))
+
+
 # -- 2. one run per output; resume refuses changed vectors ---------------------------------------
 
 

@@ -7,6 +7,7 @@ Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -88,7 +89,7 @@ def run(args: argparse.Namespace, out=None) -> int:
         raise UserError("explain: --doc is empty")
     if args.html:
         check_output(args.html, "--html", inputs={"--train": args.train, "--dev": args.dev}, model_dir=args.model)
-        parent = Path(args.html).resolve().parent
+        parent = Path(os.path.realpath(args.html)).parent  # (Path.resolve raises RuntimeError on a symlink loop)
         if not parent.is_dir():
             raise UserError(f"--html {args.html}: folder {parent} does not exist")
         if Path(args.html).is_dir():

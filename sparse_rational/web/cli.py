@@ -7,6 +7,7 @@ Wired into :mod:`sparse_rational.cli` with ``add_parsers(sub)`` and ``"demo": ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -164,8 +165,9 @@ def _check_html_out(path: str) -> None:
     out = Path(path)
     if out.is_dir():
         raise UserError(f"--out {path}: is a folder")
-    if not out.resolve().parent.is_dir():
-        raise UserError(f"--out {path}: folder {out.resolve().parent} does not exist")
+    parent = Path(os.path.realpath(out)).parent  # (Path.resolve raises RuntimeError on a symlink loop)
+    if not parent.is_dir():
+        raise UserError(f"--out {path}: folder {parent} does not exist")
 
 
 def refuse_transformer(model: str, what: str) -> None:
