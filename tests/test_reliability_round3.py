@@ -382,6 +382,15 @@ def test_serve_refuses_a_batch_wait_that_is_not_a_number(model, capsys, monkeypa
     assert "--batch-wait-ms" in _error(capsys)
 
 
+@pytest.mark.parametrize("workers", ["257", "100000"])
+def test_serve_refuses_thousands_of_worker_processes(model, capsys, monkeypatch, workers):
+    from sparse_rational.web import server
+
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)  # never listens (nor forks)
+    assert main(["serve", "--model", model, "--workers", workers]) == 2
+    assert "--workers" in _error(capsys)
+
+
 # -- 12. evaluate: labels the model does not know -----------------------------------------
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import config
-from ..argtypes import nonneg_int, positive_int, seed, threads_int
+from ..argtypes import int_between, nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output
 from ..errors import UserError
 from ..validate import peek_config
@@ -21,6 +21,7 @@ from .options import ServeOptions
 from .tables import TableSource, table_for
 
 DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (config.TrainConfig.max_tokens)
+MAX_WORKERS = 256  # serve --workers: each process loads the model (a typo must not fork thousands), as predict's
 DEFAULT_MAX_BODY = config.default(ServeOptions, "max_body_bytes")
 DEFAULT_MAX_TEXTS = config.default(ServeOptions, "max_texts")
 DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
@@ -81,7 +82,12 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--model", required=True, help="model folder")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
-    s.add_argument("--workers", type=positive_int, default=1, help="server processes (default 1)")
+    s.add_argument(
+        "--workers",
+        type=int_between(1, MAX_WORKERS),
+        default=1,
+        help=f"server processes (1-{MAX_WORKERS}, default 1)",
+    )
     s.add_argument(
         "--allow-download",
         action="store_true",
