@@ -382,6 +382,15 @@ def test_serve_refuses_a_batch_wait_that_is_not_a_number(model, capsys, monkeypa
     assert "--batch-wait-ms" in _error(capsys)
 
 
+def test_serve_refuses_a_training_file_that_is_not_there_before_listening(model, tmp_path, capsys, monkeypatch):
+    from sparse_rational.web import server
+
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)  # never listens
+    missing = str(tmp_path / "no-such.tsv")
+    assert main(["serve", "--model", model, "--train", missing]) == 2  # not a warning on the page's first request
+    assert f"--train {missing}" in _error(capsys)
+
+
 @pytest.mark.parametrize("workers", ["257", "100000"])
 def test_serve_refuses_thousands_of_worker_processes(model, capsys, monkeypatch, workers):
     from sparse_rational.web import server

@@ -236,6 +236,8 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.batch_wait_ms <= 1000:  # also NaN
         raise UserError(f"--batch-wait-ms: must be between 0 and 1000, got {args.batch_wait_ms}")
+    if args.train and not os.path.exists(args.train):  # read on the page's first request: a typo is said now
+        raise UserError(f"--train {args.train}: no such file")
     options = ServeOptions(
         model=args.model,
         allow_download=args.allow_download,
