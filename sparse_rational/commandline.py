@@ -106,9 +106,12 @@ def check_output(
     """Refuse, in one line (a :class:`UserError`, exit 2) and before any work, an output
     ``path`` given as ``option`` that would overwrite what the command reads: one of
     ``inputs`` (the same file, also through a link; a mapping names each input's option), or
-    anything inside the model folder ``model_dir``. None and ``-`` (standard output) pass."""
+    anything inside the model folder ``model_dir``. None and ``-`` (standard output) pass; an
+    empty path (a shell variable that was not set) is refused, never read as "no output"."""
     if path is None or str(path) == "-":
         return
+    if not str(path):
+        raise UserError(f"{option}: an empty path; give a file name")
     if model_dir is not None and str(model_dir) != "-":
         folder, target = _resolved(model_dir), _resolved(path)
         inside = target == folder or folder in target.parents

@@ -244,6 +244,22 @@ def test_a_symlink_loop_as_a_path_is_one_line(model, files, tmp_path, capsys, co
     one_line(err, str(loop))
 
 
+@pytest.mark.parametrize("command", ["export --out", "demo --out", "evaluate --json", "explain --html"])
+def test_an_empty_output_path_is_refused_not_ignored(model, files, tmp_path, capsys, monkeypatch, command):
+    # --json "$OUT" with OUT unset: no JSON at all, exit 0 (evaluate, explain); '.: Device or resource busy' (export)
+    monkeypatch.chdir(tmp_path)
+    args = {
+        "export --out": ["export", "--model", model, "--out", ""],
+        "demo --out": ["demo", "--model", model, "--no-table", "--out", ""],
+        "evaluate --json": ["evaluate", "--model", model, "--test", files["test"], "--json", ""],
+        "explain --html": ["explain", "--model", model, "--train", files["train"], "--html", ""],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, f"{command.split()[1]}: an empty path")
+    assert list(tmp_path.iterdir()) == []
+
+
 # -- 2. one run per output; resume refuses changed vectors ---------------------------------------
 
 

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, out=None) -> int:
         raise UserError("explain: --html needs the training data (--dataset SPEC or --train FILE)")
     if args.doc is not None and not args.doc.strip():
         raise UserError("explain: --doc is empty")
-    if args.html:
+    if args.html is not None:
         check_output(args.html, "--html", inputs={"--train": args.train, "--dev": args.dev}, model_dir=args.model)
         parent = Path(os.path.realpath(args.html)).parent  # (Path.resolve raises RuntimeError on a symlink loop)
         if not parent.is_dir():
