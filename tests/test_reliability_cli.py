@@ -191,6 +191,16 @@ def test_an_unwritable_out_fails_before_training(files, tmp_path, capsys, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no checkpoint, no temporary folder
 
 
+def test_an_out_that_is_a_symlink_loop_fails_before_training(files, tmp_path, capsys, monkeypatch):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # saving renamed the model folder onto it at the end: 'Not a directory', exit 1
+    forbid_training(monkeypatch)
+    code, _, err = run(train_args(files, loop), capsys)
+    assert code == 2
+    one_line(err, str(loop), "loops")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]  # no checkpoint, no temporary folder
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_parent_fails_before_training(files, tmp_path, capsys):
     ro = tmp_path / "ro"
