@@ -483,6 +483,13 @@ def test_predict_cuts_long_texts_like_training(model):
 # -- 4. evaluate ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("doc", ["", "  "])
+def test_explain_names_an_empty_doc(model, capsys, doc):
+    code, _, err = run(["explain", "--model", model, "--doc", doc], capsys)
+    assert code == 2
+    one_line(err, "--doc is empty")  # not 'give --dataset SPEC or --train FILE (or only --doc TEXT)'
+
+
 def test_evaluate_refuses_a_dataset_and_a_test_file_together(model, files, capsys):
     code, _, err = run(["evaluate", "--model", model, "--dataset", "fdu:books", "--test", files["test"]], capsys)
     assert code == 2

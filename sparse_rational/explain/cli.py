@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, out=None) -> int:
     )
 
     out = out or sys.stdout
-    if not (args.dataset or args.train) and not args.doc:
+    if not (args.dataset or args.train) and args.doc is None:
         raise UserError("explain: give --dataset SPEC or --train FILE (or only --doc TEXT)")
     if args.html and not (args.dataset or args.train):
         raise UserError("explain: --html needs the training data (--dataset SPEC or --train FILE)")
