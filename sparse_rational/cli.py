@@ -513,6 +513,8 @@ def _report(m, indent: str = "") -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_output(args.json, "--json", inputs={"--test": args.test}, model_dir=args.model)
+    if sys.stdout is None and args.json in (None, "-"):  # the results would be lost, exit 0
+        raise UserError("evaluate: standard output is closed; nothing could be written (or give --json FILE)")
     workers = _workers(args, "evaluate")
     contrast_only = args.contrast is not None and not (args.dataset or args.test)
     if args.contrast is not None:

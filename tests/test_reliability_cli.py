@@ -419,6 +419,26 @@ def test_predict_with_closed_streams_is_one_line(model, tmp_path):
         one_line(proc.stderr, "closed")
 
 
+@pytest.mark.parametrize("command", ["evaluate", "evaluate --json -", "explain", "demo"])
+def test_a_closed_stdout_is_one_line_where_the_results_go_there(model, files, tmp_path, capsys, monkeypatch, command):
+    # before: evaluate exited 0 with its results lost; explain, evaluate --json - and demo (after
+    # writing the page) an AttributeError traceback
+    args = {
+        "evaluate": ["evaluate", "--model", model, "--test", files["test"]],
+        "evaluate --json -": ["evaluate", "--model", model, "--test", files["test"], "--json", "-"],
+        "explain": ["explain", "--model", model, "--doc", "w0 w2"],
+        "demo": ["demo", "--model", model, "--no-table", "--out", tmp_path / "page.html"],
+    }[command]
+    monkeypatch.setattr(sys, "stdout", None)  # as `>&-` leaves it
+    code, _, err = run(args, capsys)
+    if command == "demo":  # its output is the page; 'wrote ...' is only information
+        assert code == 0 and not err, err
+        assert (tmp_path / "page.html").is_file()
+    else:
+        assert code == 2
+        one_line(err, f"{command.split()[0]}: standard output is closed")
+
+
 def test_predict_into_head_exits_quietly(model, tmp_path, monkeypatch):
     texts = tmp_path / "texts.txt"
     texts.write_text("w0 w2 w3\n" * 20000)

@@ -81,6 +81,8 @@ def run(args: argparse.Namespace, out=None) -> int:
     )
 
     out = out or sys.stdout
+    if out is None:
+        raise UserError("explain: standard output is closed; nothing could be written")
     if not (args.dataset or args.train) and args.doc is None:
         raise UserError("explain: give --dataset SPEC or --train FILE (or only --doc TEXT)")
     if args.html and not (args.dataset or args.train):

@@ -229,7 +229,7 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
         max_tokens=args.max_tokens,
     )
     atomic_write_text(args.out, html)
-    out.write(f"wrote {args.out} ({len(html.encode('utf-8')) / 1e6:.2f} MB)\n")
+    print(f"wrote {args.out} ({len(html.encode('utf-8')) / 1e6:.2f} MB)", file=out)  # (nothing if stdout is closed)
     return 0
 
 
