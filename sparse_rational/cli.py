@@ -391,6 +391,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.tune and isinstance(targets, tuple):
         raise UserError("--tune chooses one model: give one --target-transitions (or none)")
     check_precision(args.precision, resolve_device(args.device))  # before reading any data
+    if args.teacher and args.teacher != "tfidf":  # an input: the student must not replace it
+        check_output(args.out, "--out", model_dir=args.teacher)
     replacing = _check_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)

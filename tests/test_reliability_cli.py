@@ -201,6 +201,19 @@ def test_an_out_that_is_a_symlink_loop_fails_before_training(files, tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]  # no checkpoint, no temporary folder
 
 
+def test_out_the_teacher_folder_is_refused_before_training(model, files, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(model, teacher)
+    before = {p.name: p.read_bytes() for p in teacher.iterdir()}
+    forbid_training(monkeypatch)
+    code, _, err = run(train_args(files, teacher, "--teacher", teacher), capsys)  # was: the student replaced it
+    assert code == 2
+    one_line(err, f"--out {teacher}", "overwrite")
+    assert {p.name: p.read_bytes() for p in teacher.iterdir()} == before
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_parent_fails_before_training(files, tmp_path, capsys):
     ro = tmp_path / "ro"
