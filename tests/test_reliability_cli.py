@@ -267,7 +267,9 @@ def test_a_symlink_loop_as_a_path_is_one_line(model, files, tmp_path, capsys, co
     one_line(err, str(loop))
 
 
-@pytest.mark.parametrize("command", ["export --out", "demo --out", "evaluate --json", "explain --html"])
+@pytest.mark.parametrize(
+    "command", ["export --out", "demo --out", "evaluate --json", "explain --html", "reproduce --out"]
+)
 def test_an_empty_output_path_is_refused_not_ignored(model, files, tmp_path, capsys, monkeypatch, command):
     # --json "$OUT" with OUT unset: no JSON at all, exit 0 (evaluate, explain); '.: Device or resource busy' (export)
     monkeypatch.chdir(tmp_path)
@@ -276,6 +278,11 @@ def test_an_empty_output_path_is_refused_not_ignored(model, files, tmp_path, cap
         "demo --out": ["demo", "--model", model, "--no-table", "--out", ""],
         "evaluate --json": ["evaluate", "--model", model, "--test", files["test"], "--json", ""],
         "explain --html": ["explain", "--model", model, "--train", files["train"], "--html", ""],
+        "reproduce --out": [  # was: the sweep written into the current folder
+            *("reproduce", "--train", files["train"], "--test", files["test"], "--embeddings", files["vec"]),
+            *("--budget", "smoke", "--assignments", "1", "--reruns", "1", "--epochs", "1", "--baselines", "1x1"),
+            *("--no-targets", "--workers", "1", "--out", ""),
+        ],
     }[command]
     code, _, err = run(args, capsys)
     assert code == 2

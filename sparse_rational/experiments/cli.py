@@ -684,6 +684,8 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     from .sweep import count_trials, prepare_cells, run_sweep, usable_records  # lazy: start-up (tqdm)
 
     say = out_stream or sys.stdout
+    if not args.out:  # Path("") is the current folder: a sweep written there for an unset $OUT
+        raise UserError("--out: an empty path; give a folder")
     out = Path(args.out)
     store = TrialStore(out)
     if args.trials_from and not args.report_only:
