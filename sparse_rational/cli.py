@@ -23,7 +23,7 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
-from .commandline import Parser, add_verbosity_args, check_output, command_of, run_command
+from .commandline import Parser, add_verbosity_args, check_output, check_output_file, command_of, run_command
 from .device import DEVICE_HELP, PRECISIONS, check_precision, resolve_device
 from .errors import ParameterError, TrainingDiverged, UserError
 from .lines import BLOCK, byte_batches, byte_ranges, decode_lines, line_batches, open_input, range_lines, seekable
@@ -515,6 +515,7 @@ def _report(m, indent: str = "") -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_output(args.json, "--json", inputs={"--test": args.test}, model_dir=args.model)
+    check_output_file(args.json, "--json")  # not after the evaluation
     if sys.stdout is None and args.json in (None, "-"):  # the results would be lost, exit 0
         raise UserError("evaluate: standard output is closed; nothing could be written (or give --json FILE)")
     workers = _workers(args, "evaluate")
@@ -957,6 +958,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         require_onnx()  # before loading the model
         check_out(Path(args.out))
+    else:
+        check_output_file(args.out, "--out")
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device="cpu")
     if args.format == "onnx":
         export_onnx(clf, args.out)

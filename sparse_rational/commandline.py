@@ -40,6 +40,7 @@ __all__ = [
     "Terminated",
     "add_verbosity_args",
     "check_output",
+    "check_output_file",
     "command_of",
     "run_command",
     "set_verbosity_for",
@@ -130,6 +131,19 @@ def check_output(
             raise UserError(
                 f"{option} {one_line(path)} is the input file {one_line(source)}{what}: it would be overwritten"
             )
+
+
+def check_output_file(path: PathArg, option: str) -> None:
+    """Refuse in one line (a :class:`UserError`, exit 2), before any work, an output file
+    ``path`` that could not be written at the end: a folder, or in a folder that does not
+    exist. None and ``-`` (standard output) pass."""
+    if path is None or str(path) == "-":
+        return
+    if os.path.isdir(path):
+        raise UserError(f"{option} {one_line(path)}: is a folder")
+    parent = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"{option} {one_line(path)}: folder {one_line(parent)} does not exist")
 
 
 def _on_sigterm(signum, frame):

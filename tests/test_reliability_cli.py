@@ -290,6 +290,28 @@ def test_an_empty_output_path_is_refused_not_ignored(model, files, tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["in a missing folder", "a folder"])
+@pytest.mark.parametrize("command", ["evaluate --json", "export --out"])
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
+    model, files, tmp_path, capsys, monkeypatch, command, where
+):
+    # was: 'No such file or directory' / 'Is a directory', exit 1, after the whole evaluation
+    import sparse_rational.pipeline as pipeline
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded: the command did not stop before its work")
+
+    monkeypatch.setattr(pipeline.TextClassifier, "load", load)
+    target = tmp_path / "missing" / "out.json" if where == "in a missing folder" else tmp_path
+    args = {
+        "evaluate --json": ["evaluate", "--model", model, "--test", files["test"], "--json", target],
+        "export --out": ["export", "--model", model, "--out", target],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, f"{command.split()[1]} {target}", "does not exist" if where == "in a missing folder" else "folder")
+
+
 # -- 2. one run per output; resume refuses changed vectors ---------------------------------------
 
 
