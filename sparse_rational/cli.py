@@ -83,6 +83,7 @@ def _add_train(sub) -> None:
     types = {
         "positive": _positive_int,
         "nonneg": _nonneg_float,
+        "float": argtypes.finite_float,
         "nonneg_or_auto": argtypes.nonneg_or_auto,
         "probability": _prob,
         "seed": _seed,

@@ -395,6 +395,8 @@ def test_source_fingerprint_samples_large_files(tmp_path):
         ("--seed", "-1"),
         ("--seed", "99999999999999999999999"),
         ("--split-seed", "-3"),
+        ("--self-loop-bias", "nan"),  # was: trained, then exit 3 'the loss became nan ... try a smaller lr'
+        ("--self-loop-bias", "inf"),
     ],
 )
 def test_absurd_sizes_and_seeds_are_one_line_errors(option, value, files, tmp_path, capsys, monkeypatch):
