@@ -152,8 +152,8 @@ def _on_sigterm(signum, frame):
 
 
 def _say(text: str) -> None:
-    if sys.stderr is not None:
-        print(f"sparse-rational: {text}", file=sys.stderr)
+    if sys.stderr is not None:  # one line, whatever a message quotes (a path holding a newline)
+        print(f"sparse-rational: {one_line(text)}", file=sys.stderr)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

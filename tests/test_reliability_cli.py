@@ -312,6 +312,23 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
     one_line(err, f"{command.split()[1]} {target}", "does not exist" if where == "in a missing folder" else "folder")
 
 
+@pytest.mark.parametrize(
+    "command", ["predict --model", "predict FILE", "demo --out", "explain --html", "train --teacher"]
+)
+def test_a_path_holding_a_newline_is_named_on_one_line(model, files, tmp_path, capsys, command):
+    odd = str(tmp_path / "a\nb")
+    args = {
+        "predict --model": ["predict", "--model", odd, files["test"]],
+        "predict FILE": ["predict", "--model", model, odd],
+        "demo --out": ["demo", "--model", model, "--no-table", "--out", odd + "/page.html"],
+        "explain --html": ["explain", "--model", model, "--train", files["train"], "--html", odd + "/report.html"],
+        "train --teacher": train_args(files, tmp_path / "m", "--teacher", odd),
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, str(tmp_path / "a b"))  # was: the message broken over two or three lines
+
+
 # -- 2. one run per output; resume refuses changed vectors ---------------------------------------
 
 
