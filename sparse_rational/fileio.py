@@ -38,7 +38,11 @@ def _naming(path: Path) -> Iterator[None]:
 
 def _is_stream(path: Path) -> bool:
     """``path`` (after its links) is a device, a FIFO or a socket: ``/dev/stdout``,
-    ``/dev/null``, a shell's ``>(command)``."""
+    ``/dev/null``, a shell's ``>(command)``; or a name under ``/dev`` or ``/proc``
+    (``/dev/stdout`` or ``/dev/fd/3`` redirected to a file: renaming over it would replace
+    the link in ``/dev``, as root, or fail)."""
+    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
+        return True
     try:
         mode = os.stat(path).st_mode
     except OSError:  # not there (yet), or not reachable: the rename says what is wrong

@@ -250,6 +250,17 @@ def test_an_output_that_is_a_fifo_is_written_into_not_replaced(model, files, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]  # no temporary file left behind
 
 
+def test_an_output_named_by_a_descriptor_is_written_through_it(tmp_path):
+    # --json /dev/stdout with stdout redirected to a file: a file renamed over /dev/stdout
+    # (as root it replaced the link in /dev; else 'Permission denied')
+    from sparse_rational.fileio import atomic_write_json
+
+    target = tmp_path / "out.json"
+    with open(target, "w") as fh:
+        atomic_write_json(f"/dev/fd/{fh.fileno()}", {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+
+
 @pytest.mark.parametrize("command", ["demo --out", "explain --html", "reproduce --train", "reproduce --test"])
 def test_a_symlink_loop_as_a_path_is_one_line(model, files, tmp_path, capsys, command):
     loop = tmp_path / "loop"
