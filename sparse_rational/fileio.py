@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,13 +37,25 @@ def _naming(path: Path) -> Iterator[None]:
         raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path)) from None
 
 
+_DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+_STANDARD = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names (``/dev/stdout``, ``/dev/fd/3``),
+    or None. Written with ``os.write``, at the descriptor's own offset: renaming a file over
+    it replaced the link in ``/dev`` (as root), and opening it anew wrote from offset 0 of
+    a file it is redirected to, under what the command prints after."""
+    name = os.path.abspath(path)
+    if name in _STANDARD:
+        return _STANDARD[name]
+    match = _DESCRIPTOR.fullmatch(name)
+    return int(match[1]) if match else None
+
+
 def _is_stream(path: Path) -> bool:
-    """``path`` (after its links) is a device, a FIFO or a socket: ``/dev/stdout``,
-    ``/dev/null``, a shell's ``>(command)``; or a name under ``/dev`` or ``/proc``
-    (``/dev/stdout`` or ``/dev/fd/3`` redirected to a file: renaming over it would replace
-    the link in ``/dev``, as root, or fail)."""
-    if os.path.abspath(path).startswith(("/dev/", "/proc/")):
-        return True
+    """``path`` (after its links) is a device, a FIFO or a socket: ``/dev/null``, a shell's
+    ``>(command)``."""
     try:
         mode = os.stat(path).st_mode
     except OSError:  # not there (yet), or not reachable: the rename says what is wrong
@@ -55,6 +68,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     (``/dev/stdout``, ``>(command)``) is written into, never replaced by a file."""
     path = Path(path)
     with _naming(path):
+        fd = _descriptor(path)
+        if fd is not None:
+            for stream in (sys.stdout, sys.stderr):  # what the command printed comes first
+                if stream is not None:
+                    stream.flush()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            return
         if _is_stream(path):
             with open(path, "wb") as fh:
                 fh.write(data)

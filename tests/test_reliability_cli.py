@@ -255,10 +255,12 @@ def test_an_output_named_by_a_descriptor_is_written_through_it(tmp_path):
     # (as root it replaced the link in /dev; else 'Permission denied')
     from sparse_rational.fileio import atomic_write_json
 
-    target = tmp_path / "out.json"
-    with open(target, "w") as fh:
-        atomic_write_json(f"/dev/fd/{fh.fileno()}", {"a": 1})
-    assert json.loads(target.read_text()) == {"a": 1}
+    target = tmp_path / "out.txt"
+    with open(target, "wb", buffering=0) as fh:
+        fh.write(b"before\n")
+        atomic_write_json(f"/dev/fd/{fh.fileno()}", {"a": 1}, indent=None)
+        fh.write(b"after\n")  # at the descriptor's offset: after the JSON, not over it
+    assert target.read_text() == 'before\n{"a":1}\nafter\n'
 
 
 @pytest.mark.parametrize("command", ["demo --out", "explain --html", "reproduce --train", "reproduce --test"])
