@@ -53,6 +53,17 @@ def nonneg_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    """Any finite number (NaN or infinity made the first batch's loss NaN)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def nonneg_or_auto(text: str) -> float | str:
     """``auto``, or a finite number >= 0."""
     return "auto" if text.strip().lower() == "auto" else nonneg_float(text)

@@ -110,6 +110,8 @@ def check_out_folder(path: str | os.PathLike, option: str = "out", probe: bool =
     parent refuses new entries; an empty folder is replaced by an empty one, as saving will."""
     link = Path(path)
     path = Path(os.path.realpath(link)) if os.path.islink(link) else link
+    if os.path.islink(path):  # a link still: one that loops, which saving could not replace
+        raise UserError(f"{option} {link}: a symbolic link that loops; give a folder")
     if path is not link and probe:
         _log.log(NOTICE, f"{option} {link} is a link: the model is written into its target {path}")
     replacing = False

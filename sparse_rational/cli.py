@@ -23,7 +23,7 @@ from .argtypes import nonneg_int as _nonneg_int
 from .argtypes import positive_int as _positive_int
 from .argtypes import probability as _prob
 from .argtypes import seed as _seed
-from .commandline import Parser, add_verbosity_args, check_output, command_of, run_command
+from .commandline import Parser, add_verbosity_args, check_output, check_output_file, command_of, run_command
 from .device import DEVICE_HELP, PRECISIONS, check_precision, resolve_device
 from .errors import ParameterError, TrainingDiverged, UserError
 from .lines import BLOCK, byte_batches, byte_ranges, decode_lines, line_batches, open_input, range_lines, seekable
@@ -83,6 +83,7 @@ def _add_train(sub) -> None:
     types = {
         "positive": _positive_int,
         "nonneg": _nonneg_float,
+        "float": argtypes.finite_float,
         "nonneg_or_auto": argtypes.nonneg_or_auto,
         "probability": _prob,
         "seed": _seed,
@@ -391,6 +392,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.tune and isinstance(targets, tuple):
         raise UserError("--tune chooses one model: give one --target-transitions (or none)")
     check_precision(args.precision, resolve_device(args.device))  # before reading any data
+    if args.teacher and args.teacher != "tfidf":  # an input: the student must not replace it
+        check_output(args.out, "--out", model_dir=args.teacher)
     replacing = _check_out(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -513,6 +516,9 @@ def _report(m, indent: str = "") -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     check_output(args.json, "--json", inputs={"--test": args.test}, model_dir=args.model)
+    check_output_file(args.json, "--json")  # not after the evaluation
+    if sys.stdout is None and args.json in (None, "-"):  # the results would be lost, exit 0
+        raise UserError("evaluate: standard output is closed; nothing could be written (or give --json FILE)")
     workers = _workers(args, "evaluate")
     contrast_only = args.contrast is not None and not (args.dataset or args.test)
     if args.contrast is not None:
@@ -953,6 +959,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         require_onnx()  # before loading the model
         check_out(Path(args.out))
+    else:
+        check_output_file(args.out, "--out")
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device="cpu")
     if args.format == "onnx":
         export_onnx(clf, args.out)

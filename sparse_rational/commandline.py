@@ -40,6 +40,7 @@ __all__ = [
     "Terminated",
     "add_verbosity_args",
     "check_output",
+    "check_output_file",
     "command_of",
     "run_command",
     "set_verbosity_for",
@@ -106,9 +107,12 @@ def check_output(
     """Refuse, in one line (a :class:`UserError`, exit 2) and before any work, an output
     ``path`` given as ``option`` that would overwrite what the command reads: one of
     ``inputs`` (the same file, also through a link; a mapping names each input's option), or
-    anything inside the model folder ``model_dir``. None and ``-`` (standard output) pass."""
+    anything inside the model folder ``model_dir``. None and ``-`` (standard output) pass; an
+    empty path (a shell variable that was not set) is refused, never read as "no output"."""
     if path is None or str(path) == "-":
         return
+    if not str(path):
+        raise UserError(f"{option}: an empty path; give a file name")
     if model_dir is not None and str(model_dir) != "-":
         folder, target = _resolved(model_dir), _resolved(path)
         inside = target == folder or folder in target.parents
@@ -129,14 +133,27 @@ def check_output(
             )
 
 
+def check_output_file(path: PathArg, option: str) -> None:
+    """Refuse in one line (a :class:`UserError`, exit 2), before any work, an output file
+    ``path`` that could not be written at the end: a folder, or in a folder that does not
+    exist. None and ``-`` (standard output) pass."""
+    if path is None or str(path) == "-":
+        return
+    if os.path.isdir(path):
+        raise UserError(f"{option} {one_line(path)}: is a folder")
+    parent = os.path.dirname(os.path.realpath(path))
+    if not os.path.isdir(parent):
+        raise UserError(f"{option} {one_line(path)}: folder {one_line(parent)} does not exist")
+
+
 def _on_sigterm(signum, frame):
     note_terminated()  # checked again after each checkpoint, should this exception be lost
     raise Terminated()
 
 
 def _say(text: str) -> None:
-    if sys.stderr is not None:
-        print(f"sparse-rational: {text}", file=sys.stderr)
+    if sys.stderr is not None:  # one line, whatever a message quotes (a path holding a newline)
+        print(f"sparse-rational: {one_line(text)}", file=sys.stderr)
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

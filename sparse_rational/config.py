@@ -265,6 +265,7 @@ def check(options: Any) -> None:
     parsers = {
         "positive": argtypes.positive_int,
         "nonneg": argtypes.nonneg_float,
+        "float": argtypes.finite_float,
         "nonneg_or_auto": argtypes.nonneg_float,  # or "auto", let through below
         "probability": argtypes.probability,
         "seed": argtypes.seed,

@@ -12,6 +12,8 @@ import json
 import os
 import re
 import shutil
+import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,9 +37,50 @@ def _naming(path: Path) -> Iterator[None]:
         raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path)) from None
 
 
+_DESCRIPTOR = re.compile(r"/(?:dev/fd|proc/self/fd)/(\d+)")
+_STANDARD = {"/dev/stdout": 1, "/dev/stderr": 2}
+
+
+def _descriptor(path: Path) -> int | None:
+    """The descriptor of this process that ``path`` names (``/dev/stdout``, ``/dev/fd/3``),
+    or None. Written with ``os.write``, at the descriptor's own offset: renaming a file over
+    it replaced the link in ``/dev`` (as root), and opening it anew wrote from offset 0 of
+    a file it is redirected to, under what the command prints after."""
+    name = os.path.abspath(path)
+    if name in _STANDARD:
+        return _STANDARD[name]
+    match = _DESCRIPTOR.fullmatch(name)
+    return int(match[1]) if match else None
+
+
+def _is_stream(path: Path) -> bool:
+    """``path`` (after its links) is a device, a FIFO or a socket: ``/dev/null``, a shell's
+    ``>(command)``."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # not there (yet), or not reachable: the rename says what is wrong
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file and a rename; a device or a FIFO
+    (``/dev/stdout``, ``>(command)``) is written into, never replaced by a file."""
     path = Path(path)
     with _naming(path):
+        fd = _descriptor(path)
+        if fd is not None:
+            for stream in (sys.stdout, sys.stderr):  # what the command printed comes first
+                if stream is not None:
+                    stream.flush()
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            return
+        if _is_stream(path):
+            with open(path, "wb") as fh:
+                fh.write(data)
+            return
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions

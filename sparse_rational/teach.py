@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .data import tokenize
+from .data.reading import _is_device
 from .errors import ParameterError, UserError
 from .fileio import atomic_write_bytes
 from .log import get_logger
@@ -81,7 +82,10 @@ def read_transfer(path: str | os.PathLike) -> list[str]:
     empty, binary or non-UTF-8 file is a one-line error."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        with open(p, "rb") as handle:
+            if _is_device(handle):
+                raise ParameterError("transfer", f"{path}: a device, not a file of texts (one text per line)")
+            raw = handle.read()
     except OSError as exc:
         raise ParameterError("transfer", f"{path}: cannot read ({exc.strerror or exc})") from None
     if b"\0" in raw[:65536]:

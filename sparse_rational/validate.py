@@ -55,7 +55,12 @@ def read_file(path: str | os.PathLike, limit: int) -> bytes:
         raise UserError(f"{path}: missing") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({one_line(exc.strerror or exc)})") from None
-    with os.fdopen(fd, "rb") as fh:
+    try:
+        fh = os.fdopen(fd, "rb")
+    except OSError:  # a folder opens, but Python's file object refuses it (naming only the descriptor)
+        os.close(fd)
+        raise UserError(f"{path}: not a regular file (a FIFO, a device or a folder is never read)") from None
+    with fh:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

@@ -362,6 +362,7 @@ BAD_FILES = [
     ("deep.jsonl", b"[" * 100_000 + b"\n", 1, "JSON"),
     ("header.csv", b"body,label\nx,1\n", 1, "header"),
     ("short.csv", b"label,text\n1,ok\n2\n", 3, "field"),
+    ("comma.csv", b"text,label\nok,1\ngreat, really,1\n", 3, "3 fields, the header names 2"),  # not label ' really'
     ("empty_label.csv", b"text,label\nok,1\nok,\n", 3, "empty label"),
     ("empty_doc.csv", b'text,label\n"\n",1\n', 3, "empty document"),
     ("quote.csv", b'text,label\n"ok"x,1\n', 2, "CSV"),

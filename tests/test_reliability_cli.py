@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -190,6 +191,29 @@ def test_an_unwritable_out_fails_before_training(files, tmp_path, capsys, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # no checkpoint, no temporary folder
 
 
+def test_an_out_that_is_a_symlink_loop_fails_before_training(files, tmp_path, capsys, monkeypatch):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # saving renamed the model folder onto it at the end: 'Not a directory', exit 1
+    forbid_training(monkeypatch)
+    code, _, err = run(train_args(files, loop), capsys)
+    assert code == 2
+    one_line(err, str(loop), "loops")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]  # no checkpoint, no temporary folder
+
+
+def test_out_the_teacher_folder_is_refused_before_training(model, files, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(model, teacher)
+    before = {p.name: p.read_bytes() for p in teacher.iterdir()}
+    forbid_training(monkeypatch)
+    code, _, err = run(train_args(files, teacher, "--teacher", teacher), capsys)  # was: the student replaced it
+    assert code == 2
+    one_line(err, f"--out {teacher}", "overwrite")
+    assert {p.name: p.read_bytes() for p in teacher.iterdir()} == before
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_parent_fails_before_training(files, tmp_path, capsys):
     ro = tmp_path / "ro"
@@ -201,6 +225,121 @@ def test_a_read_only_parent_fails_before_training(files, tmp_path, capsys):
         ro.chmod(0o755)
     assert code == 1
     one_line(err, str(ro))
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate --json", "demo"])
+def test_an_output_that_is_a_fifo_is_written_into_not_replaced(model, files, tmp_path, capsys, command):
+    # as /dev/stdout, /dev/null or a shell's >(jq .): renaming a file over it would replace
+    # the device (as root, /dev/null itself) and leave the reader waiting
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    args = {
+        "export": ["export", "--model", model, "--out", fifo],
+        "evaluate --json": ["evaluate", "--model", model, "--test", files["test"], "--json", fifo],
+        "demo": ["demo", "--model", model, "--no-table", "--out", fifo],
+    }[command]
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there: the write does not block
+    try:
+        code, _, err = run(args, capsys)
+        assert code == 0, err
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO
+        received = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+    assert received.lower().startswith(b"<!doctype" if command == "demo" else b"{"), received[:80]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fifo"]  # no temporary file left behind
+
+
+def test_an_output_named_by_a_descriptor_is_written_through_it(tmp_path):
+    # --json /dev/stdout with stdout redirected to a file: a file renamed over /dev/stdout
+    # (as root it replaced the link in /dev; else 'Permission denied')
+    from sparse_rational.fileio import atomic_write_json
+
+    target = tmp_path / "out.txt"
+    with open(target, "wb", buffering=0) as fh:
+        fh.write(b"before\n")
+        atomic_write_json(f"/dev/fd/{fh.fileno()}", {"a": 1}, indent=None)
+        fh.write(b"after\n")  # at the descriptor's offset: after the JSON, not over it
+    assert target.read_text() == 'before\n{"a":1}\nafter\n'
+
+
+@pytest.mark.parametrize("command", ["demo --out", "explain --html", "reproduce --train", "reproduce --test"])
+def test_a_symlink_loop_as_a_path_is_one_line(model, files, tmp_path, capsys, command):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)  # Path.resolve() raises RuntimeError on it (Python < 3.13)
+    vec, train, test = files["vec"], files["train"], files["test"]
+    sweep = ["reproduce", "--embeddings", vec, "--dry-run", "--budget", "smoke", "--out", tmp_path / "sweep"]
+    args = {
+        "demo --out": ["demo", "--model", model, "--no-table", "--out", loop / "page.html"],
+        "explain --html": ["explain", "--model", model, "--train", train, "--html", loop / "report.html"],
+        "reproduce --train": [*sweep, "--train", loop, "--test", test],
+        "reproduce --test": [*sweep, "--train", train, "--test", loop],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, str(loop))
+
+
+@pytest.mark.parametrize(
+    "command", ["export --out", "demo --out", "evaluate --json", "explain --html", "reproduce --out"]
+)
+def test_an_empty_output_path_is_refused_not_ignored(model, files, tmp_path, capsys, monkeypatch, command):
+    # --json "$OUT" with OUT unset: no JSON at all, exit 0 (evaluate, explain); '.: Device or resource busy' (export)
+    monkeypatch.chdir(tmp_path)
+    args = {
+        "export --out": ["export", "--model", model, "--out", ""],
+        "demo --out": ["demo", "--model", model, "--no-table", "--out", ""],
+        "evaluate --json": ["evaluate", "--model", model, "--test", files["test"], "--json", ""],
+        "explain --html": ["explain", "--model", model, "--train", files["train"], "--html", ""],
+        "reproduce --out": [  # was: the sweep written into the current folder
+            *("reproduce", "--train", files["train"], "--test", files["test"], "--embeddings", files["vec"]),
+            *("--budget", "smoke", "--assignments", "1", "--reruns", "1", "--epochs", "1", "--baselines", "1x1"),
+            *("--no-targets", "--workers", "1", "--out", ""),
+        ],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, f"{command.split()[1]}: an empty path")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["in a missing folder", "a folder"])
+@pytest.mark.parametrize("command", ["evaluate --json", "export --out"])
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(
+    model, files, tmp_path, capsys, monkeypatch, command, where
+):
+    # was: 'No such file or directory' / 'Is a directory', exit 1, after the whole evaluation
+    import sparse_rational.pipeline as pipeline
+
+    def load(*args, **kwargs):
+        raise AssertionError("the model was loaded: the command did not stop before its work")
+
+    monkeypatch.setattr(pipeline.TextClassifier, "load", load)
+    target = tmp_path / "missing" / "out.json" if where == "in a missing folder" else tmp_path
+    args = {
+        "evaluate --json": ["evaluate", "--model", model, "--test", files["test"], "--json", target],
+        "export --out": ["export", "--model", model, "--out", target],
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, f"{command.split()[1]} {target}", "does not exist" if where == "in a missing folder" else "folder")
+
+
+@pytest.mark.parametrize(
+    "command", ["predict --model", "predict FILE", "demo --out", "explain --html", "train --teacher"]
+)
+def test_a_path_holding_a_newline_is_named_on_one_line(model, files, tmp_path, capsys, command):
+    odd = str(tmp_path / "a\nb")
+    args = {
+        "predict --model": ["predict", "--model", odd, files["test"]],
+        "predict FILE": ["predict", "--model", model, odd],
+        "demo --out": ["demo", "--model", model, "--no-table", "--out", odd + "/page.html"],
+        "explain --html": ["explain", "--model", model, "--train", files["train"], "--html", odd + "/report.html"],
+        "train --teacher": train_args(files, tmp_path / "m", "--teacher", odd),
+    }[command]
+    code, _, err = run(args, capsys)
+    assert code == 2
+    one_line(err, str(tmp_path / "a b"))  # was: the message broken over two or three lines
 
 
 # -- 2. one run per output; resume refuses changed vectors ---------------------------------------
@@ -286,6 +425,8 @@ def test_source_fingerprint_samples_large_files(tmp_path):
         ("--seed", "-1"),
         ("--seed", "99999999999999999999999"),
         ("--split-seed", "-3"),
+        ("--self-loop-bias", "nan"),  # was: trained, then exit 3 'the loss became nan ... try a smaller lr'
+        ("--self-loop-bias", "inf"),
     ],
 )
 def test_absurd_sizes_and_seeds_are_one_line_errors(option, value, files, tmp_path, capsys, monkeypatch):
@@ -352,6 +493,26 @@ def test_predict_with_closed_streams_is_one_line(model, tmp_path):
         one_line(proc.stderr, "closed")
 
 
+@pytest.mark.parametrize("command", ["evaluate", "evaluate --json -", "explain", "demo"])
+def test_a_closed_stdout_is_one_line_where_the_results_go_there(model, files, tmp_path, capsys, monkeypatch, command):
+    # before: evaluate exited 0 with its results lost; explain, evaluate --json - and demo (after
+    # writing the page) an AttributeError traceback
+    args = {
+        "evaluate": ["evaluate", "--model", model, "--test", files["test"]],
+        "evaluate --json -": ["evaluate", "--model", model, "--test", files["test"], "--json", "-"],
+        "explain": ["explain", "--model", model, "--doc", "w0 w2"],
+        "demo": ["demo", "--model", model, "--no-table", "--out", tmp_path / "page.html"],
+    }[command]
+    monkeypatch.setattr(sys, "stdout", None)  # as `>&-` leaves it
+    code, _, err = run(args, capsys)
+    if command == "demo":  # its output is the page; 'wrote ...' is only information
+        assert code == 0 and not err, err
+        assert (tmp_path / "page.html").is_file()
+    else:
+        assert code == 2
+        one_line(err, f"{command.split()[0]}: standard output is closed")
+
+
 def test_predict_into_head_exits_quietly(model, tmp_path, monkeypatch):
     texts = tmp_path / "texts.txt"
     texts.write_text("w0 w2 w3\n" * 20000)
@@ -414,6 +575,13 @@ def test_predict_cuts_long_texts_like_training(model):
 
 
 # -- 4. evaluate ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("doc", ["", "  "])
+def test_explain_names_an_empty_doc(model, capsys, doc):
+    code, _, err = run(["explain", "--model", model, "--doc", doc], capsys)
+    assert code == 2
+    one_line(err, "--doc is empty")  # not 'give --dataset SPEC or --train FILE (or only --doc TEXT)'
 
 
 def test_evaluate_refuses_a_dataset_and_a_test_file_together(model, files, capsys):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -332,3 +334,31 @@ def test_real_fdu_file_with_a_line_without_text(data_dir, capsys):
         splits = load_dataset("fdu:sports_outdoors", data_dir=data_dir, strict=strict)
         assert (len(splits.train), len(splits.dev)) == (1399, 200)
     assert warnings_of(capsys) == []
+
+
+_READ_A_DEVICE = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))  # a regression fails here, not the machine
+from sparse_rational.errors import UserError
+from sparse_rational.data import load_file
+from sparse_rational.teach import read_transfer
+for read in (load_file, read_transfer):
+    try:
+        read(sys.argv[1])
+    except UserError as exc:
+        print(exc)
+"""
+
+
+def test_a_device_as_a_data_file_is_refused_unread(tmp_path):
+    # train.tsv -> /dev/zero (or --transfer /dev/zero) was read until the machine ran out of memory
+    link = tmp_path / "train.tsv"
+    link.symlink_to("/dev/zero")
+    proc = subprocess.run(
+        [sys.executable, "-c", _READ_A_DEVICE, str(link)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, proc.stdout
+    assert "is a device, not a data file" in lines[0] and str(link) in lines[0]
+    assert "a device, not a file of texts" in lines[1] and str(link) in lines[1]

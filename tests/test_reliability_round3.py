@@ -161,7 +161,7 @@ COMMANDS = ("predict", "evaluate", "export", "demo", "explain")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "huge"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "folder", "huge"])
 def test_a_model_file_that_is_not_a_small_regular_file_is_refused_by_every_command(
     model, tmp_path, inputs, capsys, command, kind
 ):
@@ -174,6 +174,8 @@ def test_a_model_file_that_is_not_a_small_regular_file_is_refused_by_every_comma
         os.mkfifo(target)
     elif kind == "dev-zero":
         target.symlink_to("/dev/zero")
+    elif kind == "folder":  # opened, then refused by Python's file object, naming only the descriptor
+        target.mkdir()
     else:  # a sparse file of a terabyte: never read into memory
         with open(target, "wb") as fh:
             fh.truncate(1 << 40)
@@ -378,6 +380,24 @@ def test_serve_refuses_a_batch_wait_that_is_not_a_number(model, capsys, monkeypa
     monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)  # never listens
     assert main(["serve", "--model", model, "--batch-wait-ms", "nan"]) == 2
     assert "--batch-wait-ms" in _error(capsys)
+
+
+def test_serve_refuses_a_training_file_that_is_not_there_before_listening(model, tmp_path, capsys, monkeypatch):
+    from sparse_rational.web import server
+
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)  # never listens
+    missing = str(tmp_path / "no-such.tsv")
+    assert main(["serve", "--model", model, "--train", missing]) == 2  # not a warning on the page's first request
+    assert f"--train {missing}" in _error(capsys)
+
+
+@pytest.mark.parametrize("workers", ["257", "100000"])
+def test_serve_refuses_thousands_of_worker_processes(model, capsys, monkeypatch, workers):
+    from sparse_rational.web import server
+
+    monkeypatch.setattr(server, "serve", lambda *args, **kwargs: 0)  # never listens (nor forks)
+    assert main(["serve", "--model", model, "--workers", workers]) == 2
+    assert "--workers" in _error(capsys)
 
 
 # -- 12. evaluate: labels the model does not know -----------------------------------------

@@ -130,6 +130,7 @@ def _parse_csv(path, text: str, *, empty: list | None = None) -> list[Example]:
                     found = ", ".join(_snippet(n, 20) for n in names[:8])
                     raise _error(path, number, f'the header must name a "text" and a "label" column (found {found})')
                 columns = names.index("text"), names.index("label")
+                width = len(names)
                 continue
             text_col, label_col = columns
             if len(row) <= max(columns):
@@ -139,6 +140,10 @@ def _parse_csv(path, text: str, *, empty: list | None = None) -> list[Example]:
                     f"{len(row)} field(s), expected at least "
                     f'{max(columns) + 1} ("text" is column {text_col + 1}, '
                     f'"label" column {label_col + 1})',
+                )
+            if any(cell.strip() for cell in row[width:]):  # else the label is a piece of the text
+                raise _error(
+                    path, number, f"{len(row)} fields, the header names {width}: a comma in a text not quoted?"
                 )
             label = row[label_col].strip()
             if not label:
@@ -168,7 +173,7 @@ def load_file(path, *, strict: bool = False) -> list[Example]:
     * ``.jsonl``: one JSON object per line with ``"text"`` and ``"label"`` (a string or an
       integer, turned into a string);
     * ``.csv``: a header row with ``text`` and ``label`` columns, any order, extra columns
-      ignored.
+      ignored; a row with more fields than the header (a comma in a text not quoted) is refused.
 
     Labels and texts are stripped; blank lines are skipped. A line with a label and no
     text (real corpora such as CR and MPQA hold a few) is skipped with one warning that

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 
 from sparse_rational.errors import DataError
@@ -59,11 +60,20 @@ def _snippet(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def _is_device(handle) -> bool:
+    """``handle`` reads a device (``/dev/zero``, ``/dev/urandom``): an end that never comes,
+    read into memory until the machine runs out of it. A FIFO (``<(zcat ...)``) ends."""
+    mode = os.fstat(handle.fileno()).st_mode
+    return stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+
+
 def _read_bytes(path) -> bytes:
     try:
         if os.path.isdir(path):
             raise _error(path, None, "is a directory, not a data file")
         with open(path, "rb") as handle:
+            if _is_device(handle):
+                raise _error(path, None, "is a device, not a data file")
             return handle.read()
     except DataError:
         raise

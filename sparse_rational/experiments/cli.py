@@ -246,8 +246,9 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _resolved(files: tuple[str, str | None, str | None]) -> tuple[str, str | None, str | None]:
-    """``files`` (train, dev, test) as absolute paths, for reading; the user's spelling is what is recorded."""
-    train, dev, test = (str(Path(f).resolve()) if f else None for f in files)
+    """``files`` (train, dev, test) as absolute paths, for reading; the user's spelling is what is recorded.
+    (``os.path.realpath``: ``Path.resolve`` raises RuntimeError on a symlink loop.)"""
+    train, dev, test = (os.path.realpath(f) if f else None for f in files)
     return cast(str, train), dev, test
 
 
@@ -263,7 +264,7 @@ def _datasets(args: argparse.Namespace):
     if (args.dev or args.test) and not args.train:
         raise UserError("--dev/--test go with --train")
     # read from the resolved paths (trials may run in another folder), record the user's spelling
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    data_dir = os.path.realpath(args.data_dir) if args.data_dir else None
     refs: list[DatasetRef] = []
     sizes: dict[str, Any] = {}  # the splits, then the numbers of documents
     if args.train:
@@ -536,7 +537,7 @@ def _report_only(args: argparse.Namespace, out: Path, say) -> int:
     records = TrialStore(out).load_all()
     if not records:
         raise UserError(f"--out {out}: no trial records in {out / TRIALS}; nothing to report")
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    data_dir = os.path.realpath(args.data_dir) if args.data_dir else None
     plan = _plan_from_manifest(manifest, data_dir)
     if plan is None:
         header, datasets, embeddings = [f"Outputs rewritten from the stored trials of `{out}`."], [], ""
@@ -683,6 +684,8 @@ def run(args: argparse.Namespace, out_stream=None) -> int:
     from .sweep import count_trials, prepare_cells, run_sweep, usable_records  # lazy: start-up (tqdm)
 
     say = out_stream or sys.stdout
+    if not args.out:  # Path("") is the current folder: a sweep written there for an unset $OUT
+        raise UserError("--out: an empty path; give a folder")
     out = Path(args.out)
     store = TrialStore(out)
     if args.trials_from and not args.report_only:

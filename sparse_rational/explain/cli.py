@@ -7,6 +7,7 @@ Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -80,15 +81,17 @@ def run(args: argparse.Namespace, out=None) -> int:
     )
 
     out = out or sys.stdout
-    if not (args.dataset or args.train) and not args.doc:
+    if out is None:
+        raise UserError("explain: standard output is closed; nothing could be written")
+    if not (args.dataset or args.train) and args.doc is None:
         raise UserError("explain: give --dataset SPEC or --train FILE (or only --doc TEXT)")
     if args.html and not (args.dataset or args.train):
         raise UserError("explain: --html needs the training data (--dataset SPEC or --train FILE)")
     if args.doc is not None and not args.doc.strip():
         raise UserError("explain: --doc is empty")
-    if args.html:
+    if args.html is not None:
         check_output(args.html, "--html", inputs={"--train": args.train, "--dev": args.dev}, model_dir=args.model)
-        parent = Path(args.html).resolve().parent
+        parent = Path(os.path.realpath(args.html)).parent  # (Path.resolve raises RuntimeError on a symlink loop)
         if not parent.is_dir():
             raise UserError(f"--html {args.html}: folder {parent} does not exist")
         if Path(args.html).is_dir():

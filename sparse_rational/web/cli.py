@@ -7,12 +7,13 @@ Wired into :mod:`sparse_rational.cli` with ``add_parsers(sub)`` and ``"demo": ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from .. import config
-from ..argtypes import nonneg_int, positive_int, seed, threads_int
+from ..argtypes import int_between, nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output
 from ..errors import UserError
 from ..validate import peek_config
@@ -20,6 +21,7 @@ from .options import ServeOptions
 from .tables import TableSource, table_for
 
 DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (config.TrainConfig.max_tokens)
+MAX_WORKERS = 256  # serve --workers: each process loads the model (a typo must not fork thousands), as predict's
 DEFAULT_MAX_BODY = config.default(ServeOptions, "max_body_bytes")
 DEFAULT_MAX_TEXTS = config.default(ServeOptions, "max_texts")
 DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
@@ -80,7 +82,12 @@ def add_parsers(subparsers) -> None:
     s.add_argument("--model", required=True, help="model folder")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
-    s.add_argument("--workers", type=positive_int, default=1, help="server processes (default 1)")
+    s.add_argument(
+        "--workers",
+        type=int_between(1, MAX_WORKERS),
+        default=1,
+        help=f"server processes (1-{MAX_WORKERS}, default 1)",
+    )
     s.add_argument(
         "--allow-download",
         action="store_true",
@@ -164,8 +171,9 @@ def _check_html_out(path: str) -> None:
     out = Path(path)
     if out.is_dir():
         raise UserError(f"--out {path}: is a folder")
-    if not out.resolve().parent.is_dir():
-        raise UserError(f"--out {path}: folder {out.resolve().parent} does not exist")
+    parent = Path(os.path.realpath(out)).parent  # (Path.resolve raises RuntimeError on a symlink loop)
+    if not parent.is_dir():
+        raise UserError(f"--out {path}: folder {parent} does not exist")
 
 
 def refuse_transformer(model: str, what: str) -> None:
@@ -221,13 +229,15 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
         max_tokens=args.max_tokens,
     )
     atomic_write_text(args.out, html)
-    out.write(f"wrote {args.out} ({len(html.encode('utf-8')) / 1e6:.2f} MB)\n")
+    print(f"wrote {args.out} ({len(html.encode('utf-8')) / 1e6:.2f} MB)", file=out)  # (nothing if stdout is closed)
     return 0
 
 
 def run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.batch_wait_ms <= 1000:  # also NaN
         raise UserError(f"--batch-wait-ms: must be between 0 and 1000, got {args.batch_wait_ms}")
+    if args.train and not os.path.exists(args.train):  # read on the page's first request: a typo is said now
+        raise UserError(f"--train {args.train}: no such file")
     options = ServeOptions(
         model=args.model,
         allow_download=args.allow_download,
