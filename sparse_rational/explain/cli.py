@@ -7,14 +7,12 @@ Wire into :mod:`sparse_rational.cli` with ``add_parser(sub)`` in ``build_parser`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 from ..argtypes import add_threads_argument, use_threads
 from ..argtypes import nonneg_int as _nonneg_int
 from ..argtypes import positive_int as _positive_int
-from ..commandline import check_output
+from ..commandline import check_output, check_output_file
 from ..device import DEVICE_HELP
 from ..errors import UserError
 
@@ -91,11 +89,7 @@ def run(args: argparse.Namespace, out=None) -> int:
         raise UserError("explain: --doc is empty")
     if args.html is not None:
         check_output(args.html, "--html", inputs={"--train": args.train, "--dev": args.dev}, model_dir=args.model)
-        parent = Path(os.path.realpath(args.html)).parent  # (Path.resolve raises RuntimeError on a symlink loop)
-        if not parent.is_dir():
-            raise UserError(f"--html {args.html}: folder {parent} does not exist")
-        if Path(args.html).is_dir():
-            raise UserError(f"--html {args.html}: is a folder")
+        check_output_file(args.html, "--html")
     use_threads(getattr(args, "threads", None))
     clf = TextClassifier.load(args.model, allow_download=args.allow_download, device=args.device)
     deep = clf.model.config.deep

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import config
 from ..argtypes import int_between, nonneg_int, positive_int, seed, threads_int
-from ..commandline import check_output
+from ..commandline import check_output, check_output_file
 from ..errors import UserError
 from ..validate import peek_config
 from .options import ServeOptions
@@ -167,15 +167,6 @@ def add_parsers(subparsers) -> None:
     _table_args(s)
 
 
-def _check_html_out(path: str) -> None:
-    out = Path(path)
-    if out.is_dir():
-        raise UserError(f"--out {path}: is a folder")
-    parent = Path(os.path.realpath(out)).parent  # (Path.resolve raises RuntimeError on a symlink loop)
-    if not parent.is_dir():
-        raise UserError(f"--out {path}: folder {parent} does not exist")
-
-
 def refuse_transformer(model: str, what: str) -> None:
     """A one-line refusal before loading anything, when ``model``'s config names transformer
     vectors (its vocabulary is empty)."""
@@ -211,7 +202,7 @@ def run_demo(args: argparse.Namespace, out=None) -> int:
 
     out = out or sys.stdout
     check_output(args.out, "--out", inputs={"--train": args.train}, model_dir=args.model)
-    _check_html_out(args.out)
+    check_output_file(args.out, "--out")
     refuse_transformer(args.model, "demo")
     clf = TextClassifier.load(args.model)
     patterns, note = table_for(table_source(args), clf)
