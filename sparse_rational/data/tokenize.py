@@ -191,6 +191,16 @@ class _Growing:
 _C_VOCABULARY_FROM = 4096
 
 
+def _chunks_of(buf: bytes, starts: np.ndarray, sizes: np.ndarray) -> list[str]:
+    """The chunks ``buf[starts[j] : starts[j] + sizes[j]]`` of a batch's joined text, decoded
+    at once (no chunk holds a control character) and normalised (``bytes.lower()``
+    lower-cased the ASCII ones already)."""
+    pieces = map(slice, starts.tolist(), (starts + sizes).tolist())
+    text = b"\x01".join(map(buf.__getitem__, pieces)).decode("utf-8", "surrogatepass")
+    chunks = text.split("\x01")
+    return chunks if text.isascii() else [c if c.isascii() else _normalized_chunk(c) for c in chunks]
+
+
 def _within(sizes: np.ndarray) -> np.ndarray:
     """``[0, 1, .., sizes[0] - 1, 0, 1, .., sizes[1] - 1, ...]``: places within each run."""
     return np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
@@ -351,9 +361,7 @@ class BatchTokenizer:
         counts, ids = self._vocab_memo.learn(buf, starts, sizes, self._default)
         left = np.flatnonzero(counts < 0)
         if len(left):  # chunks that are not ASCII: normalised and split here, then put in their places
-            pieces = map(slice, starts[left].tolist(), (starts[left] + sizes[left]).tolist())
-            text = b"\x01".join(map(buf.__getitem__, pieces)).decode("utf-8", "surrogatepass")
-            py_sizes, py_ids = self._split([c if c.isascii() else _normalized_chunk(c) for c in text.split("\x01")])
+            py_sizes, py_ids = self._split(_chunks_of(buf, starts[left], sizes[left]))
             counts[left] = py_sizes
             begin = np.cumsum(counts) - counts
             merged = np.empty(int(counts.sum()), np.int64)
@@ -404,13 +412,7 @@ class BatchTokenizer:
                 self._reset()
                 codes, starts, sizes = self._native.chunks(buf, len(self._sizes))
             if len(starts) and not self._learn_in_c(buf, starts, sizes):
-                # the new chunks, decoded at once (no chunk holds a control character)
-                pieces = map(slice, starts.tolist(), (starts + sizes).tolist())
-                text = b"\x01".join(map(buf.__getitem__, pieces)).decode("utf-8", "surrogatepass")
-                new = text.split("\x01")
-                if not text.isascii():  # bytes.lower() lower-cased the ASCII ones already
-                    new = [c if c.isascii() else _normalized_chunk(c) for c in new]
-                self._learn(new)
+                self._learn(_chunks_of(buf, starts, sizes))
         except BaseException:  # the C memo may hold chunks not learned here (Ctrl-C, memory): forget all
             self._reset()
             raise
