@@ -8,6 +8,10 @@ import os
 
 from .warn import warn
 
+# the most processes --workers may ask for (predict, evaluate, serve, Ray scoring): each loads
+# the model, and a typo must not fork thousands
+MAX_WORKERS = 256
+
 
 def int_at_least(minimum: int):
     """An argparse type: an integer >= ``minimum``."""

@@ -30,7 +30,7 @@ from .lines import BLOCK, byte_batches, byte_ranges, decode_lines, line_batches,
 from .warn import warn
 
 DEFAULT_MAX_TOKENS = config.default(config.TrainConfig, "max_tokens")
-MAX_WORKERS = 256  # predict --workers (sparse_rational.workers.MAX_WORKERS, without importing it)
+MAX_WORKERS = argtypes.MAX_WORKERS
 RAY_WORKERS = 2  # predict --ray-address: default --workers (score_files's default)
 RAY_OUTPUTS = ("jsonl", "parquet")  # predict --format (sparse_rational.scoring.OUTPUTS, without importing it)
 # predict --workers on a regular file: the bytes of a worker's task per --batch-size line (1 MiB for

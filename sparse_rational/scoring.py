@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .argtypes import MAX_WORKERS
 from .config import TrainConfig, default
 from .errors import ParameterError, UserError
 from .folded import is_static_model, load_folded
@@ -106,8 +107,8 @@ def score_files(
     None: a local instance of ``workers`` CPUs) into ``out_dir``; returns the rows scored."""
     if not Path(model_dir).is_dir():
         raise ParameterError("model_dir", f"{model_dir}: not a model folder")
-    if not 1 <= workers <= 256:
-        raise ParameterError("workers", f"{workers}: expected 1 to 256")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ParameterError("workers", f"{workers}: expected 1 to {MAX_WORKERS}")
     if output not in OUTPUTS:
         raise ParameterError("output", f"{output!r}: expected one of {', '.join(OUTPUTS)}")
     out = Path(out_dir)

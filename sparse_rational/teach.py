@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from .data import tokenize
-from .data.reading import _is_device
+from .data.reading import is_device
 from .errors import ParameterError, UserError
 from .fileio import atomic_write_bytes
 from .log import get_logger
@@ -83,7 +83,7 @@ def read_transfer(path: str | os.PathLike) -> list[str]:
     p = Path(path)
     try:
         with open(p, "rb") as handle:
-            if _is_device(handle):
+            if is_device(handle):
                 raise ParameterError("transfer", f"{path}: a device, not a file of texts (one text per line)")
             raw = handle.read()
     except OSError as exc:

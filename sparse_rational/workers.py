@@ -31,9 +31,9 @@ from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .argtypes import MAX_WORKERS
 from .errors import UserError, WorkerFailed, one_line
 
-MAX_WORKERS = 256
 PREDICT_PROGRESS = "{done} lines were written (whole lines only, in input order); the rest of the input was not scored"
 _STARTING = {signal.SIGINT, signal.SIGTERM}  # blocked while a worker is forked
 

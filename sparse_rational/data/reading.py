@@ -60,7 +60,7 @@ def _snippet(text: str, limit: int = 40) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _is_device(handle) -> bool:
+def is_device(handle) -> bool:
     """``handle`` reads a device (``/dev/zero``, ``/dev/urandom``): an end that never comes,
     read into memory until the machine runs out of it. A FIFO (``<(zcat ...)``) ends."""
     mode = os.fstat(handle.fileno()).st_mode
@@ -72,7 +72,7 @@ def _read_bytes(path) -> bytes:
         if os.path.isdir(path):
             raise _error(path, None, "is a directory, not a data file")
         with open(path, "rb") as handle:
-            if _is_device(handle):
+            if is_device(handle):
                 raise _error(path, None, "is a device, not a data file")
             return handle.read()
     except DataError:

@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .. import config
-from ..argtypes import int_between, nonneg_int, positive_int, seed, threads_int
+from ..argtypes import MAX_WORKERS, int_between, nonneg_int, positive_int, seed, threads_int
 from ..commandline import check_output, check_output_file
 from ..errors import UserError
 from ..validate import peek_config
@@ -21,7 +21,6 @@ from .options import ServeOptions
 from .tables import TableSource, table_for
 
 DEFAULT_MAX_TOKENS = config.default(ServeOptions, "max_tokens")  # as predict (config.TrainConfig.max_tokens)
-MAX_WORKERS = 256  # serve --workers: each process loads the model (a typo must not fork thousands), as predict's
 DEFAULT_MAX_BODY = config.default(ServeOptions, "max_body_bytes")
 DEFAULT_MAX_TEXTS = config.default(ServeOptions, "max_texts")
 DEFAULT_MAX_EXPLAIN_TOKENS = config.default(ServeOptions, "max_explain_tokens")
